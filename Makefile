@@ -1,0 +1,46 @@
+# make run: set up and start example_project/ on the embedded store.
+# make test: set up and run every test.
+PYTHON ?= python3.12
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PYENV_VERSION ?= 3.12.1:3.11.7:3.10.13:3.13.0
+
+.PHONY: run test venv lint bench emulator tox clean gateway-deps
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]' -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+gateway-deps: tests/gateway/node_modules/.package-lock.json
+
+tests/gateway/node_modules/.package-lock.json: tests/gateway/package-lock.json
+	npm ci --prefix tests/gateway --no-audit --no-fund
+	touch $@
+
+test: venv gateway-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check django_cfkv tests bench example_project
+
+run: venv
+	$(BIN)/python example_project/manage.py migrate --noinput
+	$(BIN)/python example_project/manage.py demo_user
+	$(BIN)/python example_project/manage.py runserver 127.0.0.1:$(PORT)
+
+emulator: venv
+	$(BIN)/python -m django_cfkv.emulator --host 127.0.0.1 --port 8787 --path example_project/emulator.sqlite3
+
+bench: venv gateway-deps
+	$(BIN)/python -m bench
+
+tox: venv
+	$(BIN)/tox -p auto
+
+clean:
+	rm -rf $(VENV) .tox build dist .pytest_cache

@@ -1,0 +1,13 @@
+"""django-cfkv: Cloudflare Workers KV behind Django's cache, sessions and rate limiting."""
+
+__version__ = "0.1.0"
+
+
+def get_kv(alias="default"):
+    """Return the KV namespace object for a ``CFKV`` alias (shared within the process)."""
+    from .conf import get_kv as _get_kv
+
+    return _get_kv(alias)
+
+
+__all__ = ["get_kv", "__version__"]

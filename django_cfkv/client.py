@@ -1,0 +1,349 @@
+"""KVClient: Workers KV's REST API over :mod:`django_cfkv.transport`.
+
+This module knows the URLs, how keys are encoded, the JSON envelope, and how a
+status becomes an exception. It knows nothing of Django.
+
+Consistency (Cloudflare's, not ours to fix): reads may be up to ~60 s stale at
+other locations, there is no atomic compare-and-set, and a key may be written
+at most once per second.
+"""
+
+import base64
+import json
+from urllib.parse import quote
+
+from . import limits
+from .exceptions import (
+    KVAPIError,
+    KVAuthError,
+    KVBulkError,
+    KVNotFoundError,
+    KVRateLimitError,
+)
+from .transport import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Transport, _parse_retry_after
+from .types import KeyInfo, KeyPage, ValueWithMetadata
+
+DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+KEY_NOT_FOUND = 10009
+TOKEN_PERMISSION = "Workers KV Storage Read/Write"
+
+
+def encode_key(key):
+    """Percent-encode ``key`` for a URL path with nothing left safe, after validating it."""
+    return quote(limits.validate_key(key), safe="")
+
+
+class KVClient:
+    """One Workers KV namespace, reached through Cloudflare's REST API.
+
+    Safe to share between threads: all state is in one pooled transport (see
+    :mod:`django_cfkv.transport`). Every method validates its input before any
+    I/O and raises a :class:`~django_cfkv.exceptions.KVError` on failure.
+    """
+
+    def __init__(self, account_id, namespace_id, api_token, *, base_url=DEFAULT_BASE_URL,
+                 timeout=DEFAULT_TIMEOUT, max_retries=DEFAULT_MAX_RETRIES):
+        self.account_id = account_id
+        self.namespace_id = namespace_id
+        self.base_url = base_url.rstrip("/")
+        self.transport = Transport(api_token, timeout=timeout, max_retries=max_retries)
+        self._account_url = f"{self.base_url}/accounts/{quote(str(account_id), safe='')}/storage/kv/namespaces"
+        self._url = f"{self._account_url}/{quote(str(namespace_id), safe='')}"
+
+    def __repr__(self):
+        return f"KVClient(account_id={self.account_id!r}, namespace_id={self.namespace_id!r}, base_url={self.base_url!r})"
+
+    def close(self):
+        """Close pooled connections."""
+        self.transport.close()
+
+    # Reads
+
+    def get(self, key):
+        """Return the value's bytes, or None when the key does not exist. One call."""
+        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True)
+        return None if response is None else response.content
+
+    def get_with_metadata(self, key):
+        """Return ValueWithMetadata, or None when missing.
+
+        Two calls (value, then metadata): the REST API has no single call that
+        returns a binary value with its metadata. A missing value costs one.
+        """
+        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True)
+        if response is None:
+            return None
+        expiration = response.headers.get("expiration")
+        metadata = self.get_metadata(key)
+        return ValueWithMetadata(response.content, metadata, int(float(expiration)) if expiration else None)
+
+    def get_metadata(self, key):
+        """Return the key's metadata (None when it has none or is missing). One call."""
+        response = self._call("GET", f"/metadata/{encode_key(key)}", "get_metadata", missing_ok=True)
+        return None if response is None else _envelope(response).get("result")
+
+    def get_many(self, keys):
+        """Return {key: bytes} for the keys that exist, in ceil(n/100) bulk calls.
+
+        KV's bulk get returns text only: values must be UTF-8.
+        """
+        keys = list(dict.fromkeys(keys))
+        for key in keys:
+            limits.validate_key(key)
+        found = {}
+        for chunk in _chunks(keys, limits.BULK_GET_MAX_KEYS):
+            response = self._call("POST", "/bulk/get", "bulk_get", json={"keys": chunk, "type": "text"})
+            values = (_envelope(response).get("result") or {}).get("values") or {}
+            for key, value in values.items():
+                if value is None:
+                    continue
+                if not isinstance(value, str):  # a JSON-typed answer from a lenient server
+                    value = json.dumps(value, separators=(",", ":"))
+                found[key] = value.encode("utf-8")
+        return found
+
+    def list_keys(self, prefix=None, limit=1000, cursor=None):
+        """Return one KeyPage (up to ``limit`` keys, 10..1000); cursor None on the last page."""
+        limits.validate_list_limit(limit)
+        params = {"limit": limit}
+        if prefix:
+            params["prefix"] = prefix
+        if cursor:
+            params["cursor"] = cursor
+        data = _envelope(self._call("GET", "/keys", "list", params=params))
+        keys = [
+            KeyInfo(item["name"], item.get("expiration"), item.get("metadata"))
+            for item in data.get("result") or []
+        ]
+        # The last page carries cursor "" (or none at all).
+        next_cursor = (data.get("result_info") or {}).get("cursor") or None
+        if next_cursor == cursor:
+            next_cursor = None
+        return KeyPage(keys, next_cursor)
+
+    def iter_keys(self, prefix=None):
+        """Yield KeyInfo for every key with ``prefix``, one list call per 1000 keys."""
+        cursor = None
+        while True:
+            page = self.list_keys(prefix=prefix, cursor=cursor)
+            yield from page.keys
+            if not page.cursor:
+                return
+            cursor = page.cursor
+
+    # Writes
+
+    def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
+        """Write one value (raw body; multipart when metadata is given). One call."""
+        path = f"/values/{encode_key(key)}"
+        value = limits.validate_value(value)
+        meta = limits.encode_metadata(metadata)
+        limits.validate_expiry(expiration, expiration_ttl)
+        params = _expiry_params(expiration, expiration_ttl)
+        if meta is None:
+            self._call("PUT", path, "put", params=params, data=value,
+                       headers={"Content-Type": "application/octet-stream"})
+        else:
+            files = {
+                "value": (None, value, "application/octet-stream"),
+                "metadata": (None, meta, "application/json"),
+            }
+            self._call("PUT", path, "put", params=params, files=files)
+
+    def put_many(self, items):
+        """Write many items (dicts with ``key``, ``value`` and optional ``expiration``,
+        ``expiration_ttl``, ``metadata``): one bulk call per 10,000 pairs or 100 MB.
+
+        Raises KVBulkError naming every key that was not written.
+        """
+        encoded = [_bulk_item(item) for item in items]
+        failed = []
+        batches = list(_bulk_batches(encoded))
+        for index, batch in enumerate(batches):
+            try:
+                response = self._call("PUT", "/bulk", "bulk_put", json=batch)
+            except KVAPIError as exc:
+                failed += _failed_keys(exc, batch) + [i["key"] for b in batches[index + 1:] for i in b]
+                raise KVBulkError(f"Bulk write failed for {len(failed)} keys: {exc.message}",
+                                  keys=failed, status=exc.status, errors=exc.errors) from exc
+            failed += _unsuccessful(response)
+        if failed:
+            raise KVBulkError(f"Bulk write left {len(failed)} keys unwritten; retry them: {failed[:10]}",
+                              keys=failed)
+
+    def delete(self, key):
+        """Delete one key; deleting a missing key is not an error. One call."""
+        self._call("DELETE", f"/values/{encode_key(key)}", "delete", missing_ok=True)
+
+    def delete_many(self, keys):
+        """Delete keys in one bulk call per 10,000; KVBulkError names any left behind."""
+        keys = list(dict.fromkeys(keys))
+        for key in keys:
+            limits.validate_key(key)
+        failed = []
+        chunks = list(_chunks(keys, limits.BULK_DELETE_MAX_KEYS))
+        for index, chunk in enumerate(chunks):
+            try:
+                response = self._call("POST", "/bulk/delete", "bulk_delete", json=chunk)
+            except KVAPIError as exc:
+                failed += [k for c in chunks[index:] for k in c]
+                raise KVBulkError(f"Bulk delete failed for {len(failed)} keys: {exc.message}",
+                                  keys=failed, status=exc.status, errors=exc.errors) from exc
+            failed += _unsuccessful(response)
+        if failed:
+            raise KVBulkError(f"Bulk delete left {len(failed)} keys; retry them: {failed[:10]}", keys=failed)
+
+    # Namespaces
+
+    def list_namespaces(self):
+        """Return every namespace of the account as [{"id", "title", ...}]."""
+        found, page = [], 1
+        while True:
+            response = self._call("GET", "", "namespaces", params={"page": page, "per_page": 100},
+                                  base=self._account_url)
+            data = _envelope(response)
+            batch = data.get("result") or []
+            found += batch
+            info = data.get("result_info") or {}
+            if not batch or len(found) >= info.get("total_count", len(found)):
+                return found
+            page += 1
+
+    def create_namespace(self, title):
+        """Create a namespace; return it as {"id", "title"}. Not retried (not idempotent)."""
+        response = self._call("POST", "", "namespaces", json={"title": title},
+                              base=self._account_url, idempotent=False)
+        return _envelope(response)["result"]
+
+    # Plumbing
+
+    def _call(self, method, path, endpoint, *, missing_ok=False, base=None, idempotent=True, **kwargs):
+        """Send one call; return the Response, or None for a key miss when ``missing_ok``."""
+        url = (base or self._url) + path
+        if "json" in kwargs:  # compact, so bulk size limits are measured on what is sent
+            kwargs["data"] = json.dumps(kwargs.pop("json"), separators=(",", ":"))
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        response = self.transport.request(method, url, endpoint=endpoint, idempotent=idempotent, **kwargs)
+        if response.status_code < 300:
+            return response
+        error = _error_for(response)
+        if missing_ok and isinstance(error, KVNotFoundError) and KEY_NOT_FOUND in error.codes:
+            return None
+        raise error
+
+
+def _envelope(response):
+    """Return the decoded JSON envelope, or raise KVAPIError if it is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        raise KVAPIError("Workers KV answered with something that is not JSON.",
+                         status=response.status_code, ray_id=response.headers.get("cf-ray")) from None
+    if not isinstance(data, dict) or data.get("success") is not True:
+        errors = data.get("errors") if isinstance(data, dict) else None
+        raise KVAPIError(f"Workers KV reported failure: {_describe(errors)}",
+                         status=response.status_code, errors=errors,
+                         ray_id=response.headers.get("cf-ray"))
+    return data
+
+
+def _describe(errors):
+    if not errors:
+        return "no error details"
+    return "; ".join(f"code {e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
+
+
+def _error_for(response):
+    """Map an error response to the one exception class that fits it."""
+    status = response.status_code
+    try:
+        body = response.json()
+        errors = body.get("errors") or [] if isinstance(body, dict) else []
+    except ValueError:
+        errors = []
+    kwargs = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"), "response": response}
+    detail = _describe(errors)
+    if status in (401, 403):
+        return KVAuthError(
+            f"Cloudflare refused the API token ({detail}). Check API_TOKEN and that it has the "
+            f"'{TOKEN_PERMISSION}' permission for this account.", **kwargs)
+    if status == 404:
+        if any(c == KEY_NOT_FOUND for c in (e.get("code") for e in errors if isinstance(e, dict))):
+            return KVNotFoundError(f"Key not found ({detail}).", **kwargs)
+        return KVNotFoundError(
+            f"Workers KV found no such namespace or route ({detail}). Check ACCOUNT_ID, "
+            "NAMESPACE_ID and BASE_URL.", **kwargs)
+    if status == 429:
+        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        return KVRateLimitError(
+            f"Cloudflare's rate limit was hit ({detail}): 1,200 API calls per 5 minutes per user, "
+            "or one write per second to the same key"
+            + (f"; retry after {retry_after:.0f} s." if retry_after is not None else "."),
+            retry_after=retry_after, **kwargs)
+    if status >= 500:
+        return KVAPIError(f"Workers KV failed with a server error ({detail}).", **kwargs)
+    return KVAPIError(f"Workers KV refused the request ({detail}).", **kwargs)
+
+
+def _unsuccessful(response):
+    result = _envelope(response).get("result") or {}
+    return list(result.get("unsuccessful_keys") or [])
+
+
+def _failed_keys(exc, batch):
+    """Keys of a failed bulk call: those the error names, else the whole batch."""
+    response = exc.response
+    if response is not None:
+        try:
+            keys = ((response.json() or {}).get("result") or {}).get("unsuccessful_keys")
+        except (ValueError, AttributeError):
+            keys = None
+        if keys:
+            return list(keys)
+    return [item["key"] for item in batch]
+
+
+def _expiry_params(expiration, expiration_ttl):
+    if expiration_ttl is not None:
+        return {"expiration_ttl": int(expiration_ttl)}
+    if expiration is not None:
+        return {"expiration": int(expiration)}
+    return None
+
+
+def _bulk_item(item):
+    key = limits.validate_key(item["key"])
+    value = limits.validate_value(item["value"])
+    meta = item.get("metadata")
+    limits.encode_metadata(meta)
+    limits.validate_expiry(item.get("expiration"), item.get("expiration_ttl"))
+    try:
+        out = {"key": key, "value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        out = {"key": key, "value": base64.b64encode(value).decode("ascii"), "base64": True}
+    if item.get("expiration_ttl") is not None:
+        out["expiration_ttl"] = int(item["expiration_ttl"])
+    elif item.get("expiration") is not None:
+        out["expiration"] = int(item["expiration"])
+    if meta is not None:
+        out["metadata"] = meta
+    return out
+
+
+def _bulk_batches(items):
+    """Split bulk-write items into requests of <= 10,000 pairs and <= 100 MB."""
+    batch, size = [], 2
+    for item in items:
+        item_size = len(json.dumps(item, separators=(",", ":"))) + 1
+        if batch and (len(batch) >= limits.BULK_WRITE_MAX_ITEMS or size + item_size > limits.BULK_WRITE_MAX_BYTES):
+            yield batch
+            batch, size = [], 2
+        batch.append(item)
+        size += item_size
+    if batch:
+        yield batch
+
+
+def _chunks(seq, size):
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]

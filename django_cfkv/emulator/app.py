@@ -1,0 +1,497 @@
+"""The emulator as a WSGI application.
+
+It follows Cloudflare's documented wire format (shared reference, sections 1-5):
+raw bytes for value reads, the JSON envelope everywhere else, and Cloudflare's
+statuses and error codes. Where Cloudflare's behaviour is uncertain it follows
+Miniflare, Cloudflare's own local emulator.
+"""
+
+import base64
+import binascii
+import email.parser
+import email.policy
+import hmac
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from urllib.parse import parse_qs, unquote
+
+from .. import limits
+from ..exceptions import KVValueError
+from ..local import LocalKV
+
+API_PREFIX = "/client/v4"
+_ROUTE = re.compile(
+    r"^/client/v4/accounts/(?P<account>[^/]+)/storage/kv/namespaces"
+    r"(?:/(?P<ns>[^/]+)(?P<rest>/.*)?)?$"
+)
+QUOTA_CALLS = 1200
+QUOTA_WINDOW = 300
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer at once with an error envelope."""
+
+    def __init__(self, status, code, message, headers=None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def _envelope(result=None, **extra):
+    return {"success": True, "errors": [], "messages": [], "result": result, **extra}
+
+
+class Faults:
+    """Fault injection: shares of 429/503 answers, slow answers, partial bulk failures."""
+
+    FIELDS = {"rate_429": 0.0, "retry_after": 1, "rate_503": 0.0, "slow_rate": 0.0, "slow_ms": 0,
+              "latency_ms": 0, "bulk_unsuccessful": 0.0}
+
+    def __init__(self, **values):
+        self._lock = threading.Lock()
+        self.values = dict(self.FIELDS)
+        self.update(values)
+
+    def update(self, values):
+        unknown = set(values) - set(self.FIELDS)
+        if unknown:
+            raise ValueError(f"Unknown fault settings: {', '.join(sorted(unknown))}")
+        with self._lock:
+            for name, value in values.items():
+                self.values[name] = type(self.FIELDS[name])(value)
+
+    def reset(self, keep_latency=True):
+        with self._lock:
+            latency = self.values["latency_ms"]
+            self.values = dict(self.FIELDS)
+            if keep_latency:
+                self.values["latency_ms"] = latency
+
+    def __getitem__(self, name):
+        return self.values[name]
+
+
+class EmulatorApp:
+    """WSGI app serving the KV REST API; each namespace id is its own namespace."""
+
+    def __init__(self, path, *, token=None, enforce_quota=False, **faults):
+        self.path = str(path)
+        self.token = token
+        self.enforce_quota = enforce_quota
+        self.faults = Faults(**faults)
+        self.stats = {}
+        self._stats_lock = threading.Lock()
+        self._stores = {}
+        self._window = (0.0, 0)  # (start, calls) of the simulated 5-minute quota
+
+    def store(self, namespace_id):
+        store = self._stores.get(namespace_id)
+        if store is None:
+            store = self._stores.setdefault(namespace_id, LocalKV(self.path, namespace=namespace_id))
+        return store
+
+    # WSGI
+
+    def __call__(self, environ, start_response):
+        status, headers, body = self.handle(environ)
+        start_response(f"{status} {_REASONS.get(status, 'Status')}", list(headers.items()))
+        return [body]
+
+    def handle(self, environ):
+        """Return (status, headers, body bytes) for one request."""
+        path = environ.get("RAW_URI") or environ.get("PATH_INFO", "")
+        path = path.split("?", 1)[0]
+        method = environ["REQUEST_METHOD"]
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {"Ratelimit": ""}
+        try:
+            if path.startswith("/__emulator/"):
+                self._check_token(environ)
+                result = self._admin(method, path, body)
+                return 200, {"Content-Type": "application/json"}, json.dumps(_envelope(result)).encode()
+            headers = self._quota()
+            self._check_token(environ)
+            self._inject_faults()
+            status, extra, payload = self._route(method, path, query, body, environ)
+            headers.update(extra)
+            return status, headers, payload
+        except _Reply as reply:
+            headers.update(reply.headers)
+            headers["Content-Type"] = "application/json"
+            data = {"success": False, "errors": [{"code": reply.code, "message": reply.message}],
+                    "messages": [], "result": None}
+            return reply.status, headers, json.dumps(data).encode()
+
+    def _quota(self):
+        now = time.time()
+        start, used = self._window
+        if now - start >= QUOTA_WINDOW:
+            start, used = now, 0
+        used += 1
+        self._window = (start, used)
+        remaining = max(0, QUOTA_CALLS - used)
+        reset = int(QUOTA_WINDOW - (now - start))
+        headers = {"Ratelimit": f'"default";r={remaining};t={reset}',
+                   "Ratelimit-Policy": f'"default";q={QUOTA_CALLS};w={QUOTA_WINDOW}'}
+        if self.enforce_quota and used > QUOTA_CALLS:
+            raise _Reply(429, 10022, "too many requests", {**headers, "Retry-After": str(reset)})
+        return headers
+
+    def _check_token(self, environ):
+        if self.token is None:
+            return
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if not auth.startswith("Bearer "):
+            raise _Reply(401, 10000, "Authentication error")
+        if not hmac.compare_digest(auth[7:].encode(), self.token.encode()):
+            raise _Reply(403, 10000, "Authentication error")
+
+    def _inject_faults(self):
+        f = self.faults
+        if f["latency_ms"]:
+            time.sleep(f["latency_ms"] / 1000)
+        if f["slow_rate"] and random.random() < f["slow_rate"]:
+            time.sleep(f["slow_ms"] / 1000)
+        if f["rate_429"] and random.random() < f["rate_429"]:
+            extra = {"Retry-After": str(f["retry_after"])} if f["retry_after"] >= 0 else {}
+            raise _Reply(429, 10022, "too many requests", extra)
+        if f["rate_503"] and random.random() < f["rate_503"]:
+            raise _Reply(503, 10001, "service temporarily unavailable")
+
+    def _admin(self, method, path, body):
+        if path == "/__emulator/faults":
+            if method in ("POST", "PUT"):
+                try:
+                    self.faults.update(json.loads(body or b"{}"))
+                except (ValueError, TypeError) as exc:
+                    raise _Reply(400, 10029, str(exc))
+            elif method == "DELETE":
+                self.faults.reset(keep_latency=False)
+            return self.faults.values
+        if path == "/__emulator/stats" and method == "GET":
+            with self._stats_lock:
+                return dict(self.stats)
+        if path == "/__emulator/stats" and method == "DELETE":
+            with self._stats_lock:
+                self.stats.clear()
+            return {}
+        raise _Reply(404, 7003, "No route for the URI")
+
+    def _count(self, endpoint):
+        with self._stats_lock:
+            self.stats[endpoint] = self.stats.get(endpoint, 0) + 1
+
+    # Routing
+
+    def _route(self, method, path, query, body, environ):
+        match = _ROUTE.match(path)
+        if not match:
+            raise _Reply(404, 7003, "No route for the URI")
+        ns, rest = match.group("ns"), match.group("rest") or ""
+        if ns is None:
+            if method == "GET":
+                return self._json(self._list_namespaces(query))
+            if method == "POST":
+                return self._json(self._create_namespace(body))
+            raise _Reply(405, 10000, "Method not allowed")
+        ns = unquote(ns)
+        if len(ns) > 32:
+            raise _Reply(404, 10013, "namespace not found")
+        store = self.store(ns)
+        if rest == "" and method == "GET":
+            return self._json(_envelope({"id": ns, "title": self._title(store, ns)}))
+        if rest.startswith("/values/"):
+            key = self._key(rest[len("/values/"):])
+            if method == "GET":
+                return self._get_value(store, key)
+            if method == "PUT":
+                return self._json(self._put_value(store, key, query, body, environ))
+            if method == "DELETE":
+                self._count("delete")
+                store.delete(key)
+                return self._json(_envelope(None))
+        elif rest.startswith("/metadata/") and method == "GET":
+            key = self._key(rest[len("/metadata/"):])
+            self._count("get_metadata")
+            entry = store.get_with_metadata(key)
+            if entry is None:
+                raise _Reply(404, 10009, "get: 'key not found'")
+            return self._json(_envelope(entry.metadata))
+        elif rest == "/keys" and method == "GET":
+            return self._json(self._list_keys(store, query))
+        elif rest == "/bulk" and method == "PUT":
+            return self._json(self._bulk_write(store, body))
+        elif (rest == "/bulk/delete" and method == "POST") or (rest == "/bulk" and method == "DELETE"):
+            return self._json(self._bulk_delete(store, body))
+        elif rest == "/bulk/get" and method == "POST":
+            return self._json(self._bulk_get(store, body))
+        raise _Reply(404, 7003, "No route for the URI")
+
+    @staticmethod
+    def _json(data, status=200):
+        return status, {"Content-Type": "application/json"}, json.dumps(data).encode()
+
+    @staticmethod
+    def _key(raw):
+        try:
+            key = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise _Reply(400, 10042, "Key names must be valid UTF-8") from None
+        return _checked_key(key)
+
+    # Handlers
+
+    def _get_value(self, store, key):
+        self._count("get")
+        entry = store.get_with_metadata(key)
+        if entry is None:
+            raise _Reply(404, 10009, "get: 'key not found'")
+        headers = {"Content-Type": "application/octet-stream"}
+        if entry.expiration:
+            headers["expiration"] = str(entry.expiration)
+        return 200, headers, entry.value
+
+    def _put_value(self, store, key, query, body, environ):
+        self._count("put")
+        expiration, ttl = _expiry_from(query)
+        ctype = environ.get("CONTENT_TYPE", "")
+        metadata = None
+        if ctype.startswith("multipart/form-data"):
+            parts = _multipart(ctype, body)
+            if "value" not in parts:
+                raise _Reply(400, 10012, "multipart put request does not contain required form field 'value'")
+            value = parts["value"]
+            if "metadata" in parts:
+                metadata = _parse_metadata(parts["metadata"])
+        else:
+            value = body
+        if len(value) > limits.MAX_VALUE_BYTES:
+            raise _Reply(413, 10024, "payload too large")
+        _store_call(store.put, key, value, expiration=expiration, expiration_ttl=ttl, metadata=metadata)
+        return _envelope(None)
+
+    def _list_keys(self, store, query):
+        self._count("list")
+        try:
+            limit = int(query.get("limit", ["1000"])[0])
+        except ValueError:
+            raise _Reply(400, 10028, "invalid limit argument") from None
+        if not limits.LIST_MIN_LIMIT <= limit <= limits.LIST_MAX_LIMIT:
+            raise _Reply(400, 10028, "invalid limit argument")
+        prefix = query.get("prefix", [""])[0] or None
+        cursor = query.get("cursor", [""])[0] or None
+        try:
+            page = store.list_keys(prefix=prefix, limit=limit, cursor=cursor)
+        except KVValueError:
+            raise _Reply(400, 10041, 'invalid "list keys" cursor') from None
+        items = []
+        for info in page.keys:
+            item = {"name": info.name}
+            if info.expiration is not None:
+                item["expiration"] = info.expiration
+            if info.metadata is not None:
+                item["metadata"] = info.metadata
+            items.append(item)
+        return _envelope(items, result_info={"count": len(items), "cursor": page.cursor or ""})
+
+    def _bulk_write(self, store, body):
+        self._count("bulk_put")
+        if len(body) > limits.BULK_WRITE_MAX_BYTES:
+            raise _Reply(413, 10024, "payload too large")
+        items = _json_body(body)
+        if not isinstance(items, list):
+            raise _Reply(400, 10029, "invalid request: the body must be a JSON array of key-value pairs")
+        if len(items) > limits.BULK_WRITE_MAX_ITEMS:
+            raise _Reply(400, 10029, f"invalid request: at most {limits.BULK_WRITE_MAX_ITEMS} pairs per bulk write")
+        rows = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("key"), str) or "value" not in item:
+                raise _Reply(400, 10029, "invalid request: every item needs a string key and a value")
+            _checked_key(item["key"])
+            value = item["value"]
+            if not isinstance(value, str):
+                raise _Reply(400, 10012, "malformed value: bulk values are strings")
+            if item.get("base64"):
+                try:
+                    value = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    raise _Reply(400, 10012, "malformed value: invalid base64") from None
+            rows.append({"key": item["key"], "value": value, "expiration": item.get("expiration"),
+                         "expiration_ttl": item.get("expiration_ttl"), "metadata": item.get("metadata")})
+        failed = []
+        share = self.faults["bulk_unsuccessful"]
+        if share:
+            failed = [r["key"] for r in rows if random.random() < share]
+            rows = [r for r in rows if r["key"] not in set(failed)]
+        _store_call(store.put_many, rows)
+        return _envelope({"successful_key_count": len(rows), "unsuccessful_keys": failed})
+
+    def _bulk_delete(self, store, body):
+        self._count("bulk_delete")
+        keys = _json_body(body)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise _Reply(400, 10029, "invalid request: the body must be a JSON array of key names")
+        if len(keys) > limits.BULK_DELETE_MAX_KEYS:
+            raise _Reply(400, 10029, f"invalid request: at most {limits.BULK_DELETE_MAX_KEYS} keys per bulk delete")
+        for key in keys:
+            _checked_key(key)
+        failed = []
+        share = self.faults["bulk_unsuccessful"]
+        if share:
+            failed = [k for k in keys if random.random() < share]
+            keys = [k for k in keys if k not in set(failed)]
+        store.delete_many(keys)
+        return _envelope({"successful_key_count": len(keys), "unsuccessful_keys": failed})
+
+    def _bulk_get(self, store, body):
+        self._count("bulk_get")
+        request = _json_body(body)
+        if not isinstance(request, dict) or not isinstance(request.get("keys"), list):
+            raise _Reply(400, 10029, 'invalid request: expected {"keys": [...]}')
+        keys, kind = request["keys"], request.get("type", "text")
+        with_metadata = bool(request.get("withMetadata", False))
+        if len(keys) > limits.BULK_GET_MAX_KEYS:
+            raise _Reply(400, 10029, f"invalid request: at most {limits.BULK_GET_MAX_KEYS} keys per bulk get")
+        if kind not in ("text", "json"):
+            raise _Reply(400, 10029, "invalid request: type must be 'text' or 'json'")
+        values = {}
+        for key in keys:
+            if not isinstance(key, str):
+                raise _Reply(400, 10029, "invalid request: keys must be strings")
+            entry = store.get_with_metadata(_checked_key(key))
+            if entry is None:
+                values[key] = None
+                continue
+            try:
+                value = entry.value.decode("utf-8")
+                if kind == "json":
+                    value = json.loads(value)
+            except (UnicodeDecodeError, ValueError):
+                raise _Reply(400, 10012, f"malformed value: {key!r} is not {kind}") from None
+            if with_metadata:
+                value = {"value": value, "metadata": entry.metadata}
+                if entry.expiration:
+                    value["expiration"] = entry.expiration
+            values[key] = value
+        return _envelope({"values": values})
+
+    def _list_namespaces(self, query):
+        store = self.store("")
+        try:
+            page = max(1, int(query.get("page", ["1"])[0]))
+            per_page = min(1000, max(1, int(query.get("per_page", ["20"])[0])))
+        except ValueError:
+            raise _Reply(400, 10007, "malformed page argument") from None
+        found = store.list_namespaces()
+        chunk = found[(page - 1) * per_page: page * per_page]
+        info = {"count": len(chunk), "page": page, "per_page": per_page, "total_count": len(found)}
+        return _envelope(chunk, result_info=info)
+
+    def _create_namespace(self, body):
+        request = _json_body(body)
+        title = request.get("title") if isinstance(request, dict) else None
+        if not isinstance(title, str) or not title:
+            raise _Reply(400, 10019, "missing title")
+        namespace_id = uuid.uuid4().hex
+        if not self.store("").create_namespace(namespace_id, title):
+            raise _Reply(400, 10014, "namespace already exists")
+        return _envelope({"id": namespace_id, "title": title, "supports_url_encoding": True})
+
+    @staticmethod
+    def _title(store, ns):
+        for item in store.list_namespaces():
+            if item["id"] == ns:
+                return item["title"]
+        return ns
+
+
+def _checked_key(key):
+    """Validate a key as Cloudflare does, with Miniflare's statuses."""
+    if key == "":
+        raise _Reply(400, 10042, "Key names must not be empty")
+    if key in (".", ".."):
+        raise _Reply(400, 10042, f'Illegal key name "{key}". Please use a different name.')
+    if len(key.encode("utf-8", "surrogatepass")) > limits.MAX_KEY_BYTES:
+        raise _Reply(414, 10030, f"key too long: keys are at most {limits.MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _expiry_from(query):
+    def number(name, code):
+        raw = query.get(name, [""])[0]
+        if raw == "":
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise _Reply(400, code, f"Invalid {name} of {raw}.") from None
+
+    ttl = number("expiration_ttl", 10034)
+    expiration = number("expiration", 10033)
+    if ttl is not None and ttl < limits.MIN_TTL:
+        raise _Reply(400, 10034, f"Invalid expiration_ttl of {raw_int(ttl)}. Expiration TTL must be at least 60.")
+    if ttl is None and expiration is not None and expiration < time.time() + limits.MIN_TTL:
+        raise _Reply(400, 10033, f"Invalid expiration of {raw_int(expiration)}. Expiration times must be at "
+                                 "least 60 seconds in the future.")
+    return expiration, ttl
+
+
+def raw_int(number):
+    return int(number) if float(number).is_integer() else number
+
+
+def _parse_metadata(raw):
+    if len(raw) > limits.MAX_METADATA_BYTES:
+        raise _Reply(413, 10047, f"invalid metadata: metadata is at most {limits.MAX_METADATA_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise _Reply(400, 10047, "invalid metadata: not JSON") from None
+
+
+def _multipart(ctype, body):
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise _Reply(400, 10029, "invalid request: malformed multipart body")
+    parts = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            parts[name] = part.get_payload(decode=True) or b""
+    return parts
+
+
+def _json_body(body):
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        raise _Reply(400, 10029, "invalid request: the body is not JSON") from None
+
+
+def _store_call(fn, *args, **kwargs):
+    """Run a LocalKV write, turning its validation errors into Cloudflare's answers."""
+    try:
+        return fn(*args, **kwargs)
+    except KVValueError as exc:
+        text = str(exc)
+        if "metadata" in text:
+            raise _Reply(413 if "limit" in text else 400, 10047, f"invalid metadata: {text}") from None
+        if "expiration_ttl" in text:
+            raise _Reply(400, 10034, text) from None
+        if "expiration" in text:
+            raise _Reply(400, 10033, text) from None
+        if "25 MiB" in text:
+            raise _Reply(413, 10024, "payload too large") from None
+        raise _Reply(400, 10029, f"invalid request: {text}") from None
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 413: "Payload Too Large", 414: "URI Too Long",
+            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}

@@ -1,0 +1,83 @@
+"""A small threaded HTTP/1.1 server for the emulator app.
+
+Keep-alive is supported, so clients reuse connections as they do with
+Cloudflare. Each answer goes out in one write, and TCP_NODELAY is set on every
+connection: without it a loopback server stalls each ``requests`` PUT by ~40 ms
+(Nagle's algorithm meeting a delayed ACK).
+"""
+
+import io
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .app import _REASONS
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "cfkv-emulator"
+
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _serve(self):
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        environ = {
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "RAW_URI": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(length),
+            "HTTP_AUTHORIZATION": self.headers.get("Authorization", ""),
+            "wsgi.input": io.BytesIO(self.rfile.read(length) if length else b""),
+        }
+        status, headers, body = self.server.app.handle(environ)
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+        headers = {**headers, "Content-Length": str(len(body))}
+        lines += [f"{name}: {value}" for name, value in headers.items() if value != ""]
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self.wfile.flush()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _serve
+
+    def log_message(self, format, *args):  # quiet by default; values and tokens never logged
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, app, *, verbose=False):
+        self.app = app
+        self.verbose = verbose
+        super().__init__(address, _Handler)
+
+    @property
+    def base_url(self):
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/client/v4"
+
+
+def serve(app, host="127.0.0.1", port=8787, *, verbose=False):
+    """Serve ``app`` until interrupted."""
+    server = EmulatorServer((host, port), app, verbose=verbose)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def start_in_thread(app, host="127.0.0.1", port=0):
+    """Start a server on a background thread; return it (``.base_url``, ``.shutdown()``)."""
+    server = EmulatorServer((host, port), app)
+    thread = threading.Thread(target=server.serve_forever, name="cfkv-emulator", daemon=True)
+    thread.start()
+    server.thread = thread
+    return server

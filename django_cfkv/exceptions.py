@@ -1,0 +1,91 @@
+"""The error tree.
+
+Every failure talking to KV is a :class:`KVError`. Configuration mistakes are
+:class:`CFKVConfigurationError`, a Django ``ImproperlyConfigured`` that sits
+outside the tree so that options such as ``IGNORE_EXCEPTIONS`` can never hide
+them.
+"""
+
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+
+
+class KVError(Exception):
+    """Base class for every failure talking to Workers KV."""
+
+    def __init__(self, message, *, status=None, errors=None, ray_id=None, response=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.errors = list(errors or [])
+        self.ray_id = ray_id
+        self.response = response
+
+    @property
+    def codes(self):
+        """Return Cloudflare's error codes carried by this error."""
+        return [e.get("code") for e in self.errors if isinstance(e, dict)]
+
+    def __str__(self):
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"(HTTP {self.status})")
+        if self.ray_id:
+            parts.append(f"[cf-ray {self.ray_id}]")
+        if self.__cause__ is not None and not isinstance(self.__cause__, KVError):
+            parts.append(f"caused by {type(self.__cause__).__name__}: {self.__cause__}")
+        return " ".join(parts)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.message!r}, status={self.status!r})"
+
+
+class KVConnectionError(KVError):
+    """The API could not be reached (DNS, TCP, TLS, reset). Retryable."""
+
+
+class KVTimeout(KVConnectionError):
+    """A connect or read timeout. Retryable."""
+
+
+class KVAPIError(KVError):
+    """The API answered with an error status or a ``success: false`` envelope."""
+
+
+class KVAuthError(KVAPIError):
+    """401/403: the token is wrong or lacks a permission. Never retried."""
+
+
+class KVNotFoundError(KVAPIError):
+    """A 404 that is not a plain key miss: wrong account, namespace or route."""
+
+
+class KVRateLimitError(KVAPIError):
+    """429: Cloudflare's API rate limit (or KV's one-write-per-second-per-key)."""
+
+    def __init__(self, message, *, retry_after=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class KVBulkError(KVAPIError):
+    """A bulk write or delete left some keys undone; ``.keys`` names them."""
+
+    def __init__(self, message, *, keys=(), **kwargs):
+        super().__init__(message, **kwargs)
+        self.keys = list(keys)
+
+
+class KVValueError(KVError, ValueError):
+    """A key, value, metadata or TTL breaks KV's limits. Raised before any I/O."""
+
+
+class CFKVConfigurationError(ImproperlyConfigured):
+    """The ``CFKV`` setting (or an option built on it) is missing or wrong."""
+
+
+class Ratelimited(PermissionDenied):
+    """Raised by :func:`django_cfkv.ratelimit.ratelimit` when a view is over its rate."""
+
+    def __init__(self, *args, usage=None):
+        super().__init__(*args)
+        self.usage = usage

@@ -1,0 +1,114 @@
+"""Cloudflare Workers KV's limits, and the validators that enforce them.
+
+The client, the embedded store and the emulator share these, so all three
+refuse the same input with the same message, before any I/O.
+Source: shared reference on the KV REST API, section 5 (Cloudflare's published limits).
+"""
+
+import json
+import time
+
+from .exceptions import KVValueError
+
+MAX_KEY_BYTES = 512
+MAX_VALUE_BYTES = 25 * 1024 * 1024
+MAX_METADATA_BYTES = 1024
+MIN_TTL = 60
+BULK_WRITE_MAX_ITEMS = 10_000
+BULK_WRITE_MAX_BYTES = 100 * 1000 * 1000
+BULK_DELETE_MAX_KEYS = 10_000
+BULK_GET_MAX_KEYS = 100
+LIST_MIN_LIMIT = 10
+LIST_MAX_LIMIT = 1000
+
+
+def validate_key(key):
+    """Return ``key`` as UTF-8 bytes' text, or raise KVValueError saying what to fix."""
+    if not isinstance(key, str):
+        raise KVValueError(f"KV keys must be str, not {type(key).__name__}.")
+    if key in ("", ".", ".."):
+        raise KVValueError(
+            f"Illegal KV key {key!r}: a key cannot be empty, '.' or '..'."
+        )
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise KVValueError(
+            "KV keys must be valid UTF-8 text (the key contains a lone surrogate)."
+        ) from exc
+    if size > MAX_KEY_BYTES:
+        raise KVValueError(
+            f"KV key is {size} bytes in UTF-8; the limit is {MAX_KEY_BYTES} bytes. "
+            "Use a shorter key (or hash it)."
+        )
+    return key
+
+
+def validate_value(value):
+    """Return ``value`` as bytes, or raise KVValueError if it is too large or not bytes/str."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    elif isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    elif not isinstance(value, bytes):
+        raise KVValueError(
+            f"KV values must be bytes or str, not {type(value).__name__}; serialize it first."
+        )
+    if len(value) > MAX_VALUE_BYTES:
+        raise KVValueError(
+            f"KV value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES} bytes (25 MiB)."
+        )
+    return value
+
+
+def encode_metadata(metadata):
+    """Return ``metadata`` as compact JSON text (or None), checked against the 1024-byte limit."""
+    if metadata is None:
+        return None
+    try:
+        text = json.dumps(metadata, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise KVValueError(f"KV metadata must be JSON-serializable: {exc}") from exc
+    size = len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise KVValueError(
+            f"KV metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES} bytes."
+        )
+    return text
+
+
+def validate_expiry(expiration=None, expiration_ttl=None, *, now=None):
+    """Check KV's expiry rules; return the absolute expiry (epoch seconds) or None.
+
+    As on Cloudflare, ``expiration_ttl`` wins when both are given.
+    """
+    now = time.time() if now is None else now
+    if expiration_ttl is not None:
+        if isinstance(expiration_ttl, bool) or not isinstance(expiration_ttl, (int, float)):
+            raise KVValueError("expiration_ttl must be a number of seconds.")
+        if expiration_ttl < MIN_TTL:
+            raise KVValueError(
+                f"Invalid expiration_ttl of {expiration_ttl}: KV needs at least {MIN_TTL} seconds."
+            )
+        return int(now + expiration_ttl)
+    if expiration is not None:
+        if isinstance(expiration, bool) or not isinstance(expiration, (int, float)):
+            raise KVValueError("expiration must be a UNIX time in seconds.")
+        if expiration < now + MIN_TTL:
+            raise KVValueError(
+                f"Invalid expiration of {int(expiration)}: expiration times must be at "
+                f"least {MIN_TTL} seconds in the future."
+            )
+        return int(expiration)
+    return None
+
+
+def validate_list_limit(limit):
+    """Return ``limit`` if KV accepts it as a list page size (10..1000)."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise KVValueError("list limit must be an integer.")
+    if not LIST_MIN_LIMIT <= limit <= LIST_MAX_LIMIT:
+        raise KVValueError(
+            f"Invalid list limit {limit}: KV pages hold {LIST_MIN_LIMIT} to {LIST_MAX_LIMIT} keys."
+        )
+    return limit

@@ -1,0 +1,289 @@
+"""LocalKV: the KV interface over one SQLite file.
+
+It keeps Workers KV's semantics (expiry, metadata, listing in UTF-8 byte order
+with opaque cursors, the same limits) so that code tested on it behaves the same
+on Cloudflare. SQLite in WAL mode makes it safe for several threads and
+processes (runserver's reloader, gunicorn workers); a write is acknowledged only
+once it is committed, so it survives the process being killed.
+
+Unlike Cloudflare, it is strongly consistent: a write is seen at once everywhere.
+"""
+
+import base64
+import binascii
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from . import limits
+from .exceptions import KVBulkError, KVValueError
+from .types import KeyInfo, KeyPage, ValueWithMetadata
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    ns TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    expiration INTEGER,
+    metadata TEXT,
+    PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS namespaces (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL UNIQUE
+);
+"""
+
+_PURGE_EVERY = 60.0  # seconds between sweeps of rows whose expiry has passed
+
+
+class _Database:
+    """One SQLite file: a connection per thread (and per process after a fork)."""
+
+    _lock = threading.Lock()
+    _instances = {}
+
+    @classmethod
+    def for_path(cls, path):
+        path = str(Path(path).resolve()) if path != ":memory:" else path
+        with cls._lock:
+            db = cls._instances.get(path)
+            if db is None:
+                db = cls._instances[path] = cls(path)
+            return db
+
+    def __init__(self, path):
+        self.path = path
+        self._local = threading.local()
+        self._last_purge = 0.0
+
+    def connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed write survives the process being
+            # killed; only an OS crash or power loss could lose the last ones.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def purge_expired(self, now):
+        if now - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = now
+        self.connection().execute("DELETE FROM kv WHERE expiration IS NOT NULL AND expiration <= ?", (int(now),))
+
+
+def _prefix_range(prefix):
+    """Return (low, high) byte bounds of keys starting with ``prefix``; high may be None."""
+    low = prefix.encode("utf-8")
+    high = bytearray(low)
+    while high and high[-1] == 0xFF:
+        high.pop()
+    if not high:
+        return low, None
+    high[-1] += 1
+    return low, bytes(high)
+
+
+def _encode_cursor(key_bytes):
+    return base64.urlsafe_b64encode(key_bytes).decode("ascii")
+
+
+def _decode_cursor(cursor):
+    try:
+        return base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise KVValueError(f"Invalid list cursor {cursor!r}: pass back the cursor a previous page gave.") from exc
+
+
+class LocalKV:
+    """Workers KV's interface over a SQLite file; ``namespace`` keeps several apart in one file."""
+
+    def __init__(self, path, namespace=""):
+        self.path = str(path)
+        self.namespace = namespace
+        self._db = _Database.for_path(self.path)
+
+    def __repr__(self):
+        return f"LocalKV({self.path!r}, namespace={self.namespace!r})"
+
+    def _execute(self, sql, params=()):
+        return self._db.connection().execute(sql, params)
+
+    def _live(self, key_bytes, now):
+        return self._execute(
+            "SELECT value, expiration, metadata FROM kv WHERE ns=? AND key=? "
+            "AND (expiration IS NULL OR expiration > ?)",
+            (self.namespace, key_bytes, now),
+        ).fetchone()
+
+    # Reads
+
+    def get(self, key):
+        """Return the value's bytes, or None when the key is missing or expired."""
+        limits.validate_key(key)
+        row = self._live(key.encode("utf-8"), time.time())
+        return None if row is None else bytes(row[0])
+
+    def get_with_metadata(self, key):
+        """Return ValueWithMetadata(value, metadata, expiration), or None when missing."""
+        limits.validate_key(key)
+        row = self._live(key.encode("utf-8"), time.time())
+        if row is None:
+            return None
+        return ValueWithMetadata(bytes(row[0]), json.loads(row[2]) if row[2] else None, row[1])
+
+    def get_metadata(self, key):
+        """Return the key's metadata (None when it has none or is missing)."""
+        entry = self.get_with_metadata(key)
+        return None if entry is None else entry.metadata
+
+    def get_many(self, keys):
+        """Return {key: bytes} for the keys that exist. Values must be UTF-8 text, as on KV's bulk get."""
+        keys = list(dict.fromkeys(keys))
+        for key in keys:
+            limits.validate_key(key)
+        now = time.time()
+        found = {}
+        for key in keys:
+            row = self._live(key.encode("utf-8"), now)
+            if row is not None:
+                value = bytes(row[0])
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise KVValueError(
+                        f"KV's bulk get returns text values only; {key!r} holds binary data. "
+                        "Read it with get()."
+                    ) from None
+                found[key] = value
+        return found
+
+    def list_keys(self, prefix=None, limit=1000, cursor=None):
+        """Return one KeyPage of live keys in UTF-8 byte order; its cursor is None on the last page."""
+        limits.validate_list_limit(limit)
+        sql = "SELECT key, expiration, metadata FROM kv WHERE ns=? AND (expiration IS NULL OR expiration > ?)"
+        params = [self.namespace, int(time.time())]
+        if prefix:
+            low, high = _prefix_range(prefix)
+            sql += " AND key >= ?"
+            params.append(low)
+            if high is not None:
+                sql += " AND key < ?"
+                params.append(high)
+        if cursor:
+            sql += " AND key > ?"
+            params.append(_decode_cursor(cursor))
+        sql += " ORDER BY key LIMIT ?"
+        params.append(limit + 1)
+        rows = self._execute(sql, params).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        keys = [
+            KeyInfo(bytes(k).decode("utf-8"), exp, json.loads(meta) if meta else None)
+            for k, exp, meta in rows
+        ]
+        next_cursor = _encode_cursor(bytes(rows[-1][0])) if more else None
+        return KeyPage(keys, next_cursor)
+
+    def iter_keys(self, prefix=None):
+        """Yield KeyInfo for every live key (with ``prefix``), following cursors."""
+        cursor = None
+        while True:
+            page = self.list_keys(prefix=prefix, cursor=cursor)
+            yield from page.keys
+            if not page.cursor:
+                return
+            cursor = page.cursor
+
+    # Writes
+
+    def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
+        """Store ``value`` under ``key``, replacing value, expiry and metadata."""
+        row = self._row(key, value, expiration, expiration_ttl, metadata)
+        self._write([row])
+
+    def put_many(self, items):
+        """Store many items: dicts with ``key``, ``value`` and optional ``expiration``,
+        ``expiration_ttl``, ``metadata``. All are checked before any is written."""
+        rows = [
+            self._row(
+                item["key"], item["value"], item.get("expiration"),
+                item.get("expiration_ttl"), item.get("metadata"),
+            )
+            for item in items
+        ]
+        if len(rows) > limits.BULK_WRITE_MAX_ITEMS:
+            raise KVBulkError(
+                f"A bulk write takes at most {limits.BULK_WRITE_MAX_ITEMS} pairs; got {len(rows)}.",
+                keys=[r[1].decode("utf-8") for r in rows],
+            )
+        self._write(rows)
+
+    def _row(self, key, value, expiration, expiration_ttl, metadata):
+        limits.validate_key(key)
+        value = limits.validate_value(value)
+        meta = limits.encode_metadata(metadata)
+        exp = limits.validate_expiry(expiration, expiration_ttl)
+        return (self.namespace, key.encode("utf-8"), value, exp, meta)
+
+    def _write(self, rows):
+        conn = self._db.connection()
+        with _transaction(conn):
+            conn.executemany(
+                "INSERT OR REPLACE INTO kv (ns, key, value, expiration, metadata) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        self._db.purge_expired(time.time())
+
+    def delete(self, key):
+        """Delete ``key``; deleting a missing key is not an error."""
+        limits.validate_key(key)
+        self._execute("DELETE FROM kv WHERE ns=? AND key=?", (self.namespace, key.encode("utf-8")))
+
+    def delete_many(self, keys):
+        """Delete every key in ``keys``."""
+        keys = list(keys)
+        for key in keys:
+            limits.validate_key(key)
+        conn = self._db.connection()
+        with _transaction(conn):
+            conn.executemany(
+                "DELETE FROM kv WHERE ns=? AND key=?",
+                [(self.namespace, k.encode("utf-8")) for k in keys],
+            )
+
+    # Namespaces (used by the emulator and the command)
+
+    def list_namespaces(self):
+        """Return [{"id", "title"}] of the namespaces created in this file."""
+        rows = self._execute("SELECT id, title FROM namespaces ORDER BY id").fetchall()
+        return [{"id": i, "title": t} for i, t in rows]
+
+    def create_namespace(self, namespace_id, title):
+        """Record a namespace; return False when the title is taken."""
+        try:
+            self._execute("INSERT INTO namespaces (id, title) VALUES (?, ?)", (namespace_id, title))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, so a bulk write lands whole or not at all."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
