@@ -1,0 +1,67 @@
+"""System checks: configuration mistakes reported by ``manage.py check``, with hints."""
+
+import os
+from urllib.parse import urlsplit
+
+from django.core.checks import Error, Tags, Warning, register
+
+from . import conf
+from .exceptions import CFKVConfigurationError
+
+
+@register(Tags.compatibility)
+def check_cfkv_setting(app_configs=None, **kwargs):
+    """Check every CFKV alias: backend, credentials, URL, timeouts."""
+    try:
+        config = conf.get_config()
+    except CFKVConfigurationError as exc:
+        return [Error(str(exc), id="django_cfkv.E001", hint="CFKV = {'default': {'BACKEND': 'local'}}")]
+    errors = []
+    for alias in config:
+        try:
+            settings = conf.alias_config(alias)
+        except CFKVConfigurationError as exc:
+            errors.append(Error(str(exc), id="django_cfkv.E001"))
+            continue
+        errors += _check_alias(alias, settings)
+    return errors
+
+
+def _check_alias(alias, settings):
+    errors = []
+    backend = settings["BACKEND"]
+    if backend == "cloudflare":
+        for name, env in (("ACCOUNT_ID", "CLOUDFLARE_ACCOUNT_ID"), ("API_TOKEN", "CLOUDFLARE_API_TOKEN"),
+                          ("NAMESPACE_ID", conf.NAMESPACE_ENV)):
+            if not settings.get(name):
+                errors.append(Error(
+                    f"CFKV[{alias!r}] has no {name}.", id="django_cfkv.E002",
+                    hint=f"Set CFKV[{alias!r}][{name!r}] or the {env} environment variable, "
+                         "or use BACKEND 'local' for development.",
+                ))
+        url = urlsplit(str(settings.get("BASE_URL", "")))
+        if url.scheme not in ("http", "https") or not url.netloc:
+            errors.append(Error(f"CFKV[{alias!r}]['BASE_URL'] is not an http(s) URL.", id="django_cfkv.E003",
+                                hint="Leave it unset for Cloudflare, or give the gateway's or emulator's URL "
+                                     "ending in /client/v4."))
+        elif url.scheme == "http" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+            errors.append(Warning(
+                f"CFKV[{alias!r}]['BASE_URL'] sends the API token over plain HTTP to {url.hostname}.",
+                id="django_cfkv.W001", hint="Use https:// for anything but a loopback emulator."))
+    elif backend == "local":
+        directory = os.path.dirname(os.path.abspath(str(settings.get("PATH"))))
+        if not os.path.isdir(directory):
+            errors.append(Error(f"CFKV[{alias!r}]['PATH'] is in {directory}, which does not exist.",
+                                id="django_cfkv.E004", hint="Create the folder or choose another PATH."))
+    elif "." not in str(backend):
+        errors.append(Error(f"CFKV[{alias!r}]['BACKEND'] is {backend!r}.", id="django_cfkv.E005",
+                            hint="Use 'cloudflare', 'local' or a dotted path to a class with the KV interface."))
+    timeout = settings.get("TIMEOUT")
+    values = timeout if isinstance(timeout, (tuple, list)) else (timeout,)
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+        errors.append(Error(f"CFKV[{alias!r}]['TIMEOUT'] must be seconds > 0 or a (connect, read) pair.",
+                            id="django_cfkv.E006", hint="For example TIMEOUT = (5, 30)."))
+    retries = settings.get("MAX_RETRIES")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        errors.append(Error(f"CFKV[{alias!r}]['MAX_RETRIES'] must be a whole number >= 0.", id="django_cfkv.E007"))
+    return errors
