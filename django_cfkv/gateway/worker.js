@@ -29,7 +29,7 @@ const MAX_KEY_BYTES = 512;
 const MAX_VALUE_BYTES = 25 * 1024 * 1024; // 25 MiB
 const MAX_METADATA_BYTES = 1024;
 const MAX_BULK_ITEMS = 10000;
-const MAX_BULK_BYTES = 100 * 1024 * 1024; // 100 MB request
+const MAX_BULK_BYTES = 100 * 1000 * 1000; // 100 MB request
 const MAX_BULK_GET_KEYS = 100;
 const MIN_TTL_SECONDS = 60;
 const LIST_MIN = 10;
@@ -118,7 +118,9 @@ function byteLength(s) {
 // Returns an ApiError for an invalid key name, or null.
 function keyProblem(key) {
   if (typeof key !== "string" || key.length === 0) {
-    return new ApiError(400, 10042, "Key names must not be empty");
+    // Also what "." and "%2E" become: URL parsing removes dot segments
+    // before the Worker sees the path.
+    return new ApiError(400, 10042, 'Illegal key name: a key cannot be empty, "." or "..".');
   }
   if (key === "." || key === "..") {
     return new ApiError(400, 10042, `Illegal key name "${key}". Please use a different name.`);
@@ -301,6 +303,41 @@ async function getValue(env, key) {
   return new Response(stream, { status: 200, headers: baseHeaders("application/octet-stream") });
 }
 
+// multipart/form-data -> Map(name -> Uint8Array). Parsed by hand on bytes:
+// request.formData() decodes parts sent without a filename as UTF-8 text,
+// which would corrupt binary values.
+function parseMultipart(contentType, body) {
+  const m = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType);
+  if (!m) throw badRequest("multipart/form-data without a boundary");
+  const delimiter = encoder.encode("--" + (m[1] || m[2]));
+  const parts = new Map();
+  const indexOf = (needle, from) => {
+    outer: for (let i = from; i <= body.length - needle.length; i++) {
+      for (let j = 0; j < needle.length; j++) if (body[i + j] !== needle[j]) continue outer;
+      return i;
+    }
+    return -1;
+  };
+  let pos = indexOf(delimiter, 0);
+  if (pos < 0) throw badRequest("malformed multipart/form-data body");
+  const headerEnd = encoder.encode("\r\n\r\n");
+  const nextDelimiter = encoder.encode("\r\n--" + (m[1] || m[2]));
+  while (true) {
+    pos += delimiter.length;
+    if (body[pos] === 45 && body[pos + 1] === 45) break; // "--": closing delimiter
+    const headersAt = pos + 2; // skip CRLF
+    const split = indexOf(headerEnd, headersAt);
+    if (split < 0) throw badRequest("malformed multipart/form-data body");
+    const headers = new TextDecoder().decode(body.subarray(headersAt, split));
+    const end = indexOf(nextDelimiter, split + 4);
+    if (end < 0) throw badRequest("malformed multipart/form-data body");
+    const name = /content-disposition:[^\r\n]*?\bname="([^"]*)"/i.exec(headers);
+    if (name && !parts.has(name[1])) parts.set(name[1], body.slice(split + 4, end));
+    pos = end + 2; // at the next delimiter
+  }
+  return parts;
+}
+
 async function putValue(request, env, key, query) {
   const expiry = expiryOptions(query.get("expiration"), query.get("expiration_ttl"));
   checkContentLength(request, MAX_VALUE_BYTES + 64 * 1024, "values are limited to 25 MiB");
@@ -308,23 +345,17 @@ async function putValue(request, env, key, query) {
   let value;
   let metadata;
   if (contentType.startsWith("multipart/form-data")) {
-    let form;
-    try {
-      form = await request.formData();
-    } catch {
-      throw badRequest("malformed multipart/form-data body");
-    }
+    const form = parseMultipart(contentType, new Uint8Array(await request.arrayBuffer()));
     const part = form.get("value");
-    if (part === null) {
+    if (part === undefined) {
       throw new ApiError(400, 10012, "multipart put request does not contain required form field 'value'");
     }
-    value = typeof part === "string" ? encoder.encode(part) : new Uint8Array(await part.arrayBuffer());
+    value = part;
     const meta = form.get("metadata");
-    if (meta !== null) {
-      const text = typeof meta === "string" ? meta : await meta.text();
+    if (meta !== undefined) {
       let parsed;
       try {
-        parsed = JSON.parse(text);
+        parsed = JSON.parse(new TextDecoder().decode(meta));
       } catch {
         throw new ApiError(400, 10047, "invalid metadata: the metadata part is not valid JSON");
       }
