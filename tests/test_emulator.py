@@ -1,0 +1,187 @@
+"""The emulator speaks Cloudflare's documented wire format to any client, not only ours."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+
+@pytest.fixture
+def ns(cfkv_emulator):
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {cfkv_emulator.token}"
+    base = f"{cfkv_emulator.base_url}/accounts/{cfkv_emulator.account_id}/storage/kv/namespaces/" \
+           f"{cfkv_emulator.new_namespace_id()}"
+    yield session, base
+    session.close()
+    cfkv_emulator.clear_faults()
+
+
+def errors(response):
+    body = response.json()
+    assert body["success"] is False and body["result"] is None and body["messages"] == []
+    return [e["code"] for e in body["errors"]]
+
+
+def test_value_read_is_raw_with_expiration_header(ns):
+    s, base = ns
+    r = s.put(f"{base}/values/k%2Fx", data=b"\x00bytes", params={"expiration_ttl": 120})
+    assert r.status_code == 200 and r.json() == {"success": True, "errors": [], "messages": [], "result": None}
+    r = s.get(f"{base}/values/k%2Fx")
+    assert r.content == b"\x00bytes" and r.headers["Content-Type"] == "application/octet-stream"
+    assert int(r.headers["expiration"]) > time.time()
+
+
+def test_missing_key_is_404_10009(ns):
+    s, base = ns
+    r = s.get(f"{base}/values/none")
+    assert r.status_code == 404 and errors(r) == [10009]
+    assert r.json()["errors"][0]["message"] == "get: 'key not found'"
+
+
+def test_multipart_put_with_metadata_like_curl_form(ns):
+    s, base = ns
+    r = s.put(f"{base}/values/m", files={"value": (None, "Some Value"),
+                                         "metadata": (None, '{"someMetadataKey": "someMetadataValue"}')})
+    assert r.ok
+    assert s.get(f"{base}/metadata/m").json()["result"] == {"someMetadataKey": "someMetadataValue"}
+    listed = s.get(f"{base}/keys").json()
+    assert listed["result"] == [{"name": "m", "metadata": {"someMetadataKey": "someMetadataValue"}}]
+    assert listed["result_info"] == {"count": 1, "cursor": ""}
+
+
+@pytest.mark.parametrize("params, status, code", [
+    ({"expiration_ttl": "30"}, 400, 10034),
+    ({"expiration_ttl": "abc"}, 400, 10034),
+    ({"expiration": "60"}, 400, 10033),
+])
+def test_expiry_validation(ns, params, status, code):
+    s, base = ns
+    r = s.put(f"{base}/values/k", data=b"v", params=params)
+    assert r.status_code == status and errors(r) == [code]
+
+
+# Dot segments are sent percent-encoded: HTTP clients would otherwise resolve them away.
+@pytest.mark.parametrize("key, status, code", [("%2E%2E", 400, 10042), ("%2E", 400, 10042), ("x" * 513, 414, 10030)])
+def test_key_validation(ns, key, status, code):
+    s, base = ns
+    r = s.put(f"{base}/values/{key}", data=b"v")
+    assert r.status_code == status and errors(r) == [code]
+
+
+def test_oversized_metadata_is_413_10047(ns):
+    s, base = ns
+    r = s.put(f"{base}/values/k", files={"value": (None, "v"), "metadata": (None, json.dumps({"x": "y" * 2000}))})
+    assert r.status_code == 413 and errors(r) == [10047]
+
+
+def test_list_limit_bounds(ns):
+    s, base = ns
+    for limit in (9, 1001, "x"):
+        r = s.get(f"{base}/keys", params={"limit": limit})
+        assert r.status_code == 400 and errors(r) == [10028]
+
+
+def test_bulk_write_get_delete_shapes(ns):
+    s, base = ns
+    r = s.put(f"{base}/bulk", json=[{"key": "a", "value": "1"}, {"key": "b", "value": "/wA=", "base64": True},
+                                    {"key": "c", "value": '{"x": 1}', "metadata": {"m": 2}, "expiration_ttl": 300}])
+    assert r.json()["result"] == {"successful_key_count": 3, "unsuccessful_keys": []}
+    assert s.get(f"{base}/values/b").content == b"\xff\x00"
+    r = s.post(f"{base}/bulk/get", json={"keys": ["a", "c", "zz"]})
+    assert r.json()["result"] == {"values": {"a": "1", "c": '{"x": 1}', "zz": None}}
+    r = s.post(f"{base}/bulk/get", json={"keys": ["c"], "type": "json", "withMetadata": True})
+    value = r.json()["result"]["values"]["c"]
+    assert value["value"] == {"x": 1} and value["metadata"] == {"m": 2} and value["expiration"] > time.time()
+    r = s.post(f"{base}/bulk/get", json={"keys": [f"k{i}" for i in range(101)]})
+    assert r.status_code == 400
+    r = s.post(f"{base}/bulk/delete", json=["a", "b"])
+    assert r.json()["result"] == {"successful_key_count": 2, "unsuccessful_keys": []}
+    r = s.delete(f"{base}/bulk", json=["c"])  # the deprecated form still works
+    assert r.ok and s.get(f"{base}/keys").json()["result"] == []
+
+
+def test_bulk_limits(ns):
+    s, base = ns
+    r = s.put(f"{base}/bulk", json=[{"key": f"k{i}", "value": "v"} for i in range(10001)])
+    assert r.status_code == 400
+    r = s.post(f"{base}/bulk/delete", json=[f"k{i}" for i in range(10001)])
+    assert r.status_code == 400
+
+
+def test_namespaces_list_and_create(cfkv_emulator):
+    s = requests.Session()
+    s.headers["Authorization"] = f"Bearer {cfkv_emulator.token}"
+    url = f"{cfkv_emulator.base_url}/accounts/{cfkv_emulator.account_id}/storage/kv/namespaces"
+    title = f"t-{time.time()}"
+    created = s.post(url, json={"title": title}).json()["result"]
+    assert len(created["id"]) == 32 and created["title"] == title
+    again = s.post(url, json={"title": title})
+    assert again.status_code == 400 and errors(again) == [10014]
+    listed = s.get(url, params={"per_page": 1000}).json()
+    assert {"id": created["id"], "title": title} in listed["result"]
+    assert set(listed["result_info"]) == {"count", "page", "per_page", "total_count"}
+
+
+def test_auth_required(cfkv_emulator):
+    url = f"{cfkv_emulator.base_url}/accounts/a/storage/kv/namespaces/n/values/k"
+    assert requests.get(url).status_code == 401
+    r = requests.get(url, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 403 and errors(r) == [10000]
+
+
+def test_unknown_routes_are_404(ns):
+    s, base = ns
+    for url in (f"{base}/nothing", base.replace("/storage/kv", "/storage/xx"), f"{base}/values"):
+        r = s.get(url)
+        assert r.status_code == 404 and errors(r) == [7003]
+
+
+def test_fault_injection_and_ratelimit_header(ns, cfkv_emulator):
+    s, base = ns
+    cfkv_emulator.set_faults(rate_429=1.0, retry_after=7)
+    r = s.get(f"{base}/values/k")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+    cfkv_emulator.set_faults(rate_429=0.0, rate_503=1.0)
+    assert s.get(f"{base}/values/k").status_code == 503
+    cfkv_emulator.clear_faults()
+    r = s.get(f"{base}/values/k")
+    assert r.status_code == 404 and r.headers["Ratelimit"].startswith('"default";r=')
+
+
+def test_connections_are_kept_alive(cfkv_emulator):
+    client = cfkv_emulator.client()
+    for i in range(20):
+        client.put(f"k{i}", b"v")
+        client.get(f"k{i}")
+    assert client.transport.connections_opened == 1
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_command_line_serves_and_says_it_is_not_for_production(tmp_path):
+    help_text = subprocess.run([sys.executable, "-m", "django_cfkv.emulator", "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "Not a production server" in help_text
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "django_cfkv.emulator", "--port", str(port),
+                             "--path", str(tmp_path / "kv.sqlite3"), "--token", "tok"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert "127.0.0.1" in proc.stdout.readline()
+        from django_cfkv.client import KVClient
+
+        client = KVClient("a", "n", "tok", base_url=f"http://127.0.0.1:{port}/client/v4")
+        client.put("k", b"v")
+        assert client.get("k") == b"v"
+    finally:
+        proc.terminate()
+        proc.wait(10)

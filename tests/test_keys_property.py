@@ -1,0 +1,60 @@
+"""Property tests: any key KV accepts round-trips exactly, and reaches only its own URL path."""
+
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import responses
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from django_cfkv.client import KVClient, encode_key
+from django_cfkv.exceptions import KVValueError
+
+# Any unicode text (surrogates excluded: not encodable) of 1..512 UTF-8 bytes, except "." and "..".
+valid_keys = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=200).filter(
+    lambda k: len(k.encode("utf-8")) <= 512 and k not in (".", "..")
+)
+tricky_keys = st.one_of(
+    valid_keys,
+    st.builds(lambda a, b: a + b, st.sampled_from(["/", "?", "#", "%", " ", "..x", "%2F", "../", "\x00"]), valid_keys),
+)
+HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@given(key=tricky_keys)
+@settings(max_examples=150, deadline=None, suppress_health_check=HEALTH)
+def test_round_trip_on_every_backend(kv, key):
+    kv.put(key, key.encode("utf-8"))
+    assert kv.get(key) == key.encode("utf-8")
+    assert key in [k.name for k in kv.iter_keys(prefix=key)]
+    kv.delete(key)
+    assert kv.get(key) is None
+
+
+@given(key=tricky_keys)
+@settings(max_examples=300, deadline=None)
+def test_encoded_key_is_one_path_segment(key):
+    encoded = encode_key(key)
+    assert "/" not in encoded and "?" not in encoded and "#" not in encoded
+    assert unquote(encoded) == key
+
+
+@given(key=st.text(min_size=1, max_size=20).map(lambda s: s * 40))
+@settings(max_examples=50, deadline=None)
+def test_too_long_keys_are_refused(key):
+    if len(key.encode("utf-8", "surrogatepass")) > 512:
+        with pytest.raises(KVValueError):
+            encode_key(key)
+
+
+@given(key=tricky_keys)
+@settings(max_examples=100, deadline=None, suppress_health_check=HEALTH)
+def test_value_calls_only_touch_their_own_path(key):
+    base = "https://api.cloudflare.com/client/v4/accounts/a/storage/kv/namespaces/n"
+    client = KVClient("a", "n", "t", max_retries=0)
+    with responses.RequestsMock() as api:
+        api.add(responses.GET, f"{base}/values/{encode_key(key)}", body=b"v")
+        client.get(key)
+        [call] = api.calls
+        path = urlsplit(call.request.url).path
+        assert path == urlsplit(base).path + "/values/" + encode_key(key)
