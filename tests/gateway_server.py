@@ -31,7 +31,9 @@ class GatewayNotInstalled(RuntimeError):
 
 def check_installed():
     if shutil.which("node") is None:
-        raise GatewayNotInstalled(f"`node` is not on PATH: the gateway tests need Node 20+; then {INSTALL_HINT}.")
+        raise GatewayNotInstalled(
+            f"`node` is not on PATH: the gateway tests need Node 20+; then {INSTALL_HINT}."
+        )
     if not (GATEWAY_DIR / "node_modules" / "miniflare" / "package.json").exists():
         raise GatewayNotInstalled(f"tests/gateway/node_modules is missing: {INSTALL_HINT}.")
 

@@ -125,7 +125,8 @@ def test_read_token_reads_but_cannot_write(gw, http):
         assert response.status_code == 403, (method, path)
         assert errors(response) == [10000]
         assert response.headers["x-test-kv-ops"] == "0"
-    response = http.post(gw.url + "/__cfkv/internal/bulk", json={"op": "delete", "items": ["ro-key"]}, headers=read)
+    response = http.post(gw.url + "/__cfkv/internal/bulk", json={"op": "delete", "items": ["ro-key"]},
+                         headers=read)
     assert response.status_code == 403
     assert http.get(vurl(gw, "ro-key"), headers=read).content == b"v1"
 
@@ -154,7 +155,8 @@ def test_any_account_id_is_accepted(gw, http):
 # ------------------------------------------------------------------- values
 
 
-@pytest.mark.parametrize("key", ["plain", "a/b/c", "sp ace+plus", "q?x=1&y#frag", "100%", "ключ-🔑", "session:abc"])
+@pytest.mark.parametrize("key", ["plain", "a/b/c", "sp ace+plus", "q?x=1&y#frag", "100%", "ключ-🔑",
+                                 "session:abc"])
 def test_raw_put_get_delete_roundtrip(gw, http, key):
     value = bytes(range(256)) * 3
     assert ok_result(http.put(vurl(gw, key), data=value, headers=gw.headers())) is None
@@ -163,13 +165,14 @@ def test_raw_put_get_delete_roundtrip(gw, http, key):
     assert response.headers["content-type"] == "application/octet-stream"
     assert response.content == value
     assert response.headers["x-test-kv-ops"] == "1"
-    names = [k["name"] for k in ok_result(http.get(url(gw, "/keys"), params={"prefix": key}, headers=gw.headers()))]
+    listed = ok_result(http.get(url(gw, "/keys"), params={"prefix": key}, headers=gw.headers()))
+    names = [k["name"] for k in listed]
     assert key in names
     assert ok_result(http.delete(vurl(gw, key), headers=gw.headers())) is None
     response = http.get(vurl(gw, key), headers=gw.headers())
     assert response.status_code == 404
-    assert response.json() == {"success": False, "errors": [{"code": 10009, "message": "get: 'key not found'"}],
-                               "messages": [], "result": None}
+    missing = {"code": 10009, "message": "get: 'key not found'"}
+    assert response.json() == {"success": False, "errors": [missing], "messages": [], "result": None}
 
 
 def test_delete_missing_key_succeeds(gw, http):
@@ -222,8 +225,10 @@ def test_expiration_rules(gw, http):
     target = before + 3600
     ok_result(http.put(vurl(gw, "exp-abs"), data=b"x", params={"expiration": target}, headers=h))
     # both: expiration_ttl wins, expiration is ignored (even an invalid one)
-    ok_result(http.put(vurl(gw, "exp-both"), data=b"x", params={"expiration_ttl": 120, "expiration": 5}, headers=h))
-    listed = {k["name"]: k for k in ok_result(http.get(url(gw, "/keys"), params={"prefix": "exp-"}, headers=h))}
+    ok_result(http.put(vurl(gw, "exp-both"), data=b"x", params={"expiration_ttl": 120, "expiration": 5},
+                       headers=h))
+    page = ok_result(http.get(url(gw, "/keys"), params={"prefix": "exp-"}, headers=h))
+    listed = {k["name"]: k for k in page}
     assert before + 60 <= listed["exp-ttl"]["expiration"] <= int(time.time()) + 61
     assert listed["exp-abs"]["expiration"] == target
     assert before + 120 <= listed["exp-both"]["expiration"] <= int(time.time()) + 121
@@ -241,7 +246,8 @@ def test_size_limits(gw, http):
     response = http.put(vurl(gw, "meta"), files={"value": (None, "v"), "metadata": (None, meta)}, headers=h)
     assert response.status_code == 413 and errors(response) == [10047]
     ok_meta = json.dumps({"m": "x" * 1000})
-    ok_result(http.put(vurl(gw, "meta"), files={"value": (None, "v"), "metadata": (None, ok_meta)}, headers=h))
+    files = {"value": (None, "v"), "metadata": (None, ok_meta)}
+    ok_result(http.put(vurl(gw, "meta"), files=files, headers=h))
 
 
 def test_key_rules(gw, http):
@@ -312,8 +318,8 @@ def test_bulk_get(gw, http):
     assert response.headers["x-test-kv-ops"] == "1"
     result = ok_result(http.post(url(gw, "/bulk/get"), json={"keys": ["bg/json"], "type": "json"}, headers=h))
     assert result == {"values": {"bg/json": {"a": 1}}}
-    result = ok_result(http.post(url(gw, "/bulk/get"), json={"keys": ["bg/text", "bg/none"], "withMetadata": True},
-                                 headers=h))
+    body = {"keys": ["bg/text", "bg/none"], "withMetadata": True}
+    result = ok_result(http.post(url(gw, "/bulk/get"), json=body, headers=h))
     assert result == {"values": {"bg/text": {"value": "hello", "metadata": {"m": 1}}, "bg/none": None}}
     keys = [f"bg/many/{i}" for i in range(100)]
     response = http.post(url(gw, "/bulk/get"), json={"keys": keys}, headers=h)
@@ -341,8 +347,10 @@ def test_bulk_write_items(gw, http):
     assert result == {"successful_key_count": 5, "unsuccessful_keys": []}
     assert http.get(vurl(gw, "bw/b64"), headers=h).content == raw
     assert http.get(vurl(gw, "bw/dup"), headers=h).content == b"last"
-    assert ok_result(http.get(url(gw, "/metadata/bw/ttl".replace("bw/", "bw%2F")), headers=h)) == {"x": True}
-    for body in [{"key": "x", "value": "y"}, [{"value": "no key"}], ["just a string"], [{"key": 5, "value": "v"}]]:
+    assert ok_result(http.get(url(gw, "/metadata/bw%2Fttl"), headers=h)) == {"x": True}
+    malformed = [{"key": "x", "value": "y"}, [{"value": "no key"}], ["just a string"],
+                 [{"key": 5, "value": "v"}]]
+    for body in malformed:
         response = http.put(url(gw, "/bulk"), json=body, headers=h)
         assert response.status_code == 400 and errors(response) == [10029], body
     too_many = [{"key": f"k{i}", "value": "v"} for i in range(10001)]
@@ -520,7 +528,8 @@ def test_kvclient_through_the_gateway(gw, client):
     found = client.get_with_metadata("c/meta")
     assert found[0] == b"text" and found[1] == {"tag": "t"}
     client.put_many([{"key": f"c/many/{i}", "value": f"v{i}"} for i in range(1200)])
-    assert client.get_many(["c/many/0", "c/many/1199", "c/nope"]) == {"c/many/0": b"v0", "c/many/1199": b"v1199"}
+    found_many = client.get_many(["c/many/0", "c/many/1199", "c/nope"])
+    assert found_many == {"c/many/0": b"v0", "c/many/1199": b"v1199"}
     assert len(list(client.iter_keys(prefix="c/many/"))) == 1200
     page = client.list_keys(prefix="c/many/", limit=10)
     assert len(page.keys) == 10 and page.cursor
@@ -584,7 +593,8 @@ def test_write_project(tmp_path):
 
 def test_deploy_instructions():
     text = gateway_pkg.deploy_instructions("my-gw", "0123456789abcdef0123456789abcdef")
-    for needle in ["npx wrangler deploy", "npx wrangler secret put CFKV_GATEWAY_TOKEN", '"BACKEND": "cloudflare"',
+    for needle in ["npx wrangler deploy", "npx wrangler secret put CFKV_GATEWAY_TOKEN",
+                   '"BACKEND": "cloudflare"',
                    "https://my-gw.<your-subdomain>.workers.dev/client/v4", "0123456789abcdef0123456789abcdef",
                    "ACCOUNT_ID", "API_TOKEN"]:
         assert needle in text
