@@ -141,14 +141,15 @@ class KVClient:
         limits.validate_expiry(expiration, expiration_ttl)
         params = _expiry_params(expiration, expiration_ttl)
         if meta is None:
-            self._call("PUT", path, "put", params=params, data=value,
-                       headers={"Content-Type": "application/octet-stream"})
+            response = self._call("PUT", path, "put", params=params, data=value,
+                                  headers={"Content-Type": "application/octet-stream"})
         else:
             files = {
                 "value": (None, value, "application/octet-stream"),
                 "metadata": (None, meta, "application/json"),
             }
-            self._call("PUT", path, "put", params=params, files=files)
+            response = self._call("PUT", path, "put", params=params, files=files)
+        _envelope(response)  # a 200 without success: true is not an acknowledged write
 
     def put_many(self, items):
         """Write many items (dicts with ``key``, ``value`` and optional ``expiration``,
@@ -162,18 +163,20 @@ class KVClient:
         for index, batch in enumerate(batches):
             try:
                 response = self._call("PUT", "/bulk", "bulk_put", json=batch)
+                failed += _unsuccessful(response)  # a 200 that is not an envelope fails the batch
             except KVAPIError as exc:
                 failed += _failed_keys(exc, batch) + [i["key"] for b in batches[index + 1:] for i in b]
                 raise KVBulkError(f"Bulk write failed for {len(failed)} keys: {exc.message}",
                                   keys=failed, status=exc.status, errors=exc.errors) from exc
-            failed += _unsuccessful(response)
         if failed:
             raise KVBulkError(f"Bulk write left {len(failed)} keys unwritten; retry them: {failed[:10]}",
                               keys=failed)
 
     def delete(self, key):
         """Delete one key; deleting a missing key is not an error. One call."""
-        self._call("DELETE", f"/values/{encode_key(key)}", "delete", missing_ok=True)
+        response = self._call("DELETE", f"/values/{encode_key(key)}", "delete", missing_ok=True)
+        if response is not None:
+            _envelope(response)  # a 200 without success: true did not delete
 
     def delete_many(self, keys):
         """Delete keys in one bulk call per 10,000; KVBulkError names any left behind."""
@@ -185,11 +188,11 @@ class KVClient:
         for index, chunk in enumerate(chunks):
             try:
                 response = self._call("POST", "/bulk/delete", "bulk_delete", json=chunk)
+                failed += _unsuccessful(response)  # a 200 that is not an envelope fails the chunk
             except KVAPIError as exc:
                 failed += [k for c in chunks[index:] for k in c]
                 raise KVBulkError(f"Bulk delete failed for {len(failed)} keys: {exc.message}",
                                   keys=failed, status=exc.status, errors=exc.errors) from exc
-            failed += _unsuccessful(response)
         if failed:
             raise KVBulkError(f"Bulk delete left {len(failed)} keys; retry them: {failed[:10]}", keys=failed)
 
