@@ -1,0 +1,702 @@
+"""Rate limiting on Workers KV: rates, windows, client identity and counting.
+
+Pure logic: nothing here reads a request or builds a response;
+:mod:`django_cfkv.middleware` does that on top of this module.
+
+Counting without lost updates
+-----------------------------
+KV has no atomic increment, allows one write per second per key, and its
+reads may be up to ~60 s stale at other locations. So no process ever writes
+a counter that another process writes. Each process counts locally and
+writes only its own *shard* ``rl:<policy>:<client>:<period>:<window>:<process>``
+(the count is in the value and in the metadata). All of its changed shards go
+out in one bulk write, at most once per ``SYNC_INTERVAL`` (1 s). The total
+for a (policy, client) is the local count plus the other shards' counts,
+which come from one listing by prefix (the counts are in the metadata, so
+no value is read) at most once per ``SYNC_INTERVAL``. A process therefore
+makes at most one bulk write per second plus one list per second per active
+(policy, client), however fast requests arrive.
+
+The price is accuracy. Another process's requests are seen up to about two
+sync intervals late (its flush, then our read), so a window may admit up to
+about (processes - 1) x per-process request rate x 2 x SYNC_INTERVAL more
+than the limit, and more while KV's caches at other locations are stale.
+When a limit must be exact, set ``CACHE`` to a Django cache with an atomic
+``incr`` (Redis, Memcached).
+"""
+
+import hashlib
+import ipaddress
+import logging
+import math
+import os
+import re
+import secrets
+import threading
+import time
+from typing import NamedTuple
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from . import conf
+from .exceptions import KVBulkError, KVError
+from .limits import MIN_TTL
+
+logger = logging.getLogger("django_cfkv.ratelimit")
+
+SHARD_PREFIX = "rl:"
+TTL_MARGIN = 10  # seconds a shard outlives its window, so late readers still find it
+OUTAGE_BACKOFF = 5.0  # seconds without KV calls after a failure
+LOG_EVERY = 30.0  # seconds between two "KV unreachable" log lines
+
+# Cloudflare's published edge ranges, for TRUSTED_PROXIES = ["cloudflare"].
+# Source: https://www.cloudflare.com/ips-v4 and https://www.cloudflare.com/ips-v6
+# (listed at https://www.cloudflare.com/ips/; also GET https://api.cloudflare.com/client/v4/ips).
+CLOUDFLARE_IPV4 = (
+    "173.245.48.0/20", "103.21.244.0/22", "103.22.200.0/22", "103.31.4.0/22", "141.101.64.0/18",
+    "108.162.192.0/18", "190.93.240.0/20", "188.114.96.0/20", "197.234.240.0/22", "198.41.128.0/17",
+    "162.158.0.0/15", "104.16.0.0/13", "104.24.0.0/14", "172.64.0.0/13", "131.0.72.0/22",
+)
+CLOUDFLARE_IPV6 = (
+    "2400:cb00::/32", "2606:4700::/32", "2803:f800::/32", "2405:b500::/32", "2405:8100::/32",
+    "2a06:98c0::/29", "2c0f:f248::/32",
+)
+
+DEFAULTS = {
+    "ENABLED": True,
+    "ALIAS": "default",
+    "CACHE": None,
+    "RULES": [],
+    "FAIL_OPEN": True,
+    "TRUSTED_PROXIES": [],
+    "PROXY_HEADER": None,
+    "PROXY_COUNT": 0,
+    "IPV4_PREFIX": 32,
+    "IPV6_PREFIX": 64,
+    "VIEW": None,
+    "SYNC_INTERVAL": 1.0,
+}
+RULE_FIELDS = {"path", "methods", "rate", "key", "group"}
+SIMPLE_KEYS = ("ip", "user", "user_or_ip")
+PREFIXED_KEYS = ("header", "param")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+_GROUP_RE = re.compile(r"^[\w.\-/]{1,100}$")
+
+
+class ConfigProblem(ImproperlyConfigured):
+    """One mistake in ``CFKV_RATELIMIT``, with the system check id that reports it."""
+
+    def __init__(self, message, id, hint=None):
+        super().__init__(message)
+        self.id = id
+        self.hint = hint
+
+
+# Rates and windows
+
+
+def parse_rate(rate):
+    """Return ``(limit, period_seconds)`` for a rate such as ``"5/m"`` or ``"100/10m"``."""
+    match = _RATE_RE.match(rate) if isinstance(rate, str) else None
+    if not match or int(match.group(1)) < 1 or match.group(2).startswith("0"):
+        raise ConfigProblem(f"Invalid rate {rate!r}.", "django_cfkv.E104",
+                            'Write "<count>/<period>", such as "5/m", "100/10m", "1000/h", "10/s" or "50000/d".')
+    return int(match.group(1)), int(match.group(2) or 1) * UNITS[match.group(3)]
+
+
+def window(now, period):
+    """Return ``(index, start, end)`` of the fixed window of ``period`` seconds holding ``now``."""
+    index = int(now // period)
+    return index, index * period, (index + 1) * period
+
+
+# Client identity
+
+
+def parse_networks(items):
+    """Return ip_network objects for CIDR strings; ``"cloudflare"`` stands for Cloudflare's ranges."""
+    if isinstance(items, str) or not isinstance(items, (list, tuple)):
+        raise ConfigProblem("TRUSTED_PROXIES must be a list of networks.", "django_cfkv.E108",
+                            'For example ["cloudflare"] or ["10.0.0.0/8"].')
+    networks = []
+    for item in items:
+        names = CLOUDFLARE_IPV4 + CLOUDFLARE_IPV6 if item == "cloudflare" else (item,)
+        for name in names:
+            try:
+                networks.append(ipaddress.ip_network(name, strict=False))
+            except (TypeError, ValueError):
+                raise ConfigProblem(f"TRUSTED_PROXIES has {item!r}, which is not a network.",
+                                    "django_cfkv.E108", 'Use CIDR notation ("10.0.0.0/8") or "cloudflare".')
+    return tuple(networks)
+
+
+def _address(text):
+    try:
+        ip = ipaddress.ip_address(str(text).strip())
+    except ValueError:
+        return None
+    return ip.ipv4_mapped or ip if ip.version == 6 else ip
+
+
+def client_ip(remote_addr, forwarded=None, *, trusted=(), hops=0):
+    """Return the client's address as text.
+
+    ``remote_addr`` (the TCP peer) is the answer unless the peer is a trusted
+    proxy: in ``trusted`` networks, or any peer when ``hops`` (the number of
+    proxies in front) is set. Then ``forwarded``, the proxy header's value
+    (``CF-Connecting-IP`` or an ``X-Forwarded-For`` chain), is read from the
+    right: with ``trusted``, the first address not in a trusted network; with
+    ``hops``, the hops-th from the right. A header from an untrusted peer, or
+    one that does not parse, never changes the answer.
+    """
+    peer = _address(remote_addr)
+    if peer is None:
+        return str(remote_addr or "unknown")
+    if not forwarded or not (hops or any(peer in net for net in trusted)):
+        return str(peer)
+    chain = [_address(part) for part in forwarded.split(",")]
+    if not chain or None in chain:
+        return str(peer)
+    if hops:
+        return str(chain[-hops]) if len(chain) >= hops else str(peer)
+    for ip in reversed(chain):
+        if not any(ip in net for net in trusted):
+            return str(ip)
+    return str(chain[0])
+
+
+def group_ip(ip, ipv4_prefix=32, ipv6_prefix=64):
+    """Return ``ip`` as the network that counts as one client (an IPv6 /64 by default)."""
+    address = _address(ip)
+    if address is None:
+        return str(ip)
+    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
+    if prefix >= address.max_prefixlen:
+        return str(address)
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def client_hash(identity):
+    """Return the short hash naming a client in KV keys (no address or user id is stored)."""
+    return hashlib.sha256(str(identity).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+# Rules
+
+
+class Rule(NamedTuple):
+    """One compiled rule; ``name`` is its policy name in KV keys and headers."""
+
+    name: str
+    limit: int
+    period: int
+    path: object  # compiled regex, or None for the decorator
+    methods: frozenset  # empty: every method
+    key: str  # "ip", "user", "user_or_ip", "header", "param" or "callable"
+    key_arg: object  # header or parameter name, or the callable
+
+    def matches(self, path, method):
+        """Return whether the rule applies to a request for ``path`` with ``method``."""
+        if self.methods and method.upper() not in self.methods:
+            return False
+        return self.path is None or self.path.search(path) is not None
+
+
+def compile_key(key):
+    """Return ``(kind, argument)`` for a rule's key; import a dotted-path callable."""
+    if callable(key):
+        return "callable", key
+    if isinstance(key, str):
+        if key in SIMPLE_KEYS:
+            return key, None
+        kind, sep, arg = key.partition(":")
+        if sep and kind in PREFIXED_KEYS and arg.strip():
+            return kind, arg.strip()
+        if "." in key and not sep:
+            try:
+                func = import_string(key)
+            except ImportError as exc:
+                raise ConfigProblem(f"Rate-limit key {key!r} cannot be imported: {exc}", "django_cfkv.E105")
+            if callable(func):
+                return "callable", func
+    raise ConfigProblem(f"Invalid rate-limit key {key!r}.", "django_cfkv.E105",
+                        'Use "ip", "user", "user_or_ip", "header:<name>", "param:<name>" or the dotted '
+                        "path of a callable(group, request) returning a string.")
+
+
+def compile_rule(spec, index=None):
+    """Return a Rule from a rule dict; raise ConfigProblem saying what to fix."""
+    where = "the rate-limit rule" if index is None else f"CFKV_RATELIMIT['RULES'][{index}]"
+    if not isinstance(spec, dict):
+        raise ConfigProblem(f"{where} must be a dict.", "django_cfkv.E102",
+                            '{"path": r"^/login/$", "methods": ["POST"], "rate": "5/m", "key": "ip"}')
+    unknown = set(spec) - RULE_FIELDS
+    if unknown or "rate" not in spec:
+        raise ConfigProblem(f"{where} has unknown fields {sorted(unknown)} or no 'rate'.", "django_cfkv.E102",
+                            f"A rule takes {sorted(RULE_FIELDS)}; 'rate' is required.")
+    limit, period = parse_rate(spec["rate"])
+    path = spec.get("path")
+    try:
+        regex = re.compile(path) if path is not None else None
+    except (re.error, TypeError) as exc:
+        raise ConfigProblem(f"{where} has an invalid path regex {path!r}: {exc}.", "django_cfkv.E103")
+    methods = spec.get("methods") or ()
+    if isinstance(methods, str):
+        methods = (methods,)
+    if not isinstance(methods, (list, tuple, set, frozenset)) or not all(isinstance(m, str) for m in methods):
+        raise ConfigProblem(f"{where} has invalid methods {methods!r}.", "django_cfkv.E106",
+                            'Use a list of HTTP methods, such as ["POST"], or leave it out for all.')
+    kind, arg = compile_key(spec.get("key", "ip"))
+    group = spec.get("group")
+    if group is None:
+        digest = hashlib.sha256(repr((path, sorted(methods), spec["rate"], spec.get("key", "ip"))).encode())
+        group = "r" + digest.hexdigest()[:10]
+    elif not isinstance(group, str) or not _GROUP_RE.match(group):
+        raise ConfigProblem(f"{where} has an invalid group {group!r}.", "django_cfkv.E107",
+                            "Use 1 to 100 letters, digits, '_', '-', '.' or '/'.")
+    return Rule(group, limit, period, regex, frozenset(m.upper() for m in methods), kind, arg)
+
+
+def view_group(view):
+    """Return the default group of a decorated view: its dotted name, made safe for KV keys."""
+    name = f"{getattr(view, '__module__', '')}.{getattr(view, '__qualname__', repr(view))}"
+    return re.sub(r"[^\w.\-/]", "_", name)[-100:]
+
+
+def compile_settings(raw):
+    """Return ``(options, rules, problems)``: merged options, valid rules, and every ConfigProblem."""
+    if not isinstance(raw, dict):
+        return dict(DEFAULTS), [], [ConfigProblem("CFKV_RATELIMIT must be a dict.", "django_cfkv.E101")]
+    problems = []
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        problems.append(ConfigProblem(f"CFKV_RATELIMIT has unknown options {sorted(unknown)}.", "django_cfkv.E101",
+                                      f"Known options: {', '.join(sorted(DEFAULTS))}."))
+    options = {**DEFAULTS, **raw}
+    try:
+        options["TRUSTED_PROXIES"] = parse_networks(options["TRUSTED_PROXIES"])
+    except ConfigProblem as exc:
+        problems.append(exc)
+        options["TRUSTED_PROXIES"] = ()
+    problems += _option_problems(options)
+    rules = []
+    specs = options["RULES"]
+    if not isinstance(specs, (list, tuple)):
+        problems.append(ConfigProblem("CFKV_RATELIMIT['RULES'] must be a list of rules.", "django_cfkv.E102"))
+        specs = []
+    for index, spec in enumerate(specs):
+        try:
+            rules.append(compile_rule(spec, index))
+        except ConfigProblem as exc:
+            problems.append(exc)
+    return options, rules, problems
+
+
+def _option_problems(options):
+    problems = []
+    for name in ("ENABLED", "FAIL_OPEN"):
+        if not isinstance(options[name], bool):
+            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be True or False.", "django_cfkv.E101"))
+    count = options["PROXY_COUNT"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        problems.append(ConfigProblem("CFKV_RATELIMIT['PROXY_COUNT'] must be a whole number >= 0.",
+                                      "django_cfkv.E109"))
+        options["PROXY_COUNT"] = 0
+    header = options["PROXY_HEADER"]
+    if header is not None and (not isinstance(header, str) or not header.strip()):
+        problems.append(ConfigProblem("CFKV_RATELIMIT['PROXY_HEADER'] must be a header name.", "django_cfkv.E109"))
+        options["PROXY_HEADER"] = None
+    elif header and not (options["TRUSTED_PROXIES"] or options["PROXY_COUNT"]):
+        problems.append(ConfigProblem(
+            f"CFKV_RATELIMIT['PROXY_HEADER'] is {header!r} but no proxy is trusted, so it is ignored.",
+            "django_cfkv.E109", 'Set TRUSTED_PROXIES (such as ["cloudflare"]) or PROXY_COUNT.'))
+    for name, top in (("IPV4_PREFIX", 32), ("IPV6_PREFIX", 128)):
+        value = options[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be a prefix length from 1 to {top}.",
+                                          "django_cfkv.E110"))
+            options[name] = DEFAULTS[name]
+    interval = options["SYNC_INTERVAL"]
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 1:
+        problems.append(ConfigProblem("CFKV_RATELIMIT['SYNC_INTERVAL'] must be at least 1 second.",
+                                      "django_cfkv.E114", "KV allows one write per second to a key."))
+        options["SYNC_INTERVAL"] = DEFAULTS["SYNC_INTERVAL"]
+    if options["VIEW"] is not None:
+        try:
+            import_string(options["VIEW"])
+        except (ImportError, TypeError) as exc:
+            problems.append(ConfigProblem(f"CFKV_RATELIMIT['VIEW'] cannot be imported: {exc}", "django_cfkv.E113"))
+    return problems
+
+
+# Shards
+
+
+def shard_prefix(policy, client, period, index):
+    """Return the key prefix shared by every process's shard of one (policy, client, window)."""
+    return f"{SHARD_PREFIX}{policy}:{client}:{period}:{index}:"
+
+
+def describe_shard(name, metadata=None, value=None):
+    """Return what a limiter key holds, from its name and metadata (or value), or None if it is not one.
+
+    The dict has ``policy``, ``client`` (hash), ``period``, ``window`` (index),
+    ``window_start``, ``window_end`` (epoch seconds), ``process`` (None for a
+    strict-mode cache key), ``count`` (None if unknown), ``limit`` and
+    ``expired`` (whether the window is over).
+    """
+    if not name.startswith(SHARD_PREFIX):
+        return None
+    parts = name[len(SHARD_PREFIX):].rsplit(":", 4)
+    if len(parts) == 4:
+        parts.append(None)
+    if len(parts) != 5 or not (parts[2].isdigit() and parts[3].isdigit()):
+        return None
+    policy, client, period, index, process = parts[0], parts[1], int(parts[2]), int(parts[3]), parts[4]
+    if period < 1:
+        return None
+    meta = metadata if isinstance(metadata, dict) else {}
+    count = meta.get("count")
+    if count is None and value is not None:
+        try:
+            count = int(value.decode() if isinstance(value, bytes) else value)
+        except (TypeError, ValueError):
+            count = None
+    _, start, end = window(index * period, period)
+    return {"policy": policy, "client": client, "period": period, "window": index, "window_start": start,
+            "window_end": end, "process": process, "count": count, "limit": meta.get("limit"),
+            "expired": end <= time.time()}
+
+
+def _shard_count(metadata):
+    count = metadata.get("count") if isinstance(metadata, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
+
+
+class _Shard:
+    __slots__ = ("prefix", "key", "end", "limit", "local", "remote", "next_read", "ok", "written_at")
+
+    def __init__(self, prefix, process, end, limit):
+        self.prefix, self.key, self.end, self.limit = prefix, prefix + process, end, limit
+        self.local = self.remote = 0
+        self.next_read = self.written_at = float("-inf")
+        self.ok = True
+
+
+class ShardedCounter:
+    """Count on KV with one shard per process; see the module docstring.
+
+    Thread-safe. A daemon thread writes changed shards in the background, so
+    no request waits for a write; a request waits for at most one list call,
+    and only when its (policy, client) was not read in the last interval.
+    """
+
+    def __init__(self, kv, *, interval=1.0):
+        self.kv = kv
+        self.interval = float(interval)
+        self.process = secrets.token_hex(4)
+        self._lock = threading.Condition()
+        self._shards = {}
+        self._dirty = set()
+        self._down_until = float("-inf")
+        self._logged_at = float("-inf")
+        self._thread = None
+        self._stop = threading.Event()
+
+    def hit(self, policy, client, limit, period, now):
+        """Count one request; return ``(count in window, window end, KV reachable)``."""
+        index, _, end = window(now, period)
+        prefix = shard_prefix(policy, client, period, index)
+        mono = time.monotonic()
+        with self._lock:
+            shard = self._shards.get(prefix)
+            if shard is None:
+                shard = self._shards[prefix] = _Shard(prefix, self.process, end, limit)
+            read = mono >= shard.next_read and mono >= self._down_until
+            if read:
+                shard.next_read = mono + self.interval  # claimed: other threads use the last totals
+            elif mono < self._down_until:
+                shard.ok = False
+        if read:
+            self._read(shard)
+        with self._lock:
+            shard.local += 1
+            self._dirty.add(prefix)
+            self._start_flusher()
+            return shard.local + shard.remote, end, shard.ok
+
+    def _read(self, shard):
+        try:
+            page = self.kv.list_keys(prefix=shard.prefix)
+        except KVError as exc:
+            self._failed(exc, "read")
+            with self._lock:
+                shard.ok = False
+            return
+        remote = sum(_shard_count(info.metadata) for info in page.keys if info.name != shard.key)
+        with self._lock:
+            shard.remote, shard.ok = remote, True
+
+    def flush(self):
+        """Write every changed shard of an open window, at most once per interval each; return how many."""
+        now, mono = time.time(), time.monotonic()
+        with self._lock:
+            batch = []
+            for prefix in list(self._dirty):
+                shard = self._shards.get(prefix)
+                if shard is None or shard.end <= now:
+                    self._dirty.discard(prefix)
+                elif mono >= shard.written_at + self.interval:
+                    self._dirty.discard(prefix)
+                    shard.written_at = mono
+                    batch.append((shard, shard.local))
+            for prefix in [p for p, s in self._shards.items() if s.end + TTL_MARGIN <= now]:
+                del self._shards[prefix]
+        if not batch:
+            return 0
+        items = [{"key": shard.key, "value": str(count),
+                  "expiration_ttl": max(MIN_TTL, math.ceil(shard.end - now) + TTL_MARGIN),
+                  "metadata": {"kind": "ratelimit", "expires": shard.end, "count": count, "limit": shard.limit}}
+                 for shard, count in batch]
+        try:
+            self.kv.put_many(items)
+            failed = ()
+        except KVBulkError as exc:
+            failed = set(exc.keys) if exc.keys else {item["key"] for item in items}
+            self._failed(exc, "write")
+        except KVError as exc:
+            failed = {item["key"] for item in items}
+            self._failed(exc, "write")
+        with self._lock:
+            for shard, _ in batch:
+                if shard.key in failed:
+                    self._dirty.add(shard.prefix)
+        return len(batch) - len(failed)
+
+    def _failed(self, exc, action):
+        mono = time.monotonic()
+        pause = max(OUTAGE_BACKOFF, float(getattr(exc, "retry_after", None) or 0))
+        with self._lock:
+            self._down_until = max(self._down_until, mono + pause)
+            log = mono - self._logged_at >= LOG_EVERY
+            if log:
+                self._logged_at = mono
+        if log:
+            logger.error("Rate limiting could not %s Workers KV (%s); counting locally for %.0f s.",
+                         action, exc, pause)
+
+    def _start_flusher(self):
+        # Called with the lock held.
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="cfkv-ratelimit-flush", daemon=True)
+            self._thread.start()
+        self._lock.notify()
+
+    def _run(self):
+        while not self._stop.is_set():
+            with self._lock:
+                while not self._dirty and not self._stop.is_set():
+                    self._lock.wait()
+                due = min((self._shards[p].written_at for p in self._dirty if p in self._shards),
+                          default=float("-inf")) + self.interval
+                delay = max(due, self._down_until) - time.monotonic()
+            if delay > 0 and self._stop.wait(min(delay, self.interval * 5)):
+                return
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive any bug
+                logger.exception("Rate-limit flush failed.")
+                self._stop.wait(self.interval)
+
+    def close(self):
+        """Flush what is pending (one call) and stop the background thread."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        try:
+            self.flush()
+        except Exception:
+            logger.exception("Rate-limit flush failed.")
+
+
+class CacheCounter:
+    """Strict mode: count exactly with a Django cache's atomic ``add`` and ``incr`` (Redis, Memcached)."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def hit(self, policy, client, limit, period, now):
+        """Count one request; return ``(count in window, window end, True)``."""
+        index, _, end = window(now, period)
+        key = shard_prefix(policy, client, period, index)[:-1]
+        timeout = math.ceil(end - now) + TTL_MARGIN
+        if self.cache.add(key, 1, timeout):
+            return 1, end, True
+        try:
+            return self.cache.incr(key), end, True
+        except ValueError:  # expired between add and incr
+            self.cache.add(key, 1, timeout)
+            return 1, end, True
+
+
+# The limiter
+
+
+class Usage(NamedTuple):
+    """Where one client stands against one policy after a request."""
+
+    policy: str
+    limit: int
+    period: int
+    count: int
+    reset: int  # seconds until the window ends
+    limited: bool
+
+    @property
+    def remaining(self):
+        return max(0, self.limit - self.count)
+
+
+class Limiter:
+    """The configured limiter: options, rules and a counter, built from ``CFKV_RATELIMIT``."""
+
+    def __init__(self, raw, *, clock=time.time):
+        self.options, self.rules, problems = compile_settings(raw)
+        for problem in problems:
+            logger.error("%s (run 'manage.py check' for details; the rule or option is ignored)", problem)
+        self.enabled = self.options["ENABLED"] is not False
+        self.fail_open = self.options["FAIL_OPEN"] is not False
+        self.clock = clock
+        self._counter = None
+        self._counter_lock = threading.Lock()
+        self._logged_at = float("-inf")
+
+    @property
+    def counter(self):
+        if self._counter is None:
+            with self._counter_lock:
+                if self._counter is None:
+                    self._counter = self._build_counter()
+        return self._counter
+
+    def _build_counter(self):
+        if self.options["CACHE"]:
+            from django.core.cache import caches
+
+            return CacheCounter(caches[self.options["CACHE"]])
+        return ShardedCounter(conf.get_kv(self.options["ALIAS"]), interval=self.options["SYNC_INTERVAL"])
+
+    def matching(self, path, method):
+        """Return the rules that apply to ``method`` on ``path``."""
+        return [rule for rule in self.rules if rule.matches(path, method)]
+
+    def client_address(self, meta):
+        """Return the client's grouped address from a WSGI environ / ``request.META`` dict."""
+        header = self.options["PROXY_HEADER"]
+        forwarded = meta.get("HTTP_" + header.upper().replace("-", "_")) if header else None
+        ip = client_ip(meta.get("REMOTE_ADDR"), forwarded, trusted=self.options["TRUSTED_PROXIES"],
+                       hops=self.options["PROXY_COUNT"])
+        return group_ip(ip, self.options["IPV4_PREFIX"], self.options["IPV6_PREFIX"])
+
+    def hit(self, rule, identity, now=None):
+        """Count one request by ``identity`` against ``rule``; return its Usage.
+
+        Never raises: when the store fails, FAIL_OPEN decides (True: allow,
+        still enforcing this process's own count on KV; False: refuse).
+        """
+        now = self.clock() if now is None else now
+        try:
+            count, end, reachable = self.counter.hit(rule.name, client_hash(identity), rule.limit, rule.period, now)
+        except Exception as exc:
+            self.log_failure(exc)
+            count, end, reachable = 0, window(now, rule.period)[2], False
+        limited = count > rule.limit or (not reachable and not self.fail_open)
+        return Usage(rule.name, rule.limit, rule.period, count, max(1, math.ceil(end - now)), limited)
+
+    def unavailable(self, rule, now=None):
+        """Return the Usage for a request that could not be counted (FAIL_OPEN decides)."""
+        now = self.clock() if now is None else now
+        end = window(now, rule.period)[2]
+        return Usage(rule.name, rule.limit, rule.period, 0, max(1, math.ceil(end - now)), not self.fail_open)
+
+    def log_failure(self, exc):
+        """Log a failure to count, at most once per LOG_EVERY seconds."""
+        mono = time.monotonic()
+        if mono - self._logged_at >= LOG_EVERY:
+            self._logged_at = mono
+            logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, exc, self.fail_open,
+                         exc_info=not isinstance(exc, KVError))
+
+    def close(self):
+        if self._counter is not None and hasattr(self._counter, "close"):
+            self._counter.close()
+
+
+_limiter = None
+_limiter_lock = threading.Lock()
+
+
+def get_limiter():
+    """Return the process-wide Limiter for the current settings."""
+    global _limiter
+    limiter = _limiter
+    if limiter is None:
+        with _limiter_lock:
+            if _limiter is None:
+                _limiter = Limiter(conf.setting("CFKV_RATELIMIT"))
+            limiter = _limiter
+    return limiter
+
+
+def reset_limiter():
+    """Flush and forget the limiter, so the next request reads settings afresh."""
+    global _limiter
+    with _limiter_lock:
+        limiter, _limiter = _limiter, None
+    if limiter is not None:
+        limiter.close()
+
+
+def _forget_after_fork():
+    # The child must never write under the parent's process id, nor wait on its locks.
+    global _limiter, _limiter_lock
+    _limiter, _limiter_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+@receiver(setting_changed)
+def _on_setting_changed(setting, **kwargs):
+    if setting in ("CFKV_RATELIMIT", "CFKV", "CACHES"):
+        reset_limiter()
+
+
+# The decorator
+
+ALL = None
+UNSAFE = ("DELETE", "PATCH", "POST", "PUT")
+
+
+def ratelimit(rate, key="ip", *, method=ALL, group=None, block=True):
+    """Limit a view to ``rate`` requests per ``key``, like django-ratelimit's decorator.
+
+    Over the limit, ``block=True`` raises :class:`~django_cfkv.exceptions.Ratelimited`
+    (a ``PermissionDenied``: RateLimitMiddleware answers it with a 429 and
+    Retry-After, Django alone with a 403); ``block=False`` sets
+    ``request.limited = True`` and calls the view. ``group`` (default: the
+    view's dotted name) shares one count between views. Mistakes in the
+    arguments raise ImproperlyConfigured when the module is imported.
+    """
+    def decorator(view):
+        rule = compile_rule({"rate": rate, "key": key, "methods": method, "group": group or view_group(view)})
+        from .middleware import limit_view
+
+        return limit_view(view, rule, block=block)
+
+    return decorator
