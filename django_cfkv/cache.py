@@ -1,0 +1,646 @@
+"""CloudflareKVCache: Django's cache API over a Workers KV namespace (a ``CFKV`` alias).
+
+What KV allows, and so what this backend can promise:
+
+* Exact expiry. KV's TTL floor is 60 s, so each entry carries its exact expiry
+  (see :mod:`django_cfkv.serializers`) and every read checks it; KV gets a TTL of
+  at least 60 s only to clean up.
+* No atomic operations. ``add``, ``incr``, ``decr`` and ``touch`` read, then
+  write. A per-key lock makes them safe between threads of one process; between
+  processes or locations a concurrent writer can win and an update can be lost.
+  KV also takes at most one write per second per key.
+* Eventual consistency. Other Cloudflare locations may read a value up to ~60 s
+  old, so ``delete()`` is not an instant global invalidation.
+"""
+
+import asyncio
+import fnmatch
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import math
+import random
+import threading
+import time
+
+from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey, default_key_func
+from django.core.exceptions import ImproperlyConfigured
+
+from . import limits
+from .conf import get_kv
+from .exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError, KVValueError
+from .serializers import EntryCodec, decode_entry, retime
+from .transport import CallCounter
+
+__all__ = ["CloudflareKVCache", "cached", "decode_entry", "stampede_events"]
+
+logger = logging.getLogger(__name__)
+
+OPTION_DEFAULTS = {
+    "SERIALIZER": "pickle",
+    "COMPRESS_MIN_BYTES": None,
+    "HASH_LONG_KEYS": False,
+    "IGNORE_EXCEPTIONS": False,
+    "KV_PREFIX": "cache:",
+    "STAMPEDE_PROTECTION": True,
+    "STAMPEDE_BETA": 1.0,
+    "STAMPEDE_WAIT": 10.0,
+}
+_HASH_HEX = 64  # sha256 hexdigest
+
+#: Process-wide counts of stampede events: "computed", "waited", "early_refresh", "served_while_refreshing".
+stampede_events = CallCounter()
+
+
+def _now():
+    return time.time()
+
+
+class _Flight:
+    """One in-process computation of a key that other callers may wait for."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.value = _MISSING
+
+
+_MISSING = object()
+_flights = {}
+_flights_lock = threading.Lock()
+_key_locks = [threading.Lock() for _ in range(64)]
+
+
+def _key_lock(kv_key):
+    return _key_locks[hash(kv_key) % len(_key_locks)]
+
+
+def _join_flight(flight_key):
+    """Return (flight, True) to the caller that must compute, (flight, False) to the others."""
+    with _flights_lock:
+        flight = _flights.get(flight_key)
+        if flight is None:
+            flight = _flights[flight_key] = _Flight()
+            return flight, True
+        return flight, False
+
+
+def _land(flight_key, flight, value):
+    with _flights_lock:
+        _flights.pop(flight_key, None)
+    flight.value = value
+    flight.done.set()
+
+
+def _transient(exc):
+    """Return True for the failures IGNORE_EXCEPTIONS may hide: connection errors, 429 and 5xx."""
+    if isinstance(exc, (KVConnectionError, KVRateLimitError)):
+        return True
+    status = getattr(exc, "status", None)
+    return (status is not None and status >= 500) or (isinstance(exc, KVBulkError) and status is None)
+
+
+class CloudflareKVCache(BaseCache):
+    """Django's cache backend on Workers KV. ``LOCATION`` names a ``CFKV`` alias.
+
+    API calls per method (KVClient; LocalKV makes none): get 1, set 1, add 2,
+    delete 2, touch 2, has_key 1, incr/decr 2, get_many ceil(n/100),
+    set_many and delete_many 1 per 10,000 keys, clear ceil(n/1000) list +
+    ceil(n/10,000) bulk deletes, get_or_set 1 on a hit and 2 on a miss.
+    """
+
+    def __init__(self, location, params):
+        options = dict(params.get("OPTIONS") or {})
+        for culling in ("MAX_ENTRIES", "CULL_FREQUENCY"):
+            if culling in options:
+                raise ImproperlyConfigured(
+                    f"CloudflareKVCache does not support OPTIONS['{culling}']: Workers KV has no entry "
+                    "limit to cull to. Remove it; entries leave KV when they expire."
+                )
+        unknown = sorted(set(options) - set(OPTION_DEFAULTS))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown CloudflareKVCache OPTIONS {', '.join(unknown)}; valid: {', '.join(OPTION_DEFAULTS)}."
+            )
+        super().__init__(params)
+        opts = {**OPTION_DEFAULTS, **options}
+        self._alias = location or "default"
+        try:
+            self._codec = EntryCodec(opts["SERIALIZER"], opts["COMPRESS_MIN_BYTES"])
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS: {exc}") from exc
+        self._kv_prefix = opts["KV_PREFIX"]
+        if not isinstance(self._kv_prefix, str) or len(self._kv_prefix.encode()) > 128:
+            raise ImproperlyConfigured("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.")
+        self._hash_long_keys = bool(opts["HASH_LONG_KEYS"])
+        self._ignore_exceptions = bool(opts["IGNORE_EXCEPTIONS"])
+        self._stampede = bool(opts["STAMPEDE_PROTECTION"])
+        self._beta = float(opts["STAMPEDE_BETA"])
+        self._stampede_wait = float(opts["STAMPEDE_WAIT"])
+
+    @property
+    def _kv(self):
+        # The process-wide object of the alias: building and pooling happen once, in conf.
+        return get_kv(self._alias)
+
+    # Keys and entries
+
+    def kv_key(self, key, version=None):
+        """Return the Workers KV key that stores ``key`` (what a Worker must read)."""
+        made = self.make_and_validate_key(key, version=version)
+        full = self._kv_prefix + made
+        size = len(full.encode("utf-8", "surrogatepass"))
+        if size > limits.MAX_KEY_BYTES and self._hash_long_keys:
+            head = full.encode("utf-8")[: limits.MAX_KEY_BYTES - _HASH_HEX - 1].decode("utf-8", "ignore")
+            full = f"{head}#{hashlib.sha256(full.encode('utf-8')).hexdigest()}"
+        try:
+            return limits.validate_key(full)
+        except KVValueError as exc:
+            hint = "" if self._hash_long_keys else " or set OPTIONS['HASH_LONG_KEYS'] = True"
+            raise InvalidCacheKey(
+                f"Cache key {made!r} cannot be stored in Workers KV: {exc} The KV key includes "
+                f"KV_PREFIX, KEY_PREFIX and VERSION. Use a shorter key{hint}."
+            ) from None
+
+    def _expires(self, timeout):
+        """Return the exact expiry for ``timeout`` (None: never), which may already be past."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        return None if timeout is None else _now() + timeout
+
+    def _item(self, kv_key, text, expires):
+        item = {"key": kv_key, "value": text, "metadata": {"kind": "cache"}}
+        if expires is not None:
+            item["metadata"]["expires"] = round(expires, 3)
+            item["expiration_ttl"] = max(limits.MIN_TTL, math.ceil(expires - _now()))
+        return item
+
+    def _put(self, kv_key, text, expires):
+        self._kv.put(**self._item(kv_key, text, expires))
+
+    def _read_raw(self, kv_key):
+        """Return (entry text, Entry) when the key holds a live entry, else (None, None). One call."""
+        raw = self._kv.get(kv_key)
+        if raw is None:
+            return None, None
+        try:
+            entry = decode_entry(raw)
+        except ValueError as exc:
+            logger.warning("Ignoring KV key %r: not a cache entry (%s).", kv_key, exc)
+            return None, None
+        return (raw, entry) if entry.is_live(_now()) else (None, None)
+
+    def _read(self, kv_key):
+        return self._read_raw(kv_key)[1]
+
+    def _live_metadata(self, kv_key):
+        """Return True if the key holds an unexpired entry, from its metadata alone. One call."""
+        meta = self._kv.get_metadata(kv_key)
+        if not isinstance(meta, dict):
+            return False
+        expires = meta.get("expires")
+        return expires is None or expires > _now()
+
+    def _guarded(self, operation, fallback, func, *args):
+        """Run ``func``; with IGNORE_EXCEPTIONS, log a transient failure and return ``fallback``."""
+        try:
+            return func(*args)
+        except KVError as exc:
+            if not (self._ignore_exceptions and _transient(exc)):
+                raise
+            logger.warning("Cache %s on CFKV alias %r failed and was ignored: %s",
+                           operation, self._alias, exc, exc_info=True)
+            return fallback
+
+    # Django's cache API
+
+    def get(self, key, default=None, version=None):
+        """Return the cached value or ``default``. One API call."""
+        entry = self._guarded("get", None, self._read, self.kv_key(key, version))
+        return default if entry is None else entry.value
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        """Store ``value``; a timeout <= 0 deletes the key instead. One API call."""
+        kv_key = self.kv_key(key, version)
+        self._guarded("set", None, self._store, kv_key, value, self._expires(timeout), None, key)
+
+    def _store(self, kv_key, value, expires, delta, key):
+        if expires is not None and expires <= _now():
+            self._kv.delete(kv_key)
+            return
+        self._put(kv_key, self._codec.dumps(value, expires, delta, key=key), expires)
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        """Store ``value`` unless the key holds a live entry; return True if stored. Two calls.
+
+        Not atomic: KV has no compare-and-set. Threads of one process are
+        serialized by a lock; another process may add the same key at the same
+        moment, and both may return True (the last write wins).
+        """
+        kv_key = self.kv_key(key, version)
+        expires = self._expires(timeout)
+        text = self._codec.dumps(value, expires, key=key)
+        with _key_lock(kv_key):
+            return self._guarded("add", False, self._add, kv_key, text, expires)
+
+    def _add(self, kv_key, text, expires):
+        if self._read(kv_key) is not None:
+            return False
+        if expires is None or expires > _now():
+            self._put(kv_key, text, expires)
+        return True
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        """Give a live key a new timeout; return False if it is missing. Two calls (KV rewrites the value)."""
+        kv_key = self.kv_key(key, version)
+        with _key_lock(kv_key):
+            return self._guarded("touch", False, self._retime, kv_key, self._expires(timeout))
+
+    def _retime(self, kv_key, expires):
+        raw, _entry = self._read_raw(kv_key)
+        if raw is None:
+            return False
+        if expires is not None and expires <= _now():
+            self._kv.delete(kv_key)
+        else:
+            self._put(kv_key, retime(raw, expires), expires)
+        return True
+
+    def delete(self, key, version=None):
+        """Delete the key; return True if it held a live entry.
+
+        Two calls: a metadata read (KV's delete does not say whether the key
+        existed), then the delete, always sent so that invalidation never relies on
+        a possibly stale read.
+        """
+        kv_key = self.kv_key(key, version)
+        return self._guarded("delete", False, self._delete, kv_key)
+
+    def _delete(self, kv_key):
+        existed = self._live_metadata(kv_key)
+        self._kv.delete(kv_key)
+        return existed
+
+    def has_key(self, key, version=None):
+        """Return True if the key holds a live entry. One call (metadata only, no value)."""
+        return self._guarded("has_key", False, self._live_metadata, self.kv_key(key, version))
+
+    def get_many(self, keys, version=None):
+        """Return {key: value} for the live keys: ceil(n/100) bulk calls."""
+        by_kv_key = {self.kv_key(key, version): key for key in keys}
+        if not by_kv_key:
+            return {}
+        found = self._guarded("get_many", {}, self._kv.get_many, list(by_kv_key))
+        now, result = _now(), {}
+        for kv_key, raw in found.items():
+            try:
+                entry = decode_entry(raw)
+            except ValueError as exc:
+                logger.warning("Ignoring KV key %r: not a cache entry (%s).", kv_key, exc)
+                continue
+            if entry.is_live(now):
+                result[by_kv_key[kv_key]] = entry.value
+        return result
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        """Store many values: one bulk call per 10,000. Return the keys that were not stored."""
+        if not data:
+            return []
+        expires = self._expires(timeout)
+        by_kv_key = {self.kv_key(key, version): key for key in data}
+        if expires is not None and expires <= _now():
+            self.delete_many(list(data), version=version)
+            return []
+        items = [self._item(k, self._codec.dumps(data[key], expires, key=key), expires)
+                 for k, key in by_kv_key.items()]
+        try:
+            self._guarded("set_many", _MISSING, self._kv.put_many, items)
+        except KVBulkError as exc:
+            if exc.status in (401, 403) or not exc.keys:
+                raise
+            return [by_kv_key[k] for k in exc.keys if k in by_kv_key]
+        return []
+
+    def delete_many(self, keys, version=None):
+        """Delete many keys: one bulk call per 10,000."""
+        kv_keys = [self.kv_key(key, version) for key in keys]
+        if kv_keys:
+            self._guarded("delete_many", None, self._kv.delete_many, kv_keys)
+
+    def incr(self, key, delta=1, version=None):
+        """Add ``delta`` to a live value and return it, keeping its expiry. Two calls.
+
+        Not atomic: a lock serializes threads of one process, but two
+        processes (or locations) incrementing at once can lose an update.
+        """
+        kv_key = self.kv_key(key, version)
+        with _key_lock(kv_key):
+            entry = self._read(kv_key)
+            if entry is None:
+                raise ValueError(f"Key '{key}' not found")
+            value = entry.value + delta
+            self._put(kv_key, self._codec.dumps(value, entry.expires, entry.delta, key=key), entry.expires)
+        return value
+
+    def clear(self):
+        """Delete this cache's entries (KV_PREFIX and KEY_PREFIX), never other data.
+
+        Lists keys page by page (metadata only, ceil(n/1000) calls) and deletes
+        entries whose metadata says ``kind: cache`` in bulk (one call per 10,000).
+        """
+        prefix = self._kv_prefix
+        if self.key_func is default_key_func:
+            prefix += f"{self.key_prefix}:"
+        batch, deleted = [], 0
+        for info in self._kv.iter_keys(prefix=prefix or None):
+            if isinstance(info.metadata, dict) and info.metadata.get("kind") == "cache":
+                batch.append(info.name)
+            if len(batch) >= limits.BULK_DELETE_MAX_KEYS:
+                self._kv.delete_many(batch)
+                deleted, batch = deleted + len(batch), []
+        if batch:
+            self._kv.delete_many(batch)
+        return deleted + len(batch)
+
+    def close(self, **kwargs):
+        """Keep the pooled connection: it is shared by the whole process (see get_kv)."""
+
+    # Stampede-protected get_or_set
+
+    def get_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
+        """Return the cached value, or compute ``default`` (if callable), store and return it.
+
+        With STAMPEDE_PROTECTION (on by default) a callable ``default`` is
+        computed once per process while other threads wait (at most
+        STAMPEDE_WAIT seconds), and each reader may recompute early as expiry
+        nears (XFetch), so that one process refreshes while the rest keep
+        serving. One call on a hit, two on a miss.
+        """
+        kv_key = self.kv_key(key, version)
+        if not (self._stampede and callable(default)):
+            entry = self._guarded("get_or_set", None, self._read, kv_key)
+            if entry is not None:
+                return entry.value
+            value = default() if callable(default) else default
+            self._guarded("get_or_set", None, self._store, kv_key, value, self._expires(timeout), None, key)
+            return value
+        return self._get_or_compute(key, kv_key, default, timeout)
+
+    def _refresh_early(self, entry):
+        """XFetch (Vattani et al., VLDB 2015): recompute if now - delta*beta*ln(rand) >= expiry."""
+        if entry.expires is None or not entry.delta:
+            return False
+        return _now() - entry.delta * self._beta * math.log(1.0 - random.random()) >= entry.expires
+
+    def _get_or_compute(self, key, kv_key, compute, timeout):
+        entry = self._guarded("get_or_set", None, self._read, kv_key)
+        if entry is not None and not self._refresh_early(entry):
+            return entry.value
+        flight_key = (self._alias, kv_key)
+        flight, leader = _join_flight(flight_key)
+        if leader:
+            stampede_events.record("computed" if entry is None else "early_refresh")
+            return self._compute_and_store(key, kv_key, compute, timeout, flight_key, flight)
+        if entry is not None:  # another thread is refreshing: serve the current value
+            stampede_events.record("served_while_refreshing")
+            return entry.value
+        stampede_events.record("waited")
+        if flight.done.wait(self._stampede_wait) and flight.value is not _MISSING:
+            return flight.value
+        # The computation failed or is too slow: compute without coordination.
+        stampede_events.record("computed")
+        value, delta = _timed(compute)
+        self._guarded("get_or_set", None, self._store, kv_key, value, self._expires(timeout), delta, key)
+        return value
+
+    def _compute_and_store(self, key, kv_key, compute, timeout, flight_key, flight):
+        value = _MISSING
+        try:
+            value, delta = _timed(compute)
+            self._guarded("get_or_set", None, self._store, kv_key, value, self._expires(timeout), delta, key)
+            return value
+        finally:
+            _land(flight_key, flight, value)  # a failure releases the waiters with nothing
+
+    async def _aget_or_compute(self, key, kv_key, acompute, timeout):
+        """The async twin of _get_or_compute, for coroutine functions: waiters share a Future."""
+        entry = await sync_to_async(self._guarded)("get_or_set", None, self._read, kv_key)
+        if entry is not None and not self._refresh_early(entry):
+            return entry.value
+        flight, leader = _join_flight((self._alias, kv_key, id(asyncio.get_running_loop())))
+        if not leader:
+            if entry is not None:
+                stampede_events.record("served_while_refreshing")
+                return entry.value
+            stampede_events.record("waited")
+            await asyncio.get_running_loop().run_in_executor(None, flight.done.wait, self._stampede_wait)
+            if flight.value is not _MISSING:
+                return flight.value
+        stampede_events.record("computed" if entry is None or not leader else "early_refresh")
+        value = _MISSING
+        try:
+            start = time.monotonic()
+            value = await acompute()
+            delta = time.monotonic() - start
+            await sync_to_async(self._guarded)("get_or_set", None, self._store, kv_key, value,
+                                               self._expires(timeout), delta, key)
+            return value
+        finally:
+            if leader:
+                _land((self._alias, kv_key, id(asyncio.get_running_loop())), flight, value)
+
+    # Async twins that keep the bulk and protected implementations
+
+    async def aget_many(self, keys, version=None):
+        return await sync_to_async(self.get_many, thread_sensitive=True)(keys, version=version)
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        return await sync_to_async(self.set_many, thread_sensitive=True)(data, timeout, version=version)
+
+    async def adelete_many(self, keys, version=None):
+        return await sync_to_async(self.delete_many, thread_sensitive=True)(keys, version=version)
+
+    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
+        return await sync_to_async(self.get_or_set, thread_sensitive=True)(key, default, timeout, version=version)
+
+    async def ahas_key(self, key, version=None):
+        return await sync_to_async(self.has_key, thread_sensitive=True)(key, version=version)
+
+    async def aincr(self, key, delta=1, version=None):
+        return await sync_to_async(self.incr, thread_sensitive=True)(key, delta, version=version)
+
+    async def adecr(self, key, delta=1, version=None):
+        return await self.aincr(key, -delta, version=version)
+
+    async def aclose(self, **kwargs):
+        return self.close(**kwargs)
+
+    # django-redis' extras
+
+    def ttl(self, key, version=None):
+        """Return whole seconds left (rounded up), None if it never expires, 0 if missing. One call."""
+        meta = self._kv.get_metadata(self.kv_key(key, version))
+        if not isinstance(meta, dict):
+            return 0
+        if meta.get("expires") is None:
+            return None
+        return max(0, math.ceil(meta["expires"] - _now()))
+
+    def expire(self, key, timeout, version=None):
+        """Set a new timeout on a live key; return False if missing. Two calls."""
+        return self.touch(key, timeout, version=version)
+
+    def persist(self, key, version=None):
+        """Make a live key never expire; return False if missing. Two calls."""
+        return self.touch(key, None, version=version)
+
+    def lock(self, *args, **kwargs):
+        """Refuse: Workers KV has no compare-and-set, so no lock built on it is safe."""
+        raise NotImplementedError(
+            "CloudflareKVCache cannot provide lock(): Workers KV has no atomic compare-and-set, "
+            "allows one write per key per second and is eventually consistent, so two processes "
+            "could both believe they hold the lock. Use a database lock (select_for_update), "
+            "a Cloudflare Durable Object, or Redis for mutual exclusion."
+        )
+
+    def _pattern(self, pattern, version):
+        """Return (KV glob, KV key head, KV key tail) for a glob on the user's key."""
+        marker = "\x00"
+        made = self.make_key(marker, version=version)
+        if made.count(marker) != 1:
+            raise ImproperlyConfigured("keys(), iter_keys() and delete_pattern() need a KEY_FUNCTION "
+                                       "that includes the key unchanged.")
+        head, tail = made.split(marker)
+        return self._kv_prefix + head + pattern + tail, self._kv_prefix + head, tail
+
+    def iter_keys(self, pattern, itersize=None, version=None):
+        """Yield the user keys matching the glob ``pattern`` (KEY_PREFIX and VERSION applied).
+
+        Lists by the pattern's longest literal prefix, reading metadata only
+        (never values): one list call per ``itersize`` (default 1000) listed keys.
+        """
+        glob, head, tail = self._pattern(pattern, version)
+        for name in self._matching(glob, itersize):
+            if name.startswith(head) and name.endswith(tail):
+                yield name[len(head):len(name) - len(tail)]
+
+    def keys(self, pattern, version=None):
+        """Return the list of user keys matching ``pattern``; see iter_keys for the cost."""
+        return list(self.iter_keys(pattern, version=version))
+
+    def delete_pattern(self, pattern, itersize=None, version=None):
+        """Delete the keys matching ``pattern``; return how many.
+
+        Calls: one list per ``itersize`` listed keys, one bulk delete per 10,000 matches.
+        """
+        glob, _head, _tail = self._pattern(pattern, version)
+        batch, count = [], 0
+        for name in self._matching(glob, itersize):
+            batch.append(name)
+            if len(batch) >= limits.BULK_DELETE_MAX_KEYS:
+                self._kv.delete_many(batch)
+                count, batch = count + len(batch), []
+        if batch:
+            self._kv.delete_many(batch)
+        return count + len(batch)
+
+    def _matching(self, glob, itersize):
+        """Yield names of live cache entries matching ``glob``, listed by its literal prefix."""
+        literal = glob[: min((glob.find(c) for c in "*?[" if c in glob), default=len(glob))]
+        limit = limits.validate_list_limit(itersize or limits.LIST_MAX_LIMIT)
+        now, cursor = _now(), None
+        while True:
+            page = self._kv.list_keys(prefix=literal or None, limit=limit, cursor=cursor)
+            for info in page.keys:
+                meta = info.metadata if isinstance(info.metadata, dict) else {}
+                live = meta.get("expires") is None or meta["expires"] > now
+                if meta.get("kind") == "cache" and live and fnmatch.fnmatchcase(info.name, glob):
+                    yield info.name
+            if not page.cursor:
+                return
+            cursor = page.cursor
+
+
+def _timed(compute):
+    start = time.monotonic()
+    value = compute()
+    return value, time.monotonic() - start
+
+
+# Cache-aside decorator
+
+def cached(timeout, *, key=None, alias="default", version=None):
+    """Cache a function's results (sync or async) with stampede protection.
+
+    The cache key is ``cached:<module.qualname>:<arguments as JSON>`` (the
+    argument part hashed with SHA-256 when long), or ``key`` (a str replacing the
+    qualified name, or a callable taking the function's arguments and
+    returning the whole key). ``None`` results are cached too. The wrapped
+    function gains ``invalidate(*args, **kwargs)`` and ``ainvalidate(...)``.
+    """
+    def decorator(func):
+        def cache_key(args, kwargs):
+            if callable(key):
+                return key(*args, **kwargs)
+            name = key or f"{func.__module__}.{func.__qualname__}"
+            return f"cached:{name}:{_arguments_key(args, kwargs)}"
+
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def wrapper(*args, **kwargs):
+                cache, k = caches[alias], cache_key(args, kwargs)
+                if isinstance(cache, CloudflareKVCache) and cache._stampede:
+                    kv_key = cache.kv_key(k, version)
+                    return await cache._aget_or_compute(k, kv_key, lambda: func(*args, **kwargs), timeout)
+                value = await cache.aget(k, _MISSING, version=version)
+                if value is _MISSING:
+                    value = await func(*args, **kwargs)
+                    await cache.aset(k, value, timeout, version=version)
+                return value
+        else:
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                return caches[alias].get_or_set(cache_key(args, kwargs), lambda: func(*args, **kwargs),
+                                                timeout, version=version)
+
+        def invalidate(*args, **kwargs):
+            """Delete the cached result for these arguments; return True if there was one."""
+            return caches[alias].delete(cache_key(args, kwargs), version=version)
+
+        async def ainvalidate(*args, **kwargs):
+            return await caches[alias].adelete(cache_key(args, kwargs), version=version)
+
+        wrapper.invalidate, wrapper.ainvalidate, wrapper.cache_key = invalidate, ainvalidate, \
+            lambda *a, **kw: cache_key(a, kw)
+        return wrapper
+
+    return decorator
+
+
+_LONG_ARGUMENTS = 200
+
+
+def _arguments_key(args, kwargs):
+    """Return a text form of the arguments that is the same in every process."""
+    text = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"), default=_stable_repr,
+                      ensure_ascii=False)
+    if len(text) > _LONG_ARGUMENTS:
+        return "sha256-" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return text
+
+
+def _stable_repr(obj):
+    if hasattr(obj, "_meta") and hasattr(obj, "pk"):  # a model instance: its label and primary key
+        return f"{obj._meta.label}:{obj.pk}"
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    text = repr(obj)
+    if " at 0x" in text:
+        raise TypeError(f"cached() cannot build a stable key from {text}: its repr differs between "
+                        "processes. Pass key=callable to build the key yourself.")
+    return text
