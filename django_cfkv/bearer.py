@@ -1,0 +1,117 @@
+"""Bearer sessions: ``Authorization: Bearer <token>`` selects a session in KV.
+
+A token is a session key (see :func:`django_cfkv.sessions.issue_token`), so
+API clients, mobile apps and Workers share one session store with browsers.
+"""
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.http import JsonResponse
+from django.utils.cache import patch_vary_headers
+
+from .sessions import SessionStore, is_valid_key
+
+MALFORMED = object()
+
+
+def bearer_token(request):
+    """Return the request's bearer token, None without one, or MALFORMED."""
+    header = request.META.get("HTTP_AUTHORIZATION")
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None  # another scheme (Basic...) is not ours to judge
+    token = token.strip()
+    return token if is_valid_key(token) else MALFORMED
+
+
+def invalid_token(description):
+    """Return RFC 6750's 401 answer for a token that cannot be used."""
+    response = JsonResponse({"error": "invalid_token", "error_description": description}, status=401)
+    response["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{description}"'
+    response["Cache-Control"] = "no-store"
+    patch_vary_headers(response, ("Authorization",))
+    return response
+
+
+class BearerSessionMiddleware:
+    """Load ``request.session`` from the bearer token; place right after SessionMiddleware.
+
+    With the header, the session cookie is neither read nor set, CSRF checks
+    are off (a browser never adds this header on its own, so a cross-site
+    form cannot send it), and a malformed, unknown or expired token is a 401
+    with ``WWW-Authenticate: Bearer error="invalid_token"``, never a fallback to
+    the cookie. Without the header nothing changes. Each authenticated request
+    slides the session's expiry, written at most once per
+    SESSION_CFKV_REFRESH_INTERVAL, as Workers session code's refresh() does.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        token = bearer_token(request)
+        if token is None:
+            return self.get_response(request)
+        session = self.open_session(token)
+        if not isinstance(session, SessionStore):
+            return session
+        self.enter(request, session)
+        return self.leave(request, session, self.get_response(request))
+
+    async def __acall__(self, request):
+        token = bearer_token(request)
+        if token is None:
+            return await self.get_response(request)
+        session = await sync_to_async(self.open_session)(token)
+        if not isinstance(session, SessionStore):
+            return session
+        self.enter(request, session)
+        response = await self.get_response(request)
+        return await sync_to_async(self.leave)(request, session, response)
+
+    def open_session(self, token):
+        """Return the loaded SessionStore for ``token``, or the error response to send."""
+        if token is MALFORMED:
+            return invalid_token("The access token is malformed.")
+        session = SessionStore(token)
+        session.load_now()
+        if session.load_failed:
+            response = JsonResponse({"error": "temporarily_unavailable",
+                                     "error_description": "The session store cannot be reached."}, status=503)
+            response["Retry-After"] = "5"
+            return response
+        if session.session_key is None:
+            return invalid_token("The access token is unknown or expired.")
+        return session
+
+    def enter(self, request, session):
+        request.session = session
+        request.session_from_bearer = True
+        request._dont_enforce_csrf_checks = True  # the flag CsrfViewMiddleware honours
+
+    def leave(self, request, session, response):
+        session = getattr(request, "session", session)
+        if response.status_code < 500 and session.session_key is not None and not session.is_empty():
+            try:
+                session.save()
+            except UpdateError:
+                raise SessionInterrupted(
+                    "The session was deleted before the request completed: the token was "
+                    "revoked in a concurrent request, for example."
+                )
+        patch_vary_headers(response, ("Authorization",))
+        # SessionMiddleware, which runs next, must neither save the session
+        # again nor set a cookie for it.
+        del request.session
+        return response

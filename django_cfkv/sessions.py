@@ -1,0 +1,479 @@
+"""Django sessions in Workers KV: ``SESSION_ENGINE = "django_cfkv.sessions"``.
+
+Each session is one KV value at ``SESSION_CFKV_KEY_PREFIX + session_key``
+(``session:<id>``, the layout Workers session code uses), written with
+metadata ``{"kind": "session", "expires": <epoch s>}`` and a KV TTL of
+``max(60, expiry age)``. The exact expiry travels inside the value and is
+checked on every load, so a 1-second session is gone after 1 second even though
+KV keeps the entry for at least 60.
+
+Two value formats (``SESSION_CFKV_FORMAT``):
+
+* ``"signed"`` (default): Django's signed, compressed encoding of
+  ``{"createdAt", "expiresAt", "data"}``; a tampered value is an empty session.
+* ``"json"``: plain JSON a Worker reads with ``env.SESSIONS.get(key, "json")``:
+  ``{"userId", "createdAt", "expiresAt", "data"}`` (times in epoch ms). Sessions
+  a Worker writes (``session:<uuid>`` -> ``{userId, email, createdAt,
+  expiresAt}``) are read too: the user is the one ``userId`` names.
+
+What KV cannot do, and how this engine copes:
+
+* No atomic create. New keys are 32 characters from a 36-letter alphabet
+  drawn from the OS CSPRNG (165 bits), so a collision is negligible and
+  creating a session costs one PUT and no existence check. ``save(must_create=True)``
+  on a key this store did not draw checks with one GET (a best effort: another
+  writer could still win between the GET and the PUT).
+* No compare-and-set. ``save()`` raises UpdateError when the session is gone,
+  judged by the read this store already made (``load()``) or, if it never read
+  the session, by one GET. A logout at another Cloudflare location may take up
+  to ~60 s to be seen here, so no check could make this exact.
+* One write per second per key. ``cycle_key()`` reserves the new key without
+  writing it (the next ``save()`` writes once), and an unchanged session's
+  expiry is refreshed at most once per ``SESSION_CFKV_REFRESH_INTERVAL``.
+"""
+
+import json
+import logging
+import math
+import re
+import time
+
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, SessionBase, UpdateError
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.utils.crypto import get_random_string
+
+from . import conf, limits
+from .exceptions import CFKVConfigurationError, KVError
+
+logger = logging.getLogger("django_cfkv.sessions")
+security_logger = logging.getLogger("django.security.SuspiciousSession")
+
+FORMATS = ("signed", "json")
+ON_LOAD_ERROR_CHOICES = ("empty", "raise")
+KEY_LENGTH = 32  # 36**32 ~ 2**165 possible keys
+# Django's own rules: its key alphabet, at least 8 characters, at most the
+# 40 its database engine stores.
+_DJANGO_KEY = re.compile(rf"[{VALID_KEY_CHARS}]{{8,40}}")
+# crypto.randomUUID(), the ids Workers session code makes (JSON format only).
+_UUID_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_RESERVED = ("createdAt", "expiresAt", "data")
+
+# The session keys django.contrib.auth uses (imported from there lazily).
+SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY = "_auth_user_id", "_auth_user_backend", "_auth_user_hash"
+
+
+def session_format():
+    """Return SESSION_CFKV_FORMAT, or raise CFKVConfigurationError if it is not a known one."""
+    fmt = conf.setting("SESSION_CFKV_FORMAT")
+    if fmt not in FORMATS:
+        raise CFKVConfigurationError(f"SESSION_CFKV_FORMAT is {fmt!r}; use 'signed' or 'json'.")
+    return fmt
+
+
+def is_valid_key(key, fmt=None):
+    """Return True if ``key`` may name a session: Django's alphabet and length, or a UUID in the JSON format."""
+    if not isinstance(key, str):
+        return False
+    if _DJANGO_KEY.fullmatch(key):
+        return True
+    return (fmt or session_format()) == "json" and _UUID_KEY.fullmatch(key) is not None
+
+
+def decode_value(raw, format=None):
+    """Return ``(session_dict, expires)`` for a stored session value.
+
+    ``raw`` is the value's bytes (or text), ``format`` "signed" or "json"
+    (default: SESSION_CFKV_FORMAT); ``expires`` is epoch seconds, or None when
+    the value carries no expiry. For the JSON format the dict holds the
+    Worker's top-level fields (``userId``, ``email``...) beside ``data``'s
+    entries. Raise ValueError, saying why, if the value cannot be read (bad
+    signature, not JSON, malformed fields).
+    """
+    stored = _parse(raw, format or session_format(), SessionStore)
+    view = dict(stored.extra)
+    view.update(stored.data)
+    return view, stored.expires
+
+
+class _Stored:
+    """A parsed session value."""
+
+    __slots__ = ("data", "expires", "created", "extra")
+
+    def __init__(self, data, expires, created, extra):
+        self.data, self.expires, self.created, self.extra = data, expires, created, extra
+
+
+def _parse(raw, fmt, store_class):
+    """Return a _Stored for ``raw``, or raise ValueError saying why it cannot be read."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("the session value is not UTF-8 text") from None
+    if fmt == "signed":
+        try:
+            envelope = signing.loads(raw, salt=store_class.key_salt_value(), serializer=_serializer())
+        except signing.BadSignature as exc:
+            raise ValueError("the session value's signature is invalid") from exc
+        except Exception as exc:  # what the serializer raises on garbage varies
+            raise ValueError(f"the session value cannot be decoded: {type(exc).__name__}") from exc
+    else:
+        try:
+            envelope = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError("the session value is not JSON") from exc
+    if not isinstance(envelope, dict):
+        raise ValueError("the session value is not an object")
+    data = envelope.get("data", {})
+    expires_ms, created = envelope.get("expiresAt"), envelope.get("createdAt")
+    if not isinstance(data, dict) or not _is_number(expires_ms, optional=True) or not _is_number(created, optional=True):
+        raise ValueError("the session value has a malformed data, expiresAt or createdAt field")
+    extra = {k: v for k, v in envelope.items() if k not in _RESERVED} if fmt == "json" else {}
+    return _Stored(data, None if expires_ms is None else expires_ms / 1000, created, extra)
+
+
+def _is_number(value, optional=False):
+    if value is None:
+        return optional
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _serializer():
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    return import_string(settings.SESSION_SERIALIZER)
+
+
+class SessionStore(SessionBase):
+    """A session in Workers KV (see the module docstring for what KV allows)."""
+
+    def __init__(self, session_key=None):
+        self._format = session_format()
+        self._pending = False  # key drawn here and not written yet
+        self._loaded = False  # this store read the session from KV
+        self._load_failed = False
+        self._forget_stored()
+        super().__init__(session_key)
+
+    @classmethod
+    def key_salt_value(cls):
+        return "django.contrib.sessions." + cls.__qualname__
+
+    @classmethod
+    def get_kv(cls):
+        """Return the KV object of SESSION_CFKV_ALIAS."""
+        return conf.get_kv(conf.setting("SESSION_CFKV_ALIAS"))
+
+    @classmethod
+    def kv_key(cls, session_key):
+        """Return the KV key holding ``session_key``."""
+        return limits.validate_key(conf.setting("SESSION_CFKV_KEY_PREFIX") + session_key)
+
+    def _forget_stored(self):
+        self._snapshot = None  # canonical form of the data last read or written
+        self._stored_expires = None
+        self._created = None
+        self._extra = {}  # the Worker's top-level fields (JSON format)
+        self._user_ref = None  # (Django's user id, the userId value it maps to)
+
+    def _validate_session_key(self, key):
+        """Accept only keys that can never reach another KV key or URL path."""
+        return is_valid_key(key, getattr(self, "_format", None))
+
+    def _get_new_session_key(self):
+        """Return a fresh key without asking KV: 165 random bits make collisions negligible."""
+        return get_random_string(KEY_LENGTH, VALID_KEY_CHARS)
+
+    async def _aget_new_session_key(self):
+        return self._get_new_session_key()
+
+    # Reading
+
+    @property
+    def load_failed(self):
+        """True when KV could not be reached on load and the session is an empty stand-in."""
+        return self._load_failed
+
+    def load_now(self):
+        """Load the session unless it is already loaded; return its dict."""
+        return self._get_session()
+
+    def load(self):
+        self._loaded = self._load_failed = False
+        self._forget_stored()
+        try:
+            raw = self.get_kv().get(self.kv_key(self.session_key))
+        except KVError:
+            if conf.setting("SESSION_CFKV_ON_LOAD_ERROR") == "raise":
+                raise
+            # Keep the key: the cookie stays, and save() refuses to overwrite
+            # the stored session with this empty stand-in.
+            logger.error("Session could not be loaded from Workers KV; serving an empty session.", exc_info=True)
+            self._load_failed = True
+            return {}
+        stored = self._read(raw)
+        if stored is None:
+            self._session_key = None
+            return {}
+        self._loaded = True
+        self._created, self._stored_expires, self._extra = stored.created, stored.expires, stored.extra
+        data = self._resolve_user(stored) if self._format == "json" else stored.data
+        self._snapshot = self._canonical(data)
+        return data
+
+    def _read(self, raw):
+        """Return the live _Stored in ``raw``, or None (missing, expired, unreadable: logged)."""
+        if raw is None:
+            return None
+        try:
+            stored = _parse(raw, self._format, type(self))
+        except ValueError as exc:
+            security_logger.warning("Session data corrupted (%s)", exc)
+            return None
+        if stored.expires is not None and stored.expires <= time.time():
+            return None
+        return stored
+
+    def exists(self, session_key):
+        """Return True if a live session is stored under ``session_key``. One GET."""
+        if not is_valid_key(session_key, self._format):
+            return False
+        return self._read(self.get_kv().get(self.kv_key(session_key))) is not None
+
+    # Writing
+
+    def create(self):
+        self._session_key = self._get_new_session_key()
+        self._pending = True
+        self.save(must_create=True)
+        self.modified = True
+
+    def save(self, must_create=False):
+        """Write the session: one PUT, none when nothing changed and no refresh is due."""
+        if self.session_key is None:
+            return self.create()
+        data = self._get_session(no_load=must_create)
+        if self._load_failed:
+            if not self.modified:
+                return  # nothing to write: the stored session is untouched
+            raise KVError("The session could not be loaded from Workers KV, so it is not saved: "
+                          "writing it would replace the stored session with partial data.")
+        if must_create:
+            if not self._pending and self.exists(self.session_key):
+                raise CreateError
+        elif not (self._pending or self._loaded) and not self.exists(self.session_key):
+            raise UpdateError
+        expires = time.time() + self.get_expiry_age()
+        canonical = self._canonical(data)
+        if not must_create and not self._pending and self._is_fresh(canonical, expires):
+            return
+        self._write(data, expires, canonical)
+
+    def _is_fresh(self, canonical, expires):
+        """Return True if the stored copy has this data and an expiry refreshed recently enough."""
+        if canonical != self._snapshot or self._stored_expires is None:
+            return False
+        return expires - self._stored_expires < conf.setting("SESSION_CFKV_REFRESH_INTERVAL")
+
+    def _write(self, data, expires, canonical):
+        now = time.time()
+        created = self._created if self._created is not None else int(now * 1000)
+        envelope = {"createdAt": created, "expiresAt": int(expires * 1000), "data": data}
+        if self._format == "json":
+            envelope = self._json_envelope(envelope)
+            value = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        else:
+            value = signing.dumps(envelope, salt=self.key_salt_value(), serializer=self.serializer, compress=True)
+        self.get_kv().put(
+            self.kv_key(self.session_key), value,
+            expiration_ttl=max(limits.MIN_TTL, math.ceil(expires - now)),
+            metadata={"kind": "session", "expires": round(expires, 3)},
+        )
+        self._pending = False
+        self._created, self._stored_expires, self._snapshot = created, expires, canonical
+
+    def _canonical(self, data):
+        if self._format == "json":
+            return json.dumps(data, separators=(",", ":"), sort_keys=True)
+        return self.serializer().dumps(data)
+
+    def delete(self, session_key=None):
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        if is_valid_key(session_key, self._format):
+            self.get_kv().delete(self.kv_key(session_key))
+        if session_key == self.session_key:
+            self._loaded = False
+            self._forget_stored()
+
+    def cycle_key(self):
+        """Move the data to a new key and delete the old one.
+
+        The new key is written by the next save() only: Django's login() sets
+        the user right after this, and KV allows one write per second per key.
+        """
+        data = self._session
+        key = self.session_key
+        self._session_key = self._get_new_session_key()
+        self._pending, self._loaded, self._load_failed = True, False, False
+        self._snapshot = self._stored_expires = None
+        self._session_cache = data
+        self.modified = True
+        if key:
+            self.delete(key)
+
+    async def acycle_key(self):
+        from asgiref.sync import sync_to_async
+
+        await self._aget_session()
+        await sync_to_async(self.cycle_key)()
+
+    def flush(self):
+        super().flush()
+        self._extra, self._user_ref = {}, None
+
+    async def aflush(self):
+        await super().aflush()
+        self._extra, self._user_ref = {}, None
+
+    @classmethod
+    def clear_expired(cls):
+        """Delete sessions past their exact expiry that KV's TTL has not removed yet.
+
+        Works from the key listing's metadata alone (no value reads) and
+        deletes in bulk. Entries without our metadata (sessions a Worker
+        wrote) are left to their KV TTL. Return the number of keys deleted.
+        """
+        kv, now = cls.get_kv(), time.time()
+        expired = [
+            info.name for info in kv.iter_keys(prefix=conf.setting("SESSION_CFKV_KEY_PREFIX"))
+            if isinstance(info.metadata, dict) and info.metadata.get("kind") == "session"
+            and _is_number(info.metadata.get("expires")) and info.metadata["expires"] <= now
+        ]
+        if expired:
+            kv.delete_many(expired)
+        return len(expired)
+
+    # The JSON format and the user a Worker names
+
+    def _json_envelope(self, envelope):
+        """Return the JSON value: the Worker's fields, ``userId`` and Django's data (minus the user id)."""
+        data = dict(envelope["data"])
+        auth_id = data.pop(SESSION_KEY, None)
+        return {**self._extra, "userId": self._user_id_for(auth_id), **envelope, "data": data}
+
+    def _user_id_for(self, auth_id):
+        """Return the ``userId`` value for Django's user id (SESSION_CFKV_USER_FIELD)."""
+        if auth_id is None:
+            return None
+        if self._user_ref and self._user_ref[0] == auth_id:
+            return self._user_ref[1]  # unchanged: keep the Worker's value as it wrote it
+        field = conf.setting("SESSION_CFKV_USER_FIELD")
+        from django.contrib.auth import get_user_model
+
+        model = get_user_model()
+        if field == "pk":
+            value = model._meta.pk.to_python(auth_id)
+            return value if isinstance(value, (int, str)) else str(value)
+        value = model._default_manager.filter(pk=auth_id).values_list(field, flat=True).first()
+        return value if value is None or isinstance(value, (int, str)) else str(value)
+
+    def _resolve_user(self, stored):
+        """Return the session dict with Django's auth keys for the user ``userId`` names.
+
+        ``userId`` is authoritative. When Django wrote the session, its auth
+        hash is in ``data``, and Django's own check logs out a session whose
+        ``userId`` was changed to another user. A session a Worker wrote gets
+        the user's current hash and the first AUTHENTICATION_BACKENDS entry.
+        """
+        data = dict(stored.data)
+        data.pop(SESSION_KEY, None)
+        user_id = stored.extra.get("userId")
+        if user_id is None or user_id == "":
+            data.pop(BACKEND_SESSION_KEY, None)
+            data.pop(HASH_SESSION_KEY, None)
+            return data
+        field = conf.setting("SESSION_CFKV_USER_FIELD")
+        if field == "pk" and HASH_SESSION_KEY in data and BACKEND_SESSION_KEY in data:
+            auth_id = str(user_id)
+        else:
+            user = _find_user(field, user_id)
+            if user is None:
+                data.pop(BACKEND_SESSION_KEY, None)
+                data.pop(HASH_SESSION_KEY, None)
+                return data
+            auth_id = user._meta.pk.value_to_string(user)
+            from django.conf import settings
+
+            data.setdefault(BACKEND_SESSION_KEY, settings.AUTHENTICATION_BACKENDS[0])
+            if hasattr(user, "get_session_auth_hash"):
+                data.setdefault(HASH_SESSION_KEY, user.get_session_auth_hash())
+        data[SESSION_KEY] = auth_id
+        self._user_ref = (auth_id, user_id)
+        return data
+
+
+def _find_user(field, value):
+    """Return the one user whose ``field`` equals ``value``, or None (none, several or a bad value)."""
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    try:
+        found = list(model._default_manager.filter(**{field: value})[:2])
+    except (ValueError, TypeError, ValidationError):
+        return None
+    if len(found) != 1:
+        if found:
+            logger.warning("Session userId matches several users by %r; the session stays anonymous.", field)
+        return None
+    return found[0]
+
+
+# Bearer tokens: a token is the key of a session made for it.
+
+def issue_token(request, user, *, max_age=None, backend=None):
+    """Log ``user`` in on a new session, as login() does, and return its token.
+
+    The token is the new session's key (165 bits from the OS CSPRNG). Its
+    lifetime is ``max_age`` seconds, or SESSION_COOKIE_AGE. ``request.session``
+    (a cookie session, if any) is left alone; ``request.user`` becomes ``user``
+    and ``user_logged_in`` is sent, as for login().
+    """
+    from django.contrib.auth.signals import user_logged_in
+
+    session = SessionStore()
+    session[SESSION_KEY] = user._meta.pk.value_to_string(user)
+    session[BACKEND_SESSION_KEY] = _backend_for(user, backend)
+    if hasattr(user, "get_session_auth_hash"):
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    if max_age is not None:
+        session.set_expiry(max_age)
+    session.create()
+    if request is not None:
+        request.user = user
+    user_logged_in.send(sender=user.__class__, request=request, user=user)
+    return session.session_key
+
+
+def revoke_token(token):
+    """Delete the session behind ``token`` (other Cloudflare locations may see it for up to ~60 s)."""
+    if is_valid_key(token):
+        SessionStore.get_kv().delete(SessionStore.kv_key(token))
+
+
+def _backend_for(user, backend):
+    """Return the backend path as login() chooses it."""
+    from django.conf import settings
+
+    backend = backend or getattr(user, "backend", None)
+    if backend:
+        return backend if isinstance(backend, str) else f"{backend.__module__}.{backend.__qualname__}"
+    if len(settings.AUTHENTICATION_BACKENDS) == 1:
+        return settings.AUTHENTICATION_BACKENDS[0]
+    raise ValueError("You have multiple authentication backends configured: pass issue_token(backend=...) "
+                     "or a user returned by authenticate().")

@@ -1,0 +1,64 @@
+"""Django's own session contract (SessionTestsMixin) against this engine.
+
+The mixin comes from tests/sessions_tests/tests.py of the installed Django's
+sdist (tests/django_suite.py). That module also imports a custom database
+session model from its own package (``from .models import ...``), which would
+need Django's test app installed; we take only the module-level imports from
+Django itself and the ``SessionTestsMixin`` class, and run them as written.
+"""
+
+import ast
+
+from django.test import SimpleTestCase, override_settings
+
+from django_cfkv.sessions import SessionStore
+from django_cfkv.testing import RunningEmulator
+from tests.django_suite import django_tests_dir
+
+
+def load_session_tests_mixin():
+    """Return Django's SessionTestsMixin, compiled from the sdist's source."""
+    path = django_tests_dir() / "sessions_tests" / "tests.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and not getattr(n, "level", 0)]
+    mixins = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SessionTestsMixin"]
+    assert len(mixins) == 1, f"SessionTestsMixin not found in {path}"
+    namespace = {"__name__": "django_sessions_tests"}
+    exec(compile(ast.Module(body=imports + mixins, type_ignores=[]), str(path), "exec"), namespace)
+    return namespace["SessionTestsMixin"]
+
+
+SessionTestsMixin = load_session_tests_mixin()
+
+
+class LocalKVSignedSessionTests(SessionTestsMixin, SimpleTestCase):
+    backend = SessionStore
+
+
+@override_settings(SESSION_CFKV_FORMAT="json")
+class LocalKVJSONSessionTests(SessionTestsMixin, SimpleTestCase):
+    backend = SessionStore
+
+
+class EmulatorSessionTests(SessionTestsMixin, SimpleTestCase):
+    """KVClient over HTTP to the emulator: the same contract with real API calls."""
+
+    backend = SessionStore
+
+    @classmethod
+    def setUpClass(cls):
+        cls.emulator = RunningEmulator()
+        cls.addClassCleanup(cls.emulator.stop)
+        cls._cfkv = override_settings(CFKV={"default": cls.emulator.alias_settings()})
+        cls._cfkv.enable()
+        cls.addClassCleanup(cls._cfkv.disable)
+        super().setUpClass()
+
+
+class EmulatorJSONSessionTests(EmulatorSessionTests):
+    @classmethod
+    def setUpClass(cls):
+        cls._json = override_settings(SESSION_CFKV_FORMAT="json")
+        cls._json.enable()
+        cls.addClassCleanup(cls._json.disable)
+        super().setUpClass()
