@@ -65,3 +65,30 @@ def _check_alias(alias, settings):
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         errors.append(Error(f"CFKV[{alias!r}]['MAX_RETRIES'] must be a whole number >= 0.", id="django_cfkv.E007"))
     return errors
+
+
+@register(Tags.security)
+def check_ratelimit_setting(app_configs=None, **kwargs):
+    """Check CFKV_RATELIMIT: options, rules (rates, regexes, keys), proxies, ALIAS and CACHE."""
+    from django.conf import settings as django_settings
+
+    from .ratelimit import compile_settings
+
+    raw = conf.setting("CFKV_RATELIMIT")
+    options, _, problems = compile_settings(raw)
+    errors = [Error(str(p), id=p.id, hint=p.hint) for p in problems]
+    if not isinstance(raw, dict):
+        return errors
+    if options["CACHE"]:
+        if options["CACHE"] not in getattr(django_settings, "CACHES", {}):
+            errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, which is not in CACHES.",
+                                id="django_cfkv.E112", hint="Name a cache with atomic incr, such as Redis."))
+    else:
+        try:
+            aliases = conf.get_config()
+        except CFKVConfigurationError:
+            aliases = {}
+        if options["ALIAS"] not in aliases:
+            errors.append(Error(f"CFKV_RATELIMIT['ALIAS'] is {options['ALIAS']!r}, not a CFKV alias.",
+                                id="django_cfkv.E111", hint=f"Use one of: {', '.join(sorted(aliases))}."))
+    return errors

@@ -79,7 +79,9 @@ def add_headers(response, usages):
     """Add the RateLimit headers for ``usages`` to ``response`` (after any already there)."""
     for name, value in header_values([u for u in usages if u is not None]).items():
         if value:
-            response.headers[name] = f"{response.headers[name]}, {value}" if name in response.headers else value
+            if name in response.headers:
+                value = f"{response.headers[name]}, {value}"
+            response.headers[name] = value
     return response
 
 
@@ -96,7 +98,8 @@ def limited_response(request, usages, exception=None):
     view = get_limiter().options["VIEW"]
     if view:
         try:
-            response = import_string(view)(request, exception or Ratelimited("Rate limit exceeded.", usage=limited))
+            exception = exception or Ratelimited("Rate limit exceeded.", usage=limited)
+            response = import_string(view)(request, exception)
         except Exception as exc:
             logger.exception("CFKV_RATELIMIT['VIEW'] failed; answering with the default 429 (%s).", exc)
     if response is None:

@@ -104,7 +104,7 @@ def parse_rate(rate):
     match = _RATE_RE.match(rate) if isinstance(rate, str) else None
     if not match or int(match.group(1)) < 1 or match.group(2).startswith("0"):
         raise ConfigProblem(f"Invalid rate {rate!r}.", "django_cfkv.E104",
-                            'Write "<count>/<period>", such as "5/m", "100/10m", "1000/h", "10/s" or "50000/d".')
+                            'Write "<count>/<period>": "5/m", "100/10m", "1000/h", "10/s" or "50000/d".')
     return int(match.group(1)), int(match.group(2) or 1) * UNITS[match.group(3)]
 
 
@@ -274,8 +274,8 @@ def compile_settings(raw):
     problems = []
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
-        problems.append(ConfigProblem(f"CFKV_RATELIMIT has unknown options {sorted(unknown)}.", "django_cfkv.E101",
-                                      f"Known options: {', '.join(sorted(DEFAULTS))}."))
+        problems.append(ConfigProblem(f"CFKV_RATELIMIT has unknown options {sorted(unknown)}.",
+                                      "django_cfkv.E101", f"Known options: {', '.join(sorted(DEFAULTS))}."))
     options = {**DEFAULTS, **raw}
     try:
         options["TRUSTED_PROXIES"] = parse_networks(options["TRUSTED_PROXIES"])
@@ -300,7 +300,8 @@ def _option_problems(options):
     problems = []
     for name in ("ENABLED", "FAIL_OPEN"):
         if not isinstance(options[name], bool):
-            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be True or False.", "django_cfkv.E101"))
+            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be True or False.",
+                                          "django_cfkv.E101"))
     count = options["PROXY_COUNT"]
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         problems.append(ConfigProblem("CFKV_RATELIMIT['PROXY_COUNT'] must be a whole number >= 0.",
@@ -308,7 +309,8 @@ def _option_problems(options):
         options["PROXY_COUNT"] = 0
     header = options["PROXY_HEADER"]
     if header is not None and (not isinstance(header, str) or not header.strip()):
-        problems.append(ConfigProblem("CFKV_RATELIMIT['PROXY_HEADER'] must be a header name.", "django_cfkv.E109"))
+        problems.append(ConfigProblem("CFKV_RATELIMIT['PROXY_HEADER'] must be a header name.",
+                                      "django_cfkv.E109"))
         options["PROXY_HEADER"] = None
     elif header and not (options["TRUSTED_PROXIES"] or options["PROXY_COUNT"]):
         problems.append(ConfigProblem(
@@ -317,7 +319,7 @@ def _option_problems(options):
     for name, top in (("IPV4_PREFIX", 32), ("IPV6_PREFIX", 128)):
         value = options[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be a prefix length from 1 to {top}.",
+            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be a prefix length, 1 to {top}.",
                                           "django_cfkv.E110"))
             options[name] = DEFAULTS[name]
     interval = options["SYNC_INTERVAL"]
@@ -329,7 +331,8 @@ def _option_problems(options):
         try:
             import_string(options["VIEW"])
         except (ImportError, TypeError) as exc:
-            problems.append(ConfigProblem(f"CFKV_RATELIMIT['VIEW'] cannot be imported: {exc}", "django_cfkv.E113"))
+            problems.append(ConfigProblem(f"CFKV_RATELIMIT['VIEW'] cannot be imported: {exc}",
+                                          "django_cfkv.E113"))
     return problems
 
 
@@ -460,7 +463,8 @@ class ShardedCounter:
             return 0
         items = [{"key": shard.key, "value": str(count),
                   "expiration_ttl": max(MIN_TTL, math.ceil(shard.end - now) + TTL_MARGIN),
-                  "metadata": {"kind": "ratelimit", "expires": shard.end, "count": count, "limit": shard.limit}}
+                  "metadata": {"kind": "ratelimit", "expires": shard.end, "count": count,
+                               "limit": shard.limit}}
                  for shard, count in batch]
         try:
             self.kv.put_many(items)
@@ -610,7 +614,8 @@ class Limiter:
         """
         now = self.clock() if now is None else now
         try:
-            count, end, reachable = self.counter.hit(rule.name, client_hash(identity), rule.limit, rule.period, now)
+            count, end, reachable = self.counter.hit(
+                rule.name, client_hash(identity), rule.limit, rule.period, now)
         except Exception as exc:
             self.log_failure(exc)
             count, end, reachable = 0, window(now, rule.period)[2], False
@@ -628,8 +633,8 @@ class Limiter:
         mono = time.monotonic()
         if mono - self._logged_at >= LOG_EVERY:
             self._logged_at = mono
-            logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, exc, self.fail_open,
-                         exc_info=not isinstance(exc, KVError))
+            logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, exc,
+                         self.fail_open, exc_info=not isinstance(exc, KVError))
 
     def close(self):
         if self._counter is not None and hasattr(self._counter, "close"):
