@@ -4,7 +4,7 @@ from django_cfkv import conf
 from django_cfkv.local import LocalKV
 
 # Backends the KV contract suite runs on. The gateway (KVClient + Worker under
-# Miniflare) joins them in tests/test_gateway.py.
+# Miniflare) joins them in tests/test_gateway_contract.py.
 KV_BACKENDS = ["local", "emulator"]
 
 

@@ -468,6 +468,7 @@ async function bulkGet(request, env) {
     if (/json|parse/i.test(text)) throw badRequest('a value is not valid JSON for type "json"');
     throw kvError(err);
   }
+  if (type === "text") await refuseBinary(env, unique, found, withMetadata);
   for (const key of unique) {
     const entry = found.get(key);
     if (entry === undefined || entry === null) {
@@ -480,6 +481,26 @@ async function bulkGet(request, env) {
     }
   }
   return ok({ values });
+}
+
+// The binding decodes binary values as text with U+FFFD in place of bad bytes;
+// the REST API refuses them instead. A value holding U+FFFD is re-read raw (one
+// operation each, rare) and refused if it is not UTF-8, so no client receives a
+// silently altered value.
+async function refuseBinary(env, keys, found, withMetadata) {
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  for (const key of keys) {
+    const entry = found.get(key);
+    const text = withMetadata ? entry && entry.value : entry;
+    if (typeof text !== "string" || !text.includes("\uFFFD")) continue;
+    const raw = await env.KV.get(key, "arrayBuffer");
+    if (raw === null) continue;
+    try {
+      strict.decode(raw);
+    } catch {
+      throw new ApiError(400, 10012, `malformed value: ${JSON.stringify(key)} is not text; read it alone`);
+    }
+  }
 }
 
 // Validate one bulk-write item; returns {key, value, options} or throws.
