@@ -6,6 +6,7 @@ Source: shared reference on the KV REST API, section 5 (Cloudflare's published l
 """
 
 import json
+import math
 import time
 
 from .exceptions import KVValueError
@@ -84,16 +85,16 @@ def validate_expiry(expiration=None, expiration_ttl=None, *, now=None):
     """
     now = time.time() if now is None else now
     if expiration_ttl is not None:
-        if isinstance(expiration_ttl, bool) or not isinstance(expiration_ttl, (int, float)):
-            raise KVValueError("expiration_ttl must be a number of seconds.")
+        if not _is_finite_number(expiration_ttl):
+            raise KVValueError("expiration_ttl must be a finite number of seconds.")
         if expiration_ttl < MIN_TTL:
             raise KVValueError(
                 f"Invalid expiration_ttl of {expiration_ttl}: KV needs at least {MIN_TTL} seconds."
             )
         return int(now + expiration_ttl)
     if expiration is not None:
-        if isinstance(expiration, bool) or not isinstance(expiration, (int, float)):
-            raise KVValueError("expiration must be a UNIX time in seconds.")
+        if not _is_finite_number(expiration):
+            raise KVValueError("expiration must be a UNIX time in seconds (a finite number).")
         if expiration < now + MIN_TTL:
             raise KVValueError(
                 f"Invalid expiration of {int(expiration)}: expiration times must be at "
@@ -101,6 +102,13 @@ def validate_expiry(expiration=None, expiration_ttl=None, *, now=None):
             )
         return int(expiration)
     return None
+
+
+def _is_finite_number(value):
+    # NaN and infinity pass every comparison check but cannot become an int.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def validate_list_limit(limit):
