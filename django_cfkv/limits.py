@@ -108,7 +108,10 @@ def _is_finite_number(value):
     # NaN and infinity pass every comparison check but cannot become an int.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return isinstance(value, int) or math.isfinite(value)
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large to be a time
+        return False
 
 
 def validate_list_limit(limit):
