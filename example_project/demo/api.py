@@ -1,0 +1,89 @@
+"""The JSON API: bearer tokens backed by KV sessions, and a rate-limited ping.
+
+A token is a session key: ``issue_token`` saves a session for the user and
+returns its key, ``BearerSessionMiddleware`` loads that session for requests
+carrying ``Authorization: Bearer <token>``, and ``revoke_token`` deletes it.
+The views are exempt from CSRF because a bearer token is never sent by a
+browser on its own, unlike a cookie; the token endpoint takes a password.
+"""
+
+import json
+
+from django.contrib.auth import authenticate
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from django_cfkv.sessions import issue_token, revoke_token
+
+
+def _error(status, message, **headers):
+    response = JsonResponse({"error": message}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def _unauthorized(message):
+    return _error(401, message, WWW_Authenticate='Bearer realm="api"')
+
+
+def _bearer_token(request):
+    """Return the token of an ``Authorization: Bearer`` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _credentials(request):
+    """Return (username, password) from a JSON or form body."""
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            return None, None
+        if not isinstance(data, dict):
+            return None, None
+    else:
+        data = request.POST
+    return data.get("username"), data.get("password")
+
+
+@csrf_exempt
+@require_http_methods(["POST", "DELETE"])
+def token(request):
+    """POST: exchange credentials for a bearer token. DELETE: revoke the token in the header."""
+    if request.method == "DELETE":
+        bearer = _bearer_token(request)
+        if bearer is None:
+            return _unauthorized("Send the token to revoke as 'Authorization: Bearer <token>'.")
+        revoke_token(bearer)
+        return HttpResponse(status=204)
+    username, password = _credentials(request)
+    if not isinstance(username, str) or not isinstance(password, str):
+        return _error(400, 'Send {"username": ..., "password": ...} as JSON or form data.')
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        return _unauthorized("Wrong username or password.")
+    bearer = issue_token(request, user)
+    return JsonResponse({"token": bearer, "token_type": "Bearer"}, status=201)
+
+
+@require_GET
+def me(request):
+    """Return the signed-in user (by bearer token or session cookie)."""
+    if not request.user.is_authenticated:
+        return _unauthorized("Sign in first: POST /api/token, then send 'Authorization: Bearer <token>'.")
+    return JsonResponse({
+        "username": request.user.get_username(),
+        "is_staff": request.user.is_staff,
+        "session_expires": request.session.get_expiry_date().isoformat(),
+        "via": "bearer" if _bearer_token(request) else "cookie",
+    })
+
+
+@require_GET
+def ping(request):
+    """Return a pong: limited to 10 calls a minute per user, or per address when anonymous."""
+    user = request.user.get_username() if request.user.is_authenticated else None
+    return JsonResponse({"pong": True, "user": user, "time": timezone.now().isoformat()})

@@ -1,0 +1,141 @@
+"""Settings for the django-cfkv example site.
+
+Sessions, the cache and rate limits all live in one Workers KV namespace, the
+``CFKV["default"]`` alias. Which store backs it comes from the environment:
+
+* nothing set: the embedded LocalKV, a SQLite file in this folder (git-ignored);
+* ``CLOUDFLARE_BASE_URL``: an emulator (``make emulator``) or a Worker gateway;
+* ``CFKV_NAMESPACE_ID`` with ``CLOUDFLARE_ACCOUNT_ID`` and ``CLOUDFLARE_API_TOKEN``:
+  real Cloudflare.
+
+``EXAMPLE_DATA_DIR`` moves the SQLite files elsewhere (the end-to-end tests
+use it to run the site on a throwaway copy).
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("EXAMPLE_DATA_DIR") or BASE_DIR)
+
+# An example site: the fallback key is public, so never deploy it as is.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-cfkv-example-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.messages",
+    "django_cfkv",
+    "demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Right after SessionMiddleware: "Authorization: Bearer <token>" selects the session.
+    "django_cfkv.bearer.BearerSessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication, so "user_or_ip" rules can see the user.
+    "django_cfkv.middleware.RateLimitMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "demo_site.urls"
+WSGI_APPLICATION = "demo_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Users live in the database; their sessions live in KV.
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "db.sqlite3"}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def _kv_alias():
+    """Return the CFKV alias for the store the environment asks for."""
+    base_url = os.environ.get("CLOUDFLARE_BASE_URL")
+    if base_url:
+        alias = {"BACKEND": "cloudflare"}
+        if urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1"):
+            # A loopback emulator accepts any ids and, unless started with
+            # --token, any token: fill in what the environment leaves out.
+            for name, env, placeholder in (("ACCOUNT_ID", "CLOUDFLARE_ACCOUNT_ID", "0" * 32),
+                                           ("API_TOKEN", "CLOUDFLARE_API_TOKEN", "emulator"),
+                                           ("NAMESPACE_ID", "CFKV_NAMESPACE_ID", "example")):
+                if not os.environ.get(env):
+                    alias[name] = placeholder
+        return alias
+    if os.environ.get("CFKV_NAMESPACE_ID"):
+        # Real Cloudflare; django_cfkv reads CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN
+        # and CFKV_NAMESPACE_ID itself, and `manage.py check` names any that are missing.
+        return {"BACKEND": "cloudflare"}
+    return {"BACKEND": "local", "PATH": str(DATA_DIR / "cfkv.sqlite3")}
+
+
+CFKV = {"default": _kv_alias()}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_cfkv.cache.CloudflareKVCache",
+        "LOCATION": "default",  # the CFKV alias
+        "KEY_PREFIX": "example",
+        "TIMEOUT": 300,
+    },
+}
+
+SESSION_ENGINE = "django_cfkv.sessions"
+SESSION_CFKV_ALIAS = "default"
+SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
+
+CFKV_RATELIMIT = {
+    "ALIAS": "default",
+    "RULES": [
+        # Password guessing: 5 login attempts a minute per address.
+        {"path": r"^/login/$", "methods": ["POST"], "rate": "5/m", "key": "ip", "group": "login"},
+        # Tokens are credentials too: the same budget for the token endpoint.
+        {"path": r"^/api/token$", "methods": ["POST"], "rate": "5/m", "key": "ip", "group": "token"},
+        # A JSON endpoint: 10 calls a minute per signed-in user, else per address.
+        {"path": r"^/api/ping$", "rate": "10/m", "key": "user_or_ip", "group": "ping"},
+    ],
+    # The 429 answer: this site's page (JSON under /api/); Retry-After and
+    # RateLimit headers are added by the middleware.
+    "VIEW": "demo.views.ratelimited",
+}
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+# Seconds the deliberately slow page takes to compute (the tests shorten it).
+EXAMPLE_SLOW_SECONDS = float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.5"))
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_cfkv": {"handlers": ["console"], "level": "INFO"}},
+}

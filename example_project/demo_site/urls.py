@@ -1,0 +1,15 @@
+from demo import api, views
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("slow/", views.slow, name="slow"),
+    path("namespace/", views.namespace, name="namespace"),
+    path("api/", views.api_docs, name="api"),
+    path("api/token", api.token, name="api-token"),
+    path("api/me", api.me, name="api-me"),
+    path("api/ping", api.ping, name="api-ping"),
+]
