@@ -1,0 +1,69 @@
+"""A user's pytest tests using the cfkv fixtures (run by tests/test_testing_plugin.py)."""
+
+import pytest
+from django.conf import settings
+
+from django_cfkv import get_kv, transport
+from django_cfkv.exceptions import KVAPIError, KVRateLimitError
+
+
+def test_aliases_point_at_the_emulator(cfkv, cfkv_emulator):
+    assert cfkv is get_kv("default")
+    for alias in ("default", "sessions", "limits"):
+        assert settings.CFKV[alias]["BASE_URL"] == cfkv_emulator.base_url
+        assert settings.CFKV[alias]["NAMESPACE_ID"] != "production-namespace"
+        assert "production-token" not in repr(settings.CFKV[alias])
+    assert cfkv_emulator.base_url.startswith("http://127.0.0.1:")
+    assert cfkv_emulator.base_url.endswith("/client/v4")
+    assert settings.CFKV["default"]["MAX_RETRIES"] == 1  # the user's retry policy is kept
+
+
+def test_writes_here(cfkv):
+    cfkv.put("greeting", b"hello")
+    get_kv("limits").put("counter", b"1")
+    assert get_kv("sessions").get("greeting") == b"hello"  # same namespace in settings, same in the test
+    assert get_kv("limits").get("greeting") is None
+
+
+def test_next_test_sees_none_of_it(cfkv):
+    assert cfkv.get("greeting") is None
+    assert get_kv("limits").get("counter") is None
+    assert list(cfkv.iter_keys()) == []
+
+
+def test_settings_restored_after_a_test():
+    assert settings.CFKV["default"]["NAMESPACE_ID"] == "production-namespace"
+    assert "BASE_URL" not in settings.CFKV["default"]
+    assert transport.request_guards == []
+
+
+def test_fault_context(cfkv, cfkv_emulator, cfkv_calls):
+    cfkv.put("k", b"v")
+    with cfkv_emulator.faults(rate_429=1.0, retry_after=0):
+        with pytest.raises(KVRateLimitError):
+            cfkv.get("k")
+    assert cfkv_calls["get"] == 2  # one retry (MAX_RETRIES 1), both answered 429
+    assert cfkv.get("k") == b"v"
+
+
+def test_faults_left_on(cfkv, cfkv_emulator):
+    cfkv_emulator.set_faults(rate_503=1.0)
+    with pytest.raises(KVAPIError):
+        cfkv.put("k", b"v")
+
+
+def test_faults_left_on_are_off_in_the_next_test(cfkv):
+    cfkv.put("k", b"v")
+    assert cfkv.get("k") == b"v"
+
+
+def test_call_budget(cfkv, cfkv_calls):
+    cfkv.put("a", b"1")
+    cfkv.get("a")
+    cfkv.get_many(["a", "b"])
+    assert cfkv_calls.counts == {"put": 1, "get": 1, "bulk_get": 1}
+    assert cfkv_calls.total == 3
+    cfkv_calls.reset()
+    cfkv.get("a")
+    assert cfkv_calls.total == 1
+
