@@ -1,0 +1,85 @@
+"""Views for the session and bearer-token tests (used with override_settings(ROOT_URLCONF=...))."""
+
+from django.contrib.auth import get_user_model, login, logout
+from django.http import JsonResponse
+from django.urls import path
+from django.views.decorators.http import require_POST
+
+from django_cfkv.sessions import issue_token, revoke_token
+
+BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def whoami(request):
+    user = request.user
+    return JsonResponse({
+        "user": user.pk if user.is_authenticated else None,
+        "n": request.session.get("n"),
+        "bearer": getattr(request, "session_from_bearer", False),
+    })
+
+
+async def awhoami(request):
+    user = await request.auser()
+    return JsonResponse({
+        "user": user.pk if user.is_authenticated else None,
+        "n": await request.session.aget("n"),
+        "bearer": getattr(request, "session_from_bearer", False),
+    })
+
+
+def read(request):
+    return JsonResponse({"n": request.session.get("n")})
+
+
+def bump(request):
+    request.session["n"] = request.session.get("n", 0) + 1
+    return JsonResponse({"n": request.session["n"]})
+
+
+@require_POST
+def post_bump(request):
+    return bump(request)
+
+
+def do_login(request, pk):
+    login(request, get_user_model().objects.get(pk=pk), backend=BACKEND)
+    return JsonResponse({"user": pk})
+
+
+def do_logout(request):
+    logout(request)
+    return JsonResponse({"user": None})
+
+
+def token(request, pk):
+    max_age = request.GET.get("max_age")
+    user = get_user_model().objects.get(pk=pk)
+    value = issue_token(request, user, max_age=int(max_age) if max_age else None, backend=BACKEND)
+    return JsonResponse({"token": value})
+
+
+def revoke(request, value):
+    revoke_token(value)
+    return JsonResponse({"revoked": True})
+
+
+def delete_then_write(request):
+    request.session.get("n")
+    request.session.delete()  # gone from KV, as if logged out in another request
+    request.session["n"] = 99
+    return JsonResponse({"n": 99})
+
+
+urlpatterns = [
+    path("whoami/", whoami),
+    path("awhoami/", awhoami),
+    path("read/", read),
+    path("bump/", bump),
+    path("post-bump/", post_bump),
+    path("login/<int:pk>/", do_login),
+    path("logout/", do_logout),
+    path("token/<int:pk>/", token),
+    path("revoke/<str:value>/", revoke),
+    path("delete-then-write/", delete_then_write),
+]

@@ -1,0 +1,304 @@
+"""The KV session engine beyond Django's contract: keys, forged cookies, expiry,
+the JSON format, API-call economy and failures."""
+
+import json
+import logging
+import time
+import types
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.base import CreateError
+from django.core.management import call_command
+from django.test import Client
+
+from django_cfkv import get_kv, sessions, transport
+from django_cfkv.exceptions import KVError
+from django_cfkv.sessions import SessionStore, decode_value
+
+pytestmark = pytest.mark.urls("tests.bearer_urls")
+
+
+@pytest.fixture(autouse=True)
+def engine(settings):
+    settings.SESSION_ENGINE = "django_cfkv.sessions"
+
+
+@pytest.fixture
+def emu(settings, cfkv_emulator):
+    """Sessions in a fresh emulator namespace, reached over HTTP; the call counter at zero."""
+    settings.CFKV = {"default": cfkv_emulator.alias_settings(MAX_RETRIES=0)}
+    transport.calls.reset()
+    yield cfkv_emulator
+    cfkv_emulator.clear_faults()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Move the engine's clock forward: ``clock(61)``."""
+    offset = [0.0]
+    monkeypatch.setattr(sessions, "time", types.SimpleNamespace(time=lambda: time.time() + offset[0]))
+
+    def advance(seconds):
+        offset[0] += seconds
+
+    return advance
+
+
+def calls():
+    counts = transport.calls.snapshot()
+    transport.calls.reset()
+    return {k: v for k, v in counts.items() if v}
+
+
+def stored(session_key, prefix="session:"):
+    return get_kv().get_with_metadata(prefix + session_key)
+
+
+# Keys, metadata, TTL
+
+
+def test_key_layout_metadata_and_ttl(settings):
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    entry = stored(s.session_key)
+    expected = time.time() + settings.SESSION_COOKIE_AGE
+    assert entry.metadata["kind"] == "session"
+    assert abs(entry.metadata["expires"] - expected) < 5
+    assert abs(entry.expiration - expected) < 5
+    assert len(s.session_key) == 32
+
+
+def test_custom_key_prefix(settings):
+    settings.SESSION_CFKV_KEY_PREFIX = "app1:s:"
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    assert stored(s.session_key, "app1:s:") is not None
+    assert stored(s.session_key) is None
+    assert SessionStore(s.session_key)["a"] == 1
+
+
+def test_short_session_gets_kv_ttl_floor_and_exact_expiry_on_load(clock):
+    s = SessionStore()
+    s["a"] = 1
+    s.set_expiry(5)
+    s.save()
+    entry = stored(s.session_key)
+    assert entry.expiration >= time.time() + 55  # KV's 60 s floor, for cleanup only
+    assert SessionStore(s.session_key).get("a") == 1
+    clock(6)
+    late = SessionStore(s.session_key)
+    assert late.get("a") is None
+    assert late.session_key is None  # never reused: a save draws a new key
+
+
+def test_must_create_on_an_existing_key_raises_create_error():
+    s = SessionStore()
+    s.save()
+    with pytest.raises(CreateError):
+        SessionStore(s.session_key).save(must_create=True)
+
+
+# Forged cookies
+
+
+FORGED = ["../../x/yyyyyy", "abc/def/ghi", "ABCDEFGHIJKL", "a" * 41, "short", "x%2fyyyyyyyy",
+          "aaaaaaaa\n", "aaaa aaaa", "123e4567-e89b-12d3-a456-426614174000", "session:aaaaaaaaa"]
+
+
+@pytest.mark.parametrize("key", FORGED)
+def test_forged_cookie_never_reaches_kv(emu, key):
+    client = Client()
+    client.cookies["sessionid"] = key
+    assert client.get("/read/").json() == {"n": None}
+    assert calls() == {}
+    response = client.get("/bump/")
+    assert response.cookies["sessionid"].value != key
+    assert calls() == {"put": 1}
+
+
+def test_uuid_keys_are_accepted_in_the_json_format_only(settings):
+    uuid_key = "123e4567-e89b-12d3-a456-426614174000"
+    assert SessionStore(uuid_key).session_key is None
+    settings.SESSION_CFKV_FORMAT = "json"
+    assert SessionStore(uuid_key).session_key == uuid_key
+    assert SessionStore(uuid_key.upper()).session_key is None
+
+
+def test_tampered_signed_value_is_an_empty_session_and_logged(caplog):
+    s = SessionStore()
+    s["role"] = "admin"
+    s.save()
+    kv, key = get_kv(), "session:" + s.session_key
+    raw = kv.get(key)
+    kv.put(key, raw[:-4] + (b"AAAA" if not raw.endswith(b"AAAA") else b"BBBB"))
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        assert SessionStore(s.session_key).get("role") is None
+    assert "Session data corrupted" in caplog.text
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'{"data": 5}', b'{"expiresAt": "soon"}', b"\xff\xfe"])
+def test_unreadable_json_value_is_an_empty_session_and_logged(settings, caplog, raw):
+    settings.SESSION_CFKV_FORMAT = "json"
+    key = "a" * 32
+    get_kv().put("session:" + key, raw)
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        assert dict(SessionStore(key).items()) == {}
+    assert "Session data corrupted" in caplog.text
+
+
+# The JSON format
+
+
+@pytest.mark.django_db
+def test_json_value_is_what_a_worker_reads(settings):
+    settings.SESSION_CFKV_FORMAT = "json"
+    user = get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+    client = Client()
+    client.get(f"/login/{user.pk}/")
+    client.get("/bump/")
+    key = client.cookies["sessionid"].value
+    value = json.loads(get_kv().get("session:" + key))
+    assert set(value) == {"userId", "createdAt", "expiresAt", "data"}
+    assert value["userId"] == user.pk  # the JSON number, as Workers compare it
+    now_ms = time.time() * 1000
+    assert value["createdAt"] <= now_ms < value["expiresAt"]
+    assert abs(value["expiresAt"] - (now_ms + settings.SESSION_COOKIE_AGE * 1000)) < 5000
+    assert value["data"]["n"] == 1
+    assert "_auth_user_id" not in value["data"]  # userId is the one source of truth
+    assert client.get("/whoami/").json()["user"] == user.pk
+
+
+@pytest.mark.django_db
+def test_json_user_field_email(settings):
+    settings.SESSION_CFKV_FORMAT = "json"
+    settings.SESSION_CFKV_USER_FIELD = "email"
+    user = get_user_model().objects.create_user("bob", "bob@example.com", "pw")
+    client = Client()
+    client.get(f"/login/{user.pk}/")
+    value = json.loads(get_kv().get("session:" + client.cookies["sessionid"].value))
+    assert value["userId"] == "bob@example.com"
+    assert client.get("/whoami/").json()["user"] == user.pk
+
+
+def test_decode_value_for_the_cfkv_command(settings):
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    data, expires = decode_value(get_kv().get("session:" + s.session_key))
+    assert data == {"a": 1}
+    assert abs(expires - (time.time() + settings.SESSION_COOKIE_AGE)) < 5
+    seed = b'{"userId": 7, "email": "e@x", "createdAt": 1, "expiresAt": 2000}'
+    assert decode_value(seed, format="json") == ({"userId": 7, "email": "e@x"}, 2.0)
+    with pytest.raises(ValueError):
+        decode_value(b"garbage")
+
+
+def test_unknown_format_is_a_configuration_error(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.SESSION_CFKV_FORMAT = "pickle"
+    with pytest.raises(ImproperlyConfigured, match="SESSION_CFKV_FORMAT"):
+        SessionStore()
+
+
+# API-call economy (KVClient + emulator)
+
+
+@pytest.mark.django_db
+def test_call_economy_per_request(emu):
+    user = get_user_model().objects.create_user("cal", "c@example.com", "pw")
+    client = Client()
+    client.get("/bump/")
+    assert calls() == {"put": 1}  # a new session: one PUT, no existence check
+    client.get("/read/")
+    assert calls() == {"get": 1}  # unchanged: one GET, no write
+    client.get("/bump/")
+    assert calls() == {"get": 1, "put": 1}  # modified: one PUT
+    client.get(f"/login/{user.pk}/")
+    assert calls() == {"get": 1, "delete": 1, "put": 1}  # the new key is written once
+    assert client.get("/whoami/").json()["user"] == user.pk
+    assert calls() == {"get": 1}
+    client.get("/logout/")
+    assert calls() == {"get": 1, "delete": 1}
+
+
+def test_save_every_request_refreshes_at_most_once_per_interval(emu, settings, clock):
+    settings.SESSION_SAVE_EVERY_REQUEST = True
+    client = Client()
+    client.get("/bump/")
+    calls()
+    client.get("/read/")
+    assert calls() == {"get": 1}
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30
+    clock(31)
+    client.get("/read/")
+    assert calls() == {"get": 1, "put": 1}
+    client.get("/read/")
+    assert calls() == {"get": 1}
+
+
+def test_clear_expired_reads_only_the_listing_and_deletes_in_bulk(emu, clock):
+    live, dead = SessionStore(), SessionStore()
+    live["a"] = dead["a"] = 1
+    dead.set_expiry(1)
+    live.save()
+    dead.save()
+    kv = get_kv()
+    kv.put("session:foreign", b"{}")  # no metadata: left to its KV TTL
+    kv.put("cache:x", b"1", metadata={"kind": "session", "expires": 0})  # outside the prefix
+    clock(5)
+    calls()
+    call_command("clearsessions")
+    assert calls() == {"list": 1, "bulk_delete": 1}
+    assert kv.get("session:" + dead.session_key) is None
+    assert kv.get("session:" + live.session_key) is not None
+    assert kv.get("session:foreign") is not None and kv.get("cache:x") is not None
+
+
+# Failures
+
+
+def test_session_deleted_meanwhile_answers_400(emu):
+    client = Client()
+    client.get("/bump/")
+    assert client.get("/delete-then-write/").status_code == 400
+
+
+@pytest.fixture
+def unreachable(settings):
+    settings.CFKV = {"default": {"BACKEND": "cloudflare", "ACCOUNT_ID": "a", "NAMESPACE_ID": "n",
+                                 "API_TOKEN": "t", "BASE_URL": "http://127.0.0.1:9/client/v4",
+                                 "MAX_RETRIES": 0, "TIMEOUT": (1.0, 1.0)}}
+
+
+def test_load_error_serves_an_empty_session_and_keeps_the_stored_one(unreachable, caplog):
+    key = "k" * 32
+    with caplog.at_level(logging.ERROR, logger="django_cfkv.sessions"):
+        s = SessionStore(key)
+        assert s.get("a") is None
+    assert s.load_failed and "could not be loaded" in caplog.text
+    s.save()  # unmodified: nothing to write, nothing lost
+    s["a"] = 1
+    with pytest.raises(KVError, match="not saved"):
+        s.save()  # never replace the stored session with an empty stand-in
+    client = Client()
+    client.cookies["sessionid"] = key
+    response = client.get("/read/")
+    assert response.status_code == 200 and "sessionid" not in response.cookies  # cookie kept
+
+
+def test_load_error_raise(unreachable, settings):
+    settings.SESSION_CFKV_ON_LOAD_ERROR = "raise"
+    with pytest.raises(KVError):
+        SessionStore("k" * 32).load()
+
+
+def test_save_error_always_raises(emu):
+    emu.set_faults(rate_503=1.0)
+    s = SessionStore()
+    s["a"] = 1
+    with pytest.raises(KVError):
+        s.save()
