@@ -53,7 +53,10 @@ def main(argv=None):
 def table(rows):
     lines = ["| bench | case | value | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        base = f"{r['baseline']}: {r['baseline_value']:.3g}" if r.get("baseline_value") is not None else (r.get("baseline") or "")
+        if r.get("baseline_value") is not None:
+            base = f"{r['baseline']}: {r['baseline_value']:.3g}"
+        else:
+            base = r.get("baseline") or ""
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else ""
         met = "" if r.get("ok") is None else ("yes" if r["ok"] else "NO")
         note = f" ({r['note']})" if r.get("note") else ""

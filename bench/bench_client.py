@@ -82,7 +82,7 @@ def _threads(base_url, total):
         client = KVClient(ACCOUNT, uuid.uuid4().hex, TOKEN, base_url=base_url)
         per = max(1, total // threads)
 
-        def work(t):
+        def work(t, client=client, per=per):
             for i in range(per):
                 client.put(f"t{t}-{i}", VALUE)
                 client.get(f"t{t}-{i}")

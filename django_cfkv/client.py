@@ -51,7 +51,8 @@ class KVClient:
         self._url = f"{self._account_url}/{quote(str(namespace_id), safe='')}"
 
     def __repr__(self):
-        return f"KVClient(account_id={self.account_id!r}, namespace_id={self.namespace_id!r}, base_url={self.base_url!r})"
+        return (f"KVClient(account_id={self.account_id!r}, namespace_id={self.namespace_id!r}, "
+                f"base_url={self.base_url!r})")
 
     def close(self):
         """Close pooled connections."""

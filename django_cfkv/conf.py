@@ -52,7 +52,7 @@ def setting(name):
     return getattr(settings, name, SETTING_DEFAULTS[name])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_config():
     """Return ``settings.CFKV``; with no such setting, one "default" alias from the environment."""
     config = getattr(settings, "CFKV", None)

@@ -1,6 +1,6 @@
 """Small value types returned by both KV implementations."""
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 
 class ValueWithMetadata(NamedTuple):
@@ -8,14 +8,14 @@ class ValueWithMetadata(NamedTuple):
 
     value: bytes
     metadata: Any
-    expiration: Optional[int]
+    expiration: int | None
 
 
 class KeyInfo(NamedTuple):
     """One key in a listing: its name, absolute expiry (or None) and metadata (or None)."""
 
     name: str
-    expiration: Optional[int] = None
+    expiration: int | None = None
     metadata: Any = None
 
 
@@ -23,4 +23,4 @@ class KeyPage(NamedTuple):
     """One page of a listing; ``cursor`` is None on the last page."""
 
     keys: list
-    cursor: Optional[str]
+    cursor: str | None

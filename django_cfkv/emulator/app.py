@@ -206,30 +206,33 @@ class EmulatorApp:
         if rest == "" and method == "GET":
             return self._json(_envelope({"id": ns, "title": self._title(store, ns)}))
         if rest.startswith("/values/"):
-            key = self._key(rest[len("/values/"):])
-            if method == "GET":
-                return self._get_value(store, key)
-            if method == "PUT":
-                return self._json(self._put_value(store, key, query, body, environ))
-            if method == "DELETE":
-                self._count("delete")
-                store.delete(key)
-                return self._json(_envelope(None))
-        elif rest.startswith("/metadata/") and method == "GET":
+            return self._route_value(method, store, self._key(rest[len("/values/"):]), query, body, environ)
+        if rest.startswith("/metadata/") and method == "GET":
             key = self._key(rest[len("/metadata/"):])
             self._count("get_metadata")
             entry = store.get_with_metadata(key)
             if entry is None:
                 raise _Reply(404, 10009, "get: 'key not found'")
             return self._json(_envelope(entry.metadata))
-        elif rest == "/keys" and method == "GET":
+        if rest == "/keys" and method == "GET":
             return self._json(self._list_keys(store, query))
-        elif rest == "/bulk" and method == "PUT":
+        if rest == "/bulk" and method == "PUT":
             return self._json(self._bulk_write(store, body))
-        elif (rest == "/bulk/delete" and method == "POST") or (rest == "/bulk" and method == "DELETE"):
+        if (rest == "/bulk/delete" and method == "POST") or (rest == "/bulk" and method == "DELETE"):
             return self._json(self._bulk_delete(store, body))
-        elif rest == "/bulk/get" and method == "POST":
+        if rest == "/bulk/get" and method == "POST":
             return self._json(self._bulk_get(store, body))
+        raise _Reply(404, 7003, "No route for the URI")
+
+    def _route_value(self, method, store, key, query, body, environ):
+        if method == "GET":
+            return self._get_value(store, key)
+        if method == "PUT":
+            return self._json(self._put_value(store, key, query, body, environ))
+        if method == "DELETE":
+            self._count("delete")
+            store.delete(key)
+            return self._json(_envelope(None))
         raise _Reply(404, 7003, "No route for the URI")
 
     @staticmethod
