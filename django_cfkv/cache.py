@@ -156,14 +156,17 @@ class CloudflareKVCache(BaseCache):
         if size > limits.MAX_KEY_BYTES and self._hash_long_keys:
             head = full.encode("utf-8")[: limits.MAX_KEY_BYTES - _HASH_HEX - 1].decode("utf-8", "ignore")
             full = f"{head}#{hashlib.sha256(full.encode('utf-8')).hexdigest()}"
+            size = len(full.encode("utf-8"))
+        if size > limits.MAX_KEY_BYTES:
+            hint = "" if self._hash_long_keys else " or set OPTIONS['HASH_LONG_KEYS'] = True"
+            raise InvalidCacheKey(
+                f"Cache key {_short(made)!r} is {size} bytes as a Workers KV key (KV_PREFIX, KEY_PREFIX, "
+                f"VERSION and key in UTF-8); KV allows {limits.MAX_KEY_BYTES}. Use a shorter key{hint}."
+            )
         try:
             return limits.validate_key(full)
         except KVValueError as exc:
-            hint = "" if self._hash_long_keys else " or set OPTIONS['HASH_LONG_KEYS'] = True"
-            raise InvalidCacheKey(
-                f"Cache key {made!r} cannot be stored in Workers KV: {exc} The KV key includes "
-                f"KV_PREFIX, KEY_PREFIX and VERSION. Use a shorter key{hint}."
-            ) from None
+            raise InvalidCacheKey(f"Cache key {_short(made)!r} cannot be a Workers KV key: {exc}") from None
 
     def _expires(self, timeout):
         """Return the exact expiry for ``timeout`` (None: never), which may already be past."""
@@ -211,9 +214,12 @@ class CloudflareKVCache(BaseCache):
         except KVError as exc:
             if not (self._ignore_exceptions and _transient(exc)):
                 raise
-            logger.warning("Cache %s on CFKV alias %r failed and was ignored: %s",
-                           operation, self._alias, exc, exc_info=True)
+            self._log_ignored(operation, exc)
             return fallback
+
+    def _log_ignored(self, operation, exc):
+        logger.warning("Cache %s on CFKV alias %r failed and was ignored: %s",
+                       operation, self._alias, exc, exc_info=True)
 
     # Django's cache API
 
@@ -317,11 +323,14 @@ class CloudflareKVCache(BaseCache):
         items = [self._item(k, self._codec.dumps(data[key], expires, key=key), expires)
                  for k, key in by_kv_key.items()]
         try:
-            self._guarded("set_many", _MISSING, self._kv.put_many, items)
+            self._kv.put_many(items)
         except KVBulkError as exc:
-            if exc.status in (401, 403) or not exc.keys:
+            # A partial failure (no status) is Django's "keys not stored"; a failed call may be ignored.
+            if exc.status is not None and not (self._ignore_exceptions and _transient(exc)):
                 raise
-            return [by_kv_key[k] for k in exc.keys if k in by_kv_key]
+            if exc.status is not None:
+                self._log_ignored("set_many", exc)
+            return [by_kv_key[k] for k in exc.keys if k in by_kv_key] or list(data)
         return []
 
     def delete_many(self, keys, version=None):
@@ -562,6 +571,10 @@ class CloudflareKVCache(BaseCache):
             if not page.cursor:
                 return
             cursor = page.cursor
+
+
+def _short(text, size=80):
+    return text if len(text) <= size else text[:size] + "..."
 
 
 def _timed(compute):
