@@ -194,7 +194,7 @@ class Command(BaseCommand):
 
     def handle_stats(self, options):
         before = transport.calls.snapshot()
-        report = inspect.summarize(self.kv, options["prefix"], read_values=options["sizes"],
+        report = inspect.summarize(self.kv, options["prefix"], read_sizes=options["sizes"],
                                    largest=options["top"], progress=self._progress("listed"))
         report = {"alias": self.alias, **report, "api_calls": _calls_since(before)}
         if options["json"]:
