@@ -27,7 +27,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import __version__
-from .exceptions import KVConnectionError, KVTimeout
+from .exceptions import CFKVConfigurationError, KVConnectionError, KVTimeout
 
 logger = logging.getLogger("django_cfkv")
 
@@ -118,7 +118,7 @@ class Transport:
         self.calls = CallCounter()
         self.budget = None  # (remaining, reset_seconds, seen_at) from the last Ratelimit header
         self.connections_opened = 0
-        self._token = api_token
+        self._token = _checked_token(api_token)
         self._lock = threading.Lock()
         self._session = None
         self._pid = None
@@ -254,6 +254,23 @@ def _count_new_connections(pool, transport):
 
     pool._new_conn = _new_conn
     pool._cfkv_counted = True
+
+
+def _checked_token(token):
+    """Return the API token without surrounding whitespace; refuse one no HTTP header can carry.
+
+    Otherwise requests' own error, which quotes the whole header, would put
+    the token into exception text and logs.
+    """
+    if not isinstance(token, str):
+        return token
+    token = token.strip()  # a trailing newline from a file or an env var is a common slip
+    if not all(33 <= ord(char) < 127 for char in token):
+        raise CFKVConfigurationError(
+            "The Cloudflare API token contains spaces, control or non-ASCII characters, so no HTTP "
+            "header can carry it. Copy API_TOKEN (or $CLOUDFLARE_API_TOKEN) again from the dashboard."
+        )
+    return token
 
 
 def _translate(exc, method, url):
