@@ -398,9 +398,10 @@ class ShardedCounter:
     and only when its (policy, client) was not read in the last interval.
     """
 
-    def __init__(self, kv, *, interval=1.0):
+    def __init__(self, kv, *, interval=1.0, background=True):
         self.kv = kv
         self.interval = float(interval)
+        self.background = background  # False: only flush() writes (tests, scripts)
         self.process = secrets.token_hex(4)
         self._lock = threading.Condition()
         self._shards = {}
@@ -429,7 +430,8 @@ class ShardedCounter:
         with self._lock:
             shard.local += 1
             self._dirty.add(prefix)
-            self._start_flusher()
+            if self.background:
+                self._start_flusher()
             return shard.local + shard.remote, end, shard.ok
 
     def _read(self, shard):
@@ -501,30 +503,30 @@ class ShardedCounter:
         self._lock.notify()
 
     def _run(self):
-        while not self._stop.is_set():
+        while True:
             with self._lock:
                 while not self._dirty and not self._stop.is_set():
                     self._lock.wait()
+                if not self._dirty:
+                    return
                 due = min((self._shards[p].written_at for p in self._dirty if p in self._shards),
                           default=float("-inf")) + self.interval
                 delay = max(due, self._down_until) - time.monotonic()
-            if delay > 0 and self._stop.wait(min(delay, self.interval * 5)):
-                return
+                if delay > 0:
+                    self._lock.wait(min(delay, self.interval * 5))
+                    continue
             try:
                 self.flush()
             except Exception:  # the thread must outlive any bug
                 logger.exception("Rate-limit flush failed.")
-                self._stop.wait(self.interval)
+            if self._stop.is_set():
+                return  # closing: one last flush, whatever its outcome
 
     def close(self):
-        """Flush what is pending (one call) and stop the background thread."""
+        """Stop counting: the background thread writes what is pending once it may, then ends."""
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
-        try:
-            self.flush()
-        except Exception:
-            logger.exception("Rate-limit flush failed.")
 
 
 class CacheCounter:

@@ -1,0 +1,54 @@
+"""Views and URLs for the rate-limiting tests."""
+
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+
+from django_cfkv.ratelimit import ratelimit
+
+
+def ok(request):
+    return HttpResponse("ok")
+
+
+@ratelimit("2/h", key="ip")
+def decorated(request):
+    return HttpResponse("decorated")
+
+
+@ratelimit("2/h", key="ip", method="POST")
+def decorated_post_only(request):
+    return HttpResponse("post only")
+
+
+@ratelimit("1/h", key="ip", block=False)
+def soft(request):
+    return HttpResponse("limited" if request.limited else "fine")
+
+
+@ratelimit("2/h", key="ip")
+async def decorated_async(request):
+    return HttpResponse("async")
+
+
+def custom_limited(request, exception):
+    """A CFKV_RATELIMIT['VIEW'] replacement for the 429 page."""
+    return JsonResponse({"custom": True, "policies": [u.policy for u in exception.usage]}, status=429)
+
+
+def broken_key(group, request):
+    raise RuntimeError("a bug in a key function")
+
+
+def api_key(group, request):
+    return request.headers.get("X-Team")
+
+
+urlpatterns = [
+    path("login/", ok),
+    path("api/items/", ok),
+    path("open/", ok),
+    path("decorated/", decorated),
+    path("decorated-post/", decorated_post_only),
+    path("soft/", soft),
+    path("decorated-async/", decorated_async),
+]
