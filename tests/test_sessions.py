@@ -22,6 +22,7 @@ pytestmark = pytest.mark.urls("tests.bearer_urls")
 @pytest.fixture(autouse=True)
 def engine(settings):
     settings.SESSION_ENGINE = "django_cfkv.sessions"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
 
 
 @pytest.fixture

@@ -1,0 +1,264 @@
+"""BearerSessionMiddleware, issue_token/revoke_token and Worker-made sessions, through Django's test client."""
+
+import json
+import time
+import types
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in
+from django.test import AsyncClient, Client
+
+from django_cfkv import get_kv, sessions, transport
+from django_cfkv.sessions import issue_token, revoke_token
+
+pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django_cfkv.bearer.BearerSessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+
+@pytest.fixture(autouse=True)
+def bearer_settings(settings):
+    settings.SESSION_ENGINE = "django_cfkv.sessions"
+    settings.MIDDLEWARE = MIDDLEWARE
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+
+
+@pytest.fixture
+def other():
+    return get_user_model().objects.create_user("bob", "bob@example.com", "pw")
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    offset = [0.0]
+    monkeypatch.setattr(sessions, "time", types.SimpleNamespace(time=lambda: time.time() + offset[0]))
+    return lambda seconds: offset.__setitem__(0, offset[0] + seconds)
+
+
+def auth(token):
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def assert_invalid_token(response):
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    assert response.json()["error"] == "invalid_token"
+    assert "sessionid" not in response.cookies
+
+
+def test_valid_token_authenticates_without_cookies(user):
+    token = issue_token(None, user)
+    assert len(token) == 32 and token.isalnum() and token.islower()
+    response = Client().get("/whoami/", **auth(token))
+    assert response.json() == {"user": user.pk, "n": None, "bearer": True}
+    assert "sessionid" not in response.cookies
+    assert "Authorization" in response["Vary"]
+
+
+def test_token_writes_stay_in_the_token_session_and_set_no_cookie(user):
+    token = issue_token(None, user)
+    client = Client()
+    response = client.get("/bump/", **auth(token))
+    assert response.json() == {"n": 1} and "sessionid" not in response.cookies
+    assert client.get("/whoami/", **auth(token)).json()["n"] == 1
+    assert client.get("/whoami/").json() == {"user": None, "n": None, "bearer": False}
+
+
+def test_header_wins_over_the_cookie_which_is_not_read(settings, cfkv_emulator, user, other):
+    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+    client = Client()
+    client.get(f"/login/{other.pk}/")  # a cookie session for another user
+    token = issue_token(None, user)
+    transport.calls.reset()
+    assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk
+    assert transport.calls.snapshot() == {"get": 1}  # the token's session only
+    assert client.get("/whoami/").json()["user"] == other.pk  # the cookie flow is untouched
+
+
+def test_issue_token_does_what_login_does(user, rf):
+    seen = []
+    user_logged_in.connect(lambda sender, request, user, **kw: seen.append(user), weak=False, dispatch_uid="t")
+    try:
+        request = rf.get("/")
+        first, second = issue_token(request, user), issue_token(request, user)
+    finally:
+        user_logged_in.disconnect(dispatch_uid="t")
+    assert seen == [user, user] and request.user == user
+    assert first != second  # a new session each time
+    user.refresh_from_db()
+    assert user.last_login is not None
+    stored = sessions.SessionStore(first)
+    assert stored["_auth_user_id"] == str(user.pk)
+    assert stored["_auth_user_hash"] == user.get_session_auth_hash()
+
+
+def test_password_change_invalidates_tokens(user):
+    token = issue_token(None, user)
+    user.set_password("new")
+    user.save()
+    client = Client()
+    assert client.get("/whoami/", **auth(token)).json()["user"] is None  # flushed by Django's hash check
+    assert_invalid_token(client.get("/whoami/", **auth(token)))
+
+
+def test_expired_token(user, clock):
+    token = issue_token(None, user, max_age=30)
+    assert Client().get("/whoami/", **auth(token)).json()["user"] == user.pk
+    clock(31)
+    assert_invalid_token(Client().get("/whoami/", **auth(token)))
+
+
+def test_token_lifetime_defaults_to_session_cookie_age(user, settings):
+    token = issue_token(None, user)
+    _, expires = sessions.decode_value(get_kv().get("session:" + token))
+    assert abs(expires - (time.time() + settings.SESSION_COOKIE_AGE)) < 5
+
+
+def test_unknown_and_altered_tokens(user):
+    token = issue_token(None, user)
+    altered = token[:-1] + ("a" if token[-1] != "a" else "b")
+    assert_invalid_token(Client().get("/whoami/", **auth(altered)))
+    assert_invalid_token(Client().get("/whoami/", **auth("z" * 32)))
+
+
+def test_tampered_stored_value(user):
+    token = issue_token(None, user)
+    kv = get_kv()
+    raw = kv.get("session:" + token)
+    kv.put("session:" + token, raw[:-4] + (b"AAAA" if not raw.endswith(b"AAAA") else b"BBBB"))
+    assert_invalid_token(Client().get("/whoami/", **auth(token)))
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer ../../x", "Bearer a b c d e f g h",
+                                    "Bearer " + "A" * 32, "Bearer " + "a" * 41, "bearer \x00aaaaaaaaa",
+                                    "Bearer 123e4567-e89b-12d3-a456-426614174000"])
+def test_malformed_token_is_401_without_kv_calls_or_cookie_fallback(settings, cfkv_emulator, user, header):
+    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+    client = Client()
+    client.get(f"/login/{user.pk}/")  # a valid cookie must not rescue a bad header
+    transport.calls.reset()
+    assert_invalid_token(client.get("/whoami/", HTTP_AUTHORIZATION=header))
+    assert transport.calls.total == 0
+
+
+def test_other_schemes_and_no_header_keep_the_cookie_flow(user):
+    client = Client()
+    client.get(f"/login/{user.pk}/")
+    assert client.get("/whoami/").json()["user"] == user.pk
+    assert client.get("/whoami/", HTTP_AUTHORIZATION="Basic YTpi").json()["user"] == user.pk
+
+
+def test_csrf_exempt_with_the_header_only(user):
+    token = issue_token(None, user)
+    client = Client(enforce_csrf_checks=True)
+    assert client.post("/post-bump/", **auth(token)).status_code == 200
+    client.get(f"/login/{user.pk}/")
+    assert client.post("/post-bump/").status_code == 403  # cookie requests keep CSRF checks
+
+
+def test_logout_and_revoke(user):
+    client = Client()
+    token = issue_token(None, user)
+    assert client.get("/logout/", **auth(token)).status_code == 200
+    assert_invalid_token(client.get("/whoami/", **auth(token)))
+    token = issue_token(None, user)
+    revoke_token(token)
+    assert_invalid_token(client.get("/whoami/", **auth(token)))
+    revoke_token("../not-a-token")  # names no session: nothing to do
+
+
+def test_sliding_expiry_writes_at_most_once_per_interval(settings, cfkv_emulator, user, clock):
+    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30
+    token = issue_token(None, user)
+    client = Client()
+    transport.calls.reset()
+    client.get("/read/", **auth(token))
+    assert transport.calls.snapshot() == {"get": 1}
+    clock(31)
+    transport.calls.reset()
+    client.get("/read/", **auth(token))
+    assert transport.calls.snapshot() == {"get": 1, "put": 1}
+    _, expires = sessions.decode_value(get_kv().get("session:" + token))
+    assert expires > time.time() + settings.SESSION_COOKIE_AGE + 25  # slid forward by the clock
+    transport.calls.reset()
+    client.get("/read/", **auth(token))
+    assert transport.calls.snapshot() == {"get": 1}
+
+
+def test_async_stack(user):
+    token = issue_token(None, user)
+
+    async def run():
+        client = AsyncClient()
+        ok = await client.get("/awhoami/", headers={"Authorization": f"Bearer {token}"})
+        bad = await client.get("/awhoami/", headers={"Authorization": "Bearer " + "q" * 32})
+        return ok, bad
+
+    ok, bad = async_to_sync(run)()
+    assert ok.json() == {"user": user.pk, "n": None, "bearer": True}
+    assert_invalid_token(bad)
+
+
+# Sessions a Worker wrote (JSON format)
+
+
+def seed_session(user_id, *, email="ann@example.com", ttl_ms=3_600_000):
+    """Write a session as Workers session code does: session:<uuid> -> {userId, email, createdAt, expiresAt}."""
+    now = int(time.time() * 1000)
+    key = str(uuid.uuid4())
+    value = {"userId": user_id, "email": email, "createdAt": now, "expiresAt": now + ttl_ms}
+    get_kv().put("session:" + key, json.dumps(value), expiration_ttl=3600)
+    return key, value
+
+
+@pytest.fixture
+def json_format(settings):
+    settings.SESSION_CFKV_FORMAT = "json"
+
+
+def test_worker_made_session_authenticates_and_keeps_worker_fields(json_format, user):
+    key, seeded = seed_session(user.pk)
+    client = Client()
+    assert client.get("/whoami/", **auth(key)).json() == {"user": user.pk, "n": None, "bearer": True}
+    assert client.get("/bump/", **auth(key)).json() == {"n": 1}
+    value = json.loads(get_kv().get("session:" + key))
+    assert value["userId"] == user.pk and value["email"] == seeded["email"]
+    assert value["createdAt"] == seeded["createdAt"]
+    assert value["data"]["n"] == 1 and value["expiresAt"] >= seeded["expiresAt"]
+    assert client.get("/whoami/", **auth(key)).json()["n"] == 1
+
+
+def test_worker_made_session_by_email(json_format, settings, user):
+    settings.SESSION_CFKV_USER_FIELD = "email"
+    key, _ = seed_session(user.email)
+    assert Client().get("/whoami/", **auth(key)).json()["user"] == user.pk
+
+
+def test_worker_made_session_expired_or_for_nobody(json_format, user):
+    expired, _ = seed_session(user.pk, ttl_ms=-1000)
+    assert_invalid_token(Client().get("/whoami/", **auth(expired)))
+    nobody, _ = seed_session(999999)
+    assert Client().get("/whoami/", **auth(nobody)).json()["user"] is None
+
+
+def test_worker_changing_user_id_in_place_logs_the_session_out(json_format, user, other):
+    token = issue_token(None, user)
+    kv = get_kv()
+    value = json.loads(kv.get("session:" + token))
+    value["userId"] = other.pk  # Django's auth hash in data is bound to `user`
+    kv.put("session:" + token, json.dumps(value))
+    assert Client().get("/whoami/", **auth(token)).json()["user"] is None
