@@ -15,6 +15,7 @@ import base64
 import importlib
 import json
 import logging
+import math
 import time
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -140,25 +141,59 @@ def decode_generic(raw):
         return "text", text
 
 
-def decode(name, raw, metadata=None):
-    """Return ``{"kind", "format", "decoder", "value"}`` for a stored value, decoded as far as possible.
+def _decode_session(decoder, name, raw, metadata):
+    """A session as its dict: the site's format first, then the other (a Worker may write JSON)."""
+    error = None
+    for fmt in (None, "json", "signed"):
+        try:
+            view, expires = decoder(raw) if fmt is None else decoder(raw, fmt)
+        except ValueError as exc:
+            error = exc
+            continue
+        return view, expires
+    raise error
 
-    The kind's own decoder is used when it is installed and accepts the value;
-    otherwise the value is decoded generically (``decoder`` is then "generic").
+
+def _decode_cache(decoder, name, raw, metadata):
+    """A cache entry as the value it caches."""
+    entry = decoder(raw)
+    return getattr(entry, "value", entry), getattr(entry, "expires", None)
+
+
+def _decode_shard(decoder, name, raw, metadata):
+    """A limiter shard as its policy, window and count."""
+    try:
+        shard = decoder(name, metadata, raw)
+    except TypeError:  # a describe_shard(name, metadata) without the value argument
+        shard = decoder(name, metadata)
+    if not isinstance(shard, dict):
+        raise ValueError("not a limiter shard")
+    return shard, shard.get("window_end")
+
+
+_ADAPTERS = {"sessions": _decode_session, "cache": _decode_cache, "ratelimit": _decode_shard}
+
+
+def decode(name, raw, metadata=None):
+    """Return ``{"kind", "format", "decoder", "value", "value_expires"}`` for a stored value.
+
+    The kind's own decoder is used when it is installed and accepts the value
+    (a session as its dict, a cache entry as its value, a limiter shard as its
+    counts; ``value_expires`` is the expiry the value itself carries, or None).
+    Otherwise the value is decoded generically and ``decoder`` is "generic".
     """
     kind = kind_of(name, metadata)
     dotted, decoder = _import_decoder(kind)
     if decoder is not None:
         try:
-            value = decoder(name, metadata) if kind == "ratelimit" else decoder(raw)
+            value, expires = _ADAPTERS[kind](decoder, name, raw, metadata)
         except Exception as exc:  # a value the decoder refuses is still shown, generically
             logger.debug("%s could not decode %r: %s", dotted, name, exc)
         else:
-            if kind == "cache":  # an entry (value, expires, delta): show the cached value
-                value = getattr(value, "value", value)
-            return {"kind": kind, "format": kind, "decoder": dotted, "value": jsonable(value)}
+            return {"kind": kind, "format": kind, "decoder": dotted, "value": jsonable(value),
+                    "value_expires": expires}
     fmt, value = decode_generic(raw)
-    return {"kind": kind, "format": fmt, "decoder": "generic", "value": value}
+    return {"kind": kind, "format": fmt, "decoder": "generic", "value": value, "value_expires": None}
 
 
 class _Encoder(DjangoJSONEncoder):
@@ -280,7 +315,10 @@ class Sweep:
 
     KV removes an entry at its KV expiry, which our code sets to at least 60 s
     (KV's floor) and which can lag; the exact expiry is in the metadata. Only
-    entries of our own kinds are touched. Deletes go out in bulk batches of
+    entries of our own kinds are touched. Orphans are limiter shards with no
+    expiry anywhere but a window that, by their key name, has closed (shards
+    written without our metadata); they are found when the limiter module's
+    ``describe_shard`` is installed. Deletes go out in bulk batches of
     10,000 as the listing proceeds, so an interrupted sweep leaves nothing the
     next run cannot finish. API calls: ceil(n/1000) lists, ceil(d/10000) bulk
     deletes, and ceil(s/100) bulk reads for the s session keys that carry no
@@ -295,6 +333,7 @@ class Sweep:
         self.scanned = self.deleted = self.values_read = 0
         self.found = {kind: {"expired": 0, "orphaned": 0} for kind in self.kinds}
         self._pending, self._unread = [], []
+        self._describe_shard = _import_decoder("ratelimit")[1] if "ratelimit" in self.kinds else None
 
     def run(self):
         """Sweep the whole namespace; return the report (see :meth:`report`)."""
@@ -316,6 +355,11 @@ class Sweep:
         if expires is not None:
             if expires <= self.cutoff:
                 self._doom(info.name, kind, "expired")
+        elif kind == "ratelimit":
+            if self._describe_shard is not None:
+                shard = self._describe_shard(info.name, info.metadata)
+                if isinstance(shard, dict) and (shard.get("window_end") or math.inf) <= self.cutoff:
+                    self._doom(info.name, kind, "orphaned")
         elif kind == "sessions":
             self._unread.append(info.name)
             if len(self._unread) >= limits.BULK_GET_MAX_KEYS:

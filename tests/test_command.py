@@ -128,7 +128,7 @@ def test_get_uses_a_kinds_decoder_when_installed(kv, monkeypatch):
 
     def decode_value(raw, format=None):
         calls.append(raw)
-        return {"decoded": json.loads(raw)}
+        return {"decoded": json.loads(raw)}, None
 
     module = type(json)("fake_sessions")
     module.decode_value = decode_value
@@ -142,6 +142,33 @@ def test_get_uses_a_kinds_decoder_when_installed(kv, monkeypatch):
     kv.put("session:bad", "not json", metadata={"kind": "session"})
     data = run_json("get", "session:bad")
     assert data["decoder"] == "generic" and data["value"] == "not json"
+
+
+def test_get_decodes_what_the_session_engine_cache_and_limiter_store(kv, settings):
+    from django.core.cache import caches
+
+    from django_cfkv.sessions import SessionStore
+
+    session = SessionStore()
+    session["cart"] = [1, 2]
+    session.create()
+    data = run_json("get", f"session:{session.session_key}")
+    assert data["decoder"] == "django_cfkv.sessions.decode_value" and data["value"]["cart"] == [1, 2]
+    assert data["value_expires"] == pytest.approx(data["expires"], abs=1)
+
+    settings.CACHES = {"kv": {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "default"}}
+    caches["kv"].set("answer", {"n": 42}, 300)
+    [row] = [r for r in run_json("ls")["keys"] if r["kind"] == "cache"]
+    data = run_json("get", row["key"])
+    assert data["decoder"] == "django_cfkv.serializers.decode_entry" and data["value"] == {"n": 42}
+
+    kv.put("rl:login:c1:60:123:p1", "3", metadata={"kind": "ratelimit", "count": 3})
+    data = run_json("get", "rl:login:c1:60:123:p1")
+    assert data["decoder"] == "django_cfkv.ratelimit.describe_shard"
+    assert data["value"]["count"] == 3 and data["value"]["window_end"] == 124 * 60
+    # A shard with no expiry but a window closed long ago is an orphan.
+    report = run_json("sweep", "--kind", "ratelimit")
+    assert report["by_kind"] == {"ratelimit": {"expired": 0, "orphaned": 1}} and report["deleted"] == 1
 
 
 def test_put_value_file_ttl_and_metadata(kv, tmp_path):

@@ -136,6 +136,9 @@ class Command(BaseCommand):
                           + ("  [expired: readers treat it as missing]" if result["expired"] else ""))
         if result["kv_expiration"] != result["expires"]:
             self.stdout.write(f"KV expiry: {when(result['kv_expiration'], now)}")
+        value_expires = result["value_expires"]
+        if value_expires is not None and abs(value_expires - (result["expires"] or 0)) > 1:
+            self.stdout.write(f"in value:  {when(value_expires, now)}")
         self.stdout.write(f"metadata:  {json.dumps(result['metadata'])}")
         self.stdout.write(f"size:      {result['size']} bytes")
         value = result["value"]
