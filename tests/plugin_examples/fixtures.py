@@ -2,9 +2,14 @@
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpResponse
+from django.test import RequestFactory
 
 from django_cfkv import get_kv, transport
 from django_cfkv.exceptions import KVAPIError, KVRateLimitError
+from django_cfkv.ratelimit import ratelimit
+from django_cfkv.sessions import SessionStore
 
 
 def test_aliases_point_at_the_emulator(cfkv, cfkv_emulator):
@@ -18,17 +23,39 @@ def test_aliases_point_at_the_emulator(cfkv, cfkv_emulator):
     assert settings.CFKV["default"]["MAX_RETRIES"] == 1  # the user's retry policy is kept
 
 
+@ratelimit("2/m", key="ip", block=False)
+def limited_view(request):
+    return HttpResponse("limited" if request.limited else "ok")
+
+
+def hit_limited_view():
+    return limited_view(RequestFactory().get("/")).content
+
+
+SESSION_KEY = []
+
+
 def test_writes_here(cfkv):
     cfkv.put("greeting", b"hello")
     get_kv("limits").put("counter", b"1")
     assert get_kv("sessions").get("greeting") == b"hello"  # same namespace in settings, same in the test
     assert get_kv("limits").get("greeting") is None
+    cache.set("cached", "value", 300)
+    session = SessionStore()
+    session["user"] = "ada"
+    session.save()
+    SESSION_KEY.append(session.session_key)
+    assert SessionStore(session.session_key).load() == {"user": "ada"}
+    assert [hit_limited_view() for _ in range(3)] == [b"ok", b"ok", b"limited"]
 
 
 def test_next_test_sees_none_of_it(cfkv):
     assert cfkv.get("greeting") is None
     assert get_kv("limits").get("counter") is None
     assert list(cfkv.iter_keys()) == []
+    assert cache.get("cached") is None
+    assert not SessionStore().exists(SESSION_KEY[0])
+    assert hit_limited_view() == b"ok"  # no count kept from the test before
 
 
 def test_settings_restored_after_a_test():

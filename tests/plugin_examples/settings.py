@@ -2,6 +2,7 @@
 
 The cfkv fixture and override_cfkv() must move every alias to the emulator;
 "sessions" shares the default alias' namespace, "limits" is a local store.
+The cache, the session engine and the limiter each use one of them.
 """
 
 import tempfile
@@ -18,4 +19,8 @@ CFKV = {
     "sessions": dict(_REAL),
     "limits": {"BACKEND": "local", "PATH": tempfile.mkdtemp() + "/limits.sqlite3"},
 }
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES = {"default": {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "default",
+                       "OPTIONS": {"IGNORE_EXCEPTIONS": True}}}
+SESSION_ENGINE = "django_cfkv.sessions"
+SESSION_CFKV_ALIAS = "sessions"
+CFKV_RATELIMIT = {"ALIAS": "limits"}
