@@ -1,0 +1,82 @@
+"""Two-way session sharing with a Worker under Miniflare.
+
+Django reaches KV through the Worker gateway (BACKEND "cloudflare", BASE_URL =
+the gateway); tests/workers/session-store.mjs, the seed's session store, is
+bound to the same namespace as SESSIONS.
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from django_cfkv.sessions import issue_token, revoke_token
+from tests.gateway_server import GatewayServer
+
+WORKER = Path(__file__).resolve().parent / "workers" / "session-store.mjs"
+
+pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    with GatewayServer(extra_worker=WORKER, extra_binding="SESSIONS") as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def shared_namespace(settings, gateway):
+    settings.CFKV = {"default": gateway.settings()}
+    settings.SESSION_ENGINE = "django_cfkv.sessions"
+    settings.SESSION_CFKV_FORMAT = "json"
+    settings.MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django_cfkv.bearer.BearerSessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+
+
+def worker_get(gateway, session_id):
+    response = requests.get(f"{gateway.extra_url}/sessions/{session_id}", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_django_authenticates_a_session_the_worker_created(gateway, user):
+    response = requests.post(f"{gateway.extra_url}/sessions",
+                             json={"userId": user.pk, "email": user.email}, timeout=10)
+    session_id = response.json()["id"]
+    client = Client()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {session_id}"}
+    assert client.get("/whoami/", **auth).json() == {"user": user.pk, "n": None, "bearer": True}
+    assert client.get("/bump/", **auth).json() == {"n": 1}
+    # The Worker still reads its session, Django's data beside its fields.
+    seen = worker_get(gateway, session_id)
+    assert seen["userId"] == user.pk and seen["email"] == user.email
+    assert seen["data"]["n"] == 1
+
+
+def test_worker_reads_a_token_django_issued_and_null_once_revoked(gateway, user):
+    token = issue_token(None, user)
+    seen = worker_get(gateway, token)
+    assert seen["userId"] == user.pk
+    assert seen["expiresAt"] > time.time() * 1000
+    revoke_token(token)
+    assert worker_get(gateway, token) is None
+    assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+
+
+def test_worker_logout_ends_the_session_for_django(gateway, user):
+    token = issue_token(None, user)
+    requests.delete(f"{gateway.extra_url}/sessions/{token}", timeout=10).raise_for_status()
+    assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
