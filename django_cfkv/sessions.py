@@ -207,7 +207,11 @@ class SessionStore(SessionBase):
         try:
             raw = self.get_kv().get(self.kv_key(self.session_key))
         except KVError:
-            if conf.setting("SESSION_CFKV_ON_LOAD_ERROR") == "raise":
+            on_error = conf.setting("SESSION_CFKV_ON_LOAD_ERROR")
+            if on_error not in ON_LOAD_ERROR_CHOICES:
+                raise CFKVConfigurationError(
+                    f"SESSION_CFKV_ON_LOAD_ERROR is {on_error!r}; use 'empty' or 'raise'.") from None
+            if on_error == "raise":
                 raise
             # Keep the key: the cookie stays, and save() refuses to overwrite
             # the stored session with this empty stand-in.
