@@ -502,3 +502,18 @@ def test_gateway_init_writes_the_project(local_alias, tmp_path, settings):
     assert f'id = "{"b" * 32}"' in toml and 'name = "my-gw"' in toml
     with pytest.raises(CommandError, match="Invalid Worker name"):
         run("gateway", "init", str(tmp_path / "x"), "--name", "Bad Name")
+
+
+def test_sweep_that_leaves_keys_says_to_run_again(emulated_alias, cfkv_emulator):
+    kv, now = emulated_alias, time.time()
+    kv.put_many([{"key": f"c{i:03}", "value": "{}", "expiration_ttl": HOUR,
+                  "metadata": {"kind": "cache", "expires": now - 600}} for i in range(50)])
+    err = io.StringIO()
+    with cfkv_emulator.faults(bulk_unsuccessful=0.5):
+        with pytest.raises(CommandError, match="keys were left; run the command again to finish"):
+            run("sweep", stderr=err)
+    assert "Stopped after scanning 50 keys" in err.getvalue()
+    left = len(list(kv.iter_keys()))
+    assert 0 < left < 50
+    assert run_json("sweep")["deleted"] == left
+    assert list(kv.iter_keys()) == []

@@ -128,10 +128,10 @@ class Command(BaseCommand):
                   "size": len(entry.value)}
         if options["json"]:
             return self._json(result)
-        decoder = "" if result["decoder"] == "generic" else f", decoded by {result['decoder']}"
+        how = result["format"] if result["decoder"] == "generic" else f"decoded by {result['decoder']}"
         now = time.time()
         self.stdout.write(f"key:       {key}")
-        self.stdout.write(f"kind:      {result['kind']} ({result['format']}{decoder})")
+        self.stdout.write(f"kind:      {result['kind']} ({how})")
         self.stdout.write(f"expires:   {when(result['expires'], now)}"
                           + ("  [expired: readers treat it as missing]" if result["expired"] else ""))
         if result["kv_expiration"] != result["expires"]:
