@@ -65,7 +65,7 @@ class BearerSessionMiddleware:
             return self.get_response(request)
         session = self.open_session(token)
         if not isinstance(session, SessionStore):
-            return session
+            return self.refuse(request, session)
         self.enter(request, session)
         return self.leave(request, session, self.get_response(request))
 
@@ -75,7 +75,7 @@ class BearerSessionMiddleware:
             return await self.get_response(request)
         session = await sync_to_async(self.open_session)(token)
         if not isinstance(session, SessionStore):
-            return session
+            return self.refuse(request, session)
         self.enter(request, session)
         response = await self.get_response(request)
         return await sync_to_async(self.leave)(request, session, response)
@@ -113,5 +113,10 @@ class BearerSessionMiddleware:
         patch_vary_headers(response, ("Authorization",))
         # SessionMiddleware, which runs next, must neither save the session
         # again nor set a cookie for it.
-        del request.session
+        request.__dict__.pop("session", None)
+        return response
+
+    def refuse(self, request, response):
+        """Answer ``response`` without letting SessionMiddleware touch the cookie session."""
+        request.__dict__.pop("session", None)
         return response

@@ -262,3 +262,13 @@ def test_worker_changing_user_id_in_place_logs_the_session_out(json_format, user
     value["userId"] = other.pk  # Django's auth hash in data is bound to `user`
     kv.put("session:" + token, json.dumps(value))
     assert Client().get("/whoami/", **auth(token)).json()["user"] is None
+
+
+def test_refused_token_leaves_the_cookie_session_untouched(settings, cfkv_emulator, user):
+    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+    settings.SESSION_SAVE_EVERY_REQUEST = True
+    client = Client()
+    client.get(f"/login/{user.pk}/")
+    transport.calls.reset()
+    assert_invalid_token(client.get("/whoami/", **auth("z" * 32)))
+    assert transport.calls.snapshot() == {"get": 1}  # the token's lookup, never the cookie's session
