@@ -49,6 +49,7 @@ logger = logging.getLogger("django_cfkv.ratelimit")
 
 SHARD_PREFIX = "rl:"
 TTL_MARGIN = 10  # seconds a shard outlives its window, so late readers still find it
+FIRST_WRITE_DELAY = 0.1  # seconds: a burst's first requests go out in one write, not one each
 OUTAGE_BACKOFF = 5.0  # seconds without KV calls after a failure
 LOG_EVERY = 30.0  # seconds between two "KV unreachable" log lines
 
@@ -381,12 +382,13 @@ def _shard_count(metadata):
 
 
 class _Shard:
-    __slots__ = ("prefix", "key", "end", "limit", "local", "remote", "next_read", "ok", "written_at")
+    __slots__ = ("prefix", "key", "end", "limit", "local", "remote", "next_read", "ok", "written_at", "due")
 
     def __init__(self, prefix, process, end, limit):
         self.prefix, self.key, self.end, self.limit = prefix, prefix + process, end, limit
         self.local = self.remote = 0
         self.next_read = self.written_at = float("-inf")
+        self.due = time.monotonic() + FIRST_WRITE_DELAY  # when the background thread first writes it
         self.ok = True
 
 
@@ -458,6 +460,7 @@ class ShardedCounter:
                 elif mono >= shard.written_at + self.interval:
                     self._dirty.discard(prefix)
                     shard.written_at = mono
+                    shard.due = mono + self.interval
                     batch.append((shard, shard.local))
             for prefix in [p for p, s in self._shards.items() if s.end + TTL_MARGIN <= now]:
                 del self._shards[prefix]
@@ -509,8 +512,7 @@ class ShardedCounter:
                     self._lock.wait()
                 if not self._dirty:
                     return
-                due = min((self._shards[p].written_at for p in self._dirty if p in self._shards),
-                          default=float("-inf")) + self.interval
+                due = min((self._shards[p].due for p in self._dirty if p in self._shards), default=0.0)
                 delay = max(due, self._down_until) - time.monotonic()
                 if delay > 0:
                     self._lock.wait(min(delay, self.interval * 5))
