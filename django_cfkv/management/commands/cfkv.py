@@ -88,12 +88,16 @@ class Command(BaseCommand):
             name = "gateway_" + options["gateway_command"]
         self.alias = options["alias"]
         self.stdin = options.get("stdin") or sys.stdin
+        self._progress_shown = False
         try:
             getattr(self, "handle_" + name)(options)
         except KeyboardInterrupt:
             raise CommandError("Interrupted. Nothing is left half-done: run the command again to finish.")
         except (KVError, ImproperlyConfigured) as exc:
             raise CommandError(self._scrub(self._explain(exc)))
+        finally:
+            if self._progress_shown:  # end the progress line
+                self.stderr.write("")
 
     # Subcommands
 
@@ -337,6 +341,7 @@ class Command(BaseCommand):
             return None
 
         def progress(count):
+            self._progress_shown = True
             self.stderr.write(f"\r{label} {count} keys", ending="")
             self.stderr.flush()
 
@@ -347,6 +352,7 @@ class Command(BaseCommand):
             return None
 
         def progress(scanned, deleted):
+            self._progress_shown = True
             self.stderr.write(f"\rscanned {scanned} keys, deleted {deleted}", ending="")
             self.stderr.flush()
 
