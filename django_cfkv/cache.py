@@ -33,7 +33,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import limits
 from .conf import get_kv
 from .exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError, KVValueError
-from .serializers import EntryCodec, decode_entry, retime
+from .serializers import EntryCodec, decode_entry, load_entry, retime
 from .transport import CallCounter
 
 __all__ = ["CloudflareKVCache", "cached", "decode_entry", "stampede_events"]
@@ -190,7 +190,7 @@ class CloudflareKVCache(BaseCache):
         if raw is None:
             return None, None
         try:
-            entry = decode_entry(raw)
+            entry = load_entry(raw)
         except ValueError as exc:
             logger.warning("Ignoring KV key %r: not a cache entry (%s).", kv_key, exc)
             return None, None
@@ -303,7 +303,7 @@ class CloudflareKVCache(BaseCache):
         now, result = _now(), {}
         for kv_key, raw in found.items():
             try:
-                entry = decode_entry(raw)
+                entry = load_entry(raw)
             except ValueError as exc:
                 logger.warning("Ignoring KV key %r: not a cache entry (%s).", kv_key, exc)
                 continue

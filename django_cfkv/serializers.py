@@ -82,7 +82,25 @@ class EntryCodec:
         return text
 
 
+class DecodedEntry(NamedTuple):
+    """A cache entry as ``manage.py cfkv`` and other tools see it: ``value, expires = ...``."""
+
+    value: Any
+    expires: float | None
+
+
 def decode_entry(raw):
+    """Return ``(value, expires)`` of a stored cache entry given its bytes (or text).
+
+    ``expires`` is the exact expiry in epoch seconds, or None for never. Raise
+    ValueError if ``raw`` is not a cache entry. Pickled entries are unpickled:
+    decode only entries from a namespace you trust.
+    """
+    entry = load_entry(raw)
+    return DecodedEntry(entry.value, entry.expires)
+
+
+def load_entry(raw):
     """Return the :class:`Entry` stored in ``raw`` (bytes or str).
 
     Raise ValueError if ``raw`` is not a cache entry. Unpickles pickled

@@ -105,8 +105,8 @@ def test_decode_entry_returns_value_and_exact_expiry(make_cache):
     entry = decode_entry(cache._kv.get(cache.kv_key("k")))
     assert entry.value == [1, "two"]
     assert time.time() < entry.expires <= time.time() + 30
-    value, expires = entry[:2]
-    assert value == [1, "two"]
+    value, expires = entry  # (value, expires), as manage.py cfkv uses it
+    assert (value, expires) == (entry.value, entry.expires)
     with pytest.raises(ValueError, match="Not a cache entry"):
         decode_entry(b"plain text")
 
