@@ -1,21 +1,23 @@
 """The JSON API: bearer tokens backed by KV sessions, and a rate-limited ping.
 
 A token is a session key: ``issue_token`` saves a session for the user and
-returns its key, ``BearerSessionMiddleware`` loads that session for requests
-carrying ``Authorization: Bearer <token>``, and ``revoke_token`` deletes it.
+returns its key, and ``BearerSessionMiddleware`` loads that session for
+requests carrying ``Authorization: Bearer <token>``. Revoking is logging that
+session out; ``revoke_token(token)`` does the same from anywhere else (an
+admin action, a password change).
 The views are exempt from CSRF because a bearer token is never sent by a
 browser on its own, unlike a cookie; the token endpoint takes a password.
 """
 
 import json
 
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, logout
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from django_cfkv.sessions import issue_token, revoke_token
+from django_cfkv.sessions import issue_token
 
 
 def _error(status, message, **headers):
@@ -29,10 +31,9 @@ def _unauthorized(message):
     return _error(401, message, WWW_Authenticate='Bearer realm="api"')
 
 
-def _bearer_token(request):
-    """Return the token of an ``Authorization: Bearer`` header, or None."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+def _by_token(request):
+    """Return whether BearerSessionMiddleware authenticated the request by its token."""
+    return getattr(request, "session_from_bearer", False)
 
 
 def _credentials(request):
@@ -54,10 +55,13 @@ def _credentials(request):
 def token(request):
     """POST: exchange credentials for a bearer token. DELETE: revoke the token in the header."""
     if request.method == "DELETE":
-        bearer = _bearer_token(request)
-        if bearer is None:
+        if not _by_token(request):
             return _unauthorized("Send the token to revoke as 'Authorization: Bearer <token>'.")
-        revoke_token(bearer)
+        # BearerSessionMiddleware has loaded the token's session (an unknown token
+        # never gets here: it is a 401). logout() deletes it from KV, as
+        # revoke_token(bearer) would, and also empties request.session, so that
+        # the middleware's end-of-request refresh cannot write it back.
+        logout(request)
         return HttpResponse(status=204)
     username, password = _credentials(request)
     if not isinstance(username, str) or not isinstance(password, str):
@@ -78,7 +82,7 @@ def me(request):
         "username": request.user.get_username(),
         "is_staff": request.user.is_staff,
         "session_expires": request.session.get_expiry_date().isoformat(),
-        "via": "bearer" if _bearer_token(request) else "cookie",
+        "via": "bearer" if _by_token(request) else "cookie",
     })
 
 
