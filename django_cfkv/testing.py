@@ -23,6 +23,7 @@ Importing this module touches no settings and starts nothing.
 import atexit
 import contextlib
 import ipaddress
+import sys
 import tempfile
 import threading
 import unittest
@@ -183,13 +184,18 @@ def _identity(alias):
 
 
 class _Activation:
-    """One active override: the namespaces it made, the settings it replaced, its guard."""
+    """One active override: the namespaces it made, the settings it replaced, the calls it stopped.
 
-    def __init__(self, emulator, parent=None):
+    ``test_code``: code objects of the test (and of wrappers that call it): a
+    stopped call whose error passed through one of them has been reported.
+    """
+
+    def __init__(self, emulator, parent=None, test_code=()):
         self.emulator = emulator
         self.parent = parent
+        self.test_code = {code for code in test_code if code is not None}
         self.namespaces = {}
-        self.blocked = []
+        self.stopped = []  # KVNetworkBlocked errors raised while this was the innermost override
 
     def start(self):
         config = conf.get_config()
@@ -232,12 +238,26 @@ class _Activation:
                     transport.request_guards.remove(_guard)
         self._settings.disable()
         self.emulator.app.faults.update(self._faults)
-        if check and self.blocked:
-            hosts = ", ".join(sorted(set(self.blocked)))
+        unseen = [exc for exc in self.stopped if not _reached(exc, self.test_code)]
+        self.stopped = []  # their tracebacks hold frames
+        if check and unseen:
+            hosts = ", ".join(sorted({exc.host for exc in unseen}))
             raise KVNetworkBlocked(
-                f"{len(self.blocked)} KV API call(s) to {hosts} were stopped during this test, and the "
-                "error was caught before it reached the test. " + _BLOCKED_HINT
+                f"{len(unseen)} KV API call(s) to {hosts} were stopped during this test, and the code under "
+                "test caught the error before it reached the test. " + _BLOCKED_HINT
             )
+
+
+def _reached(exc, codes):
+    """Return True if ``exc`` propagated through a frame running one of ``codes``."""
+    tb = exc.__traceback__
+    if tb is None:  # unittest's assertRaises() strips it from what it caught
+        return True
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 _stack = []  # active overrides, innermost last
@@ -250,11 +270,13 @@ def _guard(url):
     host = urlsplit(url).hostname or ""
     if _is_loopback(host):
         return
+    error = KVNetworkBlocked(f"A KV API call to {host} was stopped: tests must not leave 127.0.0.1. "
+                             + _BLOCKED_HINT)
+    error.host = host
     with _stack_lock:
         if _stack:
-            _stack[-1].blocked.append(host)
-    raise KVNetworkBlocked(f"A KV API call to {host} was stopped: tests must not leave 127.0.0.1. "
-                           + _BLOCKED_HINT)
+            _stack[-1].stopped.append(error)
+    raise error
 
 
 _BLOCKED_HINT = (
@@ -285,13 +307,13 @@ class override_cfkv(TestContextDecorator):
         self.emulator = emulator
         self._active = []
 
-    def _activate(self, parent=None):
-        activation = _Activation(self.emulator or get_emulator(), parent)
+    def _activate(self, parent=None, test_code=()):
+        activation = _Activation(self.emulator or get_emulator(), parent, test_code)
         activation.start()
         return activation
 
-    def enable(self):
-        activation = self._activate()
+    def enable(self, test_code=()):
+        activation = self._activate(test_code=test_code)
         self._active.append(activation)
         return activation.kv
 
@@ -299,8 +321,13 @@ class override_cfkv(TestContextDecorator):
         __tracebackhide__ = True
         self._active.pop().stop(check=check)
 
+    def __enter__(self):
+        # The code around the with block is the "test": errors it saw were reported.
+        return self.enable(test_code=[sys._getframe(1).f_code])
+
     def __exit__(self, exc_type, exc_value, traceback):
-        # With an exception already on its way, a swallowed-block report would only hide it.
+        __tracebackhide__ = True
+        # With an exception already on its way, a report of stopped calls would only hide it.
         self.disable(check=exc_type is None)
 
     def decorate_class(self, cls):
@@ -311,7 +338,7 @@ class override_cfkv(TestContextDecorator):
         override = self
 
         def setUpClass(klass):
-            activation = override._activate()
+            activation = override._activate(test_code=[setUpClass.__code__])
             klass.addClassCleanup(activation.stop)
             klass._cfkv_activation, klass.cfkv = activation, activation.kv
             if own_setup_class is not None:
@@ -320,9 +347,10 @@ class override_cfkv(TestContextDecorator):
                 super(cls, klass).setUpClass()
 
         def setUp(test):
-            activation = override._activate(parent=type(test)._cfkv_activation)
-            # A test that already failed (maybe on the block itself) needs no second report.
-            test.addCleanup(lambda: activation.stop(check=_passing(test)))
+            method = getattr(type(test), test._testMethodName, None)
+            activation = override._activate(parent=type(test)._cfkv_activation,
+                                            test_code=[setUp.__code__, getattr(method, "__code__", None)])
+            test.addCleanup(activation.stop)
             test.cfkv = activation.kv
             if own_setup is not None:
                 own_setup(test)
@@ -332,11 +360,6 @@ class override_cfkv(TestContextDecorator):
         cls.setUpClass = classmethod(setUpClass)
         cls.setUp = setUp
         return cls
-
-
-def _passing(test):
-    """Return False once a unittest test has failed (True when unittest cannot tell)."""
-    return getattr(getattr(test, "_outcome", None), "success", True)
 
 
 class KVCalls:
@@ -413,11 +436,11 @@ if pytest is not None:
         override = override_cfkv(emulator=cfkv_emulator)
         __tracebackhide__ = True
         failed_before = request.session.testsfailed
-        kv = override.enable()
+        kv = override.enable(test_code=[request.function.__code__])
         try:
             yield kv
         finally:
-            # The test's own report is in by now: only report a swallowed block on a passing test.
+            # Stopped calls the test saw, or that failed another fixture, are reported already.
             override.disable(check=request.session.testsfailed == failed_before)
 
     @pytest.fixture

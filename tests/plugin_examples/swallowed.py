@@ -1,7 +1,10 @@
 """The loopback guard: a call that would leave 127.0.0.1 fails the test, even when caught."""
 
+import pytest
+
 from django_cfkv import transport
 from django_cfkv.client import KVClient
+from django_cfkv.testing import KVNetworkBlocked
 
 
 def stray_client():
@@ -12,13 +15,23 @@ def test_lets_the_block_through(cfkv):
     stray_client().get("k")
 
 
+def tolerant_lookup():
+    """Code under test that treats any KV failure as a miss."""
+    try:
+        return stray_client().get("k")
+    except Exception:
+        return None
+
+
 def test_swallows_the_block(cfkv):
     before = transport.calls.total
-    try:  # as code under test that tolerates KV failures would
-        stray_client().get("k")
-    except Exception:
-        pass
+    assert tolerant_lookup() is None
     assert transport.calls.total == before  # nothing was sent
+
+
+def test_expects_the_block(cfkv):
+    with pytest.raises(KVNetworkBlocked):  # the test saw it: nothing more to report
+        stray_client().get("k")
 
 
 def test_emulator_calls_pass(cfkv):

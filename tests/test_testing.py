@@ -1,0 +1,267 @@
+"""django_cfkv.testing in this process: faults, call counting, override_cfkv on classes and blocks."""
+
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.test import SimpleTestCase, override_settings
+
+from django_cfkv import get_kv, transport
+from django_cfkv.client import KVClient
+from django_cfkv.exceptions import KVAPIError, KVError, KVRateLimitError
+from django_cfkv.testing import KVCalls, KVNetworkBlocked, assert_kv_calls, override_cfkv
+
+STRAY = ("f" * 32, "production-namespace", "production-token")
+
+
+def tolerant_lookup():
+    """Code under test that treats any KV failure as a miss."""
+    try:
+        return KVClient(*STRAY).get("k")
+    except Exception:
+        return None
+
+
+def run_case(case):
+    """Run a TestCase class as unittest would (class fixtures included); return the result."""
+    result = unittest.TestResult()
+    unittest.defaultTestLoader.loadTestsFromTestCase(case).run(result)
+    return result
+
+
+def problems(result):
+    return [(test.id().rsplit(".", 1)[-1], text.strip().splitlines()[-1])
+            for test, text in result.errors + result.failures]
+
+
+def test_import_touches_nothing():
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = ("import threading, django_cfkv.testing as t; from django.conf import settings; "
+            "print(settings.configured, t._shared, threading.active_count())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "None", "1"]
+
+
+def test_faults_context_restores_the_faults_before_it(cfkv_emulator):
+    client = cfkv_emulator.client(max_retries=0)
+    client.put("k", b"v")
+    cfkv_emulator.set_faults(slow_ms=5)
+    try:
+        with cfkv_emulator.faults(rate_503=1.0):
+            with pytest.raises(KVAPIError) as raised:
+                client.get("k")
+            assert raised.value.status == 503
+            with cfkv_emulator.faults(rate_503=0.0):
+                assert client.get("k") == b"v"
+            assert cfkv_emulator.app.faults["rate_503"] == 1.0
+        assert cfkv_emulator.app.faults.values == {**cfkv_emulator.app.faults.FIELDS, "slow_ms": 5}
+        assert client.get("k") == b"v"
+    finally:
+        cfkv_emulator.clear_faults()
+
+
+def test_faults_context_refuses_unknown_names(cfkv_emulator):
+    with pytest.raises(ValueError, match="rate_500"):
+        with cfkv_emulator.faults(rate_500=1.0):
+            pass
+    assert cfkv_emulator.app.faults.values == cfkv_emulator.app.faults.FIELDS
+
+
+def test_assert_kv_calls(cfkv_emulator):
+    client = cfkv_emulator.client()
+    with assert_kv_calls(3) as calls:
+        client.put("a", b"1")
+        client.get("a")
+        client.get_many(["a", "b"])
+    assert calls.counts == {"bulk_get": 1, "get": 1, "put": 1}
+    client.get("a")
+    assert calls.total == 3  # frozen when the block ended
+
+    with pytest.raises(AssertionError) as failed:
+        with assert_kv_calls(1):
+            client.get("a")
+            client.get_with_metadata("a")
+    assert str(failed.value) == ("3 != 1 : 3 KV API calls made, 1 expected. "
+                                 "Calls by endpoint: get: 2, get_metadata: 1.")
+
+
+def test_assert_kv_calls_lets_errors_in_the_block_through():
+    with pytest.raises(ZeroDivisionError):
+        with assert_kv_calls(5):
+            raise ZeroDivisionError
+
+
+def test_assert_kv_calls_counts_retries(cfkv_emulator):
+    client = cfkv_emulator.client(max_retries=2)
+    with cfkv_emulator.faults(rate_429=1.0, retry_after=0), pytest.raises(AssertionError, match="get: 3"):
+        with assert_kv_calls(1), pytest.raises(KVRateLimitError):
+            client.get("a")
+
+
+def test_kv_calls_reset_and_repr(cfkv_emulator):
+    client = cfkv_emulator.client()
+    calls = KVCalls()
+    client.put("a", b"1")
+    assert calls["put"] == 1 and calls["get"] == 0
+    calls.reset()
+    assert calls.total == 0 and str(calls) == "none"
+    client.delete("a")
+    assert repr(calls) == "<KVCalls total=1 (delete: 1)>"
+
+
+def test_cfkv_fixture(cfkv, cfkv_emulator, cfkv_calls):
+    assert cfkv is get_kv()
+    assert cfkv.base_url == cfkv_emulator.base_url
+    cfkv.put("k", b"v")
+    assert cfkv.get("k") == b"v"
+    assert cfkv_calls.counts == {"put": 1, "get": 1}
+
+
+def test_override_restores_settings_guards_and_cache_objects(cfkv_emulator):
+    original = settings.CFKV
+    cache_before = caches["default"]
+    with override_cfkv(emulator=cfkv_emulator) as kv:
+        assert settings.CFKV["default"]["BASE_URL"] == cfkv_emulator.base_url
+        assert kv is get_kv() and isinstance(kv, KVClient)
+        assert transport.request_guards
+        assert caches["default"] is not cache_before  # rebuilt from settings inside the override
+    assert settings.CFKV == original
+    assert transport.request_guards == []
+    assert get_kv().__class__.__name__ == "LocalKV"
+
+
+def test_aliases_sharing_a_namespace_keep_sharing(cfkv_emulator):
+    real = {"ACCOUNT_ID": "f" * 32, "API_TOKEN": "t", "NAMESPACE_ID": "one"}
+    config = {"default": real, "sessions": dict(real), "other": {**real, "NAMESPACE_ID": "two"},
+              "local": {"BACKEND": "local", "PATH": "/tmp/x.sqlite3"}, "local2": {"BACKEND": "local",
+              "PATH": "/tmp/x.sqlite3"}, "custom": {"BACKEND": "myapp.KV"}}
+    with override_settings(CFKV=config), override_cfkv(emulator=cfkv_emulator) as kv:
+        ids = {alias: s["NAMESPACE_ID"] for alias, s in settings.CFKV.items()}
+        kv.put("k", b"v")
+        assert get_kv("sessions").get("k") == b"v"
+        assert get_kv("other").get("k") is None
+    assert ids["default"] == ids["sessions"] and ids["local"] == ids["local2"]
+    assert len({ids["default"], ids["other"], ids["local"], ids["custom"]}) == 4
+    assert "one" not in ids.values()
+
+
+def test_nested_overrides(cfkv_emulator):
+    with override_cfkv(emulator=cfkv_emulator) as outer:
+        outer.put("k", b"outer")
+        with override_cfkv(emulator=cfkv_emulator) as inner:
+            assert inner.get("k") is None
+        assert get_kv().get("k") == b"outer"
+        assert transport.request_guards
+        with pytest.raises(KVNetworkBlocked):  # seen by the test: not reported again on the way out
+            KVClient(*STRAY).get("k")
+    assert transport.request_guards == []
+
+
+def test_caught_block_is_reported_when_the_override_ends(cfkv_emulator):
+    before = transport.calls.total
+    with pytest.raises(KVNetworkBlocked, match="1 KV API call.s. to api.cloudflare.com were stopped"):
+        with override_cfkv(emulator=cfkv_emulator):
+            assert tolerant_lookup() is None
+    assert transport.calls.total == before  # nothing went out
+    assert transport.request_guards == []
+
+
+def test_block_is_reported_once_when_it_propagates(cfkv_emulator):
+    with pytest.raises(KVNetworkBlocked, match="A KV API call to api.cloudflare.com was stopped"):
+        with override_cfkv(emulator=cfkv_emulator):
+            KVClient(*STRAY).get("k")
+
+
+def test_block_is_not_a_kv_error():
+    # Code that tolerates KV failures (IGNORE_EXCEPTIONS, FAIL_OPEN) must not hide it.
+    assert not issubclass(KVNetworkBlocked, KVError)
+    assert issubclass(KVNetworkBlocked, AssertionError)
+
+
+def test_override_on_a_test_case_class(cfkv_emulator):
+    seen = {}
+
+    @override_cfkv(emulator=cfkv_emulator)
+    class Case(SimpleTestCase):
+        @classmethod
+        def setUpClass(cls):
+            super().setUpClass()
+            cls.cfkv.put("class", b"data")
+
+        def setUp(self):
+            self.started = True
+
+        def test_a(self):
+            assert self.started
+            seen["a"] = (self.cfkv.get("class"), self.cfkv.namespace_id)
+            self.cfkv.put("from-a", b"1")
+            get_kv().delete("class")
+
+        def test_b(self):
+            seen["b"] = (self.cfkv.get("class"), self.cfkv.get("from-a"), self.cfkv.namespace_id)
+
+    class Child(Case):
+        def test_c(self):
+            seen["c"] = self.cfkv.get("class")
+
+    result = run_case(Case)
+    assert problems(result) == [] and result.testsRun == 2
+    assert seen["a"][0] == b"data" and seen["b"][:2] == (b"data", None)
+    assert seen["a"][1] != seen["b"][2]
+    assert problems(run_case(Child)) == [] and seen["c"] == b"data"
+    assert settings.CFKV["default"]["BACKEND"] == "local"
+    assert transport.request_guards == []
+
+
+def test_override_on_a_class_reports_blocks_once(cfkv_emulator):
+    @override_cfkv(emulator=cfkv_emulator)
+    class Case(SimpleTestCase):
+        def test_caught(self):
+            tolerant_lookup()
+
+        def test_expected(self):
+            with self.assertRaises(KVNetworkBlocked):
+                KVClient(*STRAY).get("k")
+
+        def test_uncaught(self):
+            KVClient(*STRAY).get("k")
+
+        def test_fine(self):
+            get_kv().put("k", b"v")
+
+    result = run_case(Case)
+    assert result.testsRun == 4
+    assert sorted(problems(result)) == [
+        ("test_caught", "django_cfkv.testing.KVNetworkBlocked: 1 KV API call(s) to api.cloudflare.com were "
+                        "stopped during this test, and the code under test caught the error before it "
+                        "reached the test. " + _hint()),
+        ("test_uncaught", "django_cfkv.testing.KVNetworkBlocked: A KV API call to api.cloudflare.com was "
+                          "stopped: tests must not leave 127.0.0.1. " + _hint()),
+    ]
+
+
+def _hint():
+    from django_cfkv.testing import _BLOCKED_HINT
+
+    return _BLOCKED_HINT
+
+
+def test_override_refuses_other_classes():
+    with pytest.raises(TypeError, match="unittest.TestCase"):
+        override_cfkv()(type("NotATest", (), {}))
+
+
+def test_copy_namespace_keeps_metadata_and_exact_expiry(cfkv_emulator):
+    source, target = cfkv_emulator.new_namespace_id(), cfkv_emulator.new_namespace_id()
+    expires = int(time.time()) + 120
+    cfkv_emulator.app.store(source).put("k", b"v", expiration=expires, metadata={"kind": "cache"})
+    cfkv_emulator.copy_namespace(source, target)
+    copied = cfkv_emulator.app.store(target).get_with_metadata("k")
+    assert (copied.value, copied.metadata, copied.expiration) == (b"v", {"kind": "cache"}, expires)
+    cfkv_emulator.app.store(target).put("k", b"changed")
+    assert cfkv_emulator.app.store(source).get("k") == b"v"
