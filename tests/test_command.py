@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from django_cfkv import get_kv, inspect, transport
+from django_cfkv import get_kv, inspect, maintenance, transport
 from django_cfkv.emulator.app import EmulatorApp
 from django_cfkv.emulator.server import start_in_thread
 
@@ -337,7 +337,7 @@ def test_interrupted_sweep_is_finished_by_the_next(local_alias):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        inspect.Sweep(kv, batch_size=300, progress=interrupt).run()
+        maintenance.Sweep(kv, batch_size=300, progress=interrupt).run()
     left = len(list(kv.iter_keys()))
     assert 0 < left < 2500
     assert run_json("sweep")["deleted"] == left

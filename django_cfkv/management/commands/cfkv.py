@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from ... import conf, get_kv, inspect, transport
+from ... import conf, get_kv, inspect, maintenance, transport
 from ...exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError
 from ...types import KeyInfo
 
@@ -233,7 +233,7 @@ class Command(BaseCommand):
     def handle_sweep(self, options):
         kinds = inspect.SWEEP_KINDS if options["kind"] == "all" else (options["kind"],)
         before = transport.calls.snapshot()
-        sweeper = inspect.Sweep(self.kv, kinds, dry_run=options["dry_run"], progress=self._sweep_progress())
+        sweeper = maintenance.Sweep(self.kv, kinds, dry_run=options["dry_run"], progress=self._sweep_progress())
         try:
             report = sweeper.run()
         except (KeyboardInterrupt, KVError) as exc:
@@ -252,7 +252,7 @@ class Command(BaseCommand):
         self._write_calls(report["api_calls"])
 
     def handle_ping(self, options):
-        report = {"alias": self.alias, **inspect.ping(self.kv, read_only=options["read_only"])}
+        report = {"alias": self.alias, **maintenance.ping(self.kv, read_only=options["read_only"])}
         if options["json"]:
             return self._json(report)
         where = report["base_url"] or report["path"]
