@@ -197,3 +197,6 @@ class RateLimitMiddleware:
             usages = exception.usage if isinstance(exception.usage, (list, tuple)) else []
             return limited_response(request, list(usages), exception)
         return None
+
+
+from .bearer import BearerSessionMiddleware  # noqa: E402,F401

@@ -431,9 +431,10 @@ class ShardedCounter:
             self._read(shard)
         with self._lock:
             shard.local += 1
-            self._dirty.add(prefix)
-            if self.background:
-                self._start_flusher()
+            if prefix not in self._dirty:
+                self._dirty.add(prefix)
+                if self.background:
+                    self._start_flusher()
             return shard.local + shard.remote, end, shard.ok
 
     def _read(self, shard):
