@@ -36,7 +36,9 @@ import json
 import logging
 import math
 import re
+import threading
 import time
+from time import monotonic
 
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, SessionBase, UpdateError
 from django.core import signing
@@ -61,6 +63,37 @@ _RESERVED = ("createdAt", "expiresAt", "data")
 
 # The session keys django.contrib.auth uses (imported from there lazily).
 SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY = "_auth_user_id", "_auth_user_backend", "_auth_user_hash"
+
+
+class _RecentlyDeleted:
+    """Keys this process deleted in the last minute, so no store here writes one back.
+
+    It costs no API call and closes the common case (revoke_token() or a
+    logout in one request, a save of the same session later in the process);
+    other processes are covered only by KV reads, with KV's ~60 s staleness.
+    """
+
+    TTL, MAX = 60.0, 10_000
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._keys = {}
+
+    def add(self, key):
+        now = monotonic()
+        with self._lock:
+            self._keys.pop(key, None)
+            self._keys[key] = now
+            while self._keys and (len(self._keys) > self.MAX or now - next(iter(self._keys.values())) > self.TTL):
+                self._keys.pop(next(iter(self._keys)))
+
+    def __contains__(self, key):
+        with self._lock:
+            when = self._keys.get(key)
+        return when is not None and monotonic() - when <= self.TTL
+
+
+_recently_deleted = _RecentlyDeleted()
 
 
 def session_format():
@@ -268,10 +301,14 @@ class SessionStore(SessionBase):
         if must_create:
             if not self._pending and self.exists(self.session_key):
                 raise CreateError
-        elif not (self._pending or self._loaded) and not self.exists(self.session_key):
+        canonical = self._canonical(data)
+        if not must_create and self.session_key in _recently_deleted:
+            if canonical == self._snapshot:
+                return  # only an expiry refresh: the deletion (logout, revocation) wins
+            raise UpdateError
+        if not must_create and not (self._pending or self._loaded) and not self.exists(self.session_key):
             raise UpdateError
         expires = time.time() + self.get_expiry_age()
-        canonical = self._canonical(data)
         if not must_create and not self._pending and self._is_fresh(canonical, expires):
             return
         self._write(data, expires, canonical)
@@ -311,6 +348,7 @@ class SessionStore(SessionBase):
             session_key = self.session_key
         if is_valid_key(session_key, self._format):
             self.get_kv().delete(self.kv_key(session_key))
+            _recently_deleted.add(session_key)
         if session_key == self.session_key:
             self._loaded = False
             self._forget_stored()
@@ -468,6 +506,7 @@ def revoke_token(token):
     """Delete the session behind ``token`` (other Cloudflare locations may see it for up to ~60 s)."""
     if is_valid_key(token):
         SessionStore.get_kv().delete(SessionStore.kv_key(token))
+        _recently_deleted.add(token)
 
 
 def _backend_for(user, backend):

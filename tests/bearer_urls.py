@@ -64,6 +64,12 @@ def revoke(request, value):
     return JsonResponse({"revoked": True})
 
 
+def revoke_own(request):
+    request.session.get("n")
+    revoke_token(request.headers["Authorization"].split()[1])
+    return JsonResponse({"revoked": True})
+
+
 def delete_then_write(request):
     request.session.get("n")
     request.session.delete()  # gone from KV, as if logged out in another request
@@ -81,5 +87,6 @@ urlpatterns = [
     path("logout/", do_logout),
     path("token/<int:pk>/", token),
     path("revoke/<str:value>/", revoke),
+    path("revoke-own/", revoke_own),
     path("delete-then-write/", delete_then_write),
 ]

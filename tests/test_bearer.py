@@ -272,3 +272,11 @@ def test_refused_token_leaves_the_cookie_session_untouched(settings, cfkv_emulat
     transport.calls.reset()
     assert_invalid_token(client.get("/whoami/", **auth("z" * 32)))
     assert transport.calls.snapshot() == {"get": 1}  # the token's lookup, never the cookie's session
+
+
+def test_revoking_the_own_token_is_not_undone_by_the_refresh(user, clock, settings):
+    token = issue_token(None, user)
+    clock(settings.SESSION_COOKIE_AGE / 2)  # the end-of-request refresh is due
+    assert Client().get("/revoke-own/", **auth(token)).status_code == 200
+    assert get_kv().get("session:" + token) is None
+    assert_invalid_token(Client().get("/whoami/", **auth(token)))
