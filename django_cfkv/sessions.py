@@ -25,8 +25,9 @@ What KV cannot do, and how this engine copes:
   writer could still win between the GET and the PUT).
 * No compare-and-set. ``save()`` raises UpdateError when the session is gone,
   judged by the read this store already made (``load()``) or, if it never read
-  the session, by one GET. A logout at another Cloudflare location may take up
-  to ~60 s to be seen here, so no check could make this exact.
+  the session, by one GET; a key this process deleted is never written back.
+  A logout elsewhere may take up to ~60 s to be seen here (KV's caches), so no
+  check could make this exact.
 * One write per second per key. ``cycle_key()`` reserves the new key without
   writing it (the next ``save()`` writes once), and an unchanged session's
   expiry is refreshed at most once per ``SESSION_CFKV_REFRESH_INTERVAL``.
