@@ -77,8 +77,8 @@ def check_ratelimit_setting(app_configs=None, **kwargs):
     raw = conf.setting("CFKV_RATELIMIT")
     options, _, problems = compile_settings(raw)
     errors = [Error(str(p), id=p.id, hint=p.hint) for p in problems]
-    if not isinstance(raw, dict):
-        return errors
+    if not isinstance(raw, dict) or not raw:
+        return errors  # not configured: the defaults are checked when someone configures them
     if options["CACHE"]:
         if options["CACHE"] not in getattr(django_settings, "CACHES", {}):
             errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, which is not in CACHES.",

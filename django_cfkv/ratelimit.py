@@ -181,6 +181,12 @@ def group_ip(ip, ipv4_prefix=32, ipv6_prefix=64):
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+def meta_name(header):
+    """Return the ``request.META`` name of an HTTP header ("CF-Connecting-IP" -> "HTTP_CF_CONNECTING_IP")."""
+    name = header.strip().upper().replace("-", "_")
+    return name if name.startswith("HTTP_") else "HTTP_" + name
+
+
 def client_hash(identity):
     """Return the short hash naming a client in KV keys (no address or user id is stored)."""
     return hashlib.sha256(str(identity).encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -606,7 +612,7 @@ class Limiter:
     def client_address(self, meta):
         """Return the client's grouped address from a WSGI environ / ``request.META`` dict."""
         header = self.options["PROXY_HEADER"]
-        forwarded = meta.get("HTTP_" + header.upper().replace("-", "_")) if header else None
+        forwarded = meta.get(meta_name(header)) if header else None
         ip = client_ip(meta.get("REMOTE_ADDR"), forwarded, trusted=self.options["TRUSTED_PROXIES"],
                        hops=self.options["PROXY_COUNT"])
         return group_ip(ip, self.options["IPV4_PREFIX"], self.options["IPV6_PREFIX"])

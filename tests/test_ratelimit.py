@@ -109,6 +109,13 @@ def test_ipv6_grouped_by_64_and_configurable():
     assert rl.group_ip("::ffff:203.0.113.7") == "203.0.113.7"
 
 
+def test_proxy_header_names():
+    assert rl.meta_name("CF-Connecting-IP") == rl.meta_name("HTTP_CF_CONNECTING_IP") == "HTTP_CF_CONNECTING_IP"
+    limiter = rl.Limiter({"TRUSTED_PROXIES": ["cloudflare"], "PROXY_HEADER": "x-forwarded-for"})
+    meta = {"REMOTE_ADDR": CF_PEER, "HTTP_X_FORWARDED_FOR": "6.6.6.6, 2001:db8:0:7::1"}
+    assert limiter.client_address(meta) == "2001:db8:0:7::/64"
+
+
 def test_client_hash_is_stable_short_and_hides_the_identity():
     h = rl.client_hash("ip:203.0.113.7")
     assert h == rl.client_hash("ip:203.0.113.7") and len(h) == 16

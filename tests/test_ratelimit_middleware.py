@@ -330,6 +330,10 @@ def test_checks():
     assert check_ids(CFKV_RATELIMIT={"CACHE": "missing"}) == ["django_cfkv.E112"]
     assert check_ids(CFKV_RATELIMIT={"CACHE": "default"}) == []
     assert check_ids(CFKV_RATELIMIT="5/m") == ["django_cfkv.E101"]
+    # Not configured: projects that do not use the limiter need no "default" alias.
+    assert check_ids(CFKV_RATELIMIT={}, CFKV={"sessions": {"BACKEND": "local"}}) == []
+    assert check_ids(CFKV_RATELIMIT={"RULES": [LOGIN_RULE]}, CFKV={"sessions": {"BACKEND": "local"}}) == [
+        "django_cfkv.E111"]
 
 
 def test_manage_py_check_reports_bad_rules():
