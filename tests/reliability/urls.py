@@ -1,0 +1,34 @@
+"""Views the reliability suite drives through Django's test client."""
+
+from django.http import HttpResponse
+from django.urls import path
+
+from django_cfkv.ratelimit import ratelimit
+
+
+def session_counter(request):
+    """Read and bump a counter in the session: loads and saves on every request."""
+    n = request.session.get("n", 0) + 1
+    request.session["n"] = n
+    return HttpResponse(str(n))
+
+
+def session_reader(request):
+    return HttpResponse(str(request.session.get("n", 0)))
+
+
+@ratelimit("3/m", key="ip")
+def limited(request):
+    return HttpResponse("ok")
+
+
+def ok(request):
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("session/", session_counter),
+    path("session/read/", session_reader),
+    path("limited/", limited),
+    path("login/", ok),
+]
