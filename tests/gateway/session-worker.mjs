@@ -10,8 +10,8 @@ export default {
     if (url.pathname === "/sessions" && request.method === "POST") {
       const body = await request.json();
       const id = crypto.randomUUID();
-      const now = Math.floor(Date.now() / 1000);
-      const session = { userId: body.userId, email: body.email, createdAt: now, expiresAt: now + 3600 };
+      const now = Date.now();  // milliseconds, as the Workers session seed stores them
+      const session = { userId: body.userId, email: body.email, createdAt: now, expiresAt: now + 3600 * 1000 };
       await env.SESSIONS.put(`session:${id}`, JSON.stringify(session), { expirationTtl: 3600 });
       return Response.json({ id });
     }
