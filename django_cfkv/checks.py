@@ -83,6 +83,10 @@ def check_ratelimit_setting(app_configs=None, **kwargs):
         if options["CACHE"] not in getattr(django_settings, "CACHES", {}):
             errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, which is not in CACHES.",
                                 id="django_cfkv.E112", hint="Name a cache with atomic incr, such as Redis."))
+        elif str(django_settings.CACHES[options["CACHE"]].get("BACKEND", "")).endswith("CloudflareKVCache"):
+            errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, a KV cache: KV cannot "
+                                "increment atomically, so strict mode would lose counts.", id="django_cfkv.E115",
+                                hint="Use Redis or Memcached, or leave CACHE unset to count on KV with shards."))
     else:
         try:
             aliases = conf.get_config()

@@ -329,6 +329,9 @@ def test_checks():
     assert check_ids(CFKV_RATELIMIT={"ALIAS": "missing"}) == ["django_cfkv.E111"]
     assert check_ids(CFKV_RATELIMIT={"CACHE": "missing"}) == ["django_cfkv.E112"]
     assert check_ids(CFKV_RATELIMIT={"CACHE": "default"}) == []
+    kv_cache = {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "default"}
+    assert check_ids(CFKV_RATELIMIT={"CACHE": "kv"}, CACHES={"default": kv_cache, "kv": kv_cache}) == [
+        "django_cfkv.E115"]
     assert check_ids(CFKV_RATELIMIT="5/m") == ["django_cfkv.E101"]
     # Not configured: projects that do not use the limiter need no "default" alias.
     assert check_ids(CFKV_RATELIMIT={}, CFKV={"sessions": {"BACKEND": "local"}}) == []
