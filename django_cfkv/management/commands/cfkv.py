@@ -114,7 +114,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{'KEY':<{width}}  {'KIND':<9}  {'EXPIRES':<40}  METADATA")
         for r in rows:
             meta = "" if r["metadata"] is None else json.dumps(r["metadata"], separators=(",", ":"))
-            self.stdout.write(f"{r['key']:<{width}}  {r['kind']:<9}  {when(r['expires'], now):<40}  {meta}")
+            self.stdout.write(f"{r['key']:<{width}}  {r['kind']:<9}  {when(r['expires'], now):<40}  {meta}".rstrip())
         tail = "; more not shown (raise --limit)" if more else ""
         self.stdout.write(f"{len(rows)} key{'' if len(rows) == 1 else 's'}{tail}")
 
