@@ -140,7 +140,7 @@ def _address(text):
         ip = ipaddress.ip_address(str(text).strip())
     except ValueError:
         return None
-    return ip.ipv4_mapped or ip if ip.version == 6 else ip
+    return (ip.ipv4_mapped or ip) if ip.version == 6 else ip  # ::ffff:a.b.c.d is an IPv4 client
 
 
 def client_ip(remote_addr, forwarded=None, *, trusted=(), hops=0):
