@@ -2,22 +2,22 @@
 
 A token is a session key: ``issue_token`` saves a session for the user and
 returns its key, and ``BearerSessionMiddleware`` loads that session for
-requests carrying ``Authorization: Bearer <token>``. Revoking is logging that
-session out; ``revoke_token(token)`` does the same from anywhere else (an
-admin action, a password change).
+requests carrying ``Authorization: Bearer <token>``, and ``revoke_token``
+deletes it (from this view, or from anywhere else: an admin action, a
+password change).
 The views are exempt from CSRF because a bearer token is never sent by a
 browser on its own, unlike a cookie; the token endpoint takes a password.
 """
 
 import json
 
-from django.contrib.auth import authenticate, logout
+from django.contrib.auth import authenticate
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from django_cfkv.sessions import issue_token
+from django_cfkv.sessions import issue_token, revoke_token
 
 
 def _error(status, message, **headers):
@@ -57,11 +57,9 @@ def token(request):
     if request.method == "DELETE":
         if not _by_token(request):
             return _unauthorized("Send the token to revoke as 'Authorization: Bearer <token>'.")
-        # BearerSessionMiddleware has loaded the token's session (an unknown token
-        # never gets here: it is a 401). logout() deletes it from KV, as
-        # revoke_token(bearer) would, and also empties request.session, so that
-        # the middleware's end-of-request refresh cannot write it back.
-        logout(request)
+        # BearerSessionMiddleware loaded the token's session (an unknown token is
+        # a 401 before this view): its key is the token.
+        revoke_token(request.session.session_key)
         return HttpResponse(status=204)
     username, password = _credentials(request)
     if not isinstance(username, str) or not isinstance(password, str):

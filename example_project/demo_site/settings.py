@@ -36,7 +36,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Right after SessionMiddleware: "Authorization: Bearer <token>" selects the session.
-    "django_cfkv.bearer.BearerSessionMiddleware",
+    "django_cfkv.middleware.BearerSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
