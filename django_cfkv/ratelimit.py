@@ -476,7 +476,7 @@ class ShardedCounter:
         items = [{"key": shard.key, "value": str(count),
                   "expiration_ttl": max(MIN_TTL, math.ceil(shard.end - now) + TTL_MARGIN),
                   "metadata": {"kind": "ratelimit", "expires": shard.end, "count": count,
-                               "limit": shard.limit}}
+                               "limit": shard.limit, "size": len(str(count))}}
                  for shard, count in batch]
         try:
             self.kv.put_many(items)

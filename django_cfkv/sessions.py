@@ -332,7 +332,8 @@ class SessionStore(SessionBase):
         self.get_kv().put(
             self.kv_key(self.session_key), value,
             expiration_ttl=max(limits.MIN_TTL, math.ceil(expires - now)),
-            metadata={"kind": "session", "expires": round(expires, 3)},
+            # "size" lets `manage.py cfkv stats` total sizes from listings alone.
+            metadata={"kind": "session", "expires": round(expires, 3), "size": len(value.encode("utf-8"))},
         )
         self._pending = False
         self._created, self._stored_expires, self._snapshot = created, expires, canonical
