@@ -72,6 +72,13 @@ class _Database:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
+    def close_thread_connection(self):
+        """Close the calling thread's connection, if any (for a thread about to end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
     def purge_expired(self, now):
         if now - self._last_purge < _PURGE_EVERY:
             return

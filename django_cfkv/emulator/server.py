@@ -11,6 +11,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..local import _Database
 from .app import _REASONS
 
 
@@ -58,6 +59,15 @@ class EmulatorServer(ThreadingHTTPServer):
         self.app = app
         self.verbose = verbose
         super().__init__(address, _Handler)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            # Each connection has its own thread, and each thread its own SQLite
+            # connection: close it now, not when the garbage collector finds it
+            # (its files stay open till then, and they pile up under load).
+            _Database.for_path(self.app.path).close_thread_connection()
 
     @property
     def base_url(self):
