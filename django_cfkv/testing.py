@@ -100,6 +100,15 @@ class RunningEmulator:
                 (target_id, source_id),
             )
 
+    def reset_quota(self):
+        """Start a fresh simulated 5-minute API window (what the Ratelimit header counts).
+
+        Each test gets its own, as each gets a fresh namespace: otherwise a
+        long suite would drive the header towards 0 and the client would log
+        that the budget is low.
+        """
+        self.app._window = (0.0, 0)
+
     def set_faults(self, **faults):
         """Inject faults until cleared.
 
@@ -216,6 +225,7 @@ class _Activation:
             aliases[alias] = self.emulator.alias_settings(namespace, **keep)
             self.namespaces[alias] = namespace
         self._faults = dict(self.emulator.app.faults.values)
+        self.emulator.reset_quota()
         from django.conf import settings
 
         # Re-applying CACHES makes Django rebuild its cache handler, so no

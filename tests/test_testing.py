@@ -265,3 +265,14 @@ def test_copy_namespace_keeps_metadata_and_exact_expiry(cfkv_emulator):
     assert (copied.value, copied.metadata, copied.expiration) == (b"v", {"kind": "cache"}, expires)
     cfkv_emulator.app.store(target).put("k", b"changed")
     assert cfkv_emulator.app.store(source).get("k") == b"v"
+
+
+def test_each_override_starts_a_fresh_api_window(cfkv_emulator):
+    with override_cfkv(emulator=cfkv_emulator) as kv:
+        for n in range(3):
+            kv.put(f"k{n}", b"v")
+        kv.get("k0")
+        assert kv.transport.budget[0] == 1200 - 4
+    with override_cfkv(emulator=cfkv_emulator) as kv:
+        kv.get("k0")
+        assert kv.transport.budget[0] == 1200 - 1
