@@ -177,7 +177,7 @@ class CloudflareKVCache(BaseCache):
     def _item(self, kv_key, text, expires):
         item = {"key": kv_key, "value": text, "metadata": {"kind": "cache"}}
         if expires is not None:
-            item["metadata"]["expires"] = round(expires, 3)
+            item["metadata"]["expires"] = math.floor(expires * 1000) / 1000  # as in the entry
             item["expiration_ttl"] = max(limits.MIN_TTL, math.ceil(expires - _now()))
         return item
 

@@ -16,6 +16,7 @@ JSON entry with ``env.KV.get(key, "json")`` finds the value under ``value``.
 import base64
 import binascii
 import json
+import math
 import pickle
 import zlib
 from typing import Any, NamedTuple
@@ -153,7 +154,8 @@ def _dump_fields(fields):
 
 
 def _round(expires):
-    return None if expires is None else round(expires, 3)
+    """Return ``expires`` cut to milliseconds, rounding down so a ttl never exceeds its timeout."""
+    return None if expires is None else math.floor(expires * 1000) / 1000
 
 
 def _b64(text):
