@@ -232,12 +232,16 @@ class _Activation:
         # cache object built before the override outlives it.
         self._settings = override_settings(CFKV=aliases, CACHES=settings.CACHES)
         self._settings.enable()
+        alias = "default" if "default" in aliases else next(iter(aliases), None)
+        try:
+            self.kv = conf.get_kv(alias) if alias else None
+        except BaseException:
+            self._settings.disable()
+            raise
         with _stack_lock:
             if not _stack:
                 transport.request_guards.append(_guard)
             _stack.append(self)
-        alias = "default" if "default" in aliases else next(iter(aliases), None)
-        self.kv = conf.get_kv(alias) if alias else None
 
     def stop(self, *, check=True):
         __tracebackhide__ = True  # pytest: show the user's test, not this helper
@@ -358,7 +362,7 @@ class override_cfkv(TestContextDecorator):
 
         def setUp(test):
             method = getattr(type(test), test._testMethodName, None)
-            activation = override._activate(parent=type(test)._cfkv_activation,
+            activation = override._activate(parent=getattr(type(test), "_cfkv_activation", None),
                                             test_code=[setUp.__code__, getattr(method, "__code__", None)])
             test.addCleanup(activation.stop)
             test.cfkv = activation.kv

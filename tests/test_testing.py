@@ -276,3 +276,14 @@ def test_each_override_starts_a_fresh_api_window(cfkv_emulator):
     with override_cfkv(emulator=cfkv_emulator) as kv:
         kv.get("k0")
         assert kv.transport.budget[0] == 1200 - 1
+
+
+def test_override_on_an_async_function(cfkv_emulator):
+    import asyncio
+
+    @override_cfkv(emulator=cfkv_emulator)
+    async def view_test():
+        return settings.CFKV["default"]["BASE_URL"], bool(transport.request_guards)
+
+    assert asyncio.run(view_test()) == (cfkv_emulator.base_url, True)
+    assert transport.request_guards == []
