@@ -43,6 +43,7 @@ def local_alias(settings, tmp_path):
 
 @pytest.fixture
 def emulated_alias(settings, cfkv_emulator):
+    cfkv_emulator.reset_quota()  # a fresh simulated API window, so ping reports a budget left
     settings.CFKV = {"default": cfkv_emulator.alias_settings()}
     return get_kv()
 
