@@ -334,12 +334,16 @@ def _option_problems(options):
         problems.append(ConfigProblem("CFKV_RATELIMIT['SYNC_INTERVAL'] must be at least 1 second.",
                                       "django_cfkv.E114", "KV allows one write per second to a key."))
         options["SYNC_INTERVAL"] = DEFAULTS["SYNC_INTERVAL"]
-    if options["VIEW"] is not None:
+    view = options["VIEW"]
+    if view is not None:
         try:
-            import_string(options["VIEW"])
-        except (ImportError, TypeError) as exc:
+            if not isinstance(view, str):
+                raise TypeError(f"it must be the dotted path of a view, not {type(view).__name__}")
+            import_string(view)
+        except (ImportError, TypeError, ValueError) as exc:
             problems.append(ConfigProblem(f"CFKV_RATELIMIT['VIEW'] cannot be imported: {exc}",
                                           "django_cfkv.E113"))
+            options["VIEW"] = None
     return problems
 
 
