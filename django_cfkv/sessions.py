@@ -28,6 +28,11 @@ What KV cannot do, and how this engine copes:
   the session, by one GET; a key this process deleted is never written back.
   A logout elsewhere may take up to ~60 s to be seen here (KV's caches), so no
   check could make this exact.
+* Near cache (off by default). With ``SESSION_CFKV_NEAR_CACHE_TIMEOUT``
+  seconds > 0, a session read from KV is kept in this process's memory that
+  long, so repeated requests skip the GET. A flush, delete or cycle_key in
+  this process forgets it at once; a logout in ANOTHER process is seen here
+  only after up to that many seconds.
 * One write per second per key. ``cycle_key()`` reserves the new key without
   writing it (the next ``save()`` writes once), and an unchanged session's
   expiry is refreshed at most once per ``SESSION_CFKV_REFRESH_INTERVAL``.
@@ -46,7 +51,7 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.utils.crypto import get_random_string
 
-from . import conf, limits
+from . import conf, limits, nearcache
 from .exceptions import CFKVConfigurationError, KVError
 
 logger = logging.getLogger("django_cfkv.sessions")
@@ -95,6 +100,19 @@ class _RecentlyDeleted:
 
 
 _recently_deleted = _RecentlyDeleted()
+
+
+def _near_cache():
+    """Return the process-wide near cache of session values, or None (the default: off)."""
+    space = ("sessions", conf.setting("SESSION_CFKV_ALIAS"), conf.setting("SESSION_CFKV_KEY_PREFIX"))
+    return nearcache.near_cache(space, conf.setting("SESSION_CFKV_NEAR_CACHE_TIMEOUT"))
+
+
+def _forget_nearby(*kv_keys):
+    """Drop keys this process just wrote or deleted from the near cache (after the write: no read may refill)."""
+    near = _near_cache()
+    if near is not None:
+        near.invalidate_many(kv_keys)
 
 
 def session_format():
@@ -239,7 +257,7 @@ class SessionStore(SessionBase):
         self._loaded = self._load_failed = False
         self._forget_stored()
         try:
-            raw = self.get_kv().get(self.kv_key(self.session_key))
+            raw = self._get_raw(self.session_key)
         except KVError:
             on_error = conf.setting("SESSION_CFKV_ON_LOAD_ERROR")
             if on_error not in ON_LOAD_ERROR_CHOICES:
@@ -262,6 +280,17 @@ class SessionStore(SessionBase):
         self._snapshot = self._canonical(data)
         return data
 
+    def _get_raw(self, session_key):
+        """Return the stored value of ``session_key`` from the near cache (if on) or one GET."""
+        kv_key, near = self.kv_key(session_key), _near_cache()
+        raw = nearcache.MISSING if near is None else near.get(kv_key)
+        if raw is nearcache.MISSING:
+            generation = None if near is None else near.generation()
+            raw = self.get_kv().get(kv_key)
+            if near is not None and raw is not None:  # a miss is not kept: a new session must be seen
+                near.fill(kv_key, raw, generation)
+        return raw
+
     def _read(self, raw):
         """Return the live _Stored in ``raw``, or None (missing, expired, unreadable: logged)."""
         if raw is None:
@@ -279,7 +308,7 @@ class SessionStore(SessionBase):
         """Return True if a live session is stored under ``session_key``. One GET."""
         if not is_valid_key(session_key, self._format):
             return False
-        return self._read(self.get_kv().get(self.kv_key(session_key))) is not None
+        return self._read(self._get_raw(session_key)) is not None
 
     # Writing
 
@@ -329,12 +358,16 @@ class SessionStore(SessionBase):
             value = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
         else:
             value = signing.dumps(envelope, salt=self.key_salt_value(), serializer=self.serializer, compress=True)
-        self.get_kv().put(
-            self.kv_key(self.session_key), value,
-            expiration_ttl=max(limits.MIN_TTL, math.ceil(expires - now)),
-            # "size" lets `manage.py cfkv stats` total sizes from listings alone.
-            metadata={"kind": "session", "expires": round(expires, 3), "size": len(value.encode("utf-8"))},
-        )
+        kv_key = self.kv_key(self.session_key)
+        try:
+            self.get_kv().put(
+                kv_key, value,
+                expiration_ttl=max(limits.MIN_TTL, math.ceil(expires - now)),
+                # "size" lets `manage.py cfkv stats` total sizes from listings alone.
+                metadata={"kind": "session", "expires": round(expires, 3), "size": len(value.encode("utf-8"))},
+            )
+        finally:
+            _forget_nearby(kv_key)
         self._pending = False
         self._created, self._stored_expires, self._snapshot = created, expires, canonical
 
@@ -349,7 +382,10 @@ class SessionStore(SessionBase):
                 return
             session_key = self.session_key
         if is_valid_key(session_key, self._format):
-            self.get_kv().delete(self.kv_key(session_key))
+            try:
+                self.get_kv().delete(self.kv_key(session_key))
+            finally:
+                _forget_nearby(self.kv_key(session_key))
             _recently_deleted.add(session_key)
         if session_key == self.session_key:
             self._loaded = False
@@ -400,7 +436,10 @@ class SessionStore(SessionBase):
             and _is_number(info.metadata.get("expires")) and info.metadata["expires"] <= now
         ]
         if expired:
-            kv.delete_many(expired)
+            try:
+                kv.delete_many(expired)
+            finally:
+                _forget_nearby(*expired)
         return len(expired)
 
     # The JSON format and the user a Worker names
@@ -507,7 +546,10 @@ def issue_token(request, user, *, max_age=None, backend=None):
 def revoke_token(token):
     """Delete the session behind ``token`` (other Cloudflare locations may see it for up to ~60 s)."""
     if is_valid_key(token):
-        SessionStore.get_kv().delete(SessionStore.kv_key(token))
+        try:
+            SessionStore.get_kv().delete(SessionStore.kv_key(token))
+        finally:
+            _forget_nearby(SessionStore.kv_key(token))
         _recently_deleted.add(token)
 
 

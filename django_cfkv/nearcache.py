@@ -1,0 +1,174 @@
+"""A per-process near cache: recent KV reads kept in memory for a few seconds.
+
+Every KV read through the REST API is a round trip (tens of milliseconds from
+most servers) and a call from the account's budget. A near cache answers
+repeated reads of the same key from this process's memory instead, for at
+most ``timeout`` seconds after the value was read from KV.
+
+What it promises, and what it does not:
+
+* Bounded: at most ``max_entries`` entries and ``max_bytes`` bytes of values
+  (least recently used go first), each kept at most ``timeout`` seconds.
+* This process's own writes and deletes invalidate at once, so this
+  process reads its own writes (a read racing with a write is not kept).
+* Other processes' writes are seen only once the entry ages out: a near
+  cache adds up to ``timeout`` seconds of staleness on top of KV's own (reads
+  at other Cloudflare locations may already be ~60 s stale).
+* Process-wide and thread-safe: Django gives each thread its own cache
+  object, so near caches live in a registry here, one per key space.
+* Fork-safe: a child process starts with every near cache empty.
+
+Values are kept as the raw bytes read from KV (``None`` for a missing key),
+so callers decode a fresh copy on every hit and still check exact expiry.
+"""
+
+import os
+import threading
+import time
+from collections import OrderedDict
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+__all__ = ["MISSING", "NearCache", "near_cache", "reset"]
+
+#: Returned by NearCache.get() when the near cache cannot answer.
+MISSING = object()
+
+DEFAULT_MAX_ENTRIES = 1000
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+
+class NearCache:
+    """A bounded, time-limited, thread-safe map of KV key -> raw value (bytes or None for "missing").
+
+    Use ``generation()`` before a KV read and pass it to ``fill()`` after: if
+    this process wrote or deleted anything in between, the read may predate
+    the write and is not kept.
+    """
+
+    def __init__(self, timeout, max_entries=DEFAULT_MAX_ENTRIES, max_bytes=DEFAULT_MAX_BYTES):
+        timeout, max_entries, max_bytes = float(timeout), int(max_entries), int(max_bytes)
+        if timeout <= 0 or max_entries <= 0 or max_bytes <= 0:
+            raise ValueError("a near cache needs a timeout, max_entries and max_bytes above 0")
+        self.timeout, self.max_entries, self.max_bytes = timeout, max_entries, max_bytes
+        self.hits = self.misses = 0
+        self._reinit()
+
+    def _reinit(self):
+        self._lock = threading.Lock()
+        self._entries = OrderedDict()  # key -> (stored at, raw, size)
+        self._bytes = 0
+        self._generation = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __repr__(self):
+        return (f"<NearCache timeout={self.timeout:g}s entries={len(self._entries)}/{self.max_entries} "
+                f"bytes={self._bytes}/{self.max_bytes} hits={self.hits} misses={self.misses}>")
+
+    def get(self, key):
+        """Return the raw value kept for ``key`` (bytes, or None for a known miss), or MISSING."""
+        now = time.monotonic()
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or now - found[0] >= self.timeout:
+                if found is not None:
+                    self._drop(key)
+                self.misses += 1
+                return MISSING
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return found[1]
+
+    def generation(self):
+        """Return a token to pass to fill() for a read starting now."""
+        return self._generation
+
+    def fill(self, key, raw, generation):
+        """Keep ``raw`` (bytes or None) read from KV for ``key``, unless a write happened since ``generation``."""
+        size = len(key) + (len(raw) if raw is not None else 0)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._drop(key)
+            self._entries[key] = (time.monotonic(), raw, size)
+            self._bytes += size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def invalidate(self, key):
+        """Forget ``key``: this process is writing or deleting it."""
+        with self._lock:
+            self._generation += 1
+            self._drop(key)
+
+    def invalidate_many(self, keys):
+        with self._lock:
+            self._generation += 1
+            for key in keys:
+                self._drop(key)
+
+    def clear(self):
+        """Forget everything (and any read in flight)."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+            self._bytes = 0
+
+    def _drop(self, key):
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self._bytes -= found[2]
+
+
+_registry = {}
+_registry_lock = threading.Lock()
+
+
+def near_cache(space, timeout, max_entries=DEFAULT_MAX_ENTRIES, max_bytes=DEFAULT_MAX_BYTES):
+    """Return the process-wide NearCache for ``space`` (a hashable naming the key space), or None if off.
+
+    ``timeout`` <= 0 (or None) means off. Every caller naming the same space
+    and bounds shares one near cache, so a write through one cache object
+    invalidates what the others (other threads) would read.
+    """
+    if not timeout or timeout <= 0:
+        return None
+    bounds = (float(timeout), int(max_entries), int(max_bytes))
+    with _registry_lock:
+        found = _registry.get(space)
+        if found is None or (found.timeout, found.max_entries, found.max_bytes) != bounds:
+            found = _registry[space] = NearCache(*bounds)
+        return found
+
+
+def reset():
+    """Empty every near cache in this process (tests; settings changes; after fork)."""
+    with _registry_lock:
+        for cache in _registry.values():
+            cache.clear()
+        _registry.clear()
+
+
+def _after_fork_in_child():
+    # The parent's locks may have been held by another thread at fork time: make new ones.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for cache in list(_registry.values()):
+        cache._reinit()
+    _registry.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@receiver(setting_changed)
+def _on_setting_changed(setting, **kwargs):
+    # A test pointing CACHES, CFKV or the session settings elsewhere must not read old values.
+    if setting in ("CACHES", "CFKV") or setting.startswith("SESSION_"):
+        reset()

@@ -1,0 +1,258 @@
+"""The per-process near cache: bounds, age, invalidation, sharing, fork; its use by sessions;
+and connection reuse by the cache and sessions under threads."""
+
+import os
+import threading
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.core.cache import caches
+
+from django_cfkv import get_kv, nearcache, transport
+from django_cfkv.nearcache import MISSING, NearCache, near_cache
+from django_cfkv.sessions import SessionStore
+
+
+@pytest.fixture(autouse=True)
+def _empty_registry():
+    nearcache.reset()
+    yield
+    nearcache.reset()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The near cache's monotonic clock, moved by hand: ``clock(5)``."""
+    now = [1000.0]
+    monkeypatch.setattr(nearcache, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+
+    def advance(seconds):
+        now[0] += seconds
+
+    return advance
+
+
+def filled(near, key, raw):
+    near.fill(key, raw, near.generation())
+
+
+# The structure
+
+
+def test_hit_miss_and_known_missing():
+    near = NearCache(10)
+    assert near.get("a") is MISSING
+    filled(near, "a", b"1")
+    filled(near, "gone", None)
+    assert near.get("a") == b"1"
+    assert near.get("gone") is None  # a known miss, not MISSING
+    assert (near.hits, near.misses) == (2, 1)
+
+
+def test_entries_age_out_after_timeout(clock):
+    near = NearCache(5)
+    filled(near, "a", b"1")
+    clock(4.9)
+    assert near.get("a") == b"1"
+    clock(0.1)
+    assert near.get("a") is MISSING
+    assert len(near) == 0
+
+
+def test_max_entries_drops_least_recently_used():
+    near = NearCache(10, max_entries=2)
+    filled(near, "a", b"1")
+    filled(near, "b", b"2")
+    near.get("a")  # a is now the most recently used
+    filled(near, "c", b"3")
+    assert near.get("b") is MISSING
+    assert near.get("a") == b"1" and near.get("c") == b"3"
+
+
+def test_max_bytes_bounds_keys_and_values():
+    near = NearCache(10, max_bytes=100)
+    filled(near, "a", b"x" * 60)
+    filled(near, "b", b"y" * 30)
+    filled(near, "c", b"z" * 30)  # 31 + 31 + 61 > 100: a goes
+    assert near.get("a") is MISSING
+    assert near._bytes == 62
+    filled(near, "big", b"w" * 200)  # never kept
+    assert near.get("big") is MISSING and near.get("b") == b"y" * 30
+
+
+def test_invalidate_forgets_and_refuses_a_read_that_started_before():
+    near = NearCache(10)
+    filled(near, "a", b"old")
+    generation = near.generation()  # a read of "a" starts...
+    near.invalidate("a")  # ...this process writes "a"...
+    near.fill("a", b"old", generation)  # ...the read ends with the old value: not kept
+    assert near.get("a") is MISSING
+    filled(near, "a", b"new")
+    near.invalidate_many(["a", "never-kept"])
+    assert near.get("a") is MISSING
+    filled(near, "b", b"1")
+    near.clear()
+    assert len(near) == 0 and near._bytes == 0
+
+
+def test_bad_bounds_are_refused():
+    with pytest.raises(ValueError, match="above 0"):
+        NearCache(10, max_entries=0)
+
+
+def test_registry_is_process_wide_and_off_at_zero():
+    assert near_cache("space", 0) is None
+    assert near_cache("space", None) is None
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda _: near_cache("space", 5), range(8)))
+    assert all(item is found[0] for item in found)
+    assert near_cache("other", 5) is not found[0]
+    assert near_cache("space", 7) is not found[0]  # new bounds: a new near cache
+
+
+def test_settings_changes_empty_every_near_cache(settings):
+    near = near_cache("space", 5)
+    filled(near, "a", b"1")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert near.get("a") is MISSING
+    assert near_cache("space", 5) is not near
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_empty():
+    near = near_cache("space", 60)
+    filled(near, "a", b"1")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it sees, then leave without running pytest's teardown
+        try:
+            seen = near.get("a") is MISSING and near_cache("space", 60) is not near
+            os.write(write, b"empty" if seen else b"stale")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"empty"
+    assert near.get("a") == b"1"  # the parent keeps its own
+
+
+# Sessions
+
+
+@pytest.fixture
+def emu(settings, cfkv_emulator):
+    settings.SESSION_ENGINE = "django_cfkv.sessions"
+    settings.CFKV = {"default": cfkv_emulator.alias_settings(MAX_RETRIES=0)}
+    yield cfkv_emulator
+
+
+def counted(fn):
+    before = transport.calls.snapshot()
+    result = fn()
+    after = transport.calls.snapshot()
+    return result, {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def saved_session(**data):
+    session = SessionStore()
+    session.update(data)
+    session.save()
+    return session.session_key
+
+
+def load(key):
+    return dict(SessionStore(key).load())
+
+
+def test_sessions_have_no_near_cache_by_default(emu):
+    key = saved_session(cart=[1])
+    for _ in range(2):
+        assert counted(lambda: load(key)) == ({"cart": [1]}, {"get": 1})
+
+
+def test_session_near_cache_skips_repeated_reads(emu, settings):
+    settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 30
+    key = saved_session(cart=[1])
+    assert counted(lambda: load(key)) == ({"cart": [1]}, {"get": 1})
+    assert counted(lambda: load(key)) == ({"cart": [1]}, {})
+    # Our own write is read back at once.
+    session = SessionStore(key)
+    session["cart"] = [2]
+    session.save()
+    assert load(key) == {"cart": [2]}
+
+
+def test_session_logout_here_is_seen_at_once_and_elsewhere_after_the_timeout(emu, settings, clock):
+    settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 30
+    here, elsewhere = saved_session(user="a"), saved_session(user="b")
+    load(here), load(elsewhere)
+    SessionStore(here).delete()  # a logout in this process
+    assert load(here) == {}
+    get_kv().delete(SessionStore.kv_key(elsewhere))  # another process logs out
+    assert load(elsewhere) == {"user": "b"}  # the documented staleness
+    clock(30)
+    assert load(elsewhere) == {}
+
+
+def test_session_cycle_key_and_flush_forget_the_old_key(emu, settings):
+    settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 30
+    key = saved_session(user="a")
+    session = SessionStore(key)
+    session.load()
+    session.cycle_key()
+    session.save()
+    assert load(key) == {}
+    assert load(session.session_key) == {"user": "a"}
+    new_key = session.session_key
+    session.flush()
+    assert load(new_key) == {}
+
+
+# Connection reuse under threads
+
+
+def test_cache_and_sessions_reuse_connections_under_threads(emu, settings):
+    settings.CACHES = {"default": {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "default"}}
+    threads, rounds = 8, 15
+    kv = get_kv()
+    kv.put("warm", "1")  # the pool's first connection
+    before = kv.transport.connections_opened
+    calls_before = transport.calls.total
+    barrier = threading.Barrier(threads)
+
+    def work(n):
+        barrier.wait()
+        cache = caches["default"]  # Django's per-thread cache object
+        for i in range(rounds):
+            cache.set(f"t{n}", i, 300)
+            assert cache.get(f"t{n}") == i
+            key = saved_session(n=n, i=i)
+            assert load(key) == {"n": n, "i": i}
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    made = transport.calls.total - calls_before
+    opened = kv.transport.connections_opened - before
+    assert made >= threads * rounds * 4
+    # One connection per thread at most, however many calls: no TCP connection per call.
+    assert opened <= threads, f"{opened} connections opened for {made} calls"
+
+
+def test_near_cache_bounds_hold_under_threads():
+    near = NearCache(60, max_entries=50, max_bytes=10_000)
+
+    def work(n):
+        for i in range(200):
+            key = f"k{(n * 7 + i) % 120}"
+            if near.get(key) is MISSING:
+                filled(near, key, b"v" * (i % 90))
+            if i % 13 == 0:
+                near.invalidate(key)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    assert len(near) <= 50
+    assert near._bytes == sum(size for _at, _raw, size in near._entries.values()) <= 10_000
