@@ -21,7 +21,7 @@ from .exceptions import (
     KVRateLimitError,
 )
 from .transport import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Transport, _parse_retry_after
-from .types import KeyInfo, KeyPage, ValueWithMetadata
+from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 KEY_NOT_FOUND = 10009
@@ -33,7 +33,7 @@ def encode_key(key):
     return quote(limits.validate_key(key), safe="")
 
 
-class KVClient:
+class KVClient(Paging):
     """One Workers KV namespace, reached through Cloudflare's REST API.
 
     Safe to share between threads: all state is in one pooled transport (see
@@ -121,16 +121,6 @@ class KVClient:
         if next_cursor == cursor:
             next_cursor = None
         return KeyPage(keys, next_cursor)
-
-    def iter_keys(self, prefix=None):
-        """Yield KeyInfo for every key with ``prefix``, one list call per 1000 keys."""
-        cursor = None
-        while True:
-            page = self.list_keys(prefix=prefix, cursor=cursor)
-            yield from page.keys
-            if not page.cursor:
-                return
-            cursor = page.cursor
 
     # Writes
 

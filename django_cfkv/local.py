@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import limits
 from .exceptions import KVBulkError, KVValueError
-from .types import KeyInfo, KeyPage, ValueWithMetadata
+from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -109,7 +109,7 @@ def _decode_cursor(cursor):
         raise KVValueError(f"Invalid list cursor {cursor!r}: pass back the cursor a previous page gave.") from exc
 
 
-class LocalKV:
+class LocalKV(Paging):
     """Workers KV's interface over a SQLite file; ``namespace`` keeps several apart in one file."""
 
     def __init__(self, path, namespace=""):
@@ -198,16 +198,6 @@ class LocalKV:
         ]
         next_cursor = _encode_cursor(bytes(rows[-1][0])) if more else None
         return KeyPage(keys, next_cursor)
-
-    def iter_keys(self, prefix=None):
-        """Yield KeyInfo for every live key (with ``prefix``), following cursors."""
-        cursor = None
-        while True:
-            page = self.list_keys(prefix=prefix, cursor=cursor)
-            yield from page.keys
-            if not page.cursor:
-                return
-            cursor = page.cursor
 
     # Writes
 

@@ -24,3 +24,17 @@ class KeyPage(NamedTuple):
 
     keys: list
     cursor: str | None
+
+
+class Paging:
+    """``iter_keys`` for any class with ``list_keys``: one definition of cursor paging."""
+
+    def iter_keys(self, prefix=None):
+        """Yield KeyInfo for every key with ``prefix``, one ``list_keys`` page (1000 keys) at a time."""
+        cursor = None
+        while True:
+            page = self.list_keys(prefix=prefix, cursor=cursor)
+            yield from page.keys
+            if not page.cursor:
+                return
+            cursor = page.cursor

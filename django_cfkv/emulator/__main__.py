@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from .app import EmulatorApp
-from .server import EmulatorServer
+from .server import serve
 
 DESCRIPTION = """\
 Serve Cloudflare's Workers KV REST API over a local SQLite file, for
@@ -34,14 +34,8 @@ def main(argv=None):
     app = EmulatorApp(args.path, token=args.token, enforce_quota=args.enforce_quota,
                       latency_ms=args.latency_ms, rate_429=args.rate_429, retry_after=args.retry_after,
                       rate_503=args.rate_503, slow_rate=args.slow_rate, slow_ms=args.slow_ms)
-    server = EmulatorServer((args.host, args.port), app, verbose=args.verbose)
-    print(f"cfkv emulator on {server.base_url} (data in {args.path}); Ctrl-C to stop", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(app, args.host, args.port, verbose=args.verbose, on_ready=lambda server: print(
+        f"cfkv emulator on {server.base_url} (data in {args.path}); Ctrl-C to stop", flush=True))
     return 0
 
 

@@ -75,11 +75,15 @@ class EmulatorServer(ThreadingHTTPServer):
         return f"http://{host}:{port}/client/v4"
 
 
-def serve(app, host="127.0.0.1", port=8787, *, verbose=False):
-    """Serve ``app`` until interrupted."""
+def serve(app, host="127.0.0.1", port=8787, *, verbose=False, on_ready=None):
+    """Serve ``app`` until interrupted; ``on_ready(server)`` runs once it is listening."""
     server = EmulatorServer((host, port), app, verbose=verbose)
+    if on_ready is not None:
+        on_ready(server)
     try:
         server.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
         server.server_close()
 

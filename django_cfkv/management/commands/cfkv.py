@@ -275,23 +275,20 @@ class Command(BaseCommand):
 
     def handle_serve(self, options):
         from ...emulator import EmulatorApp
-        from ...emulator.server import EmulatorServer
+        from ...emulator.server import serve
 
         app = EmulatorApp(options["path"], token=options["token"])
-        server = EmulatorServer((options["host"], options["port"]), app)
         token = "'<your --token>'" if options["token"] else "'any'"
-        self.stdout.write(
-            f"cfkv emulator on {server.base_url} (data in {options['path']}). Development only: no TLS.\n"
-            f"Point an alias at it:\n  CFKV = {{{self.alias!r}: {{'BACKEND': 'cloudflare', "
-            f"'BASE_URL': {server.base_url!r},\n      'ACCOUNT_ID': 'local', 'NAMESPACE_ID': 'dev', "
-            f"'API_TOKEN': {token}}}}}\nCtrl-C to stop.")
-        self.stdout.flush()
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+
+        def announce(server):
+            self.stdout.write(
+                f"cfkv emulator on {server.base_url} (data in {options['path']}). Development only: no TLS.\n"
+                f"Point an alias at it:\n  CFKV = {{{self.alias!r}: {{'BACKEND': 'cloudflare', "
+                f"'BASE_URL': {server.base_url!r},\n      'ACCOUNT_ID': 'local', 'NAMESPACE_ID': 'dev', "
+                f"'API_TOKEN': {token}}}}}\nCtrl-C to stop.")
+            self.stdout.flush()
+
+        serve(app, options["host"], options["port"], on_ready=announce)
 
     def handle_gateway_init(self, options):
         try:
