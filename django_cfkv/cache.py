@@ -11,6 +11,10 @@ What KV allows, and so what this backend can promise:
   KV also takes at most one write per second per key.
 * Eventual consistency. Other Cloudflare locations may read a value up to ~60 s
   old, so ``delete()`` is not an instant global invalidation.
+* Near cache (``OPTIONS["NEAR_CACHE_TIMEOUT"]``, off by default): reads kept in
+  this process's memory for that many seconds (see :mod:`django_cfkv.nearcache`).
+  This process's own writes invalidate at once; other processes' writes are
+  seen only once the entry ages out, on top of KV's own staleness.
 """
 
 import asyncio
@@ -33,6 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import limits
 from .conf import get_kv
 from .exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError, KVValueError
+from .nearcache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, NearKV, near_cache
 from .serializers import EntryCodec, decode_entry, load_entry, retime
 from .transport import CallCounter
 
@@ -49,6 +54,9 @@ OPTION_DEFAULTS = {
     "STAMPEDE_PROTECTION": True,
     "STAMPEDE_BETA": 1.0,
     "STAMPEDE_WAIT": 10.0,
+    "NEAR_CACHE_TIMEOUT": 0,
+    "NEAR_CACHE_MAX_ENTRIES": DEFAULT_MAX_ENTRIES,
+    "NEAR_CACHE_MAX_BYTES": DEFAULT_MAX_BYTES,
 }
 _HASH_HEX = 64  # sha256 hexdigest
 
@@ -110,6 +118,7 @@ class CloudflareKVCache(BaseCache):
     delete 2, touch 2, has_key 1, incr/decr 2, get_many ceil(n/100),
     set_many and delete_many 1 per 10,000 keys, clear ceil(n/1000) list +
     ceil(n/10,000) bulk deletes, get_or_set 1 on a hit and 2 on a miss.
+    With a near cache, get, get_many and get_or_set answered from memory cost none.
     """
 
     def __init__(self, location, params):
@@ -140,11 +149,18 @@ class CloudflareKVCache(BaseCache):
         self._stampede = bool(opts["STAMPEDE_PROTECTION"])
         self._beta = float(opts["STAMPEDE_BETA"])
         self._stampede_wait = float(opts["STAMPEDE_WAIT"])
+        self._near_bounds = _near_bounds(opts)
 
     @property
     def _kv(self):
-        # The process-wide object of the alias: building and pooling happen once, in conf.
-        return get_kv(self._alias)
+        # The process-wide object of the alias (built and pooled once, in conf),
+        # behind the process-wide near cache when there is one.
+        kv, near = get_kv(self._alias), self._near()
+        return kv if near is None else NearKV(kv, near)
+
+    def _near(self):
+        """Return the near cache this cache's key space shares in this process, or None (off)."""
+        return near_cache(("cache", self._alias, self._kv_prefix, self.key_prefix), *self._near_bounds)
 
     # Keys and entries
 
@@ -184,9 +200,12 @@ class CloudflareKVCache(BaseCache):
     def _put(self, kv_key, text, expires):
         self._kv.put(**self._item(kv_key, text, expires))
 
-    def _read_raw(self, kv_key):
-        """Return (entry text, Entry) when the key holds a live entry, else (None, None). One call."""
-        raw = self._kv.get(kv_key)
+    def _read_raw(self, kv_key, fresh=False):
+        """Return (entry text, Entry) when the key holds a live entry, else (None, None). One call.
+
+        ``fresh`` skips the near cache: read-modify-write operations read KV.
+        """
+        raw = (get_kv(self._alias) if fresh else self._kv).get(kv_key)
         if raw is None:
             return None, None
         try:
@@ -196,8 +215,8 @@ class CloudflareKVCache(BaseCache):
             return None, None
         return (raw, entry) if entry.is_live(_now()) else (None, None)
 
-    def _read(self, kv_key):
-        return self._read_raw(kv_key)[1]
+    def _read(self, kv_key, fresh=False):
+        return self._read_raw(kv_key, fresh)[1]
 
     def _live_metadata(self, kv_key):
         """Return True if the key holds an unexpired entry, from its metadata alone. One call."""
@@ -253,7 +272,7 @@ class CloudflareKVCache(BaseCache):
             return self._guarded("add", False, self._add, kv_key, text, expires)
 
     def _add(self, kv_key, text, expires):
-        if self._read(kv_key) is not None:
+        if self._read(kv_key, fresh=True) is not None:
             return False
         if expires is None or expires > _now():
             self._put(kv_key, text, expires)
@@ -266,7 +285,7 @@ class CloudflareKVCache(BaseCache):
             return self._guarded("touch", False, self._retime, kv_key, self._expires(timeout))
 
     def _retime(self, kv_key, expires):
-        raw, _entry = self._read_raw(kv_key)
+        raw, _entry = self._read_raw(kv_key, fresh=True)
         if raw is None:
             return False
         if expires is not None and expires <= _now():
@@ -347,7 +366,7 @@ class CloudflareKVCache(BaseCache):
         """
         kv_key = self.kv_key(key, version)
         with _key_lock(kv_key):
-            entry = self._read(kv_key)
+            entry = self._read(kv_key, fresh=True)
             if entry is None:
                 raise ValueError(f"Key '{key}' not found")
             value = entry.value + delta
@@ -372,6 +391,9 @@ class CloudflareKVCache(BaseCache):
                 deleted, batch = deleted + len(batch), []
         if batch:
             self._kv.delete_many(batch)
+        near = self._near()
+        if near is not None:  # the listing may lag: forget everything this process remembers
+            near.clear()
         return deleted + len(batch)
 
     def close(self, **kwargs):
@@ -571,6 +593,21 @@ class CloudflareKVCache(BaseCache):
             if not page.cursor:
                 return
             cursor = page.cursor
+
+
+def _near_bounds(opts):
+    """Return (timeout, max entries, max bytes) of the near cache from OPTIONS; timeout 0 is off."""
+    bounds = []
+    for name in ("NEAR_CACHE_TIMEOUT", "NEAR_CACHE_MAX_ENTRIES", "NEAR_CACHE_MAX_BYTES"):
+        value = opts[name]
+        if value is None and name == "NEAR_CACHE_TIMEOUT":
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+                value < 0 or (value == 0 and name != "NEAR_CACHE_TIMEOUT"):
+            raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS['{name}'] must be a number above 0"
+                                       f"{' (or 0: off)' if name == 'NEAR_CACHE_TIMEOUT' else ''}; got {value!r}.")
+        bounds.append(value)
+    return tuple(bounds)
 
 
 def _short(text, size=80):

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-__all__ = ["MISSING", "NearCache", "near_cache", "reset"]
+__all__ = ["MISSING", "NearCache", "NearKV", "near_cache", "reset"]
 
 #: Returned by NearCache.get() when the near cache cannot answer.
 MISSING = object()
@@ -123,6 +123,72 @@ class NearCache:
         found = self._entries.pop(key, None)
         if found is not None:
             self._bytes -= found[2]
+
+
+class NearKV:
+    """A KV object whose reads go through a NearCache and whose writes invalidate it.
+
+    ``get`` and ``get_many`` answer from memory when they can; ``put``,
+    ``put_many``, ``delete`` and ``delete_many`` forget their keys once KV has
+    answered (or failed), so no read in flight can bring back an old value.
+    Everything else (metadata, listings) goes to KV unchanged. ``fresh`` is
+    the KV object itself, for reads that must not be served from memory
+    (read-modify-write operations).
+    """
+
+    def __init__(self, kv, near):
+        self.fresh, self.near = kv, near
+
+    def __getattr__(self, name):
+        return getattr(self.fresh, name)
+
+    def get(self, key):
+        raw = self.near.get(key)
+        if raw is MISSING:
+            generation = self.near.generation()
+            raw = self.fresh.get(key)
+            self.near.fill(key, raw, generation)
+        return raw
+
+    def get_many(self, keys):
+        found, wanted = {}, []
+        for key in keys:
+            raw = self.near.get(key)
+            if raw is MISSING:
+                wanted.append(key)
+            elif raw is not None:
+                found[key] = raw
+        if wanted:
+            generation = self.near.generation()
+            fetched = self.fresh.get_many(wanted)
+            for key in wanted:
+                self.near.fill(key, fetched.get(key), generation)
+            found.update(fetched)
+        return found
+
+    def put(self, key, value, **kwargs):
+        try:
+            return self.fresh.put(key, value, **kwargs)
+        finally:
+            self.near.invalidate(key)
+
+    def put_many(self, items):
+        try:
+            return self.fresh.put_many(items)
+        finally:
+            self.near.invalidate_many([item["key"] for item in items])
+
+    def delete(self, key):
+        try:
+            return self.fresh.delete(key)
+        finally:
+            self.near.invalidate(key)
+
+    def delete_many(self, keys):
+        try:
+            return self.fresh.delete_many(keys)
+        finally:
+            self.near.invalidate_many(keys)
 
 
 _registry = {}

@@ -3,6 +3,7 @@ and connection reuse by the cache and sessions under threads."""
 
 import os
 import threading
+import time
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -256,3 +257,155 @@ def test_near_cache_bounds_hold_under_threads():
         list(pool.map(work, range(8)))
     assert len(near) <= 50
     assert near._bytes == sum(size for _at, _raw, size in near._entries.values()) <= 10_000
+
+
+# The cache backend
+
+
+def kv_cache(settings, location="default", **options):
+    settings.CACHES = {"default": {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": location,
+                                   "KEY_PREFIX": options.pop("KEY_PREFIX", ""), "OPTIONS": options}}
+    return caches["default"]
+
+
+def test_cache_has_no_near_cache_by_default(emu, settings):
+    cache = kv_cache(settings)
+    cache.set("k", 1)
+    assert counted(lambda: (cache.get("k"), cache.get("k"))) == ((1, 1), {"get": 2})
+
+
+def test_cache_near_cache_answers_repeated_reads_and_sees_own_writes(emu, settings):
+    cache = kv_cache(settings, NEAR_CACHE_TIMEOUT=30)
+    cache.set("k", 1)
+    assert counted(lambda: (cache.get("k"), cache.get("k"), cache.get("nope"), cache.get("nope"))) == \
+        ((1, 1, None, None), {"get": 2})
+    cache.set("k", 2)
+    assert counted(lambda: cache.get("k")) == (2, {"get": 1})
+    cache.incr("k")
+    assert cache.get("k") == 3
+    cache.touch("k", 300)
+    assert cache.get("k") == 3
+    cache.delete("k")
+    assert cache.get("k") is None
+    cache.set_many({"a": 1, "b": 2})
+    assert counted(lambda: cache.get_many(["a", "b", "c"])) == ({"a": 1, "b": 2}, {"bulk_get": 1})
+    assert counted(lambda: cache.get_many(["a", "b", "c"])) == ({"a": 1, "b": 2}, {})
+    cache.delete_many(["a"])
+    assert cache.get_many(["a", "b"]) == {"b": 2}
+    cache.set("pat:1", "x")
+    cache.get("pat:1")
+    cache.delete_pattern("pat:*")
+    assert cache.get("pat:1") is None
+    cache.get("b")
+    cache.clear()
+    assert counted(lambda: cache.get("b")) == (None, {"get": 1})
+
+
+def test_cache_values_are_fresh_copies_and_exact_expiry_holds(emu, settings, monkeypatch):
+    from django_cfkv import cache as cache_module
+
+    cache = kv_cache(settings, NEAR_CACHE_TIMEOUT=30)
+    cache.set("list", [1], 5)
+    cache.get("list").append(2)  # changing what get() returned changes nothing stored
+    assert cache.get("list") == [1]
+    later = time.time() + 5
+    monkeypatch.setattr(cache_module, "_now", lambda: later)
+    assert counted(lambda: cache.get("list")) == (None, {})  # expired, though still kept in memory
+
+
+def test_cache_other_writers_are_seen_after_the_timeout(emu, settings, clock):
+    cache = kv_cache(settings, NEAR_CACHE_TIMEOUT=10)
+    cache.set("k", "mine")
+    assert cache.get("k") == "mine"
+    get_kv().delete(cache.kv_key("k"))  # another process deletes the key
+    assert cache.get("k") == "mine"
+    clock(10)
+    assert cache.get("k") is None
+
+
+def test_cache_read_modify_write_reads_kv_not_memory(emu, settings):
+    cache = kv_cache(settings, NEAR_CACHE_TIMEOUT=30)
+    cache.set("n", 1)
+    cache.set("gone", 1)
+    assert cache.get("n") == 1 and cache.get("gone") == 1
+    other = SimpleCacheWriter(cache)
+    other.set("n", 10)  # another process's write, not seen by get() yet
+    other.delete("gone")
+    assert cache.get("n") == 1
+    assert cache.incr("n") == 11  # incr reads KV
+    assert cache.add("gone", 2) is True  # add reads KV
+    assert cache.get("gone") == 2
+
+
+class SimpleCacheWriter:
+    """Write cache entries as another process would: straight to KV, leaving this process's memory alone."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def set(self, key, value):
+        kv_key = self.cache.kv_key(key)
+        text = self.cache._codec.dumps(value, None, key=key)
+        get_kv().put(**self.cache._item(kv_key, text, None))
+
+    def delete(self, key):
+        get_kv().delete(self.cache.kv_key(key))
+
+
+def test_cache_threads_share_one_near_cache_per_key_space(emu, settings):
+    cache = kv_cache(settings, NEAR_CACHE_TIMEOUT=30, KEY_PREFIX="p1")
+    cache.set("k", 1)
+    with ThreadPoolExecutor(1) as pool:  # another thread has its own cache object
+        other, value = pool.submit(lambda: (caches["default"], caches["default"].get("k"))).result()
+    assert other is not cache and value == 1
+    assert counted(lambda: cache.get("k")) == (1, {})
+    assert cache._near() is other._near()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"NEAR_CACHE_TIMEOUT": -1}, "NEAR_CACHE_TIMEOUT"),
+    ({"NEAR_CACHE_TIMEOUT": "5"}, "NEAR_CACHE_TIMEOUT"),
+    ({"NEAR_CACHE_TIMEOUT": float("inf")}, "NEAR_CACHE_TIMEOUT"),
+    ({"NEAR_CACHE_TIMEOUT": 5, "NEAR_CACHE_MAX_ENTRIES": 0}, "NEAR_CACHE_MAX_ENTRIES"),
+    ({"NEAR_CACHE_TIMEOUT": 5, "NEAR_CACHE_MAX_BYTES": True}, "NEAR_CACHE_MAX_BYTES"),
+])
+def test_bad_near_cache_options_say_what_to_fix(settings, options, message):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match=message):
+        kv_cache(settings, **options)
+
+
+# Django's own cache contract, with the near cache on
+
+
+def _django_suite():
+    from django.test import TestCase, override_settings
+
+    from tests import test_cache_django as suite
+
+    caches_setting = suite.django_cache_tests.caches_setting_for_tests(
+        BACKEND="django_cfkv.cache.CloudflareKVCache", LOCATION="nearcachetests",
+        OPTIONS={"NEAR_CACHE_TIMEOUT": 60}, exclude={"cull", "zero_cull"},
+    )
+
+    @override_settings(INSTALLED_APPS=suite.INSTALLED_APPS, CACHES=caches_setting)
+    class NearCacheDjangoCacheTests(suite.CloudflareKVCacheSuite, TestCase):
+        @classmethod
+        def setUpClass(cls):
+            cls.emulator = suite.RunningEmulator()
+            alias = cls.emulator.alias_settings()
+            cls._cfkv = override_settings(CFKV={**suite.settings.CFKV, "nearcachetests": alias})
+            cls._cfkv.enable()
+            super().setUpClass()
+
+        @classmethod
+        def tearDownClass(cls):
+            super().tearDownClass()
+            cls._cfkv.disable()
+            cls.emulator.stop()
+
+    return NearCacheDjangoCacheTests
+
+
+NearCacheDjangoCacheTests = _django_suite()
