@@ -517,12 +517,12 @@ class ShardedCounter:
         self._lock.notify()
 
     def _run(self):
-        while True:
+        while not self._stop.is_set():
             with self._lock:
                 while not self._dirty and not self._stop.is_set():
                     self._lock.wait()
-                if not self._dirty:
-                    return
+                if self._stop.is_set():
+                    return  # close() writes what is pending
                 due = min((self._shards[p].due for p in self._dirty if p in self._shards), default=0.0)
                 delay = max(due, self._down_until) - time.monotonic()
                 if delay > 0:
@@ -532,14 +532,26 @@ class ShardedCounter:
                 self.flush()
             except Exception:  # the thread must outlive any bug
                 logger.exception("Rate-limit flush failed.")
-            if self._stop.is_set():
-                return  # closing: one last flush, whatever its outcome
 
     def close(self):
-        """Stop counting: the background thread writes what is pending once it may, then ends."""
+        """Stop counting: end the background thread, then write what is pending before returning,
+        so no write lands later (in the next test, or after a reload) unless KV is known to be down."""
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2)  # an in-flight flush finishes; a waiting thread returns at once
+        if time.monotonic() < self._down_until:
+            return
+        with self._lock:  # KV takes one write per second per key: wait (at most an interval) until allowed
+            ready = max((self._shards[p].written_at + self.interval for p in self._dirty if p in self._shards),
+                        default=0.0)
+        time.sleep(max(0.0, min(ready - time.monotonic(), self.interval)))
+        try:
+            self.flush()
+        except Exception:
+            logger.exception("Rate-limit flush failed.")
 
 
 class CacheCounter:
