@@ -45,6 +45,15 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"python": platform.python_version(), "smoke": args.smoke,
                                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}, indent=2))
+    out.with_suffix(".md").write_text(table(rows) + "\n")
+    from .plot import plot
+
+    drawn = plot(rows, out.with_suffix(".png"))
+    if drawn:
+        print(f"latency plot: {drawn}", file=sys.stderr)
+    else:
+        print("no latency plot: matplotlib is not installed (pip install matplotlib) "
+              "or no bench recorded samples", file=sys.stderr)
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0

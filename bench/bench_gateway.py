@@ -7,7 +7,10 @@ ceil(N/10) bulk GETs of 100 keys, and prints a markdown table with ops/s,
 p50/p95 latency and the gateway/bare ratio (target <= 1.2x).
 
     python bench/bench_gateway.py --n 2000
-    python -c "from bench.bench_gateway import run; print(run(50))"
+    python -c "from bench.bench_gateway import measure; print(measure(50))"
+
+``run(smoke=False)`` gives ``python -m bench`` its rows (a "not measured"
+row, saying why, when Node or Miniflare is missing).
 
 Needs ``npm ci --prefix tests/gateway``. Absolute numbers are Miniflare on
 this machine, not Cloudflare's edge; the ratio is what this measures.
@@ -47,6 +50,7 @@ def _summary(samples):
         "p50_ms": _percentile(samples, 0.50) * 1000,
         "p95_ms": _percentile(samples, 0.95) * 1000,
         "mean_ms": statistics.fmean(samples) * 1000,
+        "samples_ms": [s * 1000 for s in samples],
     }
 
 
@@ -85,7 +89,32 @@ def _timed(fn, args):
     return samples
 
 
-def run(n=500):
+def run(smoke=False):
+    """Return bench rows: gateway/bare time per operation (p50) for put, get and bulk get."""
+    from tests.gateway_server import GatewayNotInstalled, check_installed
+
+    from .common import row
+
+    try:
+        check_installed()
+    except GatewayNotInstalled as exc:
+        return [row("gateway", "gateway vs bare Worker", 0, "x", target=f"<= {TARGET_RATIO}x",
+                    note=f"not measured: {exc}")]
+    report = measure(20 if smoke else 1000)
+    rows = []
+    for phase, ratio in report["ratio"].items():
+        gateway, bare = report["results"]["gateway"][phase], report["results"]["bare"][phase]
+        r = row("gateway", f"{phase} through the gateway (n={report['n']}, Miniflare)", gateway["p50_ms"], "ms p50",
+                baseline="bare Worker p50 ms", baseline_value=bare["p50_ms"], target=f"<= {TARGET_RATIO}x",
+                ok=ratio["p50"] <= TARGET_RATIO,
+                note=f"mean-time ratio {ratio['throughput']:.2f}x; "
+                     f"p95 {gateway['p95_ms']:.2f} vs {bare['p95_ms']:.2f} ms")
+        r["samples_ms"], r["baseline_samples_ms"] = gateway["samples_ms"], bare["samples_ms"]
+        rows.append(r)
+    return rows
+
+
+def measure(n=500):
     """Benchmark both Workers with ``n`` puts and gets; return the figures as a dict."""
     n = max(10, int(n))
     keys = [f"bench/{i:06d}" for i in range(n)]
@@ -139,7 +168,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="puts and gets per worker (default 1000)")
     args = parser.parse_args(argv)
-    report = run(args.n)
+    report = measure(args.n)
     print(table(report))
     worst = max(r["throughput"] for r in report["ratio"].values())
     print(f"\nworst ratio {worst:.2f}x (target <= {TARGET_RATIO}x)")
