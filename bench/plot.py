@@ -20,9 +20,10 @@ def plot(rows, path):
     series = []
     for r in rows:
         if r.get("samples_ms"):
+            case = r["case"].split(": added latency")[0]  # page-view rows: the samples are whole pages
             if r.get("baseline_samples_ms"):
-                series.append((f"{r['bench']}: {r['case']} [baseline]", r["baseline_samples_ms"]))
-            series.append((f"{r['bench']}: {r['case']}", r["samples_ms"]))
+                series.append((f"{r['bench']}: {case} [baseline: {r['baseline']}]", r["baseline_samples_ms"]))
+            series.append((f"{r['bench']}: {case}", r["samples_ms"]))
     if not series:
         return None
     labels = [_short(label) for label, _ in series]
