@@ -1,6 +1,7 @@
-from demo import api, views
 from django.contrib.auth import views as auth_views
 from django.urls import path
+
+from demo import api, views
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -16,11 +16,11 @@ import pytest
 import responses
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.management import CommandError, call_command
-from django.test import Client, override_settings
+from django.test import Client
 
 from django_cfkv import ratelimit as rl
 from django_cfkv.cache import CloudflareKVCache
-from django_cfkv.exceptions import KVBulkError, KVError
+from django_cfkv.exceptions import KVError
 from django_cfkv.sessions import SessionStore
 
 from .conftest import ACCOUNT, NS, TOKEN, failure
