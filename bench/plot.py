@@ -28,7 +28,11 @@ def plot(rows, path):
         return None
     labels = [_short(label) for label, _ in series]
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(series) + 1.5))
-    ax.boxplot([samples for _, samples in series], vert=False, showfliers=True, whis=(5, 95))
+    data = [samples for _, samples in series]
+    try:
+        ax.boxplot(data, orientation="horizontal", whis=(5, 95))  # matplotlib >= 3.10
+    except TypeError:
+        ax.boxplot(data, vert=False, whis=(5, 95))
     ax.set_yticks(range(1, len(series) + 1), labels, fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds per operation (log scale; box: p25-p75, whiskers: p5-p95)")
