@@ -108,7 +108,9 @@ def _transient(exc):
     if isinstance(exc, (KVConnectionError, KVRateLimitError)):
         return True
     status = getattr(exc, "status", None)
-    return (status is not None and status >= 500) or (isinstance(exc, KVBulkError) and status is None)
+    if status is None:
+        return isinstance(exc, KVBulkError)  # a partial bulk failure
+    return status >= 500 or status == 429
 
 
 class CloudflareKVCache(BaseCache):
@@ -350,6 +352,11 @@ class CloudflareKVCache(BaseCache):
             if exc.status is not None:
                 self._log_ignored("set_many", exc)
             return [by_kv_key[k] for k in exc.keys if k in by_kv_key] or list(data)
+        except KVError as exc:  # the call itself failed (connection, timeout): nothing is known stored
+            if not (self._ignore_exceptions and _transient(exc)):
+                raise
+            self._log_ignored("set_many", exc)
+            return list(data)
         return []
 
     def delete_many(self, keys, version=None):

@@ -180,7 +180,8 @@ def _parse(raw, fmt, store_class):
         raise ValueError("the session value is not an object")
     data = envelope.get("data", {})
     expires_ms, created = envelope.get("expiresAt"), envelope.get("createdAt")
-    if not isinstance(data, dict) or not _is_number(expires_ms, optional=True) or not _is_number(created, optional=True):
+    times_ok = _is_number(expires_ms, optional=True) and _is_number(created, optional=True)
+    if not isinstance(data, dict) or not times_ok:
         raise ValueError("the session value has a malformed data, expiresAt or createdAt field")
     extra = {k: v for k, v in envelope.items() if k not in _RESERVED} if fmt == "json" else {}
     return _Stored(data, None if expires_ms is None else expires_ms / 1000, created, extra)
@@ -256,6 +257,8 @@ class SessionStore(SessionBase):
     def load(self):
         self._loaded = self._load_failed = False
         self._forget_stored()
+        if self.session_key is None:  # no key, or one that failed validation: nothing to read
+            return {}
         try:
             raw = self._get_raw(self.session_key)
         except KVError:

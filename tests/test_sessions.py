@@ -303,3 +303,11 @@ def test_save_error_always_raises(emu):
     s["a"] = 1
     with pytest.raises(KVError):
         s.save()
+
+
+@pytest.mark.parametrize("key", ["../x", "a/b", "short", "x" * 41, "UPPERCASEKEY1234"])
+def test_load_with_an_invalid_key_is_an_empty_session_without_io(key):
+    before = transport.calls.total
+    store = SessionStore(key)
+    assert store.load() == {} and store.session_key is None
+    assert transport.calls.total == before

@@ -124,17 +124,8 @@ def _cache_outcome(op, fault, ignore):
 
 @pytest.mark.parametrize("ignore", [False, True], ids=["raise", "ignore_exceptions"])
 @pytest.mark.parametrize("op", CACHE_OPS)
-def test_cache_under_fault(fault, caplog, op, ignore, request):
+def test_cache_under_fault(fault, caplog, op, ignore):
     outcome = _cache_outcome(op, fault, ignore)
-    if op == "set_many" and outcome == "degraded" and fault in ("read_timeout", "connect_timeout", "refused",
-                                                                "reset"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG cache.py set_many: put_many's KVConnectionError is not a KVBulkError, so it escapes "
-            "IGNORE_EXCEPTIONS (set() and get_many() swallow the same fault)")))
-    if op == "set_many" and outcome == "degraded" and fault.startswith("429"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG cache.py _transient: a bulk write refused with 429 is a KVBulkError(status=429), "
-            "which _transient does not count as transient, so IGNORE_EXCEPTIONS does not hide it")))
     cache = CloudflareKVCache("faulty", {"OPTIONS": {"IGNORE_EXCEPTIONS": ignore}})
     call, fallback = CACHE_OPS[op]
     caplog.set_level(logging.WARNING)
