@@ -143,31 +143,42 @@ def _address(text):
     return (ip.ipv4_mapped or ip) if ip.version == 6 else ip  # ::ffff:a.b.c.d is an IPv4 client
 
 
+UNPARSABLE = "unparsable"  # the one client that every trusted header without a valid address counts as
+
+
 def client_ip(remote_addr, forwarded=None, *, trusted=(), hops=0):
     """Return the client's address as text.
 
     ``remote_addr`` (the TCP peer) is the answer unless the peer is a trusted
     proxy: in ``trusted`` networks, or any peer when ``hops`` (the number of
     proxies in front) is set. Then ``forwarded``, the proxy header's value
-    (``CF-Connecting-IP`` or an ``X-Forwarded-For`` chain), is read from the
-    right: with ``trusted``, the first address not in a trusted network; with
-    ``hops``, the hops-th from the right. A header from an untrusted peer, or
-    one that does not parse, never changes the answer.
+    (``CF-Connecting-IP`` or an ``X-Forwarded-For`` chain), is walked from the
+    right, where the trusted proxies wrote, and the walk stops at the first
+    entry that does not parse: entries left of it are the client's own. With
+    ``trusted``, the answer is the first address not in a trusted network;
+    with ``hops``, the hops-th from the right. When the walk stops early, the
+    last address it passed is the answer, and when even the rightmost entry
+    does not parse, ``UNPARSABLE``: never the peer, which behind Cloudflare is
+    one of many edge addresses, so junk in the header would spread one client
+    over many counts. A header from an untrusted peer never changes the answer.
     """
     peer = _address(remote_addr)
     if peer is None:
         return str(remote_addr or "unknown")
-    if not forwarded or not (hops or any(peer in net for net in trusted)):
+    if not forwarded or not forwarded.strip() or not (hops or any(peer in net for net in trusted)):
         return str(peer)
-    chain = [_address(part) for part in forwarded.split(",")]
-    if not chain or None in chain:
-        return str(peer)
-    if hops:
-        return str(chain[-hops]) if len(chain) >= hops else str(peer)
-    for ip in reversed(chain):
-        if not any(ip in net for net in trusted):
-            return str(ip)
-    return str(chain[0])
+    parts = forwarded.split(",")
+    if hops and len(parts) < hops:
+        return str(peer)  # a chain shorter than the proxies in front did not come through them
+    last = None
+    for depth, part in enumerate(reversed(parts), 1):
+        ip = _address(part)
+        if ip is None:
+            break
+        last = ip
+        if depth == hops or (not hops and not any(ip in net for net in trusted)):
+            break
+    return UNPARSABLE if last is None else str(last)
 
 
 def group_ip(ip, ipv4_prefix=32, ipv6_prefix=64):

@@ -74,9 +74,30 @@ def test_hop_count():
     assert rl.client_ip("10.0.0.1", "198.51.100.1", hops=2) == "10.0.0.1"
 
 
-@pytest.mark.parametrize("header", ["not-an-ip", "1.2.3.4, garbage", "", " , "])
-def test_garbage_header_falls_back_to_the_peer(header):
+def test_junk_left_of_the_proxies_entries_never_moves_the_count_to_the_edge():
+    # Behind Cloudflare the peer is one of many edge addresses: counting junk headers under the
+    # peer would spread one client over many counts. The walk from the right stops at the junk.
+    edge = "162.158.1.1"
+    assert rl.client_ip(edge, "x, 198.51.100.7", trusted=TRUSTED) == "198.51.100.7"
+    assert rl.client_ip("162.158.9.9", "junk, 6.6.6.6, 198.51.100.7", trusted=TRUSTED) == "198.51.100.7"
+    # Only trusted hops left of the junk: the last address the walk passed.
+    assert rl.client_ip("10.0.0.1", "x, 10.9.9.9, 10.1.2.3", trusted=TRUSTED) == "10.9.9.9"
+    assert rl.client_ip("10.0.0.1", "x, 198.51.100.7", hops=1) == "198.51.100.7"
+    assert rl.client_ip("10.0.0.1", "x, 198.51.100.7, 10.0.0.9", hops=2) == "198.51.100.7"
+    assert rl.client_ip("10.0.0.1", "198.51.100.7, x", hops=2) == rl.UNPARSABLE
+
+
+@pytest.mark.parametrize("header", ["not-an-ip", "1.2.3.4, garbage", " , "])
+def test_trusted_header_without_an_address_is_one_client_not_the_peer(header):
+    assert rl.client_ip(CF_PEER, header, trusted=TRUSTED) == rl.UNPARSABLE
+    assert rl.client_ip("162.158.1.1", header, trusted=TRUSTED) == rl.UNPARSABLE
+    assert rl.client_ip("10.0.0.1", header, hops=1) == rl.UNPARSABLE
+
+
+@pytest.mark.parametrize("header", [None, "", "  "])
+def test_no_header_is_the_peer(header):
     assert rl.client_ip(CF_PEER, header, trusted=TRUSTED) == CF_PEER
+    assert rl.client_ip("10.0.0.1", header, hops=1) == "10.0.0.1"
 
 
 def test_unparsable_remote_addr_is_kept_as_text():

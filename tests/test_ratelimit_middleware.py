@@ -154,6 +154,13 @@ def test_cf_connecting_ip_from_cloudflare_separates_clients():
         assert statuses(client, 4, HTTP_CF_CONNECTING_IP="198.51.100.1") == [200, 200, 429, 429]
 
 
+def test_junk_in_x_forwarded_for_does_not_spread_a_client_over_edge_addresses():
+    with limits(TRUSTED_PROXIES=["cloudflare"], PROXY_HEADER="X-Forwarded-For"):
+        codes = [Client(REMOTE_ADDR=f"162.158.{i}.1").post("/login/", HTTP_X_FORWARDED_FOR=f"x{i}, 198.51.100.7")
+                 .status_code for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+
+
 def test_ipv6_clients_in_one_64_share_a_count():
     with limits():
         codes = [Client(REMOTE_ADDR=f"2001:db8:0:1::{i}").post("/login/").status_code for i in range(1, 5)]
