@@ -464,19 +464,34 @@ class CloudflareKVCache(BaseCache):
             _land(flight_key, flight, value)  # a failure releases the waiters with nothing
 
     async def _aget_or_compute(self, key, kv_key, acompute, timeout):
-        """The async twin of _get_or_compute, for coroutine functions: waiters share a Future."""
+        """The async twin of _get_or_compute, for coroutine functions.
+
+        The first caller on this event loop computes; the others await an
+        asyncio.Future it made (at most STAMPEDE_WAIT seconds, holding no
+        thread), and compute themselves if it fails or is too slow.
+        """
         entry = await sync_to_async(self._guarded)("get_or_set", None, self._read, kv_key)
         if entry is not None and not self._refresh_early(entry):
             return entry.value
-        flight, leader = _join_flight((self._alias, kv_key, id(asyncio.get_running_loop())))
+        loop = asyncio.get_running_loop()
+        flight_key = (self._alias, kv_key, id(loop))
+        with _flights_lock:
+            future = _flights.get(flight_key)
+            leader = future is None
+            if leader:
+                future = _flights[flight_key] = loop.create_future()
         if not leader:
-            if entry is not None:
+            if entry is not None:  # another task is refreshing: serve the current value
                 stampede_events.record("served_while_refreshing")
                 return entry.value
             stampede_events.record("waited")
-            await asyncio.get_running_loop().run_in_executor(None, flight.done.wait, self._stampede_wait)
-            if flight.value is not _MISSING:
-                return flight.value
+            try:
+                value = await asyncio.wait_for(asyncio.shield(future), self._stampede_wait)
+            except asyncio.TimeoutError:
+                value = _MISSING
+            if value is not _MISSING:
+                return value
+            # The computation failed or is too slow: compute without coordination.
         stampede_events.record("computed" if entry is None or not leader else "early_refresh")
         value = _MISSING
         try:
@@ -487,8 +502,11 @@ class CloudflareKVCache(BaseCache):
                                                self._expires(timeout), delta, key)
             return value
         finally:
-            if leader:
-                _land((self._alias, kv_key, id(asyncio.get_running_loop())), flight, value)
+            if leader:  # a failure (or cancellation) releases the waiters with nothing
+                with _flights_lock:
+                    _flights.pop(flight_key, None)
+                if not future.done():
+                    future.set_result(value)
 
     # Async twins that keep the bulk and protected implementations
 

@@ -4,6 +4,7 @@ costs), stampede protection in get_or_set, and the ``cached`` decorator."""
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
 import pytest
@@ -285,3 +286,44 @@ def test_cached_async_functions(kvcache):
 
     asyncio.run(scenario())
     assert runs == ["mon", "mon"]  # five concurrent callers, one computation
+
+
+def test_async_waiters_hold_no_executor_thread(kvcache, settings):
+    """The computation may need the loop's default executor (to_thread, getaddrinfo) while others wait."""
+    settings.CACHES = {**settings.CACHES, "w": {**settings.CACHES["kv"], "OPTIONS": {"STAMPEDE_WAIT": 2}}}
+    runs = []
+
+    @cached(60, alias="w", key="threaded")
+    async def compute():
+        runs.append(1)
+        await asyncio.sleep(0.05)  # let the other callers start waiting
+        return await asyncio.to_thread(lambda: "done")
+
+    async def scenario():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+        return await asyncio.gather(*(compute() for _ in range(4)))
+
+    stampede_events.reset()
+    assert asyncio.run(scenario()) == ["done"] * 4
+    assert runs == [1]  # no waiter gave up and computed again
+    assert stampede_events.snapshot() == {"computed": 1, "waited": 3}
+
+
+def test_async_failed_computation_releases_the_waiters(kvcache, settings):
+    settings.CACHES = {**settings.CACHES, "slow": {**settings.CACHES["kv"], "OPTIONS": {"STAMPEDE_WAIT": 60}}}
+    calls = []
+
+    @cached(60, alias="slow", key="fragile")
+    async def compute():
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(0.05)  # let the others queue up behind this computation
+            raise RuntimeError("backend down")
+        return "second try"
+
+    async def scenario():  # bounded well below STAMPEDE_WAIT: waiters must not sit out the wait
+        return await asyncio.wait_for(asyncio.gather(*(compute() for _ in range(4)), return_exceptions=True), 10)
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[0], RuntimeError) and results[1:] == ["second try"] * 3
+    assert 2 <= len(calls) <= 4
