@@ -271,7 +271,10 @@ def compile_rule(spec, index=None):
     kind, arg = compile_key(spec.get("key", "ip"))
     group = spec.get("group")
     if group is None:
-        digest = hashlib.sha256(repr((path, sorted(methods), spec["rate"], spec.get("key", "ip"))).encode())
+        key = spec.get("key", "ip")
+        if callable(key):  # its repr holds an address, which differs in every process
+            key = f"{getattr(key, '__module__', None)}.{getattr(key, '__qualname__', type(key).__qualname__)}"
+        digest = hashlib.sha256(repr((path, sorted(methods), spec["rate"], key)).encode())
         group = "r" + digest.hexdigest()[:10]
     elif not isinstance(group, str) or not _GROUP_RE.match(group):
         raise ConfigProblem(f"{where} has an invalid group {group!r}.", "django_cfkv.E107",

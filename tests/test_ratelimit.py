@@ -171,6 +171,22 @@ def test_compile_key(key, kind, arg):
         assert got_arg == arg
 
 
+def test_policy_name_of_a_callable_key_is_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    from tests.ratelimit_urls import api_key
+
+    spec = {"path": r"^/api/", "rate": "5/m"}
+    name = rl.compile_rule({**spec, "key": api_key}).name
+    # The callable and its dotted path name one policy, whatever the function's address.
+    assert name == rl.compile_rule({**spec, "key": "tests.ratelimit_urls.api_key"}).name
+    code = ("from django_cfkv.ratelimit import compile_rule; from tests.ratelimit_urls import api_key; "
+            "print(compile_rule({'path': r'^/api/', 'rate': '5/m', 'key': api_key}).name)")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == name
+
+
 @pytest.mark.parametrize("spec, check_id", [
     ("not a dict", "django_cfkv.E102"),
     ({"path": "^/x/$"}, "django_cfkv.E102"),
