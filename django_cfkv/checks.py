@@ -7,6 +7,7 @@ from django.core.checks import Error, Tags, Warning, register
 
 from . import conf
 from .exceptions import CFKVConfigurationError
+from .transport import _checked_token
 
 
 @register(Tags.compatibility)
@@ -31,14 +32,19 @@ def _check_alias(alias, settings):
     errors = []
     backend = settings["BACKEND"]
     if backend == "cloudflare":
-        for name, env in (("ACCOUNT_ID", "CLOUDFLARE_ACCOUNT_ID"), ("API_TOKEN", "CLOUDFLARE_API_TOKEN"),
-                          ("NAMESPACE_ID", conf.NAMESPACE_ENV)):
+        for name in ("ACCOUNT_ID", "API_TOKEN", "NAMESPACE_ID"):
+            env = conf.ENV_FALLBACKS.get(name, conf.NAMESPACE_ENV)
             if not settings.get(name):
                 errors.append(Error(
                     f"CFKV[{alias!r}] has no {name}.", id="django_cfkv.E002",
                     hint=f"Set CFKV[{alias!r}][{name!r}] or the {env} environment variable, "
                          "or use BACKEND 'local' for development.",
                 ))
+        if settings.get("API_TOKEN"):
+            try:
+                _checked_token(settings["API_TOKEN"])
+            except CFKVConfigurationError as exc:
+                errors.append(Error(str(exc), id="django_cfkv.E008"))
         url = urlsplit(str(settings.get("BASE_URL", "")))
         if url.scheme not in ("http", "https") or not url.netloc:
             errors.append(Error(f"CFKV[{alias!r}]['BASE_URL'] is not an http(s) URL.", id="django_cfkv.E003",

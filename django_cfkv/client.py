@@ -17,6 +17,7 @@ from .exceptions import (
     KVAPIError,
     KVAuthError,
     KVBulkError,
+    KVError,
     KVNotFoundError,
     KVRateLimitError,
 )
@@ -148,20 +149,8 @@ class KVClient(Paging):
 
         Raises KVBulkError naming every key that was not written.
         """
-        encoded = [_bulk_item(item) for item in items]
-        failed = []
-        batches = list(_bulk_batches(encoded))
-        for index, batch in enumerate(batches):
-            try:
-                response = self._call("PUT", "/bulk", "bulk_put", json=batch)
-                failed += _unsuccessful(response)  # a 200 that is not an envelope fails the batch
-            except KVAPIError as exc:
-                failed += _failed_keys(exc, batch) + [i["key"] for b in batches[index + 1:] for i in b]
-                raise KVBulkError(f"Bulk write failed for {len(failed)} keys: {exc.message}",
-                                  keys=failed, status=exc.status, errors=exc.errors) from exc
-        if failed:
-            raise KVBulkError(f"Bulk write left {len(failed)} keys unwritten; retry them: {failed[:10]}",
-                              keys=failed)
+        batches = list(_bulk_batches([_bulk_item(item) for item in items]))
+        self._bulk("PUT", "/bulk", "bulk_put", batches, [[i["key"] for i in b] for b in batches], "write")
 
     def delete(self, key):
         """Delete one key; deleting a missing key is not an error. One call."""
@@ -174,18 +163,30 @@ class KVClient(Paging):
         keys = list(dict.fromkeys(keys))
         for key in keys:
             limits.validate_key(key)
-        failed = []
         chunks = list(_chunks(keys, limits.BULK_DELETE_MAX_KEYS))
-        for index, chunk in enumerate(chunks):
+        self._bulk("POST", "/bulk/delete", "bulk_delete", chunks, chunks, "delete")
+
+    def _bulk(self, method, path, endpoint, bodies, keys_per_body, action):
+        """Send bulk bodies in turn; raise KVBulkError naming every key not done.
+
+        A failed call (an error status, or a connection error after retries) ends
+        the run: its keys (or those its answer names) and every later body's keys
+        are reported, never dropped.
+        """
+        failed = []
+        for index, body in enumerate(bodies):
             try:
-                response = self._call("POST", "/bulk/delete", "bulk_delete", json=chunk)
-                failed += _unsuccessful(response)  # a 200 that is not an envelope fails the chunk
-            except KVAPIError as exc:
-                failed += [k for c in chunks[index:] for k in c]
-                raise KVBulkError(f"Bulk delete failed for {len(failed)} keys: {exc.message}",
-                                  keys=failed, status=exc.status, errors=exc.errors) from exc
+                response = self._call(method, path, endpoint, json=body)
+                failed += _unsuccessful(response)  # a 200 that is not an envelope fails the body
+            except KVError as exc:
+                named = ((exc.result or {}).get("unsuccessful_keys") if isinstance(exc.result, dict) else None)
+                failed += list(named or keys_per_body[index])
+                failed += [k for later in keys_per_body[index + 1:] for k in later]
+                raise KVBulkError(f"Bulk {action} failed for {len(failed)} keys: {exc.message}", keys=failed,
+                                  status=exc.status, errors=exc.errors) from exc
         if failed:
-            raise KVBulkError(f"Bulk delete left {len(failed)} keys; retry them: {failed[:10]}", keys=failed)
+            raise KVBulkError(f"Bulk {action} left {len(failed)} keys undone; retry them: {failed[:10]}",
+                              keys=failed, partial=True)
 
     # Namespaces
 
@@ -252,10 +253,11 @@ def _error_for(response):
     status = response.status_code
     try:
         body = response.json()
-        errors = body.get("errors") or [] if isinstance(body, dict) else []
     except ValueError:
-        errors = []
-    kwargs = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"), "response": response}
+        body = None
+    errors = (body.get("errors") or []) if isinstance(body, dict) else []
+    result = body.get("result") if isinstance(body, dict) else None
+    kwargs = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"), "result": result}
     detail = _describe(errors)
     if status in (401, 403):
         return KVAuthError(
@@ -282,19 +284,6 @@ def _error_for(response):
 def _unsuccessful(response):
     result = _envelope(response).get("result") or {}
     return list(result.get("unsuccessful_keys") or [])
-
-
-def _failed_keys(exc, batch):
-    """Keys of a failed bulk call: those the error names, else the whole batch."""
-    response = exc.response
-    if response is not None:
-        try:
-            keys = ((response.json() or {}).get("result") or {}).get("unsuccessful_keys")
-        except (ValueError, AttributeError):
-            keys = None
-        if keys:
-            return list(keys)
-    return [item["key"] for item in batch]
 
 
 def _expiry_params(expiration, expiration_ttl):

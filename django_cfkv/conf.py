@@ -45,7 +45,6 @@ SETTING_DEFAULTS = {
     "CFKV_RATELIMIT": {},
 }
 
-_SETTINGS_WATCHED = {"CFKV", *SETTING_DEFAULTS}
 
 
 def setting(name):

@@ -12,13 +12,15 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 class KVError(Exception):
     """Base class for every failure talking to Workers KV."""
 
-    def __init__(self, message, *, status=None, errors=None, ray_id=None, response=None):
+    def __init__(self, message, *, status=None, errors=None, ray_id=None, result=None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.errors = list(errors or [])
         self.ray_id = ray_id
-        self.response = response
+        # The envelope's "result" on an error (a bulk call's unsuccessful_keys). The response
+        # itself is not kept: its request carries the API token, and exceptions get pickled.
+        self.result = result
 
     @property
     def codes(self):
@@ -68,11 +70,17 @@ class KVRateLimitError(KVAPIError):
 
 
 class KVBulkError(KVAPIError):
-    """A bulk write or delete left some keys undone; ``.keys`` names them."""
+    """A bulk write or delete left some keys undone; ``.keys`` names them.
 
-    def __init__(self, message, *, keys=(), **kwargs):
+    ``partial`` is True when the API answered and named the keys it could not
+    do (``unsuccessful_keys``); False when a call failed as a whole (its cause
+    is chained), in which case ``.keys`` are that call's keys and all later ones.
+    """
+
+    def __init__(self, message, *, keys=(), partial=False, **kwargs):
         super().__init__(message, **kwargs)
         self.keys = list(keys)
+        self.partial = partial
 
 
 class KVValueError(KVError, ValueError):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import limits
-from .exceptions import KVBulkError, KVValueError
+from .exceptions import KVAPIError, KVValueError
 from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
 _SCHEMA = """
@@ -48,7 +48,7 @@ class _Database:
 
     @classmethod
     def for_path(cls, path):
-        path = str(Path(path).resolve()) if path != ":memory:" else path
+        path = str(Path(path).resolve())
         with cls._lock:
             db = cls._instances.get(path)
             if db is None:
@@ -113,6 +113,10 @@ class LocalKV(Paging):
     """Workers KV's interface over a SQLite file; ``namespace`` keeps several apart in one file."""
 
     def __init__(self, path, namespace=""):
+        if str(path) in ("", ":memory:") or str(path).startswith("file::memory:"):
+            # SQLite gives each connection (so each thread) its own in-memory database.
+            raise KVValueError("LocalKV needs a file path: an in-memory SQLite database is not shared "
+                               "between threads. Use a temporary file instead.")
         self.path = str(path)
         self.namespace = namespace
         self._db = _Database.for_path(self.path)
@@ -165,9 +169,11 @@ class LocalKV(Paging):
                 try:
                     value.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise KVValueError(
+                    # As KVClient raises it from Cloudflare's (and the emulator's) 400 answer.
+                    raise KVAPIError(
                         f"KV's bulk get returns text values only; {key!r} holds binary data. "
-                        "Read it with get()."
+                        "Read it with get().", status=400,
+                        errors=[{"code": 10012, "message": "malformed value"}],
                     ) from None
                 found[key] = value
         return found
@@ -216,11 +222,6 @@ class LocalKV(Paging):
             )
             for item in items
         ]
-        if len(rows) > limits.BULK_WRITE_MAX_ITEMS:
-            raise KVBulkError(
-                f"A bulk write takes at most {limits.BULK_WRITE_MAX_ITEMS} pairs; got {len(rows)}.",
-                keys=[r[1].decode("utf-8") for r in rows],
-            )
         self._write(rows)
 
     def _row(self, key, value, expiration, expiration_ttl, metadata):

@@ -1,10 +1,13 @@
 """HTTP transport: the pooled session, timeouts, retries and call accounting.
 
 Retries live here, in our own loop, rather than in urllib3's ``Retry``: they
-then apply to every adapter (``responses`` included), honour Cloudflare's
-``Retry-After``, and stay within one total time bound so that a web request is
-never held for minutes. Every attempt is counted, because every attempt costs
-one of the 1,200 calls per 5 minutes that Cloudflare allows a user.
+then apply to every adapter (``responses`` included) and honour Cloudflare's
+``Retry-After``. The waiting between attempts is bounded (``max_retry_time``)
+and each attempt by the (connect, read) timeout, so a web request is never held
+for minutes. A 429 whose Retry-After is longer than that is returned at once,
+and calls are not sent again until it has passed: Cloudflare refuses them all
+anyway. Every attempt is counted, because every attempt costs one of the 1,200
+calls per 5 minutes that Cloudflare allows a user.
 
 Threads: one ``requests.Session`` is shared by all threads of a process. Its
 connection pool (urllib3) is thread-safe; the parts of a Session that are not
@@ -22,12 +25,13 @@ import threading
 import time
 from collections import Counter
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from . import __version__
-from .exceptions import CFKVConfigurationError, KVConnectionError, KVTimeout
+from .exceptions import CFKVConfigurationError, KVConnectionError, KVRateLimitError, KVTimeout
 
 logger = logging.getLogger("django_cfkv")
 
@@ -123,6 +127,7 @@ class Transport:
         self._session = None
         self._pid = None
         self._last_budget_warning = 0.0
+        self._blocked_until = 0.0  # monotonic time until which Cloudflare said it refuses every call
 
     def __repr__(self):
         return f"<Transport timeout={self.timeout} max_retries={self.max_retries}>"
@@ -164,6 +169,12 @@ class Transport:
         """
         for guard in request_guards:
             guard(url)
+        blocked = self._blocked_until - time.monotonic()
+        if blocked > 0:  # Cloudflare refuses every call until then: spare the round trip and the quota
+            raise KVRateLimitError(
+                f"Cloudflare's API refuses calls for another {blocked:.0f} s (it answered 429 with "
+                "Retry-After); no call was sent. Past 1,200 calls per 5 minutes every call is refused "
+                "for 5 minutes: see 'Scaling past the REST quota'.", status=429, retry_after=blocked)
         deadline = time.monotonic() + self.max_retry_time
         attempt = 0
         while True:
@@ -175,9 +186,10 @@ class Transport:
                     method, url, timeout=self.timeout, allow_redirects=False, **kwargs
                 )
             except requests.RequestException as exc:
-                error = _translate(exc, method, url)
+                error = _translate(exc, method, url, endpoint)
                 if not (idempotent and self._can_retry(attempt, deadline, None)):
-                    raise error from exc
+                    # Not chained: requests' text repeats the URL, whose key may be a session id.
+                    raise error from None
                 logger.info("KV %s %s failed (%s); retrying", method, endpoint, type(exc).__name__)
                 self._sleep(self._backoff(attempt), deadline)
                 attempt += 1
@@ -189,6 +201,8 @@ class Transport:
                 return response
             retry_after = _parse_retry_after(response.headers.get("Retry-After"))
             if not self._can_retry(attempt, deadline, retry_after):
+                if response.status_code == 429 and retry_after:
+                    self._blocked_until = time.monotonic() + retry_after
                 return response
             delay = retry_after if retry_after is not None else self._backoff(attempt)
             logger.info("KV %s %s got HTTP %s; retrying in %.2f s", method, endpoint,
@@ -273,9 +287,10 @@ def _checked_token(token):
     return token
 
 
-def _translate(exc, method, url):
-    """Turn a requests failure into a KVConnectionError that names no secret."""
-    where = url.split("?", 1)[0]
+def _translate(exc, method, url, endpoint):
+    """Turn a requests failure into a KVConnectionError naming the host and endpoint only:
+    the URL's path holds the key, which may be a session id."""
+    where = f"{method} {endpoint} on {urlsplit(url).netloc}"
     if isinstance(exc, requests.Timeout):
-        return KVTimeout(f"Workers KV did not answer {method} {where} in time.")
-    return KVConnectionError(f"Could not reach Workers KV for {method} {where}.")
+        return KVTimeout(f"Workers KV did not answer {where} in time ({type(exc).__name__}).")
+    return KVConnectionError(f"Could not reach Workers KV for {where} ({type(exc).__name__}).")

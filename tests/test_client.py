@@ -242,11 +242,33 @@ def test_connection_errors_retry_then_raise(client, api, sleeps):
     assert len(api.calls) == 4
 
 
-def test_timeout_maps_to_kvtimeout(client, api, sleeps):
-    api.get(f"{BASE}/values/k", body=requests.ReadTimeout("slow"))
+def test_timeout_maps_to_kvtimeout_without_the_key(client, api, sleeps):
+    key = "session:abcdef0123456789abcdef0123456789"  # a key can be a credential
+    api.get(f"{BASE}/values/session%3Aabcdef0123456789abcdef0123456789",
+            body=requests.ReadTimeout(f"slow: {BASE}/values/session%3Aabcdef0123456789abcdef0123456789"))
     with pytest.raises(KVTimeout) as info:
+        client.get(key)
+    assert "ReadTimeout" in str(info.value) and "api.cloudflare.com" in str(info.value)
+    assert "abcdef0123" not in str(info.value) and info.value.__cause__ is None
+
+
+def test_a_long_retry_after_blocks_later_calls_without_io(client, api, sleeps):
+    api.get(f"{BASE}/values/k", status=429, headers={"Retry-After": "300"}, json={
+        "success": False, "errors": [{"code": 10022, "message": "too many requests"}], "messages": [], "result": None})
+    with pytest.raises(KVRateLimitError):
         client.get("k")
-    assert isinstance(info.value.__cause__, requests.ReadTimeout)
+    with pytest.raises(KVRateLimitError, match="no call was sent") as info:
+        client.put("other", b"v")
+    assert len(api.calls) == 1 and 290 < info.value.retry_after <= 300
+
+
+def test_errors_keep_no_response_so_pickling_them_cannot_leak_the_token(client, api):
+    import pickle
+
+    api.get(f"{BASE}/values/k", json=AUTH_ERROR, status=403)
+    with pytest.raises(KVAuthError) as info:
+        client.get("k")
+    assert TOKEN.encode() not in pickle.dumps(info.value)
 
 
 def test_namespace_create_is_not_retried(client, api, sleeps):

@@ -90,3 +90,8 @@ def test_check_command_reports_errors(monkeypatch):
         with pytest.raises(SystemCheckError, match="django_cfkv.E002"):
             call_command("check")
     conf.reset()
+
+
+def test_token_no_header_can_carry_is_a_check_error():
+    with override_settings(CFKV={"default": {"ACCOUNT_ID": "a", "NAMESPACE_ID": "n", "API_TOKEN": "abc def"}}):
+        assert ids(check_cfkv_setting()) == ["django_cfkv.E008"]

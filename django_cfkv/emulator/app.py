@@ -12,6 +12,7 @@ import email.parser
 import email.policy
 import hmac
 import json
+import logging
 import random
 import re
 import threading
@@ -24,6 +25,7 @@ from ..exceptions import KVValueError
 from ..local import LocalKV
 
 API_PREFIX = "/client/v4"
+logger = logging.getLogger("django_cfkv.emulator")
 _ROUTE = re.compile(
     r"^/client/v4/accounts/(?P<account>[^/]+)/storage/kv/namespaces"
     r"(?:/(?P<ns>[^/]+)(?P<rest>/.*)?)?$"
@@ -87,6 +89,11 @@ class EmulatorApp:
         self._stores = {}
         self._window = (0.0, 0)  # (start, calls) of the simulated 5-minute quota
 
+    def reset_quota(self):
+        """Start a fresh simulated 5-minute API window."""
+        with self._stats_lock:
+            self._window = (0.0, 0)
+
     def store(self, namespace_id):
         store = self._stores.get(namespace_id)
         if store is None:
@@ -121,19 +128,26 @@ class EmulatorApp:
             headers.update(extra)
             return status, headers, payload
         except _Reply as reply:
-            headers.update(reply.headers)
-            headers["Content-Type"] = "application/json"
-            data = {"success": False, "errors": [{"code": reply.code, "message": reply.message}],
-                    "messages": [], "result": None}
-            return reply.status, headers, json.dumps(data).encode()
+            return self._error(headers, reply)
+        except Exception:  # a bug or a locked database: answer as Cloudflare would, not by hanging up
+            logger.exception("The emulator failed on %s %s", method, path.split("/values/")[0])
+            return self._error(headers, _Reply(500, 10001, "service temporarily unavailable"))
+
+    @staticmethod
+    def _error(headers, reply):
+        headers = {**headers, **reply.headers, "Content-Type": "application/json"}
+        data = {"success": False, "errors": [{"code": reply.code, "message": reply.message}],
+                "messages": [], "result": None}
+        return reply.status, headers, json.dumps(data).encode()
 
     def _quota(self):
         now = time.time()
-        start, used = self._window
-        if now - start >= QUOTA_WINDOW:
-            start, used = now, 0
-        used += 1
-        self._window = (start, used)
+        with self._stats_lock:
+            start, used = self._window
+            if now - start >= QUOTA_WINDOW:
+                start, used = now, 0
+            used += 1
+            self._window = (start, used)
         remaining = max(0, QUOTA_CALLS - used)
         reset = int(QUOTA_WINDOW - (now - start))
         headers = {"Ratelimit": f'"default";r={remaining};t={reset}',
@@ -326,13 +340,13 @@ class EmulatorApp:
                     raise _Reply(400, 10012, "malformed value: invalid base64") from None
             rows.append({"key": item["key"], "value": value, "expiration": item.get("expiration"),
                          "expiration_ttl": item.get("expiration_ttl"), "metadata": item.get("metadata")})
-        failed = []
+        failed = set()
         share = self.faults["bulk_unsuccessful"]
         if share:
-            failed = [r["key"] for r in rows if random.random() < share]
-            rows = [r for r in rows if r["key"] not in set(failed)]
+            failed = {r["key"] for r in rows if random.random() < share}
+            rows = [r for r in rows if r["key"] not in failed]
         _store_call(store.put_many, rows)
-        return _envelope({"successful_key_count": len(rows), "unsuccessful_keys": failed})
+        return _envelope({"successful_key_count": len(rows), "unsuccessful_keys": sorted(failed)})
 
     def _bulk_delete(self, store, body):
         self._count("bulk_delete")
@@ -343,13 +357,13 @@ class EmulatorApp:
             raise _Reply(400, 10029, f"invalid request: at most {limits.BULK_DELETE_MAX_KEYS} keys per bulk delete")
         for key in keys:
             _checked_key(key)
-        failed = []
+        failed = set()
         share = self.faults["bulk_unsuccessful"]
         if share:
-            failed = [k for k in keys if random.random() < share]
-            keys = [k for k in keys if k not in set(failed)]
+            failed = {k for k in keys if random.random() < share}
+            keys = [k for k in keys if k not in failed]
         store.delete_many(keys)
-        return _envelope({"successful_key_count": len(keys), "unsuccessful_keys": failed})
+        return _envelope({"successful_key_count": len(keys), "unsuccessful_keys": sorted(failed)})
 
     def _bulk_get(self, store, body):
         self._count("bulk_get")

@@ -374,6 +374,7 @@ class Command(BaseCommand):
             token = conf.alias_config(self.alias).get("API_TOKEN")
         except ImproperlyConfigured:
             token = None
+        token = token.strip() if isinstance(token, str) else None  # as the client sends it
         return text.replace(token, "[API token]") if token and len(token) >= 4 else text
 
 
