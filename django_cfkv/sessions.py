@@ -24,15 +24,17 @@ What KV cannot do, and how this engine copes:
   on a key this store did not draw checks with one GET (a best effort: another
   writer could still win between the GET and the PUT).
 * No compare-and-set. ``save()`` raises UpdateError when the session is gone,
-  judged by the read this store already made (``load()``) or, if it never read
-  the session, by one GET; a key this process deleted is never written back.
+  judged by the GET ``load()`` made or, if this store never read the session
+  from KV itself (not loaded, or loaded from the near cache), by one GET just
+  before the write; a key this process deleted is never written back.
   A logout elsewhere may take up to ~60 s to be seen here (KV's caches), so no
-  check could make this exact.
+  check can make this exact: it only narrows the window.
 * Near cache (off by default). With ``SESSION_CFKV_NEAR_CACHE_TIMEOUT``
   seconds > 0, a session read from KV is kept in this process's memory that
   long, so repeated requests skip the GET. A flush, delete or cycle_key in
-  this process forgets it at once; a logout in ANOTHER process is seen here
-  only after up to that many seconds.
+  this process forgets it at once; a logout in ANOTHER process is seen by
+  loads here only after up to that many seconds, but a write (an expiry
+  refresh included) checks KV first, so it never brings such a session back.
 * One write per second per key. ``cycle_key()`` reserves the new key without
   writing it (the next ``save()`` writes once), and an unchanged session's
   expiry is refreshed at most once per ``SESSION_CFKV_REFRESH_INTERVAL``.
@@ -231,6 +233,7 @@ class SessionStore(SessionBase):
         self._created = None
         self._extra = {}  # the Worker's top-level fields (JSON format)
         self._user_ref = None  # (Django's user id, the userId value it maps to)
+        self._from_near = False  # the copy came from the near cache, not a GET
 
     def _validate_session_key(self, key):
         """Accept only keys that can never reach another KV key or URL path."""
@@ -260,7 +263,7 @@ class SessionStore(SessionBase):
         if self.session_key is None:  # no key, or one that failed validation: nothing to read
             return {}
         try:
-            raw = self._get_raw(self.session_key)
+            raw, from_near = self._get_raw(self.session_key)
         except KVError:
             on_error = conf.setting("SESSION_CFKV_ON_LOAD_ERROR")
             if on_error not in ON_LOAD_ERROR_CHOICES:
@@ -277,22 +280,23 @@ class SessionStore(SessionBase):
         if stored is None:
             self._session_key = None
             return {}
-        self._loaded = True
+        self._loaded, self._from_near = True, from_near
         self._created, self._stored_expires, self._extra = stored.created, stored.expires, stored.extra
         data = self._resolve_user(stored) if self._format == "json" else stored.data
         self._snapshot = self._canonical(data)
         return data
 
     def _get_raw(self, session_key):
-        """Return the stored value of ``session_key`` from the near cache (if on) or one GET."""
+        """Return ``(raw value, from_near)`` for ``session_key``: from the near cache (if on) or one GET."""
         kv_key, near = self.kv_key(session_key), _near_cache()
         raw = nearcache.MISSING if near is None else near.get(kv_key)
-        if raw is nearcache.MISSING:
-            generation = None if near is None else near.generation()
-            raw = self.get_kv().get(kv_key)
-            if near is not None and raw is not None:  # a miss is not kept: a new session must be seen
-                near.fill(kv_key, raw, generation)
-        return raw
+        if raw is not nearcache.MISSING:
+            return raw, True
+        generation = None if near is None else near.generation()
+        raw = self.get_kv().get(kv_key)
+        if near is not None and raw is not None:  # a miss is not kept: a new session must be seen
+            near.fill(kv_key, raw, generation)
+        return raw, False
 
     def _read(self, raw):
         """Return the live _Stored in ``raw``, or None (missing, expired, unreadable: logged)."""
@@ -311,7 +315,11 @@ class SessionStore(SessionBase):
         """Return True if a live session is stored under ``session_key``. One GET."""
         if not is_valid_key(session_key, self._format):
             return False
-        return self._read(self._get_raw(session_key)) is not None
+        return self._read(self._get_raw(session_key)[0]) is not None
+
+    def _live_in_kv(self):
+        """Return True if KV itself (one GET, never the near cache) holds this live session."""
+        return self._read(self.get_kv().get(self.kv_key(self.session_key))) is not None
 
     # Writing
 
@@ -339,11 +347,14 @@ class SessionStore(SessionBase):
             if canonical == self._snapshot:
                 return  # only an expiry refresh: the deletion (logout, revocation) wins
             raise UpdateError
-        if not must_create and not (self._pending or self._loaded) and not self.exists(self.session_key):
-            raise UpdateError
         expires = time.time() + self.get_expiry_age()
-        if not must_create and not self._pending and self._is_fresh(canonical, expires):
-            return
+        if not must_create and not self._pending:
+            if self._is_fresh(canonical, expires):
+                return
+            # A copy this store did not GET itself may outlive a logout or
+            # revocation elsewhere: never write it back without asking KV.
+            if (self._from_near or not self._loaded) and not self._live_in_kv():
+                raise UpdateError
         self._write(data, expires, canonical)
 
     def _is_fresh(self, canonical, expires):
@@ -371,7 +382,7 @@ class SessionStore(SessionBase):
             )
         finally:
             _forget_nearby(kv_key)
-        self._pending = False
+        self._pending = self._from_near = False
         self._created, self._stored_expires, self._snapshot = created, expires, canonical
 
     def _canonical(self, data):

@@ -280,3 +280,15 @@ def test_revoking_the_own_token_is_not_undone_by_the_refresh(user, clock, settin
     assert Client().get("/revoke-own/", **auth(token)).status_code == 200
     assert get_kv().get("session:" + token) is None
     assert_invalid_token(Client().get("/whoami/", **auth(token)))
+
+
+def test_token_revoked_elsewhere_is_not_brought_back_from_the_near_cache(user, settings, clock):
+    settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 300
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30
+    token = issue_token(None, user)
+    client = Client()
+    assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk  # near-cached now
+    get_kv().delete("session:" + token)  # revoked by another process
+    clock(31)  # the end-of-request refresh is due
+    assert client.get("/whoami/", **auth(token)).status_code == 400  # SessionInterrupted
+    assert get_kv().get("session:" + token) is None

@@ -8,7 +8,7 @@ import types
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.sessions.backends.base import CreateError
+from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.core.management import call_command
 from django.test import Client
 
@@ -311,3 +311,59 @@ def test_load_with_an_invalid_key_is_an_empty_session_without_io(key):
     store = SessionStore(key)
     assert store.load() == {} and store.session_key is None
     assert transport.calls.total == before
+
+
+# A session deleted elsewhere is never written back
+
+
+@pytest.fixture
+def near_cache(settings):
+    settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 300
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 0  # every save writes the expiry
+
+
+def revoked_elsewhere_but_near_cached():
+    """Return a store loaded from the near cache after another process deleted its session in KV."""
+    s = SessionStore()
+    s["_auth_user_id"] = "1"
+    s.create()
+    SessionStore(s.session_key).load()  # fills the near cache
+    get_kv().delete(SessionStore.kv_key(s.session_key))  # another process's logout: no local trace
+    stale = SessionStore(s.session_key)
+    assert stale.load() == {"_auth_user_id": "1"}  # the documented near-cache staleness on reads
+    return stale
+
+
+def test_refresh_of_a_near_cached_copy_checks_kv_first(near_cache):
+    stale = revoked_elsewhere_but_near_cached()
+    with pytest.raises(UpdateError):
+        stale.save()
+    assert stored(stale.session_key) is None
+
+
+def test_update_of_a_near_cached_copy_checks_kv_first(near_cache):
+    stale = revoked_elsewhere_but_near_cached()
+    stale["n"] = 1
+    with pytest.raises(UpdateError):
+        stale.save()
+    assert stored(stale.session_key) is None
+
+
+def test_near_cached_refresh_costs_one_get_only_when_a_write_is_due(emu, near_cache, settings, clock):
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30
+    s = SessionStore()
+    s["a"] = 1
+    s.create()
+    SessionStore(s.session_key).load()
+    calls()
+    fresh = SessionStore(s.session_key)
+    fresh.load()
+    fresh.save()  # no refresh due: no call at all
+    assert calls() == {}
+    clock(31)
+    due = SessionStore(s.session_key)
+    due.load()
+    due.save()
+    due["a"] = 2
+    due.save()  # the first write's check covers this store's later writes
+    assert calls() == {"get": 1, "put": 2}
