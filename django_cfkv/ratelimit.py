@@ -746,3 +746,6 @@ def ratelimit(rate, key="ip", *, method=ALL, group=None, block=True):
         return limit_view(view, rule, block=block)
 
     return decorator
+
+
+ratelimit.ALL, ratelimit.UNSAFE = ALL, UNSAFE  # as django-ratelimit: @ratelimit(..., method=ratelimit.UNSAFE)

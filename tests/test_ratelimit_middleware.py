@@ -14,6 +14,7 @@ from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from django_cfkv import ratelimit as rl
 from django_cfkv.checks import check_ratelimit_setting
+from django_cfkv.exceptions import Ratelimited
 from django_cfkv.middleware import RateLimitMiddleware, identify
 
 MIDDLEWARE = [
@@ -220,6 +221,16 @@ def test_decorator_method_filter_and_block_false():
     assert statuses(client, 3, path="/decorated-post/", method="get") == [200] * 3
     assert statuses(client, 3, path="/decorated-post/") == [200, 200, 429]
     assert [client.get("/soft/").content for _ in range(2)] == [b"fine", b"limited"]
+
+
+def test_decorator_method_constants_are_attributes_of_the_decorator():
+    assert rl.ratelimit.ALL is None and set(rl.ratelimit.UNSAFE) == {"DELETE", "PATCH", "POST", "PUT"}
+    view = rl.ratelimit("1/h", method=rl.ratelimit.UNSAFE, group="unsafe-only")(lambda request: HttpResponse())
+    factory = RequestFactory()
+    assert [view(factory.get("/")).status_code for _ in range(2)] == [200, 200]
+    view(factory.post("/"))
+    with pytest.raises(Ratelimited):
+        view(factory.delete("/"))
 
 
 def test_decorator_on_an_async_view():
