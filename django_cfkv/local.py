@@ -59,18 +59,42 @@ class _Database:
         self.path = path
         self._local = threading.local()
         self._last_purge = 0.0
+        self._setup_lock = threading.Lock()
+        self._set_up = False
 
     def connection(self):
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._set_up_file(conn)
             # NORMAL in WAL mode: a committed write survives the process being
             # killed; only an OS crash or power loss could lose the last ones.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
+
+    def _set_up_file(self, conn):
+        """Switch the file to WAL and create the tables, once per process.
+
+        WAL mode is stored in the file, so later connections inherit it. The
+        switch can fail at once with "database is locked" (SQLite's busy
+        timeout does not cover it) while another process or thread holds the
+        file, so it is retried for a while.
+        """
+        with self._setup_lock:
+            if self._set_up:
+                return
+            for attempt in range(200):
+                try:
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 199:
+                        raise
+                    time.sleep(0.05)
+            self._set_up = True
 
     def close_thread_connection(self):
         """Close the calling thread's connection, if any (for a thread about to end)."""
@@ -83,7 +107,9 @@ class _Database:
         if now - self._last_purge < _PURGE_EVERY:
             return
         self._last_purge = now
-        self.connection().execute("DELETE FROM kv WHERE expiration IS NOT NULL AND expiration <= ?", (int(now),))
+        conn = self.connection()
+        with _transaction(conn):
+            conn.execute("DELETE FROM kv WHERE expiration IS NOT NULL AND expiration <= ?", (int(now),))
 
 
 def _prefix_range(prefix):
@@ -243,7 +269,9 @@ class LocalKV(Paging):
     def delete(self, key):
         """Delete ``key``; deleting a missing key is not an error."""
         limits.validate_key(key)
-        self._execute("DELETE FROM kv WHERE ns=? AND key=?", (self.namespace, key.encode("utf-8")))
+        conn = self._db.connection()
+        with _transaction(conn):
+            conn.execute("DELETE FROM kv WHERE ns=? AND key=?", (self.namespace, key.encode("utf-8")))
 
     def delete_many(self, keys):
         """Delete every key in ``keys``."""
@@ -274,7 +302,9 @@ class LocalKV(Paging):
 
 
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, so a bulk write lands whole or not at all."""
+    """BEGIN IMMEDIATE ... COMMIT: a bulk write lands whole or not at all, and the
+    write lock is taken up front, where SQLite's busy timeout applies (a write
+    that starts as a read can fail at once with "database is locked" in WAL mode)."""
 
     def __init__(self, conn):
         self.conn = conn
