@@ -107,10 +107,13 @@ def _transient(exc):
     """Return True for the failures IGNORE_EXCEPTIONS may hide: connection errors, 429 and 5xx."""
     if isinstance(exc, (KVConnectionError, KVRateLimitError)):
         return True
+    if isinstance(exc, KVBulkError):
+        if exc.partial:
+            return True
+        if exc.__cause__ is not None:  # a bulk call failed as a whole: judge by its cause
+            return _transient(exc.__cause__)
     status = getattr(exc, "status", None)
-    if status is None:
-        return isinstance(exc, KVBulkError)  # a partial bulk failure
-    return status >= 500 or status == 429
+    return status is not None and (status >= 500 or status == 429)
 
 
 class CloudflareKVCache(BaseCache):
@@ -346,10 +349,10 @@ class CloudflareKVCache(BaseCache):
         try:
             self._kv.put_many(items)
         except KVBulkError as exc:
-            # A partial failure (no status) is Django's "keys not stored"; a failed call may be ignored.
-            if exc.status is not None and not (self._ignore_exceptions and _transient(exc)):
+            # A partial failure is Django's "keys not stored"; a failed call may be ignored.
+            if not exc.partial and not (self._ignore_exceptions and _transient(exc)):
                 raise
-            if exc.status is not None:
+            if not exc.partial:
                 self._log_ignored("set_many", exc)
             return [by_kv_key[k] for k in exc.keys if k in by_kv_key] or list(data)
         except KVError as exc:  # the call itself failed (connection, timeout): nothing is known stored
