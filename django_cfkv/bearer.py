@@ -10,6 +10,7 @@ from django.contrib.sessions.exceptions import SessionInterrupted
 from django.http import JsonResponse
 from django.utils.cache import patch_vary_headers
 
+from .exceptions import KVError
 from .sessions import SessionStore, is_valid_key
 
 MALFORMED = object()
@@ -31,6 +32,16 @@ def invalid_token(description):
     """Return RFC 6750's 401 answer for a token that cannot be used."""
     response = JsonResponse({"error": "invalid_token", "error_description": description}, status=401)
     response["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{description}"'
+    response["Cache-Control"] = "no-store"
+    patch_vary_headers(response, ("Authorization",))
+    return response
+
+
+def unavailable():
+    """Return the 503 answer for a session store that cannot be reached (never a 500)."""
+    response = JsonResponse({"error": "temporarily_unavailable",
+                             "error_description": "The session store cannot be reached."}, status=503)
+    response["Retry-After"] = "5"
     response["Cache-Control"] = "no-store"
     patch_vary_headers(response, ("Authorization",))
     return response
@@ -85,12 +96,12 @@ class BearerSessionMiddleware:
         if token is MALFORMED:
             return invalid_token("The access token is malformed.")
         session = SessionStore(token)
-        session.load_now()
+        try:
+            session.load_now()
+        except KVError:  # SESSION_CFKV_ON_LOAD_ERROR = "raise"
+            return unavailable()
         if session.load_failed:
-            response = JsonResponse({"error": "temporarily_unavailable",
-                                     "error_description": "The session store cannot be reached."}, status=503)
-            response["Retry-After"] = "5"
-            return response
+            return unavailable()
         if session.session_key is None:
             return invalid_token("The access token is unknown or expired.")
         return session

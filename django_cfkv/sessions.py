@@ -348,14 +348,23 @@ class SessionStore(SessionBase):
                 return  # only an expiry refresh: the deletion (logout, revocation) wins
             raise UpdateError
         expires = time.time() + self.get_expiry_age()
-        if not must_create and not self._pending:
-            if self._is_fresh(canonical, expires):
-                return
+        if must_create or self._pending:
+            return self._write(data, expires, canonical)
+        if self._is_fresh(canonical, expires):
+            return
+        try:
             # A copy this store did not GET itself may outlive a logout or
             # revocation elsewhere: never write it back without asking KV.
             if (self._from_near or not self._loaded) and not self._live_in_kv():
                 raise UpdateError
-        self._write(data, expires, canonical)
+            self._write(data, expires, canonical)
+        except KVError as exc:
+            if canonical != self._snapshot:
+                raise  # a real change is never dropped silently
+            # Only the expiry refresh failed (429, budget, outage): the request
+            # has succeeded and the stored session is intact; a later one retries.
+            logger.warning("Session expiry refresh not written to Workers KV (%s: %s); the stored session "
+                           "is unchanged.", type(exc).__name__, exc)
 
     def _is_fresh(self, canonical, expires):
         """Return True if the stored copy has this data and an expiry refreshed recently enough."""

@@ -1,9 +1,11 @@
 """BearerSessionMiddleware, issue_token/revoke_token and Worker-made sessions, through Django's test client."""
 
 import json
+import logging
 import time
 import types
 import uuid
+from unittest import mock
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -12,6 +14,7 @@ from django.contrib.auth.signals import user_logged_in
 from django.test import AsyncClient, Client
 
 from django_cfkv import get_kv, sessions, transport
+from django_cfkv.exceptions import KVRateLimitError
 from django_cfkv.sessions import issue_token, revoke_token
 
 pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
@@ -292,3 +295,39 @@ def test_token_revoked_elsewhere_is_not_brought_back_from_the_near_cache(user, s
     clock(31)  # the end-of-request refresh is due
     assert client.get("/whoami/", **auth(token)).status_code == 400  # SessionInterrupted
     assert get_kv().get("session:" + token) is None
+
+
+# The store unreachable: a 503 with Retry-After, never a 500
+
+
+@pytest.fixture
+def emu(settings, cfkv_emulator):
+    settings.CFKV = {"default": cfkv_emulator.alias_settings(MAX_RETRIES=0)}
+    yield cfkv_emulator
+    cfkv_emulator.clear_faults()
+
+
+@pytest.mark.parametrize("on_load_error", ["empty", "raise"])
+def test_store_unreachable_on_load_is_503_with_retry_after(emu, settings, user, on_load_error):
+    settings.SESSION_CFKV_ON_LOAD_ERROR = on_load_error
+    token = issue_token(None, user)
+    emu.set_faults(rate_503=1.0)
+    response = Client().get("/whoami/", **auth(token))
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.json()["error"] == "temporarily_unavailable" and "sessionid" not in response.cookies
+
+
+def test_failed_expiry_refresh_keeps_the_response_and_is_logged(settings, user, clock, caplog):
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30
+    token = issue_token(None, user)
+    kv = get_kv()
+    before = kv.get("session:" + token)
+    clock(31)  # a refresh is due
+    with mock.patch.object(type(kv), "put", side_effect=KVRateLimitError("429", retry_after=1)):
+        with caplog.at_level(logging.WARNING, logger="django_cfkv.sessions"):
+            response = Client().get("/whoami/", **auth(token))
+        assert response.status_code == 200 and response.json()["user"] == user.pk
+        assert "refresh not written" in caplog.text and "KVRateLimitError" in caplog.text
+        with pytest.raises(KVRateLimitError):  # a real change is never dropped silently
+            Client().get("/bump/", **auth(token))
+    assert kv.get("session:" + token) == before

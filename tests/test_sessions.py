@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from django_cfkv import get_kv, sessions, transport
-from django_cfkv.exceptions import KVError
+from django_cfkv.exceptions import KVError, KVRateLimitError
 from django_cfkv.sessions import SessionStore, decode_value
 
 pytestmark = pytest.mark.urls("tests.bearer_urls")
@@ -367,3 +367,21 @@ def test_near_cached_refresh_costs_one_get_only_when_a_write_is_due(emu, near_ca
     due["a"] = 2
     due.save()  # the first write's check covers this store's later writes
     assert calls() == {"get": 1, "put": 2}
+
+
+def test_failed_expiry_refresh_of_a_cookie_session_keeps_the_response(settings, clock, caplog, monkeypatch):
+    settings.SESSION_SAVE_EVERY_REQUEST = True
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30
+    client = Client()
+    client.get("/bump/")
+    clock(31)
+    monkeypatch.setattr(type(get_kv()), "put", failing_put)
+    with caplog.at_level(logging.WARNING, logger="django_cfkv.sessions"):
+        assert client.get("/read/").json() == {"n": 1}
+    assert "refresh not written" in caplog.text
+    with pytest.raises(KVError):  # a modified session still raises
+        client.get("/bump/")
+
+
+def failing_put(self, *args, **kwargs):
+    raise KVRateLimitError("429", retry_after=1)
