@@ -13,12 +13,12 @@ bytes).
 """
 
 import base64
-import importlib
 import json
 import logging
 import time
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils.module_loading import import_string
 
 from . import conf, limits
 from .exceptions import KVAPIError, KVValueError
@@ -32,12 +32,11 @@ RATELIMIT_PREFIX = "rl:"
 EXPIRY_BUCKETS = ("expired", "lt_1h", "lt_1d", "lt_7d", "later", "never")
 _BUCKET_LIMITS = (("lt_1h", 3600), ("lt_1d", 86400), ("lt_7d", 7 * 86400))
 
-# Where each kind's decoder may live, imported lazily so this module works
-# whichever are installed. The first one found is used.
+# Each kind's decoder, imported on first use (listing needs none of them).
 DECODERS = {
-    "sessions": [("django_cfkv.sessions", "decode_value")],
-    "cache": [("django_cfkv.serializers", "decode_entry"), ("django_cfkv.cache", "decode_entry")],
-    "ratelimit": [("django_cfkv.ratelimit", "describe_shard")],
+    "sessions": "django_cfkv.sessions.decode_value",
+    "cache": "django_cfkv.serializers.decode_entry",
+    "ratelimit": "django_cfkv.ratelimit.describe_shard",
 }
 
 
@@ -111,16 +110,9 @@ def list_entries(kv, prefix=None, limit=None, progress=None):
 
 
 def decoder_for(kind):
-    """Return (dotted name, function) of the kind's decoder, or (None, None)."""
-    for module, name in DECODERS.get(kind, ()):
-        try:
-            function = getattr(importlib.import_module(module), name, None)
-        except Exception:  # not installed, or broken: try the next, then decode generically
-            logger.debug("Cannot import %s.%s", module, name, exc_info=True)
-            continue
-        if callable(function):
-            return f"{module}.{name}", function
-    return None, None
+    """Return (dotted name, function) of the kind's decoder, or (None, None) for "other"."""
+    dotted = DECODERS.get(kind)
+    return (dotted, import_string(dotted)) if dotted else (None, None)
 
 
 def decode_generic(raw):
@@ -138,13 +130,11 @@ def decode_generic(raw):
 def _decode_session(decoder, name, raw, metadata):
     """A session as its dict: the site's format first, then the other (a Worker may write JSON)."""
     error = None
-    for fmt in (None, "json", "signed"):
+    for fmt in dict.fromkeys((conf.setting("SESSION_CFKV_FORMAT"), "json", "signed")):
         try:
-            view, expires = decoder(raw) if fmt is None else decoder(raw, fmt)
+            return decoder(raw, fmt)
         except ValueError as exc:
             error = exc
-            continue
-        return view, expires
     raise error
 
 
@@ -156,10 +146,7 @@ def _decode_cache(decoder, name, raw, metadata):
 
 def _decode_shard(decoder, name, raw, metadata):
     """A limiter shard as its policy, window and count."""
-    try:
-        shard = decoder(name, metadata, raw)
-    except TypeError:  # a describe_shard(name, metadata) without the value argument
-        shard = decoder(name, metadata)
+    shard = decoder(name, metadata, raw)
     if not isinstance(shard, dict):
         raise ValueError("not a limiter shard")
     return shard, shard.get("window_end")

@@ -134,8 +134,7 @@ def test_get_uses_a_kinds_decoder_when_installed(kv, monkeypatch):
     module = type(json)("fake_sessions")
     module.decode_value = decode_value
     monkeypatch.setitem(__import__("sys").modules, "fake_sessions", module)
-    monkeypatch.setitem(inspect.DECODERS, "sessions", [("not_installed_module", "x"),
-                                                       ("fake_sessions", "decode_value")])
+    monkeypatch.setitem(inspect.DECODERS, "sessions", "fake_sessions.decode_value")
     kv.put("session:abc", '{"a": 1}', metadata={"kind": "session"})
     data = run_json("get", "session:abc")
     assert data["value"] == {"decoded": {"a": 1}} and data["decoder"] == "fake_sessions.decode_value"
