@@ -36,7 +36,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import limits
 from .conf import get_kv
-from .exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError, KVValueError
+from .exceptions import KVAPIError, KVBulkError, KVConnectionError, KVError, KVRateLimitError, KVValueError
 from .nearcache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, NearKV, near_cache
 from .serializers import EntryCodec, decode_entry, load_entry, retime
 from .transport import CallCounter
@@ -319,11 +319,24 @@ class CloudflareKVCache(BaseCache):
         return self._guarded("has_key", False, self._live_metadata, self.kv_key(key, version))
 
     def get_many(self, keys, version=None):
-        """Return {key: value} for the live keys: ceil(n/100) bulk calls."""
+        """Return {key: value} for the live keys: ceil(n/100) bulk calls.
+
+        KV's bulk read refuses a binary value. If a key holds one (not written
+        by this cache), the keys are read one by one instead, one call each,
+        and the foreign value is a miss as in get().
+        """
         by_kv_key = {self.kv_key(key, version): key for key in keys}
         if not by_kv_key:
             return {}
-        found = self._guarded("get_many", {}, self._kv.get_many, list(by_kv_key))
+        try:
+            found = self._guarded("get_many", {}, self._kv.get_many, list(by_kv_key))
+        except (KVAPIError, KVValueError) as exc:
+            if isinstance(exc, KVAPIError) and exc.status != 400:
+                raise
+            logger.warning("Bulk read of %d keys on CFKV alias %r refused (%s); reading them one by one.",
+                           len(by_kv_key), self._alias, exc)
+            entries = {k: self._guarded("get_many", None, self._read, k) for k in by_kv_key}
+            return {by_kv_key[k]: entry.value for k, entry in entries.items() if entry is not None}
         now, result = _now(), {}
         for kv_key, raw in found.items():
             try:

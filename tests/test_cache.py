@@ -99,6 +99,24 @@ def test_pickled_entries_are_text_so_get_many_works_in_bulk(make_cache):
     assert cache.get_many(list(values) + ["absent"]) == values
 
 
+@pytest.mark.parametrize("ignore", [False, True])
+def test_get_many_reads_around_a_binary_value_it_did_not_write(make_cache, ignore, caplog):
+    cache = make_cache(OPTIONS={"IGNORE_EXCEPTIONS": ignore})
+    cache.set_many({"a": 1, "c": [3]})
+    get_kv("c").put(cache.kv_key("b"), b"\xff\xfe binary from a Worker")  # KV's bulk read refuses it
+    with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
+        assert cache.get("b", "miss") == "miss"
+        assert cache.get_many(["a", "b", "c", "absent"]) == {"a": 1, "c": [3]}
+    assert "reading them one by one" in caplog.text
+
+
+def test_get_many_fallback_costs_one_read_per_key(emulator_cache):
+    cache = emulator_cache()
+    cache.set_many({"a": 1, "c": 3})
+    get_kv("c").put(cache.kv_key("b"), b"\xff\xfe")
+    assert calls_of(cache, lambda: cache.get_many(["a", "b", "c"])) == {"bulk_get": 1, "get": 3}
+
+
 def test_decode_entry_returns_value_and_exact_expiry(make_cache):
     cache = make_cache()
     cache.set("k", [1, "two"], 30)
