@@ -26,6 +26,7 @@ When a limit must be exact, set ``CACHE`` to a Django cache with an atomic
 """
 
 import hashlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -199,8 +200,16 @@ def meta_name(header):
 
 
 def client_hash(identity):
-    """Return the short hash naming a client in KV keys (no address or user id is stored)."""
-    return hashlib.sha256(str(identity).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    """Return the short hash naming a client in KV keys (no address or user id is stored).
+
+    HMAC-SHA256 keyed with ``SECRET_KEY``: an unkeyed hash of an IPv4 address or
+    a small user id is reversed by trying them all. Changing ``SECRET_KEY``
+    renames every client, so every count starts afresh.
+    """
+    from django.conf import settings
+
+    secret = str(settings.SECRET_KEY).encode("utf-8", "surrogatepass")
+    return hmac.new(secret, str(identity).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
 # Rules
