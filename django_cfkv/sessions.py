@@ -234,6 +234,7 @@ class SessionStore(SessionBase):
         self._extra = {}  # the Worker's top-level fields (JSON format)
         self._user_ref = None  # (Django's user id, the userId value it maps to)
         self._from_near = False  # the copy came from the near cache, not a GET
+        self._stored_user = None  # Django's user id in the copy last read or written
 
     def _validate_session_key(self, key):
         """Accept only keys that can never reach another KV key or URL path."""
@@ -283,7 +284,7 @@ class SessionStore(SessionBase):
         self._loaded, self._from_near = True, from_near
         self._created, self._stored_expires, self._extra = stored.created, stored.expires, stored.extra
         data = self._resolve_user(stored) if self._format == "json" else stored.data
-        self._snapshot = self._canonical(data)
+        self._snapshot, self._stored_user = self._canonical(data), data.get(SESSION_KEY)
         return data
 
     def _get_raw(self, session_key):
@@ -393,6 +394,7 @@ class SessionStore(SessionBase):
             _forget_nearby(kv_key)
         self._pending = self._from_near = False
         self._created, self._stored_expires, self._snapshot = created, expires, canonical
+        self._stored_user = data.get(SESSION_KEY)
 
     def _canonical(self, data):
         if self._format == "json":
@@ -419,9 +421,16 @@ class SessionStore(SessionBase):
 
         The new key is written by the next save() only: Django's login() sets
         the user right after this, and KV allows one write per second per key.
+        The Worker's fields (``email``...), ``userId`` and ``createdAt`` move
+        along only when the session still holds the user it was stored with
+        (update_session_auth_hash() after a password change). login() cycles
+        only an anonymous session, or one whose ``userId`` names no user: it is
+        about to become someone else's, so those fields start afresh.
         """
         data = self._session
         key = self.session_key
+        if data.get(SESSION_KEY) is None or data.get(SESSION_KEY) != self._stored_user:
+            self._created, self._extra, self._user_ref = None, {}, None
         self._session_key = self._get_new_session_key()
         self._pending, self._loaded, self._load_failed = True, False, False
         self._snapshot = self._stored_expires = None

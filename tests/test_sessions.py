@@ -385,3 +385,38 @@ def test_failed_expiry_refresh_of_a_cookie_session_keeps_the_response(settings, 
 
 def failing_put(self, *args, **kwargs):
     raise KVRateLimitError("429", retry_after=1)
+
+
+# login() on a session a Worker wrote
+
+
+def worker_session(user_id, email):
+    key = "0b6f1c2e-1111-4222-8333-444455556666"
+    get_kv().put("session:" + key, json.dumps(
+        {"userId": user_id, "email": email, "createdAt": 1, "expiresAt": (time.time() + 3600) * 1000}))
+    client = Client()
+    client.cookies["sessionid"] = key
+    return client
+
+
+@pytest.mark.django_db
+def test_login_on_a_worker_session_for_nobody_drops_its_fields(settings):
+    settings.SESSION_CFKV_FORMAT = "json"
+    user = get_user_model().objects.create_user("new", "new@example.com", "pw")
+    client = worker_session(999999, "old@example.com")  # userId names no user here
+    client.get(f"/login/{user.pk}/")
+    value = json.loads(get_kv().get("session:" + client.cookies["sessionid"].value))
+    assert value["userId"] == user.pk and "email" not in value
+    assert value["createdAt"] > 1
+
+
+@pytest.mark.django_db
+def test_cycle_key_for_the_same_user_keeps_the_worker_fields(settings):
+    settings.SESSION_CFKV_FORMAT = "json"
+    user = get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+    client = worker_session(user.pk, "ann@example.com")
+    session = SessionStore(client.cookies["sessionid"].value)
+    session.cycle_key()  # what update_session_auth_hash() does after a password change
+    session.save()
+    value = json.loads(get_kv().get("session:" + session.session_key))
+    assert value["userId"] == user.pk and value["email"] == "ann@example.com" and value["createdAt"] == 1
