@@ -397,11 +397,20 @@ class CloudflareKVCache(BaseCache):
         return value
 
     def clear(self):
-        """Delete this cache's entries (KV_PREFIX and KEY_PREFIX), never other data.
+        """Delete this cache's entries (KV_PREFIX and KEY_PREFIX), never other data; return how many.
 
         Lists keys page by page (metadata only, ceil(n/1000) calls) and deletes
         entries whose metadata says ``kind: cache`` in bulk (one call per 10,000).
+        Under IGNORE_EXCEPTIONS a failure is logged and None returned.
         """
+        try:
+            return self._guarded("clear", None, self._clear)
+        finally:
+            near = self._near()
+            if near is not None:  # the listing may lag: forget everything this process remembers
+                near.clear()
+
+    def _clear(self):
         prefix = self._kv_prefix
         if self.key_func is default_key_func:
             prefix += f"{self.key_prefix}:"
@@ -414,9 +423,6 @@ class CloudflareKVCache(BaseCache):
                 deleted, batch = deleted + len(batch), []
         if batch:
             self._kv.delete_many(batch)
-        near = self._near()
-        if near is not None:  # the listing may lag: forget everything this process remembers
-            near.clear()
         return deleted + len(batch)
 
     def close(self, **kwargs):
@@ -553,8 +559,11 @@ class CloudflareKVCache(BaseCache):
     # django-redis' extras
 
     def ttl(self, key, version=None):
-        """Return whole seconds left (rounded up), None if it never expires, 0 if missing. One call."""
-        meta = self._kv.get_metadata(self.kv_key(key, version))
+        """Return whole seconds left (rounded up), None if it never expires, 0 if missing. One call.
+
+        Under IGNORE_EXCEPTIONS a failure is logged and 0 returned (as for a missing key).
+        """
+        meta = self._guarded("ttl", None, self._kv.get_metadata, self.kv_key(key, version))
         if not isinstance(meta, dict):
             return 0
         if meta.get("expires") is None:
@@ -593,21 +602,34 @@ class CloudflareKVCache(BaseCache):
 
         Lists by the pattern's longest literal prefix, reading metadata only
         (never values): one list call per ``itersize`` (default 1000) listed keys.
+        Under IGNORE_EXCEPTIONS a failure is logged and ends the iteration.
         """
+        keys = self._user_keys(pattern, itersize, version)
+        while (key := self._guarded("iter_keys", _MISSING, next, keys, _MISSING)) is not _MISSING:
+            yield key
+
+    def keys(self, pattern, version=None):
+        """Return the list of user keys matching ``pattern``; see iter_keys for the cost.
+
+        Under IGNORE_EXCEPTIONS a failure is logged and [] returned.
+        """
+        return self._guarded("keys", [], list, self._user_keys(pattern, None, version))
+
+    def _user_keys(self, pattern, itersize, version):
         glob, head, tail = self._pattern(pattern, version)
         for name in self._matching(glob, itersize):
             if name.startswith(head) and name.endswith(tail):
                 yield name[len(head):len(name) - len(tail)]
 
-    def keys(self, pattern, version=None):
-        """Return the list of user keys matching ``pattern``; see iter_keys for the cost."""
-        return list(self.iter_keys(pattern, version=version))
-
     def delete_pattern(self, pattern, itersize=None, version=None):
         """Delete the keys matching ``pattern``; return how many.
 
         Calls: one list per ``itersize`` listed keys, one bulk delete per 10,000 matches.
+        Under IGNORE_EXCEPTIONS a failure is logged and 0 returned.
         """
+        return self._guarded("delete_pattern", 0, self._delete_pattern, pattern, itersize, version)
+
+    def _delete_pattern(self, pattern, itersize, version):
         glob, _head, _tail = self._pattern(pattern, version)
         batch, count = [], 0
         for name in self._matching(glob, itersize):

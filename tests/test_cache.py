@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django_cfkv import cache as cfkv_cache
 from django_cfkv import get_kv, limits
 from django_cfkv.cache import CloudflareKVCache, decode_entry
-from django_cfkv.exceptions import KVAPIError, KVAuthError, KVValueError
+from django_cfkv.exceptions import KVAPIError, KVAuthError, KVConnectionError, KVValueError
 
 
 def _use_alias(settings, config):
@@ -273,6 +273,36 @@ def test_ignore_exceptions_returns_default_and_drops_writes(emulator_cache, cfkv
     finally:
         cfkv_emulator.clear_faults()
     assert cache.get("k") == "stored"
+
+
+def test_ignore_exceptions_covers_the_extras_when_kv_is_unreachable(settings, cfkv_emulator, caplog):
+    unreachable = {**cfkv_emulator.alias_settings(MAX_RETRIES=0), "BASE_URL": "http://127.0.0.1:9/client/v4"}
+    name = _use_alias(settings, unreachable)
+    cache = CloudflareKVCache(name, {"OPTIONS": {"IGNORE_EXCEPTIONS": True}})
+    strict = CloudflareKVCache(name, {})
+    extras = {"ttl": (lambda c: c.ttl("k"), 0), "keys": (lambda c: c.keys("*"), []),
+              "iter_keys": (lambda c: list(c.iter_keys("*")), []),
+              "delete_pattern": (lambda c: c.delete_pattern("k*"), 0), "clear": (lambda c: c.clear(), None)}
+    for operation, (call, fallback) in extras.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
+            assert call(cache) == fallback, operation
+        assert f"Cache {operation} on CFKV alias 'c' failed and was ignored" in caplog.text
+        with pytest.raises(KVConnectionError):
+            call(strict)
+
+
+def test_iter_keys_under_ignore_exceptions_ends_at_a_failed_page(emulator_cache, cfkv_emulator):
+    cache = emulator_cache(OPTIONS={"IGNORE_EXCEPTIONS": True})
+    cache.set_many({f"k{i}": i for i in range(15)})
+    keys = cache.iter_keys("k*", itersize=10)
+    first = [next(keys) for _ in range(10)]
+    cfkv_emulator.set_faults(rate_503=1.0)
+    try:
+        assert list(keys) == []  # the second page failed: the iteration ends, logged
+    finally:
+        cfkv_emulator.clear_faults()
+    assert len(set(first)) == 10
 
 
 def test_auth_errors_always_raise(settings, cfkv_emulator):
