@@ -11,7 +11,7 @@ from django.http import JsonResponse
 from django.utils.cache import patch_vary_headers
 
 from .exceptions import KVError
-from .sessions import SessionStore, is_valid_key
+from .sessions import SessionStore, engine_session_store, is_valid_key
 
 MALFORMED = object()
 
@@ -64,6 +64,7 @@ class BearerSessionMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.session_store = engine_session_store()  # ImproperlyConfigured unless a KV engine
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
@@ -95,7 +96,7 @@ class BearerSessionMiddleware:
         """Return the loaded SessionStore for ``token``, or the error response to send."""
         if token is MALFORMED:
             return invalid_token("The access token is malformed.")
-        session = SessionStore(token)
+        session = self.session_store(token)
         try:
             session.load_now()
         except KVError:  # SESSION_CFKV_ON_LOAD_ERROR = "raise"

@@ -551,6 +551,31 @@ def _find_user(field, value):
 
 # Bearer tokens: a token is the key of a session made for it.
 
+def engine_session_store():
+    """Return SESSION_ENGINE's SessionStore class, or raise ImproperlyConfigured if it is not this engine's.
+
+    A subclass (its own key prefix, salt...) in a project's engine module counts.
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+
+    store = getattr(import_module(settings.SESSION_ENGINE), "SessionStore", None)
+    if not (isinstance(store, type) and issubclass(store, SessionStore)):
+        raise CFKVConfigurationError(
+            f"SESSION_ENGINE is {settings.SESSION_ENGINE!r}, but bearer tokens are sessions in Workers KV: "
+            "use 'django_cfkv.sessions' or an engine whose SessionStore subclasses django_cfkv.sessions.SessionStore.")
+    return store
+
+
+def _token_store():
+    """Return the store class for tokens: SESSION_ENGINE's when it is a KV engine, else this module's."""
+    try:
+        return engine_session_store()
+    except CFKVConfigurationError:
+        return SessionStore  # cookie sessions elsewhere; tokens still live in KV for Workers
+
+
 def issue_token(request, user, *, max_age=None, backend=None):
     """Log ``user`` in on a new session, as login() does, and return its token.
 
@@ -561,7 +586,7 @@ def issue_token(request, user, *, max_age=None, backend=None):
     """
     from django.contrib.auth.signals import user_logged_in
 
-    session = SessionStore()
+    session = _token_store()()
     session[SESSION_KEY] = user._meta.pk.value_to_string(user)
     session[BACKEND_SESSION_KEY] = _backend_for(user, backend)
     if hasattr(user, "get_session_auth_hash"):
@@ -578,10 +603,11 @@ def issue_token(request, user, *, max_age=None, backend=None):
 def revoke_token(token):
     """Delete the session behind ``token`` (other Cloudflare locations may see it for up to ~60 s)."""
     if is_valid_key(token):
+        store = _token_store()
         try:
-            SessionStore.get_kv().delete(SessionStore.kv_key(token))
+            store.get_kv().delete(store.kv_key(token))
         finally:
-            _forget_nearby(SessionStore.kv_key(token))
+            _forget_nearby(store.kv_key(token))
         _recently_deleted.add(token)
 
 

@@ -1,0 +1,55 @@
+"""BearerSessionMiddleware follows SESSION_ENGINE: a project's subclass of the KV store, or a clear error."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
+
+from django_cfkv import get_kv, limits, sessions
+from django_cfkv.bearer import BearerSessionMiddleware
+from django_cfkv.sessions import issue_token, revoke_token
+
+pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+
+
+class SessionStore(sessions.SessionStore):
+    """This module is the engine: ``SESSION_ENGINE = "tests.test_bearer_engine"``."""
+
+    @classmethod
+    def key_salt_value(cls):
+        return "tests.api-tokens"
+
+    @classmethod
+    def kv_key(cls, session_key):
+        return limits.validate_key("api:" + session_key)
+
+
+@pytest.fixture(autouse=True)
+def bearer_settings(settings):
+    settings.SESSION_ENGINE = __name__
+    settings.MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django_cfkv.bearer.BearerSessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def test_a_subclassed_engine_with_its_own_prefix_and_salt(settings):
+    user = get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+    token = issue_token(None, user)
+    kv = get_kv()
+    assert kv.get("api:" + token) is not None and kv.get("session:" + token) is None
+    header = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    assert Client().get("/whoami/", **header).json() == {"user": user.pk, "n": None, "bearer": True}
+    revoke_token(token)
+    assert kv.get("api:" + token) is None
+    assert Client().get("/whoami/", **header).status_code == 401
+
+
+@pytest.mark.parametrize("engine", ["django.contrib.sessions.backends.signed_cookies",
+                                    "django.contrib.sessions.backends.db"])
+def test_an_engine_outside_workers_kv_is_refused_at_startup(settings, engine):
+    settings.SESSION_ENGINE = engine
+    with pytest.raises(ImproperlyConfigured, match="SESSION_ENGINE is .*django_cfkv.sessions"):
+        BearerSessionMiddleware(lambda request: None)
