@@ -9,18 +9,31 @@ KV has no atomic increment, allows one write per second per key, and its
 reads may be up to ~60 s stale at other locations. So no process ever writes
 a counter that another process writes. Each process counts locally and
 writes only its own *shard* ``rl:<policy>:<client>:<period>:<window>:<process>``
-(the count is in the value and in the metadata). All of its changed shards go
-out in one bulk write, at most once per ``SYNC_INTERVAL`` (1 s). The total
-for a (policy, client) is the local count plus the other shards' counts,
-which come from one listing by prefix (the counts are in the metadata, so
-no value is read) at most once per ``SYNC_INTERVAL``. A process therefore
-makes at most one bulk write per second plus one list per second per active
-(policy, client), however fast requests arrive.
+(the count is in the value and in the metadata), and only once the client
+has made ``MIN_WRITE_COUNT`` (2) requests to it in the window, so a client
+seen once costs no write. All of its changed shards go out in one bulk
+write, at most once per ``SYNC_INTERVAL`` (1 s). The total for a (policy,
+client) is the local count plus the other shards' counts, which come from
+one listing by prefix (the counts are in the metadata, so no value is read)
+at most once per ``SYNC_INTERVAL``.
+
+API calls must not grow with the number of clients, which an attacker
+chooses (IPv6 networks, parameter values, user names), so list calls share
+one per-process budget, ``LIST_BUDGET`` per second across all clients. Past
+it, a request is decided from the local count plus the last other-shard
+count read, without waiting for KV. A process therefore makes at most one
+bulk write per second plus ``LIST_BUDGET`` lists per second, however many
+clients send however fast. Memory is bounded too: at most ``MAX_SHARDS``
+shards are kept, and the least recently used are dropped first (closed
+windows and shards with nothing to write before any other).
 
 The price is accuracy. Another process's requests are seen up to about two
 sync intervals late (its flush, then our read), so a window may admit up to
 about (processes - 1) x per-process request rate x 2 x SYNC_INTERVAL more
-than the limit, and more while KV's caches at other locations are stale.
+than the limit, plus (processes - 1) single requests never written, and more
+while KV's caches at other locations are stale or the list budget is spent.
+Each process also enforces the limit on its own count, so no window admits
+more than processes x limit.
 When a limit must be exact, set ``CACHE`` to a Django cache with an atomic
 ``incr`` (Redis, Memcached).
 """
@@ -35,6 +48,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
@@ -53,6 +67,9 @@ TTL_MARGIN = 10  # seconds a shard outlives its window, so late readers still fi
 FIRST_WRITE_DELAY = 0.1  # seconds: a burst's first requests go out in one write, not one each
 OUTAGE_BACKOFF = 5.0  # seconds without KV calls after a failure
 LOG_EVERY = 30.0  # seconds between two "KV unreachable" log lines
+MIN_WRITE_COUNT = 2  # a shard is written once it counts this many requests: a client seen once costs no write
+MAX_SHARDS = 10_000  # shards kept in memory per process (a few MB)
+EVICT_SCAN = 64  # least recently used shards looked at for one that is closed or has nothing to write
 
 # Cloudflare's published edge ranges, for TRUSTED_PROXIES = ["cloudflare"].
 # Source: https://www.cloudflare.com/ips-v4 and https://www.cloudflare.com/ips-v6
@@ -80,6 +97,7 @@ DEFAULTS = {
     "IPV6_PREFIX": 64,
     "VIEW": None,
     "SYNC_INTERVAL": 1.0,
+    "LIST_BUDGET": 1.0,
 }
 RULE_FIELDS = {"path", "methods", "rate", "key", "group"}
 SIMPLE_KEYS = ("ip", "user", "user_or_ip")
@@ -357,6 +375,12 @@ def _option_problems(options):
         problems.append(ConfigProblem("CFKV_RATELIMIT['SYNC_INTERVAL'] must be at least 1 second.",
                                       "django_cfkv.E114", "KV allows one write per second to a key."))
         options["SYNC_INTERVAL"] = DEFAULTS["SYNC_INTERVAL"]
+    budget = options["LIST_BUDGET"]
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
+        problems.append(ConfigProblem("CFKV_RATELIMIT['LIST_BUDGET'] must be a number of list calls per second, "
+                                      ">= 0.", "django_cfkv.E116",
+                                      "For example 1 (the default), 0.25, or 0 to never read other processes' counts."))
+        options["LIST_BUDGET"] = DEFAULTS["LIST_BUDGET"]
     view = options["VIEW"]
     if view is not None:
         try:
@@ -430,16 +454,21 @@ class ShardedCounter:
 
     Thread-safe. A daemon thread writes changed shards in the background, so
     no request waits for a write; a request waits for at most one list call,
-    and only when its (policy, client) was not read in the last interval.
+    and only when its (policy, client) was not read in the last interval and
+    the process's ``list_budget`` (list calls per second) is not spent.
     """
 
-    def __init__(self, kv, *, interval=1.0, background=True):
+    def __init__(self, kv, *, interval=1.0, background=True, list_budget=1.0, max_shards=MAX_SHARDS):
         self.kv = kv
         self.interval = float(interval)
         self.background = background  # False: only flush() writes (tests, scripts)
+        self.list_budget = float(list_budget)
+        self.max_shards = max_shards
         self.process = secrets.token_hex(4)
         self._lock = threading.Condition()
-        self._shards = {}
+        self._shards = OrderedDict()  # least recently hit first
+        self._tokens = self._capacity = max(1.0, self.list_budget) if self.list_budget > 0 else 0.0
+        self._tokens_at = time.monotonic()
         self._dirty = set()
         self._down_until = float("-inf")
         self._logged_at = float("-inf")
@@ -455,7 +484,11 @@ class ShardedCounter:
             shard = self._shards.get(prefix)
             if shard is None:
                 shard = self._shards[prefix] = _Shard(prefix, self.process, end, limit)
-            read = mono >= shard.next_read and mono >= self._down_until
+                if len(self._shards) > self.max_shards:
+                    self._evict(now)
+            else:
+                self._shards.move_to_end(prefix)
+            read = mono >= shard.next_read and mono >= self._down_until and self._take_list_token(mono)
             if read:
                 shard.next_read = mono + self.interval  # claimed: other threads use the last totals
             elif mono < self._down_until:
@@ -464,11 +497,33 @@ class ShardedCounter:
             self._read(shard)
         with self._lock:
             shard.local += 1
-            if prefix not in self._dirty:
+            if shard.local >= MIN_WRITE_COUNT and prefix not in self._dirty:
                 self._dirty.add(prefix)
                 if self.background:
                     self._start_flusher()
             return shard.local + shard.remote, end, shard.ok
+
+    def _take_list_token(self, mono):
+        # Called with the lock held. A token bucket: list_budget calls per second, bursts of max(1, budget).
+        self._tokens = min(self._capacity, self._tokens + (mono - self._tokens_at) * self.list_budget)
+        self._tokens_at = mono
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _evict(self, now):
+        # Called with the lock held: drop the least recently hit shard whose window is closed or that has
+        # nothing to write; failing that (a flood of clients), the least recently hit, pending count and all.
+        victim = next(iter(self._shards))
+        for scanned, (prefix, shard) in enumerate(self._shards.items()):
+            if shard.end <= now or prefix not in self._dirty:
+                victim = prefix
+                break
+            if scanned >= EVICT_SCAN:
+                break
+        del self._shards[victim]
+        self._dirty.discard(victim)
 
     def _read(self, shard):
         try:
@@ -642,7 +697,8 @@ class Limiter:
             from django.core.cache import caches
 
             return CacheCounter(caches[self.options["CACHE"]])
-        return ShardedCounter(conf.get_kv(self.options["ALIAS"]), interval=self.options["SYNC_INTERVAL"])
+        return ShardedCounter(conf.get_kv(self.options["ALIAS"]), interval=self.options["SYNC_INTERVAL"],
+                              list_budget=self.options["LIST_BUDGET"])
 
     def matching(self, path, method):
         """Return the rules that apply to ``method`` on ``path``."""

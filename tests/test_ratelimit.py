@@ -240,6 +240,9 @@ def test_compile_settings_keeps_good_rules_and_reports_bad_ones():
     ({"IPV4_PREFIX": 0}, "django_cfkv.E110"),
     ({"VIEW": "tests.nowhere.view"}, "django_cfkv.E113"),
     ({"SYNC_INTERVAL": 0.5}, "django_cfkv.E114"),
+    ({"LIST_BUDGET": -1}, "django_cfkv.E116"),
+    ({"LIST_BUDGET": "2/s"}, "django_cfkv.E116"),
+    ({"LIST_BUDGET": True}, "django_cfkv.E116"),
 ])
 def test_bad_options(raw, check_id):
     _, _, problems = rl.compile_settings(raw)
@@ -250,7 +253,7 @@ def test_good_options_have_no_problems():
     _, _, problems = rl.compile_settings({
         "ALIAS": "default", "FAIL_OPEN": False, "PROXY_HEADER": "X-Forwarded-For", "PROXY_COUNT": 1,
         "RULES": [{"path": r"^/login/$", "methods": ["POST"], "rate": "5/m", "key": "ip"}],
-        "VIEW": "tests.ratelimit_urls.custom_limited",
+        "VIEW": "tests.ratelimit_urls.custom_limited", "LIST_BUDGET": 0.25,
     })
     assert problems == []
 
@@ -303,9 +306,11 @@ def test_counter_sums_other_processes_shards_and_never_writes_theirs(tmp_path):
     assert a.hit("p", "c", 10, 3600, now)[0] == 2
     assert a.flush() == 1
     assert b.hit("p", "c", 10, 3600, now)[0] == 3  # b's first read sees a's shard
+    assert b.flush() == 0  # a client seen once by a process costs no write
+    assert b.hit("p", "c", 10, 3600, now)[0] == 4
     b.flush()
     keys = {info.name: info.metadata for info in kv.iter_keys(prefix="rl:p:c:")}
-    assert len(keys) == 2 and {m["count"] for m in keys.values()} == {1, 2}
+    assert len(keys) == 2 and {m["count"] for m in keys.values()} == {2}
     written = [key for _, batch in kv.writes for key in batch]
     assert all(key.endswith(a.process) for key in written[:1]) and written[1].endswith(b.process)
     for name, meta in keys.items():
@@ -340,6 +345,50 @@ def test_counter_respects_one_write_and_one_read_per_second(tmp_path):
     assert all(b - a >= 0.99 for a, b in zip(write_times, write_times[1:], strict=False))
     final = next(kv.iter_keys(prefix="rl:p:c:"))
     assert final.metadata["count"] == total  # nothing lost
+
+
+def test_list_calls_share_one_budget_however_many_clients(tmp_path):
+    kv = RecordingKV(tmp_path / "kv.sqlite3")
+    writer, counter = rl.ShardedCounter(kv, background=False), rl.ShardedCounter(
+        kv, background=False, list_budget=2)
+    now = time.time()
+    for _ in range(3):
+        writer.hit("p", "known", 10, 3600, now)
+    writer.flush()
+    kv.lists.clear()
+    start = time.monotonic()
+    assert counter.hit("p", "known", 10, 3600, now)[0] == 4  # within the budget: reads the other shard
+    counts = [counter.hit("p", f"client-{n}", 10, 3600, now)[0] for n in range(300)]
+    elapsed = time.monotonic() - start
+    assert counts == [1] * 300  # past the budget: decided from the local count, without waiting for KV
+    assert len(kv.lists) <= 2 + 2 * elapsed  # the burst, then 2 per second
+    # Past the budget, a known client keeps the other processes' count it last read.
+    assert counter.hit("p", "known", 10, 3600, now)[0] == 5
+    # Clients seen once cost no write; the one seen twice does.
+    assert counter.flush() == 1 and kv.writes[-1][1] == [f"rl:p:known:3600:{int(now // 3600)}:{counter.process}"]
+
+
+def test_no_list_budget_never_reads(tmp_path):
+    kv = RecordingKV(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, background=False, list_budget=0)
+    assert [counter.hit("p", "c", 10, 3600, time.time())[0] for _ in range(3)] == [1, 2, 3]
+    assert kv.lists == []
+
+
+def test_shards_in_memory_are_bounded_and_pending_counts_kept_first(tmp_path):
+    kv = RecordingKV(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, background=False, list_budget=0, max_shards=50)
+    now = time.time()
+    counter.hit("p", "closed", 10, 60, now - 120)  # an old window, least recently hit
+    counter.hit("p", "hot", 10, 3600, now)
+    counter.hit("p", "hot", 10, 3600, now)  # two requests: a count to write
+    for n in range(200):
+        counter.hit("p", f"once-{n}", 10, 3600, now)
+    assert len(counter._shards) == 50
+    kept = {prefix.split(":")[2] for prefix in counter._shards}
+    assert "hot" in kept and "closed" not in kept and "once-0" not in kept and "once-199" in kept
+    assert counter.hit("p", "hot", 10, 3600, now)[0] == 3
+    assert counter.flush() == 1
 
 
 def test_counter_counts_locally_while_kv_is_down(tmp_path, caplog):
