@@ -149,11 +149,11 @@ class CloudflareKVCache(BaseCache):
         self._kv_prefix = opts["KV_PREFIX"]
         if not isinstance(self._kv_prefix, str) or len(self._kv_prefix.encode()) > 128:
             raise ImproperlyConfigured("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.")
-        self._hash_long_keys = bool(opts["HASH_LONG_KEYS"])
-        self._ignore_exceptions = bool(opts["IGNORE_EXCEPTIONS"])
-        self._stampede = bool(opts["STAMPEDE_PROTECTION"])
-        self._beta = float(opts["STAMPEDE_BETA"])
-        self._stampede_wait = float(opts["STAMPEDE_WAIT"])
+        self._hash_long_keys = _flag(opts, "HASH_LONG_KEYS")
+        self._ignore_exceptions = _flag(opts, "IGNORE_EXCEPTIONS")
+        self._stampede = _flag(opts, "STAMPEDE_PROTECTION")
+        self._beta = _number(opts, "STAMPEDE_BETA", zero_ok=True, hint=" (0: no early recomputation)")
+        self._stampede_wait = _number(opts, "STAMPEDE_WAIT", zero_ok=True, hint=" seconds (0: never wait)")
         self._near_bounds = _near_bounds(opts)
 
     @property
@@ -660,17 +660,27 @@ class CloudflareKVCache(BaseCache):
 
 def _near_bounds(opts):
     """Return (timeout, max entries, max bytes) of the near cache from OPTIONS; timeout 0 is off."""
-    bounds = []
-    for name in ("NEAR_CACHE_TIMEOUT", "NEAR_CACHE_MAX_ENTRIES", "NEAR_CACHE_MAX_BYTES"):
-        value = opts[name]
-        if value is None and name == "NEAR_CACHE_TIMEOUT":
-            value = 0
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
-                value < 0 or (value == 0 and name != "NEAR_CACHE_TIMEOUT"):
-            raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS['{name}'] must be a number above 0"
-                                       f"{' (or 0: off)' if name == 'NEAR_CACHE_TIMEOUT' else ''}; got {value!r}.")
-        bounds.append(value)
-    return tuple(bounds)
+    if opts["NEAR_CACHE_TIMEOUT"] is None:
+        opts = {**opts, "NEAR_CACHE_TIMEOUT": 0}
+    return (_number(opts, "NEAR_CACHE_TIMEOUT", zero_ok=True, hint=" seconds (0: off)"),
+            _number(opts, "NEAR_CACHE_MAX_ENTRIES"), _number(opts, "NEAR_CACHE_MAX_BYTES"))
+
+
+def _number(opts, name, *, zero_ok=False, hint=""):
+    """Return OPTIONS[name] if it is a finite number above 0 (or 0 when ``zero_ok``)."""
+    value = opts[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+            value < 0 or (value == 0 and not zero_ok):
+        raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS['{name}'] must be a number "
+                                   f"{'of 0 or more' if zero_ok else 'above 0'}{hint}; got {value!r}.")
+    return value
+
+
+def _flag(opts, name):
+    """Return OPTIONS[name] if it is True or False (a string such as "false" would read as True)."""
+    if not isinstance(opts[name], bool):
+        raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS['{name}'] must be True or False; got {opts[name]!r}.")
+    return opts[name]
 
 
 def _short(text, size=80):

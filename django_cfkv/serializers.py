@@ -46,6 +46,11 @@ class EntryCodec:
         if serializer not in SERIALIZERS:
             choices = " or ".join(map(repr, SERIALIZERS))
             raise ValueError(f"SERIALIZER must be {choices}; got {serializer!r}.")
+        if compress_min_bytes is not None and (
+                isinstance(compress_min_bytes, bool) or not isinstance(compress_min_bytes, int)
+                or compress_min_bytes < 0):
+            raise ValueError("COMPRESS_MIN_BYTES must be None (no compression) or a whole number of bytes, "
+                             f"0 or more, such as 1024; got {compress_min_bytes!r}.")
         self.serializer = serializer
         self.compress_min_bytes = compress_min_bytes
 

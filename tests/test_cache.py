@@ -233,6 +233,16 @@ def test_delete_and_touch_say_whether_the_key_existed(make_cache):
     ({"MAX_ENTRIES": 30}, "does not support OPTIONS\\['MAX_ENTRIES'\\]: Workers KV has no entry limit"),
     ({"SERIALISER": "json"}, "Unknown CloudflareKVCache OPTIONS SERIALISER; valid: SERIALIZER"),
     ({"SERIALIZER": "yaml"}, "SERIALIZER must be 'pickle' or 'json'; got 'yaml'"),
+    ({"COMPRESS_MIN_BYTES": "1024"}, "COMPRESS_MIN_BYTES must be None .*such as 1024; got '1024'"),
+    ({"COMPRESS_MIN_BYTES": -1}, "COMPRESS_MIN_BYTES must be None"),
+    ({"COMPRESS_MIN_BYTES": 1.5}, "COMPRESS_MIN_BYTES must be None"),
+    ({"STAMPEDE_BETA": "1"}, "OPTIONS\\['STAMPEDE_BETA'\\] must be a number of 0 or more"),
+    ({"STAMPEDE_BETA": float("nan")}, "OPTIONS\\['STAMPEDE_BETA'\\] must be a number"),
+    ({"STAMPEDE_WAIT": "ten"}, "OPTIONS\\['STAMPEDE_WAIT'\\] must be a number of 0 or more seconds.*got 'ten'"),
+    ({"STAMPEDE_WAIT": -1}, "OPTIONS\\['STAMPEDE_WAIT'\\] must be a number"),
+    ({"IGNORE_EXCEPTIONS": "false"}, "OPTIONS\\['IGNORE_EXCEPTIONS'\\] must be True or False; got 'false'"),
+    ({"STAMPEDE_PROTECTION": None}, "OPTIONS\\['STAMPEDE_PROTECTION'\\] must be True or False"),
+    ({"HASH_LONG_KEYS": 1}, "OPTIONS\\['HASH_LONG_KEYS'\\] must be True or False"),
 ])
 def test_bad_options_raise_improperly_configured(options, message):
     with pytest.raises(ImproperlyConfigured, match=message):
