@@ -105,6 +105,7 @@ class BearerSessionMiddleware:
             return unavailable()
         if session.session_key is None:
             return invalid_token("The access token is unknown or expired.")
+        session.keep_key = True
         return session
 
     def enter(self, request, session):

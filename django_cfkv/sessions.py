@@ -205,6 +205,10 @@ def _serializer():
 class SessionStore(SessionBase):
     """A session in Workers KV (see the module docstring for what KV allows)."""
 
+    #: True for a session a bearer token names (BearerSessionMiddleware sets
+    #: it): cycle_key() keeps the key, which is the token the client holds.
+    keep_key = False
+
     def __init__(self, session_key=None):
         self._format = session_format()
         self._pending = False  # key drawn here and not written yet
@@ -417,7 +421,7 @@ class SessionStore(SessionBase):
             self._forget_stored()
 
     def cycle_key(self):
-        """Move the data to a new key and delete the old one.
+        """Move the data to a new key and delete the old one (a bearer session keeps its key: keep_key).
 
         The new key is written by the next save() only: Django's login() sets
         the user right after this, and KV allows one write per second per key.
@@ -431,6 +435,11 @@ class SessionStore(SessionBase):
         key = self.session_key
         if data.get(SESSION_KEY) is None or data.get(SESSION_KEY) != self._stored_user:
             self._created, self._extra, self._user_ref = None, {}, None
+        if self.keep_key:
+            # A new key would delete the token and the client could never learn
+            # its successor; a token the server issued cannot be fixed by a third party.
+            self.modified = True
+            return
         self._session_key = self._get_new_session_key()
         self._pending, self._loaded, self._load_failed = True, False, False
         self._snapshot = self._stored_expires = None
