@@ -56,7 +56,11 @@ class BearerSessionMiddleware:
     with ``WWW-Authenticate: Bearer error="invalid_token"``, never a fallback to
     the cookie. Without the header nothing changes. Each authenticated request
     slides the session's expiry, written at most once per
-    SESSION_CFKV_REFRESH_INTERVAL, as Workers session code's refresh() does.
+    SESSION_CFKV_REFRESH_INTERVAL, as Workers session code's refresh() does;
+    a failed refresh is logged and the response kept. A store that cannot be
+    reached is a 503 with Retry-After, never a 500. The token is the session
+    key, so login() and update_session_auth_hash() keep it (no cycling); a
+    login as another user flushes the session, which ends the token.
     """
 
     sync_capable = True
