@@ -33,6 +33,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey, default_key_func
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Model
 
 from . import limits
 from .conf import get_kv
@@ -699,9 +700,12 @@ def cached(timeout, *, key=None, alias="default", version=None):
     """Cache a function's results (sync or async) with stampede protection.
 
     The cache key is ``cached:<module.qualname>:<arguments as JSON>`` (the
-    argument part hashed with SHA-256 when long), or ``key`` (a str replacing the
-    qualified name, or a callable taking the function's arguments and
-    returning the whole key). ``None`` results are cached too. The wrapped
+    argument part hashed with SHA-256 when long). Arguments JSON cannot hold
+    (sets, dates, model instances, other values by their repr) are tagged with
+    their type, so ``{1, 2}`` and ``[1, 2]``, or a date and its ISO string, get
+    different keys; tuples are lists. ``key`` replaces it: a str replaces the
+    qualified name, a callable takes the function's arguments and returns the
+    whole key. ``None`` results are cached too. The wrapped
     function gains ``invalidate(*args, **kwargs)`` and ``ainvalidate(...)``.
     """
     def decorator(func):
@@ -756,14 +760,19 @@ def _arguments_key(args, kwargs):
 
 
 def _stable_repr(obj):
-    if hasattr(obj, "_meta") and hasattr(obj, "pk"):  # a model instance: its label and primary key
-        return f"{obj._meta.label}:{obj.pk}"
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
+    """Return a JSON form of a non-JSON argument, tagged with its type so no other argument shares it."""
+    if isinstance(obj, Model):
+        if obj.pk is None:
+            raise TypeError(f"cached() cannot build a key from an unsaved {obj._meta.label} instance (its pk "
+                            "is None, as for every unsaved one). Save it first, or pass key=callable.")
+        return {"~model": [obj._meta.label, obj.pk]}
     if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
+        return {"~set": sorted(obj, key=repr)}
+    kind = f"~{type(obj).__module__}.{type(obj).__qualname__}"
+    if hasattr(obj, "isoformat"):  # date, datetime, time
+        return {kind: obj.isoformat()}
     text = repr(obj)
     if " at 0x" in text:
         raise TypeError(f"cached() cannot build a stable key from {text}: its repr differs between "
                         "processes. Pass key=callable to build the key yourself.")
-    return text
+    return {kind: text}

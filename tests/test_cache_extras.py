@@ -327,3 +327,24 @@ def test_async_failed_computation_releases_the_waiters(kvcache, settings):
     results = asyncio.run(scenario())
     assert isinstance(results[0], RuntimeError) and results[1:] == ["second try"] * 3
     assert 2 <= len(calls) <= 4
+
+
+def test_cached_keys_tell_argument_types_apart():
+    import datetime
+
+    from django.contrib.auth.models import User
+
+    @cached(60)
+    def f(*args, **kwargs):
+        return None
+
+    def distinct(*values):
+        return len({f.cache_key(v) for v in values}) == len(values)
+
+    assert distinct({1, 2}, [1, 2])
+    assert f.cache_key({2, 1}) == f.cache_key(frozenset([1, 2]))  # equal sets, one key
+    assert distinct(datetime.date(2024, 1, 1), "2024-01-01", datetime.datetime(2024, 1, 1))
+    assert distinct(User(pk=1), "auth.User:1", User(pk=2))
+    assert f.cache_key(User(pk=1)) == f.cache_key(User(pk=1, username="renamed"))
+    with pytest.raises(TypeError, match="unsaved auth.User instance .*pk is None"):
+        f.cache_key(User())
