@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 
@@ -589,14 +590,22 @@ class CloudflareKVCache(BaseCache):
         )
 
     def _pattern(self, pattern, version):
-        """Return (KV glob, KV key head, KV key tail) for a glob on the user's key."""
+        """Return (KV glob, literal list prefix, KV key head, KV key tail) for a glob on the user's key.
+
+        Only ``pattern`` is a glob: glob characters in KV_PREFIX, KEY_PREFIX or
+        the version match themselves.
+        """
         marker = "\x00"
         made = self.make_key(marker, version=version)
         if made.count(marker) != 1:
             raise ImproperlyConfigured("keys(), iter_keys() and delete_pattern() need a KEY_FUNCTION "
                                        "that includes the key unchanged.")
         head, tail = made.split(marker)
-        return self._kv_prefix + head + pattern + tail, self._kv_prefix + head, tail
+        head = self._kv_prefix + head
+        glob = _glob_escape(head) + pattern + _glob_escape(tail)
+        cut = min((pattern.find(c) for c in "*?[" if c in pattern), default=None)
+        literal = head + pattern + tail if cut is None else head + pattern[:cut]
+        return glob, literal, head, tail
 
     def iter_keys(self, pattern, itersize=None, version=None):
         """Yield the user keys matching the glob ``pattern`` (KEY_PREFIX and VERSION applied).
@@ -617,8 +626,8 @@ class CloudflareKVCache(BaseCache):
         return self._guarded("keys", [], list, self._user_keys(pattern, None, version))
 
     def _user_keys(self, pattern, itersize, version):
-        glob, head, tail = self._pattern(pattern, version)
-        for name in self._matching(glob, itersize):
+        glob, literal, head, tail = self._pattern(pattern, version)
+        for name in self._matching(glob, literal, itersize):
             if name.startswith(head) and name.endswith(tail):
                 yield name[len(head):len(name) - len(tail)]
 
@@ -631,9 +640,9 @@ class CloudflareKVCache(BaseCache):
         return self._guarded("delete_pattern", 0, self._delete_pattern, pattern, itersize, version)
 
     def _delete_pattern(self, pattern, itersize, version):
-        glob, _head, _tail = self._pattern(pattern, version)
+        glob, literal, _head, _tail = self._pattern(pattern, version)
         batch, count = [], 0
-        for name in self._matching(glob, itersize):
+        for name in self._matching(glob, literal, itersize):
             batch.append(name)
             if len(batch) >= limits.BULK_DELETE_MAX_KEYS:
                 self._kv.delete_many(batch)
@@ -642,9 +651,8 @@ class CloudflareKVCache(BaseCache):
             self._kv.delete_many(batch)
         return count + len(batch)
 
-    def _matching(self, glob, itersize):
-        """Yield names of live cache entries matching ``glob``, listed by its literal prefix."""
-        literal = glob[: min((glob.find(c) for c in "*?[" if c in glob), default=len(glob))]
+    def _matching(self, glob, literal, itersize):
+        """Yield names of live cache entries matching ``glob``, listed by the prefix ``literal``."""
         limit = limits.validate_list_limit(itersize or limits.LIST_MAX_LIMIT)
         now, cursor = _now(), None
         while True:
@@ -682,6 +690,11 @@ def _flag(opts, name):
     if not isinstance(opts[name], bool):
         raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS['{name}'] must be True or False; got {opts[name]!r}.")
     return opts[name]
+
+
+def _glob_escape(text):
+    """Return ``text`` as a glob matching itself (as glob.escape, for fnmatch)."""
+    return re.sub(r"([*?[])", r"[\1]", text)
 
 
 def _short(text, size=80):

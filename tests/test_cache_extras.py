@@ -99,6 +99,21 @@ def test_delete_pattern_counts_and_keeps_the_rest(kvcache):
     assert kvcache.delete_pattern("nothing*") == 0
 
 
+def test_glob_characters_in_prefixes_match_only_themselves(kvcache):
+    starred = CloudflareKVCache("c", {"KEY_PREFIX": "app*", "OPTIONS": {"KV_PREFIX": "c?:"}})
+    others = [CloudflareKVCache("c", {"KEY_PREFIX": "appX", "OPTIONS": {"KV_PREFIX": "c?:"}}),
+              CloudflareKVCache("c", {"KEY_PREFIX": "app*", "OPTIONS": {"KV_PREFIX": "cX:"}})]
+    starred.set_many({"user:1": 1, "user:2": 2})
+    for other in others:
+        other.set_many({"user:1": "other", "user:3": "other"})
+    assert sorted(starred.keys("*")) == ["user:1", "user:2"]
+    assert sorted(starred.iter_keys("user:?")) == ["user:1", "user:2"]
+    assert starred.delete_pattern("*") == 2 and starred.keys("*") == []
+    for other in others:  # another cache's entries are untouched
+        assert other.get_many(["user:1", "user:3"]) == {"user:1": "other", "user:3": "other"}
+        other.clear()
+
+
 def test_listing_reads_metadata_only_and_pages_by_itersize(counted):
     cache, calls = counted
     cache.set_many({f"user:{i}": i for i in range(25)} | {f"other:{i}": i for i in range(25)})
