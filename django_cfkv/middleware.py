@@ -50,6 +50,7 @@ def count_request(request, rules):
             continue
         if identity is not None:
             usages.append(limiter.hit(rule, identity))
+    limiter.after_request()
     return usages
 
 

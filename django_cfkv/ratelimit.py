@@ -456,12 +456,20 @@ class ShardedCounter:
     no request waits for a write; a request waits for at most one list call,
     and only when its (policy, client) was not read in the last interval and
     the process's ``list_budget`` (list calls per second) is not spent.
+
+    ``per_request=True`` (inside django_cfkv.testing's helpers) takes the clock
+    out of the decisions, so a test sees the same calls on every run: each
+    (policy, client, window) is read once, on its first request, and
+    ``after_request()`` writes what the request changed before it returns,
+    with no background thread and no once-per-second spacing.
     """
 
-    def __init__(self, kv, *, interval=1.0, background=True, list_budget=1.0, max_shards=MAX_SHARDS):
+    def __init__(self, kv, *, interval=1.0, background=True, list_budget=1.0, max_shards=MAX_SHARDS,
+                 per_request=False):
         self.kv = kv
         self.interval = float(interval)
-        self.background = background  # False: only flush() writes (tests, scripts)
+        self.per_request = per_request
+        self.background = background and not per_request  # False: only flush() writes (tests, scripts)
         self.list_budget = float(list_budget)
         self.max_shards = max_shards
         self.process = secrets.token_hex(4)
@@ -488,9 +496,10 @@ class ShardedCounter:
                     self._evict(now)
             else:
                 self._shards.move_to_end(prefix)
-            read = mono >= shard.next_read and mono >= self._down_until and self._take_list_token(mono)
-            if read:
-                shard.next_read = mono + self.interval  # claimed: other threads use the last totals
+            read = mono >= shard.next_read and mono >= self._down_until and (
+                self.per_request or self._take_list_token(mono))
+            if read:  # claimed: other threads use the last totals
+                shard.next_read = math.inf if self.per_request else mono + self.interval
             elif mono < self._down_until:
                 shard.ok = False
         if read:
@@ -537,8 +546,14 @@ class ShardedCounter:
         with self._lock:
             shard.remote, shard.ok = remote, True
 
+    def after_request(self):
+        """Write what the request changed, when counting ``per_request`` (and KV is not known to be down)."""
+        if self.per_request and time.monotonic() >= self._down_until:
+            self.flush()
+
     def flush(self):
-        """Write every changed shard of an open window, at most once per interval each; return how many."""
+        """Write every changed shard of an open window, at most once per interval each (unless
+        counting ``per_request``); return how many."""
         now, mono = time.time(), time.monotonic()
         with self._lock:
             batch = []
@@ -546,7 +561,7 @@ class ShardedCounter:
                 shard = self._shards.get(prefix)
                 if shard is None or shard.end <= now:
                     self._dirty.discard(prefix)
-                elif mono >= shard.written_at + self.interval:
+                elif self.per_request or mono >= shard.written_at + self.interval:
                     self._dirty.discard(prefix)
                     shard.written_at = mono
                     shard.due = mono + self.interval
@@ -622,10 +637,12 @@ class ShardedCounter:
             thread.join(timeout=2)  # an in-flight flush finishes; a waiting thread returns at once
         if time.monotonic() < self._down_until:
             return
-        with self._lock:  # KV takes one write per second per key: wait (at most an interval) until allowed
-            ready = max((self._shards[p].written_at + self.interval for p in self._dirty if p in self._shards),
-                        default=0.0)
-        time.sleep(max(0.0, min(ready - time.monotonic(), self.interval)))
+        if self.background:  # KV takes one write per second per key: wait (at most an interval) until allowed
+            with self._lock:
+                ready = max((self._shards[p].written_at + self.interval for p in self._dirty
+                             if p in self._shards), default=-math.inf)
+            if ready > time.monotonic():
+                time.sleep(min(ready - time.monotonic(), self.interval))
         try:
             self.flush()
         except Exception:
@@ -698,7 +715,7 @@ class Limiter:
 
             return CacheCounter(caches[self.options["CACHE"]])
         return ShardedCounter(conf.get_kv(self.options["ALIAS"]), interval=self.options["SYNC_INTERVAL"],
-                              list_budget=self.options["LIST_BUDGET"])
+                              list_budget=self.options["LIST_BUDGET"], per_request=_per_request)
 
     def matching(self, path, method):
         """Return the rules that apply to ``method`` on ``path``."""
@@ -742,6 +759,15 @@ class Limiter:
             logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, exc,
                          self.fail_open, exc_info=not isinstance(exc, KVError))
 
+    def after_request(self):
+        """Write the request's counts now when the counter works per request (tests); never raises."""
+        counter = self._counter
+        if counter is not None and hasattr(counter, "after_request"):
+            try:
+                counter.after_request()
+            except Exception as exc:
+                self.log_failure(exc)
+
     def close(self):
         if self._counter is not None and hasattr(self._counter, "close"):
             self._counter.close()
@@ -749,6 +775,20 @@ class Limiter:
 
 _limiter = None
 _limiter_lock = threading.Lock()
+_per_request = False
+
+
+def count_per_request(enabled):
+    """Make limiters built from now on count per request (True) or in the background (False).
+
+    django_cfkv.testing turns this on while an override is active, so each
+    request's KV calls happen before its response, whatever the clock says;
+    the current limiter is forgotten so that the next request builds one so.
+    """
+    global _per_request
+    if _per_request != bool(enabled):
+        _per_request = bool(enabled)
+        reset_limiter()
 
 
 def get_limiter():

@@ -17,6 +17,11 @@ and any module keeping state about a namespace (a near cache, limiter memory)
 must forget it there too, so that nothing one test writes is seen by the next.
 Django's cache handler is rebuilt as well (``CACHES`` is re-applied).
 
+The rate limiter counts per request while an override is active: each
+request's list and write happen before its response, independent of the
+clock, so ``assert_kv_calls()`` and ``cfkv_calls`` count them in the request
+that made them, and nothing waits when the override ends.
+
 Importing this module touches no settings and starts nothing.
 """
 
@@ -242,14 +247,18 @@ class _Activation:
             if not _stack:
                 transport.request_guards.append(_guard)
             _stack.append(self)
+        _count_per_request(True)
 
     def stop(self, *, check=True):
         __tracebackhide__ = True  # pytest: show the user's test, not this helper
         with _stack_lock:
             _stack.remove(self)
-            if not _stack:
+            last = not _stack
+            if last:
                 with contextlib.suppress(ValueError):
                     transport.request_guards.remove(_guard)
+        if last:
+            _count_per_request(False)
         self._settings.disable()
         self.emulator.app.faults.update(self._faults)
         unseen = [exc for exc in self.stopped if not _reached(exc, self.test_code)]
@@ -260,6 +269,18 @@ class _Activation:
                 f"{len(unseen)} KV API call(s) to {hosts} were stopped during this test, and the code under "
                 "test caught the error before it reached the test. " + _BLOCKED_HINT
             )
+
+
+def _count_per_request(enabled):
+    """Make the rate limiter write each request's counts before its response (see ShardedCounter).
+
+    Otherwise its write lands from a background thread ~0.1 s later, in
+    whichever test (or assert_kv_calls block) is running then, and closing it
+    at the end of a test waits for KV's one write per second per key.
+    """
+    from . import ratelimit
+
+    ratelimit.count_per_request(enabled)
 
 
 def _reached(exc, codes):

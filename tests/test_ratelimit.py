@@ -391,6 +391,40 @@ def test_shards_in_memory_are_bounded_and_pending_counts_kept_first(tmp_path):
     assert counter.flush() == 1
 
 
+def test_close_waits_for_the_write_spacing_only_in_the_background(tmp_path, monkeypatch):
+    slept = []
+    monkeypatch.setattr(rl.time, "sleep", slept.append)
+    kv = RecordingKV(tmp_path / "kv.sqlite3")
+    now = time.time()
+    counters = (rl.ShardedCounter(kv, background=False), rl.ShardedCounter(kv, per_request=True),
+                rl.ShardedCounter(kv))
+    for counter in counters:
+        for _ in range(2):
+            counter.hit("p", counter.process, 10, 3600, now)
+        counter.flush()
+        counter.hit("p", counter.process, 10, 3600, now)  # pending, less than a second after its write
+        counter.close()
+    # Only the background counter (production) waits, within KV's one write per second per key.
+    assert len(slept) == 1 and 0 < slept[0] <= 1.0
+    final = {info.name.rsplit(":", 1)[1]: info.metadata["count"] for info in kv.iter_keys(prefix="rl:p:")}
+    # background=False writes only what flush() allows; per request, everything is written.
+    assert (final[counters[0].process], final[counters[1].process]) == (2, 3)
+
+
+def test_per_request_counter_reads_once_and_writes_every_changed_request(tmp_path):
+    kv = RecordingKV(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, per_request=True, list_budget=0)
+    now = time.time()
+    writes = []
+    for _ in range(4):
+        counter.hit("p", "c", 10, 3600, now)
+        counter.after_request()
+        writes.append(len(kv.writes))
+    assert len(kv.lists) == 1 and writes == [0, 1, 2, 3] and counter._thread is None
+    counter.close()
+    assert len(kv.writes) == 3
+
+
 def test_counter_counts_locally_while_kv_is_down(tmp_path, caplog):
     kv = RecordingKV(tmp_path / "kv.sqlite3")
     kv.down = True

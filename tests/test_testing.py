@@ -9,9 +9,11 @@ import unittest
 import pytest
 from django.conf import settings
 from django.core.cache import caches
-from django.test import SimpleTestCase, override_settings
+from django.http import HttpResponse
+from django.test import RequestFactory, SimpleTestCase, override_settings
 
 from django_cfkv import get_kv, transport
+from django_cfkv.ratelimit import ratelimit
 from django_cfkv.client import KVClient
 from django_cfkv.exceptions import KVAPIError, KVError, KVRateLimitError
 from django_cfkv.testing import KVCalls, KVNetworkBlocked, assert_kv_calls, override_cfkv
@@ -287,3 +289,28 @@ def test_override_on_an_async_function(cfkv_emulator):
 
     assert asyncio.run(view_test()) == (cfkv_emulator.base_url, True)
     assert transport.request_guards == []
+
+
+@ratelimit("3/h", group="counted-in-the-request")
+def limited(request):
+    return HttpResponse("ok")
+
+
+def test_limiter_calls_are_counted_in_the_request_that_made_them(cfkv_emulator):
+    factory = RequestFactory()
+    with override_cfkv(emulator=cfkv_emulator) as kv:
+        with assert_kv_calls(1) as calls:
+            limited(factory.get("/"))  # its first request reads the other processes' counts
+        assert calls.counts == {"list": 1}
+        for _ in range(2):
+            with assert_kv_calls(1) as calls:
+                limited(factory.get("/"))  # from the second request on, the count is written before it returns
+            assert calls.counts == {"bulk_put": 1}
+        with assert_kv_calls(0):
+            time.sleep(0.3)  # nothing lands later from a background thread
+        [shard] = kv.iter_keys(prefix="rl:counted-in-the-request:")
+        assert shard.metadata["count"] == 3
+    # Outside the helpers the limiter writes in the background again.
+    from django_cfkv.ratelimit import get_limiter
+
+    assert get_limiter().counter.background and not get_limiter().counter.per_request

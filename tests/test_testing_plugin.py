@@ -16,6 +16,7 @@ EXAMPLE_TESTS = ["fixtures", "unittest_style", "swallowed"]
 EXPECTED = {
     "test_fixtures.py::test_aliases_point_at_the_emulator": "PASSED",
     "test_fixtures.py::test_writes_here": "PASSED",
+    "test_fixtures.py::test_limiter_calls_are_this_tests": "PASSED",
     "test_fixtures.py::test_next_test_sees_none_of_it": "PASSED",
     "test_fixtures.py::test_settings_restored_after_a_test": "PASSED",
     "test_fixtures.py::test_fault_context": "PASSED",

@@ -49,6 +49,12 @@ def test_writes_here(cfkv):
     assert [hit_limited_view() for _ in range(3)] == [b"ok", b"ok", b"limited"]
 
 
+def test_limiter_calls_are_this_tests(cfkv, cfkv_calls):
+    assert [hit_limited_view() for _ in range(3)] == [b"ok", b"ok", b"limited"]
+    # One list on the first request; each later request writes its count before it returns.
+    assert cfkv_calls.counts == {"list": 1, "bulk_put": 2}
+
+
 def test_next_test_sees_none_of_it(cfkv):
     assert cfkv.get("greeting") is None
     assert get_kv("limits").get("counter") is None
