@@ -13,9 +13,9 @@ from django.http import HttpResponse
 from django.test import RequestFactory, SimpleTestCase, override_settings
 
 from django_cfkv import get_kv, transport
-from django_cfkv.ratelimit import ratelimit
 from django_cfkv.client import KVClient
 from django_cfkv.exceptions import KVAPIError, KVError, KVRateLimitError
+from django_cfkv.ratelimit import ratelimit
 from django_cfkv.testing import KVCalls, KVNetworkBlocked, assert_kv_calls, override_cfkv
 
 STRAY = ("f" * 32, "production-namespace", "production-token")
