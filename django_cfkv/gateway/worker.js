@@ -219,6 +219,14 @@ async function readJson(request, limit, what) {
   }
 }
 
+// The decoded size of base64 text, after the same shape check base64ToBytes makes.
+function base64Size(text) {
+  const clean = text.replace(/[\r\n\s]/g, "");
+  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) throw new Error("bad base64");
+  const padding = clean.endsWith("==") ? 2 : clean.endsWith("=") ? 1 : 0;
+  return Math.floor((clean.length * 3) / 4) - padding;
+}
+
 function base64ToBytes(text) {
   const clean = text.replace(/[\r\n\s]/g, "");
   if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) throw new Error("bad base64");
@@ -232,6 +240,17 @@ function base64ToBytes(text) {
 
 async function sha256(text) {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
+}
+
+// The configured secrets' digests, computed once per isolate rather than per request.
+const secretDigests = new Map();
+async function secretDigest(secret) {
+  let digest = secretDigests.get(secret);
+  if (!digest) {
+    digest = await sha256(secret);
+    secretDigests.set(secret, digest);
+  }
+  return digest;
 }
 
 function sameBytes(a, b) {
@@ -262,7 +281,7 @@ async function authenticate(request, env) {
   let role = null;
   for (const [candidateRole, secret] of candidates) {
     if (typeof secret !== "string" || secret.length === 0) continue;
-    const equal = sameBytes(presented, await sha256(secret));
+    const equal = sameBytes(presented, await secretDigest(secret));
     if (equal && role !== "write") role = candidateRole;
   }
   if (!role) throw new ApiError(403, 10000, "Authentication error");
@@ -504,17 +523,25 @@ async function refuseBinary(env, keys, found, withMetadata) {
 }
 
 // Validate one bulk-write item; returns {key, value, options} or throws.
-function prepareWrite(item) {
+// With decode false (a parent that fans the item out) base64 is only checked,
+// not decoded: the sub-invocation decodes it, so no value is decoded twice.
+function prepareWrite(item, decode = true) {
   checkKey(item.key);
   if (typeof item.value !== "string") throw badRequest("`value` must be a string");
   let value = item.value;
   if (item.base64 === true) {
+    let size;
     try {
-      value = base64ToBytes(value);
+      if (decode) {
+        value = base64ToBytes(value);
+        size = value.byteLength;
+      } else {
+        size = base64Size(value);
+      }
     } catch {
       throw new ApiError(400, 10012, "malformed value: invalid base64");
     }
-    if (value.byteLength > MAX_VALUE_BYTES) throw tooLarge("values are limited to 25 MiB");
+    if (size > MAX_VALUE_BYTES) throw tooLarge("values are limited to 25 MiB");
   } else if (value.length > MAX_VALUE_BYTES / 3 && byteLength(value) > MAX_VALUE_BYTES) {
     throw tooLarge("values are limited to 25 MiB");
   }
@@ -526,7 +553,8 @@ function prepareWrite(item) {
 
 // Run one chunk (<= CHUNK_OPS keys) of writes or deletes in this invocation.
 // Each failure is reported by key, never dropped.
-async function runChunk(env, op, items) {
+// `ready`: the items are prepareWrite() results already (the inline path).
+async function runChunk(env, op, items, ready = false) {
   if (items.length > MAX_OPS_PER_INVOCATION) {
     throw badRequest(`an internal chunk takes at most ${MAX_OPS_PER_INVOCATION} keys`);
   }
@@ -536,7 +564,7 @@ async function runChunk(env, op, items) {
     const key = op === "put" ? item.key : item;
     try {
       if (op === "put") {
-        const prepared = prepareWrite(item);
+        const prepared = ready ? item : prepareWrite(item);
         await env.KV.put(prepared.key, prepared.value, prepared.options);
       } else {
         checkKey(item);
@@ -582,10 +610,12 @@ async function runBulk(request, env, op, entries) {
   const keyOf = (entry) => (op === "put" ? entry.key : entry);
   const rejected = new Set();
   const messages = [];
+  const inline = entries.length <= CHUNK_OPS;
+  const prepared = new Map(); // key -> prepareWrite() result, on the inline path
   for (const entry of entries) {
     const key = keyOf(entry);
     try {
-      if (op === "put") prepareWrite(entry);
+      if (op === "put") prepared.set(key, prepareWrite(entry, inline));
       else checkKey(entry);
     } catch (err) {
       // Invalid items are not written: they come back in unsuccessful_keys
@@ -609,7 +639,9 @@ async function runBulk(request, env, op, entries) {
   const work = [...byKey.values()];
   let results;
   if (work.length <= CHUNK_OPS) {
-    results = [await runChunk(env, op, work)];
+    const ready = inline && op === "put"; // decoded once, above
+    const items = ready ? work.map((entry) => prepared.get(entry.key)) : work;
+    results = [await runChunk(env, op, items, ready)];
   } else {
     if (!env.SELF || typeof env.SELF.fetch !== "function") {
       throw new ApiError(
