@@ -5,6 +5,7 @@ against Django's database backend measured in the same run.
 """
 
 import contextlib
+import importlib.util
 import shutil
 import subprocess
 import time
@@ -19,9 +20,10 @@ from .common import free_port, row, smoke_env
 
 @contextlib.contextmanager
 def redis_server():
-    """A throwaway redis-server on a free loopback port, or None when it is not installed."""
+    """A throwaway redis-server on a free loopback port, or None when it, redis-py or
+    django-redis is not installed (they are bench-only: requirements-dev.txt)."""
     binary = shutil.which("redis-server")
-    if binary is None:
+    if binary is None or not all(importlib.util.find_spec(m) for m in ("redis", "django_redis")):
         yield None
         return
     port = free_port()
@@ -59,7 +61,8 @@ def run(smoke=False):
             call_command("createcachetable", verbosity=0)
             rows = _caches(list(caches_conf), n) + _sessions(n)
     if not redis_url:
-        rows.append(row("store", "django-redis", 0, "ops/s", note="redis-server not installed: not measured"))
+        rows.append(row("store", "django-redis", 0, "ops/s",
+                        note="redis-server, redis or django-redis not installed: not measured"))
     return rows
 
 
