@@ -64,6 +64,13 @@ class Page:
 
     def open(self, path):
         self.browser.get(self.site.url(path))
+        self.wait_ready()
+
+    def wait_ready(self):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(self.browser, 20).until(
+            lambda browser: browser.execute_script("return document.readyState") == "complete")
 
     def find(self, element_id):
         from selenium.webdriver.common.by import By
@@ -78,13 +85,24 @@ class Page:
 
     def click_and_wait(self, element_id):
         """Click an element that submits a form; return once the next page has loaded."""
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.ui import WebDriverWait
 
-        old = self.browser.find_element(By.TAG_NAME, "html")
-        self.find(element_id).click()
+        for attempt in range(3):
+            old = self.browser.find_element(By.TAG_NAME, "html")
+            try:
+                self.find(element_id).click()
+                break
+            except (StaleElementReferenceException, WebDriverException) as exc:
+                # Chromium can still be swapping documents after a load: find the element again.
+                stale = isinstance(exc, StaleElementReferenceException) or "does not belong" in str(exc)
+                if attempt == 2 or not stale:
+                    raise
+                self.wait_ready()
         WebDriverWait(self.browser, 20).until(expected_conditions.staleness_of(old))
+        self.wait_ready()
 
     def log_in(self, username, password):
         self.open("/login/")
