@@ -85,9 +85,8 @@ class Page:
 
     def click_and_wait(self, element_id):
         """Click an element that submits a form; return once the next page has loaded."""
-        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.ui import WebDriverWait
 
         for attempt in range(3):
@@ -95,13 +94,12 @@ class Page:
             try:
                 self.find(element_id).click()
                 break
-            except (StaleElementReferenceException, WebDriverException) as exc:
+            except WebDriverException as exc:
                 # Chromium can still be swapping documents after a load: find the element again.
-                stale = isinstance(exc, StaleElementReferenceException) or "does not belong" in str(exc)
-                if attempt == 2 or not stale:
+                if attempt == 2 or not _detached(exc):
                     raise
                 self.wait_ready()
-        WebDriverWait(self.browser, 20).until(expected_conditions.staleness_of(old))
+        WebDriverWait(self.browser, 20).until(lambda browser: _gone(old))
         self.wait_ready()
 
     def log_in(self, username, password):
@@ -109,6 +107,27 @@ class Page:
         self.find("id_username").send_keys(username)
         self.find("id_password").send_keys(password)
         self.click_and_wait("login-submit")
+
+
+def _detached(exc):
+    """Whether a WebDriver error says the element's document is gone. Chromium says so either as
+    StaleElementReferenceException or as "Node with given id does not belong to the document"."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    return isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+
+
+def _gone(element):
+    """Return True once ``element``'s page has been replaced."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        element.is_enabled()
+    except WebDriverException as exc:
+        if _detached(exc):
+            return True
+        raise
+    return False
 
 
 def test_session_survives_restart_login_is_limited_logout_deletes_session(
