@@ -42,10 +42,9 @@ def local_alias(settings, tmp_path):
 
 
 @pytest.fixture
-def emulated_alias(settings, cfkv_emulator):
-    cfkv_emulator.reset_quota()  # a fresh simulated API window, so ping reports a budget left
-    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
-    return get_kv()
+def emulated_alias(cfkv):
+    """The default alias on a fresh emulator namespace, with a fresh simulated API window."""
+    return cfkv
 
 
 @pytest.fixture(params=["local", "emulated"])
@@ -347,18 +346,17 @@ def test_interrupted_sweep_is_finished_by_the_next(local_alias):
 # ping
 
 
-def test_ping_emulator_reports_latency_and_budget(emulated_alias):
-    transport.calls.reset()
+def test_ping_emulator_reports_latency_and_budget(emulated_alias, cfkv_calls):
     data = run_json("ping")
     assert [s["step"] for s in data["steps"]] == ["list", "put", "get", "delete"]
     assert data["probe"] == "ok" and data["backend"] == "KVClient" and data["gateway"] is None
     assert 0 < data["budget"]["remaining"] <= 1200
-    assert transport.calls.snapshot() == {"list": 1, "put": 1, "get": 1, "delete": 1, "health": 1}
+    assert cfkv_calls.counts == {"list": 1, "put": 1, "get": 1, "delete": 1, "health": 1}
     assert list(emulated_alias.iter_keys()) == []  # the probe key is gone
-    transport.calls.reset()
+    cfkv_calls.reset()
     text = run("ping", "--read-only")
     assert "OK: CFKV alias 'default', KVClient" in text and "API budget:" in text and "put" not in text
-    assert transport.calls.snapshot() == {"list": 1, "health": 1}
+    assert cfkv_calls.counts == {"list": 1, "health": 1}
 
 
 def test_ping_local(local_alias):
