@@ -416,16 +416,22 @@ class CloudflareKVCache(BaseCache):
         prefix = self._kv_prefix
         if self.key_func is default_key_func:
             prefix += f"{self.key_prefix}:"
-        batch, deleted = [], 0
-        for info in self._kv.iter_keys(prefix=prefix or None):
-            if isinstance(info.metadata, dict) and info.metadata.get("kind") == "cache":
-                batch.append(info.name)
+        return self._delete_streamed(
+            info.name for info in self._kv.iter_keys(prefix=prefix or None)
+            if isinstance(info.metadata, dict) and info.metadata.get("kind") == "cache")
+
+    def _delete_streamed(self, names):
+        """Delete ``names`` as they are listed, one bulk call per 10,000, so memory stays bounded
+        and an interrupted run has already deleted what it passed; return how many."""
+        batch, count = [], 0
+        for name in names:
+            batch.append(name)
             if len(batch) >= limits.BULK_DELETE_MAX_KEYS:
                 self._kv.delete_many(batch)
-                deleted, batch = deleted + len(batch), []
+                count, batch = count + len(batch), []
         if batch:
             self._kv.delete_many(batch)
-        return deleted + len(batch)
+        return count + len(batch)
 
     def close(self, **kwargs):
         """Keep the pooled connection: it is shared by the whole process (see get_kv)."""
@@ -641,15 +647,7 @@ class CloudflareKVCache(BaseCache):
 
     def _delete_pattern(self, pattern, itersize, version):
         glob, literal, _head, _tail = self._pattern(pattern, version)
-        batch, count = [], 0
-        for name in self._matching(glob, literal, itersize):
-            batch.append(name)
-            if len(batch) >= limits.BULK_DELETE_MAX_KEYS:
-                self._kv.delete_many(batch)
-                count, batch = count + len(batch), []
-        if batch:
-            self._kv.delete_many(batch)
-        return count + len(batch)
+        return self._delete_streamed(self._matching(glob, literal, itersize))
 
     def _matching(self, glob, literal, itersize):
         """Yield names of live cache entries matching ``glob``, listed by the prefix ``literal``."""

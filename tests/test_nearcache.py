@@ -380,30 +380,19 @@ def test_bad_near_cache_options_say_what_to_fix(settings, options, message):
 
 
 def _django_suite():
-    from django.test import TestCase, override_settings
+    from django.test import override_settings
 
     from tests import test_cache_django as suite
 
     caches_setting = suite.django_cache_tests.caches_setting_for_tests(
-        BACKEND="django_cfkv.cache.CloudflareKVCache", LOCATION="nearcachetests",
+        BACKEND="django_cfkv.cache.CloudflareKVCache", LOCATION="cachetests",
         OPTIONS={"NEAR_CACHE_TIMEOUT": 60}, exclude={"cull", "zero_cull"},
     )
 
-    @override_settings(INSTALLED_APPS=suite.INSTALLED_APPS, CACHES=caches_setting)
-    class NearCacheDjangoCacheTests(suite.CloudflareKVCacheSuite, TestCase):
-        @classmethod
-        def setUpClass(cls):
-            cls.emulator = suite.RunningEmulator()
-            alias = cls.emulator.alias_settings()
-            cls._cfkv = override_settings(CFKV={**suite.settings.CFKV, "nearcachetests": alias})
-            cls._cfkv.enable()
-            super().setUpClass()
-
-        @classmethod
-        def tearDownClass(cls):
-            super().tearDownClass()
-            cls._cfkv.disable()
-            cls.emulator.stop()
+    # The emulator suite as it is, with the near cache turned on.
+    @override_settings(CACHES=caches_setting)
+    class NearCacheDjangoCacheTests(suite.EmulatorKVCacheTests):
+        pass
 
     return NearCacheDjangoCacheTests
 
