@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PYENV_VERSION ?= 3.12.1:3.11.7:3.10.13:3.13.0
 
-.PHONY: run test venv lint bench emulator tox clean gateway-deps
+.PHONY: run test venv lint bench emulator tox clean gateway-deps suites
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ tests/gateway/node_modules/.package-lock.json: tests/gateway/package-lock.json
 	npm ci --prefix tests/gateway --no-audit --no-fund
 	touch $@
 
-test: venv gateway-deps
+# Other projects' test suites (Django's, django-redis', django-ratelimit's), from the package index.
+suites: venv
+	$(BIN)/python -m tests.third_party
+
+test: venv gateway-deps suites
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

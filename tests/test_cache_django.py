@@ -1,9 +1,10 @@
 """Django's own cache contract (``BaseCacheTests`` from ``tests/cache/tests.py``) run on
 CloudflareKVCache, on LocalKV and on KVClient + the emulator.
 
-The test module is read from the sdist of the installed Django (tests/django_suite.py),
-not vendored. It imports ``.models`` (a ``Poll`` model), so its folder is loaded as a
-package registered under a name of our own and installed as an app for these classes.
+The test module is read from the sdist of the installed Django (fetched during set-up by
+tests/third_party.py), not vendored. It imports ``.models`` (a ``Poll`` model), so its folder
+is loaded as a package registered under a name of our own and installed as an app for these
+classes.
 
 Django's tests sleep past 1-2 s timeouts. Here those sleeps advance a clock that only the
 backend's expiry checks read, so the suite runs in seconds; real-time expiry is covered
@@ -24,7 +25,7 @@ from django.test import TestCase, override_settings
 
 from django_cfkv import cache as cfkv_cache
 from django_cfkv.testing import RunningEmulator
-from tests.django_suite import django_tests_dir
+from tests.third_party import django_tests_dir
 
 PACKAGE = "cfkv_django_cache_tests"
 INSTALLED_APPS = [*settings.INSTALLED_APPS, PACKAGE]

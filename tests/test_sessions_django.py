@@ -1,7 +1,7 @@
 """Django's own session contract (SessionTestsMixin) against this engine.
 
 The mixin comes from tests/sessions_tests/tests.py of the installed Django's
-sdist (tests/django_suite.py). That module also imports a custom database
+sdist (fetched during set-up, tests/third_party.py). That module also imports a custom database
 session model from its own package (``from .models import ...``), which would
 need Django's test app installed; we take only the module-level imports from
 Django itself and the ``SessionTestsMixin`` class, and run them as written.
@@ -13,7 +13,7 @@ from django.test import SimpleTestCase, override_settings
 
 from django_cfkv.sessions import SessionStore
 from django_cfkv.testing import RunningEmulator
-from tests.django_suite import django_tests_dir
+from tests.third_party import django_tests_dir
 
 
 def load_session_tests_mixin():
