@@ -10,7 +10,10 @@ Needs `npm ci --prefix tests/gateway`; a missing install fails, never skips.
 
 import base64
 import json
+import socket
+import threading
 import time
+from http.client import HTTPResponse
 from urllib.parse import quote
 
 import pytest
@@ -248,6 +251,68 @@ def test_size_limits(gw, http):
     ok_meta = json.dumps({"m": "x" * 1000})
     files = {"value": (None, "v"), "metadata": (None, ok_meta)}
     ok_result(http.put(vurl(gw, "meta"), files=files, headers=h))
+
+
+def _send_chunked(gw, method, path, headers, total, chunk=64 * 1024):
+    """Send a chunked body of ``total`` bytes from a thread while reading the answer.
+
+    Returns (status, headers, body bytes, bytes sent when the answer began).
+    Sending stops once the answer is in: a server that stopped reading would
+    otherwise leave the sender blocked on a full socket.
+    """
+    host, port = gw.url.split("//", 1)[1].rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Transfer-Encoding: chunked",
+            "Content-Type: application/json", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    sent, answered = [0], threading.Event()
+    piece = f"{chunk:x}\r\n".encode() + b" " * chunk + b"\r\n"
+
+    def send():
+        try:
+            while sent[0] < total and not answered.is_set():
+                sock.sendall(piece)
+                sent[0] += chunk
+            if not answered.is_set():
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:  # the server closed the connection after answering
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    response = HTTPResponse(sock, method=method)
+    try:
+        response.begin()
+        sent_when_answered = sent[0]
+        body = response.read()
+    finally:
+        answered.set()
+        sock.close()
+        sender.join(10)
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body, sent_when_answered
+
+
+@pytest.mark.parametrize("token, method, path, limit", [
+    ("read", "POST", "/bulk/get", 1024 * 1024),                  # the read token's only body
+    ("write", "PUT", "/values/chunked-big", 25 * 1024 * 1024),  # one value
+])
+def test_chunked_body_over_the_limit_is_refused_without_reading_it(gw, http, token, method, path, limit):
+    # A chunked body declares no length: the gateway must count what it reads
+    # and stop at the route's limit, not buffer 48 MiB and then refuse it.
+    total = 48 * 1024 * 1024
+    headers = {**gw.headers(gw.read_token if token == "read" else gw.token), "x-test-count-body": "1"}
+    status, answer_headers, body, sent_when_answered = _send_chunked(
+        gw, method, gw.namespace_url[len(gw.url):] + path, headers, total)
+    assert status == 413, body
+    assert json.loads(body)["errors"][0]["code"] == 10024
+    # The Worker pulled no more than the limit and the chunk that passed it...
+    assert limit < int(answer_headers["x-test-body-read"]) <= limit + 64 * 1024
+    # ...and the client had its answer long before it finished sending (what
+    # it sent past the limit sat in socket buffers and Miniflare's proxy).
+    assert sent_when_answered < limit + (total - limit) / 2
+    if method == "PUT":
+        assert http.get(vurl(gw, "chunked-big"), headers=gw.headers()).status_code == 404
 
 
 def test_key_rules(gw, http):

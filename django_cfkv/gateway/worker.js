@@ -208,12 +208,39 @@ function checkContentLength(request, limit, what) {
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(what);
 }
 
-async function readJson(request, limit, what) {
+// The request body, refused (413) as soon as it passes `limit` bytes. A
+// chunked body declares no length, and reading it whole before checking would
+// let any token holder make the Worker buffer (and wait for) any amount.
+async function readBody(request, limit, what) {
   checkContentLength(request, limit, what);
-  const buf = await request.arrayBuffer();
-  if (buf.byteLength > limit) throw tooLarge(what);
+  if (request.body === null) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      reader.cancel().catch(() => {});
+      throw tooLarge(what);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const body = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return body;
+}
+
+async function readJson(request, limit, what) {
+  const body = await readBody(request, limit, what);
   try {
-    return JSON.parse(new TextDecoder().decode(buf));
+    return JSON.parse(new TextDecoder().decode(body));
   } catch {
     throw badRequest("the body is not valid JSON");
   }
@@ -359,12 +386,15 @@ function parseMultipart(contentType, body) {
 
 async function putValue(request, env, key, query) {
   const expiry = expiryOptions(query.get("expiration"), query.get("expiration_ttl"));
-  checkContentLength(request, MAX_VALUE_BYTES + 64 * 1024, "values are limited to 25 MiB");
   const contentType = (request.headers.get("content-type") || "").toLowerCase();
+  const multipart = contentType.startsWith("multipart/form-data");
+  // A multipart body carries the value plus the metadata part and boundaries.
+  const limit = multipart ? MAX_VALUE_BYTES + 64 * 1024 : MAX_VALUE_BYTES;
+  const body = await readBody(request, limit, "values are limited to 25 MiB");
   let value;
   let metadata;
-  if (contentType.startsWith("multipart/form-data")) {
-    const form = parseMultipart(contentType, new Uint8Array(await request.arrayBuffer()));
+  if (multipart) {
+    const form = parseMultipart(contentType, body);
     const part = form.get("value");
     if (part === undefined) {
       throw new ApiError(400, 10012, "multipart put request does not contain required form field 'value'");
@@ -381,7 +411,7 @@ async function putValue(request, env, key, query) {
       metadata = checkMetadata(parsed);
     }
   } else {
-    value = new Uint8Array(await request.arrayBuffer());
+    value = body;
   }
   if (value.byteLength > MAX_VALUE_BYTES) throw tooLarge("values are limited to 25 MiB");
   const options = { ...expiry };

@@ -18,6 +18,10 @@
 // throw, to provoke partial failures.
 // env.TEST_FAIL_CHUNK_MARKER (optional): an internal fan-out chunk whose body
 // contains this string fails as a whole (a crashed sub-invocation).
+//
+// A request carrying `x-test-count-body: 1` reaches the gateway with its body
+// behind a counter; the response's `x-test-body-read` says how many body
+// bytes the gateway pulled.
 
 import gateway from "./worker.js";
 
@@ -74,6 +78,31 @@ function countingKV(kv, counter, failPrefix) {
   };
 }
 
+// The request with its body behind a counter of the bytes the gateway pulls.
+// The counter pulls one chunk per read of the gateway (high-water mark 0),
+// so it never reads ahead of it.
+function countingBody(request, counter) {
+  const reader = request.body.getReader();
+  const body = new ReadableStream(
+    {
+      async pull(controller) {
+        const { done, value } = await reader.read();
+        if (done) {
+          controller.close();
+        } else {
+          counter.bodyRead += value.byteLength;
+          controller.enqueue(value);
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return new Request(request, { body });
+}
+
 function json(body, status = 200) {
   return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 }
@@ -116,7 +145,9 @@ export default {
       }
     }
 
-    const counter = { ops: 0, exceeded: false };
+    const counter = { ops: 0, exceeded: false, bodyRead: 0 };
+    const countBody = request.headers.get("x-test-count-body") === "1" && request.body;
+    if (countBody) request = countingBody(request, counter);
     const countedEnv = { ...env, KV: countingKV(env.KV, counter, env.TEST_FAIL_KEY_PREFIX) };
     let response;
     let crash = null;
@@ -135,6 +166,7 @@ export default {
     }
     const out = new Response(response.body, response);
     out.headers.set("x-test-kv-ops", String(counter.ops));
+    if (countBody) out.headers.set("x-test-body-read", String(counter.bodyRead));
     return out;
   },
 };
