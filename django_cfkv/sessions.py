@@ -26,7 +26,8 @@ What KV cannot do, and how this engine copes:
 * No compare-and-set. ``save()`` raises UpdateError when the session is gone,
   judged by the GET ``load()`` made or, if this store never read the session
   from KV itself (not loaded, or loaded from the near cache), by one GET just
-  before the write; a key this process deleted is never written back.
+  before the write; a key this process deleted reads as missing here (no
+  GET) and is never written back.
   A logout elsewhere may take up to ~60 s to be seen here (KV's caches), so no
   check can make this exact: it only narrows the window.
 * Near cache (off by default). With ``SESSION_CFKV_NEAR_CACHE_TIMEOUT``
@@ -43,6 +44,7 @@ What KV cannot do, and how this engine copes:
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -51,6 +53,8 @@ from time import monotonic
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, SessionBase, UpdateError
 from django.core import signing
 from django.core.exceptions import ValidationError
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.crypto import get_random_string
 
 from . import conf, limits, nearcache
@@ -74,11 +78,13 @@ SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY = "_auth_user_id", "_auth_use
 
 
 class _RecentlyDeleted:
-    """Keys this process deleted in the last minute, so no store here writes one back.
+    """Keys this process deleted in the last minute: read as missing, never written back here.
 
-    It costs no API call and closes the common case (revoke_token() or a
-    logout in one request, a save of the same session later in the process);
-    other processes are covered only by KV reads, with KV's ~60 s staleness.
+    KV may serve a deleted value for up to ~60 s, so without this a token
+    revoked or a session logged out here could still be read, and refreshed,
+    by the next request in this same process. It costs no API call (a
+    recently deleted key is not even read); other processes are covered only
+    by KV reads, with KV's ~60 s staleness.
     """
 
     TTL, MAX = 60.0, 10_000
@@ -95,6 +101,17 @@ class _RecentlyDeleted:
             while self._keys and (len(self._keys) > self.MAX or now - next(iter(self._keys.values())) > self.TTL):
                 self._keys.pop(next(iter(self._keys)))
 
+    def discard(self, key):
+        with self._lock:
+            self._keys.pop(key, None)
+
+    def clear(self):
+        with self._lock:
+            self._keys.clear()
+
+    def after_fork(self):
+        self._lock = threading.Lock()  # the parent's may have been held by another thread
+
     def __contains__(self, key):
         with self._lock:
             when = self._keys.get(key)
@@ -102,6 +119,15 @@ class _RecentlyDeleted:
 
 
 _recently_deleted = _RecentlyDeleted()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_recently_deleted.after_fork)
+
+
+@receiver(setting_changed)
+def _on_setting_changed(setting, **kwargs):
+    # A test pointing CFKV or the session settings elsewhere starts with nothing deleted.
+    if setting == "CFKV" or setting.startswith("SESSION_"):
+        _recently_deleted.clear()
 
 
 def _near_cache():
@@ -267,6 +293,9 @@ class SessionStore(SessionBase):
         self._forget_stored()
         if self.session_key is None:  # no key, or one that failed validation: nothing to read
             return {}
+        if self.session_key in _recently_deleted:  # KV may still serve it: deleted here is missing here
+            self._session_key = None
+            return {}
         try:
             raw, from_near = self._get_raw(self.session_key)
         except KVError:
@@ -318,7 +347,7 @@ class SessionStore(SessionBase):
 
     def exists(self, session_key):
         """Return True if a live session is stored under ``session_key``. One GET."""
-        if not is_valid_key(session_key, self._format):
+        if not is_valid_key(session_key, self._format) or session_key in _recently_deleted:
             return False
         return self._read(self._get_raw(session_key)[0]) is not None
 
@@ -396,6 +425,7 @@ class SessionStore(SessionBase):
             )
         finally:
             _forget_nearby(kv_key)
+        _recently_deleted.discard(self.session_key)  # save() writes a deleted key only to create it anew
         self._pending = self._from_near = False
         self._created, self._stored_expires, self._snapshot = created, expires, canonical
         self._stored_user = data.get(SESSION_KEY)

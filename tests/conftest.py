@@ -1,6 +1,6 @@
 import pytest
 
-from django_cfkv import conf, nearcache
+from django_cfkv import conf, nearcache, sessions
 from django_cfkv.local import LocalKV
 
 # Backends the KV contract suite runs on. The gateway (KVClient + Worker under
@@ -22,9 +22,11 @@ def kv(request, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_clients():
-    """Forget clients built from settings and near-cached values, so no test sees another's."""
+    """Forget clients built from settings, near-cached values and deleted session keys, so no test sees another's."""
     conf.reset()
     nearcache.reset()
+    sessions._recently_deleted.clear()
     yield
     conf.reset()
     nearcache.reset()
+    sessions._recently_deleted.clear()

@@ -15,6 +15,7 @@ from django.test import AsyncClient, Client
 
 from django_cfkv import get_kv, sessions, transport
 from django_cfkv.exceptions import KVRateLimitError
+from django_cfkv.local import LocalKV
 from django_cfkv.sessions import issue_token, revoke_token
 
 pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
@@ -295,6 +296,42 @@ def test_token_revoked_elsewhere_is_not_brought_back_from_the_near_cache(user, s
     clock(31)  # the end-of-request refresh is due
     assert client.get("/whoami/", **auth(token)).status_code == 400  # SessionInterrupted
     assert get_kv().get("session:" + token) is None
+
+
+class EdgeCachedKV(LocalKV):
+    """KV as a Cloudflare location serves it: a value read once is served from its cache after a delete."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.edge = {}
+
+    def get(self, key):
+        if key not in self.edge:
+            self.edge[key] = super().get(key)
+        return self.edge[key]
+
+
+@pytest.fixture
+def stale_reads(settings, tmp_path):
+    settings.CFKV = {"default": {"BACKEND": f"{__name__}.EdgeCachedKV",
+                                 "OPTIONS": {"path": str(tmp_path / "kv.sqlite3")}}}
+
+
+def test_token_revoked_here_is_refused_here_while_kv_reads_are_stale(stale_reads, user):
+    token = issue_token(None, user)
+    client = Client()
+    assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk  # the edge now holds a copy
+    revoke_token(token)
+    assert get_kv().get(sessions.SessionStore.kv_key(token)) is not None  # KV still serves the copy
+    assert_invalid_token(client.get("/whoami/", **auth(token)))
+
+
+def test_token_logged_out_here_is_refused_here_while_kv_reads_are_stale(stale_reads, user):
+    token = issue_token(None, user)
+    client = Client()
+    assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk
+    assert client.get("/logout/", **auth(token)).status_code == 200
+    assert_invalid_token(client.get("/whoami/", **auth(token)))
 
 
 # The store unreachable: a 503 with Retry-After, never a 500

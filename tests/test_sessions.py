@@ -387,6 +387,35 @@ def failing_put(self, *args, **kwargs):
     raise KVRateLimitError("429", retry_after=1)
 
 
+# A session deleted in this process reads as missing here, whatever KV serves
+
+
+@pytest.mark.django_db
+def test_logged_out_session_is_anonymous_here_while_kv_reads_are_stale(settings, tmp_path):
+    from tests.test_bearer import EdgeCachedKV
+
+    settings.CFKV = {"default": {"BACKEND": f"{EdgeCachedKV.__module__}.EdgeCachedKV",
+                                 "OPTIONS": {"path": str(tmp_path / "kv.sqlite3")}}}
+    user = get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+    browser, copy = Client(), Client()
+    browser.get(f"/login/{user.pk}/")
+    copy.cookies["sessionid"] = browser.cookies["sessionid"].value  # the same cookie, another tab
+    assert copy.get("/whoami/").json()["user"] == user.pk  # the edge now holds a copy
+    browser.get("/logout/")
+    assert get_kv().get(SessionStore.kv_key(copy.cookies["sessionid"].value)) is not None  # still served
+    assert copy.get("/whoami/").json()["user"] is None
+
+
+def test_a_deleted_key_created_anew_on_purpose_is_read_again():
+    key = "k" * 32
+    store = SessionStore(key)
+    store.save(must_create=True)
+    store.delete()
+    assert not SessionStore().exists(key)
+    SessionStore(key).save(must_create=True)  # save() without a load: written under this key
+    assert SessionStore().exists(key)
+
+
 # login() on a session a Worker wrote
 
 
