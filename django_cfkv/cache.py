@@ -40,12 +40,14 @@ from . import limits
 from .conf import get_kv
 from .exceptions import KVAPIError, KVBulkError, KVConnectionError, KVError, KVRateLimitError, KVValueError
 from .nearcache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, NearKV, near_cache
-from .serializers import EntryCodec, decode_entry, load_entry, retime
+from .serializers import EntryCodec, SignatureError, decode_entry, retime
 from .transport import CallCounter
 
 __all__ = ["CloudflareKVCache", "cached", "decode_entry", "stampede_events"]
 
 logger = logging.getLogger(__name__)
+#: Entries refused for their signature: someone without SECRET_KEY wrote (or moved) them.
+security_logger = logging.getLogger("django.security.SuspiciousCacheEntry")
 
 OPTION_DEFAULTS = {
     "SERIALIZER": "pickle",
@@ -213,14 +215,25 @@ class CloudflareKVCache(BaseCache):
         ``fresh`` skips the near cache: read-modify-write operations read KV.
         """
         raw = (get_kv(self._alias) if fresh else self._kv).get(kv_key)
-        if raw is None:
-            return None, None
+        entry = None if raw is None else self._decode(kv_key, raw)
+        return (raw, entry) if entry is not None and entry.is_live(_now()) else (None, None)
+
+    def _decode(self, kv_key, raw):
+        """Return the Entry that ``raw`` holds, or None (logged) if it is not one this cache may read.
+
+        Logs name the key by a fingerprint only: a cache key may hold a session id.
+        """
         try:
-            entry = load_entry(raw)
+            return self._codec.loads(raw, kv_key)
+        except SignatureError as exc:
+            security_logger.warning(
+                "Cache on CFKV alias %r (KEY_PREFIX %r) refused the entry at KV key %s, read as a miss: %s. "
+                "Someone without SECRET_KEY wrote or moved it (or an older release wrote it unsigned).",
+                self._alias, self.key_prefix, _fingerprint(kv_key), exc)
         except ValueError as exc:
-            logger.warning("Ignoring KV key %r: not a cache entry (%s).", kv_key, exc)
-            return None, None
-        return (raw, entry) if entry.is_live(_now()) else (None, None)
+            logger.warning("Cache on CFKV alias %r ignored KV key %s: not a cache entry (%s).",
+                           self._alias, _fingerprint(kv_key), exc)
+        return None
 
     def _read(self, kv_key, fresh=False):
         return self._read_raw(kv_key, fresh)[1]
@@ -263,7 +276,7 @@ class CloudflareKVCache(BaseCache):
         if expires is not None and expires <= _now():
             self._kv.delete(kv_key)
             return
-        self._put(kv_key, self._codec.dumps(value, expires, delta, key=key), expires)
+        self._put(kv_key, self._codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         """Store ``value`` unless the key holds a live entry; return True if stored. Two calls.
@@ -274,7 +287,7 @@ class CloudflareKVCache(BaseCache):
         """
         kv_key = self.kv_key(key, version)
         expires = self._expires(timeout)
-        text = self._codec.dumps(value, expires, key=key)
+        text = self._codec.dumps(value, expires, kv_key=kv_key, key=key)
         with _key_lock(kv_key):
             return self._guarded("add", False, self._add, kv_key, text, expires)
 
@@ -298,7 +311,7 @@ class CloudflareKVCache(BaseCache):
         if expires is not None and expires <= _now():
             self._kv.delete(kv_key)
         else:
-            self._put(kv_key, retime(raw, expires), expires)
+            self._put(kv_key, retime(raw, expires, kv_key), expires)
         return True
 
     def delete(self, key, version=None):
@@ -341,12 +354,8 @@ class CloudflareKVCache(BaseCache):
             return {by_kv_key[k]: entry.value for k, entry in entries.items() if entry is not None}
         now, result = _now(), {}
         for kv_key, raw in found.items():
-            try:
-                entry = load_entry(raw)
-            except ValueError as exc:
-                logger.warning("Ignoring KV key %r: not a cache entry (%s).", kv_key, exc)
-                continue
-            if entry.is_live(now):
+            entry = self._decode(kv_key, raw)
+            if entry is not None and entry.is_live(now):
                 result[by_kv_key[kv_key]] = entry.value
         return result
 
@@ -359,7 +368,7 @@ class CloudflareKVCache(BaseCache):
         if expires is not None and expires <= _now():
             self.delete_many(list(data), version=version)
             return []
-        items = [self._item(k, self._codec.dumps(data[key], expires, key=key), expires)
+        items = [self._item(k, self._codec.dumps(data[key], expires, kv_key=k, key=key), expires)
                  for k, key in by_kv_key.items()]
         try:
             self._kv.put_many(items)
@@ -395,7 +404,8 @@ class CloudflareKVCache(BaseCache):
             if entry is None:
                 raise ValueError(f"Key '{key}' not found")
             value = entry.value + delta
-            self._put(kv_key, self._codec.dumps(value, entry.expires, entry.delta, key=key), entry.expires)
+            text = self._codec.dumps(value, entry.expires, entry.delta, kv_key=kv_key, key=key)
+            self._put(kv_key, text, entry.expires)
         return value
 
     def clear(self):
@@ -693,6 +703,11 @@ def _flag(opts, name):
 def _glob_escape(text):
     """Return ``text`` as a glob matching itself (as glob.escape, for fnmatch)."""
     return re.sub(r"([*?[])", r"[\1]", text)
+
+
+def _fingerprint(kv_key):
+    """Return a log-safe stand-in for a KV key: the start of its SHA-256."""
+    return "sha256:" + hashlib.sha256(kv_key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _short(text, size=80):

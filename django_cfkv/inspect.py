@@ -13,6 +13,7 @@ bytes).
 """
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -139,8 +140,17 @@ def _decode_session(decoder, name, raw, metadata):
 
 
 def _decode_cache(decoder, name, raw, metadata):
-    """A cache entry as the value it caches."""
-    entry = decoder(raw)
+    """A cache entry as the value it caches. A pickled entry is unpickled only if it is signed for
+    this key with SECRET_KEY (or a fallback); else it is shown as its text and logged."""
+    from .serializers import SignatureError
+
+    try:
+        entry = decoder(raw, name)
+    except SignatureError as exc:
+        logging.getLogger("django.security.SuspiciousCacheEntry").warning(
+            "Refused to decode the cache entry at KV key sha256:%s: %s.",
+            hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16], exc)
+        raise
     return getattr(entry, "value", entry), getattr(entry, "expires", None)
 
 

@@ -4,27 +4,52 @@ KV's bulk get returns text only, so every entry is text, and it carries its
 exact expiry because KV's own TTL cannot go below 60 seconds::
 
     {"expires": 1767225600.25, "delta": 0.2, "value": {"any": "JSON"}}   SERIALIZER "json"
-    {"expires": null, "pickle": "gASVDQAAAAAAAACMCWhlbGxv..."}         SERIALIZER "pickle" (base64)
+    {"expires": null, "pickle": "gASVDQAAAAAAAACMCWhlbGxv...", "sig": "..."}  SERIALIZER "pickle" (base64)
     {"expires": ..., "zlib": "eJyr...", "format": "json"|"pickle"}       compressed (base64 of zlib)
 
 ``expires`` is the exact expiry in epoch seconds (``null``: never). ``delta``,
 present on entries written by ``get_or_set``/``cached``, is how many seconds
 the value took to compute (used for early recomputation). A Worker reading a
 JSON entry with ``env.KV.get(key, "json")`` finds the value under ``value``.
+
+Unpickling runs code chosen by whoever wrote the bytes, and anyone who can
+write the namespace can write them. So every entry of the "pickle"
+serializer ends with ``"sig"``: an HMAC-SHA256 of the KV key and of the
+entry's text before it, keyed from ``SECRET_KEY`` with a salt of its own (as
+``django.core.signing`` derives its keys). Bytes reach ``pickle.loads`` only
+after that signature checks out with ``SECRET_KEY`` or one of
+``SECRET_KEY_FALLBACKS``; binding the KV key means a signed entry copied under
+another key is refused too. JSON entries are not signed, so Workers can read
+and write them.
 """
 
 import base64
 import binascii
+import functools
+import hashlib
+import hmac
 import json
 import math
 import pickle
 import zlib
 from typing import Any, NamedTuple
 
+from django.conf import settings
+from django.utils.encoding import force_bytes
+
 from . import limits
 from .exceptions import KVValueError
 
 SERIALIZERS = ("pickle", "json")
+
+SIGNATURE_SALT = b"django_cfkv.serializers.EntryCodec.signer"
+_SIG_HEAD = b',"sig":"'
+_SIG_CHARS = 43  # urlsafe base64 of a SHA-256 digest, without padding
+_SIG_TAIL = len(_SIG_HEAD) + _SIG_CHARS + 2  # ,"sig":"<43>"}
+
+
+class SignatureError(ValueError):
+    """An entry that must be signed with the site's secret is unsigned or badly signed."""
 
 
 class Entry(NamedTuple):
@@ -54,8 +79,11 @@ class EntryCodec:
         self.serializer = serializer
         self.compress_min_bytes = compress_min_bytes
 
-    def dumps(self, value, expires, delta=None, *, key=""):
-        """Return the entry's text, or raise a clear error if it cannot be stored."""
+    def dumps(self, value, expires, delta=None, *, kv_key, key=""):
+        """Return the entry's text for the KV key ``kv_key``, or raise a clear error if it cannot be stored.
+
+        Entries of the "pickle" serializer are signed (see the module's docstring).
+        """
         fields = {"expires": _round(expires)}
         if delta is not None:
             fields["delta"] = round(delta, 4)
@@ -79,6 +107,8 @@ class EntryCodec:
         else:
             fields["value"] = _Raw(payload)
         text = _dump_fields(fields)
+        if self.serializer == "pickle":
+            text = sign(text, kv_key)
         size = len(text.encode("utf-8"))
         if size > limits.MAX_VALUE_BYTES:
             raise KVValueError(
@@ -86,6 +116,16 @@ class EntryCodec:
                 f"{limits.MAX_VALUE_BYTES} bytes (25 MiB). Cache less, or set OPTIONS['COMPRESS_MIN_BYTES']."
             )
         return text
+
+    def loads(self, raw, kv_key):
+        """Return the :class:`Entry` that ``raw`` read from ``kv_key`` holds, as this cache may read it.
+
+        A cache that pickles reads signed entries only, so no one without the
+        secret can plant a value in it (a JSON one included). Raise
+        SignatureError for an entry refused for its signature, ValueError for
+        anything else that is not a cache entry.
+        """
+        return load_entry(raw, kv_key, require_signature=self.serializer == "pickle")
 
 
 class DecodedEntry(NamedTuple):
@@ -95,24 +135,31 @@ class DecodedEntry(NamedTuple):
     expires: float | None
 
 
-def decode_entry(raw):
-    """Return ``(value, expires)`` of a stored cache entry given its bytes (or text).
+def decode_entry(raw, key):
+    """Return ``(value, expires)`` of the cache entry ``raw`` (bytes or text) stored under the KV key ``key``.
 
     ``expires`` is the exact expiry in epoch seconds, or None for never. Raise
-    ValueError if ``raw`` is not a cache entry. Pickled entries are unpickled:
-    decode only entries from a namespace you trust.
+    ValueError if ``raw`` is not a cache entry, and SignatureError (a
+    ValueError) if it is a pickled entry not signed for ``key`` with this
+    site's secret: such bytes are never unpickled.
     """
-    entry = load_entry(raw)
+    entry = load_entry(raw, key)
     return DecodedEntry(entry.value, entry.expires)
 
 
-def load_entry(raw):
-    """Return the :class:`Entry` stored in ``raw`` (bytes or str).
+def load_entry(raw, kv_key, *, require_signature=False):
+    """Return the :class:`Entry` stored in ``raw`` (bytes or str) under ``kv_key``.
 
-    Raise ValueError if ``raw`` is not a cache entry. Unpickles pickled
-    entries: only decode entries from a namespace you trust.
+    A pickled entry is unpickled only if its signature is valid for
+    ``kv_key``; with ``require_signature`` every entry must be signed. Raise
+    SignatureError when the signature is missing or wrong, ValueError when
+    ``raw`` is not a cache entry.
     """
-    fields = parse_fields(raw)
+    body, signed = verified_body(raw, kv_key)
+    fields = parse_fields(body)
+    pickled = "pickle" in fields or ("zlib" in fields and fields.get("format") == "pickle")
+    if not signed and (pickled or require_signature):
+        raise SignatureError("unsigned entry where a signed one is required")
     if "value" in fields:
         value = fields["value"]
     elif "pickle" in fields:
@@ -139,11 +186,57 @@ def parse_fields(raw):
     return fields
 
 
-def retime(raw, expires):
-    """Return the entry text ``raw`` with a new expiry, its value left byte-for-byte as is."""
-    fields = parse_fields(raw)
+def retime(raw, expires, kv_key):
+    """Return the entry text ``raw`` of ``kv_key`` with a new expiry, its value left byte-for-byte as is.
+
+    A signed entry is signed again (with the current SECRET_KEY); a bad signature raises SignatureError.
+    """
+    body, signed = verified_body(raw, kv_key)
+    fields = parse_fields(body)
     fields["expires"] = _round(expires)
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return sign(text, kv_key) if signed else text
+
+
+# Signatures
+
+def sign(text, kv_key):
+    """Return the entry text ``text`` (a JSON object) with a ``"sig"`` field made with SECRET_KEY."""
+    signature = _signature(_signing_keys()[0], kv_key, text.encode("utf-8"))
+    return f'{text[:-1]}{_SIG_HEAD.decode()}{signature}"}}'
+
+
+def verified_body(raw, kv_key):
+    """Return (entry bytes without the signature, True) for an entry signed for ``kv_key``, (raw, False)
+    for an unsigned one. Raise SignatureError if it has a signature that no secret made.
+    """
+    raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    cut = len(raw) - _SIG_TAIL
+    if cut < 1 or raw[-2:] != b'"}' or raw[cut:cut + len(_SIG_HEAD)] != _SIG_HEAD:
+        return raw, False
+    body, given = raw[:cut] + b"}", raw[cut + len(_SIG_HEAD):-2]
+    for key in _signing_keys():  # SECRET_KEY, then SECRET_KEY_FALLBACKS: rotation keeps entries readable
+        if hmac.compare_digest(_signature(key, kv_key, body).encode("ascii"), given):
+            return body, True
+    raise SignatureError("bad signature: not made with SECRET_KEY or SECRET_KEY_FALLBACKS for this KV key")
+
+
+def _signature(key, kv_key, body):
+    # The KV key goes first with its length, so no key and body can pass for another pair.
+    name = kv_key.encode("utf-8")
+    digest = hmac.digest(key, b"%d:%s%s" % (len(name), name, body), "sha256")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _signing_keys():
+    """Return the derived keys of SECRET_KEY and each of SECRET_KEY_FALLBACKS, current first."""
+    return [_derive(secret) for secret in (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))]
+
+
+@functools.lru_cache(maxsize=16)
+def _derive(secret):
+    # As django.utils.crypto.salted_hmac: a key of its own per use, never SECRET_KEY itself.
+    return hashlib.sha256(SIGNATURE_SALT + force_bytes(secret)).digest()
 
 
 class _Raw(str):

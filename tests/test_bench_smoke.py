@@ -19,6 +19,7 @@ BENCH_PREFIXES = {  # module -> the "bench" field of its rows
     "bench_pageview": "pageview",
     "bench_gateway": "gateway",
     "bench_cache_stampede": "cache_stampede",
+    "bench_cache_signing": "cache_signing",
 }
 
 

@@ -120,13 +120,13 @@ def test_get_many_fallback_costs_one_read_per_key(emulator_cache):
 def test_decode_entry_returns_value_and_exact_expiry(make_cache):
     cache = make_cache()
     cache.set("k", [1, "two"], 30)
-    entry = decode_entry(cache._kv.get(cache.kv_key("k")))
+    entry = decode_entry(cache._kv.get(cache.kv_key("k")), cache.kv_key("k"))
     assert entry.value == [1, "two"]
     assert time.time() < entry.expires <= time.time() + 30
     value, expires = entry  # (value, expires), as manage.py cfkv uses it
     assert (value, expires) == (entry.value, entry.expires)
     with pytest.raises(ValueError, match="Not a cache entry"):
-        decode_entry(b"plain text")
+        decode_entry(b"plain text", "k")
 
 
 @pytest.mark.parametrize("serializer", ["pickle", "json"])

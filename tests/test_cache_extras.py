@@ -214,7 +214,7 @@ def test_xfetch_recomputes_early_as_expiry_nears(kvcache):
         return len(runs)
 
     assert kvcache.get_or_set("x", compute, 60) == 1
-    entry = load_entry(kvcache._kv.get(kvcache.kv_key("x")))
+    entry = load_entry(kvcache._kv.get(kvcache.kv_key("x")), kvcache.kv_key("x"))
     assert entry.delta >= 0.05  # the computation time is stored with the value
     with mock.patch.object(cfkv_cache.random, "random", lambda: 0.5):
         assert kvcache.get_or_set("x", compute, 60) == 1  # 59 s before expiry: no refresh
@@ -225,7 +225,7 @@ def test_xfetch_recomputes_early_as_expiry_nears(kvcache):
 
 def test_early_refresh_lets_other_threads_keep_serving(kvcache):
     kvcache.get_or_set("x", lambda: "old", 60)
-    expires = load_entry(kvcache._kv.get(kvcache.kv_key("x"))).expires
+    expires = load_entry(kvcache._kv.get(kvcache.kv_key("x")), kvcache.kv_key("x")).expires
     refreshing, release = threading.Event(), threading.Event()
 
     def slow_refresh():

@@ -345,7 +345,7 @@ class SimpleCacheWriter:
 
     def set(self, key, value):
         kv_key = self.cache.kv_key(key)
-        text = self.cache._codec.dumps(value, None, key=key)
+        text = self.cache._codec.dumps(value, None, kv_key=kv_key, key=key)
         get_kv().put(**self.cache._item(kv_key, text, None))
 
     def delete(self, key):
