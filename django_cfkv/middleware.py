@@ -10,7 +10,7 @@ from django.template.loader import render_to_string
 from django.utils.module_loading import import_string
 
 from .exceptions import Ratelimited
-from .ratelimit import get_limiter
+from .ratelimit import client_value, get_limiter
 
 logger = logging.getLogger("django_cfkv.ratelimit")
 
@@ -27,12 +27,10 @@ def identify(request, rule, limiter):
     if kind in ("ip", "user_or_ip"):
         return "ip:" + limiter.client_address(request.META)
     if kind == "header":
-        return f"header:{arg.lower()}:{request.headers.get(arg, '')}"
-    if kind == "param":
-        value = request.GET.get(arg)
-        if value is None and request.method == "POST":
-            value = request.POST.get(arg)
-        return f"param:{arg}:{value or ''}"
+        return f"header:{arg.lower()}:{client_value(request.headers.get(arg, ''))}"
+    if kind in ("get", "post"):  # the last value, as request.GET[name] and request.POST[name] give the view
+        values = request.GET if kind == "get" else request.POST
+        return f"{kind}:{arg}:{client_value(values.get(arg, ''))}"
     value = arg(rule.name, request)
     return None if value is None else f"callable:{value}"
 

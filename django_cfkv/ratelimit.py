@@ -48,6 +48,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -101,7 +102,7 @@ DEFAULTS = {
 }
 RULE_FIELDS = {"path", "methods", "rate", "key", "group"}
 SIMPLE_KEYS = ("ip", "user", "user_or_ip")
-PREFIXED_KEYS = ("header", "param")
+PREFIXED_KEYS = ("header", "get", "post")  # django-ratelimit's spelling: request.GET / request.POST
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
 _GROUP_RE = re.compile(r"^[\w.\-/]{1,100}$")
@@ -217,6 +218,19 @@ def meta_name(header):
     return name if name.startswith("HTTP_") else "HTTP_" + name
 
 
+def client_value(value):
+    """Return a client-sent value (a form field, a header) in the one form that counts.
+
+    Views compare such values loosely: Django's AuthenticationForm strips the
+    username and NFKC-normalizes it, and many backends ignore case (email
+    logins). Folding the same way here (NFKC, case-folded, whitespace runs as
+    one space, ends trimmed) keeps ``" ｖｉｃｔｉｍ"`` and ``"Victim"`` from
+    starting fresh counts for the account the view signs in as ``victim``.
+    """
+    text = unicodedata.normalize("NFKC", str(value)).casefold()
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
 def client_hash(identity):
     """Return the short hash naming a client in KV keys (no address or user id is stored).
 
@@ -241,8 +255,8 @@ class Rule(NamedTuple):
     period: int
     path: object  # compiled regex, or None for the decorator
     methods: frozenset  # empty: every method
-    key: str  # "ip", "user", "user_or_ip", "header", "param" or "callable"
-    key_arg: object  # header or parameter name, or the callable
+    key: str  # "ip", "user", "user_or_ip", "header", "get", "post" or "callable"
+    key_arg: object  # header or field name, or the callable
 
     def matches(self, path, method):
         """Return whether the rule applies to a request for ``path`` with ``method``."""
@@ -261,6 +275,13 @@ def compile_key(key):
         kind, sep, arg = key.partition(":")
         if sep and kind in PREFIXED_KEYS and arg.strip():
             return kind, arg.strip()
+        if sep and kind == "param":  # removed: it read the query string first, even on a POST
+            name = arg.strip() or "<name>"
+            raise ConfigProblem(
+                f"The rate-limit key {key!r} no longer exists: it read the query string before the form, "
+                f"so a client adding ?{name}=<anything> to each POST got a fresh count.", "django_cfkv.E105",
+                f'Use "post:{name}" for the form field the view reads (request.POST), '
+                f'or "get:{name}" for the query-string parameter (request.GET).')
         if "." in key and not sep:
             try:
                 func = import_string(key)
@@ -269,8 +290,8 @@ def compile_key(key):
             if callable(func):
                 return "callable", func
     raise ConfigProblem(f"Invalid rate-limit key {key!r}.", "django_cfkv.E105",
-                        'Use "ip", "user", "user_or_ip", "header:<name>", "param:<name>" or the dotted '
-                        "path of a callable(group, request) returning a string.")
+                        'Use "ip", "user", "user_or_ip", "header:<name>", "get:<name>", "post:<name>" or '
+                        "the dotted path of a callable(group, request) returning a string.")
 
 
 def compile_rule(spec, index=None):

@@ -30,6 +30,19 @@ async def decorated_async(request):
     return HttpResponse("async")
 
 
+def sign_in(request):
+    """A login view as sites write it: Django's AuthenticationForm over request.POST."""
+    from django.contrib.auth.forms import AuthenticationForm  # needs the app registry; this module must not
+
+    form = AuthenticationForm(request, data=request.POST)
+    return HttpResponse("welcome" if form.is_valid() else "wrong username or password")
+
+
+@ratelimit("3/h", key="post:username", method="POST")
+def decorated_sign_in(request):
+    return sign_in(request)
+
+
 def custom_limited(request, exception):
     """A CFKV_RATELIMIT['VIEW'] replacement for the 429 page."""
     return JsonResponse({"custom": True, "policies": [u.policy for u in exception.usage]}, status=429)
@@ -45,6 +58,8 @@ def api_key(group, request):
 
 urlpatterns = [
     path("login/", ok),
+    path("sign-in/", sign_in),
+    path("decorated-sign-in/", decorated_sign_in),
     path("api/items/", ok),
     path("open/", ok),
     path("decorated/", decorated),

@@ -171,7 +171,7 @@ def test_compile_rule():
 
 @pytest.mark.parametrize("key, kind, arg", [
     ("ip", "ip", None), ("user", "user", None), ("user_or_ip", "user_or_ip", None),
-    ("header:X-Api-Key", "header", "X-Api-Key"), ("param:email", "param", "email"),
+    ("header:X-Api-Key", "header", "X-Api-Key"), ("get:q", "get", "q"), ("post:email", "post", "email"),
     ("tests.ratelimit_urls.api_key", "callable", None),
 ])
 def test_compile_key(key, kind, arg):
@@ -207,6 +207,8 @@ def test_policy_name_of_a_callable_key_is_the_same_in_every_process():
     ({"rate": "5/m", "path": "(unclosed"}, "django_cfkv.E103"),
     ({"rate": "5/m", "key": "cookie:x"}, "django_cfkv.E105"),
     ({"rate": "5/m", "key": "header:"}, "django_cfkv.E105"),
+    ({"rate": "5/m", "key": "post:"}, "django_cfkv.E105"),
+    ({"rate": "5/m", "key": "param:email"}, "django_cfkv.E105"),
     ({"rate": "5/m", "key": "no.such.module.func"}, "django_cfkv.E105"),
     ({"rate": "5/m", "methods": [1]}, "django_cfkv.E106"),
     ({"rate": "5/m", "group": "has space"}, "django_cfkv.E107"),

@@ -1,7 +1,7 @@
 """The limiter's API calls do not grow with the number of clients, which an attacker chooses.
 
 Counted on the KV emulator over HTTP, through RateLimitMiddleware: IPv6 /64s,
-``param:`` and ``header:`` values are free to an attacker, and each new one
+``get:``, ``post:`` and ``header:`` values are free to an attacker, and each new one
 used to cost a list call (while the request waited) and a billed KV write.
 """
 
@@ -15,7 +15,7 @@ from django_cfkv.testing import KVCalls
 
 RULES = [
     {"path": r"^/login/$", "rate": "5/h", "key": "ip", "group": "by-ip"},
-    {"path": r"^/api/items/$", "rate": "5/h", "key": "param:email", "group": "by-email"},
+    {"path": r"^/api/items/$", "rate": "5/h", "key": "get:email", "group": "by-email"},
     {"path": r"^/open/$", "rate": "5/h", "key": "header:X-Api-Key", "group": "by-key"},
 ]
 IDENTITIES = 300

@@ -184,7 +184,14 @@ class FakeUser:
     ("user_or_ip", {"user": FakeUser(7)}, "user:7"),
     ("header:X-Api-Key", {"HTTP_X_API_KEY": "k1"}, "header:x-api-key:k1"),
     ("header:X-Api-Key", {}, "header:x-api-key:"),
-    ("param:email", {"data": {"email": "a@example.com"}}, "param:email:a@example.com"),
+    ("header:X-Api-Key", {"HTTP_X_API_KEY": " K1 "}, "header:x-api-key:k1"),
+    ("post:email", {"data": {"email": "a@example.com"}}, "post:email:a@example.com"),
+    ("post:email", {"data": {"email": "A@Example.com "}}, "post:email:a@example.com"),
+    ("post:email", {"data": {"email": ["first@example.com", "last@example.com"]}}, "post:email:last@example.com"),
+    ("post:email", {"query": "email=b@example.com", "data": {"email": "a@example.com"}}, "post:email:a@example.com"),
+    ("post:email", {"query": "email=b@example.com"}, "post:email:"),
+    ("get:email", {"query": "email=b@example.com", "data": {"email": "a@example.com"}}, "get:email:b@example.com"),
+    ("get:email", {"data": {"email": "a@example.com"}}, "get:email:"),
     ("tests.ratelimit_urls.api_key", {"HTTP_X_TEAM": "blue"}, "callable:blue"),
     ("tests.ratelimit_urls.api_key", {}, None),
 ])
@@ -192,7 +199,8 @@ def test_identify(key, setup, expected):
     setup = dict(setup)
     user = setup.pop("user", None)
     data = setup.pop("data", None)
-    request = RequestFactory().post("/x/", data or {}, **setup)
+    query = setup.pop("query", None)
+    request = RequestFactory().post(f"/x/?{query}" if query else "/x/", data or {}, **setup)
     if user is not None:
         request.user = user
     rule = rl.compile_rule({"rate": "1/m", "key": key})
@@ -344,6 +352,8 @@ def test_checks():
     assert check_ids(CFKV_RATELIMIT={"RULES": [{"rate": "5/minute"}]}) == ["django_cfkv.E104"]
     assert check_ids(CFKV_RATELIMIT={"RULES": [{"rate": "5/m", "path": "["}]}) == ["django_cfkv.E103"]
     assert check_ids(CFKV_RATELIMIT={"RULES": [{"rate": "5/m", "key": "cookie:x"}]}) == ["django_cfkv.E105"]
+    assert check_ids(CFKV_RATELIMIT={"RULES": [{"rate": "5/m", "key": "post:username"}]}) == []
+    assert check_ids(CFKV_RATELIMIT={"RULES": [{"rate": "5/m", "key": "get:q"}]}) == []
     assert check_ids(CFKV_RATELIMIT={"ALIAS": "missing"}) == ["django_cfkv.E111"]
     assert check_ids(CFKV_RATELIMIT={"CACHE": "missing"}) == ["django_cfkv.E112"]
     assert check_ids(CFKV_RATELIMIT={"CACHE": "default"}) == []
@@ -355,6 +365,15 @@ def test_checks():
     assert check_ids(CFKV_RATELIMIT={}, CFKV={"sessions": {"BACKEND": "local"}}) == []
     assert check_ids(CFKV_RATELIMIT={"RULES": [LOGIN_RULE]}, CFKV={"sessions": {"BACKEND": "local"}}) == [
         "django_cfkv.E111"]
+
+
+def test_the_removed_param_key_is_a_check_error_naming_its_replacements():
+    with override_settings(CFKV_RATELIMIT={"RULES": [{"rate": "5/m", "key": "param:username"}]}):
+        [error] = check_ratelimit_setting()
+    assert error.id == "django_cfkv.E105" and "'param:username' no longer exists" in error.msg
+    assert '"post:username"' in error.hint and '"get:username"' in error.hint
+    with pytest.raises(rl.ConfigProblem, match="no longer exists"):  # the decorator, at import
+        rl.ratelimit("5/m", key="param:username")(lambda request: None)
 
 
 def test_manage_py_check_reports_bad_rules():

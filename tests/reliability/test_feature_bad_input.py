@@ -141,8 +141,9 @@ rule_strategy = st.one_of(anything, st.fixed_dictionaries({}, optional={
     "path": st.one_of(st.text(max_size=10), st.sampled_from(["^/login/$", "(", "[", "*", ".*"]), anything),
     "methods": st.one_of(st.lists(st.sampled_from(["GET", "POST", "get", 5, None])), st.text(max_size=5), anything),
     "rate": st.one_of(st.sampled_from(["3/m", "1/s", "0/m", "x"]), anything),
-    "key": st.one_of(st.sampled_from(["ip", "user", "user_or_ip", "header:X-Api-Key", "param:q", "header:",
-                                      "os.path.join", "no.such.module", "tests.ratelimit_urls.broken_key"]),
+    "key": st.one_of(st.sampled_from(["ip", "user", "user_or_ip", "header:X-Api-Key", "get:q", "post:q", "param:q",
+                                      "header:", "os.path.join", "no.such.module",
+                                      "tests.ratelimit_urls.broken_key"]),
                      anything),
     "group": st.one_of(st.sampled_from(["g", "..", "a/b", "x" * 101, "é", ""]), anything),
 }))
