@@ -522,41 +522,42 @@ class SessionStore(SessionBase):
         return {**self._extra, "userId": self._user_id_for(auth_id), **envelope, "data": data}
 
     def _user_id_for(self, auth_id):
-        """Return the ``userId`` value for Django's user id (SESSION_CFKV_USER_FIELD)."""
+        """Return the ``userId`` value for Django's user id: a string, as ``_auth_user_id`` is.
+
+        Under SESSION_CFKV_USER_FIELD it is that field's value as text. A
+        ``userId`` a Worker wrote is kept as it was while the user is unchanged.
+        """
         if auth_id is None:
             return None
         if self._user_ref and self._user_ref[0] == auth_id:
             return self._user_ref[1]  # unchanged: keep the Worker's value as it wrote it
         field = conf.setting("SESSION_CFKV_USER_FIELD")
+        if field == "pk":
+            return str(auth_id)
         from django.contrib.auth import get_user_model
 
-        model = get_user_model()
-        if field == "pk":
-            value = model._meta.pk.to_python(auth_id)
-            return value if isinstance(value, (int, str)) else str(value)
-        value = model._default_manager.filter(pk=auth_id).values_list(field, flat=True).first()
-        return value if value is None or isinstance(value, (int, str)) else str(value)
+        value = get_user_model()._default_manager.filter(pk=auth_id).values_list(field, flat=True).first()
+        return None if value is None else str(value)
 
     def _resolve_user(self, stored):
         """Return the session dict with Django's auth keys for the user ``userId`` names.
 
-        ``userId`` is authoritative. When Django wrote the session, its auth
-        hash is in ``data``, and Django's own check logs out a session whose
-        ``userId`` was changed to another user. A session a Worker wrote gets
-        the user's current hash and the first AUTHENTICATION_BACKENDS entry.
+        ``userId`` is authoritative, and names a user only in its exact form
+        (see :func:`user_lookup_value`); any other value is an anonymous
+        session. When Django wrote the session, its auth hash is in ``data``,
+        and Django's own check logs out a session whose ``userId`` was changed
+        to another user. A session a Worker wrote gets the user's current hash
+        and the first AUTHENTICATION_BACKENDS entry.
         """
         data = dict(stored.data)
         data.pop(SESSION_KEY, None)
         user_id = stored.extra.get("userId")
-        if user_id is None or user_id == "":
-            data.pop(BACKEND_SESSION_KEY, None)
-            data.pop(HASH_SESSION_KEY, None)
-            return data
         field = conf.setting("SESSION_CFKV_USER_FIELD")
-        if field == "pk" and HASH_SESSION_KEY in data and BACKEND_SESSION_KEY in data:
-            auth_id = str(user_id)
+        lookup = None if user_id is None else user_lookup_value(field, user_id)
+        if lookup is not None and field == "pk" and HASH_SESSION_KEY in data and BACKEND_SESSION_KEY in data:
+            auth_id = str(lookup)  # Django's own check of the hash finds the user: no query here
         else:
-            user = _find_user(field, user_id)
+            user = None if lookup is None else _find_user(field, lookup, user_id)
             if user is None:
                 data.pop(BACKEND_SESSION_KEY, None)
                 data.pop(HASH_SESSION_KEY, None)
@@ -572,20 +573,48 @@ class SessionStore(SessionBase):
         return data
 
 
-def _find_user(field, value):
-    """Return the one user whose ``field`` equals ``value``, or None (none, several or a bad value)."""
+def user_lookup_value(field, user_id):
+    """Return the value of the user model's ``field`` that ``user_id`` names, or None if it names none.
+
+    A Worker-written ``userId`` names a user only in the exact form Django
+    would write or a Worker would take from the user: the field's value as a
+    string (``"42"``, a UUID in its canonical text, an email as stored) or,
+    for an integer field, that JSON integer (``42``). Anything else (``true``,
+    ``42.0``, ``"042"``, ``" 42"``, a list, an integer out of the field's
+    range...) is None, so it can never be coerced into some user.
+    """
+    if isinstance(user_id, bool) or not isinstance(user_id, (int, str)) or user_id == "":
+        return None
     from django.contrib.auth import get_user_model
 
-    model = get_user_model()
+    meta = get_user_model()._meta
+    model_field = meta.pk if field == "pk" else meta.get_field(field)
     try:
-        found = list(model._default_manager.filter(**{field: value})[:2])
-    except (ValueError, TypeError, ValidationError):
+        value = model_field.to_python(user_id)
+        model_field.run_validators(value)  # the integer range, max_length...
+    except (ValidationError, ValueError, TypeError, OverflowError):
+        value = None
+    exact = value is not None and (
+        user_id == str(value) if isinstance(user_id, str) else type(value) is int and user_id == value)
+    if not exact:
+        logger.warning("Session userId (a %s) is not a %s in its exact form; the session stays anonymous.",
+                       type(user_id).__name__, field)
         return None
+    return value
+
+
+def _find_user(field, value, user_id):
+    """Return the one user whose ``field`` is ``value`` exactly, or None (none, several, another form)."""
+    from django.contrib.auth import get_user_model
+
+    found = list(get_user_model()._default_manager.filter(**{field: value})[:2])
     if len(found) != 1:
         if found:
             logger.warning("Session userId matches several users by %r; the session stays anonymous.", field)
         return None
-    return found[0]
+    stored = found[0].pk if field == "pk" else getattr(found[0], field)
+    # A database may match loosely (a case-insensitive collation): the user's own value must be the one named.
+    return found[0] if stored == value and str(stored) == str(user_id) else None
 
 
 # Bearer tokens: a token is the key of a session made for it.

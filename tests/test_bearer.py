@@ -259,6 +259,48 @@ def test_worker_made_session_expired_or_for_nobody(json_format, user):
     assert Client().get("/whoami/", **auth(nobody)).json()["user"] is None
 
 
+def inexact_user_ids(pk):
+    """Worker-written userId values that some lookup would coerce into the user with this integer pk."""
+    return [True if pk == 1 else False, pk + 0.0, pk + 0.9, f"0{pk}", f" {pk}", f"{pk} ", f"+{pk}",
+            f"{pk}.0", chr(0xFF10 + pk) if pk < 10 else f"\uff11{pk}", [pk], {"id": pk}, 10**30, -(10**30)]
+
+
+def test_worker_user_id_names_a_user_only_in_its_exact_form(json_format, user, other):
+    assert user.pk == 1  # `true` is 1 to a database
+    for pk in (user.pk, other.pk):
+        for user_id in (pk, str(pk)):  # the JSON integer, or the string Django writes
+            key, _ = seed_session(user_id)
+            assert Client().get("/whoami/", **auth(key)).json()["user"] == pk, user_id
+        for user_id in inexact_user_ids(pk):
+            key, _ = seed_session(user_id)
+            response = Client().get("/whoami/", **auth(key))
+            assert response.status_code == 200 and response.json()["user"] is None, user_id
+
+
+def test_inexact_user_id_beside_django_auth_data_is_anonymous_never_a_500(json_format, user):
+    client = Client(raise_request_exception=False)
+    for user_id in inexact_user_ids(user.pk):
+        token = issue_token(None, user)  # backend and auth hash in data: Django's own check follows
+        kv, key = get_kv(), sessions.SessionStore.kv_key(token)
+        value = json.loads(kv.get(key))
+        value["userId"] = user_id
+        kv.put(key, json.dumps(value))
+        response = client.get("/whoami/", **auth(token))
+        assert response.status_code == 200 and response.json()["user"] is None, user_id
+
+
+def test_worker_user_id_by_email_must_match_exactly(json_format, settings, user):
+    settings.SESSION_CFKV_USER_FIELD = "email"
+    for user_id in ("ANN@example.com", " ann@example.com", "ann@example.com ", ["ann@example.com"], 1):
+        key, _ = seed_session(user_id)
+        assert Client().get("/whoami/", **auth(key)).json()["user"] is None, user_id
+
+
+def test_django_writes_user_id_as_a_string(json_format, user):
+    token = issue_token(None, user)
+    assert json.loads(get_kv().get(sessions.SessionStore.kv_key(token)))["userId"] == str(user.pk)
+
+
 def test_worker_changing_user_id_in_place_logs_the_session_out(json_format, user, other):
     token = issue_token(None, user)
     kv = get_kv()

@@ -74,7 +74,7 @@ def test_login_on_an_anonymous_worker_session_keeps_its_token(settings, user):
     assert client.get(f"/login/{user.pk}/", **auth(token)).status_code == 200
     assert client.get("/whoami/", **auth(token)).json() == {"user": user.pk}
     value = json.loads(get_kv().get("session:" + token))
-    assert value["userId"] == user.pk and "email" not in value  # not carried to the new user
+    assert value["userId"] == str(user.pk) and "email" not in value  # not carried to the new user
 
 
 def test_login_as_another_user_ends_the_token(user):

@@ -69,7 +69,7 @@ def test_django_authenticates_a_session_the_worker_created(gateway, user):
 def test_worker_reads_a_token_django_issued_and_null_once_revoked(gateway, user):
     token = issue_token(None, user)
     seen = worker_get(gateway, token)
-    assert seen["userId"] == user.pk
+    assert seen["userId"] == str(user.pk)
     assert seen["expiresAt"] > time.time() * 1000
     revoke_token(token)
     assert worker_get(gateway, token) is None

@@ -163,7 +163,7 @@ def test_json_value_is_what_a_worker_reads(settings):
     key = client.cookies["sessionid"].value
     value = json.loads(get_kv().get("session:" + key))
     assert set(value) == {"userId", "createdAt", "expiresAt", "data"}
-    assert value["userId"] == user.pk  # the JSON number, as Workers compare it
+    assert value["userId"] == str(user.pk)  # a string, as Django's _auth_user_id is
     now_ms = time.time() * 1000
     assert value["createdAt"] <= now_ms < value["expiresAt"]
     assert abs(value["expiresAt"] - (now_ms + settings.SESSION_COOKIE_AGE * 1000)) < 5000
@@ -435,7 +435,7 @@ def test_login_on_a_worker_session_for_nobody_drops_its_fields(settings):
     client = worker_session(999999, "old@example.com")  # userId names no user here
     client.get(f"/login/{user.pk}/")
     value = json.loads(get_kv().get("session:" + client.cookies["sessionid"].value))
-    assert value["userId"] == user.pk and "email" not in value
+    assert value["userId"] == str(user.pk) and "email" not in value
     assert value["createdAt"] > 1
 
 
