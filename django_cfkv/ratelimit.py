@@ -8,7 +8,7 @@ Counting without lost updates
 KV has no atomic increment, allows one write per second per key, and its
 reads may be up to ~60 s stale at other locations. So no process ever writes
 a counter that another process writes. Each process counts locally and
-writes only its own *shard* ``rl:<policy>:<client>:<period>:<window>:<process>``
+writes only its own *shard* ``rl:<policy>:<client>:<period>:<window>:<process>.<n>``
 (the count is in the value and in the metadata), and only once the client
 has made ``MIN_WRITE_COUNT`` (2) requests to it in the window, so a client
 seen once costs no write. All of its changed shards go out in one bulk
@@ -24,8 +24,12 @@ it, a request is decided from the local count plus the last other-shard
 count read, without waiting for KV. A process therefore makes at most one
 bulk write per second plus ``LIST_BUDGET`` lists per second, however many
 clients send however fast. Memory is bounded too: at most ``MAX_SHARDS``
-shards are kept, and the least recently used are dropped first (closed
-windows and shards with nothing to write before any other).
+shards are kept. Of the least recently used, a closed window is dropped
+first, else the lowest count, so a flood of identities that each send a
+request or two does not push out a busier client. A shard built again after
+being dropped gets a new key (the ``<n>``, unique in the process): the key
+it had keeps its stored count, which the first read adds in, so the count
+goes on from what is stored and no write ever lowers a stored count.
 
 The price is accuracy. Another process's requests are seen up to about two
 sync intervals late (its flush, then our read), so a window may admit up to
@@ -41,6 +45,7 @@ When a limit must be exact, set ``CACHE`` to a Django cache with an atomic
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import math
 import os
@@ -462,8 +467,8 @@ def _shard_count(metadata):
 class _Shard:
     __slots__ = ("prefix", "key", "end", "limit", "local", "remote", "next_read", "ok", "written_at", "due")
 
-    def __init__(self, prefix, process, end, limit):
-        self.prefix, self.key, self.end, self.limit = prefix, prefix + process, end, limit
+    def __init__(self, prefix, writer, end, limit):
+        self.prefix, self.key, self.end, self.limit = prefix, prefix + writer, end, limit
         self.local = self.remote = 0
         self.next_read = self.written_at = float("-inf")
         self.due = time.monotonic() + FIRST_WRITE_DELAY  # when the background thread first writes it
@@ -485,15 +490,16 @@ class ShardedCounter:
     with no background thread and no once-per-second spacing.
     """
 
-    def __init__(self, kv, *, interval=1.0, background=True, list_budget=1.0, max_shards=MAX_SHARDS,
+    def __init__(self, kv, *, interval=1.0, background=True, list_budget=1.0, max_shards=None,
                  per_request=False):
         self.kv = kv
         self.interval = float(interval)
         self.per_request = per_request
         self.background = background and not per_request  # False: only flush() writes (tests, scripts)
         self.list_budget = float(list_budget)
-        self.max_shards = max_shards
+        self.max_shards = MAX_SHARDS if max_shards is None else max_shards
         self.process = secrets.token_hex(4)
+        self._serial = itertools.count()  # each shard built gets its own key: see hit()
         self._lock = threading.Condition()
         self._shards = OrderedDict()  # least recently hit first
         self._tokens = self._capacity = max(1.0, self.list_budget) if self.list_budget > 0 else 0.0
@@ -512,7 +518,10 @@ class ShardedCounter:
         with self._lock:
             shard = self._shards.get(prefix)
             if shard is None:
-                shard = self._shards[prefix] = _Shard(prefix, self.process, end, limit)
+                # A new key for every shard built, never the key of one dropped from memory earlier: that
+                # key keeps its stored count, and the first read adds it in, so no write lowers a count.
+                writer = f"{self.process}.{next(self._serial):x}"
+                shard = self._shards[prefix] = _Shard(prefix, writer, end, limit)
                 if len(self._shards) > self.max_shards:
                     self._evict(now)
             else:
@@ -543,15 +552,17 @@ class ShardedCounter:
         return True
 
     def _evict(self, now):
-        # Called with the lock held: drop the least recently hit shard whose window is closed or that has
-        # nothing to write; failing that (a flood of clients), the least recently hit, pending count and all.
-        victim = next(iter(self._shards))
-        for scanned, (prefix, shard) in enumerate(self._shards.items()):
-            if shard.end <= now or prefix not in self._dirty:
+        # Called with the lock held, the newest shard last. Of the least recently hit (never the newest),
+        # drop one whose window is closed, else the lowest count, one with nothing to write first: a flood
+        # of identities that each send a request or two never pushes out a client that sent more.
+        victim, lowest = None, None
+        for prefix, shard in itertools.islice(self._shards.items(), min(EVICT_SCAN, len(self._shards) - 1)):
+            if shard.end <= now:
                 victim = prefix
                 break
-            if scanned >= EVICT_SCAN:
-                break
+            rank = (shard.local + shard.remote, prefix in self._dirty)
+            if lowest is None or rank < lowest:
+                victim, lowest = prefix, rank
         del self._shards[victim]
         self._dirty.discard(victim)
 

@@ -314,7 +314,8 @@ def test_counter_sums_other_processes_shards_and_never_writes_theirs(tmp_path):
     keys = {info.name: info.metadata for info in kv.iter_keys(prefix="rl:p:c:")}
     assert len(keys) == 2 and {m["count"] for m in keys.values()} == {2}
     written = [key for _, batch in kv.writes for key in batch]
-    assert all(key.endswith(a.process) for key in written[:1]) and written[1].endswith(b.process)
+    writers = [key.rsplit(":", 1)[1] for key in written]
+    assert writers == [f"{a.process}.0", f"{b.process}.0"]
     for name, meta in keys.items():
         assert meta["kind"] == "ratelimit" and meta["expires"] == rl.window(now, 3600)[2]
         assert rl.describe_shard(name, meta)["count"] == meta["count"]
@@ -367,7 +368,7 @@ def test_list_calls_share_one_budget_however_many_clients(tmp_path):
     # Past the budget, a known client keeps the other processes' count it last read.
     assert counter.hit("p", "known", 10, 3600, now)[0] == 5
     # Clients seen once cost no write; the one seen twice does.
-    assert counter.flush() == 1 and kv.writes[-1][1] == [f"rl:p:known:3600:{int(now // 3600)}:{counter.process}"]
+    assert counter.flush() == 1 and kv.writes[-1][1] == [f"rl:p:known:3600:{int(now // 3600)}:{counter.process}.0"]
 
 
 def test_no_list_budget_never_reads(tmp_path):
@@ -408,7 +409,7 @@ def test_close_waits_for_the_write_spacing_only_in_the_background(tmp_path, monk
         counter.close()
     # Only the background counter (production) waits, within KV's one write per second per key.
     assert len(slept) == 1 and 0 < slept[0] <= 1.0
-    final = {info.name.rsplit(":", 1)[1]: info.metadata["count"] for info in kv.iter_keys(prefix="rl:p:")}
+    final = {info.name.rsplit(":", 1)[1].split(".")[0]: info.metadata["count"] for info in kv.iter_keys(prefix="rl:p:")}
     # background=False writes only what flush() allows; per request, everything is written.
     assert (final[counters[0].process], final[counters[1].process]) == (2, 3)
 

@@ -6,12 +6,16 @@ the account it is guessing at, nor lower a count already stored.
 """
 
 import secrets
+import time
+from collections import Counter
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
 from django_cfkv import ratelimit as rl
+from django_cfkv.local import LocalKV
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -79,3 +83,81 @@ def test_spellings_of_one_bearer_token_share_its_count():
         codes = [client.get("/api/items/", HTTP_AUTHORIZATION=value).status_code
                  for value in ("Bearer tok3n", "bearer tok3n", "Bearer  tok3n", " BEARER tok3n", "Bearer\ttok3n")]
     assert codes == [200, 200, 200, 429, 429]
+
+
+# A flood of other identities pushes a client's shard out of memory (MAX_SHARDS)
+
+
+class CountingKV(LocalKV):
+    """A LocalKV that counts the limiter's calls (list_keys, put_many)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.calls = Counter()
+
+    def list_keys(self, prefix=None, limit=1000, cursor=None):
+        self.calls["list"] += 1
+        return super().list_keys(prefix=prefix, limit=limit, cursor=cursor)
+
+    def put_many(self, items):
+        self.calls["bulk_put"] += 1
+        return super().put_many(items)
+
+
+def stored(path, client):
+    """Return ``{key: count}`` of the stored shards of ``client`` (read outside the counted KV)."""
+    return {info.name: info.metadata["count"] for info in LocalKV(path).iter_keys(prefix=f"rl:p:{client}:")}
+
+
+def test_an_evicted_shard_is_rebuilt_from_what_is_stored_and_never_lowers_it(tmp_path):
+    path = tmp_path / "kv.sqlite3"
+    kv = CountingKV(path)
+    # Enough list budget for every new shard's one read: the calls below are all the counter makes.
+    counter = rl.ShardedCounter(kv, background=False, list_budget=100, max_shards=8)
+    now = time.time()
+    history = []
+
+    def flush():
+        counter.flush()
+        history.append(stored(path, "hot"))
+
+    assert [counter.hit("p", "hot", 10, 3600, now)[0] for _ in range(5)] == [1, 2, 3, 4, 5]
+    flush()
+    # Eight others, each busier than "hot", push its shard out.
+    for n in range(8):
+        for _ in range(6):
+            counter.hit("p", f"other-{n}", 10, 3600, now)
+    assert not any(":hot:" in prefix for prefix in counter._shards)
+    assert [counter.hit("p", "hot", 10, 3600, now)[0] for _ in range(3)] == [6, 7, 8]  # not 1, 2, 3
+    flush()
+    assert sum(history[-1].values()) == 8
+    # No stored count of "hot" ever went down, nor their total.
+    for before, after in zip(history, history[1:], strict=False):
+        assert all(after.get(key, 0) >= count for key, count in before.items())
+        assert sum(after.values()) >= sum(before.values())
+    # One read per shard built (hot, 8 others, hot again) and one bulk write per flush: no call added.
+    assert kv.calls == {"list": 10, "bulk_put": 2}
+    counter.close()
+
+
+def test_the_same_through_the_middleware_counting_per_request(cfkv):
+    rule = {"path": r"^/login/$", "methods": ["POST"], "rate": "5/h", "key": "ip", "group": "login"}
+    with override_settings(CFKV_RATELIMIT={"RULES": [rule]}), mock.patch.object(rl, "MAX_SHARDS", 4):
+        hot = Client(REMOTE_ADDR="203.0.113.7")
+        assert [hot.post("/login/").status_code for _ in range(4)] == [200] * 4
+        for n in range(4):  # four others, each with more requests than the hot client
+            other = Client(REMOTE_ADDR=f"198.51.100.{n}")
+            assert [other.post("/login/").status_code for _ in range(5)] == [200] * 5
+        assert [hot.post("/login/").status_code for _ in range(3)] == [200, 429, 429]
+
+
+def test_a_flood_of_one_off_identities_does_not_push_out_a_busier_client(tmp_path):
+    kv = CountingKV(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, background=False, list_budget=0, max_shards=50)
+    now = time.time()
+    for _ in range(4):
+        counter.hit("p", "hot", 10, 3600, now)
+    counter.flush()  # nothing left to write for "hot"
+    for n in range(500):
+        counter.hit("p", f"once-{n}", 10, 3600, now)
+    assert counter.hit("p", "hot", 10, 3600, now)[0] == 5
