@@ -155,6 +155,25 @@ def test_any_account_id_is_accepted(gw, http):
     assert http.get(other + "/values/acct", headers=gw.headers()).content == b"1"
 
 
+def test_namespace_list_pages_end(gw, http):
+    # Clients page until an empty page (the official SDKs) or a short one
+    # (wrangler): page 2 and beyond must be empty, or they ask forever.
+    namespaces = gw.base_url + f"/accounts/{gw.account_id}/storage/kv/namespaces"
+    info = {"id": gw.namespace_id, "title": "django-cfkv-gateway", "supports_url_encoding": True}
+    body = http.get(namespaces, headers=gw.headers()).json()
+    assert body["result"] == [info]
+    assert body["result_info"] == {"count": 1, "page": 1, "per_page": 20, "total_count": 1}
+    params = {"page": 2, "per_page": 100, "order": "title", "direction": "asc"}  # what wrangler sends
+    body = http.get(namespaces, params=params, headers=gw.headers(gw.read_token)).json()
+    assert body["success"] and body["result"] == []
+    assert body["result_info"] == {"count": 0, "page": 2, "per_page": 100, "total_count": 1}
+    for params, code in [({"page": 0}, 10007), ({"page": "two"}, 10007), ({"per_page": 0}, 10008),
+                         ({"per_page": 1001}, 10008), ({"order": "size"}, 10043),
+                         ({"direction": "up"}, 10044)]:
+        response = http.get(namespaces, params=params, headers=gw.headers())
+        assert response.status_code == 400 and errors(response) == [code], params
+
+
 # ------------------------------------------------------------------- values
 
 

@@ -738,6 +738,34 @@ function namespaceInfo(env) {
   return { id: env.CFKV_NAMESPACE_ID, title: SERVICE, supports_url_encoding: true };
 }
 
+// A whole number in [min, max] from the query, `fallback` when absent.
+function pageArgument(query, name, fallback, max, code) {
+  const raw = query.get(name);
+  if (raw === null || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new ApiError(400, code, `malformed ${name} argument: ${raw.slice(0, 32)}`);
+  }
+  return n;
+}
+
+// The one namespace served, paged as the API pages: clients ask for pages
+// until an empty one (the official SDKs) or a short one (wrangler), so page 2
+// and beyond must be empty, or each of them asks forever, one billed Worker
+// request at a time.
+function listNamespaces(env, query) {
+  const page = pageArgument(query, "page", 1, Number.MAX_SAFE_INTEGER, 10007);
+  const perPage = pageArgument(query, "per_page", 20, 1000, 10008);
+  const order = query.get("order");
+  if (order !== null && order !== "id" && order !== "title") throw new ApiError(400, 10043, "invalid order");
+  const direction = query.get("direction");
+  if (direction !== null && direction !== "asc" && direction !== "desc") {
+    throw new ApiError(400, 10044, "invalid direction");
+  }
+  const result = page === 1 ? [namespaceInfo(env)] : [];
+  return ok(result, { result_info: { count: result.length, page, per_page: perPage, total_count: 1 } });
+}
+
 async function route(request, env) {
   const url = new URL(request.url);
   const path = url.pathname;
@@ -764,7 +792,7 @@ async function route(request, env) {
   }
   const rest = parts.slice(4);
   if (rest.length === 0 || (rest.length === 1 && rest[0] === "")) {
-    if (method === "GET") return ok([namespaceInfo(env)], { result_info: { count: 1, page: 1, per_page: 20, total_count: 1 } });
+    if (method === "GET") return listNamespaces(env, url.searchParams);
     throw noRoute();
   }
   const namespace = rest[0];

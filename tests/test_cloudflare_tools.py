@@ -1,0 +1,79 @@
+"""Cloudflare's own client drives the gateway and the emulator.
+
+The official `cloudflare` Python SDK was written by nobody here: what it does
+with our answers (auto-pagination, bulk calls, error classes) is the yardstick
+for "speaks the KV REST API". Everything runs on loopback.
+"""
+
+import itertools
+
+import cloudflare
+import pytest
+
+from .gateway_server import GatewayServer
+
+
+def sdk(base_url, token):
+    return cloudflare.Cloudflare(api_token=token, base_url=base_url, max_retries=0, timeout=30)
+
+
+# ------------------------------------------------------------------ the gateway
+
+
+@pytest.fixture(scope="module")
+def gw():
+    with GatewayServer() as server:
+        yield server
+
+
+def test_sdk_namespace_list_ends_on_the_gateway(gw):
+    # The SDK pages until a page comes back empty; each page is a billed
+    # Worker request. islice() bounds the loop so a failure cannot hang.
+    client = sdk(gw.base_url, gw.read_token)
+    gw.reset_stats()
+    listed = list(itertools.islice(client.kv.namespaces.list(account_id=gw.account_id), 10))
+    assert [(n.id, n.title) for n in listed] == [(gw.namespace_id, "django-cfkv-gateway")]
+    requests_made = [i for i in gw.stats()["invocations"] if i["path"].endswith("/namespaces")]
+    assert len(requests_made) == 2  # page 1, then the empty page 2
+    assert client.kv.namespaces.get(gw.namespace_id, account_id=gw.account_id).id == gw.namespace_id
+
+
+def drive_data_calls(client, account_id, namespace_id):
+    """Write, read, list (auto-paginated), bulk write/get/delete through the SDK."""
+    ns = {"account_id": account_id, "namespace_id": namespace_id}
+    binary = bytes(range(256))
+    client.kv.namespaces.values.update("sdk/binary", value=binary, **ns)
+    client.kv.namespaces.values.update("sdk/meta", value=b"text", metadata={"m": 1}, expiration_ttl=600, **ns)
+    assert client.kv.namespaces.values.get("sdk/binary", **ns).read() == binary
+    assert client.kv.namespaces.values.get("sdk/meta", **ns).read() == b"text"
+    assert client.kv.namespaces.metadata.get("sdk/meta", **ns) == {"m": 1}
+
+    items = [{"key": f"sdk/page/{i:02d}", "value": f"v{i}", "metadata": {"i": i}} for i in range(25)]
+    done = client.kv.namespaces.bulk_update(body=items, **ns)
+    assert done.successful_key_count == 25 and not done.unsuccessful_keys
+    # The SDK follows result_info.cursor until it is empty: 3 pages of 10.
+    keys = client.kv.namespaces.keys.list(prefix="sdk/page/", limit=10, **ns)
+    assert [k.name for k in keys] == [i["key"] for i in items]
+    assert [k.metadata for k in keys] == [{"i": i} for i in range(25)]
+
+    got = client.kv.namespaces.bulk_get(keys=["sdk/page/00", "sdk/page/24", "sdk/none"], **ns)
+    assert got.values == {"sdk/page/00": "v0", "sdk/page/24": "v24", "sdk/none": None}
+    got = client.kv.namespaces.bulk_get(keys=["sdk/meta"], with_metadata=True, **ns)
+    assert got.values["sdk/meta"].value == "text" and got.values["sdk/meta"].metadata == {"m": 1}
+
+    done = client.kv.namespaces.bulk_delete(body=[i["key"] for i in items], **ns)
+    assert done.successful_key_count == 25
+    client.kv.namespaces.values.delete("sdk/meta", **ns)
+    assert [k.name for k in client.kv.namespaces.keys.list(prefix="sdk/", **ns)] == ["sdk/binary"]
+    with pytest.raises(cloudflare.NotFoundError):
+        client.kv.namespaces.values.get("sdk/meta", **ns)
+
+
+def test_sdk_data_calls_on_the_gateway(gw):
+    drive_data_calls(sdk(gw.base_url, gw.token), gw.account_id, gw.namespace_id)
+    reader = sdk(gw.base_url, gw.read_token)
+    with pytest.raises(cloudflare.PermissionDeniedError):
+        reader.kv.namespaces.values.update("sdk/x", value=b"v", account_id=gw.account_id,
+                                           namespace_id=gw.namespace_id)
+    with pytest.raises(cloudflare.PermissionDeniedError):
+        sdk(gw.base_url, "wrong").kv.namespaces.keys.list(account_id=gw.account_id, namespace_id=gw.namespace_id)
