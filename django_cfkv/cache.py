@@ -63,6 +63,9 @@ OPTION_DEFAULTS = {
     "NEAR_CACHE_MAX_BYTES": DEFAULT_MAX_BYTES,
 }
 _HASH_HEX = 64  # sha256 hexdigest
+# The tail of a key shortened by HASH_LONG_KEYS. A key that already ends like this is shortened
+# too, so no key kept as it is can equal another's shortened form.
+_HASHED_TAIL = re.compile(r"#[0-9a-f]{64}\Z")
 
 #: Process-wide counts of stampede events: "computed", "waited", "early_refresh", "served_while_refreshing".
 stampede_events = CallCounter()
@@ -175,10 +178,11 @@ class CloudflareKVCache(BaseCache):
 
     def kv_key(self, key, version=None):
         """Return the Workers KV key that stores ``key`` (what a Worker must read)."""
-        made = self.make_and_validate_key(key, version=version)
+        made = self._made_key(key, version)
+        self.validate_key(made)
         full = self._kv_prefix + made
         size = len(full.encode("utf-8", "surrogatepass"))
-        if size > limits.MAX_KEY_BYTES and self._hash_long_keys:
+        if self._hash_long_keys and (size > limits.MAX_KEY_BYTES or _HASHED_TAIL.search(full)):
             head = full.encode("utf-8")[: limits.MAX_KEY_BYTES - _HASH_HEX - 1].decode("utf-8", "ignore")
             full = f"{head}#{hashlib.sha256(full.encode('utf-8')).hexdigest()}"
             size = len(full.encode("utf-8"))
@@ -192,6 +196,18 @@ class CloudflareKVCache(BaseCache):
             return limits.validate_key(full)
         except KVValueError as exc:
             raise InvalidCacheKey(f"Cache key {_short(made)!r} cannot be a Workers KV key: {exc}") from None
+
+    def _made_key(self, key, version):
+        """Return the KV key after KV_PREFIX: Django's ``KEY_PREFIX:VERSION:key``, not yet validated.
+
+        With the default KEY_FUNCTION, ``%`` and ``:`` in KEY_PREFIX and VERSION are
+        percent-escaped, so the first two colons always end them: no cache's keys
+        fall under another's prefix (``KEY_PREFIX="app"`` against ``"app:v2"``).
+        """
+        if self.key_func is not default_key_func:
+            return self.make_key(key, version=version)
+        version = self.version if version is None else version
+        return f"{_escape(self.key_prefix)}:{_escape(version)}:{key}"
 
     def _expires(self, timeout):
         """Return the exact expiry for ``timeout`` (None: never), which may already be past."""
@@ -425,7 +441,7 @@ class CloudflareKVCache(BaseCache):
     def _clear(self):
         prefix = self._kv_prefix
         if self.key_func is default_key_func:
-            prefix += f"{self.key_prefix}:"
+            prefix += f"{_escape(self.key_prefix)}:"
         return self._delete_streamed(
             info.name for info in self._kv.iter_keys(prefix=prefix or None)
             if isinstance(info.metadata, dict) and info.metadata.get("kind") == "cache")
@@ -612,7 +628,7 @@ class CloudflareKVCache(BaseCache):
         the version match themselves.
         """
         marker = "\x00"
-        made = self.make_key(marker, version=version)
+        made = self._made_key(marker, version)
         if made.count(marker) != 1:
             raise ImproperlyConfigured("keys(), iter_keys() and delete_pattern() need a KEY_FUNCTION "
                                        "that includes the key unchanged.")
@@ -700,6 +716,11 @@ def _flag(opts, name):
     return opts[name]
 
 
+def _escape(part):
+    """Return KEY_PREFIX or VERSION with ``%`` and ``:`` percent-escaped (unchanged without them)."""
+    return str(part).replace("%", "%25").replace(":", "%3A")
+
+
 def _glob_escape(text):
     """Return ``text`` as a glob matching itself (as glob.escape, for fnmatch)."""
     return re.sub(r"([*?[])", r"[\1]", text)
@@ -726,10 +747,11 @@ def cached(timeout, *, key=None, alias="default", version=None):
     """Cache a function's results (sync or async) with stampede protection.
 
     The cache key is ``cached:<module.qualname>:<arguments as JSON>`` (the
-    argument part hashed with SHA-256 when long). Arguments JSON cannot hold
-    (sets, dates, model instances, other values by their repr) are tagged with
-    their type, so ``{1, 2}`` and ``[1, 2]``, or a date and its ISO string, get
-    different keys; tuples are lists. ``key`` replaces it: a str replaces the
+    argument part hashed with SHA-256 when long). Arguments that are not plain
+    JSON (tuples, sets, dicts with other keys, dates, model instances, other
+    values by their repr) are tagged with their type, so different arguments
+    get different keys: ``{1, 2}``, ``[1, 2]`` and ``(1, 2)``, ``{1: "x"}``
+    and ``{"1": "x"}``, a date and its ISO string. ``key`` replaces it: a str replaces the
     qualified name, a callable takes the function's arguments and returns the
     whole key. ``None`` results are cached too. The wrapped
     function gains ``invalidate(*args, **kwargs)`` and ``ainvalidate(...)``.
@@ -774,31 +796,56 @@ def cached(timeout, *, key=None, alias="default", version=None):
 
 
 _LONG_ARGUMENTS = 200
+_JSON_SCALARS = (str, int, float, bool, type(None))
 
 
 def _arguments_key(args, kwargs):
-    """Return a text form of the arguments that is the same in every process."""
-    text = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"), default=_stable_repr,
-                      ensure_ascii=False)
-    if len(text) > _LONG_ARGUMENTS:
+    """Return a text form of the arguments that is the same in every process and differs between
+    arguments that differ (see _encode)."""
+    text = _json([[_encode(arg) for arg in args], _encode(kwargs)])
+    if len(text) > _LONG_ARGUMENTS:  # a short form starts with "[", so it never looks like a hashed one
         return "sha256-" + hashlib.sha256(text.encode("utf-8")).hexdigest()
     return text
 
 
-def _stable_repr(obj):
-    """Return a JSON form of a non-JSON argument, tagged with its type so no other argument shares it."""
+def _json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode(obj):
+    """Return a JSON form of an argument that no other argument shares.
+
+    Strings, numbers, booleans, None, lists and dicts whose keys are strings not
+    starting with ``~`` are written as JSON. Everything else becomes a one-key
+    object whose key starts with ``~`` and names its type: ``~tuple``, ``~set``,
+    ``~dict`` (any other dict, as sorted [key, value] pairs), ``~model``, and
+    ``~module.Type`` for dates (their ISO form) and other values (their repr).
+    So a plain dict can never pass for a tagged value, and every JSON tree
+    decodes to one argument.
+    """
+    kind = type(obj)
+    if kind in _JSON_SCALARS:  # exact types: a subclass (an IntEnum) is tagged by its repr below
+        return obj
+    if isinstance(obj, list):
+        return [_encode(item) for item in obj]
+    if isinstance(obj, dict):
+        if all(type(k) is str and not k.startswith("~") for k in obj):
+            return {k: _encode(v) for k, v in obj.items()}
+        return {"~dict": sorted(([_encode(k), _encode(v)] for k, v in obj.items()), key=_json)}
+    if isinstance(obj, tuple):
+        return {"~tuple": [_encode(item) for item in obj]}
+    if isinstance(obj, (set, frozenset)):  # equal sets are one value: one key for both types
+        return {"~set": sorted((_encode(item) for item in obj), key=_json)}
     if isinstance(obj, Model):
         if obj.pk is None:
             raise TypeError(f"cached() cannot build a key from an unsaved {obj._meta.label} instance (its pk "
                             "is None, as for every unsaved one). Save it first, or pass key=callable.")
-        return {"~model": [obj._meta.label, obj.pk]}
-    if isinstance(obj, (set, frozenset)):
-        return {"~set": sorted(obj, key=repr)}
-    kind = f"~{type(obj).__module__}.{type(obj).__qualname__}"
+        return {"~model": [obj._meta.label, _encode(obj.pk)]}
+    tag = f"~{kind.__module__}.{kind.__qualname__}"  # always has a dot: no clash with the tags above
     if hasattr(obj, "isoformat"):  # date, datetime, time
-        return {kind: obj.isoformat()}
+        return {tag: obj.isoformat()}
     text = repr(obj)
     if " at 0x" in text:
         raise TypeError(f"cached() cannot build a stable key from {text}: its repr differs between "
                         "processes. Pass key=callable to build the key yourself.")
-    return {kind: text}
+    return {tag: text}
