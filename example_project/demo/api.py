@@ -7,6 +7,11 @@ deletes it (from this view, or from anywhere else: an admin action, a
 password change).
 The views are exempt from CSRF because a bearer token is never sent by a
 browser on its own, unlike a cookie; the token endpoint takes a password.
+
+When KV cannot be reached, a call that needs it answers 503 with Retry-After
+and ``{"error": "temporarily_unavailable"}``, as BearerSessionMiddleware does
+for a token whose session cannot be loaded: never a 500, and never a 401 for
+a session that may well be signed in.
 """
 
 import json
@@ -17,13 +22,22 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
+from django_cfkv.exceptions import KVError
 from django_cfkv.sessions import issue_token, revoke_token
+
+from .views import RETRY_AFTER
 
 
 def _error(status, message, **headers):
     response = JsonResponse({"error": message}, status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
+    return response
+
+
+def _unavailable(description):
+    response = JsonResponse({"error": "temporarily_unavailable", "error_description": description}, status=503)
+    response["Retry-After"] = str(RETRY_AFTER)
     return response
 
 
@@ -59,7 +73,10 @@ def token(request):
             return _unauthorized("Send the token to revoke as 'Authorization: Bearer <token>'.")
         # BearerSessionMiddleware loaded the token's session (an unknown token is
         # a 401 before this view): its key is the token.
-        revoke_token(request.session.session_key)
+        try:
+            revoke_token(request.session.session_key)
+        except KVError:
+            return _unavailable("Workers KV did not answer, so the token was not revoked. Try again.")
         return HttpResponse(status=204)
     username, password = _credentials(request)
     if not isinstance(username, str) or not isinstance(password, str):
@@ -67,7 +84,10 @@ def token(request):
     user = authenticate(request, username=username, password=password)
     if user is None:
         return _unauthorized("Wrong username or password.")
-    bearer = issue_token(request, user)
+    try:
+        bearer = issue_token(request, user)
+    except KVError:
+        return _unavailable("Workers KV did not answer, so no token was issued. Try again.")
     return JsonResponse({"token": bearer, "token_type": "Bearer"}, status=201)
 
 
@@ -75,6 +95,8 @@ def token(request):
 def me(request):
     """Return the signed-in user (by bearer token or session cookie)."""
     if not request.user.is_authenticated:
+        if getattr(request.session, "load_failed", False):  # a cookie session KV did not return
+            return _unavailable("Workers KV did not answer, so the session could not be read. Try again.")
         return _unauthorized("Sign in first: POST /api/token, then send 'Authorization: Bearer <token>'.")
     return JsonResponse({
         "username": request.user.get_username(),

@@ -1,39 +1,126 @@
 """Pages of the example site: each shows one part of django-cfkv at work."""
 
+import logging
 import time
 from datetime import datetime, timezone
 
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import user_passes_test
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from django_cfkv import get_kv, inspect
 from django_cfkv.cache import cached
+from django_cfkv.exceptions import KVError
 from django_cfkv.transport import calls
 
 from .kvinfo import describe_store, session_kv_key
 
+logger = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying what KV did not let finish (as
+# BearerSessionMiddleware's 503 says).
+RETRY_AFTER = 5
+
+
+def unavailable(response):
+    """Turn ``response`` into the 503 for a request that Workers KV did not let finish."""
+    response.status_code = 503
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
+
 
 def home(request):
-    """Count this session's visits and show where the session lives in KV."""
-    request.session["visits"] = request.session.get("visits", 0) + 1
-    key = session_kv_key(request.session)
-    metadata = None
-    if key:
-        # One extra read, only to show what KV holds for this session.
-        metadata = get_kv(settings.SESSION_CFKV_ALIAS).get_metadata(key)
-    expires = (metadata or {}).get("expires")
+    """Count this session's visits and show where the session lives in KV.
+
+    Written to degrade as a view on KV should: when KV cannot be reached the
+    page still renders and says that the visit was not counted.
+    """
+    session = request.session
+    session["visits"] = session.get("visits", 0) + 1
+    try:
+        # Saved here rather than by SessionMiddleware after the view: a write
+        # that fails is then a sentence on this page instead of a 500.
+        session.save()
+        counted = True
+    except UpdateError:  # ended while this request ran (a logout elsewhere): a 400, as from SessionMiddleware
+        raise SessionInterrupted("The session was deleted before the request completed.") from None
+    except KVError as exc:
+        logger.warning("Visit not counted: Workers KV did not answer (%s).", type(exc).__name__)
+        session.modified = False  # nothing for SessionMiddleware to try again
+        counted = False
+    key = session_kv_key(session)
+    metadata, metadata_read = None, True
+    if key and counted:
+        try:
+            # One extra read, only to show what KV holds for this session.
+            metadata = get_kv(settings.SESSION_CFKV_ALIAS).get_metadata(key)
+        except KVError as exc:
+            logger.warning("Session metadata not read: Workers KV did not answer (%s).", type(exc).__name__)
+            metadata_read = False
     return render(request, "demo/home.html", {
-        "visits": request.session["visits"],
+        "counted": counted,
+        "session_unread": getattr(session, "load_failed", False),
+        "visits": session["visits"] if counted else None,
         "session_key": request.session.session_key,
         "kv_key": key,
         "kv_metadata": metadata,
-        "kv_expires": datetime.fromtimestamp(expires, timezone.utc) if expires else None,
+        "kv_metadata_read": metadata_read,
+        "kv_expires": _exact_expiry(metadata),
         "expiry_date": request.session.get_expiry_date(),
         "store": describe_store(),
     })
+
+
+def _exact_expiry(metadata):
+    """Return the datetime of the metadata's "expires", or None: anyone who can write KV writes metadata."""
+    expires = metadata.get("expires") if isinstance(metadata, dict) else None
+    if not isinstance(expires, (int, float)) or isinstance(expires, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(expires, timezone.utc)
+    except (OverflowError, OSError, ValueError):  # out of datetime's range, or NaN
+        return None
+
+
+class LoginView(auth_views.LoginView):
+    """django.contrib.auth's login page; when KV cannot store the session, a 503 page instead of a 500."""
+
+    def form_valid(self, form):
+        try:
+            response = super().form_valid(form)
+            # login() put the user in the session: save it here, so that a write KV
+            # refuses is this page rather than a 500 from SessionMiddleware.
+            self.request.session.save()
+        except KVError as exc:
+            logger.warning("Sign-in not completed: Workers KV did not answer (%s).", type(exc).__name__)
+            self.request.user = AnonymousUser()
+            context = self.get_context_data(form=form, kv_unavailable=True)
+            return unavailable(self.render_to_response(context))
+        return response
+
+
+class LogoutView(auth_views.LogoutView):
+    """django.contrib.auth's logout; when KV cannot delete the session, a 503 page says the user is still
+    signed in (rather than a 500 after the cookie is dropped and the stored session kept)."""
+
+    def post(self, request, *args, **kwargs):
+        kept = dict(request.session.items())
+        try:
+            return super().post(request, *args, **kwargs)
+        except KVError as exc:
+            logger.warning("Sign-out not completed: Workers KV did not answer (%s).", type(exc).__name__)
+            # flush() emptied the session before KV refused the DELETE: put the data
+            # back, so the browser keeps its cookie and can simply try again.
+            request.session.update(kept)
+            return unavailable(render(request, "demo/unavailable.html", {
+                "message": "Workers KV did not answer, so you are still signed in: your session was not "
+                           "deleted. Log out again in a few seconds."}))
 
 
 @cached(60 * 5)
@@ -84,8 +171,14 @@ def namespace(request):
     prefix = request.GET.get("prefix") or None
     kv = get_kv(settings.SESSION_CFKV_ALIAS)
     before = calls.total
-    summary = inspect.summarize(kv, prefix)
-    entries, more = inspect.list_entries(kv, prefix, limit=100)
+    try:
+        summary = inspect.summarize(kv, prefix)
+        entries, more = inspect.list_entries(kv, prefix, limit=100)
+    except KVError as exc:
+        logger.warning("Namespace not listed: Workers KV did not answer (%s).", type(exc).__name__)
+        return render(request, "demo/namespace.html", {
+            "prefix": prefix or "", "unavailable": True, "api_calls": calls.total - before,
+            "store": describe_store()})
     now = time.time()
     return render(request, "demo/namespace.html", {
         "prefix": prefix or "",

@@ -9,7 +9,9 @@ Sessions, the cache and rate limits all live in one Workers KV namespace, the
   real Cloudflare.
 
 ``EXAMPLE_DATA_DIR`` moves the SQLite files elsewhere (the end-to-end tests
-use it to run the site on a throwaway copy).
+use it to run the site on a throwaway copy). ``EXAMPLE_KV_TIMEOUT`` (seconds)
+and ``EXAMPLE_KV_MAX_RETRIES`` set the REST client's ``TIMEOUT`` and
+``MAX_RETRIES`` (the tests shorten them to run under injected faults quickly).
 """
 
 import os
@@ -81,12 +83,21 @@ def _kv_alias():
                                            ("NAMESPACE_ID", "CFKV_NAMESPACE_ID", "example")):
                 if not os.environ.get(env):
                     alias[name] = placeholder
-        return alias
+        return _with_client_limits(alias)
     if os.environ.get("CFKV_NAMESPACE_ID"):
         # Real Cloudflare; django_cfkv reads CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN
         # and CFKV_NAMESPACE_ID itself, and `manage.py check` names any that are missing.
-        return {"BACKEND": "cloudflare"}
+        return _with_client_limits({"BACKEND": "cloudflare"})
     return {"BACKEND": "local", "PATH": str(DATA_DIR / "cfkv.sqlite3")}
+
+
+def _with_client_limits(alias):
+    """Add the REST client's TIMEOUT and MAX_RETRIES when the environment sets them."""
+    if os.environ.get("EXAMPLE_KV_TIMEOUT"):
+        alias["TIMEOUT"] = float(os.environ["EXAMPLE_KV_TIMEOUT"])
+    if os.environ.get("EXAMPLE_KV_MAX_RETRIES"):
+        alias["MAX_RETRIES"] = int(os.environ["EXAMPLE_KV_MAX_RETRIES"])
+    return alias
 
 
 CFKV = {"default": _kv_alias()}
@@ -97,6 +108,10 @@ CACHES = {
         "LOCATION": "default",  # the CFKV alias
         "KEY_PREFIX": "example",
         "TIMEOUT": 300,
+        # A cache only saves work: when KV cannot be reached (a connection error, a
+        # timeout, a 429 or a 5xx), a read is a miss and a write is dropped, with a
+        # warning on the django_cfkv.cache logger, instead of a 500.
+        "OPTIONS": {"IGNORE_EXCEPTIONS": True},
     },
 }
 
@@ -137,5 +152,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_cfkv": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "django_cfkv": {"handlers": ["console"], "level": "INFO"},
+        "demo": {"handlers": ["console"], "level": "INFO"},
+    },
 }

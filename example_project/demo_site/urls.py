@@ -1,12 +1,11 @@
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from demo import api, views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
     path("slow/", views.slow, name="slow"),
     path("namespace/", views.namespace, name="namespace"),
     path("api/", views.api_docs, name="api"),

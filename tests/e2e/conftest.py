@@ -2,7 +2,7 @@
 
 import pytest
 
-from .sites import Site, emulator_env, manage, site_env
+from .sites import manage, serve_on_emulator, site_env, stop_site
 
 
 @pytest.fixture(scope="session")
@@ -18,11 +18,6 @@ def example_db(tmp_path_factory):
 @pytest.fixture(scope="module")
 def emulator_site(cfkv_emulator, example_db, tmp_path_factory):
     """The example site on a fresh emulator namespace; ``site.kv`` reads that namespace directly."""
-    namespace_id = cfkv_emulator.new_namespace_id()
-    site = Site(tmp_path_factory.mktemp("example"), template_db=example_db,
-                **emulator_env(cfkv_emulator, namespace_id))
-    site.kv = cfkv_emulator.client(namespace_id)
-    site.start()
+    site = serve_on_emulator(cfkv_emulator, example_db, tmp_path_factory.mktemp("example"))
     yield site
-    site.stop()
-    site.kv.close()
+    stop_site(site)

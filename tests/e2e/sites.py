@@ -22,7 +22,8 @@ DEMO_CREDENTIALS = {"username": DEMO_USER[0], "password": DEMO_USER[1]}
 
 # Variables that would send the site somewhere else than the test chose.
 _SCRUBBED = ("DJANGO_SETTINGS_MODULE", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN",
-             "CLOUDFLARE_BASE_URL", "CFKV_NAMESPACE_ID", "EXAMPLE_DATA_DIR", "EXAMPLE_SLOW_SECONDS")
+             "CLOUDFLARE_BASE_URL", "CFKV_NAMESPACE_ID", "EXAMPLE_DATA_DIR", "EXAMPLE_SLOW_SECONDS",
+             "EXAMPLE_KV_TIMEOUT", "EXAMPLE_KV_MAX_RETRIES")
 
 
 def free_port():
@@ -35,7 +36,8 @@ def free_port():
 def site_env(data_dir, **extra):
     """Return the environment for the example site with its data in ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-    env.update(EXAMPLE_DATA_DIR=str(data_dir), EXAMPLE_SLOW_SECONDS="0.3", PYTHONUNBUFFERED="1", **extra)
+    env.update(EXAMPLE_DATA_DIR=str(data_dir), EXAMPLE_SLOW_SECONDS="0.3", PYTHONUNBUFFERED="1")
+    env.update(extra)
     return env
 
 
@@ -119,6 +121,34 @@ class Site:
     def log(self):
         """Return what the server printed (for failure messages)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Browser(requests.Session):
+    """A requests.Session (cookies and all) that opens a new connection for each request.
+
+    runserver writes a response in two pieces; on a kept-alive connection the
+    second waits for the client's delayed ACK, ~40 ms a request.
+    """
+
+    def request(self, *args, **kwargs):
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            self.close()  # the pooled connection; the cookies stay
+
+
+def serve_on_emulator(emulator, example_db, data_dir, **env):
+    """Start the example site on a fresh namespace of ``emulator``; ``site.kv`` reads that namespace."""
+    namespace_id = emulator.new_namespace_id()
+    site = Site(data_dir, template_db=example_db, **emulator_env(emulator, namespace_id), **env)
+    site.kv = emulator.client(namespace_id)
+    site.start()
+    return site
+
+
+def stop_site(site):
+    site.stop()
+    site.kv.close()
 
 
 def element_text(html, element_id):

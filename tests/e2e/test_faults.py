@@ -1,0 +1,351 @@
+"""The example site while Workers KV fails: pages still render, the API answers 503 with
+Retry-After, nothing the site acknowledged is lost, and no request is a 500.
+
+The site runs with a short KV timeout and no retries, so each failure is
+seen at once and the tests take seconds. Faults come from the emulator: its
+own random ones (``cfkv_emulator.faults``), or ``kv_answers`` below, which
+answers only the calls a test names (the metadata read, the DELETE...).
+"""
+
+import contextlib
+import json
+
+import pytest
+import requests
+
+from .sites import (
+    DEMO_CREDENTIALS,
+    DEMO_USER,
+    Browser,
+    csrf_token,
+    element_text,
+    post_login,
+    serve_on_emulator,
+    stop_site,
+)
+
+pytestmark = pytest.mark.slow
+
+FAIL_FAST = {"EXAMPLE_KV_TIMEOUT": "3", "EXAMPLE_KV_MAX_RETRIES": "0"}
+OUTAGE = json.dumps({"success": False, "errors": [{"code": 10001, "message": "service temporarily unavailable"}],
+                     "messages": [], "result": None}).encode()
+
+
+@contextlib.contextmanager
+def kv_answers(emulator, status=503, body=OUTAGE, *, method=None, path_part=""):
+    """Answer the KV calls with ``method`` whose path holds ``path_part`` with ``status`` and ``body``."""
+    app = emulator.app
+    handle = app.handle
+
+    def answer(environ):
+        path = environ["PATH_INFO"]
+        if "/storage/kv/" in path and path_part in path and method in (None, environ["REQUEST_METHOD"]):
+            return status, {"Content-Type": "application/json"}, body
+        return handle(environ)
+
+    app.handle = answer
+    try:
+        yield
+    finally:
+        del app.handle
+
+
+def get(http, site, path):
+    return http.get(site.url(path), timeout=10)
+
+
+def assert_unavailable(response):
+    """Assert ``response`` is the example's 503 for KV being unreachable: Retry-After, and it says so."""
+    assert response.status_code == 503, (response.status_code, response.text[:3000])
+    assert int(response.headers["Retry-After"]) >= 1
+    if response.headers["Content-Type"] == "application/json":
+        assert response.json()["error"] == "temporarily_unavailable"
+    else:
+        assert element_text(response.text, "kv-unavailable"), response.text
+
+
+def says(page, element_id):
+    """Return the text of the element with ``element_id`` on ``page``, its white space collapsed ("" if none)."""
+    return " ".join((element_text(page.text, element_id) or "").split())
+
+
+def signed_in_as(page):
+    return element_text(page.text, "username")
+
+
+@pytest.fixture(scope="module")
+def site(cfkv_emulator, example_db, tmp_path_factory):
+    site = serve_on_emulator(cfkv_emulator, example_db, tmp_path_factory.mktemp("example-faults"), **FAIL_FAST)
+    yield site
+    stop_site(site)
+    assert "Internal Server Error" not in site.log(), site.log()
+
+
+@pytest.fixture(scope="module")
+def staff(site):
+    """A browser signed in as the demo user (a staff member)."""
+    http = Browser()
+    assert signed_in_as(post_login(http, site, *DEMO_USER)) == DEMO_USER[0]
+    return http
+
+
+# Pages
+
+
+def test_home_page_counts_the_visit_when_its_metadata_read_fails(site, cfkv_emulator):
+    http = Browser()
+    assert element_text(get(http, site, "/").text, "visits") == "1"
+    with kv_answers(cfkv_emulator, method="GET", path_part="/metadata/"):
+        page = get(http, site, "/")
+    assert page.status_code == 200, page.text
+    assert element_text(page.text, "visits") == "2"
+    assert element_text(page.text, "kv-metadata-unavailable")
+    assert element_text(get(http, site, "/").text, "visits") == "3"
+
+
+@pytest.mark.parametrize("metadata", [["a", "list"], "text", 7, None, {"expires": "soon"}, {"expires": True},
+                                      {"expires": 1e300}, {"expires": float("nan")}, {"expires": -1e20}])
+def test_home_page_renders_whatever_metadata_kv_returns(site, cfkv_emulator, metadata):
+    http = Browser()
+    get(http, site, "/")
+    body = json.dumps({"success": True, "errors": [], "messages": [], "result": metadata}).encode()
+    with kv_answers(cfkv_emulator, 200, body, method="GET", path_part="/metadata/"):
+        page = get(http, site, "/")
+    assert page.status_code == 200, page.text
+    assert element_text(page.text, "visits") == "2"
+
+
+def test_home_page_renders_when_kv_is_down_and_loses_no_counted_visit(site, cfkv_emulator):
+    http = Browser()
+    get(http, site, "/")
+    assert element_text(get(http, site, "/").text, "visits") == "2"
+    with cfkv_emulator.faults(rate_503=1.0):
+        for _ in range(2):
+            page = get(http, site, "/")
+            assert page.status_code == 200, page.text
+            assert element_text(page.text, "visits") is None  # nothing to show: the session is unread
+            assert "not counted" in says(page, "kv-unavailable")
+    assert element_text(get(http, site, "/").text, "visits") == "3"
+
+
+def test_home_page_says_a_visit_was_not_counted_when_the_write_fails(site, cfkv_emulator):
+    http = Browser()
+    get(http, site, "/")
+    with kv_answers(cfkv_emulator, method="PUT"):
+        page = get(http, site, "/")
+    assert page.status_code == 200, page.text
+    assert "not counted" in says(page, "kv-unavailable")
+    assert element_text(get(http, site, "/").text, "visits") == "2"
+
+
+def test_new_visitor_gets_a_page_when_kv_is_down(site, cfkv_emulator):
+    http = Browser()
+    with cfkv_emulator.faults(rate_503=1.0):
+        page = get(http, site, "/")
+    assert page.status_code == 200, page.text
+    assert "not counted" in says(page, "kv-unavailable")
+    assert "sessionid" not in http.cookies  # no cookie for a session that was never stored
+    assert element_text(get(http, site, "/").text, "visits") == "1"
+
+
+def test_cached_page_is_computed_when_the_cache_cannot_be_reached(site, cfkv_emulator):
+    http = Browser()
+    with cfkv_emulator.faults(rate_503=1.0):
+        first = get(http, site, "/slow/")
+        assert first.status_code == 200, first.text
+        assert first.headers["X-Cache"] == "miss"
+        forget = http.post(site.url("/slow/"), data={"csrfmiddlewaretoken": csrf_token(first.text)}, timeout=10)
+        assert forget.status_code == 200, forget.text
+        assert forget.headers["X-Cache"] == "miss"  # nothing was stored
+    assert get(http, site, "/slow/").headers["X-Cache"] == "miss"
+    assert get(http, site, "/slow/").headers["X-Cache"] == "hit"
+
+
+def test_login_when_kv_cannot_store_the_session(site, cfkv_emulator):
+    http = Browser()
+    with kv_answers(cfkv_emulator, method="PUT"):
+        refused = post_login(http, site, *DEMO_USER)
+    assert_unavailable(refused)
+    assert "not signed in" in says(refused, "kv-unavailable")
+    assert signed_in_as(get(http, site, "/")) is None
+    assert signed_in_as(post_login(http, site, *DEMO_USER)) == DEMO_USER[0]
+
+
+def test_logout_when_kv_cannot_delete_the_session(site, cfkv_emulator):
+    http = Browser()
+    assert signed_in_as(post_login(http, site, *DEMO_USER)) == DEMO_USER[0]
+    home = get(http, site, "/")
+    with kv_answers(cfkv_emulator, method="DELETE"):
+        refused = http.post(site.url("/logout/"), data={"csrfmiddlewaretoken": csrf_token(home.text)}, timeout=10)
+    assert_unavailable(refused)
+    assert "still signed in" in says(refused, "kv-unavailable")
+    assert says(refused, "logout") == f"Log out {DEMO_USER[0]}"
+    cookie = http.cookies["sessionid"]
+
+    assert signed_in_as(get(http, site, "/")) == DEMO_USER[0]  # as the page said
+    logged_out = http.post(site.url("/logout/"), data={"csrfmiddlewaretoken": csrf_token(home.text)}, timeout=10)
+    assert logged_out.status_code == 200 and signed_in_as(logged_out) is None
+    replayed = requests.get(site.url("/"), cookies={"sessionid": cookie}, timeout=10)
+    assert signed_in_as(replayed) is None
+
+
+def test_namespace_page_when_kv_cannot_list(site, staff, cfkv_emulator):
+    with kv_answers(cfkv_emulator, method="GET", path_part="/keys"):
+        page = get(staff, site, "/namespace/")
+    assert page.status_code == 200, page.text
+    assert element_text(page.text, "kv-unavailable")
+    assert get(staff, site, "/namespace/").status_code == 200
+
+
+# The JSON API
+
+
+def test_token_endpoint_when_kv_cannot_store_the_session(site, cfkv_emulator):
+    with kv_answers(cfkv_emulator, method="PUT"):
+        refused = requests.post(site.url("/api/token"), json=DEMO_CREDENTIALS, timeout=10)
+    assert_unavailable(refused)
+
+
+def test_revoking_a_token_when_kv_cannot_delete_it(site, cfkv_emulator):
+    token = requests.post(site.url("/api/token"), json=DEMO_CREDENTIALS, timeout=10).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    with kv_answers(cfkv_emulator, method="DELETE"):
+        refused = requests.delete(site.url("/api/token"), headers=auth, timeout=10)
+    assert_unavailable(refused)
+    assert requests.get(site.url("/api/me"), headers=auth, timeout=10).status_code == 200  # not revoked
+    assert requests.delete(site.url("/api/token"), headers=auth, timeout=10).status_code == 204
+    assert requests.get(site.url("/api/me"), headers=auth, timeout=10).status_code == 401
+
+
+def test_me_when_kv_cannot_read_the_session(site, staff, cfkv_emulator):
+    token = requests.post(site.url("/api/token"), json=DEMO_CREDENTIALS, timeout=10).json()["token"]
+    with cfkv_emulator.faults(rate_503=1.0):
+        by_cookie = get(staff, site, "/api/me")
+        by_token = requests.get(site.url("/api/me"), headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert_unavailable(by_cookie)  # not a 401: the session may well be signed in
+    assert_unavailable(by_token)
+    assert get(staff, site, "/api/me").json()["username"] == DEMO_USER[0]
+
+
+# Everything at once, under heavy random faults
+
+# Half the calls fail, some with 429. A refused call changed nothing (the
+# emulator refuses before it acts), so the walk can hold the site to what each
+# answer said, done or not done. Retry-After 0 keeps one 429 from holding back
+# every later call of the site's process, so both sides of each page are seen.
+HEAVY_FAULTS = {"rate_503": 0.5, "rate_429": 0.05, "retry_after": 0}
+ROUNDS = 20
+
+
+class Walk:
+    """Clients walking the site under faults, remembering what each answer said was done.
+
+    Every response is checked as it arrives: never a 5xx but the example's 503
+    with Retry-After. ``check_nothing_lost()`` then looks, with the faults off,
+    at every visit counted, sign-in, sign-out, token issued and token revoked,
+    and at every one that the answer said was not done.
+    """
+
+    def __init__(self, site):
+        self.site = site
+        self.statuses = {}  # (method, path) -> {status: count}
+        self.counted = {}  # browser -> the last visit count a page acknowledged
+        self.signed_in, self.signed_out = [], []  # session cookies, by what the last answer said
+        self.tokens, self.revoked = set(), []
+
+    def send(self, http, method, path, expected, **kwargs):
+        response = http.request(method, self.site.url(path), timeout=10, allow_redirects=False, **kwargs)
+        seen = self.statuses.setdefault((method, path), {})
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        if response.status_code == 503:
+            assert_unavailable(response)
+        else:
+            assert response.status_code in expected, (method, path, response.status_code, response.text[:3000])
+        return response
+
+    def visit_home(self, http):
+        page = self.send(http, "GET", "/", {200})
+        visits = element_text(page.text, "visits")
+        if visits is None:
+            assert "not counted" in says(page, "kv-unavailable")
+        else:  # counted: a count never goes back, so no counted visit was lost
+            assert int(visits) > self.counted.get(http, 0), (visits, self.counted.get(http))
+            self.counted[http] = int(visits)
+
+    def browse_as_staff(self, http, round_number):
+        self.visit_home(http)
+        slow = self.send(http, "GET", "/slow/", {200})
+        if round_number % 5 == 0:
+            self.send(http, "POST", "/slow/", {302}, data={"csrfmiddlewaretoken": csrf_token(slow.text)})
+        # Unread, the session looks signed out ("empty" on load errors): the page asks to log in.
+        self.send(http, "GET", "/namespace/", {200, 302})
+        self.send(http, "GET", "/namespace/?prefix=cache:", {200, 302})
+        self.send(http, "GET", "/api/", {200})
+        self.send(http, "GET", "/api/me", {200})
+        self.send(http, "GET", "/api/ping", {200, 429})
+
+    def log_in_and_out(self):
+        http = Browser()
+        form = self.send(http, "GET", "/login/", {200})
+        login = self.send(http, "POST", "/login/", {302, 429},  # 5 a minute per address
+                          data={**DEMO_CREDENTIALS, "csrfmiddlewaretoken": csrf_token(form.text)})
+        if login.status_code != 302:
+            return
+        cookie = http.cookies["sessionid"]
+        self.visit_home(http)
+        form = self.send(http, "GET", "/login/", {200})  # the CSRF token changed at login
+        logout = self.send(http, "POST", "/logout/", {302}, data={"csrfmiddlewaretoken": csrf_token(form.text)})
+        if logout.status_code == 302:
+            self.signed_out.append(cookie)
+            self.counted.pop(http, None)  # its visits ended with the session
+        else:
+            self.signed_in.append(cookie)
+
+    def use_the_api(self):
+        issued = self.send(requests, "POST", "/api/token", {201, 429}, json=DEMO_CREDENTIALS)
+        if issued.status_code == 201:
+            self.tokens.add(issued.json()["token"])
+        for token in sorted(self.tokens):
+            auth = {"Authorization": f"Bearer {token}"}
+            me = self.send(requests, "GET", "/api/me", {200}, headers=auth)  # never a 401: it is not revoked
+            assert me.status_code == 503 or me.json()["username"] == DEMO_USER[0]
+            self.send(requests, "GET", "/api/ping", {200, 429}, headers=auth)
+            if self.send(requests, "DELETE", "/api/token", {204}, headers=auth).status_code == 204:
+                self.tokens.remove(token)
+                self.revoked.append(token)
+        self.send(requests, "GET", "/api/me", {401})
+
+    def check_nothing_lost(self):
+        for http, counted in self.counted.items():
+            page = self.send(http, "GET", "/", {200})
+            assert element_text(page.text, "visits") == str(counted + 1), page.text
+        for cookie in self.signed_in:
+            assert signed_in_as(requests.get(self.site.url("/"), cookies={"sessionid": cookie}, timeout=10))
+        for cookie in self.signed_out:
+            assert not signed_in_as(requests.get(self.site.url("/"), cookies={"sessionid": cookie}, timeout=10))
+        for token in self.tokens:
+            self.send(requests, "GET", "/api/me", {200}, headers={"Authorization": f"Bearer {token}"})
+        for token in self.revoked:
+            self.send(requests, "GET", "/api/me", {401}, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_every_page_and_endpoint_under_heavy_faults(cfkv_emulator, example_db, tmp_path):
+    site = serve_on_emulator(cfkv_emulator, example_db, tmp_path / "site", EXAMPLE_SLOW_SECONDS="0.01",
+                             **FAIL_FAST)
+    walk = Walk(site)
+    visitor, staff = Browser(), Browser()
+    try:
+        assert signed_in_as(post_login(staff, site, *DEMO_USER)) == DEMO_USER[0]
+        with cfkv_emulator.faults(**HEAVY_FAULTS):
+            for round_number in range(ROUNDS):
+                walk.visit_home(visitor)
+                walk.browse_as_staff(staff, round_number)
+                walk.log_in_and_out()
+                walk.use_the_api()
+        walk.check_nothing_lost()
+    finally:
+        stop_site(site)
+    assert "Internal Server Error" not in site.log(), site.log()
+    # Heavy enough to show both sides: pages that said KV did not answer, and visits counted.
+    assert walk.statuses["GET", "/api/me"][503] > 0, walk.statuses
+    assert walk.counted.get(visitor) and walk.counted.get(staff), walk.statuses
