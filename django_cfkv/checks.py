@@ -102,3 +102,35 @@ def check_ratelimit_setting(app_configs=None, **kwargs):
             errors.append(Error(f"CFKV_RATELIMIT['ALIAS'] is {options['ALIAS']!r}, not a CFKV alias.",
                                 id="django_cfkv.E111", hint=f"Use one of: {', '.join(sorted(aliases))}."))
     return errors
+
+
+@register(Tags.compatibility)
+def check_session_settings(app_configs=None, **kwargs):
+    """Check the session engine's settings: key layout, value format, load-error policy, user field."""
+    from .sessions import FORMATS, LAYOUTS, ON_LOAD_ERROR_CHOICES
+
+    errors = []
+    for name, choices, error_id, hint in (
+        ("SESSION_CFKV_KEY_LAYOUT", LAYOUTS, "django_cfkv.E201",
+         "Leave it unset for 'hashed'; 'plain' puts every session id in a key name anyone who can list "
+         "the namespace can use."),
+        ("SESSION_CFKV_FORMAT", FORMATS, "django_cfkv.E202",
+         "'signed' for Django alone, 'json' to share sessions with Workers."),
+        ("SESSION_CFKV_ON_LOAD_ERROR", ON_LOAD_ERROR_CHOICES, "django_cfkv.E203",
+         "'empty' serves an anonymous session while KV cannot be reached; 'raise' lets the error through."),
+    ):
+        value = conf.setting(name)
+        if value not in choices:
+            errors.append(Error(f"{name} is {value!r}; use one of: {', '.join(map(repr, choices))}.",
+                                id=error_id, hint=hint))
+    field = conf.setting("SESSION_CFKV_USER_FIELD")
+    if field != "pk":
+        from django.contrib.auth import get_user_model
+        from django.core.exceptions import FieldDoesNotExist
+
+        try:
+            get_user_model()._meta.get_field(field)
+        except (FieldDoesNotExist, TypeError):
+            errors.append(Error(f"SESSION_CFKV_USER_FIELD is {field!r}, which is not a field of the user model.",
+                                id="django_cfkv.E204", hint="Use 'pk', or a unique field such as 'email'."))
+    return errors

@@ -10,6 +10,9 @@ convention ``{"kind": "cache"|"session"|"ratelimit", "expires": <epoch>}``,
 else from key prefixes. Values are decoded by the cache, session and limiter
 modules' own decoders when they are installed, else generically (JSON, text,
 bytes).
+
+Nothing here prints a usable session id: in the plain key layout a session's
+key name is its id, so such names are shown cut short (:func:`display_key`).
 """
 
 import base64
@@ -52,6 +55,24 @@ def kind_of(name, metadata=None):
     return "other"
 
 
+def display_key(name, metadata=None):
+    """Return ``name`` fit to show: a session key that holds a usable id (the plain layout) is cut short.
+
+    ``session:k3x9w2m8...`` becomes ``session:k3x9…``: enough to tell keys
+    apart, too little to use as a cookie or a bearer token. Hashed session
+    keys, which no one can use, are shown whole.
+    """
+    if kind_of(name, metadata) != "sessions":
+        return name
+    from .sessions import is_valid_key
+
+    prefix = conf.setting("SESSION_CFKV_KEY_PREFIX")
+    tail = name[len(prefix):] if prefix and name.startswith(prefix) else name.rpartition(":")[2]
+    if not is_valid_key(tail, "json"):  # neither a Django session key nor a Worker's UUID
+        return name
+    return name[:len(name) - len(tail)] + tail[:4] + "…"
+
+
 def exact_expiry(info):
     """Return an entry's exact expiry (epoch seconds): metadata "expires", else KV's, else None."""
     expires = info.metadata.get("expires") if isinstance(info.metadata, dict) else None
@@ -78,7 +99,7 @@ def describe(info, now=None):
     now = time.time() if now is None else now
     expires = exact_expiry(info)
     return {
-        "key": info.name,
+        "key": display_key(info.name, info.metadata),
         "kind": kind_of(info.name, info.metadata),
         "expires": expires,
         "expired": expires is not None and expires <= now,
@@ -179,7 +200,7 @@ def decode(name, raw, metadata=None):
         try:
             value, expires = _ADAPTERS[kind](decoder, name, raw, metadata)
         except Exception as exc:  # a value the decoder refuses is still shown, generically
-            logger.debug("%s could not decode %r: %s", dotted, name, exc)
+            logger.debug("%s could not decode %r: %s", dotted, display_key(name, metadata), exc)
         else:
             return {"kind": kind, "format": kind, "decoder": dotted, "value": jsonable(value),
                     "value_expires": expires}
@@ -272,7 +293,8 @@ def summarize(kv, prefix=None, *, read_sizes=False, largest=10, now=None, progre
         "keys": len(entries),
         "kinds": kinds,
         "expiry": expiry,
-        "largest": [{"key": e.name, "kind": kind_of(e.name, e.metadata), "bytes": sizes[e.name]}
+        "largest": [{"key": display_key(e.name, e.metadata), "kind": kind_of(e.name, e.metadata),
+                     "bytes": sizes[e.name]}
                     for e in sized[:largest]],
         "sizes_read": read_sizes,
     }

@@ -1,7 +1,11 @@
 """Django sessions in Workers KV: ``SESSION_ENGINE = "django_cfkv.sessions"``.
 
-Each session is one KV value at ``SESSION_CFKV_KEY_PREFIX + session_key``
-(``session:<id>``, the layout Workers session code uses), written with
+Each session is one KV value at ``SESSION_CFKV_KEY_PREFIX`` + the lowercase
+hex SHA-256 of its id (the cookie value or bearer token), so that nothing a
+read-only token can list or read works as a cookie or a token; a Worker
+derives the same key from the id it holds with ``crypto.subtle.digest``.
+``SESSION_CFKV_KEY_LAYOUT = "plain"`` keeps the id itself in the key name
+(``session:<id>``). Values are written with
 metadata ``{"kind": "session", "expires": <epoch s>}`` and a KV TTL of
 ``max(60, expiry age)``. The exact expiry travels inside the value and is
 checked on every load, so a 1-second session is gone after 1 second even though
@@ -13,8 +17,8 @@ Two value formats (``SESSION_CFKV_FORMAT``):
   ``{"createdAt", "expiresAt", "data"}``; a tampered value is an empty session.
 * ``"json"``: plain JSON a Worker reads with ``env.SESSIONS.get(key, "json")``:
   ``{"userId", "createdAt", "expiresAt", "data"}`` (times in epoch ms). Sessions
-  a Worker writes (``session:<uuid>`` -> ``{userId, email, createdAt,
-  expiresAt}``) are read too: the user is the one ``userId`` names.
+  a Worker writes (``{userId, email, createdAt, expiresAt}`` under the key of
+  a ``crypto.randomUUID()`` id) are read too: the user is the one ``userId`` names.
 
 What KV cannot do, and how this engine copes:
 
@@ -41,6 +45,7 @@ What KV cannot do, and how this engine copes:
   expiry is refreshed at most once per ``SESSION_CFKV_REFRESH_INTERVAL``.
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -64,6 +69,7 @@ logger = logging.getLogger("django_cfkv.sessions")
 security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 FORMATS = ("signed", "json")
+LAYOUTS = ("hashed", "plain")
 ON_LOAD_ERROR_CHOICES = ("empty", "raise")
 KEY_LENGTH = 32  # 36**32 ~ 2**165 possible keys
 # Django's own rules: its key alphabet, at least 8 characters, at most the
@@ -149,6 +155,24 @@ def session_format():
     if fmt not in FORMATS:
         raise CFKVConfigurationError(f"SESSION_CFKV_FORMAT is {fmt!r}; use 'signed' or 'json'.")
     return fmt
+
+
+def key_layout():
+    """Return SESSION_CFKV_KEY_LAYOUT, or raise CFKVConfigurationError if it is not a known one."""
+    layout = conf.setting("SESSION_CFKV_KEY_LAYOUT")
+    if layout not in LAYOUTS:
+        raise CFKVConfigurationError(
+            f"SESSION_CFKV_KEY_LAYOUT is {layout!r}; use 'hashed' (the default) or 'plain'.")
+    return layout
+
+
+def hashed_id(session_id):
+    """Return the lowercase hex SHA-256 of a session id's UTF-8 bytes: its key name in the hashed layout.
+
+    Unkeyed, so a Worker derives it from the id it holds; ids carry 122 to 165
+    random bits, so the hash cannot be turned back into a usable id.
+    """
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
 
 
 def is_valid_key(key, fmt=None):
@@ -237,6 +261,7 @@ class SessionStore(SessionBase):
 
     def __init__(self, session_key=None):
         self._format = session_format()
+        key_layout()  # a bad SESSION_CFKV_KEY_LAYOUT fails here, not at the first read
         self._pending = False  # key drawn here and not written yet
         self._loaded = False  # this store read the session from KV
         self._load_failed = False
@@ -253,9 +278,15 @@ class SessionStore(SessionBase):
         return conf.get_kv(conf.setting("SESSION_CFKV_ALIAS"))
 
     @classmethod
+    def key_prefix(cls):
+        """Return the text every KV key of this engine starts with (SESSION_CFKV_KEY_PREFIX)."""
+        return conf.setting("SESSION_CFKV_KEY_PREFIX")
+
+    @classmethod
     def kv_key(cls, session_key):
-        """Return the KV key holding ``session_key``."""
-        return limits.validate_key(conf.setting("SESSION_CFKV_KEY_PREFIX") + session_key)
+        """Return the KV key holding ``session_key``: the prefix and the key's SHA-256 (the plain layout: the key)."""
+        name = session_key if key_layout() == "plain" else hashed_id(session_key)
+        return limits.validate_key(cls.key_prefix() + name)
 
     def _forget_stored(self):
         self._snapshot = None  # canonical form of the data last read or written
@@ -502,7 +533,7 @@ class SessionStore(SessionBase):
         """
         kv, now = cls.get_kv(), time.time()
         expired = [
-            info.name for info in kv.iter_keys(prefix=conf.setting("SESSION_CFKV_KEY_PREFIX"))
+            info.name for info in kv.iter_keys(prefix=cls.key_prefix())
             if isinstance(info.metadata, dict) and info.metadata.get("kind") == "session"
             and _is_number(info.metadata.get("expires")) and info.metadata["expires"] <= now
         ]

@@ -16,7 +16,7 @@ from django.test import AsyncClient, Client
 from django_cfkv import get_kv, sessions, transport
 from django_cfkv.exceptions import KVRateLimitError
 from django_cfkv.local import LocalKV
-from django_cfkv.sessions import issue_token, revoke_token
+from django_cfkv.sessions import SessionStore, issue_token, revoke_token
 
 pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
 
@@ -127,7 +127,7 @@ def test_expired_token(user, clock):
 
 def test_token_lifetime_defaults_to_session_cookie_age(user, settings):
     token = issue_token(None, user)
-    _, expires = sessions.decode_value(get_kv().get("session:" + token))
+    _, expires = sessions.decode_value(get_kv().get(SessionStore.kv_key(token)))
     assert abs(expires - (time.time() + settings.SESSION_COOKIE_AGE)) < 5
 
 
@@ -141,8 +141,8 @@ def test_unknown_and_altered_tokens(user):
 def test_tampered_stored_value(user):
     token = issue_token(None, user)
     kv = get_kv()
-    raw = kv.get("session:" + token)
-    kv.put("session:" + token, raw[:-4] + (b"AAAA" if not raw.endswith(b"AAAA") else b"BBBB"))
+    raw = kv.get(SessionStore.kv_key(token))
+    kv.put(SessionStore.kv_key(token), raw[:-4] + (b"AAAA" if not raw.endswith(b"AAAA") else b"BBBB"))
     assert_invalid_token(Client().get("/whoami/", **auth(token)))
 
 
@@ -196,7 +196,7 @@ def test_sliding_expiry_writes_at_most_once_per_interval(settings, cfkv_emulator
     transport.calls.reset()
     client.get("/read/", **auth(token))
     assert transport.calls.snapshot() == {"get": 1, "put": 1}
-    _, expires = sessions.decode_value(get_kv().get("session:" + token))
+    _, expires = sessions.decode_value(get_kv().get(SessionStore.kv_key(token)))
     assert expires > time.time() + settings.SESSION_COOKIE_AGE + 25  # slid forward by the clock
     transport.calls.reset()
     client.get("/read/", **auth(token))
@@ -225,7 +225,7 @@ def seed_session(user_id, *, email="ann@example.com", ttl_ms=3_600_000):
     now = int(time.time() * 1000)
     key = str(uuid.uuid4())
     value = {"userId": user_id, "email": email, "createdAt": now, "expiresAt": now + ttl_ms}
-    get_kv().put("session:" + key, json.dumps(value), expiration_ttl=3600)
+    get_kv().put(SessionStore.kv_key(key), json.dumps(value), expiration_ttl=3600)
     return key, value
 
 
@@ -239,7 +239,7 @@ def test_worker_made_session_authenticates_and_keeps_worker_fields(json_format, 
     client = Client()
     assert client.get("/whoami/", **auth(key)).json() == {"user": user.pk, "n": None, "bearer": True}
     assert client.get("/bump/", **auth(key)).json() == {"n": 1}
-    value = json.loads(get_kv().get("session:" + key))
+    value = json.loads(get_kv().get(SessionStore.kv_key(key)))
     assert value["userId"] == user.pk and value["email"] == seeded["email"]
     assert value["createdAt"] == seeded["createdAt"]
     assert value["data"]["n"] == 1 and value["expiresAt"] >= seeded["expiresAt"]
@@ -281,7 +281,7 @@ def test_inexact_user_id_beside_django_auth_data_is_anonymous_never_a_500(json_f
     client = Client(raise_request_exception=False)
     for user_id in inexact_user_ids(user.pk):
         token = issue_token(None, user)  # backend and auth hash in data: Django's own check follows
-        kv, key = get_kv(), sessions.SessionStore.kv_key(token)
+        kv, key = get_kv(), SessionStore.kv_key(token)
         value = json.loads(kv.get(key))
         value["userId"] = user_id
         kv.put(key, json.dumps(value))
@@ -298,15 +298,15 @@ def test_worker_user_id_by_email_must_match_exactly(json_format, settings, user)
 
 def test_django_writes_user_id_as_a_string(json_format, user):
     token = issue_token(None, user)
-    assert json.loads(get_kv().get(sessions.SessionStore.kv_key(token)))["userId"] == str(user.pk)
+    assert json.loads(get_kv().get(SessionStore.kv_key(token)))["userId"] == str(user.pk)
 
 
 def test_worker_changing_user_id_in_place_logs_the_session_out(json_format, user, other):
     token = issue_token(None, user)
     kv = get_kv()
-    value = json.loads(kv.get("session:" + token))
+    value = json.loads(kv.get(SessionStore.kv_key(token)))
     value["userId"] = other.pk  # Django's auth hash in data is bound to `user`
-    kv.put("session:" + token, json.dumps(value))
+    kv.put(SessionStore.kv_key(token), json.dumps(value))
     assert Client().get("/whoami/", **auth(token)).json()["user"] is None
 
 
@@ -324,7 +324,7 @@ def test_revoking_the_own_token_is_not_undone_by_the_refresh(user, clock, settin
     token = issue_token(None, user)
     clock(settings.SESSION_COOKIE_AGE / 2)  # the end-of-request refresh is due
     assert Client().get("/revoke-own/", **auth(token)).status_code == 200
-    assert get_kv().get("session:" + token) is None
+    assert get_kv().get(SessionStore.kv_key(token)) is None
     assert_invalid_token(Client().get("/whoami/", **auth(token)))
 
 
@@ -334,10 +334,10 @@ def test_token_revoked_elsewhere_is_not_brought_back_from_the_near_cache(user, s
     token = issue_token(None, user)
     client = Client()
     assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk  # near-cached now
-    get_kv().delete("session:" + token)  # revoked by another process
+    get_kv().delete(SessionStore.kv_key(token))  # revoked by another process
     clock(31)  # the end-of-request refresh is due
     assert client.get("/whoami/", **auth(token)).status_code == 400  # SessionInterrupted
-    assert get_kv().get("session:" + token) is None
+    assert get_kv().get(SessionStore.kv_key(token)) is None
 
 
 class EdgeCachedKV(LocalKV):
@@ -364,7 +364,7 @@ def test_token_revoked_here_is_refused_here_while_kv_reads_are_stale(stale_reads
     client = Client()
     assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk  # the edge now holds a copy
     revoke_token(token)
-    assert get_kv().get(sessions.SessionStore.kv_key(token)) is not None  # KV still serves the copy
+    assert get_kv().get(SessionStore.kv_key(token)) is not None  # KV still serves the copy
     assert_invalid_token(client.get("/whoami/", **auth(token)))
 
 
@@ -400,7 +400,7 @@ def test_failed_expiry_refresh_keeps_the_response_and_is_logged(settings, user, 
     settings.SESSION_CFKV_REFRESH_INTERVAL = 30
     token = issue_token(None, user)
     kv = get_kv()
-    before = kv.get("session:" + token)
+    before = kv.get(SessionStore.kv_key(token))
     clock(31)  # a refresh is due
     with mock.patch.object(type(kv), "put", side_effect=KVRateLimitError("429", retry_after=1)):
         with caplog.at_level(logging.WARNING, logger="django_cfkv.sessions"):
@@ -409,4 +409,4 @@ def test_failed_expiry_refresh_keeps_the_response_and_is_logged(settings, user, 
         assert "refresh not written" in caplog.text and "KVRateLimitError" in caplog.text
         with pytest.raises(KVRateLimitError):  # a real change is never dropped silently
             Client().get("/bump/", **auth(token))
-    assert kv.get("session:" + token) == before
+    assert kv.get(SessionStore.kv_key(token)) == before

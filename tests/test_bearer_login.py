@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import path
 
 from django_cfkv import get_kv
-from django_cfkv.sessions import issue_token
+from django_cfkv.sessions import SessionStore, issue_token
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -68,12 +68,12 @@ def test_password_change_keeps_the_token_and_ends_the_others(user):
 def test_login_on_an_anonymous_worker_session_keeps_its_token(settings, user):
     settings.SESSION_CFKV_FORMAT = "json"
     token, now = str(uuid.uuid4()), time.time() * 1000
-    get_kv().put("session:" + token, json.dumps({"userId": None, "email": "x@example.com",
+    get_kv().put(SessionStore.kv_key(token), json.dumps({"userId": None, "email": "x@example.com",
                                                    "createdAt": now, "expiresAt": now + 3_600_000}))
     client = Client()
     assert client.get(f"/login/{user.pk}/", **auth(token)).status_code == 200
     assert client.get("/whoami/", **auth(token)).json() == {"user": user.pk}
-    value = json.loads(get_kv().get("session:" + token))
+    value = json.loads(get_kv().get(SessionStore.kv_key(token)))
     assert value["userId"] == str(user.pk) and "email" not in value  # not carried to the new user
 
 

@@ -1,10 +1,12 @@
-"""Two-way session sharing with a Worker under Miniflare.
+"""Two-way session sharing with a Worker under Miniflare, in both key layouts.
 
 Django reaches KV through the Worker gateway (BACKEND "cloudflare", BASE_URL =
 the gateway); tests/workers/session-store.mjs, the seed's session store, is
-bound to the same namespace as SESSIONS.
+bound to the same namespace as SESSIONS and derives each session's KV key with
+the lines the README documents.
 """
 
+import re
 import time
 from pathlib import Path
 
@@ -13,17 +15,21 @@ import requests
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from django_cfkv.sessions import issue_token, revoke_token
+from django_cfkv import get_kv
+from django_cfkv.sessions import SessionStore, issue_token, revoke_token
 from tests.gateway_server import GatewayServer
 
 WORKER = Path(__file__).resolve().parent / "workers" / "session-store.mjs"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
 
 
-@pytest.fixture(scope="module")
-def gateway():
-    with GatewayServer(extra_worker=WORKER, extra_binding="SESSIONS") as server:
+@pytest.fixture(scope="module", params=["hashed", "plain"])
+def gateway(request):
+    with GatewayServer(extra_worker=WORKER, extra_binding="SESSIONS",
+                       extra_vars={"SESSION_KEY_LAYOUT": request.param}) as server:
+        server.layout = request.param
         yield server
 
 
@@ -32,6 +38,7 @@ def shared_namespace(settings, gateway):
     settings.CFKV = {"default": gateway.settings()}
     settings.SESSION_ENGINE = "django_cfkv.sessions"
     settings.SESSION_CFKV_FORMAT = "json"
+    settings.SESSION_CFKV_KEY_LAYOUT = gateway.layout
     settings.MIDDLEWARE = [
         "django.contrib.sessions.middleware.SessionMiddleware",
         "django_cfkv.bearer.BearerSessionMiddleware",
@@ -80,3 +87,27 @@ def test_worker_logout_ends_the_session_for_django(gateway, user):
     token = issue_token(None, user)
     requests.delete(f"{gateway.extra_url}/sessions/{token}", timeout=10).raise_for_status()
     assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+
+
+def test_worker_reads_a_cookie_session_django_made(gateway, user):
+    browser = Client()
+    browser.get(f"/login/{user.pk}/")
+    browser.get("/bump/")
+    seen = worker_get(gateway, browser.cookies["sessionid"].value)
+    assert seen["userId"] == str(user.pk) and seen["data"]["n"] == 1
+
+
+def test_key_names_hold_no_session_id_in_the_hashed_layout(gateway, user):
+    made = requests.post(f"{gateway.extra_url}/sessions", json={"userId": str(user.pk)}, timeout=10).json()["id"]
+    token = issue_token(None, user)
+    names = [info.name for info in get_kv().iter_keys()]
+    for session_id in (made, token):
+        assert SessionStore.kv_key(session_id) in names
+        assert any(session_id in name for name in names) == (gateway.layout == "plain")
+
+
+def test_the_worker_derives_keys_with_the_lines_the_readme_documents():
+    documented = re.search(r"^async function sessionKey\(.*?^\}$", README.read_text(), re.M | re.S)
+    assert documented, "README documents sessionKey()"
+    javascript = documented.group(0).replace("(id: string): Promise<string>", "(id)")
+    assert javascript.count("\n") == 4 and javascript in WORKER.read_text()

@@ -151,7 +151,7 @@ def test_get_decodes_what_the_session_engine_cache_and_limiter_store(kv, setting
     session = SessionStore()
     session["cart"] = [1, 2]
     session.create()
-    data = run_json("get", f"session:{session.session_key}")
+    data = run_json("get", SessionStore.kv_key(session.session_key))
     assert data["decoder"] == "django_cfkv.sessions.decode_value" and data["value"]["cart"] == [1, 2]
     assert data["value_expires"] == pytest.approx(data["expires"], abs=1)
 

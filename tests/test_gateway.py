@@ -583,7 +583,7 @@ def test_unconfigured_gateway_refuses_everything():
 def test_user_worker_shares_the_namespace(gw, http):
     assert gw.extra_url
     made = http.post(gw.extra_url + "/sessions", json={"userId": 7, "email": "a@example.com"}).json()
-    key = f"session:{made['id']}"
+    key = made["key"]  # "session:" + the SHA-256 of the id, as Django derives it
     session = json.loads(http.get(vurl(gw, key), headers=gw.headers()).content)
     assert session["userId"] == 7 and session["email"] == "a@example.com"
     session["email"] = "b@example.com"

@@ -14,7 +14,7 @@ from django.test import Client
 
 from django_cfkv import get_kv, sessions, transport
 from django_cfkv.exceptions import KVError, KVRateLimitError
-from django_cfkv.sessions import SessionStore, decode_value
+from django_cfkv.sessions import SessionStore, decode_value, hashed_id
 
 pytestmark = pytest.mark.urls("tests.bearer_urls")
 
@@ -52,8 +52,8 @@ def calls():
     return {k: v for k, v in counts.items() if v}
 
 
-def stored(session_key, prefix="session:"):
-    return get_kv().get_with_metadata(prefix + session_key)
+def stored(session_key):
+    return get_kv().get_with_metadata(SessionStore.kv_key(session_key))
 
 
 # Keys, metadata, TTL
@@ -76,8 +76,9 @@ def test_custom_key_prefix(settings):
     s = SessionStore()
     s["a"] = 1
     s.save()
-    assert stored(s.session_key, "app1:s:") is not None
-    assert stored(s.session_key) is None
+    names = [info.name for info in get_kv().iter_keys()]
+    assert "app1:s:" + hashed_id(s.session_key) in names
+    assert not any(s.session_key in name for name in names)
     assert SessionStore(s.session_key)["a"] == 1
 
 
@@ -132,7 +133,7 @@ def test_tampered_signed_value_is_an_empty_session_and_logged(caplog):
     s = SessionStore()
     s["role"] = "admin"
     s.save()
-    kv, key = get_kv(), "session:" + s.session_key
+    kv, key = get_kv(), SessionStore.kv_key(s.session_key)
     raw = kv.get(key)
     kv.put(key, raw[:-4] + (b"AAAA" if not raw.endswith(b"AAAA") else b"BBBB"))
     with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
@@ -144,7 +145,7 @@ def test_tampered_signed_value_is_an_empty_session_and_logged(caplog):
 def test_unreadable_json_value_is_an_empty_session_and_logged(settings, caplog, raw):
     settings.SESSION_CFKV_FORMAT = "json"
     key = "a" * 32
-    get_kv().put("session:" + key, raw)
+    get_kv().put(SessionStore.kv_key(key), raw)
     with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
         assert dict(SessionStore(key).items()) == {}
     assert "Session data corrupted" in caplog.text
@@ -161,7 +162,7 @@ def test_json_value_is_what_a_worker_reads(settings):
     client.get(f"/login/{user.pk}/")
     client.get("/bump/")
     key = client.cookies["sessionid"].value
-    value = json.loads(get_kv().get("session:" + key))
+    value = json.loads(get_kv().get(SessionStore.kv_key(key)))
     assert set(value) == {"userId", "createdAt", "expiresAt", "data"}
     assert value["userId"] == str(user.pk)  # a string, as Django's _auth_user_id is
     now_ms = time.time() * 1000
@@ -179,7 +180,7 @@ def test_json_user_field_email(settings):
     user = get_user_model().objects.create_user("bob", "bob@example.com", "pw")
     client = Client()
     client.get(f"/login/{user.pk}/")
-    value = json.loads(get_kv().get("session:" + client.cookies["sessionid"].value))
+    value = json.loads(get_kv().get(SessionStore.kv_key(client.cookies["sessionid"].value)))
     assert value["userId"] == "bob@example.com"
     assert client.get("/whoami/").json()["user"] == user.pk
 
@@ -188,7 +189,7 @@ def test_decode_value_for_the_cfkv_command(settings):
     s = SessionStore()
     s["a"] = 1
     s.save()
-    data, expires = decode_value(get_kv().get("session:" + s.session_key))
+    data, expires = decode_value(get_kv().get(SessionStore.kv_key(s.session_key)))
     assert data == {"a": 1}
     assert abs(expires - (time.time() + settings.SESSION_COOKIE_AGE)) < 5
     seed = b'{"userId": 7, "email": "e@x", "createdAt": 1, "expiresAt": 2000}'
@@ -254,8 +255,8 @@ def test_clear_expired_reads_only_the_listing_and_deletes_in_bulk(emu, clock):
     calls()
     call_command("clearsessions")
     assert calls() == {"list": 1, "bulk_delete": 1}
-    assert kv.get("session:" + dead.session_key) is None
-    assert kv.get("session:" + live.session_key) is not None
+    assert kv.get(SessionStore.kv_key(dead.session_key)) is None
+    assert kv.get(SessionStore.kv_key(live.session_key)) is not None
     assert kv.get("session:foreign") is not None and kv.get("cache:x") is not None
 
 
@@ -421,7 +422,7 @@ def test_a_deleted_key_created_anew_on_purpose_is_read_again():
 
 def worker_session(user_id, email):
     key = "0b6f1c2e-1111-4222-8333-444455556666"
-    get_kv().put("session:" + key, json.dumps(
+    get_kv().put(SessionStore.kv_key(key), json.dumps(
         {"userId": user_id, "email": email, "createdAt": 1, "expiresAt": (time.time() + 3600) * 1000}))
     client = Client()
     client.cookies["sessionid"] = key
@@ -434,7 +435,7 @@ def test_login_on_a_worker_session_for_nobody_drops_its_fields(settings):
     user = get_user_model().objects.create_user("new", "new@example.com", "pw")
     client = worker_session(999999, "old@example.com")  # userId names no user here
     client.get(f"/login/{user.pk}/")
-    value = json.loads(get_kv().get("session:" + client.cookies["sessionid"].value))
+    value = json.loads(get_kv().get(SessionStore.kv_key(client.cookies["sessionid"].value)))
     assert value["userId"] == str(user.pk) and "email" not in value
     assert value["createdAt"] > 1
 
@@ -447,5 +448,5 @@ def test_cycle_key_for_the_same_user_keeps_the_worker_fields(settings):
     session = SessionStore(client.cookies["sessionid"].value)
     session.cycle_key()  # what update_session_auth_hash() does after a password change
     session.save()
-    value = json.loads(get_kv().get("session:" + session.session_key))
+    value = json.loads(get_kv().get(SessionStore.kv_key(session.session_key)))
     assert value["userId"] == user.pk and value["email"] == "ann@example.com" and value["createdAt"] == 1

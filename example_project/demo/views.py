@@ -68,7 +68,7 @@ def home(request):
         "session_unread": getattr(session, "load_failed", False),
         "visits": session["visits"] if counted else None,
         "session_key": request.session.session_key,
-        "kv_key": key,
+        "kv_key": key and inspect.display_key(key),  # in the plain layout a key name is a usable id
         "kv_metadata": metadata,
         "kv_metadata_read": metadata_read,
         "kv_expires": _exact_expiry(metadata),

@@ -3,6 +3,8 @@
 import pytest
 import requests
 
+from django_cfkv.sessions import SessionStore
+
 from .sites import DEMO_CREDENTIALS, DEMO_USER
 
 pytestmark = pytest.mark.slow
@@ -19,7 +21,7 @@ def test_token_lifecycle(emulator_site):
     auth = {"Authorization": f"Bearer {token}"}
 
     # The token is a session in KV, written under the session convention.
-    metadata = emulator_site.kv.get_metadata(f"session:{token}")
+    metadata = emulator_site.kv.get_metadata(SessionStore.kv_key(token))
     assert metadata is not None and metadata["kind"] == "session"
 
     me = requests.get(emulator_site.url("/api/me"), headers=auth, timeout=10)
@@ -30,7 +32,7 @@ def test_token_lifecycle(emulator_site):
 
     revoked = requests.delete(emulator_site.url("/api/token"), headers=auth, timeout=10)
     assert revoked.status_code == 204
-    assert emulator_site.kv.get(f"session:{token}") is None
+    assert emulator_site.kv.get(SessionStore.kv_key(token)) is None
 
     after = requests.get(emulator_site.url("/api/me"), headers=auth, timeout=10)
     assert after.status_code == 401

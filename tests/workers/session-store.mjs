@@ -1,7 +1,10 @@
-// A Worker with the seed's session store: sessions at `session:<crypto.randomUUID()>`
-// holding {userId, email, createdAt, expiresAt} (epoch ms), checked with
+// A Worker with the seed's session store: sessions {userId, email, createdAt,
+// expiresAt} (epoch ms) under a crypto.randomUUID() id, checked with
 // `Date.now() > session.expiresAt` and slid by refresh(). Bound to the same KV
 // namespace as Django (binding SESSIONS), it shows both directions of sharing.
+// The KV key of an id is the one django-cfkv uses: sessionKey() below, as the
+// README documents it (SESSION_CFKV_KEY_LAYOUT = "hashed", the default), or
+// `session:<id>` when the var SESSION_KEY_LAYOUT is "plain".
 //   POST   /sessions        {userId, email} -> {id}
 //   GET    /sessions/<id>   -> the session (refreshed), or null
 //   DELETE /sessions/<id>   -> {deleted: true}
@@ -9,53 +12,62 @@
 const SESSION_TTL = 60 * 60 * 24 * 7; // seconds
 const REFRESH_AFTER = 60 * 1000; // slide at most once a minute (KV: one write per second per key)
 
-export async function createSession(kv, user) {
+// The KV key of a session id: "session:" + the lowercase hex SHA-256 of the id.
+async function sessionKey(id) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(id));
+  const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `session:${hex}`;
+}
+
+const keyOf = (env, id) => (env.SESSION_KEY_LAYOUT === "plain" ? `session:${id}` : sessionKey(id));
+
+export async function createSession(env, user) {
   const id = crypto.randomUUID();
   const now = Date.now();
   const session = { userId: user.userId, email: user.email, createdAt: now, expiresAt: now + SESSION_TTL * 1000 };
-  await kv.put(`session:${id}`, JSON.stringify(session), { expirationTtl: SESSION_TTL });
+  await env.SESSIONS.put(await keyOf(env, id), JSON.stringify(session), { expirationTtl: SESSION_TTL });
   return id;
 }
 
-export async function getSession(kv, id) {
-  const session = await kv.get(`session:${id}`, "json");
+export async function getSession(env, id) {
+  const session = await env.SESSIONS.get(await keyOf(env, id), "json");
   if (!session) return null;
   if (Date.now() > session.expiresAt) {
-    await kv.delete(`session:${id}`);
+    await env.SESSIONS.delete(await keyOf(env, id));
     return null;
   }
   return session;
 }
 
-export async function refresh(kv, id, session) {
+export async function refresh(env, id, session) {
   const expiresAt = Date.now() + SESSION_TTL * 1000;
   if (expiresAt - session.expiresAt < REFRESH_AFTER) return session;
   // Keep every field (Django's `data` included): only the expiry moves.
   const next = { ...session, expiresAt };
-  await kv.put(`session:${id}`, JSON.stringify(next), { expirationTtl: SESSION_TTL });
+  await env.SESSIONS.put(await keyOf(env, id), JSON.stringify(next), { expirationTtl: SESSION_TTL });
   return next;
 }
 
-export async function deleteSession(kv, id) {
-  await kv.delete(`session:${id}`);
+export async function deleteSession(env, id) {
+  await env.SESSIONS.delete(await keyOf(env, id));
 }
 
 export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     if (url.pathname === "/sessions" && request.method === "POST") {
-      const id = await createSession(env.SESSIONS, await request.json());
+      const id = await createSession(env, await request.json());
       return Response.json({ id });
     }
     const m = /^\/sessions\/([^/]+)$/.exec(url.pathname);
     if (m) {
       const id = decodeURIComponent(m[1]);
       if (request.method === "GET") {
-        const session = await getSession(env.SESSIONS, id);
-        return Response.json(session && (await refresh(env.SESSIONS, id, session)));
+        const session = await getSession(env, id);
+        return Response.json(session && (await refresh(env, id, session)));
       }
       if (request.method === "DELETE") {
-        await deleteSession(env.SESSIONS, id);
+        await deleteSession(env, id);
         return Response.json({ deleted: true });
       }
     }

@@ -64,6 +64,14 @@ class Command(BaseCommand):
         p.add_argument("--dry-run", action="store_true", help="count only; delete nothing")
         p.add_argument("--kind", choices=["sessions", "cache", "ratelimit", "all"], default="all")
 
+        # Sessions live in SESSION_CFKV_ALIAS: no --alias to get wrong.
+        help_text = ("Move sessions stored under their ids (the plain key layout, the only one before "
+                     "SESSION_CFKV_KEY_LAYOUT) to hashed keys.")
+        p = sub.add_parser("migrate-sessions", help=help_text, description=help_text)
+        p.add_argument("--drop", action="store_true", help="delete them instead: their users sign in again")
+        p.add_argument("--dry-run", action="store_true", help="count only; change nothing")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
         p = command("ping", "Check the token and namespace; show latency and the API budget left.")
         p.add_argument("--read-only", action="store_true", help="no probe write: one list call only")
 
@@ -86,11 +94,11 @@ class Command(BaseCommand):
         name = options["subcommand"]
         if name == "gateway":
             name = "gateway_" + options["gateway_command"]
-        self.alias = options["alias"]
+        self.alias = options.get("alias") or conf.setting("SESSION_CFKV_ALIAS")
         self.stdin = options.get("stdin") or sys.stdin
         self._progress_shown = False
         try:
-            getattr(self, "handle_" + name)(options)
+            getattr(self, "handle_" + name.replace("-", "_"))(options)
         except KeyboardInterrupt:
             raise CommandError("Interrupted. Nothing is left half-done: run the command again to finish.")
         except (KVError, ImproperlyConfigured) as exc:
@@ -110,7 +118,7 @@ class Command(BaseCommand):
         rows = [inspect.describe(info, now) for info in entries]
         if options["json"]:
             return self._json({"alias": self.alias, "prefix": options["prefix"], "keys": rows, "more": more})
-        width = min(60, max([len(r["key"]) for r in rows] + [3]))
+        width = min(72, max([len(r["key"]) for r in rows] + [3]))  # 72: a hashed session key
         self.stdout.write(f"{'KEY':<{width}}  {'KIND':<9}  {'EXPIRES':<40}  METADATA")
         for r in rows:
             meta = "" if r["metadata"] is None else json.dumps(r["metadata"], separators=(",", ":"))
@@ -124,7 +132,7 @@ class Command(BaseCommand):
             raise CommandError("Use --raw or --json, not both.")
         entry = self.kv.get_with_metadata(key)
         if entry is None:
-            raise CommandError(f"No key {key!r} in CFKV alias {self.alias!r}.")
+            raise CommandError(f"No key {inspect.display_key(key)!r} in CFKV alias {self.alias!r}.")
         if options["raw"]:
             return self._write_bytes(entry.value)
         info = KeyInfo(key, entry.expiration, entry.metadata)
@@ -134,7 +142,7 @@ class Command(BaseCommand):
             return self._json(result)
         how = result["format"] if result["decoder"] == "generic" else f"decoded by {result['decoder']}"
         now = time.time()
-        self.stdout.write(f"key:       {key}")
+        self.stdout.write(f"key:       {result['key']}")
         self.stdout.write(f"kind:      {result['kind']} ({how})")
         self.stdout.write(f"expires:   {when(result['expires'], now)}"
                           + ("  [expired: readers treat it as missing]" if result["expired"] else ""))
@@ -177,13 +185,15 @@ class Command(BaseCommand):
         keys, prefix = options["keys"], options["prefix"]
         if bool(keys) == (prefix is not None):
             raise CommandError("Name the keys to delete, or give --prefix (one of the two).")
+        shown = [inspect.display_key(key) for key in keys]
         if prefix is not None:
-            keys = [info.name for info in inspect.list_entries(self.kv, prefix or None,
-                                                               progress=self._progress("listed"))[0]]
+            listed = inspect.list_entries(self.kv, prefix or None, progress=self._progress("listed"))[0]
+            keys = [info.name for info in listed]
+            shown = [inspect.display_key(info.name, info.metadata) for info in listed]
         what = f"{len(keys)} key{'' if len(keys) == 1 else 's'}"
         where = f"CFKV alias {self.alias!r}" + (f" with prefix {prefix!r}" if prefix else "")
         if options["dry_run"]:
-            for key in keys:
+            for key in shown:
                 self.stdout.write(key)
             return self.stdout.write(f"Would delete {what} from {where}.")
         if not keys:
@@ -249,6 +259,24 @@ class Command(BaseCommand):
             self.stdout.write(f"  {kind:<10} {counts['expired']:>8} expired {counts['orphaned']:>8} orphaned")
         if report["values_read"]:
             self.stdout.write(f"Read {report['values_read']} values that carry their expiry inside.")
+        self._write_calls(report["api_calls"])
+
+    def handle_migrate_sessions(self, options):
+        from ...sessions import _token_store
+
+        before = transport.calls.snapshot()
+        report = maintenance.move_plain_sessions(_token_store(), drop=options["drop"], dry_run=options["dry_run"])
+        report = {"alias": self.alias, **report, "api_calls": _calls_since(before)}
+        if options["json"]:
+            return self._json(report)
+        found = f"{report['found']} session{'' if report['found'] == 1 else 's'} stored under their ids"
+        self.stdout.write(f"Found {found} in CFKV alias {self.alias!r}.")
+        if report["dry_run"]:
+            verb = "delete" if report["drop"] else f"move {report['moved']} to hashed keys and delete"
+            self.stdout.write(f"Would {verb} {report['found']} old keys.")
+        elif report["found"]:
+            moved = "" if report["drop"] else f"Moved {report['moved']} to hashed keys; "
+            self.stdout.write(f"{moved}deleted {report['deleted']} old keys.")
         self._write_calls(report["api_calls"])
 
     def handle_ping(self, options):

@@ -1,0 +1,262 @@
+"""Session key layout: nothing that read access to the namespace shows works as a cookie or a bearer token.
+
+The attacker here holds a read-only view of the namespace (a read token, the
+gateway's read token, a support laptop, `manage.py cfkv ls`): every key name,
+every metadata value and every value, signed values read without the secret.
+"""
+
+import io
+import json
+import time
+import uuid
+import zlib
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core import signing
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+
+from django_cfkv import get_kv, inspect, transport
+from django_cfkv.checks import check_session_settings
+from django_cfkv.sessions import SessionStore, hashed_id, is_valid_key, issue_token
+
+pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+
+
+@pytest.fixture(params=["local", "emulator"])
+def site(request, settings, tmp_path):
+    """A site with cookie and bearer sessions on a fresh namespace: LocalKV, or the emulator over HTTP."""
+    settings.SESSION_ENGINE = "django_cfkv.sessions"
+    settings.MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django_cfkv.bearer.BearerSessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    if request.param == "local":
+        settings.CFKV = {"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}}
+    else:
+        settings.CFKV = {"default": request.getfixturevalue("cfkv_emulator").alias_settings(MAX_RETRIES=0)}
+    return settings
+
+
+def worker_session(user_id):
+    """Store a session as the Worker in tests/workers/session-store.mjs does; return its id."""
+    session_id, now = str(uuid.uuid4()), int(time.time() * 1000)
+    value = {"userId": user_id, "email": "w@example.com", "createdAt": now, "expiresAt": now + 3_600_000}
+    get_kv().put(SessionStore.kv_key(session_id), json.dumps(value), expiration_ttl=3600)
+    return session_id
+
+
+def populate(fmt):
+    """Fill the namespace as a live site does; return the superuser and every session id handed out."""
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    ann = get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+    browser, visitor = Client(), Client()
+    browser.get(f"/login/{admin.pk}/")
+    browser.get("/bump/")
+    visitor.get("/bump/")  # an anonymous session holding data
+    ids = [browser.cookies["sessionid"].value, visitor.cookies["sessionid"].value,
+           issue_token(None, admin), issue_token(None, ann)]
+    if fmt == "json":
+        ids.append(worker_session(str(admin.pk)))
+    return admin, ids
+
+
+def leaves(value):
+    """Every string, number and dict key inside a JSON value, as text."""
+    if isinstance(value, dict):
+        return {str(k) for k in value} | {text for v in value.values() for text in leaves(v)}
+    if isinstance(value, list):
+        return {text for v in value for text in leaves(v)}
+    return set() if value is None else {str(value)}
+
+
+def read_without_the_secret(text):
+    """Return what a stored value says: JSON as it is, a signed value's payload (signing is not encryption)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        payload = text.split(":", 1)[0]
+        data = signing.b64_decode(payload.lstrip(".").encode())
+        return json.loads(zlib.decompress(data) if payload.startswith(".") else data)
+    except (ValueError, zlib.error):
+        return None
+
+
+def harvest(kv):
+    """Everything read access shows: key names and their parts, metadata, values and what they hold."""
+    found = set()
+    for info in kv.iter_keys():
+        found |= {info.name, *info.name.split(":")} | leaves(info.metadata)
+        text = kv.get(info.name).decode("utf-8", "replace")
+        found |= {text} | leaves(read_without_the_secret(text))
+    return found
+
+
+def logged_in_with(candidate):
+    """Return the user pks a cookie and a bearer token equal to ``candidate`` are served as (None: anonymous)."""
+    cookie = Client().get("/whoami/", HTTP_COOKIE=f"sessionid={candidate}")
+    bearer = Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {candidate}")
+    return cookie.json()["user"], (bearer.json().get("user") if bearer.status_code == 200 else None)
+
+
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_nothing_read_access_shows_works_as_a_cookie_or_a_token(site, fmt):
+    site.SESSION_CFKV_FORMAT = fmt
+    admin, ids = populate(fmt)
+    found = harvest(get_kv())
+    assert {SessionStore.kv_key(i) for i in ids} <= found  # the harvest saw every session
+    assert not any(i in text for i in ids for text in found)
+    for candidate in sorted(found):
+        assert logged_in_with(candidate) == (None, None), candidate
+    # The sessions themselves still work, for whoever holds their ids.
+    assert logged_in_with(ids[0]) == (admin.pk, admin.pk)
+
+
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_the_plain_layout_hands_read_access_every_login(site, fmt):
+    site.SESSION_CFKV_FORMAT = fmt
+    site.SESSION_CFKV_KEY_LAYOUT = "plain"  # the documented risk of opting in
+    admin, _ = populate(fmt)
+    assert any(logged_in_with(candidate) == (admin.pk, admin.pk) for candidate in harvest(get_kv()))
+
+
+def test_a_64_hex_key_name_is_never_a_session_id():
+    assert not is_valid_key(hashed_id("x" * 32), "json") and not is_valid_key("0" * 64, "json")
+    assert len(hashed_id("abc")) == 64 and hashed_id("abc") == hashed_id("abc").lower()
+
+
+def test_kv_key_is_the_prefix_and_the_ids_sha256(settings):
+    # sha256sum of the id's bytes, lowercase hex: what crypto.subtle.digest gives a Worker.
+    assert SessionStore.kv_key("abcdefgh12345678") == (
+        "session:25f94a2a5c7fbaf499c665bc73d67c1c87e496da8985131633ee0a95819db2e8")
+    settings.SESSION_CFKV_KEY_LAYOUT = "plain"
+    assert SessionStore.kv_key("abcdefgh12345678") == "session:abcdefgh12345678"
+
+
+# Operators' views never print a usable id
+
+
+def run(*args):
+    out = io.StringIO()
+    call_command("cfkv", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("layout", ["hashed", "plain"])
+def test_ls_get_stats_and_rm_dry_run_never_print_a_usable_id(site, layout):
+    site.SESSION_CFKV_FORMAT = "json"
+    site.SESSION_CFKV_KEY_LAYOUT = layout
+    _, ids = populate("json")
+    names = [info.name for info in get_kv().iter_keys()]
+    outputs = [run("ls"), run("ls", "--json"), run("stats"), run("stats", "--json", "--sizes"),
+               run("rm", "--prefix", "session:", "--dry-run")]
+    outputs += [run("get", name) + run("get", name, "--json") for name in names]
+    for output in outputs:
+        assert not any(i in output for i in ids)
+    listed = json.loads(run("ls", "--json"))["keys"]
+    if layout == "plain":
+        assert all(row["key"].endswith("…") for row in listed if row["kind"] == "sessions")
+    else:
+        assert sorted(row["key"] for row in listed) == sorted(names)  # hashed names are shown whole
+
+
+def test_display_key_cuts_only_session_keys_holding_an_id():
+    assert inspect.display_key("session:k3x9w2m8q7v1p0z5r4t6y8u2i1o3a5s7") == "session:k3x9…"
+    assert inspect.display_key("session:0b6f1c2e-1111-4222-8333-444455556666") == "session:0b6f…"
+    assert inspect.display_key("api:k3x9w2m8q7v1p0z5r4t6y8u2i1o3a5s7", {"kind": "session"}) == "api:k3x9…"
+    hashed = "session:" + hashed_id("k3x9w2m8q7v1p0z5r4t6y8u2i1o3a5s7")
+    assert inspect.display_key(hashed) == hashed
+    cache_key = "cache::1:k3x9w2m8q7v1p0z5r4t6y8u2i1o3a5s7"
+    assert inspect.display_key(cache_key) == cache_key
+
+
+# Sessions written in the plain layout, after an upgrade
+
+
+def old_layout_site(site):
+    """Sessions made under the plain layout (a login, a token, a Worker's and an expired one), then the upgrade."""
+    site.SESSION_CFKV_FORMAT = "json"
+    site.SESSION_CFKV_KEY_LAYOUT = "plain"
+    admin, ids = populate("json")
+    dead = SessionStore()
+    dead["n"] = 1
+    dead.set_expiry(1)
+    dead.create()
+    del site.SESSION_CFKV_KEY_LAYOUT  # the default, hashed
+    return admin, ids, dead.session_key
+
+
+def test_migrate_sessions_moves_every_live_session_once(site):
+    admin, ids, dead = old_layout_site(site)
+    kv = get_kv()
+    before = {info.name: info for info in kv.iter_keys()}
+    assert logged_in_with(ids[0]) == (None, None)  # until the move, the old sessions are not found
+    time.sleep(1.1)  # `dead` is past its exact expiry
+    transport.calls.reset()
+    out = run("migrate-sessions")
+    assert "Found 6 sessions stored under their ids" in out and "Moved 5 to hashed keys; deleted 6" in out
+    if site.CFKV["default"]["BACKEND"] == "cloudflare":  # one list, one bulk read, write and delete
+        assert transport.calls.snapshot() == {"list": 1, "bulk_get": 1, "bulk_put": 1, "bulk_delete": 1}
+    assert logged_in_with(ids[0]) == (admin.pk, admin.pk)  # the browser's login
+    assert logged_in_with(ids[2])[1] == admin.pk  # a token
+    assert logged_in_with(ids[4])[1] == admin.pk  # a Worker's session
+    after = {info.name: info for info in kv.iter_keys()}
+    assert sorted(after) == sorted(SessionStore.kv_key(i) for i in ids)
+    moved = after[SessionStore.kv_key(ids[2])]
+    old = before["session:" + ids[2]]
+    assert moved.metadata == old.metadata and moved.expiration == old.expiration
+    assert json.loads(run("migrate-sessions", "--json"))["found"] == 0
+
+
+def test_migrate_sessions_dry_run_drop_and_rerun(site):
+    _, ids, _ = old_layout_site(site)
+    kv = get_kv()
+    names = sorted(info.name for info in kv.iter_keys())
+    assert json.loads(run("migrate-sessions", "--dry-run", "--json"))["moved"] == 6
+    assert sorted(info.name for info in kv.iter_keys()) == names
+    # An interrupted run wrote one new key, which requests have changed since: it is kept as it is.
+    kv.put(SessionStore.kv_key(ids[2]), b"newer")
+    report = json.loads(run("migrate-sessions", "--json"))
+    assert report["moved"] == 5 and report["deleted"] == 6
+    assert kv.get(SessionStore.kv_key(ids[2])) == b"newer"
+
+
+def test_migrate_sessions_drop_logs_everyone_out(site):
+    _, ids, _ = old_layout_site(site)
+    assert "deleted 6 old keys" in run("migrate-sessions", "--drop")
+    assert list(get_kv().iter_keys()) == []
+    assert logged_in_with(ids[2]) == (None, None)
+
+
+def test_migrate_sessions_refuses_the_plain_layout(site):
+    site.SESSION_CFKV_KEY_LAYOUT = "plain"
+    with pytest.raises(CommandError, match="SESSION_CFKV_KEY_LAYOUT is 'plain'"):
+        run("migrate-sessions")
+
+
+# Settings mistakes are check errors
+
+
+@pytest.mark.parametrize("name, value, error_id", [
+    ("SESSION_CFKV_KEY_LAYOUT", "sha256", "django_cfkv.E201"),
+    ("SESSION_CFKV_FORMAT", "pickle", "django_cfkv.E202"),
+    ("SESSION_CFKV_ON_LOAD_ERROR", "ignore", "django_cfkv.E203"),
+    ("SESSION_CFKV_USER_FIELD", "no_such_field", "django_cfkv.E204"),
+])
+def test_bad_session_settings_are_check_errors(settings, name, value, error_id):
+    assert check_session_settings() == []
+    setattr(settings, name, value)
+    [error] = check_session_settings()
+    assert error.id == error_id and name in error.msg and error.hint
+
+
+def test_a_bad_layout_fails_when_a_store_is_made(settings):
+    settings.SESSION_CFKV_KEY_LAYOUT = "sha256"
+    with pytest.raises(Exception, match="SESSION_CFKV_KEY_LAYOUT is 'sha256'"):
+        SessionStore()
