@@ -42,6 +42,10 @@ from .exceptions import KVValueError
 
 SERIALIZERS = ("pickle", "json")
 
+#: The most bytes a compressed entry may hold once inflated. A JSON entry is not signed, so anyone
+#: who can write the namespace could plant a few kilobytes of zlib that inflate to gigabytes.
+MAX_INFLATED_BYTES = 4 * limits.MAX_VALUE_BYTES
+
 SIGNATURE_SALT = b"django_cfkv.serializers.EntryCodec.signer"
 _SIG_HEAD = b',"sig":"'
 _SIG_CHARS = 43  # urlsafe base64 of a SHA-256 digest, without padding
@@ -100,6 +104,11 @@ class EntryCodec:
                 ) from exc
         if self.compress_min_bytes is not None and len(payload) >= self.compress_min_bytes:
             raw = payload if isinstance(payload, bytes) else payload.encode("utf-8")
+            if len(raw) > MAX_INFLATED_BYTES:
+                raise KVValueError(
+                    f"Cache value for key {key!r} is {len(raw)} bytes serialized; a compressed entry may hold "
+                    f"at most {MAX_INFLATED_BYTES} bytes (100 MiB) once inflated. Cache less."
+                )
             fields["zlib"] = base64.b64encode(zlib.compress(raw)).decode("ascii")
             fields["format"] = self.serializer
         elif self.serializer == "pickle":
@@ -165,10 +174,7 @@ def load_entry(raw, kv_key, *, require_signature=False):
     elif "pickle" in fields:
         value = pickle.loads(_b64(fields["pickle"]))
     elif "zlib" in fields:
-        try:
-            payload = zlib.decompress(_b64(fields["zlib"]))
-        except zlib.error as exc:
-            raise ValueError(f"Corrupt compressed cache entry: {exc}") from exc
+        payload = _inflate(_b64(fields["zlib"]))
         value = pickle.loads(payload) if fields.get("format") == "pickle" else json.loads(payload)
     else:
         raise ValueError("Not a cache entry: it has no 'value', 'pickle' or 'zlib' field.")
@@ -254,6 +260,20 @@ def _dump_fields(fields):
 def _round(expires):
     """Return ``expires`` cut to milliseconds, rounding down so a ttl never exceeds its timeout."""
     return None if expires is None else math.floor(expires * 1000) / 1000
+
+
+def _inflate(data):
+    """Return zlib ``data`` inflated, refusing more than MAX_INFLATED_BYTES (a zlib bomb) without making them."""
+    inflater = zlib.decompressobj()
+    try:
+        payload = inflater.decompress(data, MAX_INFLATED_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"Corrupt compressed cache entry: {exc}") from exc
+    if len(payload) > MAX_INFLATED_BYTES:
+        raise ValueError(f"Compressed cache entry inflates past {MAX_INFLATED_BYTES} bytes.")
+    if not inflater.eof:
+        raise ValueError("Corrupt compressed cache entry: truncated.")
+    return payload
 
 
 def _b64(text):

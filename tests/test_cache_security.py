@@ -203,3 +203,43 @@ def test_sweep_deletes_planted_entries_without_reading_them(backend, trap):
                  metadata={"kind": "cache", "expires": 1})
     report = maintenance.sweep(get_kv(), ["cache"])
     assert report["deleted"] == 1 and report["values_read"] == 0
+
+
+def _zlib_bomb(inflated_mib):
+    """Return the zlib of ``inflated_mib`` MiB of zeros (about 1 KB per MiB), made without holding them."""
+    deflater, chunk = zlib.compressobj(9), bytes(1 << 20)
+    return b"".join(deflater.compress(chunk) for _ in range(inflated_mib)) + deflater.flush()
+
+
+def test_a_planted_zlib_bomb_is_a_miss_without_inflating_it(backend, caplog, monkeypatch):
+    import tracemalloc
+
+    from django_cfkv import serializers
+
+    monkeypatch.setattr(serializers, "MAX_INFLATED_BYTES", 1 << 20)  # 100 MiB in use: 1 MiB keeps the test light
+    cache = make_cache(OPTIONS={"SERIALIZER": "json"})  # JSON entries are unsigned: anyone may write one
+    bomb = _zlib_bomb(64)
+    assert len(bomb) < 100_000
+    plant(cache.kv_key("bomb"), json.dumps({"expires": None, "zlib": base64.b64encode(bomb).decode(),
+                                            "format": "json"}), metadata=True)
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
+            assert cache.get("bomb") is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # about MAX_INFLATED_BYTES is ever inflated, never the 64 MiB planted
+    assert "inflates past 1048576 bytes" in caplog.text
+
+
+def test_compressed_values_up_to_the_inflated_limit_round_trip(backend, monkeypatch):
+    from django_cfkv import serializers
+    from django_cfkv.exceptions import KVValueError
+
+    monkeypatch.setattr(serializers, "MAX_INFLATED_BYTES", 1 << 20)
+    cache = make_cache(OPTIONS={"COMPRESS_MIN_BYTES": 0})
+    cache.set("fits", "x" * ((1 << 20) - 100))
+    assert cache.get("fits") == "x" * ((1 << 20) - 100)
+    with pytest.raises(KVValueError, match="at most 1048576 bytes .* once inflated"):
+        cache.set("too_big", "x" * (2 << 20))
