@@ -11,6 +11,10 @@ What KV allows, and so what this backend can promise:
   KV also takes at most one write per second per key.
 * Eventual consistency. Other Cloudflare locations may read a value up to ~60 s
   old, so ``delete()`` is not an instant global invalidation.
+* Anyone who can write the namespace can write any bytes under a cache key.
+  Pickled entries are signed with SECRET_KEY and bound to their KV key, and a
+  pickle cache reads nothing else (see :mod:`django_cfkv.serializers`), so such
+  a writer can delete or replay entries but never plant a value or run code.
 * Near cache (``OPTIONS["NEAR_CACHE_TIMEOUT"]``, off by default): reads kept in
   this process's memory for that many seconds (see :mod:`django_cfkv.nearcache`).
   This process's own writes invalidate at once; other processes' writes are
