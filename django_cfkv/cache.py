@@ -46,6 +46,7 @@ from .exceptions import KVAPIError, KVBulkError, KVConnectionError, KVError, KVR
 from .nearcache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, NearKV, near_cache
 from .serializers import EntryCodec, SignatureError, decode_entry, retime
 from .transport import CallCounter
+from .types import iter_pages
 
 __all__ = ["CloudflareKVCache", "cached", "decode_entry", "stampede_events"]
 
@@ -682,17 +683,13 @@ class CloudflareKVCache(BaseCache):
     def _matching(self, glob, literal, itersize):
         """Yield names of live cache entries matching ``glob``, listed by the prefix ``literal``."""
         limit = limits.validate_list_limit(itersize or limits.LIST_MAX_LIMIT)
-        now, cursor = _now(), None
-        while True:
-            page = self._kv.list_keys(prefix=literal or None, limit=limit, cursor=cursor)
+        now = _now()
+        for page in iter_pages(self._kv, literal or None, limit):
             for info in page.keys:
                 meta = info.metadata if isinstance(info.metadata, dict) else {}
                 live = meta.get("expires") is None or meta["expires"] > now
                 if meta.get("kind") == "cache" and live and fnmatch.fnmatchcase(info.name, glob):
                     yield info.name
-            if not page.cursor:
-                return
-            cursor = page.cursor
 
 
 def _near_bounds(opts):

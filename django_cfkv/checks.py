@@ -1,5 +1,6 @@
 """System checks: configuration mistakes reported by ``manage.py check``, with hints."""
 
+import math
 import os
 from urllib.parse import urlsplit
 
@@ -67,6 +68,12 @@ def _check_alias(alias, settings):
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
         errors.append(Error(f"CFKV[{alias!r}]['TIMEOUT'] must be seconds > 0 or a (connect, read) pair.",
                             id="django_cfkv.E006", hint="For example TIMEOUT = (5, 30)."))
+    for name, example in (("DEADLINE", 30), ("BUSY_TIMEOUT", 5)):
+        value = settings.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            errors.append(Error(f"CFKV[{alias!r}][{name!r}] must be a number of seconds > 0, not {value!r}.",
+                                id="django_cfkv.E009" if name == "DEADLINE" else "django_cfkv.E010",
+                                hint=f"For example {name} = {example}, or leave it unset for the default."))
     retries = settings.get("MAX_RETRIES")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         errors.append(Error(f"CFKV[{alias!r}]['MAX_RETRIES'] must be a whole number >= 0.", id="django_cfkv.E007"))

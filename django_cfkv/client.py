@@ -10,6 +10,7 @@ at most once per second.
 
 import base64
 import json
+import math
 from urllib.parse import quote
 
 from . import limits
@@ -21,7 +22,14 @@ from .exceptions import (
     KVNotFoundError,
     KVRateLimitError,
 )
-from .transport import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Transport, _parse_retry_after
+from .transport import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    ResponseTooLargeError,
+    Transport,
+    _parse_retry_after,
+)
 from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
@@ -39,15 +47,16 @@ class KVClient(Paging):
 
     Safe to share between threads: all state is in one pooled transport (see
     :mod:`django_cfkv.transport`). Every method validates its input before any
-    I/O and raises a :class:`~django_cfkv.exceptions.KVError` on failure.
+    I/O and raises a :class:`~django_cfkv.exceptions.KVError` on failure,
+    including an answer of the wrong shape (a ``KVAPIError``).
     """
 
     def __init__(self, account_id, namespace_id, api_token, *, base_url=DEFAULT_BASE_URL,
-                 timeout=DEFAULT_TIMEOUT, max_retries=DEFAULT_MAX_RETRIES):
+                 timeout=DEFAULT_TIMEOUT, max_retries=DEFAULT_MAX_RETRIES, deadline=DEFAULT_DEADLINE):
         self.account_id = account_id
         self.namespace_id = namespace_id
         self.base_url = base_url.rstrip("/")
-        self.transport = Transport(api_token, timeout=timeout, max_retries=max_retries)
+        self.transport = Transport(api_token, timeout=timeout, max_retries=max_retries, deadline=deadline)
         self._account_url = f"{self.base_url}/accounts/{quote(str(account_id), safe='')}/storage/kv/namespaces"
         self._url = f"{self._account_url}/{quote(str(namespace_id), safe='')}"
 
@@ -63,7 +72,8 @@ class KVClient(Paging):
 
     def get(self, key):
         """Return the value's bytes, or None when the key does not exist. One call."""
-        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True)
+        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True,
+                              max_bytes=limits.MAX_VALUE_BYTES)
         return None if response is None else response.content
 
     def get_with_metadata(self, key):
@@ -72,12 +82,12 @@ class KVClient(Paging):
         Two calls (value, then metadata): the REST API has no single call that
         returns a binary value with its metadata. A missing value costs one.
         """
-        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True)
+        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True,
+                              max_bytes=limits.MAX_VALUE_BYTES)
         if response is None:
             return None
-        expiration = response.headers.get("expiration")
-        metadata = self.get_metadata(key)
-        return ValueWithMetadata(response.content, metadata, int(float(expiration)) if expiration else None)
+        expiration = _expiration(response.headers.get("expiration"), response)
+        return ValueWithMetadata(response.content, self.get_metadata(key), expiration)
 
     def get_metadata(self, key):
         """Return the key's metadata (None when it has none or is missing). One call."""
@@ -94,14 +104,32 @@ class KVClient(Paging):
             limits.validate_key(key)
         found = {}
         for chunk in _chunks(keys, limits.BULK_GET_MAX_KEYS):
-            response = self._call("POST", "/bulk/get", "bulk_get", json={"keys": chunk, "type": "text"})
-            values = (_envelope(response).get("result") or {}).get("values") or {}
-            for key, value in values.items():
-                if value is None:
-                    continue
-                if not isinstance(value, str):  # a JSON-typed answer from a lenient server
-                    value = json.dumps(value, separators=(",", ":"))
-                found[key] = value.encode("utf-8")
+            found.update(self._bulk_get(chunk))
+        return found
+
+    def _bulk_get(self, keys):
+        try:
+            response = self._call("POST", "/bulk/get", "bulk_get", json={"keys": keys, "type": "text"})
+        except ResponseTooLargeError:
+            # KV limits one value to 25 MiB, not a bulk answer: ask for fewer
+            # keys at a time, and read a value too large for an answer alone.
+            if len(keys) == 1:
+                value = self.get(keys[0])
+                return {} if value is None else {keys[0]: value}
+            half = len(keys) // 2
+            return {**self._bulk_get(keys[:half]), **self._bulk_get(keys[half:])}
+        _, result = _result(response, dict, "bulk read")
+        values = result.get("values")
+        if not isinstance(values, dict):
+            raise _malformed(response, "bulk read (no 'values' object)")
+        found = {}
+        for key in keys:  # only what was asked: a server cannot add keys to the answer
+            value = values.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):  # a JSON-typed answer from a lenient server
+                value = json.dumps(value, separators=(",", ":"))
+            found[key] = value.encode("utf-8")
         return found
 
     def list_keys(self, prefix=None, limit=1000, cursor=None):
@@ -112,16 +140,16 @@ class KVClient(Paging):
             params["prefix"] = prefix
         if cursor:
             params["cursor"] = cursor
-        data = _envelope(self._call("GET", "/keys", "list", params=params))
-        keys = [
-            KeyInfo(item["name"], item.get("expiration"), item.get("metadata"))
-            for item in data.get("result") or []
-        ]
-        # The last page carries cursor "" (or none at all).
-        next_cursor = (data.get("result_info") or {}).get("cursor") or None
-        if next_cursor == cursor:
-            next_cursor = None
-        return KeyPage(keys, next_cursor)
+        response = self._call("GET", "/keys", "list", params=params)
+        data, items = _result(response, (list, type(None)), "key listing")
+        keys = [_key_info(item, response) for item in items or []]
+        info = data.get("result_info")
+        next_cursor = info.get("cursor") if isinstance(info, dict) else None
+        if (info is not None and not isinstance(info, dict)) or not isinstance(next_cursor, (str, type(None))):
+            raise _malformed(response, "key listing (result_info.cursor is not text)")
+        # The last page carries cursor "" (or none at all). A server that sends
+        # one back twice is caught by iter_pages(), the one loop over pages.
+        return KeyPage(keys, next_cursor or None)
 
     # Writes
 
@@ -179,8 +207,10 @@ class KVClient(Paging):
                 response = self._call(method, path, endpoint, json=body)
                 failed += _unsuccessful(response)  # a 200 that is not an envelope fails the body
             except KVError as exc:
-                named = ((exc.result or {}).get("unsuccessful_keys") if isinstance(exc.result, dict) else None)
-                failed += list(named or keys_per_body[index])
+                named = exc.result.get("unsuccessful_keys") if isinstance(exc.result, dict) else None
+                if not (isinstance(named, list) and named and all(isinstance(k, str) for k in named)):
+                    named = keys_per_body[index]
+                failed += named
                 failed += [k for later in keys_per_body[index + 1:] for k in later]
                 raise KVBulkError(f"Bulk {action} failed for {len(failed)} keys: {exc.message}", keys=failed,
                                   status=exc.status, errors=exc.errors) from exc
@@ -192,23 +222,32 @@ class KVClient(Paging):
 
     def list_namespaces(self):
         """Return every namespace of the account as [{"id", "title", ...}]."""
-        found, page = [], 1
+        found, page, per_page = [], 1, 100
         while True:
-            response = self._call("GET", "", "namespaces", params={"page": page, "per_page": 100},
+            response = self._call("GET", "", "namespaces", params={"page": page, "per_page": per_page},
                                   base=self._account_url)
-            data = _envelope(response)
-            batch = data.get("result") or []
-            found += batch
-            info = data.get("result_info") or {}
-            if not batch or len(found) >= info.get("total_count", len(found)):
+            data, batch = _result(response, (list, type(None)), "namespace list")
+            info = data.get("result_info")
+            total = info.get("total_count") if isinstance(info, dict) else None
+            if not all(isinstance(ns, dict) and isinstance(ns.get("id"), str) for ns in batch or []) \
+                    or not isinstance(total, (int, type(None))) or isinstance(total, bool):
+                raise _malformed(response, "namespace list")
+            found += batch or []
+            if not batch or len(found) >= (len(found) if total is None else total):
                 return found
+            if page * per_page >= limits.MAX_NAMESPACES:  # a server that never ends its pages
+                raise _malformed(response, f"namespace list (more than the {limits.MAX_NAMESPACES} "
+                                           "namespaces an account can have)")
             page += 1
 
     def create_namespace(self, title):
         """Create a namespace; return it as {"id", "title"}. Not retried (not idempotent)."""
         response = self._call("POST", "", "namespaces", json={"title": title},
                               base=self._account_url, idempotent=False)
-        return _envelope(response)["result"]
+        _, result = _result(response, dict, "new namespace")
+        if not isinstance(result.get("id"), str):
+            raise _malformed(response, "new namespace (no id)")
+        return result
 
     # Plumbing
 
@@ -231,21 +270,66 @@ def _envelope(response):
     """Return the decoded JSON envelope, or raise KVAPIError if it is not one."""
     try:
         data = response.json()
-    except ValueError:
+    except ValueError:  # json's errors, and UnicodeDecodeError, are ValueErrors
         raise KVAPIError("Workers KV answered with something that is not JSON.",
                          status=response.status_code, ray_id=response.headers.get("cf-ray")) from None
     if not isinstance(data, dict) or data.get("success") is not True:
-        errors = data.get("errors") if isinstance(data, dict) else None
+        errors = _errors(data)
         raise KVAPIError(f"Workers KV reported failure: {_describe(errors)}",
                          status=response.status_code, errors=errors,
                          ray_id=response.headers.get("cf-ray"))
     return data
 
 
+def _result(response, types, what):
+    """Return (envelope, result) if the result is one of ``types``; else raise KVAPIError."""
+    data = _envelope(response)
+    result = data.get("result")
+    if not isinstance(result, types):
+        raise _malformed(response, what)
+    return data, result
+
+
+def _malformed(response, what):
+    return KVAPIError(f"Workers KV answered with a malformed {what}. Check BASE_URL: it should be "
+                      "Cloudflare's API or the django-cfkv gateway.",
+                      status=response.status_code, ray_id=response.headers.get("cf-ray"))
+
+
+def _key_info(item, response):
+    """Return the KeyInfo of one listed key, or raise KVAPIError if it is not one."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+        raise _malformed(response, "key listing (an item without a name)")
+    expiration = item.get("expiration")
+    if expiration is not None:
+        expiration = _expiration(expiration, response)
+    return KeyInfo(item["name"], expiration, item.get("metadata"))
+
+
+def _expiration(value, response):
+    """Return an expiry (epoch seconds, from a number or a header's text) as int, or None."""
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise _malformed(response, "expiration")
+    return int(number)
+
+
+def _errors(body):
+    """Return the envelope's error items that are objects (a broken server may send anything)."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
 def _describe(errors):
     if not errors:
         return "no error details"
-    return "; ".join(f"code {e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
+    text = "; ".join(f"code {e.get('code')}: {e.get('message')}" for e in errors)
+    return text if len(text) <= 500 else text[:500] + "..."
 
 
 def _error_for(response):
@@ -255,7 +339,7 @@ def _error_for(response):
         body = response.json()
     except ValueError:
         body = None
-    errors = (body.get("errors") or []) if isinstance(body, dict) else []
+    errors = _errors(body)
     result = body.get("result") if isinstance(body, dict) else None
     kwargs = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"), "result": result}
     detail = _describe(errors)
@@ -264,7 +348,7 @@ def _error_for(response):
             f"Cloudflare refused the API token ({detail}). Check API_TOKEN and that it has the "
             f"'{TOKEN_PERMISSION}' permission for this account.", **kwargs)
     if status == 404:
-        if any(c == KEY_NOT_FOUND for c in (e.get("code") for e in errors if isinstance(e, dict))):
+        if any(e.get("code") == KEY_NOT_FOUND for e in errors):
             return KVNotFoundError(f"Key not found ({detail}).", **kwargs)
         return KVNotFoundError(
             f"Workers KV found no such namespace or route ({detail}). Check ACCOUNT_ID, "
@@ -282,8 +366,12 @@ def _error_for(response):
 
 
 def _unsuccessful(response):
-    result = _envelope(response).get("result") or {}
-    return list(result.get("unsuccessful_keys") or [])
+    """Return the keys a bulk answer names as not done (2024's API answers no result at all)."""
+    _, result = _result(response, (dict, type(None)), "bulk answer")
+    named = (result or {}).get("unsuccessful_keys") or []
+    if not isinstance(named, list) or not all(isinstance(k, str) for k in named):
+        raise _malformed(response, "bulk answer (unsuccessful_keys is not a list of keys)")
+    return named
 
 
 def _expiry_params(expiration, expiration_ttl):

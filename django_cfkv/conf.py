@@ -22,7 +22,9 @@ ALIAS_DEFAULTS = {
     "BASE_URL": "https://api.cloudflare.com/client/v4",
     "TIMEOUT": (5.0, 30.0),
     "MAX_RETRIES": 3,
+    "DEADLINE": 30.0,
     "PATH": "cfkv.sqlite3",
+    "BUSY_TIMEOUT": 5.0,
 }
 
 # Environment fallbacks, under the names wrangler and Cloudflare's SDK use.
@@ -101,11 +103,13 @@ def build_kv(alias):
         return KVClient(
             config["ACCOUNT_ID"], config["NAMESPACE_ID"], config["API_TOKEN"],
             base_url=config["BASE_URL"], timeout=config["TIMEOUT"], max_retries=config["MAX_RETRIES"],
+            deadline=config["DEADLINE"],
         )
     if backend == "local":
         from .local import LocalKV
 
-        return LocalKV(config["PATH"], namespace=config.get("NAMESPACE_ID") or "")
+        return LocalKV(config["PATH"], namespace=config.get("NAMESPACE_ID") or "",
+                       busy_timeout=config["BUSY_TIMEOUT"])
     try:
         cls = import_string(backend)
     except ImportError as exc:

@@ -26,6 +26,7 @@ from django.utils.module_loading import import_string
 
 from . import conf, limits
 from .exceptions import KVAPIError, KVValueError
+from .types import iter_pages
 
 logger = logging.getLogger("django_cfkv")
 
@@ -114,15 +115,13 @@ def list_entries(kv, prefix=None, limit=None, progress=None):
     Costs ceil(returned/1000) list calls.
     """
     found, cursor = [], None
-    while limit is None or len(found) < limit:
-        want = limits.LIST_MAX_LIMIT if limit is None else limit - len(found)
-        page = kv.list_keys(prefix=prefix, cursor=cursor,
-                            limit=max(limits.LIST_MIN_LIMIT, min(limits.LIST_MAX_LIMIT, want)))
+    size = limits.LIST_MAX_LIMIT if limit is None else max(limits.LIST_MIN_LIMIT, min(limits.LIST_MAX_LIMIT, limit))
+    for page in iter_pages(kv, prefix, size):
         found += page.keys
         if progress:
             progress(len(found))
         cursor = page.cursor
-        if not cursor:
+        if limit is not None and len(found) >= limit:
             break
     more = bool(cursor) or (limit is not None and len(found) > limit)
     return found[:limit] if limit is not None else found, more

@@ -21,6 +21,13 @@ BULK_DELETE_MAX_KEYS = 10_000
 BULK_GET_MAX_KEYS = 100
 LIST_MIN_LIMIT = 10
 LIST_MAX_LIMIT = 1000
+MAX_NAMESPACES = 1000  # per account
+# The largest answer KV can give: a value, or a JSON envelope around at most
+# one value's worth of data (a list page of 1,000 keys with metadata is ~1.6 MB).
+MAX_RESPONSE_BYTES = MAX_VALUE_BYTES + 1024 * 1024
+# Past the REST quota Cloudflare refuses every call for five minutes, its
+# longest documented refusal (shared reference, section 6).
+QUOTA_BLOCK_SECONDS = 300
 
 
 def validate_key(key):

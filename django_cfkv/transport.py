@@ -1,23 +1,36 @@
-"""HTTP transport: the pooled session, timeouts, retries and call accounting.
+"""HTTP transport: the pooled session, timeouts and deadline, retries, call accounting.
 
 Retries live here, in our own loop, rather than in urllib3's ``Retry``: they
 then apply to every adapter (``responses`` included) and honour Cloudflare's
-``Retry-After``. The waiting between attempts is bounded (``max_retry_time``)
-and each attempt by the (connect, read) timeout, so a web request is never held
-for minutes. A 429 whose Retry-After is longer than that is returned at once,
-and calls are not sent again until it has passed: Cloudflare refuses them all
-anyway. Every attempt is counted, because every attempt costs one of the 1,200
-calls per 5 minutes that Cloudflare allows a user.
+``Retry-After``. Time is bounded twice, by the wall clock: an attempt may take
+at most connect + read timeout seconds (the read timeout bounds the whole
+answer, not each socket read, so a server dripping bytes cannot hold a call),
+and a call, retries and waits included, at most ``deadline`` seconds. An answer
+larger than any KV can give is refused while it streams, never read whole.
+
+429s: only one that speaks for the whole account (Cloudflare's ``Ratelimit``
+header says no call is left) stops other calls, for its Retry-After and never
+more than the five minutes Cloudflare blocks an over-quota user. A 429 about one
+key (one write per second) or one call fails that call alone. Every attempt is
+counted, because every attempt costs one of the 1,200 calls per 5 minutes that
+Cloudflare allows a user.
 
 Threads: one ``requests.Session`` is shared by all threads of a process. Its
 connection pool (urllib3) is thread-safe; the parts of a Session that are not
 (cookie handling, redirect re-authentication) are switched off: cookies are
 refused and redirects are not followed. Headers are set once, at construction.
 After a fork the child builds a new Session rather than share sockets.
+
+Logs: urllib3 logs each request line at DEBUG, and a KV URL's path holds the
+key (which may be a session id). A filter on urllib3's loggers replaces keys,
+cursors and prefixes in KV URLs with placeholders; the records stay.
 """
 
+import http.client
 import http.cookiejar
+import io
 import logging
+import math
 import os
 import random
 import re
@@ -30,18 +43,19 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import __version__
-from .exceptions import CFKVConfigurationError, KVConnectionError, KVRateLimitError, KVTimeout
+from . import __version__, limits
+from .exceptions import CFKVConfigurationError, KVAPIError, KVConnectionError, KVRateLimitError, KVTimeout
 
 logger = logging.getLogger("django_cfkv")
 
 DEFAULT_TIMEOUT = (5.0, 30.0)
 DEFAULT_MAX_RETRIES = 3
-DEFAULT_MAX_RETRY_TIME = 15.0  # seconds a call may spend waiting between attempts
+DEFAULT_DEADLINE = 30.0  # seconds one call may take, every attempt and wait included
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 LOW_BUDGET = 100  # warn when Cloudflare says fewer calls than this remain in the window
 POOL_SIZE = 32
+CHUNK_BYTES = 64 * 1024
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -79,23 +93,31 @@ calls = CallCounter()
 request_guards = []
 
 
+class ResponseTooLargeError(KVAPIError):
+    """An answer larger than any Workers KV can give (it was not read whole)."""
+
+
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     def set_ok(self, cookie, request):
         return False
 
 
 def _parse_retry_after(value):
-    """Return Retry-After in seconds (delta or HTTP date), or None."""
+    """Return Retry-After in seconds (delta or HTTP date), at most Cloudflare's 5-minute block; or None."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if math.isnan(seconds):
         return None
+    # Anything longer is not an answer Cloudflare gives, and honouring it could
+    # keep a site from KV until a restart.
+    return min(float(limits.QUOTA_BLOCK_SECONDS), max(0.0, seconds))
 
 
 _RATELIMIT_RE = re.compile(r"\br=(\d+)(?:.*?\bt=(\d+))?")
@@ -109,16 +131,34 @@ def parse_ratelimit(value):
     return int(match.group(1)), int(match.group(2)) if match.group(2) else None
 
 
+def account_block(response):
+    """Return the seconds Cloudflare refuses every call of the account, if this 429 says so; else 0.
+
+    Only the REST quota (1,200 calls per 5 minutes) stops every call, and its
+    ``Ratelimit`` header then counts no call left. A 429 without that proof may
+    be about one key (one write per second) or one call (concurrent bulk
+    operations): it leaves other calls alone. Cloudflare documents no error
+    code that tells them apart, so none is trusted, and neither is the size of
+    Retry-After alone: blocking wrongly would refuse a site's every call.
+    """
+    budget = parse_ratelimit(response.headers.get("Ratelimit"))
+    if response.status_code != 429 or budget is None or budget[0] != 0:
+        return 0.0
+    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+    reset = min(budget[1] or 0, limits.QUOTA_BLOCK_SECONDS)
+    return retry_after if retry_after is not None else float(reset)
+
+
 class Transport:
-    """Send requests with a timeout, bounded retries and call accounting."""
+    """Send requests with a timeout, a deadline, bounded retries and call accounting."""
 
     def __init__(self, api_token, *, timeout=DEFAULT_TIMEOUT, max_retries=DEFAULT_MAX_RETRIES,
-                 max_retry_time=DEFAULT_MAX_RETRY_TIME):
+                 deadline=DEFAULT_DEADLINE):
         if isinstance(timeout, (int, float)):
             timeout = (float(timeout), float(timeout))
         self.timeout = tuple(timeout)
         self.max_retries = max_retries
-        self.max_retry_time = max_retry_time
+        self.deadline = _checked_deadline(deadline)
         self.calls = CallCounter()
         self.budget = None  # (remaining, reset_seconds, seen_at) from the last Ratelimit header
         self.connections_opened = 0
@@ -127,10 +167,10 @@ class Transport:
         self._session = None
         self._pid = None
         self._last_budget_warning = 0.0
-        self._blocked_until = 0.0  # monotonic time until which Cloudflare said it refuses every call
+        self._blocked_until = 0.0  # monotonic time until which Cloudflare refuses every call of the account
 
     def __repr__(self):
-        return f"<Transport timeout={self.timeout} max_retries={self.max_retries}>"
+        return f"<Transport timeout={self.timeout} max_retries={self.max_retries} deadline={self.deadline}>"
 
     @property
     def session(self):
@@ -147,7 +187,7 @@ class Transport:
             "Authorization": f"Bearer {self._token}",
             "User-Agent": f"django-cfkv/{__version__}",
         })
-        adapter = _CountingAdapter(self, pool_connections=4, pool_maxsize=POOL_SIZE)
+        adapter = _Adapter(self, pool_connections=4, pool_maxsize=POOL_SIZE)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -159,63 +199,82 @@ class Transport:
                 self._session.close()
                 self._session = None
 
-    def request(self, method, url, *, endpoint, idempotent=True, **kwargs):
-        """Send one API call, retrying transient failures; return the final Response.
+    def request(self, method, url, *, endpoint, idempotent=True, max_bytes=limits.MAX_RESPONSE_BYTES, **kwargs):
+        """Send one API call, retrying transient failures; return the final Response, body read.
 
         Connection errors, timeouts, 429 and 5xx are retried when ``idempotent``,
-        at most ``max_retries`` times and ``max_retry_time`` seconds of waiting.
-        A Retry-After longer than what is left is not waited for: the 429 is
-        returned at once for the caller to raise.
+        at most ``max_retries`` times and within ``deadline`` seconds in all. A
+        Retry-After longer than what is left is not waited for: the 429 is
+        returned at once for the caller to raise. A body over ``max_bytes``
+        raises ResponseTooLargeError.
         """
         for guard in request_guards:
             guard(url)
         blocked = self._blocked_until - time.monotonic()
         if blocked > 0:  # Cloudflare refuses every call until then: spare the round trip and the quota
             raise KVRateLimitError(
-                f"Cloudflare's API refuses calls for another {blocked:.0f} s (it answered 429 with "
-                "Retry-After); no call was sent. Past 1,200 calls per 5 minutes every call is refused "
-                "for 5 minutes: see 'Scaling past the REST quota'.", status=429, retry_after=blocked)
-        deadline = time.monotonic() + self.max_retry_time
+                f"Cloudflare's API refuses every call of this account for another {blocked:.0f} s (it "
+                "answered 429 with no call left in its quota); no call was sent. Past 1,200 calls per "
+                "5 minutes every call is refused for 5 minutes: see 'Scaling past the REST quota'.",
+                status=429, retry_after=blocked)
+        deadline = time.monotonic() + self.deadline
         attempt = 0
         while True:
-            started = time.monotonic()
             try:
-                self.calls.record(endpoint)
-                calls.record(endpoint)
-                response = self.session.request(
-                    method, url, timeout=self.timeout, allow_redirects=False, **kwargs
-                )
-            except requests.RequestException as exc:
-                error = _translate(exc, method, url, endpoint)
-                if not (idempotent and self._can_retry(attempt, deadline, None)):
-                    # Not chained: requests' text repeats the URL, whose key may be a session id.
-                    raise error from None
-                logger.info("KV %s %s failed (%s); retrying", method, endpoint, type(exc).__name__)
-                self._sleep(self._backoff(attempt), deadline)
+                response = self._attempt(method, url, endpoint, deadline, max_bytes, kwargs)
+            except KVConnectionError:
+                delay = self._backoff(attempt)
+                if not (idempotent and self._can_retry(attempt, deadline, delay)):
+                    raise
+                self._sleep(delay, deadline)
                 attempt += 1
                 continue
-            logger.debug("KV %s %s -> %s in %.1f ms", method, endpoint, response.status_code,
-                         (time.monotonic() - started) * 1000)
             self._note_budget(response)
             if response.status_code not in RETRY_STATUSES or not idempotent:
                 return response
             retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-            if not self._can_retry(attempt, deadline, retry_after):
-                if response.status_code == 429 and retry_after:
-                    self._blocked_until = time.monotonic() + retry_after
-                return response
             delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if not self._can_retry(attempt, deadline, delay):
+                block = account_block(response)
+                if block:
+                    self._blocked_until = max(self._blocked_until, time.monotonic() + block)
+                return response
             logger.info("KV %s %s got HTTP %s; retrying in %.2f s", method, endpoint,
                         response.status_code, delay)
-            response.close()
             self._sleep(delay, deadline)
             attempt += 1
 
-    def _can_retry(self, attempt, deadline, retry_after):
-        if attempt >= self.max_retries:
-            return False
-        wait = retry_after if retry_after is not None else 0.0
-        return time.monotonic() + wait <= deadline
+    def _attempt(self, method, url, endpoint, deadline, max_bytes, kwargs):
+        """Send one attempt and read its body by ``deadline`` and at most connect + read seconds."""
+        started = time.monotonic()
+        ends = min(deadline, started + sum(self.timeout))
+        where = f"{method} {endpoint} on {urlsplit(url).netloc}"
+        if ends - started <= 0:
+            raise KVTimeout(f"Workers KV did not answer {where}: the call's deadline ({self.deadline:g} s) passed.")
+        timeout = (min(self.timeout[0], ends - started), min(self.timeout[1], ends - started))
+        self.calls.record(endpoint)
+        calls.record(endpoint)
+        _attempt_state.ends, _attempt_state.read_timeout = ends, timeout[1]
+        try:
+            response = self.session.request(method, url, timeout=timeout, allow_redirects=False, stream=True,
+                                            **kwargs)
+            try:
+                response._content = _read_body(response, max_bytes, where)
+            finally:
+                response.close()  # a no-op once the body is read: the connection is back in the pool
+        except requests.RequestException as exc:
+            late = time.monotonic() >= ends
+            logger.info("KV %s failed (%s)%s", where, type(exc).__name__, "; out of time" if late else "")
+            # Not chained: requests' text repeats the URL, whose key may be a session id.
+            raise _translate(exc, where, late) from None
+        finally:
+            _attempt_state.ends = None
+        logger.debug("KV %s -> %s in %.1f ms", where, response.status_code, (time.monotonic() - started) * 1000)
+        return response
+
+    def _can_retry(self, attempt, deadline, delay):
+        """Return True if another attempt is allowed and ``delay`` leaves time to make it."""
+        return attempt < self.max_retries and time.monotonic() + delay < deadline
 
     def _backoff(self, attempt):
         """Capped exponential backoff with jitter."""
@@ -244,30 +303,97 @@ class Transport:
             )
 
 
-class _CountingAdapter(HTTPAdapter):
-    """Count new TCP connections, so benchmarks can show they are reused."""
+def _read_body(response, max_bytes, where):
+    """Return the body, read in chunks; refuse one over ``max_bytes`` before holding it whole."""
+    declared = response.headers.get("Content-Length", "")
+    chunks, size = [], int(declared) if declared.isdigit() else 0
+    if size <= max_bytes:
+        size = 0
+        for chunk in response.iter_content(CHUNK_BYTES):
+            size += len(chunk)
+            if size > max_bytes:
+                break
+            chunks.append(chunk)
+    if size > max_bytes:
+        raise ResponseTooLargeError(
+            f"Workers KV's answer to {where} is larger than any KV can give ({max_bytes} bytes), so it "
+            "was not read. Check BASE_URL.", status=response.status_code)
+    return b"".join(chunks)
+
+
+# The wall-clock end of the attempt this thread is making, read by the
+# connections' responses (urllib3 makes them in the thread that sends).
+_attempt_state = threading.local()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket reader whose every recv waits at most until the attempt's end."""
+
+    def __init__(self, raw, sock, ends, read_timeout):
+        super().__init__()
+        self._raw, self._sock, self._ends, self._read_timeout = raw, sock, ends, read_timeout
+
+    def readable(self):
+        return True
+
+    def fileno(self):
+        return self._raw.fileno()
+
+    def readinto(self, buffer):
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the attempt ran out of time")  # urllib3 makes it a ReadTimeoutError
+        self._sock.settimeout(min(left, self._read_timeout) if self._read_timeout else left)
+        return self._raw.readinto(buffer)
+
+    def close(self):
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """http.client's response, reading status, headers and body by the attempt's end."""
+
+    def __init__(self, sock, *args, **kwargs):
+        super().__init__(sock, *args, **kwargs)
+        ends = getattr(_attempt_state, "ends", None)
+        if ends is not None:
+            self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, ends, _attempt_state.read_timeout))
+
+
+_deadline_classes = {}
+
+
+def _with_deadline(connection_class):
+    """Return a subclass of urllib3's connection class whose responses keep the attempt's deadline."""
+    if connection_class not in _deadline_classes:
+        _deadline_classes[connection_class] = type(
+            connection_class.__name__, (connection_class,), {"response_class": _DeadlineResponse})
+    return _deadline_classes[connection_class]
+
+
+class _Adapter(HTTPAdapter):
+    """Give each pool deadline-keeping connections, and count new TCP connections
+    (so benchmarks can show they are reused)."""
 
     def __init__(self, transport, **kwargs):
         self._transport = transport
         super().__init__(**kwargs)
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        conn = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
-        _count_new_connections(conn, self._transport)
-        return conn
+        pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        if not getattr(pool, "_cfkv_ready", False):
+            pool.ConnectionCls = _with_deadline(pool.ConnectionCls)
+            original, transport = pool._new_conn, self._transport
 
+            def _new_conn():
+                transport.connections_opened += 1
+                return original()
 
-def _count_new_connections(pool, transport):
-    if getattr(pool, "_cfkv_counted", False):
-        return
-    original = pool._new_conn
-
-    def _new_conn():
-        transport.connections_opened += 1
-        return original()
-
-    pool._new_conn = _new_conn
-    pool._cfkv_counted = True
+            pool._new_conn = _new_conn
+            pool._cfkv_ready = True
+        return pool
 
 
 def _checked_token(token):
@@ -287,10 +413,52 @@ def _checked_token(token):
     return token
 
 
-def _translate(exc, method, url, endpoint):
+def _checked_deadline(deadline):
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline) \
+            or deadline <= 0:
+        raise CFKVConfigurationError(f"DEADLINE must be a number of seconds > 0, not {deadline!r}.")
+    return float(deadline)
+
+
+def _translate(exc, where, late):
     """Turn a requests failure into a KVConnectionError naming the host and endpoint only:
     the URL's path holds the key, which may be a session id."""
-    where = f"{method} {endpoint} on {urlsplit(url).netloc}"
-    if isinstance(exc, requests.Timeout):
+    if late or isinstance(exc, requests.Timeout):
         return KVTimeout(f"Workers KV did not answer {where} in time ({type(exc).__name__}).")
     return KVConnectionError(f"Could not reach Workers KV for {where} ({type(exc).__name__}).")
+
+
+# Logs
+
+_KEY_IN_PATH = re.compile(r"(/storage/kv/namespaces/[^/\s'\"?#]+/(?:values|metadata)/)[^\s'\"?#]+")
+_SECRET_PARAM = re.compile(r"([?&](?:cursor|prefix)=)[^&\s'\"#]*")
+
+
+class RedactKVURLs(logging.Filter):
+    """Replace the key, cursor and prefix in KV API URLs of a log record with placeholders."""
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted is left to logging's own handling
+            return True
+        redacted = _SECRET_PARAM.sub(r"\1<redacted>", _KEY_IN_PATH.sub(r"\1<key>", message))
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+# Every urllib3 logger that can print a URL. A logger's filters see only the
+# records made on it, so each gets one.
+_URL_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                "urllib3.response", "urllib3.util.retry", "urllib3.http2.connection")
+
+
+def _install_log_filter():
+    for name in _URL_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactKVURLs) for f in target.filters):
+            target.addFilter(RedactKVURLs())
+
+
+_install_log_filter()

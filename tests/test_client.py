@@ -252,8 +252,8 @@ def test_timeout_maps_to_kvtimeout_without_the_key(client, api, sleeps):
     assert "abcdef0123" not in str(info.value) and info.value.__cause__ is None
 
 
-def test_a_long_retry_after_blocks_later_calls_without_io(client, api, sleeps):
-    api.get(f"{BASE}/values/k", status=429, headers={"Retry-After": "300"}, json={
+def test_a_quota_429_blocks_later_calls_without_io(client, api, sleeps):
+    api.get(f"{BASE}/values/k", status=429, headers={"Retry-After": "300", "Ratelimit": '"default";r=0;t=300'}, json={
         "success": False, "errors": [{"code": 10022, "message": "too many requests"}], "messages": [], "result": None})
     with pytest.raises(KVRateLimitError):
         client.get("k")
@@ -290,7 +290,8 @@ def test_every_call_has_a_timeout(client, api, monkeypatch):
     monkeypatch.setattr(requests.Session, "request", spy)
     api.get(f"{BASE}/values/k", body=b"v")
     client.get("k")
-    assert seen == [(5.0, 30.0)]
+    [(connect, read)] = seen
+    assert connect == 5.0 and 29 < read <= 30.0  # the read part never outlasts the 30 s deadline
 
 
 def test_low_budget_is_logged(client, api, caplog):
@@ -334,11 +335,13 @@ def test_calls_are_counted_per_endpoint(client, api, sleeps):
     assert client.transport.calls.snapshot() == {"get": 2, "delete": 1}
 
 
-def test_time_bound_caps_total_waiting(client, api, sleeps, monkeypatch):
-    client.transport.max_retry_time = 0.5
-    clock = iter([0.0, 0.0, 0.1, 0.2, 0.3, 10.0, 10.0, 10.0, 10.0, 10.0])
-    monkeypatch.setattr("django_cfkv.transport.time.monotonic", lambda: next(clock))
+def test_deadline_caps_total_waiting(client, api, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr("django_cfkv.transport.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("django_cfkv.transport.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    client.transport.deadline = 0.5
     api.get(f"{BASE}/values/k", status=503, json={"success": False, "errors": [], "messages": [], "result": None})
-    with pytest.raises(KVAPIError):
+    with pytest.raises(KVAPIError) as info:
         client.get("k")
-    assert len(api.calls) < 4
+    # Backoffs of 0.125 and 0.25 s fit in 0.5 s; the next (0.5 s) would not, so the 503 is raised.
+    assert len(api.calls) == 3 and info.value.status == 503 and clock[0] == 0.375

@@ -1,0 +1,211 @@
+"""A hostile or broken upstream cannot hang the client, fill its memory or loop it forever.
+
+Each test runs a real loopback server (tests/support/hostile.py) that answers
+the way an attacker in BASE_URL's place, or a broken proxy, would: dripping
+bytes, sending more than KV can hold, or listing keys in circles.
+"""
+
+import io
+import time
+
+import pytest
+from django.core.cache import caches
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from django_cfkv import inspect, limits, types
+from django_cfkv.client import KVClient
+from django_cfkv.exceptions import KVAPIError, KVTimeout
+from django_cfkv.sessions import SessionStore
+from django_cfkv.transport import ResponseTooLargeError
+from tests.support.hostile import HostileServer, drip, envelope, reply
+
+from .conftest import ACCOUNT, NS, TOKEN
+
+MiB = 1024 * 1024
+
+
+def _client(server, **kwargs):
+    kwargs.setdefault("max_retries", 0)
+    return KVClient(ACCOUNT, NS, TOKEN, base_url=server.base_url, **kwargs)
+
+
+def _timed(call):
+    started = time.monotonic()
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - returned for the test to judge
+        return time.monotonic() - started, exc
+    return time.monotonic() - started, None
+
+
+# (a) A deadline by the wall clock, for each attempt and for the whole call.
+
+def _drip_body(conn, request):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 24\r\n\r\n")
+    drip(conn, b"x" * 24, interval=0.5)  # 12 s in all, every byte well inside the 1 s read timeout
+    return False
+
+
+def _drip_head(conn, request):
+    drip(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", interval=0.5)
+    return False
+
+
+@pytest.mark.parametrize("answer", [_drip_body, _drip_head], ids=["body", "headers"])
+def test_a_dripped_answer_is_cut_at_the_attempts_deadline(answer):
+    """TIMEOUT=(1, 1) bounds an attempt to 2 s of wall clock, however the bytes are spaced."""
+    with HostileServer(answer) as server:
+        client = _client(server, timeout=(1, 1))
+        elapsed, error = _timed(lambda: client.get("k"))
+        client.close()
+    assert isinstance(error, KVTimeout), error
+    assert elapsed < 4, elapsed  # the drip would take 12 s
+
+
+def test_the_call_deadline_covers_every_retry(slept):
+    """DEADLINE bounds the whole call: attempts that each stay within their timeout cannot add up."""
+    with HostileServer(_drip_body) as server:
+        client = _client(server, timeout=(1, 1), max_retries=10, deadline=3)
+        elapsed, error = _timed(lambda: client.get("k"))
+        client.close()
+    assert isinstance(error, KVTimeout), error
+    assert 2 <= len(server.requests) <= 3  # 2 s per attempt: the second is cut at the 3 s deadline
+    assert elapsed < 5, elapsed
+
+
+def test_a_slow_but_steady_answer_within_the_deadline_succeeds():
+    def answer(conn, request):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        drip(conn, b"data", interval=0.1)
+
+    with HostileServer(answer) as server:
+        client = _client(server, timeout=(1, 1))
+        assert client.get("k") == b"data"
+        client.close()
+
+
+# (b) An answer larger than any KV can give is refused while it streams.
+
+def _huge(with_length):
+    def answer(conn, request):
+        size = 64 * MiB
+        head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {size}\r\n" if with_length else "Connection: close\r\n"
+        conn.sendall(head.encode() + b"\r\n")
+        chunk = b"[" + b"0," * (MiB // 2 - 1) + b"0]"
+        for _ in range(64):
+            if conn.stopped():
+                break
+            conn.sendall(chunk)
+        return False
+    return answer
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "close-delimited"])
+@pytest.mark.parametrize("op", ["get", "get_metadata", "list_keys", "get_many"])
+def test_a_64_mib_answer_is_never_read_whole(op, with_length):
+    with HostileServer(_huge(with_length)) as server:
+        client = _client(server)
+        call = {"get": lambda: client.get("k"), "get_metadata": lambda: client.get_metadata("k"),
+                "list_keys": lambda: client.list_keys(), "get_many": lambda: client.get_many(["k"])}[op]
+        with pytest.raises(KVAPIError) as info:
+            call()
+        client.close()
+        time.sleep(0.2)  # let the server notice the hang-up
+    assert isinstance(info.value, ResponseTooLargeError)
+    # Of each answer, at most KV's largest plus what socket buffers held ever left the server.
+    # (get_many reads a key whose bulk answer is too large alone: two answers.)
+    assert len(server.requests) == (2 if op == "get_many" else 1)
+    assert server.sent < len(server.requests) * (limits.MAX_RESPONSE_BYTES + 8 * MiB)
+    if with_length:
+        assert server.sent < 16 * MiB  # refused on the header alone
+
+
+# (d) A listing that goes round in circles is stopped, for every caller.
+
+def _circular(cursors, names=lambda n: [f"k{n}"]):
+    """A listing whose n-th page holds ``names(n)`` and the cursor ``cursors(n)``."""
+    def answer(conn, request):
+        if "/keys" not in request.path:
+            reply(conn, body=envelope({"successful_key_count": 0, "unsuccessful_keys": []}))
+            return
+        n = sum(1 for r in server_requests(conn) if "/keys" in r.path)
+        items = [{"name": name, "metadata": {"kind": "cache"}} for name in names(n)]
+        reply(conn, body=envelope(items, result_info={"count": len(items), "cursor": cursors(n)}))
+    return answer
+
+
+def server_requests(conn):
+    return conn._server.requests
+
+
+LOOPS = {
+    "alternating": _circular(lambda n: "AAA" if n % 2 else "BBB"),
+    "repeating": _circular(lambda n: "AAA"),
+    "same_page_new_cursor": _circular(lambda n: f"C{n}", names=lambda n: ["k1", "k2"]),
+    "empty_pages_forever": _circular(lambda n: f"C{n}", names=lambda n: []),
+}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_listing_that_never_ends_raises_instead_of_looping(loop, monkeypatch):
+    monkeypatch.setattr(types, "MAX_EMPTY_PAGES", 5)
+    with HostileServer(LOOPS[loop]) as server:
+        client = _client(server)
+        with pytest.raises(KVAPIError, match="does not move on"):
+            for _ in client.iter_keys():
+                pass
+        client.close()
+    assert len(server.requests) <= 6
+
+
+def _alias(server):
+    return {"default": {"ACCOUNT_ID": ACCOUNT, "NAMESPACE_ID": NS, "API_TOKEN": TOKEN,
+                        "BASE_URL": server.base_url, "MAX_RETRIES": 0}}
+
+
+def _cache_clear():
+    caches["default"].clear()
+
+
+def _cache_keys():
+    caches["default"].keys("*")
+
+
+def _cache_delete_pattern():
+    caches["default"].delete_pattern("*")
+
+
+def _clear_expired():
+    SessionStore.clear_expired()
+
+
+def _inspect_list():
+    from django_cfkv import get_kv
+
+    inspect.list_entries(get_kv(), limit=None)
+
+
+def _sweep():
+    call_command("cfkv", "sweep", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def _ls():
+    call_command("cfkv", "ls", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+CALLERS = {"cache.clear": _cache_clear, "cache.keys": _cache_keys, "cache.delete_pattern": _cache_delete_pattern,
+           "SessionStore.clear_expired": _clear_expired, "inspect.list_entries": _inspect_list,
+           "cfkv sweep": _sweep, "cfkv ls": _ls}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_every_paging_caller_stops_on_alternating_cursors(caller):
+    with HostileServer(LOOPS["alternating"]) as server, override_settings(
+            CFKV=_alias(server), SESSION_ENGINE="django_cfkv.sessions",
+            CACHES={"default": {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "default"}}):
+        with pytest.raises((KVAPIError, CommandError)) as info:
+            CALLERS[caller]()
+    assert "does not move on" in str(info.value)
+    assert len([r for r in server.requests if "/keys" in r.path]) <= 3

@@ -1,0 +1,101 @@
+"""No log record, at any level and from any logger the client causes (urllib3's
+included), holds a session's KV key, its id, or a cursor or prefix made of them.
+The records themselves stay: request lines still show method, path shape and status."""
+
+import base64
+import logging
+import threading
+from urllib.parse import quote
+
+import pytest
+
+SESSION_ID = "k3v9q2m8x7c4b1n6z5l0p8r2t4y6u1w3"  # shaped like Django's session keys
+KEY = f"session:{SESSION_ID}"
+
+
+class _Everything(logging.Handler):
+    """Every record the test's own thread makes (the in-process emulator logs from its threads)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record):
+        if record.thread == self._thread:
+            self.records.append(record)
+
+
+@pytest.fixture
+def every_record():
+    root = logging.getLogger()
+    handler, level = _Everything(), root.level
+    quiet = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in quiet:  # nothing may hide below DEBUG
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    yield handler.records
+    root.removeHandler(handler)
+    root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
+
+
+def _secrets():
+    forms = {KEY, SESSION_ID, quote(KEY, safe=""), quote(KEY)}
+    for text in (KEY, KEY[:20]):
+        forms |= {base64.urlsafe_b64encode(text.encode()).decode().rstrip("="),
+                  base64.b64encode(text.encode()).decode().rstrip("=")}
+    return forms | {SESSION_ID[:12]}
+
+
+def _text(record):
+    text = record.getMessage()
+    if record.exc_info:
+        text += logging.Formatter().formatException(record.exc_info)
+    return text
+
+
+def _calls(client):
+    client.put(KEY, b"v")
+    client.put(KEY, b"v", metadata={"kind": "session"}, expiration_ttl=300)
+    client.get(KEY)
+    client.get_with_metadata(KEY)
+    client.get_metadata(KEY)
+    client.get_many([KEY, KEY + "0"])
+    client.put_many([{"key": KEY + str(i), "value": "v"} for i in range(12)])
+    page = client.list_keys(prefix=KEY, limit=10)  # a cursor made from a session key
+    client.list_keys(prefix=KEY, limit=10, cursor=page.cursor)
+    list(client.iter_keys(prefix="session:"))
+    client.delete(KEY)
+    client.delete_many([KEY + str(i) for i in range(12)])
+
+
+def test_no_record_holds_a_session_key(emulator, every_record):
+    client = emulator.client()
+    _calls(client)
+    client.close()
+    leaks = [(r.name, _text(r)) for r in every_record if any(s in _text(r) for s in _secrets())]
+    assert not leaks
+    # The useful records are still there, with the key replaced.
+    lines = [_text(r) for r in every_record if r.name == "urllib3.connectionpool" and "HTTP/1.1" in _text(r)]
+    assert any("/values/<key> HTTP/1.1\" 200" in line for line in lines), lines[:3]
+    assert any("cursor=<redacted>" in line for line in lines)
+
+
+def test_no_record_holds_a_session_key_when_calls_fail(emulator, every_record, slept):
+    """Retries, 429s and 503s log more (at INFO and WARNING); none of it names the key."""
+    client = emulator.client(max_retries=1)
+    emulator.set_faults(rate_503=0.5, rate_429=0.3, retry_after=0)
+    try:
+        for _ in range(5):
+            try:
+                _calls(client)
+            except Exception:  # noqa: BLE001 - failures are the point; their records are checked
+                pass
+    finally:
+        emulator.clear_faults()
+        client.close()
+    assert every_record
+    assert not [(r.name, _text(r)) for r in every_record if any(s in _text(r) for s in _secrets())]

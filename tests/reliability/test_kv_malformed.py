@@ -1,0 +1,126 @@
+"""Any answer of the wrong shape is a KVAPIError: never AttributeError, TypeError or KeyError.
+
+The cache's IGNORE_EXCEPTIONS and the session engines' fail-open paths catch
+KVError; an answer that raised anything else from inside the client would
+escape them as a 500. Envelope shapes are fuzzed (hypothesis) for every call.
+"""
+
+import json
+import re
+
+import pytest
+import responses
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from django_cfkv.client import KVClient
+from django_cfkv.exceptions import KVAPIError, KVError
+
+from .conftest import ACCOUNT, BASE, NS, TOKEN
+
+ANY = re.compile(re.escape(BASE.rsplit("/", 1)[0]) + r".*")
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _envelope(result, **extra):
+    return {"success": True, "errors": [], "messages": [], "result": result, **extra}
+
+
+key_items = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"name": json_values}, optional={"expiration": json_values, "metadata": json_values}),
+    st.fixed_dictionaries({"name": st.text(min_size=1, max_size=5)},
+                          optional={"expiration": json_values, "metadata": json_values}),
+)
+
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"success": json_values}, optional={"errors": json_values, "result": json_values}),
+    json_values.map(_envelope),
+    # Shapes one field away from what each call expects.
+    st.dictionaries(st.sampled_from(["k", "values"]), json_values, max_size=2).map(lambda r: _envelope(r)),
+    json_values.map(lambda v: _envelope({"values": v})),
+    st.dictionaries(st.just("k"), json_values).map(lambda v: _envelope({"values": v})),
+    st.tuples(st.lists(key_items, max_size=3), json_values).map(
+        lambda t: _envelope(t[0], result_info=t[1])),
+    st.tuples(st.lists(key_items, max_size=3), json_values).map(
+        lambda t: _envelope(t[0], result_info={"count": 1, "cursor": t[1]})),
+    st.fixed_dictionaries({"successful_key_count": json_values, "unsuccessful_keys": json_values}).map(_envelope),
+    st.tuples(st.lists(json_values, max_size=2), json_values).map(
+        lambda t: _envelope(t[0], result_info={"total_count": t[1]})),
+    st.fixed_dictionaries({"id": json_values}).map(_envelope),
+)
+
+answers = st.tuples(
+    st.sampled_from([200, 200, 200, 400, 404, 429, 500]),
+    st.one_of(bodies.map(lambda b: json.dumps(b).encode()), st.binary(max_size=20)),
+    st.one_of(st.none(), st.text(max_size=6), st.sampled_from(["1e400", "nan", "-5", "1900000000.5", "true"])),
+)
+
+OPS = {
+    "get": lambda c: c.get("k"),
+    "get_with_metadata": lambda c: c.get_with_metadata("k"),
+    "get_metadata": lambda c: c.get_metadata("k"),
+    "get_many": lambda c: c.get_many(["k", "j"]),
+    "list_keys": lambda c: c.list_keys(),
+    "iter_keys": lambda c: list(c.iter_keys()),
+    "put": lambda c: c.put("k", b"v"),
+    "put_metadata": lambda c: c.put("k", b"v", metadata={"m": 1}),
+    "delete": lambda c: c.delete("k"),
+    "put_many": lambda c: c.put_many([{"key": "k", "value": "v"}]),
+    "delete_many": lambda c: c.delete_many(["k"]),
+    "list_namespaces": lambda c: c.list_namespaces(),
+    "create_namespace": lambda c: c.create_namespace("t"),
+}
+
+
+@pytest.mark.parametrize("op", OPS)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=answers)
+def test_any_answer_is_a_result_or_a_kverror(slept, op, answer):
+    status, body, expiration = answer
+    headers = {} if expiration is None else {"expiration": expiration}
+    client = KVClient(ACCOUNT, NS, TOKEN, max_retries=0)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as api:
+        for method in ("GET", "PUT", "POST", "DELETE"):
+            api.add(method, ANY, status=status, body=body, headers=headers)
+        try:
+            OPS[op](client)
+        except KVError:
+            pass
+
+
+MALFORMED_200 = {
+    "get_many": [_envelope([1, 2]), _envelope({"values": [1]}), _envelope(None), _envelope("x")],
+    "list_keys": [_envelope({"name": "k"}), _envelope([1]), _envelope([{"name": 5}]), _envelope([{"nom": "k"}]),
+                  _envelope([{"name": "k", "expiration": "soon"}]), _envelope([], result_info=[]),
+                  _envelope([], result_info={"cursor": 5})],
+    "put_many": [_envelope([]), _envelope({"unsuccessful_keys": "k"}), _envelope({"unsuccessful_keys": [1]})],
+    "list_namespaces": [_envelope({"id": "x"}), _envelope(["x"]), _envelope([{"id": "a"}], result_info={
+        "total_count": "many"})],
+    "create_namespace": [_envelope(None), _envelope([]), _envelope({"title": "t"})],
+}
+
+
+@pytest.mark.parametrize("op, body", [(op, b) for op, shapes in MALFORMED_200.items() for b in shapes])
+def test_malformed_200_is_a_kvapierror_naming_the_problem(api, fake_client, op, body):
+    for method in ("GET", "PUT", "POST", "DELETE"):
+        api.add(method, ANY, status=200, json=body)
+    with pytest.raises(KVAPIError, match="malformed|failed"):
+        OPS[op](fake_client)
+
+
+def test_a_malformed_expiration_header_is_a_kvapierror(api, fake_client):
+    api.get(f"{BASE}/values/k", body=b"v", headers={"expiration": "later"})
+    with pytest.raises(KVAPIError, match="malformed expiration"):
+        fake_client.get_with_metadata("k")
+
+
+def test_a_bulk_read_cannot_add_keys_that_were_not_asked(api, fake_client):
+    api.post(f"{BASE}/bulk/get", json=_envelope({"values": {"k": "v", "other": "injected"}}))
+    assert fake_client.get_many(["k"]) == {"k": b"v"}

@@ -1,0 +1,1 @@
+"""Shared test helpers: fakes and servers more than one test module uses."""
