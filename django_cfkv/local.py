@@ -7,11 +7,19 @@ processes (runserver's reloader, gunicorn workers); a write is acknowledged only
 once it is committed, so it survives the process being killed.
 
 Unlike Cloudflare, it is strongly consistent: a write is seen at once everywhere.
+
+Failures are KVErrors, never raw ``sqlite3`` errors: a write lock held past
+``busy_timeout`` (by another process, say) is a ``KVTimeout``, and a file that
+cannot be opened, read or written (unreadable, corrupt, a full disk) a
+``KVConnectionError``. Both are the "store cannot be reached" errors that the
+cache's IGNORE_EXCEPTIONS and the session engines degrade on.
 """
 
 import base64
 import binascii
+import functools
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -19,7 +27,7 @@ import time
 from pathlib import Path
 
 from . import limits
-from .exceptions import KVAPIError, KVValueError
+from .exceptions import CFKVConfigurationError, KVAPIError, KVConnectionError, KVTimeout, KVValueError
 from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
 _SCHEMA = """
@@ -38,6 +46,7 @@ CREATE TABLE IF NOT EXISTS namespaces (
 """
 
 _PURGE_EVERY = 60.0  # seconds between sweeps of rows whose expiry has passed
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a write waits for another connection's write lock
 
 
 class _Database:
@@ -47,16 +56,17 @@ class _Database:
     _instances = {}
 
     @classmethod
-    def for_path(cls, path):
-        path = str(Path(path).resolve())
+    def for_path(cls, path, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+        key = (str(Path(path).resolve()), float(busy_timeout))
         with cls._lock:
-            db = cls._instances.get(path)
+            db = cls._instances.get(key)
             if db is None:
-                db = cls._instances[path] = cls(path)
+                db = cls._instances[key] = cls(*key)
             return db
 
-    def __init__(self, path):
+    def __init__(self, path, busy_timeout=DEFAULT_BUSY_TIMEOUT):
         self.path = path
+        self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._last_purge = 0.0
         self._setup_lock = threading.Lock()
@@ -65,8 +75,13 @@ class _Database:
     def connection(self):
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._set_up_file(conn)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                self._set_up_file(conn)
+            except BaseException:
+                conn.close()
+                raise
             # NORMAL in WAL mode: a committed write survives the process being
             # killed; only an OS crash or power loss could lose the last ones.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -79,19 +94,20 @@ class _Database:
         WAL mode is stored in the file, so later connections inherit it. The
         switch can fail at once with "database is locked" (SQLite's busy
         timeout does not cover it) while another process or thread holds the
-        file, so it is retried for a while.
+        file, so it is retried for up to the busy timeout.
         """
         with self._setup_lock:
             if self._set_up:
                 return
-            for attempt in range(200):
+            give_up = time.monotonic() + self.busy_timeout
+            while True:
                 try:
                     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                         conn.execute("PRAGMA journal_mode=WAL")
                     conn.executescript(_SCHEMA)
                     break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or attempt == 199:
+                    if "locked" not in str(exc) or time.monotonic() >= give_up:
                         raise
                     time.sleep(0.05)
             self._set_up = True
@@ -131,21 +147,50 @@ def _encode_cursor(key_bytes):
 def _decode_cursor(cursor):
     try:
         return base64.urlsafe_b64decode(cursor.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise KVValueError(f"Invalid list cursor {cursor!r}: pass back the cursor a previous page gave.") from exc
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        # Not quoted: a cursor is the last key of a page, which may be a session id.
+        raise KVValueError("Invalid list cursor: pass back the cursor a previous page gave.") from None
+
+
+def _store_errors(method):
+    """Raise sqlite3's errors in ``method`` as KVErrors (see the module docstring)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise KVTimeout(
+                    f"The embedded store {self.path} stayed locked by another connection for "
+                    f"{self._db.busy_timeout:g} s (BUSY_TIMEOUT): a long write elsewhere, such as a "
+                    "backup or an open sqlite3 shell, holds it.") from exc
+            raise KVConnectionError(
+                f"The embedded store {self.path} cannot be used ({type(exc).__name__}: {text}). Check "
+                "that PATH is a readable and writable django-cfkv SQLite file on a disk with room.") from exc
+
+    return wrapper
 
 
 class LocalKV(Paging):
-    """Workers KV's interface over a SQLite file; ``namespace`` keeps several apart in one file."""
+    """Workers KV's interface over a SQLite file; ``namespace`` keeps several apart in one file.
 
-    def __init__(self, path, namespace=""):
+    ``busy_timeout`` is how long a write waits for another connection's write
+    lock before it fails with KVTimeout (in settings, the alias' BUSY_TIMEOUT).
+    """
+
+    def __init__(self, path, namespace="", *, busy_timeout=DEFAULT_BUSY_TIMEOUT):
         if str(path) in ("", ":memory:") or str(path).startswith("file::memory:"):
             # SQLite gives each connection (so each thread) its own in-memory database.
             raise KVValueError("LocalKV needs a file path: an in-memory SQLite database is not shared "
                                "between threads. Use a temporary file instead.")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or \
+                not math.isfinite(busy_timeout) or busy_timeout <= 0:
+            raise CFKVConfigurationError(f"BUSY_TIMEOUT must be a number of seconds > 0, not {busy_timeout!r}.")
         self.path = str(path)
         self.namespace = namespace
-        self._db = _Database.for_path(self.path)
+        self._db = _Database.for_path(self.path, busy_timeout)
 
     def __repr__(self):
         return f"LocalKV({self.path!r}, namespace={self.namespace!r})"
@@ -162,12 +207,14 @@ class LocalKV(Paging):
 
     # Reads
 
+    @_store_errors
     def get(self, key):
         """Return the value's bytes, or None when the key is missing or expired."""
         limits.validate_key(key)
         row = self._live(key.encode("utf-8"), time.time())
         return None if row is None else bytes(row[0])
 
+    @_store_errors
     def get_with_metadata(self, key):
         """Return ValueWithMetadata(value, metadata, expiration), or None when missing."""
         limits.validate_key(key)
@@ -181,6 +228,7 @@ class LocalKV(Paging):
         entry = self.get_with_metadata(key)
         return None if entry is None else entry.metadata
 
+    @_store_errors
     def get_many(self, keys):
         """Return {key: bytes} for the keys that exist. Values must be UTF-8 text, as on KV's bulk get."""
         keys = list(dict.fromkeys(keys))
@@ -196,14 +244,15 @@ class LocalKV(Paging):
                     value.decode("utf-8")
                 except UnicodeDecodeError:
                     # As KVClient raises it from Cloudflare's (and the emulator's) 400 answer.
-                    raise KVAPIError(
-                        f"KV's bulk get returns text values only; {key!r} holds binary data. "
-                        "Read it with get().", status=400,
+                    raise KVAPIError(  # the key is not quoted: it may be a session id
+                        "KV's bulk get returns text values only, and one of the keys holds binary data. "
+                        "Read binary values with get().", status=400,
                         errors=[{"code": 10012, "message": "malformed value"}],
                     ) from None
                 found[key] = value
         return found
 
+    @_store_errors
     def list_keys(self, prefix=None, limit=1000, cursor=None):
         """Return one KeyPage of live keys in UTF-8 byte order; its cursor is None on the last page."""
         limits.validate_list_limit(limit)
@@ -233,11 +282,13 @@ class LocalKV(Paging):
 
     # Writes
 
+    @_store_errors
     def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
         """Store ``value`` under ``key``, replacing value, expiry and metadata."""
         row = self._row(key, value, expiration, expiration_ttl, metadata)
         self._write([row])
 
+    @_store_errors
     def put_many(self, items):
         """Store many items: dicts with ``key``, ``value`` and optional ``expiration``,
         ``expiration_ttl``, ``metadata``. All are checked before any is written."""
@@ -266,6 +317,7 @@ class LocalKV(Paging):
             )
         self._db.purge_expired(time.time())
 
+    @_store_errors
     def delete(self, key):
         """Delete ``key``; deleting a missing key is not an error."""
         limits.validate_key(key)
@@ -273,6 +325,7 @@ class LocalKV(Paging):
         with _transaction(conn):
             conn.execute("DELETE FROM kv WHERE ns=? AND key=?", (self.namespace, key.encode("utf-8")))
 
+    @_store_errors
     def delete_many(self, keys):
         """Delete every key in ``keys``."""
         keys = list(keys)
@@ -287,11 +340,13 @@ class LocalKV(Paging):
 
     # Namespaces (used by the emulator and the command)
 
+    @_store_errors
     def list_namespaces(self):
         """Return [{"id", "title"}] of the namespaces created in this file."""
         rows = self._execute("SELECT id, title FROM namespaces ORDER BY id").fetchall()
         return [{"id": i, "title": t} for i, t in rows]
 
+    @_store_errors
     def create_namespace(self, namespace_id, title):
         """Record a namespace; return False when the title is taken."""
         try:
