@@ -126,7 +126,7 @@ class RunningEmulator:
 
     def clear_faults(self):
         """Turn every injected fault (and added latency) off."""
-        self.app.faults.reset(keep_latency=False)
+        self.app.faults.reset()
 
     @contextlib.contextmanager
     def faults(self, **faults):

@@ -1,5 +1,6 @@
 """The emulator speaks Cloudflare's documented wire format to any client, not only ours."""
 
+import http.client
 import json
 import socket
 import subprocess
@@ -185,3 +186,106 @@ def test_command_line_serves_and_says_it_is_not_for_production(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# ------------------------------------------------------ the server under abuse
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of its own, for tests that change how it runs."""
+    import threading
+
+    from django_cfkv.emulator import EmulatorApp
+    from django_cfkv.emulator.server import EmulatorServer
+
+    started = []
+
+    def start(app=None, **attributes):
+        server = EmulatorServer(("127.0.0.1", 0), app or EmulatorApp(tmp_path / "kv.sqlite3"))
+        for name, value in attributes.items():
+            setattr(server, name, value)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_idle_connection_is_closed(own_server):
+    # Each connection holds a thread: one that never sends must not hold it forever.
+    server = own_server(idle_timeout=0.5)
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server, not by our 10 s timeout
+        assert time.monotonic() - started < 5
+
+
+def test_head_answers_carry_no_body(own_server):
+    server = own_server()
+    host, port = server.server_address[:2]
+    path = "/client/v4/accounts/a/storage/kv/namespaces/n/values/k"
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("PUT", path, body=b"twelve bytes")
+    assert conn.getresponse().read() == json.dumps({"success": True, "errors": [], "messages": [],
+                                                    "result": None}).encode()
+    for method, status in [("HEAD", 200), ("HEAD", 404)]:
+        conn.request(method, path if status == 200 else path + "-missing")
+        response = conn.getresponse()
+        assert response.status == status and response.read() == b""
+        if status == 200:
+            assert response.headers["Content-Length"] == "12"
+    # The same connection still frames answers right: no stray body came first.
+    conn.request("GET", path)
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b"twelve bytes"
+    conn.close()
+
+
+def test_namespace_ids_seen_are_not_kept(own_server):
+    import gc
+
+    from django_cfkv.local import LocalKV
+
+    server = own_server()
+    with requests.Session() as s:
+        for i in range(200):
+            url = f"{server.base_url}/accounts/a/storage/kv/namespaces/ns{i}/values/k"
+            assert s.get(url).status_code == 404
+    gc.collect()
+    # type(), not isinstance(): the latter would evaluate Django's lazy objects.
+    alive = [o for o in gc.get_objects() if type(o) is LocalKV and o.path == server.app.path]
+    assert len(alive) < 10
+
+
+def test_verbose_logs_one_line_per_request_without_keys_or_queries(own_server, capfd):
+    server = own_server(verbose=True)
+    base = f"{server.base_url}/accounts/a/storage/kv/namespaces/n"
+    secret = "session:s3cr3t-id"
+    with requests.Session() as s:
+        s.put(f"{base}/values/{secret}", data=b"v", params={"expiration_ttl": 120})
+        s.get(f"{base}/metadata/{secret}")
+        s.get(f"{base}/keys", params={"prefix": secret, "cursor": "c2Vzc2lvbjpzM2NyM3QtaWQ="})
+        s.get(f"{base}/values/session%3As3cr3t-id")
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 4, lines
+    assert ['"PUT ', '"GET ', '"GET ', '"GET '] == [line[line.index('"'):][:5] for line in lines]
+    assert [line.split('" ')[1].split()[0] for line in lines] == ["200", "200", "200", "200"]
+    text = "\n".join(lines)
+    for leak in ("s3cr3t", "session", "c2Vzc2lvb"):
+        assert leak not in text
+    assert "/values/<key>" in text and "/metadata/<key>" in text and "/keys?prefix=*&cursor=*" in text
+
+
+def test_clearing_faults_keeps_the_start_up_latency(own_server, tmp_path):
+    from django_cfkv.emulator import EmulatorApp
+
+    server = own_server(EmulatorApp(tmp_path / "lat.sqlite3", latency_ms=40))
+    admin = server.base_url.replace("/client/v4", "/__emulator/faults")
+    assert requests.post(admin, json={"latency_ms": 500, "rate_503": 0.5}).json()["result"]["latency_ms"] == 500
+    cleared = requests.delete(admin).json()["result"]
+    assert cleared == {**server.app.faults.FIELDS, "latency_ms": 40}
+    assert requests.get(admin).json()["result"] == cleared

@@ -29,7 +29,8 @@ def main(argv=None):
     parser.add_argument("--slow-ms", type=int, default=0, help="delay of slow calls")
     parser.add_argument("--enforce-quota", action="store_true",
                         help="answer 429 past 1,200 calls per 5 minutes, as Cloudflare does")
-    parser.add_argument("--verbose", action="store_true", help="log each request line")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log one line per request to stderr (keys and query values redacted)")
     args = parser.parse_args(argv)
     app = EmulatorApp(args.path, token=args.token, enforce_quota=args.enforce_quota,
                       latency_ms=args.latency_ms, rate_429=args.rate_429, retry_after=args.retry_after,

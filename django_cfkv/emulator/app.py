@@ -46,8 +46,26 @@ def _envelope(result=None, **extra):
     return {"success": True, "errors": [], "messages": [], "result": result, **extra}
 
 
+_KEY_IN_PATH = re.compile(r"(/(?:values|metadata)/)[^\s?\"']+")
+_QUERY_VALUE = re.compile(r"([?&][^=&\s\"']*=)[^&\s\"']*")
+
+
+def redact(text):
+    """Return ``text`` with each key in a KV path and each query value replaced.
+
+    A key may be a session id; list prefixes and cursors (which encode a key)
+    can be too. Account and namespace ids and the endpoint stay readable.
+    """
+    text = _KEY_IN_PATH.sub(r"\1<key>", text)
+    return _QUERY_VALUE.sub(r"\1*", text)
+
+
 class Faults:
-    """Fault injection: shares of 429/503 answers, slow answers, partial bulk failures."""
+    """Fault injection: shares of 429/503 answers, slow answers, partial bulk failures.
+
+    ``latency_ms`` models the network rather than a fault: ``reset()`` turns
+    every fault off and puts it back to its start-up value.
+    """
 
     FIELDS = {"rate_429": 0.0, "retry_after": 1, "rate_503": 0.0, "slow_rate": 0.0, "slow_ms": 0,
               "latency_ms": 0, "bulk_unsuccessful": 0.0}
@@ -56,6 +74,7 @@ class Faults:
         self._lock = threading.Lock()
         self.values = dict(self.FIELDS)
         self.update(values)
+        self._start_latency = self.values["latency_ms"]
 
     def update(self, values):
         unknown = set(values) - set(self.FIELDS)
@@ -65,12 +84,10 @@ class Faults:
             for name, value in values.items():
                 self.values[name] = type(self.FIELDS[name])(value)
 
-    def reset(self, keep_latency=True):
+    def reset(self):
+        """Turn every fault off; the latency goes back to its start-up value."""
         with self._lock:
-            latency = self.values["latency_ms"]
-            self.values = dict(self.FIELDS)
-            if keep_latency:
-                self.values["latency_ms"] = latency
+            self.values = {**self.FIELDS, "latency_ms": self._start_latency}
 
     def __getitem__(self, name):
         return self.values[name]
@@ -86,7 +103,6 @@ class EmulatorApp:
         self.faults = Faults(**faults)
         self.stats = {}
         self._stats_lock = threading.Lock()
-        self._stores = {}
         self._window = (0.0, 0)  # (start, calls) of the simulated 5-minute quota
 
     def reset_quota(self):
@@ -95,10 +111,12 @@ class EmulatorApp:
             self._window = (0.0, 0)
 
     def store(self, namespace_id):
-        store = self._stores.get(namespace_id)
-        if store is None:
-            store = self._stores.setdefault(namespace_id, LocalKV(self.path, namespace=namespace_id))
-        return store
+        """Return the LocalKV of ``namespace_id``.
+
+        Made per call and never kept: any id is a namespace, so a cache of
+        them would grow with every id a client ever sent.
+        """
+        return LocalKV(self.path, namespace=namespace_id)
 
     # WSGI
 
@@ -130,7 +148,7 @@ class EmulatorApp:
         except _Reply as reply:
             return self._error(headers, reply)
         except Exception:  # a bug or a locked database: answer as Cloudflare would, not by hanging up
-            logger.exception("The emulator failed on %s %s", method, path.split("/values/")[0])
+            logger.exception("The emulator failed on %s %s", method, redact(path))
             return self._error(headers, _Reply(500, 10001, "service temporarily unavailable"))
 
     @staticmethod
@@ -185,7 +203,7 @@ class EmulatorApp:
                 except (ValueError, TypeError) as exc:
                     raise _Reply(400, 10029, str(exc))
             elif method == "DELETE":
-                self.faults.reset(keep_latency=False)
+                self.faults.reset()
             return self.faults.values
         if path == "/__emulator/stats" and method == "GET":
             with self._stats_lock:

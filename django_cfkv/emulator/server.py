@@ -1,9 +1,10 @@
 """A small threaded HTTP/1.1 server for the emulator app.
 
 Keep-alive is supported, so clients reuse connections as they do with
-Cloudflare. Each answer goes out in one write, and TCP_NODELAY is set on every
-connection: without it a loopback server stalls each ``requests`` PUT by ~40 ms
-(Nagle's algorithm meeting a delayed ACK).
+Cloudflare; a connection idle for ``idle_timeout`` seconds is closed, since
+each one holds a thread. Each answer goes out in one write, and TCP_NODELAY is
+set on every connection: without it a loopback server stalls each ``requests``
+PUT by ~40 ms (Nagle's algorithm meeting a delayed ACK).
 """
 
 import io
@@ -12,7 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..local import _Database
-from .app import _REASONS
+from .app import _REASONS, redact
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -20,14 +21,17 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "cfkv-emulator"
 
     def setup(self):
+        self.timeout = self.server.idle_timeout  # applied to the socket by StreamRequestHandler
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _serve(self):
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
+        head = self.command == "HEAD"
         environ = {
-            "REQUEST_METHOD": self.command,
+            # HEAD is answered as GET without the body (the length stays the GET's).
+            "REQUEST_METHOD": "GET" if head else self.command,
             "PATH_INFO": path,
             "RAW_URI": path,
             "QUERY_STRING": query,
@@ -40,20 +44,25 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
         headers = {**headers, "Content-Length": str(len(body))}
         lines += [f"{name}: {value}" for name, value in headers.items() if value != ""]
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
         self.wfile.flush()
+        self.log_request(status, len(body))
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _serve
 
-    def log_message(self, format, *args):  # quiet by default; values and tokens never logged
+    def log_message(self, format, *args):
+        # Quiet unless verbose. Request lines name keys (a key may be a session
+        # id) and query strings (prefixes and cursors hold keys): both redacted.
+        # Values and tokens are never logged.
         if self.server.verbose:
-            super().log_message(format, *args)
+            super().log_message("%s", redact(format % args))
 
 
 class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    idle_timeout = 60  # seconds a connection may wait for (or within) a request
 
     def __init__(self, address, app, *, verbose=False):
         self.app = app
