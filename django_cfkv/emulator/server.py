@@ -44,9 +44,9 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
         headers = {**headers, "Content-Length": str(len(body))}
         lines += [f"{name}: {value}" for name, value in headers.items() if value != ""]
+        self.log_request(status, len(body))  # first, so the line is out when the client has its answer
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
         self.wfile.flush()
-        self.log_request(status, len(body))
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _serve
 
