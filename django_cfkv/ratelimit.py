@@ -89,6 +89,10 @@ CLOUDFLARE_IPV6 = (
     "2400:cb00::/32", "2606:4700::/32", "2803:f800::/32", "2405:b500::/32", "2405:8100::/32",
     "2a06:98c0::/29", "2c0f:f248::/32",
 )
+# A Worker on another zone calling this site is reported as this address, inside 2a06:98c0::/29
+# (https://developers.cloudflare.com/workers/runtime-apis/headers/). It is a client, never a proxy:
+# skipping it in X-Forwarded-For would reach the entries that Worker wrote itself.
+CLOUDFLARE_WORKERS_CLIENT = ipaddress.ip_address("2a06:98c0:3600::103")
 
 DEFAULTS = {
     "ENABLED": True,
@@ -150,6 +154,9 @@ def parse_networks(items):
                             'For example ["cloudflare"] or ["10.0.0.0/8"].')
     networks = []
     for item in items:
+        if not isinstance(item, str):  # ip_network(True) would be 0.0.0.1/32, trusted without a word
+            raise ConfigProblem(f"TRUSTED_PROXIES has {item!r}, which is not a network.", "django_cfkv.E108",
+                                'Write networks as strings in CIDR notation ("10.0.0.0/8"), or "cloudflare".')
         names = CLOUDFLARE_IPV4 + CLOUDFLARE_IPV6 if item == "cloudflare" else (item,)
         for name in names:
             try:
@@ -180,7 +187,8 @@ def client_ip(remote_addr, forwarded=None, *, trusted=(), hops=0):
     (``CF-Connecting-IP`` or an ``X-Forwarded-For`` chain), is walked from the
     right, where the trusted proxies wrote, and the walk stops at the first
     entry that does not parse: entries left of it are the client's own. With
-    ``trusted``, the answer is the first address not in a trusted network;
+    ``trusted``, the answer is the first address not in a trusted network
+    (``CLOUDFLARE_WORKERS_CLIENT``, a Worker of another zone, is never a proxy);
     with ``hops``, the hops-th from the right. When the walk stops early, the
     last address it passed is the answer, and when even the rightmost entry
     does not parse, ``UNPARSABLE``: never the peer, which behind Cloudflare is
@@ -190,7 +198,7 @@ def client_ip(remote_addr, forwarded=None, *, trusted=(), hops=0):
     peer = _address(remote_addr)
     if peer is None:
         return str(remote_addr or "unknown")
-    if not forwarded or not forwarded.strip() or not (hops or any(peer in net for net in trusted)):
+    if not forwarded or not forwarded.strip() or not (hops or _is_proxy(peer, trusted)):
         return str(peer)
     parts = forwarded.split(",")
     if hops and len(parts) < hops:
@@ -201,9 +209,13 @@ def client_ip(remote_addr, forwarded=None, *, trusted=(), hops=0):
         if ip is None:
             break
         last = ip
-        if depth == hops or (not hops and not any(ip in net for net in trusted)):
+        if depth == hops or (not hops and not _is_proxy(ip, trusted)):
             break
     return UNPARSABLE if last is None else str(last)
+
+
+def _is_proxy(ip, trusted):
+    return ip != CLOUDFLARE_WORKERS_CLIENT and any(ip in net for net in trusted)
 
 
 def group_ip(ip, ipv4_prefix=32, ipv6_prefix=64):
@@ -332,7 +344,10 @@ def compile_rule(spec, index=None):
     elif not isinstance(group, str) or not _GROUP_RE.match(group):
         raise ConfigProblem(f"{where} has an invalid group {group!r}.", "django_cfkv.E107",
                             "Use 1 to 100 letters, digits, '_', '-', '.' or '/'.")
-    return Rule(group, limit, period, regex, frozenset(m.upper() for m in methods), kind, arg)
+    methods = {m.upper() for m in methods}
+    if "GET" in methods:  # Django answers HEAD with the GET view: a GET limit that skipped HEAD would not hold
+        methods.add("HEAD")
+    return Rule(group, limit, period, regex, frozenset(methods), kind, arg)
 
 
 def view_group(view):

@@ -236,6 +236,8 @@ def test_compile_settings_keeps_good_rules_and_reports_bad_ones():
     ({"FAIL_OPEN": "yes"}, "django_cfkv.E101"),
     ({"RULES": {"rate": "5/m"}}, "django_cfkv.E102"),
     ({"TRUSTED_PROXIES": ["999.0.0.0/8"]}, "django_cfkv.E108"),
+    ({"TRUSTED_PROXIES": [True]}, "django_cfkv.E108"),
+    ({"TRUSTED_PROXIES": [167772160]}, "django_cfkv.E108"),
     ({"PROXY_HEADER": "X-Forwarded-For"}, "django_cfkv.E109"),
     ({"PROXY_COUNT": -1}, "django_cfkv.E109"),
     ({"IPV6_PREFIX": 129}, "django_cfkv.E110"),
