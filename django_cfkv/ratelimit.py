@@ -235,16 +235,26 @@ def meta_name(header):
     return name if name.startswith("HTTP_") else "HTTP_" + name
 
 
+# Accents (combining marks) and invisible format characters (soft hyphen, zero-width spaces and joiners,
+# bidi controls, variation selectors, BOM): an accent-insensitive comparison passes over them.
+_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\ufe00-\ufe0f"
+                    "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]+")
+
+
 def client_value(value):
     """Return a client-sent value (a form field, a header) in the one form that counts.
 
     Views compare such values loosely: Django's AuthenticationForm strips the
-    username and NFKC-normalizes it, and many backends ignore case (email
-    logins). Folding the same way here (NFKC, case-folded, whitespace runs as
-    one space, ends trimmed) keeps ``" ｖｉｃｔｉｍ"`` and ``"Victim"`` from
-    starting fresh counts for the account the view signs in as ``victim``.
+    username and NFKC-normalizes it, many backends ignore case (email logins),
+    and MySQL's default collation ignores accents and zero-width characters
+    too. Folding the same way here (NFKC, case-folded, accents and invisible
+    characters removed, whitespace runs as one space, ends trimmed) keeps
+    ``" ｖｉｃｔｉｍ"``, ``"Victim"`` and ``"vïctim"`` from starting fresh counts
+    for the account the view signs in as ``victim``.
     """
-    text = unicodedata.normalize("NFKC", str(value)).casefold()
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", str(value)).casefold())
+    if not text.isascii():
+        text = _MARKS.sub("", text)
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
