@@ -77,7 +77,7 @@ KEY_LENGTH = 32  # 36**32 ~ 2**165 possible keys
 _DJANGO_KEY = re.compile(rf"[{VALID_KEY_CHARS}]{{8,40}}")
 # crypto.randomUUID(), the ids Workers session code makes (JSON format only).
 _UUID_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_RESERVED = ("createdAt", "expiresAt", "data")
+_RESERVED = ("createdAt", "expiresAt", "absoluteExpiresAt", "data")
 
 # The session keys django.contrib.auth uses (imported from there lazily).
 SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY = "_auth_user_id", "_auth_user_backend", "_auth_user_hash"
@@ -203,10 +203,10 @@ def decode_value(raw, format=None):
 class _Stored:
     """A parsed session value."""
 
-    __slots__ = ("data", "expires", "created", "extra")
+    __slots__ = ("data", "expires", "created", "extra", "ends")
 
-    def __init__(self, data, expires, created, extra):
-        self.data, self.expires, self.created, self.extra = data, expires, created, extra
+    def __init__(self, data, expires, created, extra, ends):
+        self.data, self.expires, self.created, self.extra, self.ends = data, expires, created, extra, ends
 
 
 def _parse(raw, fmt, store_class):
@@ -231,12 +231,14 @@ def _parse(raw, fmt, store_class):
     if not isinstance(envelope, dict):
         raise ValueError("the session value is not an object")
     data = envelope.get("data", {})
-    expires_ms, created = envelope.get("expiresAt"), envelope.get("createdAt")
-    times_ok = _is_number(expires_ms, optional=True) and _is_number(created, optional=True)
-    if not isinstance(data, dict) or not times_ok:
-        raise ValueError("the session value has a malformed data, expiresAt or createdAt field")
+    times = [envelope.get(name) for name in ("expiresAt", "absoluteExpiresAt", "createdAt")]
+    if not isinstance(data, dict) or not all(_is_number(t, optional=True) for t in times):
+        raise ValueError("the session value has a malformed data, expiresAt, absoluteExpiresAt or createdAt field")
+    expires, ends = (None if t is None else t / 1000 for t in times[:2])
+    if ends is not None:  # a Worker may have slid expiresAt past the end: the end wins
+        expires = ends if expires is None else min(expires, ends)
     extra = {k: v for k, v in envelope.items() if k not in _RESERVED} if fmt == "json" else {}
-    return _Stored(data, None if expires_ms is None else expires_ms / 1000, created, extra)
+    return _Stored(data, expires, times[2], extra, ends)
 
 
 def _is_number(value, optional=False):
@@ -291,6 +293,7 @@ class SessionStore(SessionBase):
     def _forget_stored(self):
         self._snapshot = None  # canonical form of the data last read or written
         self._stored_expires = None
+        self._ends = None  # the absolute end (epoch s) that no refresh passes, if any
         self._created = None
         self._extra = {}  # the Worker's top-level fields (JSON format)
         self._user_ref = None  # (Django's user id, the userId value it maps to)
@@ -347,6 +350,7 @@ class SessionStore(SessionBase):
             return {}
         self._loaded, self._from_near = True, from_near
         self._created, self._stored_expires, self._extra = stored.created, stored.expires, stored.extra
+        self._ends = stored.ends
         data = self._resolve_user(stored) if self._format == "json" else stored.data
         self._snapshot, self._stored_user = self._canonical(data), data.get(SESSION_KEY)
         return data
@@ -412,7 +416,9 @@ class SessionStore(SessionBase):
             if canonical == self._snapshot:
                 return  # only an expiry refresh: the deletion (logout, revocation) wins
             raise UpdateError
-        expires = time.time() + self.get_expiry_age()
+        expires = time.time() + super().get_expiry_age()
+        if self._ends is not None:
+            expires = min(expires, self._ends)  # sliding refresh only within the absolute lifetime
         if must_create or self._pending:
             return self._write(data, expires, canonical)
         if self._is_fresh(canonical, expires):
@@ -441,6 +447,8 @@ class SessionStore(SessionBase):
         now = time.time()
         created = self._created if self._created is not None else int(now * 1000)
         envelope = {"createdAt": created, "expiresAt": int(expires * 1000), "data": data}
+        if self._ends is not None:
+            envelope["absoluteExpiresAt"] = int(self._ends * 1000)
         if self._format == "json":
             envelope = self._json_envelope(envelope)
             value = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
@@ -460,6 +468,23 @@ class SessionStore(SessionBase):
         self._pending = self._from_near = False
         self._created, self._stored_expires, self._snapshot = created, expires, canonical
         self._stored_user = data.get(SESSION_KEY)
+
+    def set_absolute_expiry(self, seconds):
+        """End the session ``seconds`` from now however often it is used: refreshes slide it only up to then.
+
+        Stored with the session (``absoluteExpiresAt``, epoch ms, in the
+        value) and written by the next save(), even if nothing else changed.
+        """
+        self._get_session()  # a load replaces what is stored here: load first
+        self._ends = time.time() + seconds
+        self._snapshot = None
+
+    def get_expiry_age(self, **kwargs):
+        """Return Django's expiry age, never past the absolute lifetime (set_absolute_expiry())."""
+        age = super().get_expiry_age(**kwargs)  # loads the session, and with it the end
+        if kwargs or self._ends is None:
+            return age
+        return max(0, min(age, math.ceil(self._ends - time.time())))
 
     def _canonical(self, data):
         if self._format == "json":
@@ -678,8 +703,10 @@ def _token_store():
 def issue_token(request, user, *, max_age=None, backend=None):
     """Log ``user`` in on a new session, as login() does, and return its token.
 
-    The token is the new session's key (165 bits from the OS CSPRNG). Its
-    lifetime is ``max_age`` seconds, or SESSION_COOKIE_AGE. ``request.session``
+    The token is the new session's key (165 bits from the OS CSPRNG). With
+    ``max_age``, it ends ``max_age`` seconds after it is issued, however often
+    it is used; without, it expires SESSION_COOKIE_AGE after its last use
+    (sliding, as a cookie session does). ``request.session``
     (a cookie session, if any) is left alone; ``request.user`` becomes ``user``
     and ``user_logged_in`` is sent, as for login().
     """
@@ -692,6 +719,7 @@ def issue_token(request, user, *, max_age=None, backend=None):
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     if max_age is not None:
         session.set_expiry(max_age)
+        session.set_absolute_expiry(max_age)
     session.create()
     if request is not None:
         request.user = user

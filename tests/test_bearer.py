@@ -125,6 +125,43 @@ def test_expired_token(user, clock):
     assert_invalid_token(Client().get("/whoami/", **auth(token)))
 
 
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_max_age_is_an_absolute_lifetime_however_often_the_token_is_used(settings, user, clock, fmt):
+    settings.SESSION_CFKV_FORMAT = fmt
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30  # each use would slide the expiry
+    token = issue_token(None, user, max_age=120)
+    client = Client()
+    for _ in range(2):
+        clock(59)  # used every 59 s: at 59 s and 118 s
+        assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk
+    clock(3)  # 121 s after it was issued
+    assert_invalid_token(client.get("/whoami/", **auth(token)))
+
+
+def test_a_session_ends_at_its_absolute_expiry_even_if_a_worker_slid_it(json_format, user, clock):
+    token = issue_token(None, user, max_age=120)
+    kv, key = get_kv(), SessionStore.kv_key(token)
+    value = json.loads(kv.get(key))
+    assert value["expiresAt"] <= value["absoluteExpiresAt"] <= (time.time() + 121) * 1000
+    value["expiresAt"] += 3_600_000  # a Worker's refresh() that ignores absoluteExpiresAt
+    kv.put(key, json.dumps(value))
+    assert Client().get("/whoami/", **auth(token)).json()["user"] == user.pk
+    clock(121)
+    assert_invalid_token(Client().get("/whoami/", **auth(token)))
+
+
+def test_refresh_within_the_absolute_lifetime_stops_at_its_end(settings, user, clock):
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 30
+    token = issue_token(None, user, max_age=3600)
+    clock(1800)
+    store = SessionStore(token)
+    store.set_expiry(7200)  # a longer idle age cannot carry the session past its end
+    store.save()
+    _, expires = sessions.decode_value(get_kv().get(SessionStore.kv_key(token)))
+    assert expires == pytest.approx(time.time() + 3600, abs=2)  # the real clock: issued + max_age
+    assert 1795 <= store.get_expiry_age() <= 1801
+
+
 def test_token_lifetime_defaults_to_session_cookie_age(user, settings):
     token = issue_token(None, user)
     _, expires = sessions.decode_value(get_kv().get(SessionStore.kv_key(token)))

@@ -6,8 +6,10 @@ bound to the same namespace as SESSIONS and derives each session's KV key with
 the lines the README documents.
 """
 
+import json
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,27 @@ def test_the_worker_derives_keys_with_the_lines_the_readme_documents():
     assert documented, "README documents sessionKey()"
     javascript = documented.group(0).replace("(id: string): Promise<string>", "(id)")
     assert javascript.count("\n") == 4 and javascript in WORKER.read_text()
+
+
+def put_session(session_id, **times):
+    """Store a session for ``session_id`` with these epoch-ms times, as a Worker or Django would."""
+    now = int(time.time() * 1000)
+    value = {"userId": None, "createdAt": now, "expiresAt": now + 3_600_000, **times}
+    get_kv().put(SessionStore.kv_key(session_id), json.dumps(value), expiration_ttl=3600)
+
+
+def test_worker_sees_the_absolute_lifetime_of_a_token_django_issued(gateway, user):
+    token = issue_token(None, user, max_age=600)
+    seen = worker_get(gateway, token)
+    assert seen["expiresAt"] <= seen["absoluteExpiresAt"] <= (time.time() + 601) * 1000
+    now = int(time.time() * 1000)
+    put_session(token, absoluteExpiresAt=now - 1000)  # past its end, though expiresAt is not
+    assert worker_get(gateway, token) is None
+    assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+
+
+def test_worker_refresh_slides_only_up_to_the_absolute_lifetime(gateway):
+    session_id, now = str(uuid.uuid4()), int(time.time() * 1000)
+    put_session(session_id, expiresAt=now + 120_000, absoluteExpiresAt=now + 1_800_000)
+    seen = worker_get(gateway, session_id)  # the Worker's refresh() would slide it by a week
+    assert seen["expiresAt"] == seen["absoluteExpiresAt"] == now + 1_800_000

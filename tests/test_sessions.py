@@ -96,6 +96,21 @@ def test_short_session_gets_kv_ttl_floor_and_exact_expiry_on_load(clock):
     assert late.session_key is None  # never reused: a save draws a new key
 
 
+def test_absolute_expiry_ends_a_session_however_often_it_is_refreshed(settings, clock):
+    settings.SESSION_CFKV_REFRESH_INTERVAL = 0  # every save writes the expiry
+    s = SessionStore()
+    s["a"] = 1
+    s.set_absolute_expiry(100)
+    s.save()
+    for used in (30, 60, 90):
+        clock(30)
+        store = SessionStore(s.session_key)
+        assert store["a"] == 1 and store.get_expiry_age() <= 100 - used + 1
+        store.save()
+    clock(11)  # 101 s after it began
+    assert SessionStore(s.session_key).load() == {}
+
+
 def test_must_create_on_an_existing_key_raises_create_error():
     s = SessionStore()
     s.save()

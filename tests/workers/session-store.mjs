@@ -4,7 +4,9 @@
 // namespace as Django (binding SESSIONS), it shows both directions of sharing.
 // The KV key of an id is the one django-cfkv uses: sessionKey() below, as the
 // README documents it (SESSION_CFKV_KEY_LAYOUT = "hashed", the default), or
-// `session:<id>` when the var SESSION_KEY_LAYOUT is "plain".
+// `session:<id>` when the var SESSION_KEY_LAYOUT is "plain". A session with
+// `absoluteExpiresAt` (epoch ms; Django's issue_token(max_age=...)) ends then:
+// getSession() refuses it after, and refresh() never slides past it.
 //   POST   /sessions        {userId, email} -> {id}
 //   GET    /sessions/<id>   -> the session (refreshed), or null
 //   DELETE /sessions/<id>   -> {deleted: true}
@@ -32,7 +34,7 @@ export async function createSession(env, user) {
 export async function getSession(env, id) {
   const session = await env.SESSIONS.get(await keyOf(env, id), "json");
   if (!session) return null;
-  if (Date.now() > session.expiresAt) {
+  if (Date.now() > Math.min(session.expiresAt, session.absoluteExpiresAt ?? Infinity)) {
     await env.SESSIONS.delete(await keyOf(env, id));
     return null;
   }
@@ -40,11 +42,12 @@ export async function getSession(env, id) {
 }
 
 export async function refresh(env, id, session) {
-  const expiresAt = Date.now() + SESSION_TTL * 1000;
+  const expiresAt = Math.min(Date.now() + SESSION_TTL * 1000, session.absoluteExpiresAt ?? Infinity);
   if (expiresAt - session.expiresAt < REFRESH_AFTER) return session;
   // Keep every field (Django's `data` included): only the expiry moves.
   const next = { ...session, expiresAt };
-  await env.SESSIONS.put(await keyOf(env, id), JSON.stringify(next), { expirationTtl: SESSION_TTL });
+  const ttl = Math.max(60, Math.ceil((expiresAt - Date.now()) / 1000)); // KV's minimum is 60 s
+  await env.SESSIONS.put(await keyOf(env, id), JSON.stringify(next), { expirationTtl: ttl });
   return next;
 }
 
