@@ -96,10 +96,8 @@ def check_ratelimit_setting(app_configs=None, **kwargs):
         if options["CACHE"] not in getattr(django_settings, "CACHES", {}):
             errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, which is not in CACHES.",
                                 id="django_cfkv.E112", hint="Name a cache with atomic incr, such as Redis."))
-        elif str(django_settings.CACHES[options["CACHE"]].get("BACKEND", "")).endswith("CloudflareKVCache"):
-            errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, a KV cache: KV cannot "
-                                "increment atomically, so strict mode would lose counts.", id="django_cfkv.E115",
-                                hint="Use Redis or Memcached, or leave CACHE unset to count on KV with shards."))
+        else:
+            errors += _check_strict_cache(options["CACHE"], django_settings.CACHES[options["CACHE"]])
     else:
         try:
             aliases = conf.get_config()
@@ -109,6 +107,32 @@ def check_ratelimit_setting(app_configs=None, **kwargs):
             errors.append(Error(f"CFKV_RATELIMIT['ALIAS'] is {options['ALIAS']!r}, not a CFKV alias.",
                                 id="django_cfkv.E111", hint=f"Use one of: {', '.join(sorted(aliases))}."))
     return errors
+
+
+# Caches whose add()/incr() lose counts, so a client sending in parallel, or many new clients, gets past a limit.
+LOSES_COUNTS = {
+    "django.core.cache.backends.dummy.DummyCache": "stores nothing, so every request counts as the first",
+    "django.core.cache.backends.filebased.FileBasedCache": "increments by a read then a write, so parallel "
+                                                           "requests lose counts",
+    "django.core.cache.backends.db.DatabaseCache": "increments by a read then a write, so parallel requests "
+                                                   "lose counts",
+    "django_cfkv.cache.CloudflareKVCache": "is a KV cache: KV cannot increment atomically, so parallel requests "
+                                           "lose counts",
+}
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+
+
+def _check_strict_cache(name, cache):
+    backend = str(cache.get("BACKEND", ""))
+    hint = "Use Redis or Memcached, or leave CACHE unset to count on KV with shards."
+    if backend in LOSES_COUNTS:
+        return [Error(f"CFKV_RATELIMIT['CACHE'] is {name!r}, which {LOSES_COUNTS[backend]}.",
+                      id="django_cfkv.E115", hint=hint)]
+    if backend == LOCMEM:
+        return [Warning(f"CFKV_RATELIMIT['CACHE'] is {name!r}, a LocMemCache: each process counts alone, and "
+                        "past its MAX_ENTRIES (300 by default) new clients push other clients' counts out.",
+                        id="django_cfkv.W101", hint=hint)]
+    return []
 
 
 @register(Tags.compatibility)

@@ -356,7 +356,7 @@ def test_checks():
     assert check_ids(CFKV_RATELIMIT={"RULES": [{"rate": "5/m", "key": "get:q"}]}) == []
     assert check_ids(CFKV_RATELIMIT={"ALIAS": "missing"}) == ["django_cfkv.E111"]
     assert check_ids(CFKV_RATELIMIT={"CACHE": "missing"}) == ["django_cfkv.E112"]
-    assert check_ids(CFKV_RATELIMIT={"CACHE": "default"}) == []
+    assert check_ids(CFKV_RATELIMIT={"CACHE": "default"}) == ["django_cfkv.W101"]  # LocMemCache
     kv_cache = {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "default"}
     assert check_ids(CFKV_RATELIMIT={"CACHE": "kv"}, CACHES={"default": kv_cache, "kv": kv_cache}) == [
         "django_cfkv.E115"]
@@ -365,6 +365,24 @@ def test_checks():
     assert check_ids(CFKV_RATELIMIT={}, CFKV={"sessions": {"BACKEND": "local"}}) == []
     assert check_ids(CFKV_RATELIMIT={"RULES": [LOGIN_RULE]}, CFKV={"sessions": {"BACKEND": "local"}}) == [
         "django_cfkv.E111"]
+
+
+@pytest.mark.parametrize("backend, check_id", [
+    ("django.core.cache.backends.dummy.DummyCache", "django_cfkv.E115"),  # add() always succeeds: never limits
+    ("django.core.cache.backends.filebased.FileBasedCache", "django_cfkv.E115"),  # incr() reads, then writes
+    ("django.core.cache.backends.db.DatabaseCache", "django_cfkv.E115"),
+    ("django_cfkv.cache.CloudflareKVCache", "django_cfkv.E115"),
+    ("django.core.cache.backends.locmem.LocMemCache", "django_cfkv.W101"),  # one process, culled at MAX_ENTRIES
+    ("django.core.cache.backends.redis.RedisCache", None),
+    ("django.core.cache.backends.memcached.PyMemcacheCache", None),
+])
+def test_strict_mode_refuses_caches_that_lose_counts(backend, check_id):
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "limits": {"BACKEND": backend, "LOCATION": "default"}}
+    with override_settings(CACHES=caches, CFKV_RATELIMIT={"CACHE": "limits"}):
+        problems = check_ratelimit_setting()
+    assert [p.id for p in problems] == ([check_id] if check_id else [])
+    assert all("limits" in p.msg and p.hint for p in problems)
 
 
 def test_the_removed_param_key_is_a_check_error_naming_its_replacements():
