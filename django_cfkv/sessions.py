@@ -209,8 +209,12 @@ class _Stored:
         self.data, self.expires, self.created, self.extra, self.ends = data, expires, created, extra, ends
 
 
-def _parse(raw, fmt, store_class):
-    """Return a _Stored for ``raw``, or raise ValueError saying why it cannot be read."""
+def _parse(raw, fmt, store_class, session_key=None):
+    """Return a _Stored for ``raw``, or raise ValueError saying why it cannot be read.
+
+    A signed value names the session key it was written for (its hash): one
+    copied to another key by someone who can write the namespace is refused.
+    """
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
             raw = bytes(raw).decode("utf-8")
@@ -230,6 +234,9 @@ def _parse(raw, fmt, store_class):
             raise ValueError("the session value is not JSON") from exc
     if not isinstance(envelope, dict):
         raise ValueError("the session value is not an object")
+    written_for = envelope.get("keyHash") if fmt == "signed" else None  # absent: written before it was added
+    if written_for is not None and session_key is not None and written_for != hashed_id(session_key):
+        raise ValueError("the session value was written for another session key")
     data = envelope.get("data", {})
     times = [envelope.get(name) for name in ("expiresAt", "absoluteExpiresAt", "createdAt")]
     if not isinstance(data, dict) or not all(_is_number(t, optional=True) for t in times):
@@ -344,7 +351,7 @@ class SessionStore(SessionBase):
             logger.error("Session could not be loaded from Workers KV; serving an empty session.", exc_info=True)
             self._load_failed = True
             return {}
-        stored = self._read(raw)
+        stored = self._read(raw, self.session_key)
         if stored is None:
             self._session_key = None
             return {}
@@ -367,12 +374,12 @@ class SessionStore(SessionBase):
             near.fill(kv_key, raw, generation)
         return raw, False
 
-    def _read(self, raw):
-        """Return the live _Stored in ``raw``, or None (missing, expired, unreadable: logged)."""
+    def _read(self, raw, session_key):
+        """Return the live _Stored in ``session_key``'s ``raw``, or None (missing, expired, unreadable: logged)."""
         if raw is None:
             return None
         try:
-            stored = _parse(raw, self._format, type(self))
+            stored = _parse(raw, self._format, type(self), session_key)
         except ValueError as exc:
             security_logger.warning("Session data corrupted (%s)", exc)
             return None
@@ -384,11 +391,11 @@ class SessionStore(SessionBase):
         """Return True if a live session is stored under ``session_key``. One GET."""
         if not is_valid_key(session_key, self._format) or session_key in _recently_deleted:
             return False
-        return self._read(self._get_raw(session_key)[0]) is not None
+        return self._read(self._get_raw(session_key)[0], session_key) is not None
 
     def _live_in_kv(self):
         """Return True if KV itself (one GET, never the near cache) holds this live session."""
-        return self._read(self.get_kv().get(self.kv_key(self.session_key))) is not None
+        return self._read(self.get_kv().get(self.kv_key(self.session_key)), self.session_key) is not None
 
     # Writing
 
@@ -453,6 +460,7 @@ class SessionStore(SessionBase):
             envelope = self._json_envelope(envelope)
             value = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
         else:
+            envelope["keyHash"] = hashed_id(self.session_key)  # binds the signed value to its key
             value = signing.dumps(envelope, salt=self.key_salt_value(), serializer=self.serializer, compress=True)
         kv_key = self.kv_key(self.session_key)
         try:

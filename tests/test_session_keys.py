@@ -126,6 +126,25 @@ def test_the_plain_layout_hands_read_access_every_login(site, fmt):
     assert any(logged_in_with(candidate) == (admin.pk, admin.pk) for candidate in harvest(get_kv()))
 
 
+def test_a_signed_session_copied_to_another_key_is_refused(site, caplog):
+    """Whoever can write the namespace cannot move a signed session to a key whose id they know."""
+    admin, ids = populate("signed")
+    kv, attacker_id = get_kv(), "attackerchosenid0123456789abcdef"
+    kv.put(SessionStore.kv_key(attacker_id), kv.get(SessionStore.kv_key(ids[0])))  # the superuser's login
+    with caplog.at_level("WARNING", logger="django.security.SuspiciousSession"):
+        assert logged_in_with(attacker_id) == (None, None)
+    assert "written for another session key" in caplog.text
+    assert logged_in_with(ids[0]) == (admin.pk, admin.pk)
+
+
+def test_a_signed_value_written_before_the_binding_is_still_read(site):
+    key = "olderthanthebinding0123456789abc"
+    envelope = {"createdAt": 1, "expiresAt": int((time.time() + 600) * 1000), "data": {"n": 7}}
+    get_kv().put(SessionStore.kv_key(key), signing.dumps(
+        envelope, salt=SessionStore.key_salt_value(), serializer=SessionStore().serializer, compress=True))
+    assert SessionStore(key).load() == {"n": 7}
+
+
 def test_a_64_hex_key_name_is_never_a_session_id():
     assert not is_valid_key(hashed_id("x" * 32), "json") and not is_valid_key("0" * 64, "json")
     assert len(hashed_id("abc")) == 64 and hashed_id("abc") == hashed_id("abc").lower()
