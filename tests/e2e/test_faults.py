@@ -9,6 +9,11 @@ answers only the calls a test names (the metadata read, the DELETE...).
 
 import contextlib
 import json
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -32,22 +37,33 @@ OUTAGE = json.dumps({"success": False, "errors": [{"code": 10001, "message": "se
 
 
 @contextlib.contextmanager
-def kv_answers(emulator, status=503, body=OUTAGE, *, method=None, path_part=""):
-    """Answer the KV calls with ``method`` whose path holds ``path_part`` with ``status`` and ``body``."""
+def intercepted(emulator, intercept):
+    """Let ``intercept(environ)`` see each KV call first: it returns a reply (status, headers, body) or None."""
     app = emulator.app
+    own = vars(app).get("handle")  # set when intercepts nest
     handle = app.handle
 
     def answer(environ):
-        path = environ["PATH_INFO"]
-        if "/storage/kv/" in path and path_part in path and method in (None, environ["REQUEST_METHOD"]):
-            return status, {"Content-Type": "application/json"}, body
-        return handle(environ)
+        reply = intercept(environ) if "/storage/kv/" in environ["PATH_INFO"] else None
+        return handle(environ) if reply is None else reply
 
     app.handle = answer
     try:
         yield
     finally:
-        del app.handle
+        if own is None:
+            del app.handle
+        else:
+            app.handle = own
+
+
+def kv_answers(emulator, status=503, body=OUTAGE, *, method=None, path_part=""):
+    """Answer the KV calls with ``method`` whose path holds ``path_part`` with ``status`` and ``body``."""
+    def intercept(environ):
+        if path_part in environ["PATH_INFO"] and method in (None, environ["REQUEST_METHOD"]):
+            return status, {"Content-Type": "application/json"}, body
+        return None
+    return intercepted(emulator, intercept)
 
 
 def get(http, site, path):
@@ -349,3 +365,76 @@ def test_every_page_and_endpoint_under_heavy_faults(cfkv_emulator, example_db, t
     # Heavy enough to show both sides: pages that said KV did not answer, and visits counted.
     assert walk.statuses["GET", "/api/me"][503] > 0, walk.statuses
     assert walk.counted.get(visitor) and walk.counted.get(staff), walk.statuses
+
+
+# A soak: light faults and slow answers, several clients at once
+
+# Set CFKV_SOAK_SECONDS=600 to run it for ten minutes.
+SOAK_SECONDS = float(os.environ.get("CFKV_SOAK_SECONDS", "3"))
+SOAK_TIMEOUT = 1.0  # the site's KV timeout, in seconds
+# Slow answers stay within the timeout. Only reads outlast it (slow_reads): a
+# write that times out may still be done later, over newer writes, and no
+# store without compare-and-set can keep an update acknowledged after it.
+LIGHT_FAULTS = {"rate_503": 0.05, "rate_429": 0.02, "retry_after": 0, "slow_rate": 0.05, "slow_ms": 200}
+
+
+def slow_reads(emulator, share, seconds):
+    """Answer a ``share`` of KV reads ``seconds`` late."""
+    def intercept(environ):
+        if environ["REQUEST_METHOD"] == "GET" and random.random() < share:
+            time.sleep(seconds)
+        return None
+    return intercepted(emulator, intercept)
+
+
+SOAK_PAGES = {"/": {200}, "/slow/": {200}, "/api/": {200}, "/api/ping": {200, 429}}
+STAFF_PAGES = {**SOAK_PAGES, "/namespace/": {200, 302}, "/api/me": {200}}  # 302: a session unread looks signed out
+
+
+def open_files(pid):
+    """Return how many file descriptors process ``pid`` holds (None where /proc is missing)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return len(list(fds.iterdir())) if fds.is_dir() else None
+
+
+def soak(site, http, pages, deadline):
+    """Walk ``pages`` until ``deadline``; return the last visit count a page acknowledged."""
+    counted = 0
+    while time.monotonic() < deadline:
+        for path, expected in pages.items():
+            response = http.get(site.url(path), timeout=10, allow_redirects=False)
+            if response.status_code == 503:
+                assert_unavailable(response)
+                continue
+            assert response.status_code in expected, (path, response.status_code, response.text[:3000])
+            visits = element_text(response.text, "visits") if path == "/" else None
+            if visits is not None:
+                assert int(visits) > counted, (visits, counted)
+                counted = int(visits)
+    return counted
+
+
+def test_soak_with_light_faults_and_slow_answers(cfkv_emulator, example_db, tmp_path):
+    site = serve_on_emulator(cfkv_emulator, example_db, tmp_path / "site", EXAMPLE_SLOW_SECONDS="0.01",
+                             EXAMPLE_KV_TIMEOUT=str(SOAK_TIMEOUT), EXAMPLE_KV_MAX_RETRIES="1")
+    staff = Browser()
+    browsers = {Browser(): SOAK_PAGES, Browser(): SOAK_PAGES, Browser(): SOAK_PAGES, staff: STAFF_PAGES}
+    try:
+        assert signed_in_as(post_login(staff, site, *DEMO_USER)) == DEMO_USER[0]
+        with cfkv_emulator.faults(**LIGHT_FAULTS), slow_reads(cfkv_emulator, 0.02, SOAK_TIMEOUT + 0.2), \
+                ThreadPoolExecutor(len(browsers)) as pool:
+            warm = time.monotonic() + 1
+            list(pool.map(lambda http: soak(site, http, browsers[http], warm), browsers))
+            files_warm = open_files(site.process.pid)
+            deadline = time.monotonic() + SOAK_SECONDS
+            counted = dict(zip(browsers, pool.map(lambda http: soak(site, http, browsers[http], deadline), browsers),
+                               strict=True))
+        for http, last in counted.items():
+            assert int(element_text(http.get(site.url("/"), timeout=10).text, "visits")) > last
+        files_end = open_files(site.process.pid)
+    finally:
+        stop_site(site)
+    assert "Internal Server Error" not in site.log(), site.log()
+    assert min(counted.values()) > 0
+    if files_warm is not None:
+        assert files_end <= files_warm + 8, (files_warm, files_end)
