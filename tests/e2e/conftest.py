@@ -21,3 +21,16 @@ def emulator_site(cfkv_emulator, example_db, tmp_path_factory):
     site = serve_on_emulator(cfkv_emulator, example_db, tmp_path_factory.mktemp("example"))
     yield site
     stop_site(site)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_window(cfkv_emulator):
+    """Start and leave each test with a fresh simulated 5-minute API window on the shared emulator.
+
+    A walk of the site makes more calls than one window allows, and clients
+    read its Ratelimit header: a spent window would make a 429 look like the
+    account's quota to this test and to the next.
+    """
+    cfkv_emulator.reset_quota()
+    yield
+    cfkv_emulator.reset_quota()
