@@ -248,9 +248,9 @@ class Transport:
         """Send one attempt and read its body by ``deadline`` and at most connect + read seconds."""
         started = time.monotonic()
         ends = min(deadline, started + sum(self.timeout))
-        where = f"{method} {endpoint} on {urlsplit(url).netloc}"
         if ends - started <= 0:
-            raise KVTimeout(f"Workers KV did not answer {where}: the call's deadline ({self.deadline:g} s) passed.")
+            raise KVTimeout(f"Workers KV did not answer {_where(method, endpoint, url)}: the call's deadline "
+                            f"({self.deadline:g} s) passed.")
         timeout = (min(self.timeout[0], ends - started), min(self.timeout[1], ends - started))
         self.calls.record(endpoint)
         calls.record(endpoint)
@@ -259,17 +259,18 @@ class Transport:
             response = self.session.request(method, url, timeout=timeout, allow_redirects=False, stream=True,
                                             **kwargs)
             try:
-                response._content = _read_body(response, max_bytes, where)
+                response._content = _read_body(response, max_bytes, method, endpoint, url)
             finally:
                 response.close()  # a no-op once the body is read: the connection is back in the pool
         except requests.RequestException as exc:
-            late = time.monotonic() >= ends
+            late, where = time.monotonic() >= ends, _where(method, endpoint, url)
             logger.info("KV %s failed (%s)%s", where, type(exc).__name__, "; out of time" if late else "")
             # Not chained: requests' text repeats the URL, whose key may be a session id.
             raise _translate(exc, where, late) from None
         finally:
             _attempt_state.ends = None
-        logger.debug("KV %s -> %s in %.1f ms", where, response.status_code, (time.monotonic() - started) * 1000)
+        logger.debug("KV %s %s -> %s in %.1f ms", method, endpoint, response.status_code,
+                     (time.monotonic() - started) * 1000)
         return response
 
     def _can_retry(self, attempt, deadline, delay):
@@ -303,7 +304,12 @@ class Transport:
             )
 
 
-def _read_body(response, max_bytes, where):
+def _where(method, endpoint, url):
+    """Name a call for messages by its host and endpoint: the URL's path holds the key."""
+    return f"{method} {endpoint} on {urlsplit(url).netloc}"
+
+
+def _read_body(response, max_bytes, method, endpoint, url):
     """Return the body, read in chunks; refuse one over ``max_bytes`` before holding it whole."""
     declared = response.headers.get("Content-Length", "")
     chunks, size = [], int(declared) if declared.isdigit() else 0
@@ -316,8 +322,8 @@ def _read_body(response, max_bytes, where):
             chunks.append(chunk)
     if size > max_bytes:
         raise ResponseTooLargeError(
-            f"Workers KV's answer to {where} is larger than any KV can give ({max_bytes} bytes), so it "
-            "was not read. Check BASE_URL.", status=response.status_code)
+            f"Workers KV's answer to {_where(method, endpoint, url)} is larger than any KV can give "
+            f"({max_bytes} bytes), so it was not read. Check BASE_URL.", status=response.status_code)
     return b"".join(chunks)
 
 

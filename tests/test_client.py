@@ -86,13 +86,24 @@ def test_put_raw_with_ttl(client, api):
     assert api.calls[0].request.body == b"value"
 
 
-def test_put_with_metadata_is_multipart(client, api):
+def test_put_with_metadata_is_multipart_with_the_value_as_a_file_part(client, api):
+    """A file part: a web-platform form parser (a Worker's formData()) keeps its bytes."""
+    import email.parser
+    import email.policy
+
     api.put(f"{BASE}/values/k", json=NO_RESULT)
-    client.put("k", b"value", metadata={"kind": "cache"})
+    value = bytes(range(256))
+    client.put("k", value, metadata={"kind": "cache"})
     request = api.calls[0].request
-    assert request.headers["Content-Type"].startswith("multipart/form-data")
-    body = request.body
-    assert b'name="value"' in body and b'name="metadata"' in body and b'{"kind":"cache"}' in body
+    assert request.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + request.headers["Content-Type"].encode() + b"\r\n\r\n" + request.body)
+    parts = {p.get_param("name", header="content-disposition"): p for p in form.iter_parts()}
+    assert parts["value"].get_filename() == "value"
+    assert parts["value"].get_content_type() == "application/octet-stream"
+    assert parts["value"].get_payload(decode=True) == value
+    assert parts["metadata"].get_filename() is None
+    assert parts["metadata"].get_payload(decode=True) == b'{"kind":"cache"}'
 
 
 def test_get_with_metadata_costs_two_calls(client, api):
@@ -138,10 +149,11 @@ def test_put_many_chunks_by_10000(client, api):
 
 
 def test_put_many_unsuccessful_keys_raise_naming_them(client, api):
-    api.put(f"{BASE}/bulk", json=ok({"successful_key_count": 1, "unsuccessful_keys": ["b"]}))
+    api.put(f"{BASE}/bulk", json=ok({"successful_key_count": 1, "unsuccessful_keys": ["session:b"]}))
     with pytest.raises(KVBulkError) as info:
-        client.put_many([{"key": "a", "value": "v"}, {"key": "b", "value": "v"}])
-    assert info.value.keys == ["b"]
+        client.put_many([{"key": "a", "value": "v"}, {"key": "session:b", "value": "v"}])
+    assert info.value.keys == ["session:b"]
+    assert "session:b" not in str(info.value)  # on .keys only: error text gets logged
 
 
 def test_put_many_failed_request_names_all_unwritten_keys(client, api):
@@ -345,3 +357,16 @@ def test_deadline_caps_total_waiting(client, api, monkeypatch):
         client.get("k")
     # Backoffs of 0.125 and 0.25 s fit in 0.5 s; the next (0.5 s) would not, so the 503 is raised.
     assert len(api.calls) == 3 and info.value.status == 503 and clock[0] == 0.375
+
+
+@pytest.mark.parametrize("value, ok", [(30, True), (0.5, True), (0, False), (-1, False), ("30", False),
+                                       (None, False), (float("nan"), False)])
+def test_deadline_setting_is_checked(settings, value, ok):
+    from django_cfkv.checks import check_cfkv_setting
+    from django_cfkv.exceptions import CFKVConfigurationError
+
+    settings.CFKV = {"default": {"ACCOUNT_ID": ACCOUNT, "NAMESPACE_ID": NS, "API_TOKEN": TOKEN, "DEADLINE": value}}
+    assert ("django_cfkv.E009" not in [e.id for e in check_cfkv_setting()]) == ok
+    if not ok:
+        with pytest.raises(CFKVConfigurationError, match="DEADLINE"):
+            KVClient(ACCOUNT, NS, TOKEN, deadline=value)
