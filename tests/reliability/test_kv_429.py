@@ -71,6 +71,7 @@ def test_injected_per_call_429s_under_load_refuse_no_other_call(emulator, slept)
     """Many 429s that outlast the retries (one write per second per key, or one call): each fails
     its own call, and not one other call is refused in this process."""
     client = emulator.client(max_retries=1, timeout=2.0)
+    emulator.reset_quota()  # past 1,200 calls in the session, its Ratelimit header says the quota is spent
     emulator.set_faults(rate_429=0.3, retry_after=1)
     outcomes = {"ok": 0, "429": 0, "refused": 0}
     try:
