@@ -588,6 +588,8 @@ class ShardedCounter:
             rank = (shard.local + shard.remote, prefix in self._dirty)
             if lowest is None or rank < lowest:
                 victim, lowest = prefix, rank
+                if rank <= (1, False):  # a client seen once, nothing to write: none ranks lower
+                    break
         del self._shards[victim]
         self._dirty.discard(victim)
 
