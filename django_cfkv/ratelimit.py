@@ -590,8 +590,9 @@ class ShardedCounter:
                 victim, lowest = prefix, rank
                 if rank <= (1, False):  # a client seen once, nothing to write: none ranks lower
                     break
-        del self._shards[victim]
-        self._dirty.discard(victim)
+        if victim is not None:  # None: the newest is the only shard (a cap below 1)
+            del self._shards[victim]
+            self._dirty.discard(victim)
 
     def _read(self, shard):
         try:

@@ -479,3 +479,8 @@ def test_limiter_usage_and_fail_policy(tmp_path, settings):
         limiter = rl.Limiter({"FAIL_OPEN": fail_open, "RULES": [{"rate": "2/m"}]})
         limiter._counter = Broken()
         assert limiter.hit(limiter.rules[0], "ip:1.2.3.4").limited is (not fail_open)
+
+
+def test_a_cap_below_one_shard_still_counts(tmp_path):
+    counter = rl.ShardedCounter(LocalKV(tmp_path / "kv.sqlite3"), background=False, list_budget=0, max_shards=0)
+    assert [counter.hit("p", "c", 5, 3600, time.time())[0] for _ in range(3)] == [1, 2, 3]
