@@ -73,7 +73,7 @@ class KVClient(Paging):
 
     def get(self, key):
         """Return the value's bytes, or None when the key does not exist. One call."""
-        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True,
+        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True, keys=(key,),
                               max_bytes=limits.MAX_VALUE_BYTES)
         return None if response is None else response.content
 
@@ -83,7 +83,7 @@ class KVClient(Paging):
         Two calls (value, then metadata): the REST API has no single call that
         returns a binary value with its metadata. A missing value costs one.
         """
-        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True,
+        response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True, keys=(key,),
                               max_bytes=limits.MAX_VALUE_BYTES)
         if response is None:
             return None
@@ -92,7 +92,7 @@ class KVClient(Paging):
 
     def get_metadata(self, key):
         """Return the key's metadata (None when it has none or is missing). One call."""
-        response = self._call("GET", f"/metadata/{encode_key(key)}", "get_metadata", missing_ok=True)
+        response = self._call("GET", f"/metadata/{encode_key(key)}", "get_metadata", missing_ok=True, keys=(key,))
         return None if response is None else _envelope(response).get("result")
 
     def get_many(self, keys):
@@ -110,7 +110,7 @@ class KVClient(Paging):
 
     def _bulk_get(self, keys):
         try:
-            response = self._call("POST", "/bulk/get", "bulk_get", json={"keys": keys, "type": "text"})
+            response = self._call("POST", "/bulk/get", "bulk_get", json={"keys": keys, "type": "text"}, keys=keys)
         except ResponseTooLargeError:
             # KV limits one value to 25 MiB, not a bulk answer: ask for fewer
             # keys at a time, and read a value too large for an answer alone.
@@ -141,7 +141,7 @@ class KVClient(Paging):
             params["prefix"] = prefix
         if cursor:
             params["cursor"] = cursor
-        response = self._call("GET", "/keys", "list", params=params)
+        response = self._call("GET", "/keys", "list", params=params, keys=(prefix,) if prefix else ())
         data, items = _result(response, (list, type(None)), "key listing")
         keys = [_key_info(item, response) for item in items or []]
         info = data.get("result_info")
@@ -162,11 +162,12 @@ class KVClient(Paging):
         limits.validate_expiry(expiration, expiration_ttl)
         params = _expiry_params(expiration, expiration_ttl)
         if meta is None:
-            response = self._call("PUT", path, "put", params=params, data=value,
+            response = self._call("PUT", path, "put", params=params, data=value, keys=(key,),
                                   headers={"Content-Type": "application/octet-stream"})
         else:
             body, content_type = _form(value, meta)
-            response = self._call("PUT", path, "put", params=params, data=body, headers={"Content-Type": content_type})
+            response = self._call("PUT", path, "put", params=params, data=body, keys=(key,),
+                                  headers={"Content-Type": content_type})
         _envelope(response)  # a 200 without success: true is not an acknowledged write
 
     def put_many(self, items):
@@ -180,7 +181,7 @@ class KVClient(Paging):
 
     def delete(self, key):
         """Delete one key; deleting a missing key is not an error. One call."""
-        response = self._call("DELETE", f"/values/{encode_key(key)}", "delete", missing_ok=True)
+        response = self._call("DELETE", f"/values/{encode_key(key)}", "delete", missing_ok=True, keys=(key,))
         if response is not None:
             _envelope(response)  # a 200 without success: true did not delete
 
@@ -202,7 +203,7 @@ class KVClient(Paging):
         failed = []
         for index, body in enumerate(bodies):
             try:
-                response = self._call(method, path, endpoint, json=body)
+                response = self._call(method, path, endpoint, json=body, keys=keys_per_body[index])
                 failed += _unsuccessful(response)  # a 200 that is not an envelope fails the body
             except KVError as exc:
                 named = exc.result.get("unsuccessful_keys") if isinstance(exc.result, dict) else None
@@ -250,13 +251,19 @@ class KVClient(Paging):
 
     # Plumbing
 
-    def _call(self, method, path, endpoint, *, missing_ok=False, base=None, idempotent=True, **kwargs):
-        """Send one call; return the Response, or None for a key miss when ``missing_ok``."""
+    def _call(self, method, path, endpoint, *, missing_ok=False, base=None, idempotent=True, keys=(), **kwargs):
+        """Send one call; return the Response, or None for a key miss when ``missing_ok``.
+
+        ``keys`` are the keys the call names: a server that echoes one into an
+        error message gets it replaced (a key may be a session id, and error
+        text ends up in logs).
+        """
         url = (base or self._url) + path
         if "json" in kwargs:  # compact, so bulk size limits are measured on what is sent
             kwargs["data"] = json.dumps(kwargs.pop("json"), separators=(",", ":"))
             kwargs["headers"] = {"Content-Type": "application/json"}
         response = self.transport.request(method, url, endpoint=endpoint, idempotent=idempotent, **kwargs)
+        response.cfkv_keys = keys  # for _envelope's errors
         if response.status_code < 300:
             return response
         error = _error_for(response)
@@ -273,7 +280,7 @@ def _envelope(response):
         raise KVAPIError("Workers KV answered with something that is not JSON.",
                          status=response.status_code, ray_id=response.headers.get("cf-ray")) from None
     if not isinstance(data, dict) or data.get("success") is not True:
-        errors = _errors(data)
+        errors = _errors(data, response)
         raise KVAPIError(f"Workers KV reported failure: {_describe(errors)}",
                          status=response.status_code, errors=errors,
                          ray_id=response.headers.get("cf-ray"))
@@ -318,10 +325,27 @@ def _expiration(value, response):
     return int(number)
 
 
-def _errors(body):
-    """Return the envelope's error items that are objects (a broken server may send anything)."""
+def _errors(body, response):
+    """Return the envelope's error items that are objects (a broken server may send anything),
+    with any key the call named replaced in their messages."""
     errors = body.get("errors") if isinstance(body, dict) else None
-    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+    errors = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+    keys = getattr(response, "cfkv_keys", ())
+    if not keys or not any(isinstance(e.get("message"), str) for e in errors):
+        return errors
+    # A key shorter than 8 characters holds no secret, and replacing it would garble the message.
+    forms = {form for key in keys if len(key) >= 8 for form in (
+        key, repr(key)[1:-1], json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1])}
+    scrubbed = []
+    for error in errors:
+        message = error.get("message")
+        if isinstance(message, str):
+            for form in forms:
+                if form in message:
+                    message = message.replace(form, "<key>")
+            error = {**error, "message": message}
+        scrubbed.append(error)
+    return scrubbed
 
 
 def _describe(errors):
@@ -338,7 +362,7 @@ def _error_for(response):
         body = response.json()
     except ValueError:
         body = None
-    errors = _errors(body)
+    errors = _errors(body, response)
     result = body.get("result") if isinstance(body, dict) else None
     kwargs = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"), "result": result}
     detail = _describe(errors)

@@ -99,3 +99,17 @@ def test_no_record_holds_a_session_key_when_calls_fail(emulator, every_record, s
         client.close()
     assert every_record
     assert not [(r.name, _text(r)) for r in every_record if any(s in _text(r) for s in _secrets())]
+
+
+def test_a_key_a_server_echoes_into_an_error_is_not_in_the_exception(emulator):
+    """The emulator (like the gateway) names the key of a binary value a bulk read refuses;
+    the error's text and its .errors say <key> instead, so logging the error logs no key."""
+    from django_cfkv.exceptions import KVAPIError
+
+    client = emulator.client()
+    client.put(KEY, b"\xff\xfe binary")
+    with pytest.raises(KVAPIError) as info:
+        client.get_many([KEY])
+    client.close()
+    text = str(info.value) + repr(info.value) + repr(info.value.errors)
+    assert "<key>" in text and not [s for s in _secrets() if s in text]
