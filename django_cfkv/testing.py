@@ -226,7 +226,7 @@ class _Activation:
                 identity = _identity(alias) or ("alias", alias)
                 namespace = made.setdefault(identity, self.emulator.new_namespace_id())
             raw = raw if isinstance(raw, dict) else {}
-            keep = {name: raw[name] for name in ("TIMEOUT", "MAX_RETRIES") if name in raw}
+            keep = {name: raw[name] for name in ("TIMEOUT", "MAX_RETRIES", "DEADLINE") if name in raw}
             aliases[alias] = self.emulator.alias_settings(namespace, **keep)
             self.namespaces[alias] = namespace
         self._faults = dict(self.emulator.app.faults.values)

@@ -370,3 +370,11 @@ def test_deadline_setting_is_checked(settings, value, ok):
     if not ok:
         with pytest.raises(CFKVConfigurationError, match="DEADLINE"):
             KVClient(ACCOUNT, NS, TOKEN, deadline=value)
+
+
+def test_override_cfkv_keeps_the_aliases_deadline(settings, cfkv_emulator):
+    from django_cfkv.testing import override_cfkv
+
+    settings.CFKV = {"default": {"ACCOUNT_ID": ACCOUNT, "NAMESPACE_ID": NS, "API_TOKEN": TOKEN, "DEADLINE": 7}}
+    with override_cfkv(emulator=cfkv_emulator) as kv:
+        assert kv.transport.deadline == 7.0
