@@ -22,6 +22,7 @@ BULK_GET_MAX_KEYS = 100
 LIST_MIN_LIMIT = 10
 LIST_MAX_LIMIT = 1000
 MAX_NAMESPACES = 1000  # per account
+MAX_NAMESPACE_TITLE = 512  # characters
 # The largest answer KV can give: a value, or a JSON envelope around at most
 # one value's worth of data (a list page of 1,000 keys with metadata is ~1.6 MB).
 MAX_RESPONSE_BYTES = MAX_VALUE_BYTES + 1024 * 1024

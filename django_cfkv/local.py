@@ -355,6 +355,24 @@ class LocalKV(Paging):
             return False
         return True
 
+    @_store_errors
+    def rename_namespace(self, namespace_id, title):
+        """Give a namespace (recorded or not) ``title``; return False when another one has it."""
+        try:
+            self._execute("INSERT INTO namespaces (id, title) VALUES (?, ?) "
+                          "ON CONFLICT (id) DO UPDATE SET title = excluded.title", (namespace_id, title))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    @_store_errors
+    def delete_namespace(self, namespace_id):
+        """Delete a namespace's record and every key in it."""
+        conn = self._db.connection()
+        with _transaction(conn):
+            conn.execute("DELETE FROM kv WHERE ns=?", (namespace_id,))
+            conn.execute("DELETE FROM namespaces WHERE id=?", (namespace_id,))
+
 
 class _transaction:
     """BEGIN IMMEDIATE ... COMMIT: a bulk write lands whole or not at all, and the

@@ -77,3 +77,52 @@ def test_sdk_data_calls_on_the_gateway(gw):
                                            namespace_id=gw.namespace_id)
     with pytest.raises(cloudflare.PermissionDeniedError):
         sdk(gw.base_url, "wrong").kv.namespaces.keys.list(account_id=gw.account_id, namespace_id=gw.namespace_id)
+
+
+# ------------------------------------------------------------------ the emulator
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """An emulator of its own (its namespace list holds only this test's namespaces)."""
+    from django_cfkv.emulator import EmulatorApp
+    from django_cfkv.emulator.server import start_in_thread
+
+    server = start_in_thread(EmulatorApp(tmp_path / "kv.sqlite3", token="emulator-token"))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_sdk_namespace_calls_on_the_emulator(emulator):
+    client = sdk(emulator.base_url, "emulator-token")
+    account = {"account_id": "0123456789abcdef0123456789abcdef"}
+    made = {t: client.kv.namespaces.create(title=t, **account).id for t in ["beta", "alpha", "gamma"]}
+
+    def titles(**params):
+        # Auto-pagination two at a time: pages of 2, 1, then an empty one ends it.
+        pages = client.kv.namespaces.list(per_page=2, **params, **account)
+        return [n.title for n in itertools.islice(pages, 10)]
+
+    assert titles(order="title", direction="asc") == ["alpha", "beta", "gamma"]
+    assert titles(order="title", direction="desc") == ["gamma", "beta", "alpha"]
+    ids = [n.id for n in client.kv.namespaces.list(order="id", direction="desc", **account)]
+    assert ids == sorted(made.values(), reverse=True)
+
+    renamed = client.kv.namespaces.update(made["alpha"], title="omega", **account)
+    assert (renamed.id, renamed.title) == (made["alpha"], "omega")
+    assert client.kv.namespaces.get(made["alpha"], **account).title == "omega"
+    with pytest.raises(cloudflare.BadRequestError):
+        client.kv.namespaces.update(made["beta"], title="gamma", **account)
+
+    client.kv.namespaces.values.update("k", value=b"v", namespace_id=made["gamma"], **account)
+    client.kv.namespaces.delete(made["gamma"], **account)
+    assert titles(order="title") == ["beta", "omega"]
+    assert list(client.kv.namespaces.keys.list(namespace_id=made["gamma"], **account)) == []
+
+    with pytest.raises(cloudflare.PermissionDeniedError):
+        sdk(emulator.base_url, "wrong").kv.namespaces.list(**account)
+
+
+def test_sdk_data_calls_on_the_emulator(emulator):
+    drive_data_calls(sdk(emulator.base_url, "emulator-token"), "0123456789abcdef0123456789abcdef", "a" * 32)

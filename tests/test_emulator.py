@@ -124,8 +124,74 @@ def test_namespaces_list_and_create(cfkv_emulator):
     again = s.post(url, json={"title": title})
     assert again.status_code == 400 and errors(again) == [10014]
     listed = s.get(url, params={"per_page": 1000}).json()
-    assert {"id": created["id"], "title": title} in listed["result"]
+    assert {"id": created["id"], "title": title, "supports_url_encoding": True} in listed["result"]
     assert set(listed["result_info"]) == {"count", "page", "per_page", "total_count"}
+
+
+@pytest.fixture
+def namespaces(own_server):
+    """(session, url of the namespace collection) on an emulator of its own, so no other test's namespaces show."""
+    server = own_server()
+    with requests.Session() as s:
+        yield s, f"{server.base_url}/accounts/a/storage/kv/namespaces"
+
+
+def test_namespace_list_order_direction_and_pages(namespaces):
+    s, url = namespaces
+    made = {t: s.post(url, json={"title": t}).json()["result"]["id"] for t in ["beta", "alpha", "gamma"]}
+    by_id = sorted(made.values())
+
+    def listed(**params):
+        body = s.get(url, params=params).json()
+        assert body["success"], body
+        return [n["title"] if params.get("order") == "title" else n["id"] for n in body["result"]]
+
+    assert listed(order="title") == ["alpha", "beta", "gamma"]
+    assert listed(order="title", direction="asc") == ["alpha", "beta", "gamma"]
+    assert listed(order="title", direction="desc") == ["gamma", "beta", "alpha"]
+    assert listed(order="id", direction="desc") == by_id[::-1]
+    assert listed() == by_id and listed(direction="desc") == by_id[::-1]
+    # What wrangler asks for, paged.
+    assert listed(order="title", direction="asc", per_page=2, page=2) == ["gamma"]
+    assert listed(order="title", per_page=2, page=3) == []
+    body = s.get(url, params={"per_page": 2, "page": 2}).json()
+    assert body["result_info"] == {"count": 1, "page": 2, "per_page": 2, "total_count": 3}
+    for params, code in [({"order": "size"}, 10043), ({"direction": "up"}, 10044), ({"page": 0}, 10007),
+                         ({"page": "x"}, 10007), ({"per_page": 0}, 10008), ({"per_page": 1001}, 10008)]:
+        response = s.get(url, params=params)
+        assert response.status_code == 400 and errors(response) == [code], params
+
+
+def test_namespace_rename(namespaces):
+    s, url = namespaces
+    first = s.post(url, json={"title": "first"}).json()["result"]["id"]
+    s.post(url, json={"title": "taken"})
+    r = s.put(f"{url}/{first}", json={"title": "renamed"})
+    assert r.status_code == 200
+    assert r.json()["result"] == {"id": first, "title": "renamed", "supports_url_encoding": True}
+    assert s.get(f"{url}/{first}").json()["result"]["title"] == "renamed"
+    assert sorted(n["title"] for n in s.get(url).json()["result"]) == ["renamed", "taken"]
+    assert s.post(url, json={"title": "first"}).ok  # the old title is free again
+    for body, code in [({"title": "taken"}, 10014), ({}, 10019), ({"title": ""}, 10019),
+                       ({"title": "x" * 513}, 10029), ("not an object", 10019)]:
+        r = s.put(f"{url}/{first}", json=body)
+        assert r.status_code == 400 and errors(r) == [code], body
+    assert s.get(f"{url}/{first}").json()["result"]["title"] == "renamed"
+
+
+def test_namespace_delete_removes_its_keys_and_title(namespaces):
+    s, url = namespaces
+    gone = s.post(url, json={"title": "doomed"}).json()["result"]["id"]
+    kept = s.post(url, json={"title": "kept"}).json()["result"]["id"]
+    for ns in (gone, kept):
+        assert s.put(f"{url}/{ns}/bulk", json=[{"key": f"k{i}", "value": "v"} for i in range(3)]).ok
+    r = s.delete(f"{url}/{gone}")
+    assert r.status_code == 200 and r.json() == {"success": True, "errors": [], "messages": [], "result": None}
+    assert [n["id"] for n in s.get(url).json()["result"]] == [kept]
+    assert s.get(f"{url}/{gone}/keys").json()["result"] == []
+    assert s.get(f"{url}/{gone}/values/k0").status_code == 404
+    assert len(s.get(f"{url}/{kept}/keys").json()["result"]) == 3
+    assert s.post(url, json={"title": "doomed"}).ok  # the title can be used again
 
 
 def test_auth_required(cfkv_emulator):

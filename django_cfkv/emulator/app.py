@@ -225,18 +225,12 @@ class EmulatorApp:
         if not match:
             raise _Reply(404, 7003, "No route for the URI")
         ns, rest = match.group("ns"), match.group("rest") or ""
-        if ns is None:
-            if method == "GET":
-                return self._json(self._list_namespaces(query))
-            if method == "POST":
-                return self._json(self._create_namespace(body))
-            raise _Reply(405, 10000, "Method not allowed")
+        if ns is None or rest == "":
+            return self._json(self._route_namespaces(method, ns and unquote(ns), query, body))
         ns = unquote(ns)
         if len(ns) > 32:
             raise _Reply(404, 10013, "namespace not found")
         store = self.store(ns)
-        if rest == "" and method == "GET":
-            return self._json(_envelope({"id": ns, "title": self._title(store, ns)}))
         if rest.startswith("/values/"):
             return self._route_value(method, store, self._key(rest[len("/values/"):]), query, body, environ)
         if rest.startswith("/metadata/") and method == "GET":
@@ -254,6 +248,25 @@ class EmulatorApp:
             return self._json(self._bulk_delete(store, body))
         if rest == "/bulk/get" and method == "POST":
             return self._json(self._bulk_get(store, body))
+        raise _Reply(404, 7003, "No route for the URI")
+
+    def _route_namespaces(self, method, ns, query, body):
+        """The namespace collection (``ns`` None) or one namespace."""
+        if ns is None:
+            if method == "GET":
+                return self._list_namespaces(query)
+            if method == "POST":
+                return self._create_namespace(body)
+            raise _Reply(405, 10000, "Method not allowed")
+        if len(ns) > 32:
+            raise _Reply(404, 10013, "namespace not found")
+        if method == "GET":
+            return _envelope(_namespace(ns, self._title_of(ns)))
+        if method == "PUT":
+            return self._rename_namespace(ns, body)
+        if method == "DELETE":
+            self.store("").delete_namespace(ns)
+            return _envelope(None)
         raise _Reply(404, 7003, "No route for the URI")
 
     def _route_value(self, method, store, key, query, body, environ):
@@ -416,33 +429,66 @@ class EmulatorApp:
         return _envelope({"values": values})
 
     def _list_namespaces(self, query):
-        store = self.store("")
-        try:
-            page = max(1, int(query.get("page", ["1"])[0]))
-            per_page = min(1000, max(1, int(query.get("per_page", ["20"])[0])))
-        except ValueError:
-            raise _Reply(400, 10007, "malformed page argument") from None
-        found = store.list_namespaces()
-        chunk = found[(page - 1) * per_page: page * per_page]
+        page = _page_argument(query, "page", 1, None, 10007)
+        per_page = _page_argument(query, "per_page", 20, 1000, 10008)
+        order = query.get("order", ["id"])[0]
+        if order not in ("id", "title"):
+            raise _Reply(400, 10043, "invalid order: use id or title")
+        direction = query.get("direction", ["asc"])[0]
+        if direction not in ("asc", "desc"):
+            raise _Reply(400, 10044, "invalid direction: use asc or desc")
+        found = sorted(self.store("").list_namespaces(), key=lambda n: n[order], reverse=direction == "desc")
+        chunk = [_namespace(n["id"], n["title"]) for n in found[(page - 1) * per_page: page * per_page]]
         info = {"count": len(chunk), "page": page, "per_page": per_page, "total_count": len(found)}
         return _envelope(chunk, result_info=info)
 
     def _create_namespace(self, body):
-        request = _json_body(body)
-        title = request.get("title") if isinstance(request, dict) else None
-        if not isinstance(title, str) or not title:
-            raise _Reply(400, 10019, "missing title")
+        title = _title_from(body)
         namespace_id = uuid.uuid4().hex
         if not self.store("").create_namespace(namespace_id, title):
             raise _Reply(400, 10014, "namespace already exists")
-        return _envelope({"id": namespace_id, "title": title, "supports_url_encoding": True})
+        return _envelope(_namespace(namespace_id, title))
 
-    @staticmethod
-    def _title(store, ns):
-        for item in store.list_namespaces():
-            if item["id"] == ns:
+    def _rename_namespace(self, namespace_id, body):
+        title = _title_from(body)
+        if not self.store("").rename_namespace(namespace_id, title):
+            raise _Reply(400, 10014, "namespace already exists: another namespace has this title")
+        return _envelope(_namespace(namespace_id, title))
+
+    def _title_of(self, namespace_id):
+        for item in self.store("").list_namespaces():
+            if item["id"] == namespace_id:
                 return item["title"]
-        return ns
+        return namespace_id
+
+
+def _namespace(namespace_id, title):
+    return {"id": namespace_id, "title": title, "supports_url_encoding": True}
+
+
+def _title_from(body):
+    """The title of a create or rename body, as the API checks it."""
+    request = _json_body(body)
+    title = request.get("title") if isinstance(request, dict) else None
+    if not isinstance(title, str) or not title:
+        raise _Reply(400, 10019, "missing title")
+    if len(title) > limits.MAX_NAMESPACE_TITLE:
+        raise _Reply(400, 10029, f"invalid request: a title is at most {limits.MAX_NAMESPACE_TITLE} characters")
+    return title
+
+
+def _page_argument(query, name, default, maximum, code):
+    """A whole number >= 1 (and <= ``maximum``) from the query; ``default`` when absent."""
+    raw = query.get(name, [""])[0]
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value.is_integer() or value < 1 or (maximum is not None and value > maximum):
+        raise _Reply(400, code, f"malformed {name} argument: {raw[:32]}")
+    return int(value)
 
 
 def _checked_key(key):
