@@ -42,7 +42,15 @@ from django.db.models import Model
 
 from . import limits
 from .conf import get_kv
-from .exceptions import KVAPIError, KVBulkError, KVConnectionError, KVError, KVRateLimitError, KVValueError
+from .exceptions import (
+    KVAPIError,
+    KVBulkError,
+    KVConnectionError,
+    KVError,
+    KVMalformedResponseError,
+    KVRateLimitError,
+    KVValueError,
+)
 from .nearcache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, NearKV, near_cache
 from .serializers import EntryCodec, SignatureError, decode_entry, retime
 from .transport import CallCounter
@@ -116,8 +124,9 @@ def _land(flight_key, flight, value):
 
 
 def _transient(exc):
-    """Return True for the failures IGNORE_EXCEPTIONS may hide: connection errors, 429 and 5xx."""
-    if isinstance(exc, (KVConnectionError, KVRateLimitError)):
+    """Return True for the failures IGNORE_EXCEPTIONS may hide: connection errors, 429, 5xx and
+    answers no KV gives (a broken server or proxy, as a 5xx is)."""
+    if isinstance(exc, (KVConnectionError, KVRateLimitError, KVMalformedResponseError)):
         return True
     if isinstance(exc, KVBulkError):
         if exc.partial:

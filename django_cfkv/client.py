@@ -20,6 +20,7 @@ from .exceptions import (
     KVAuthError,
     KVBulkError,
     KVError,
+    KVMalformedResponseError,
     KVNotFoundError,
     KVRateLimitError,
 )
@@ -277,9 +278,11 @@ def _envelope(response):
     try:
         data = response.json()
     except ValueError:  # json's errors, and UnicodeDecodeError, are ValueErrors
-        raise KVAPIError("Workers KV answered with something that is not JSON.",
-                         status=response.status_code, ray_id=response.headers.get("cf-ray")) from None
-    if not isinstance(data, dict) or data.get("success") is not True:
+        raise KVMalformedResponseError("Workers KV answered with something that is not JSON.",
+                                       status=response.status_code, ray_id=response.headers.get("cf-ray")) from None
+    if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
+        raise _malformed(response, "envelope (no success field)")
+    if data["success"] is not True:
         errors = _errors(data, response)
         raise KVAPIError(f"Workers KV reported failure: {_describe(errors)}",
                          status=response.status_code, errors=errors,
@@ -297,7 +300,7 @@ def _result(response, types, what):
 
 
 def _malformed(response, what):
-    return KVAPIError(f"Workers KV answered with a malformed {what}. Check BASE_URL: it should be "
+    return KVMalformedResponseError(f"Workers KV answered with a malformed {what}. Check BASE_URL: it should be "
                       "Cloudflare's API or the django-cfkv gateway.",
                       status=response.status_code, ray_id=response.headers.get("cf-ray"))
 

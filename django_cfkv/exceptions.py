@@ -69,6 +69,12 @@ class KVRateLimitError(KVAPIError):
         self.retry_after = retry_after
 
 
+class KVMalformedResponseError(KVAPIError):
+    """An answer no Workers KV gives: not JSON where JSON is due, the wrong shape, larger
+    than KV can hold, or a listing that does not move on. Like a 5xx, it says the
+    server (or whatever answers in BASE_URL's place) is broken."""
+
+
 class KVBulkError(KVAPIError):
     """A bulk write or delete left some keys undone; ``.keys`` names them.
 

@@ -44,7 +44,13 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import __version__, limits
-from .exceptions import CFKVConfigurationError, KVAPIError, KVConnectionError, KVRateLimitError, KVTimeout
+from .exceptions import (
+    CFKVConfigurationError,
+    KVConnectionError,
+    KVMalformedResponseError,
+    KVRateLimitError,
+    KVTimeout,
+)
 
 logger = logging.getLogger("django_cfkv")
 
@@ -93,7 +99,7 @@ calls = CallCounter()
 request_guards = []
 
 
-class ResponseTooLargeError(KVAPIError):
+class ResponseTooLargeError(KVMalformedResponseError):
     """An answer larger than any Workers KV can give (it was not read whole)."""
 
 

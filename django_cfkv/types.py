@@ -2,7 +2,7 @@
 
 from typing import Any, NamedTuple
 
-from .exceptions import KVAPIError
+from .exceptions import KVMalformedResponseError
 
 # Cloudflare may answer a page with no keys and a cursor (keys expired or
 # deleted since it was cut). A run this long of them (a million dead keys in a
@@ -36,7 +36,7 @@ class KeyPage(NamedTuple):
 def iter_pages(kv, prefix=None, limit=1000):
     """Yield every KeyPage of a listing, following cursors; the only loop over pages.
 
-    A listing that cannot end raises KVAPIError instead of looping forever: a
+    A listing that cannot end raises KVMalformedResponseError (a KVAPIError) instead of looping forever: a
     cursor seen twice (a server going round in circles), a page with exactly
     the keys of the page before it, or MAX_EMPTY_PAGES empty pages in a row.
     """
@@ -46,7 +46,7 @@ def iter_pages(kv, prefix=None, limit=1000):
         names = [info.name for info in page.keys]
         empty = 0 if names else empty + 1
         if page.cursor and (page.cursor in seen or (names and names == previous) or empty >= MAX_EMPTY_PAGES):
-            raise KVAPIError(
+            raise KVMalformedResponseError(
                 "Workers KV's key listing does not move on (it repeats a cursor or a page), so it was "
                 "stopped rather than followed forever. Check BASE_URL: it should be Cloudflare's API "
                 "or the django-cfkv gateway.")

@@ -124,3 +124,23 @@ def test_a_malformed_expiration_header_is_a_kvapierror(api, fake_client):
 def test_a_bulk_read_cannot_add_keys_that_were_not_asked(api, fake_client):
     api.post(f"{BASE}/bulk/get", json=_envelope({"values": {"k": "v", "other": "injected"}}))
     assert fake_client.get_many(["k"]) == {"k": b"v"}
+
+
+@pytest.mark.parametrize("body", [b"<html>captive portal</html>", b'{"result": []}', b"[1, 2]"])
+def test_the_cache_under_ignore_exceptions_degrades_on_an_answer_no_kv_gives(body):
+    """A broken proxy in BASE_URL's place is a failing upstream, as a 5xx is: ignored, not a 500."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    alias = {"default": {"ACCOUNT_ID": ACCOUNT, "NAMESPACE_ID": NS, "API_TOKEN": TOKEN, "MAX_RETRIES": 0}}
+    cache = {"default": {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "default",
+                         "OPTIONS": {"IGNORE_EXCEPTIONS": True}}}
+    with override_settings(CFKV=alias, CACHES=cache), responses.RequestsMock(
+            assert_all_requests_are_fired=False) as api:
+        for method in ("GET", "PUT", "POST", "DELETE"):
+            api.add(method, ANY, status=200, body=body, content_type="text/html")
+        c = caches["default"]
+        c.set("k", 1)
+        assert c.get_many(["k", "j"]) == {}
+        assert c.keys("*") == []
+        assert c.delete("k") is False
