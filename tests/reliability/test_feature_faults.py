@@ -28,7 +28,7 @@ from .conftest import ACCOUNT, NS, TOKEN, failure
 CF_BASE = "https://api.cloudflare.com/client/v4"
 RETRY = {"MAX_RETRIES": 1, "TIMEOUT": 0.15}
 
-# name: (where the fault comes from, is it transient (retryable) per the error tree)
+# name: (where the fault comes from, is it transient (IGNORE_EXCEPTIONS hides it) per the error tree)
 FAULTS = {
     "429_retry_after": ("emulator", True),
     "429_bare": ("emulator", True),
@@ -43,7 +43,7 @@ FAULTS = {
     "401": ("responses", False),
     "403": ("emulator", False),
     "missing_namespace": ("emulator", False),
-    "malformed_200": ("responses", False),
+    "malformed_200": ("responses", True),  # an answer no KV gives (KVMalformedResponseError): as a 5xx
     "success_false_200": ("responses", False),
 }
 TRANSIENT = [name for name, (_, transient) in FAULTS.items() if transient]
