@@ -370,9 +370,7 @@ def _error_for(response):
     kwargs = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"), "result": result}
     detail = _describe(errors)
     if status in (401, 403):
-        return KVAuthError(
-            f"Cloudflare refused the API token ({detail}). Check API_TOKEN and that it has the "
-            f"'{TOKEN_PERMISSION}' permission for this account.", **kwargs)
+        return KVAuthError(_auth_advice(response.headers.get("WWW-Authenticate", ""), detail), **kwargs)
     if status == 404:
         if any(e.get("code") == KEY_NOT_FOUND for e in errors):
             return KVNotFoundError(f"Key not found ({detail}).", **kwargs)
@@ -389,6 +387,18 @@ def _error_for(response):
     if status >= 500:
         return KVAPIError(f"Workers KV failed with a server error ({detail}).", **kwargs)
     return KVAPIError(f"Workers KV refused the request ({detail}).", **kwargs)
+
+
+def _auth_advice(challenge, detail):
+    """Say which token to fix: the Worker gateway names itself in its challenge."""
+    if 'realm="django-cfkv-gateway"' not in challenge:
+        return (f"Cloudflare refused the API token ({detail}). Check API_TOKEN and that it has the "
+                f"'{TOKEN_PERMISSION}' permission for this account.")
+    if "insufficient_scope" in challenge:
+        return (f"The django-cfkv gateway refused a write ({detail}): API_TOKEN is its read-only token. "
+                "Writes need the value of the gateway's CFKV_GATEWAY_TOKEN secret.")
+    return (f"The django-cfkv gateway refused the token ({detail}). Set API_TOKEN to the value of the "
+            "gateway's CFKV_GATEWAY_TOKEN secret (or CFKV_GATEWAY_READ_TOKEN, for reads only).")
 
 
 def _unsuccessful(response):

@@ -174,5 +174,44 @@ class GatewayServer:
         return response.json()
 
 
+WRANGLER = GATEWAY_DIR / "node_modules" / "wrangler" / "bin" / "wrangler.js"
+LOOPBACK_ONLY = GATEWAY_DIR / "loopback-only.cjs"
+BLOCKED = "cfkv-test: blocked a connection"
+
+
+def wrangler(*args, base_url, token, account_id, home, cwd=None, timeout=120):
+    """Run Cloudflare's CLI (the version pinned in tests/gateway/package.json) against ``base_url``.
+
+    Returns the finished process (text stdout/stderr); a non-zero exit raises.
+    Nothing leaves loopback: telemetry, error reports and the banner's update
+    check are off, ``loopback-only.cjs`` refuses any other connection, and an
+    attempt fails the call. ``home`` stands in for the user's home, so no real
+    wrangler login or config is read.
+    """
+    if shutil.which("node") is None or not WRANGLER.exists():
+        raise GatewayNotInstalled(f"wrangler is missing from tests/gateway/node_modules: {INSTALL_HINT}.")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(pathlib.Path(home) / ".config"),
+        "CLOUDFLARE_API_BASE_URL": base_url,
+        "CLOUDFLARE_API_TOKEN": token,
+        "CLOUDFLARE_ACCOUNT_ID": account_id,
+        "WRANGLER_SEND_METRICS": "false",
+        "WRANGLER_SEND_ERROR_REPORTS": "false",
+        "WRANGLER_HIDE_BANNER": "true",  # the banner checks npm for a newer wrangler
+        "WRANGLER_LOG_PATH": str(pathlib.Path(home) / "wrangler-logs"),
+        "NO_COLOR": "1",
+        "NODE_OPTIONS": f"--require {LOOPBACK_ONLY}",
+    }
+    proc = subprocess.run(["node", str(WRANGLER), *args], cwd=str(cwd or home), env=env, text=True,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    if BLOCKED in proc.stderr:
+        raise AssertionError(f"wrangler {' '.join(args)} tried to leave loopback:\n{proc.stderr}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrangler {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def in_ci():
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")

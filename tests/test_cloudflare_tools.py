@@ -1,16 +1,25 @@
-"""Cloudflare's own client drives the gateway and the emulator.
+"""Cloudflare's own tools drive the gateway and the emulator.
 
-The official `cloudflare` Python SDK was written by nobody here: what it does
-with our answers (auto-pagination, bulk calls, error classes) is the yardstick
-for "speaks the KV REST API". Everything runs on loopback.
+The official `cloudflare` Python SDK and wrangler (Cloudflare's CLI, the
+version pinned in tests/gateway/package.json) were written by nobody here:
+what they do with our answers (auto-pagination, bulk calls, error classes,
+the config they suggest) is the yardstick for "speaks the KV REST API".
+Everything runs on loopback; wrangler cannot leave it (see gateway_server.wrangler).
 """
 
+import io
 import itertools
+import json
+import re
+import shlex
 
 import cloudflare
 import pytest
+from django.core.management import call_command
 
-from .gateway_server import GatewayServer
+from .gateway_server import GatewayServer, wrangler
+
+ACCOUNT = "0123456789abcdef0123456789abcdef"
 
 
 def sdk(base_url, token):
@@ -96,7 +105,7 @@ def emulator(tmp_path):
 
 def test_sdk_namespace_calls_on_the_emulator(emulator):
     client = sdk(emulator.base_url, "emulator-token")
-    account = {"account_id": "0123456789abcdef0123456789abcdef"}
+    account = {"account_id": ACCOUNT}
     made = {t: client.kv.namespaces.create(title=t, **account).id for t in ["beta", "alpha", "gamma"]}
 
     def titles(**params):
@@ -125,4 +134,81 @@ def test_sdk_namespace_calls_on_the_emulator(emulator):
 
 
 def test_sdk_data_calls_on_the_emulator(emulator):
-    drive_data_calls(sdk(emulator.base_url, "emulator-token"), "0123456789abcdef0123456789abcdef", "a" * 32)
+    drive_data_calls(sdk(emulator.base_url, "emulator-token"), ACCOUNT, "a" * 32)
+
+
+# ------------------------------------------------------------------- wrangler
+
+
+def test_wrangler_makes_the_namespace_gateway_init_asks_for(emulator, settings, tmp_path):
+    # Run the command `cfkv gateway init` prints, as printed, in the project it
+    # wrote: the binding wrangler then suggests must be the one the Worker reads.
+    settings.CFKV = {}  # no NAMESPACE_ID to put in the project: it says how to make one
+    out = io.StringIO()
+    call_command("cfkv", "gateway", "init", str(tmp_path / "gw"), stdout=out)
+    line = next(line for line in out.getvalue().splitlines() if "wrangler kv namespace create" in line)
+    command = shlex.split(line)
+    assert command[:2] == ["npx", "wrangler"]
+    made = wrangler(*command[2:], base_url=emulator.base_url, token="emulator-token", account_id=ACCOUNT,
+                    home=tmp_path, cwd=tmp_path / "gw").stdout
+    suggested = re.search(r'\[\[kv_namespaces\]\]\s*binding = "([^"]+)"\s*id = "([0-9a-f]{32})"', made)
+    toml = (tmp_path / "gw" / "wrangler.toml").read_text()
+    configured = re.search(r'\[\[kv_namespaces\]\]\s*binding = "([^"]+)"', toml)
+    assert suggested and configured, made
+    assert suggested.group(1) == configured.group(1) == "KV"
+    assert "env.KV" in (tmp_path / "gw" / "worker.js").read_text()
+    listed = sdk(emulator.base_url, "emulator-token").kv.namespaces.list(account_id=ACCOUNT)
+    assert suggested.group(2) in [n.id for n in listed]
+
+
+def test_wrangler_namespace_and_key_commands_on_the_emulator(emulator, tmp_path):
+    def run(*args):
+        return wrangler(*args, base_url=emulator.base_url, token="emulator-token", account_id=ACCOUNT,
+                        home=tmp_path).stdout
+
+    client = sdk(emulator.base_url, "emulator-token")
+    for title in ["zeta", "eta"]:
+        run("kv", "namespace", "create", title)
+    # wrangler asks for order=title, direction=asc, and pages with the SDK.
+    assert [n["title"] for n in json.loads(run("kv", "namespace", "list"))] == ["eta", "zeta"]
+    run("kv", "namespace", "rename", "zeta", "--new-name", "alpha")
+    listed = json.loads(run("kv", "namespace", "list"))
+    assert [n["title"] for n in listed] == ["alpha", "eta"]
+    ns = ("--namespace-id", listed[0]["id"], "--remote")
+
+    run("kv", "key", "put", "session:a b", "hello", "--metadata", '{"m": 1}', "--ttl", "600", *ns)
+    assert run("kv", "key", "get", "session:a b", "--text", *ns).strip() == "hello"
+    (tmp_path / "items.json").write_text(json.dumps([{"key": "text", "value": "v"},
+                                                      {"key": "binary", "value": "/wA=", "base64": True}]))
+    run("kv", "bulk", "put", str(tmp_path / "items.json"), *ns)
+    assert client.kv.namespaces.values.get("binary", account_id=ACCOUNT, namespace_id=listed[0]["id"]).read() \
+        == b"\xff\x00"
+    keys = json.loads(run("kv", "key", "list", *ns))
+    assert [k["name"] for k in keys] == ["binary", "session:a b", "text"]
+    assert keys[1]["metadata"] == {"m": 1} and keys[1]["expiration"] > 0
+    (tmp_path / "keys.json").write_text(json.dumps(["text", "session:a b"]))
+    got = run("kv", "bulk", "get", str(tmp_path / "keys.json"), *ns)  # JSON, then "Success!"
+    assert json.JSONDecoder().raw_decode(got)[0] == {"text": "v", "session:a b": "hello"}
+    run("kv", "bulk", "delete", str(tmp_path / "keys.json"), "--force", *ns)
+    run("kv", "key", "delete", "binary", *ns)
+    assert json.loads(run("kv", "key", "list", *ns)) == []
+
+    run("kv", "namespace", "delete", "--namespace-id", listed[0]["id"])
+    assert [n["title"] for n in json.loads(run("kv", "namespace", "list"))] == ["eta"]
+
+
+def test_wrangler_on_the_gateway(gw, tmp_path):
+    def run(*args, token=gw.token):
+        return wrangler(*args, base_url=gw.base_url, token=token, account_id=gw.account_id, home=tmp_path,
+                        timeout=60).stdout
+
+    # The SDK inside wrangler pages until an empty page: this ended only by timing out.
+    listed = json.loads(run("kv", "namespace", "list", token=gw.read_token))
+    assert listed == [{"id": gw.namespace_id, "title": "django-cfkv-gateway", "supports_url_encoding": True}]
+    ns = ("--namespace-id", gw.namespace_id, "--remote")
+    run("kv", "key", "put", "wr/k", "value", "--metadata", '{"m": 1}', *ns)
+    assert run("kv", "key", "get", "wr/k", "--text", *ns, token=gw.read_token).strip() == "value"
+    assert json.loads(run("kv", "key", "list", "--prefix", "wr/", *ns)) == [{"name": "wr/k", "metadata": {"m": 1}}]
+    run("kv", "key", "delete", "wr/k", *ns)
+    with pytest.raises(RuntimeError, match="Authentication error"):
+        run("kv", "key", "put", "wr/k", "v", *ns, token=gw.read_token)

@@ -111,6 +111,9 @@ def test_refused_before_any_kv_operation(gw, http, headers, status):
         assert response.status_code == status, (method, path)
         assert errors(response) == [10000]
         assert response.json()["errors"][0]["message"] == "Authentication error"
+        # It says who refused (RFC 6750), so a client names the gateway's secrets.
+        assert response.headers["www-authenticate"] == (
+            'Bearer realm="django-cfkv-gateway"' + (', error="invalid_token"' if status == 403 else ""))
         assert response.headers["x-test-kv-ops"] == "0"
         assert "access-control-allow-origin" not in response.headers
     assert http.get(vurl(gw, "auth-probe"), headers=gw.headers()).content == b"original"
@@ -132,6 +135,7 @@ def test_read_token_reads_but_cannot_write(gw, http):
         response = http.request(method, url(gw, path), headers=read, **kwargs)
         assert response.status_code == 403, (method, path)
         assert errors(response) == [10000]
+        assert response.headers["www-authenticate"] == 'Bearer realm="django-cfkv-gateway", error="insufficient_scope"'
         assert response.headers["x-test-kv-ops"] == "0"
     response = http.post(gw.url + "/__cfkv/internal/bulk", json={"op": "delete", "items": ["ro-key"]},
                          headers=read)
@@ -632,16 +636,47 @@ def test_kvclient_errors_through_the_gateway(gw):
     from django_cfkv.client import KVClient
     from django_cfkv.exceptions import KVAuthError, KVBulkError
 
+    # The advice names the gateway's secrets, not a Cloudflare API token's permission.
     reader = KVClient(gw.account_id, gw.namespace_id, gw.read_token, base_url=gw.base_url, max_retries=0)
-    with pytest.raises(KVAuthError):
+    with pytest.raises(KVAuthError) as info:
         reader.put("c/ro", b"x")
+    assert "read-only token" in str(info.value) and "CFKV_GATEWAY_TOKEN secret" in str(info.value)
+    assert "Workers KV Storage" not in str(info.value)
     reader.close()
+    stranger = KVClient(gw.account_id, gw.namespace_id, "not-the-token", base_url=gw.base_url, max_retries=0)
+    with pytest.raises(KVAuthError) as info:
+        stranger.get("c/ok")
+    assert "CFKV_GATEWAY_TOKEN secret" in str(info.value) and "CFKV_GATEWAY_READ_TOKEN" in str(info.value)
+    assert "Workers KV Storage" not in str(info.value) and "not-the-token" not in str(info.value)
+    stranger.close()
     writer = KVClient(gw.account_id, gw.namespace_id, gw.token, base_url=gw.base_url, max_retries=0)
     with pytest.raises(KVBulkError) as info:
         writer.put_many([{"key": "c/ok", "value": "1"}, {"key": FAIL_PREFIX + "c", "value": "2"}])
     assert list(info.value.keys) == [FAIL_PREFIX + "c"]
     assert writer.get("c/ok") == b"1"
     writer.close()
+
+
+def test_ping_with_a_wrong_gateway_token_names_the_gateway_secrets(gw, settings):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    settings.CFKV = {"default": {**gw.settings(), "API_TOKEN": "not-the-token", "MAX_RETRIES": 0}}
+    with pytest.raises(CommandError) as info:
+        call_command("cfkv", "ping")
+    assert "django-cfkv gateway refused the token" in str(info.value)
+    assert "CFKV_GATEWAY_TOKEN" in str(info.value) and "Workers KV Storage" not in str(info.value)
+
+
+def test_cloudflare_s_own_refusal_still_names_the_api_token_permission(cfkv_emulator):
+    from django_cfkv.client import KVClient
+    from django_cfkv.exceptions import KVAuthError
+
+    client = KVClient(cfkv_emulator.account_id, "n", "wrong", base_url=cfkv_emulator.base_url, max_retries=0)
+    with pytest.raises(KVAuthError, match="Workers KV Storage") as info:
+        client.get("k")
+    assert "gateway" not in str(info.value)
+    client.close()
 
 
 # ------------------------------------------------------------ write_project
@@ -687,4 +722,5 @@ def test_deploy_instructions():
                    "https://my-gw.<your-subdomain>.workers.dev/client/v4", "0123456789abcdef0123456789abcdef",
                    "ACCOUNT_ID", "API_TOKEN"]:
         assert needle in text
-    assert "kv namespace create" in gateway_pkg.deploy_instructions("my-gw", None)
+    assert "npx wrangler kv namespace create cfkv --binding KV" in gateway_pkg.deploy_instructions("my-gw", None)
+    assert "npx wrangler kv namespace create cfkv --binding KV" in gateway_pkg.wrangler_toml("my-gw")

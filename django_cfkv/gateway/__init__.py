@@ -15,6 +15,9 @@ __all__ = ["COMPATIBILITY_DATE", "deploy_instructions", "worker_source", "wrangl
 
 COMPATIBILITY_DATE = "2026-04-01"
 NAMESPACE_PLACEHOLDER = "REPLACE_WITH_YOUR_NAMESPACE_ID"
+# --binding: wrangler otherwise suggests the title ("cfkv") as the binding, and
+# the Worker reads env.KV.
+CREATE_NAMESPACE = "npx wrangler kv namespace create cfkv --binding KV"
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -41,7 +44,7 @@ def wrangler_toml(name="cfkv-gateway", namespace_id=None):
     note = ""
     if namespace_id is None:
         note = (
-            "# Create a namespace with `npx wrangler kv namespace create cfkv` and put its id\n"
+            f"# Create a namespace with `{CREATE_NAMESPACE}` and put its id\n"
             f"# in place of {NAMESPACE_PLACEHOLDER} below (both places).\n"
         )
     return f"""# Worker gateway for django-cfkv: serves the Workers KV REST API over the KV binding.
@@ -96,7 +99,7 @@ def deploy_instructions(name, namespace_id):
     if namespace_id is None:
         steps.append(
             "Create the namespace and put its id in wrangler.toml (binding KV and var CFKV_NAMESPACE_ID):\n"
-            "     npx wrangler kv namespace create cfkv"
+            f"     {CREATE_NAMESPACE}"
         )
     steps += [
         "Deploy the Worker (from the project directory; wrangler asks you to log in once):\n"

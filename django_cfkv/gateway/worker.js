@@ -287,6 +287,15 @@ function sameBytes(a, b) {
   return diff === 0;
 }
 
+// A refusal names the gateway in an RFC 6750 challenge, so a client can tell
+// its user to fix the gateway's token secrets, not a Cloudflare API token.
+// `problem`: "invalid_token" (a wrong token), "insufficient_scope" (the read
+// token writing), or none (no bearer token at all).
+function authError(status, problem) {
+  const challenge = `Bearer realm="${SERVICE}"` + (problem ? `, error="${problem}"` : "");
+  return new ApiError(status, 10000, "Authentication error", { "www-authenticate": challenge });
+}
+
 // Returns "write" or "read". Throws 401 (no bearer token) or 403 (wrong one).
 // Hashing both sides first gives equal-length inputs, and every configured
 // token is compared on every request, so timing reveals neither length nor
@@ -297,7 +306,7 @@ async function authenticate(request, env) {
   }
   const header = request.headers.get("authorization") || "";
   const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
-  if (!match) throw new ApiError(401, 10000, "Authentication error");
+  if (!match) throw authError(401);
   const presented = await sha256(match[1]);
   const candidates = [
     ["write", env.CFKV_GATEWAY_TOKEN],
@@ -311,12 +320,12 @@ async function authenticate(request, env) {
     const equal = sameBytes(presented, await secretDigest(secret));
     if (equal && role !== "write") role = candidateRole;
   }
-  if (!role) throw new ApiError(403, 10000, "Authentication error");
+  if (!role) throw authError(403, "invalid_token");
   return role;
 }
 
 function requireWrite(role) {
-  if (role !== "write") throw new ApiError(403, 10000, "Authentication error");
+  if (role !== "write") throw authError(403, "insufficient_scope");
 }
 
 // --------------------------------------------------------------- concurrency
