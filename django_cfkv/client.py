@@ -31,6 +31,7 @@ from .transport import (
     ResponseTooLargeError,
     Transport,
     _parse_retry_after,
+    account_block,
 )
 from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
@@ -383,7 +384,7 @@ def _error_for(response):
             f"Cloudflare's rate limit was hit ({detail}): 1,200 API calls per 5 minutes per user, "
             "or one write per second to the same key"
             + (f"; retry after {retry_after:.0f} s." if retry_after is not None else "."),
-            retry_after=retry_after, **kwargs)
+            retry_after=retry_after, account_wide=account_block(response) > 0, **kwargs)
     if status >= 500:
         return KVAPIError(f"Workers KV failed with a server error ({detail}).", **kwargs)
     return KVAPIError(f"Workers KV refused the request ({detail}).", **kwargs)

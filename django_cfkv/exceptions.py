@@ -62,11 +62,17 @@ class KVNotFoundError(KVAPIError):
 
 
 class KVRateLimitError(KVAPIError):
-    """429: Cloudflare's API rate limit (or KV's one-write-per-second-per-key)."""
+    """429: Cloudflare's API rate limit (or KV's one-write-per-second-per-key).
 
-    def __init__(self, message, *, retry_after=None, **kwargs):
+    ``account_wide`` is True only when Cloudflare said every call of the account
+    is refused (the REST quota is spent) for ``retry_after`` seconds; otherwise
+    the 429 is about this one call or key, and other calls may go on.
+    """
+
+    def __init__(self, message, *, retry_after=None, account_wide=False, **kwargs):
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+        self.account_wide = account_wide
 
 
 class KVMalformedResponseError(KVAPIError):

@@ -113,7 +113,7 @@ RULE_FIELDS = {"path", "methods", "rate", "key", "group"}
 SIMPLE_KEYS = ("ip", "user", "user_or_ip")
 PREFIXED_KEYS = ("header", "get", "post")  # django-ratelimit's spelling: request.GET / request.POST
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+_RATE_RE = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]*)\s*([smhd])\s*$")  # ASCII digits: \d takes "೦"
 _GROUP_RE = re.compile(r"^[\w.\-/]{1,100}$")
 
 
@@ -652,7 +652,10 @@ class ShardedCounter:
 
     def _failed(self, exc, action):
         mono = time.monotonic()
-        pause = max(OUTAGE_BACKOFF, float(getattr(exc, "retry_after", None) or 0))
+        # A 429 about one key or call says nothing of the others: only a spent
+        # account quota (or an outage) keeps every counter off KV for longer.
+        retry_after = getattr(exc, "retry_after", None) if getattr(exc, "account_wide", False) else None
+        pause = max(OUTAGE_BACKOFF, float(retry_after or 0))
         with self._lock:
             self._down_until = max(self._down_until, mono + pause)
             log = mono - self._logged_at >= LOG_EVERY

@@ -222,7 +222,7 @@ class Transport:
                 f"Cloudflare's API refuses every call of this account for another {blocked:.0f} s (it "
                 "answered 429 with no call left in its quota); no call was sent. Past 1,200 calls per "
                 "5 minutes every call is refused for 5 minutes: see 'Scaling past the REST quota'.",
-                status=429, retry_after=blocked)
+                status=429, retry_after=blocked, account_wide=True)
         deadline = time.monotonic() + self.deadline
         attempt = 0
         while True:

@@ -20,7 +20,8 @@ def test_parse_rate(rate, expected):
     assert rl.parse_rate(rate) == expected
 
 
-@pytest.mark.parametrize("rate", ["", "5", "5/x", "0/m", "5/0m", "-1/m", "5/m/s", "five/m", None, 5, "5/05m"])
+@pytest.mark.parametrize("rate", ["", "5", "5/x", "0/m", "5/0m", "-1/m", "5/m/s", "five/m", None, 5, "5/05m",
+                                  "1/\u0ce6d", "\u0665/m", "5/\uff11m"])  # digits of other scripts: int() reads them
 def test_parse_rate_rejects_with_the_check_id(rate):
     with pytest.raises(rl.ConfigProblem) as info:
         rl.parse_rate(rate)
@@ -484,3 +485,32 @@ def test_limiter_usage_and_fail_policy(tmp_path, settings):
 def test_a_cap_below_one_shard_still_counts(tmp_path):
     counter = rl.ShardedCounter(LocalKV(tmp_path / "kv.sqlite3"), background=False, list_budget=0, max_shards=0)
     assert [counter.hit("p", "c", 5, 3600, time.time())[0] for _ in range(3)] == [1, 2, 3]
+
+
+# What a failed KV call makes the counter do
+
+
+class _Refusing(LocalKV):
+    """A store whose list calls are refused with a given error."""
+
+    error = None
+
+    def list_keys(self, prefix=None, limit=1000, cursor=None):
+        raise self.error
+
+
+@pytest.mark.parametrize("account_wide, paused_at_least", [(False, 0), (True, 200)])
+def test_only_a_spent_account_quota_keeps_the_counter_off_kv_for_its_retry_after(tmp_path, account_wide,
+                                                                                  paused_at_least):
+    from django_cfkv.exceptions import KVRateLimitError
+
+    kv = _Refusing(tmp_path / "kv.sqlite3")
+    kv.error = KVRateLimitError("429", status=429, retry_after=240, account_wide=account_wide)
+    counter = rl.ShardedCounter(kv, background=False)
+    started = time.monotonic()
+    counter.hit("p", "c", 10, 60, time.time())
+    pause = counter._down_until - started
+    # A 429 about one key or call (one write per second) pauses only for the usual outage backoff.
+    assert pause >= paused_at_least
+    assert pause <= (rl.OUTAGE_BACKOFF + 1 if not account_wide else 241)
+    counter.close()

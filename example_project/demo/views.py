@@ -67,7 +67,8 @@ def home(request):
         "counted": counted,
         "session_unread": getattr(session, "load_failed", False),
         "visits": session["visits"] if counted else None,
-        "session_key": request.session.session_key,
+        # Only the start: the whole id belongs in the HttpOnly cookie, out of reach of a page's scripts.
+        "session_id_start": (request.session.session_key or "")[:6],
         "kv_key": key and inspect.display_key(key),  # in the plain layout a key name is a usable id
         "kv_metadata": metadata,
         "kv_metadata_read": metadata_read,

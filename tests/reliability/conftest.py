@@ -148,7 +148,13 @@ def seen_paths(cfkv_emulator, monkeypatch):
 
 @pytest.fixture
 def emulator(cfkv_emulator):
-    """The session emulator with faults cleared before and after the test."""
+    """The session emulator with faults cleared and a fresh API window, before and after the test.
+
+    Past 1,200 calls in its window the emulator says the quota is spent, which
+    would turn one test's injected 429s into an account-wide block.
+    """
     cfkv_emulator.clear_faults()
+    cfkv_emulator.reset_quota()
     yield cfkv_emulator
     cfkv_emulator.clear_faults()
+    cfkv_emulator.reset_quota()

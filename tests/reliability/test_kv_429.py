@@ -37,6 +37,7 @@ def test_a_429_that_does_not_speak_for_the_account_leaves_other_calls_alone(api,
         fake_client.put("busy", b"v")
     fake_client.put("other", b"v")  # sent, and written
     assert [c.request.url.rsplit("/", 1)[1] for c in api.calls][-1] == "other"
+    assert info.value.account_wide is False  # callers (the limiter) may keep calling KV
     assert info.value.retry_after is None or info.value.retry_after <= limits.QUOTA_BLOCK_SECONDS
 
 
@@ -51,6 +52,7 @@ def test_the_quota_429_stops_every_call_for_at_most_five_minutes(api, fake_clien
     error = _refused_without_io(fake_client)
     assert len(api.calls) == sent  # spared: Cloudflare would refuse it anyway
     assert blocked - 5 < error.retry_after <= blocked
+    assert info.value.account_wide and error.account_wide
 
 
 def test_a_blocked_alias_calls_again_once_the_block_is_over(api, fake_client, slept, monkeypatch):
