@@ -37,12 +37,12 @@ import time
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey, default_key_func
-from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model
 
 from . import limits
 from .conf import get_kv
 from .exceptions import (
+    CFKVConfigurationError,
     KVAPIError,
     KVBulkError,
     KVConnectionError,
@@ -151,13 +151,13 @@ class CloudflareKVCache(BaseCache):
         options = dict(params.get("OPTIONS") or {})
         for culling in ("MAX_ENTRIES", "CULL_FREQUENCY"):
             if culling in options:
-                raise ImproperlyConfigured(
+                raise CFKVConfigurationError(
                     f"CloudflareKVCache does not support OPTIONS['{culling}']: Workers KV has no entry "
                     "limit to cull to. Remove it; entries leave KV when they expire."
                 )
         unknown = sorted(set(options) - set(OPTION_DEFAULTS))
         if unknown:
-            raise ImproperlyConfigured(
+            raise CFKVConfigurationError(
                 f"Unknown CloudflareKVCache OPTIONS {', '.join(unknown)}; valid: {', '.join(OPTION_DEFAULTS)}."
             )
         super().__init__(params)
@@ -166,10 +166,10 @@ class CloudflareKVCache(BaseCache):
         try:
             self._codec = EntryCodec(opts["SERIALIZER"], opts["COMPRESS_MIN_BYTES"])
         except ValueError as exc:
-            raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS: {exc}") from exc
+            raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS: {exc}") from exc
         self._kv_prefix = opts["KV_PREFIX"]
         if not isinstance(self._kv_prefix, str) or len(self._kv_prefix.encode()) > 128:
-            raise ImproperlyConfigured("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.")
+            raise CFKVConfigurationError("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.")
         self._hash_long_keys = _flag(opts, "HASH_LONG_KEYS")
         self._ignore_exceptions = _flag(opts, "IGNORE_EXCEPTIONS")
         self._stampede = _flag(opts, "STAMPEDE_PROTECTION")
@@ -644,7 +644,7 @@ class CloudflareKVCache(BaseCache):
         marker = "\x00"
         made = self._made_key(marker, version)
         if made.count(marker) != 1:
-            raise ImproperlyConfigured("keys(), iter_keys() and delete_pattern() need a KEY_FUNCTION "
+            raise CFKVConfigurationError("keys(), iter_keys() and delete_pattern() need a KEY_FUNCTION "
                                        "that includes the key unchanged.")
         head, tail = made.split(marker)
         head = self._kv_prefix + head
@@ -714,7 +714,7 @@ def _number(opts, name, *, zero_ok=False, hint=""):
     value = opts[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
             value < 0 or (value == 0 and not zero_ok):
-        raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS['{name}'] must be a number "
+        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS['{name}'] must be a number "
                                    f"{'of 0 or more' if zero_ok else 'above 0'}{hint}; got {value!r}.")
     return value
 
@@ -722,7 +722,7 @@ def _number(opts, name, *, zero_ok=False, hint=""):
 def _flag(opts, name):
     """Return OPTIONS[name] if it is True or False (a string such as "false" would read as True)."""
     if not isinstance(opts[name], bool):
-        raise ImproperlyConfigured(f"CloudflareKVCache OPTIONS['{name}'] must be True or False; got {opts[name]!r}.")
+        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS['{name}'] must be True or False; got {opts[name]!r}.")
     return opts[name]
 
 

@@ -8,7 +8,12 @@ from django.core.checks import Error, Tags, Warning, register
 
 from . import conf
 from .exceptions import CFKVConfigurationError
-from .transport import _checked_token
+from .transport import checked_token
+
+
+def config_error(exc: CFKVConfigurationError, id: str | None = None) -> Error:
+    """Return the check Error for a configuration error: its text, its id (else ``id``) and its hint."""
+    return Error(exc.message, id=exc.id or id, hint=exc.hint)
 
 
 @register(Tags.compatibility)
@@ -17,13 +22,13 @@ def check_cfkv_setting(app_configs=None, **kwargs):
     try:
         config = conf.get_config()
     except CFKVConfigurationError as exc:
-        return [Error(str(exc), id="django_cfkv.E001", hint="CFKV = {'default': {'BACKEND': 'local'}}")]
+        return [config_error(exc, "django_cfkv.E001")]
     errors = []
     for alias in config:
         try:
             settings = conf.alias_config(alias)
         except CFKVConfigurationError as exc:
-            errors.append(Error(str(exc), id="django_cfkv.E001"))
+            errors.append(config_error(exc, "django_cfkv.E001"))
             continue
         errors += _check_alias(alias, settings)
     return errors
@@ -43,9 +48,9 @@ def _check_alias(alias, settings):
                 ))
         if settings.get("API_TOKEN"):
             try:
-                _checked_token(settings["API_TOKEN"])
+                checked_token(settings["API_TOKEN"])
             except CFKVConfigurationError as exc:
-                errors.append(Error(str(exc), id="django_cfkv.E008"))
+                errors.append(config_error(exc, "django_cfkv.E008"))
         url = urlsplit(str(settings.get("BASE_URL", "")))
         if url.scheme not in ("http", "https") or not url.netloc:
             errors.append(Error(f"CFKV[{alias!r}]['BASE_URL'] is not an http(s) URL.", id="django_cfkv.E003",
@@ -83,21 +88,20 @@ def _check_alias(alias, settings):
 @register(Tags.security)
 def check_ratelimit_setting(app_configs=None, **kwargs):
     """Check CFKV_RATELIMIT: options, rules (rates, regexes, keys), proxies, ALIAS and CACHE."""
-    from django.conf import settings as django_settings
-
     from .ratelimit import compile_settings
 
     raw = conf.setting("CFKV_RATELIMIT")
     options, _, problems = compile_settings(raw)
-    errors = [Error(str(p), id=p.id, hint=p.hint) for p in problems]
+    errors = [config_error(problem) for problem in problems]
     if not isinstance(raw, dict) or not raw:
         return errors  # not configured: the defaults are checked when someone configures them
     if options["CACHE"]:
-        if options["CACHE"] not in getattr(django_settings, "CACHES", {}):
+        caches = conf.setting("CACHES")
+        if options["CACHE"] not in caches:
             errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, which is not in CACHES.",
                                 id="django_cfkv.E112", hint="Name a cache with atomic incr, such as Redis."))
         else:
-            errors += _check_strict_cache(options["CACHE"], django_settings.CACHES[options["CACHE"]])
+            errors += _check_strict_cache(options["CACHE"], caches[options["CACHE"]])
     else:
         try:
             aliases = conf.get_config()

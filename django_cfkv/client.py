@@ -30,8 +30,8 @@ from .transport import (
     DEFAULT_TIMEOUT,
     ResponseTooLargeError,
     Transport,
-    _parse_retry_after,
     account_block,
+    parse_retry_after,
 )
 from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
@@ -379,7 +379,7 @@ def _error_for(response):
             f"Workers KV found no such namespace or route ({detail}). Check ACCOUNT_ID, "
             "NAMESPACE_ID and BASE_URL.", **kwargs)
     if status == 429:
-        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return KVRateLimitError(
             f"Cloudflare's rate limit was hit ({detail}): 1,200 API calls per 5 minutes per user, "
             "or one write per second to the same key"

@@ -1,30 +1,37 @@
-"""The only reader of settings: ``CFKV`` aliases, their defaults and env fallbacks.
+"""The only reader of settings: ``CFKV`` aliases, their defaults and env fallbacks,
+django-cfkv's flat settings and the few of Django's it needs.
 
-Other modules ask here for what they need. The caches below are cleared when
-a test changes a setting (``override_settings``), so changes take effect.
+Other modules ask here for what they need. Process state built from settings
+(pooled clients, near caches, the limiter, sessions deleted here) is forgotten
+in one place: modules register what to forget with :func:`on_reset`, and this
+module's one ``setting_changed`` receiver and one fork hook run them, so
+``override_settings`` takes effect and a child process starts clean.
 """
 
 import functools
 import os
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from django.conf import settings
+from django.conf import settings as django_settings
 from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from . import client, local, transport
 from .exceptions import CFKVConfigurationError
 
 BACKENDS = ("cloudflare", "local")
 
-ALIAS_DEFAULTS = {
+# The client's and the store's own defaults: each is written once, where it is used.
+ALIAS_DEFAULTS: dict[str, Any] = {
     "BACKEND": "cloudflare",
-    "BASE_URL": "https://api.cloudflare.com/client/v4",
-    "TIMEOUT": (5.0, 30.0),
-    "MAX_RETRIES": 3,
-    "DEADLINE": 30.0,
+    "BASE_URL": client.DEFAULT_BASE_URL,
+    "TIMEOUT": transport.DEFAULT_TIMEOUT,
+    "MAX_RETRIES": transport.DEFAULT_MAX_RETRIES,
+    "DEADLINE": transport.DEFAULT_DEADLINE,
     "PATH": "cfkv.sqlite3",
-    "BUSY_TIMEOUT": 5.0,
+    "BUSY_TIMEOUT": local.DEFAULT_BUSY_TIMEOUT,
 }
 
 # Environment fallbacks, under the names wrangler and Cloudflare's SDK use.
@@ -36,7 +43,7 @@ ENV_FALLBACKS = {
 NAMESPACE_ENV = "CFKV_NAMESPACE_ID"  # the default alias only: one id cannot serve two aliases
 
 # Flat settings read by the session engine, the limiter and friends, with defaults.
-SETTING_DEFAULTS = {
+SETTING_DEFAULTS: dict[str, Any] = {
     "SESSION_CFKV_ALIAS": "default",
     "SESSION_CFKV_FORMAT": "signed",
     "SESSION_CFKV_KEY_PREFIX": "session:",
@@ -48,35 +55,46 @@ SETTING_DEFAULTS = {
     "CFKV_RATELIMIT": {},
 }
 
+# Django's own settings that django-cfkv reads (Django gives each a default).
+DJANGO_SETTINGS = frozenset({
+    "AUTHENTICATION_BACKENDS", "CACHES", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_ENGINE",
+    "SESSION_SERIALIZER",
+})
 
 
-def setting(name):
-    """Return a flat django-cfkv setting, or its default."""
-    return getattr(settings, name, SETTING_DEFAULTS[name])
+def setting(name: str) -> Any:
+    """Return a flat django-cfkv setting (or its default), or one of Django's settings it reads."""
+    if name in SETTING_DEFAULTS:
+        return getattr(django_settings, name, SETTING_DEFAULTS[name])
+    if name in DJANGO_SETTINGS:
+        return getattr(django_settings, name)
+    raise KeyError(f"{name} is not a setting django-cfkv reads; add it to conf.SETTING_DEFAULTS or "
+                   "conf.DJANGO_SETTINGS.")
 
 
 @functools.cache
-def get_config():
+def get_config() -> dict[str, Any]:
     """Return ``settings.CFKV``; with no such setting, one "default" alias from the environment."""
-    config = getattr(settings, "CFKV", None)
+    config = getattr(django_settings, "CFKV", None)
     if config is None:
         config = {"default": {}}
     if not isinstance(config, dict):
-        raise CFKVConfigurationError("CFKV must be a dict of aliases, like DATABASES: {'default': {...}}.")
+        raise CFKVConfigurationError("CFKV must be a dict of aliases, like DATABASES: {'default': {...}}.",
+                                     "django_cfkv.E001", "CFKV = {'default': {'BACKEND': 'local'}}")
     return config
 
 
-def alias_config(alias):
+def alias_config(alias: str) -> dict[str, Any]:
     """Return one alias' settings merged with defaults and environment fallbacks."""
     config = get_config()
     if alias not in config:
         raise CFKVConfigurationError(
             f"The CFKV alias {alias!r} is not configured. Add CFKV[{alias!r}] to your settings "
-            f"(configured: {', '.join(sorted(config)) or 'none'})."
+            f"(configured: {', '.join(sorted(config)) or 'none'}).", "django_cfkv.E001"
         )
     raw = config[alias]
     if not isinstance(raw, dict):
-        raise CFKVConfigurationError(f"CFKV[{alias!r}] must be a dict of settings.")
+        raise CFKVConfigurationError(f"CFKV[{alias!r}] must be a dict of settings.", "django_cfkv.E001")
     merged = dict(ALIAS_DEFAULTS)
     for name, env in ENV_FALLBACKS.items():
         if os.environ.get(env):
@@ -87,7 +105,7 @@ def alias_config(alias):
     return merged
 
 
-def build_kv(alias):
+def build_kv(alias: str) -> Any:
     """Build a new client or store for ``alias``; CFKVConfigurationError says what is missing."""
     config = alias_config(alias)
     backend = config["BACKEND"]
@@ -97,34 +115,30 @@ def build_kv(alias):
             hints = ", ".join(
                 f"{n} (or ${ENV_FALLBACKS.get(n, NAMESPACE_ENV)})" for n in missing
             )
-            raise CFKVConfigurationError(f"CFKV[{alias!r}] needs {hints} to reach Cloudflare.")
-        from .client import KVClient
-
-        return KVClient(
+            raise CFKVConfigurationError(f"CFKV[{alias!r}] needs {hints} to reach Cloudflare.", "django_cfkv.E002")
+        return client.KVClient(
             config["ACCOUNT_ID"], config["NAMESPACE_ID"], config["API_TOKEN"],
             base_url=config["BASE_URL"], timeout=config["TIMEOUT"], max_retries=config["MAX_RETRIES"],
             deadline=config["DEADLINE"],
         )
     if backend == "local":
-        from .local import LocalKV
-
-        return LocalKV(config["PATH"], namespace=config.get("NAMESPACE_ID") or "",
+        return local.LocalKV(config["PATH"], namespace=config.get("NAMESPACE_ID") or "",
                        busy_timeout=config["BUSY_TIMEOUT"])
     try:
         cls = import_string(backend)
     except ImportError as exc:
         raise CFKVConfigurationError(
             f"CFKV[{alias!r}]['BACKEND'] is {backend!r}: use 'cloudflare', 'local' or the dotted "
-            "path of a class with the KV interface."
+            "path of a class with the KV interface.", "django_cfkv.E005"
         ) from exc
     return cls(**config.get("OPTIONS", {}))
 
 
-_instances = {}
+_instances: dict[str, Any] = {}
 _instances_lock = threading.Lock()
 
 
-def get_kv(alias="default"):
+def get_kv(alias: str = "default") -> Any:
     """Return the process-wide KV object for ``alias``, building it on first use."""
     kv = _instances.get(alias)
     if kv is None:
@@ -135,7 +149,7 @@ def get_kv(alias="default"):
     return kv
 
 
-def reset():
+def reset() -> None:
     """Forget built clients (closing their connections) and re-read settings."""
     get_config.cache_clear()
     with _instances_lock:
@@ -146,7 +160,48 @@ def reset():
         _instances.clear()
 
 
-@receiver(setting_changed)
-def _on_setting_changed(setting, **kwargs):
+# Resetting process state
+
+_on_settings: list[tuple[Callable[[], None], tuple[str, ...]]] = []
+_on_fork: list[Callable[[], None]] = []
+
+
+def on_reset(callback: Callable[[], None], *, settings: Iterable[str] = (), after_fork: bool = False) -> None:
+    """Call ``callback()`` to forget process state when a setting it depends on changes, or after a fork.
+
+    ``settings`` names the settings (a name ending in ``*`` stands for every
+    setting it starts); with ``after_fork`` it also runs in a child process
+    right after a fork, where it must not wait on locks the parent held (make
+    new ones) nor write on the parent's behalf. Callbacks run in the order
+    they were registered; the clients built here are closed after them, so
+    one may still flush through its client.
+    """
+    names = tuple(settings)
+    if names:
+        _on_settings.append((callback, names))
+    if after_fork:
+        _on_fork.append(callback)
+
+
+def _matches(setting_name: str, names: tuple[str, ...]) -> bool:
+    return any(setting_name.startswith(n[:-1]) if n.endswith("*") else setting_name == n for n in names)
+
+
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    for callback, names in list(_on_settings):
+        if _matches(setting, names):
+            callback()
     if setting == "CFKV":
         reset()
+
+
+def _after_fork_in_child() -> None:
+    global _instances_lock
+    _instances_lock = threading.Lock()  # another thread of the parent may have held it
+    for callback in list(_on_fork):
+        callback()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="django_cfkv.conf")
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -100,7 +100,18 @@ class KVValueError(KVError, ValueError):
 
 
 class CFKVConfigurationError(ImproperlyConfigured):
-    """The ``CFKV`` setting (or an option built on it) is missing or wrong."""
+    """A django-cfkv setting or option is missing or wrong: the one configuration error.
+
+    ``id`` is the system check id that reports the mistake (``django_cfkv.E104``),
+    ``hint`` says how to fix it; :mod:`django_cfkv.checks` turns both into an
+    ``Error``. Its text is ``message`` alone.
+    """
+
+    def __init__(self, message: str, id: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.id = id
+        self.hint = hint
 
 
 class Ratelimited(PermissionDenied):

@@ -187,7 +187,8 @@ class LocalKV(Paging):
                                "between threads. Use a temporary file instead.")
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or \
                 not math.isfinite(busy_timeout) or busy_timeout <= 0:
-            raise CFKVConfigurationError(f"BUSY_TIMEOUT must be a number of seconds > 0, not {busy_timeout!r}.")
+            raise CFKVConfigurationError(f"BUSY_TIMEOUT must be a number of seconds > 0, not {busy_timeout!r}.",
+                                         "django_cfkv.E010")
         self.path = str(path)
         self.namespace = namespace
         self._db = _Database.for_path(self.path, busy_timeout)

@@ -22,13 +22,11 @@ Values are kept as the raw bytes read from KV (``None`` for a missing key),
 so callers decode a fresh copy on every hit and still check exact expiry.
 """
 
-import os
 import threading
 import time
 from collections import OrderedDict
 
-from django.core.signals import setting_changed
-from django.dispatch import receiver
+from . import conf
 
 __all__ = ["MISSING", "NearCache", "NearKV", "near_cache", "reset"]
 
@@ -229,12 +227,6 @@ def _after_fork_in_child():
     _registry.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@receiver(setting_changed)
-def _on_setting_changed(setting, **kwargs):
-    # A test pointing CACHES, CFKV or the session settings elsewhere must not read old values.
-    if setting in ("CACHES", "CFKV") or setting.startswith("SESSION_"):
-        reset()
+# A test pointing CACHES, CFKV or the session settings elsewhere must not read old values.
+conf.on_reset(reset, settings=("CACHES", "CFKV", "SESSION_*"))
+conf.on_reset(_after_fork_in_child, after_fork=True)

@@ -48,7 +48,6 @@ import ipaddress
 import itertools
 import logging
 import math
-import os
 import re
 import secrets
 import threading
@@ -57,13 +56,10 @@ import unicodedata
 from collections import OrderedDict
 from typing import NamedTuple
 
-from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from . import conf
-from .exceptions import KVBulkError, KVError
+from .exceptions import CFKVConfigurationError, KVBulkError, KVError
 from .limits import MIN_TTL
 
 logger = logging.getLogger("django_cfkv.ratelimit")
@@ -117,13 +113,8 @@ _RATE_RE = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]*)\s*([smhd])\s*$")  # ASCII di
 _GROUP_RE = re.compile(r"^[\w.\-/]{1,100}$")
 
 
-class ConfigProblem(ImproperlyConfigured):
-    """One mistake in ``CFKV_RATELIMIT``, with the system check id that reports it."""
-
-    def __init__(self, message, id, hint=None):
-        super().__init__(message)
-        self.id = id
-        self.hint = hint
+#: One mistake in ``CFKV_RATELIMIT``: the package's configuration error, with the check id that reports it.
+ConfigProblem = CFKVConfigurationError
 
 
 # Rates and windows
@@ -265,9 +256,7 @@ def client_hash(identity):
     a small user id is reversed by trying them all. Changing ``SECRET_KEY``
     renames every client, so every count starts afresh.
     """
-    from django.conf import settings
-
-    secret = str(settings.SECRET_KEY).encode("utf-8", "surrogatepass")
+    secret = str(conf.setting("SECRET_KEY")).encode("utf-8", "surrogatepass")
     return hmac.new(secret, str(identity).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
@@ -881,14 +870,8 @@ def _forget_after_fork():
     _limiter, _limiter_lock = None, threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-@receiver(setting_changed)
-def _on_setting_changed(setting, **kwargs):
-    if setting in ("CFKV_RATELIMIT", "CFKV", "CACHES"):
-        reset_limiter()
+conf.on_reset(reset_limiter, settings=("CFKV_RATELIMIT", "CFKV", "CACHES"))
+conf.on_reset(_forget_after_fork, after_fork=True)
 
 
 # The decorator
@@ -905,7 +888,7 @@ def ratelimit(rate, key="ip", *, method=ALL, group=None, block=True):
     Retry-After, Django alone with a 403); ``block=False`` sets
     ``request.limited = True`` and calls the view. ``group`` (default: the
     view's dotted name) shares one count between views. Mistakes in the
-    arguments raise ImproperlyConfigured when the module is imported.
+    arguments raise CFKVConfigurationError (an ImproperlyConfigured) when the module is imported.
     """
     def decorator(view):
         rule = compile_rule({"rate": rate, "key": key, "methods": method, "group": group or view_group(view)})

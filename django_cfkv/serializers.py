@@ -34,10 +34,9 @@ import pickle
 import zlib
 from typing import Any, NamedTuple
 
-from django.conf import settings
 from django.utils.encoding import force_bytes
 
-from . import limits
+from . import conf, limits
 from .exceptions import KVValueError
 
 SERIALIZERS = ("pickle", "json")
@@ -236,7 +235,7 @@ def _signature(key, kv_key, body):
 
 def _signing_keys():
     """Return the derived keys of SECRET_KEY and each of SECRET_KEY_FALLBACKS, current first."""
-    return [_derive(secret) for secret in (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))]
+    return [_derive(secret) for secret in (conf.setting("SECRET_KEY"), *conf.setting("SECRET_KEY_FALLBACKS"))]
 
 
 @functools.lru_cache(maxsize=16)

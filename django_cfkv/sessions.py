@@ -49,7 +49,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -58,8 +57,6 @@ from time import monotonic
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, SessionBase, UpdateError
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.crypto import get_random_string
 
 from . import conf, limits, nearcache
@@ -125,15 +122,9 @@ class _RecentlyDeleted:
 
 
 _recently_deleted = _RecentlyDeleted()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_recently_deleted.after_fork)
-
-
-@receiver(setting_changed)
-def _on_setting_changed(setting, **kwargs):
-    # A test pointing CFKV or the session settings elsewhere starts with nothing deleted.
-    if setting == "CFKV" or setting.startswith("SESSION_"):
-        _recently_deleted.clear()
+# A test pointing CFKV or the session settings elsewhere starts with nothing deleted.
+conf.on_reset(_recently_deleted.clear, settings=("CFKV", "SESSION_*"))
+conf.on_reset(_recently_deleted.after_fork, after_fork=True)
 
 
 def _near_cache():
@@ -153,7 +144,7 @@ def session_format():
     """Return SESSION_CFKV_FORMAT, or raise CFKVConfigurationError if it is not a known one."""
     fmt = conf.setting("SESSION_CFKV_FORMAT")
     if fmt not in FORMATS:
-        raise CFKVConfigurationError(f"SESSION_CFKV_FORMAT is {fmt!r}; use 'signed' or 'json'.")
+        raise CFKVConfigurationError(f"SESSION_CFKV_FORMAT is {fmt!r}; use 'signed' or 'json'.", "django_cfkv.E202")
     return fmt
 
 
@@ -162,7 +153,7 @@ def key_layout():
     layout = conf.setting("SESSION_CFKV_KEY_LAYOUT")
     if layout not in LAYOUTS:
         raise CFKVConfigurationError(
-            f"SESSION_CFKV_KEY_LAYOUT is {layout!r}; use 'hashed' (the default) or 'plain'.")
+            f"SESSION_CFKV_KEY_LAYOUT is {layout!r}; use 'hashed' (the default) or 'plain'.", "django_cfkv.E201")
     return layout
 
 
@@ -255,10 +246,9 @@ def _is_number(value, optional=False):
 
 
 def _serializer():
-    from django.conf import settings
     from django.utils.module_loading import import_string
 
-    return import_string(settings.SESSION_SERIALIZER)
+    return import_string(conf.setting("SESSION_SERIALIZER"))
 
 
 class SessionStore(SessionBase):
@@ -343,7 +333,8 @@ class SessionStore(SessionBase):
             on_error = conf.setting("SESSION_CFKV_ON_LOAD_ERROR")
             if on_error not in ON_LOAD_ERROR_CHOICES:
                 raise CFKVConfigurationError(
-                    f"SESSION_CFKV_ON_LOAD_ERROR is {on_error!r}; use 'empty' or 'raise'.") from None
+                    f"SESSION_CFKV_ON_LOAD_ERROR is {on_error!r}; use 'empty' or 'raise'.",
+                    "django_cfkv.E203") from None
             if on_error == "raise":
                 raise
             # Keep the key: the cookie stays, and save() refuses to overwrite
@@ -627,9 +618,7 @@ class SessionStore(SessionBase):
                 data.pop(HASH_SESSION_KEY, None)
                 return data
             auth_id = user._meta.pk.value_to_string(user)
-            from django.conf import settings
-
-            data.setdefault(BACKEND_SESSION_KEY, settings.AUTHENTICATION_BACKENDS[0])
+            data.setdefault(BACKEND_SESSION_KEY, conf.setting("AUTHENTICATION_BACKENDS")[0])
             if hasattr(user, "get_session_auth_hash"):
                 data.setdefault(HASH_SESSION_KEY, user.get_session_auth_hash())
         data[SESSION_KEY] = auth_id
@@ -690,12 +679,11 @@ def engine_session_store():
     """
     from importlib import import_module
 
-    from django.conf import settings
-
-    store = getattr(import_module(settings.SESSION_ENGINE), "SessionStore", None)
+    engine = conf.setting("SESSION_ENGINE")
+    store = getattr(import_module(engine), "SessionStore", None)
     if not (isinstance(store, type) and issubclass(store, SessionStore)):
         raise CFKVConfigurationError(
-            f"SESSION_ENGINE is {settings.SESSION_ENGINE!r}, but bearer tokens are sessions in Workers KV: "
+            f"SESSION_ENGINE is {engine!r}, but bearer tokens are sessions in Workers KV: "
             "use 'django_cfkv.sessions' or an engine whose SessionStore subclasses django_cfkv.sessions.SessionStore.")
     return store
 
@@ -748,12 +736,11 @@ def revoke_token(token):
 
 def _backend_for(user, backend):
     """Return the backend path as login() chooses it."""
-    from django.conf import settings
-
     backend = backend or getattr(user, "backend", None)
     if backend:
         return backend if isinstance(backend, str) else f"{backend.__module__}.{backend.__qualname__}"
-    if len(settings.AUTHENTICATION_BACKENDS) == 1:
-        return settings.AUTHENTICATION_BACKENDS[0]
+    backends = conf.setting("AUTHENTICATION_BACKENDS")
+    if len(backends) == 1:
+        return backends[0]
     raise ValueError("You have multiple authentication backends configured: pass issue_token(backend=...) "
                      "or a user returned by authenticate().")

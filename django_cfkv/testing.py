@@ -11,10 +11,10 @@ on an in-process emulator listening on 127.0.0.1, and any KV call bound for
 another host is stopped before it is sent (``KVNetworkBlocked``).
 
 Per-process state: entering and leaving an override changes the ``CFKV``
-setting, so Django sends ``setting_changed`` with ``setting="CFKV"``. That
-signal is the one reset hook: ``django_cfkv.conf`` drops pooled clients on it,
-and any module keeping state about a namespace (a near cache, limiter memory)
-must forget it there too, so that nothing one test writes is seen by the next.
+setting, so Django sends ``setting_changed`` with ``setting="CFKV"``.
+``django_cfkv.conf`` drops pooled clients then, and runs what every module
+keeping state about a namespace (a near cache, limiter memory) registered
+with ``conf.on_reset()``, so that nothing one test writes is seen by the next.
 Django's cache handler is rebuilt as well (``CACHES`` is re-applied).
 
 The rate limiter counts per request while an override is active: each
@@ -231,11 +231,9 @@ class _Activation:
             self.namespaces[alias] = namespace
         self._faults = dict(self.emulator.app.faults.values)
         self.emulator.reset_quota()
-        from django.conf import settings
-
         # Re-applying CACHES makes Django rebuild its cache handler, so no
         # cache object built before the override outlives it.
-        self._settings = override_settings(CFKV=aliases, CACHES=settings.CACHES)
+        self._settings = override_settings(CFKV=aliases, CACHES=conf.setting("CACHES"))
         self._settings.enable()
         alias = "default" if "default" in aliases else next(iter(aliases), None)
         try:

@@ -108,7 +108,7 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
-def _parse_retry_after(value):
+def parse_retry_after(value):
     """Return Retry-After in seconds (delta or HTTP date), at most Cloudflare's 5-minute block; or None."""
     if not value:
         return None
@@ -150,7 +150,7 @@ def account_block(response):
     budget = parse_ratelimit(response.headers.get("Ratelimit"))
     if response.status_code != 429 or budget is None or budget[0] != 0:
         return 0.0
-    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
     reset = min(budget[1] or 0, limits.QUOTA_BLOCK_SECONDS)
     return retry_after if retry_after is not None else float(reset)
 
@@ -164,11 +164,11 @@ class Transport:
             timeout = (float(timeout), float(timeout))
         self.timeout = tuple(timeout)
         self.max_retries = max_retries
-        self.deadline = _checked_deadline(deadline)
+        self.deadline = checked_deadline(deadline)
         self.calls = CallCounter()
         self.budget = None  # (remaining, reset_seconds, seen_at) from the last Ratelimit header
         self.connections_opened = 0
-        self._token = _checked_token(api_token)
+        self._token = checked_token(api_token)
         self._lock = threading.Lock()
         self._session = None
         self._pid = None
@@ -238,7 +238,7 @@ class Transport:
             self._note_budget(response)
             if response.status_code not in RETRY_STATUSES or not idempotent:
                 return response
-            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             delay = retry_after if retry_after is not None else self._backoff(attempt)
             if not self._can_retry(attempt, deadline, delay):
                 block = account_block(response)
@@ -408,7 +408,7 @@ class _Adapter(HTTPAdapter):
         return pool
 
 
-def _checked_token(token):
+def checked_token(token):
     """Return the API token without surrounding whitespace; refuse one no HTTP header can carry.
 
     Otherwise requests' own error, which quotes the whole header, would put
@@ -420,15 +420,18 @@ def _checked_token(token):
     if not all(33 <= ord(char) < 127 for char in token):
         raise CFKVConfigurationError(
             "The Cloudflare API token contains spaces, control or non-ASCII characters, so no HTTP "
-            "header can carry it. Copy API_TOKEN (or $CLOUDFLARE_API_TOKEN) again from the dashboard."
+            "header can carry it. Copy API_TOKEN (or $CLOUDFLARE_API_TOKEN) again from the dashboard.",
+            "django_cfkv.E008",
         )
     return token
 
 
-def _checked_deadline(deadline):
+def checked_deadline(deadline):
     if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline) \
             or deadline <= 0:
-        raise CFKVConfigurationError(f"DEADLINE must be a number of seconds > 0, not {deadline!r}.")
+        raise CFKVConfigurationError(f"DEADLINE must be a number of seconds > 0, not {deadline!r}.",
+                                     "django_cfkv.E009",
+                                     "For example DEADLINE = 30, or leave it unset for the default.")
     return float(deadline)
 
 

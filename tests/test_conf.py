@@ -95,3 +95,64 @@ def test_check_command_reports_errors(monkeypatch):
 def test_token_no_header_can_carry_is_a_check_error():
     with override_settings(CFKV={"default": {"ACCOUNT_ID": "a", "NAMESPACE_ID": "n", "API_TOKEN": "abc def"}}):
         assert ids(check_cfkv_setting()) == ["django_cfkv.E008"]
+
+
+# One home for each convention
+
+
+def test_conf_is_the_only_reader_of_settings():
+    """No module but conf imports django.conf's settings: every other one asks conf."""
+    import ast
+    from pathlib import Path
+
+    import django_cfkv
+
+    root = Path(django_cfkv.__file__).parent
+    readers = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(name and (name == "django.conf" or name.startswith("django.conf.")) for name in names):
+                readers.append(str(path.relative_to(root)))
+    assert readers == ["conf.py"]
+
+
+def test_configuration_errors_carry_their_check_id_and_hint():
+    from django_cfkv import ratelimit
+
+    assert ratelimit.ConfigProblem is CFKVConfigurationError
+    with pytest.raises(CFKVConfigurationError) as caught:
+        ratelimit.parse_rate("5 per minute")
+    assert caught.value.id == "django_cfkv.E104" and "5/m" in caught.value.hint
+    assert str(caught.value) == "Invalid rate '5 per minute'."  # the hint travels beside the text, not in it
+    with override_settings(CFKV=["not", "a", "dict"]):
+        errors = check_cfkv_setting()
+    assert [(e.id, e.hint) for e in errors] == [("django_cfkv.E001", "CFKV = {'default': {'BACKEND': 'local'}}")]
+
+
+def test_unknown_setting_names_are_refused():
+    with pytest.raises(KeyError, match="not a setting django-cfkv reads"):
+        conf.setting("SESSION_CFKV_TYPO")
+
+
+def test_one_reset_registry_runs_on_matching_settings_and_closes_clients_last(tmp_path):
+    seen = []
+    kv = None
+
+    def forget():
+        # Clients are closed after every registered reset: one may still flush through its own.
+        seen.append(("forget", kv in conf._instances.values()))
+
+    conf.on_reset(forget, settings=("CFKV", "CFKV_TEST_*"))
+    try:
+        with override_settings(CFKV={"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}}):
+            kv = get_kv()
+        assert seen == [("forget", False), ("forget", True)]  # entering (nothing built yet), then leaving
+        assert kv not in conf._instances.values()
+        seen.clear()
+        with override_settings(CFKV_TEST_FLAG=True, CFKV_TESTING=True, SESSION_ENGINE="x"):
+            pass
+        assert len(seen) == 2  # CFKV_TEST_FLAG on entering and leaving; CFKV_TESTING and SESSION_ENGINE do not match
+    finally:
+        conf._on_settings[:] = [(cb, names) for cb, names in conf._on_settings if cb is not forget]
