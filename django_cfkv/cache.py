@@ -32,14 +32,13 @@ import math
 import random
 import re
 import threading
-import time
 
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey, default_key_func
 from django.db.models import Model
 
-from . import limits
+from . import clock, limits, metadata
 from .conf import get_kv
 from .exceptions import (
     CFKVConfigurationError,
@@ -82,10 +81,6 @@ _HASHED_TAIL = re.compile(r"#[0-9a-f]{64}\Z")
 
 #: Process-wide counts of stampede events: "computed", "waited", "early_refresh", "served_while_refreshing".
 stampede_events = CallCounter()
-
-
-def _now():
-    return time.time()
 
 
 class _Flight:
@@ -227,13 +222,12 @@ class CloudflareKVCache(BaseCache):
         """Return the exact expiry for ``timeout`` (None: never), which may already be past."""
         if timeout is DEFAULT_TIMEOUT:
             timeout = self.default_timeout
-        return None if timeout is None else _now() + timeout
+        return None if timeout is None else clock.now() + timeout
 
     def _item(self, kv_key, text, expires):
-        item = {"key": kv_key, "value": text, "metadata": {"kind": "cache"}}
+        item = {"key": kv_key, "value": text, "metadata": metadata.build(metadata.CACHE, expires=expires)}
         if expires is not None:
-            item["metadata"]["expires"] = math.floor(expires * 1000) / 1000  # as in the entry
-            item["expiration_ttl"] = max(limits.MIN_TTL, math.ceil(expires - _now()))
+            item["expiration_ttl"] = metadata.kv_ttl(expires, clock.now())
         return item
 
     def _put(self, kv_key, text, expires):
@@ -246,7 +240,7 @@ class CloudflareKVCache(BaseCache):
         """
         raw = (get_kv(self._alias) if fresh else self._kv).get(kv_key)
         entry = None if raw is None else self._decode(kv_key, raw)
-        return (raw, entry) if entry is not None and entry.is_live(_now()) else (None, None)
+        return (raw, entry) if entry is not None and entry.is_live(clock.now()) else (None, None)
 
     def _decode(self, kv_key, raw):
         """Return the Entry that ``raw`` holds, or None (logged) if it is not one this cache may read.
@@ -271,10 +265,7 @@ class CloudflareKVCache(BaseCache):
     def _live_metadata(self, kv_key):
         """Return True if the key holds an unexpired entry, from its metadata alone. One call."""
         meta = self._kv.get_metadata(kv_key)
-        if not isinstance(meta, dict):
-            return False
-        expires = meta.get("expires")
-        return expires is None or expires > _now()
+        return isinstance(meta, dict) and metadata.read(meta).is_live(clock.now())
 
     def _guarded(self, operation, fallback, func, *args):
         """Run ``func``; with IGNORE_EXCEPTIONS, log a transient failure and return ``fallback``."""
@@ -303,7 +294,7 @@ class CloudflareKVCache(BaseCache):
         self._guarded("set", None, self._store, kv_key, value, self._expires(timeout), None, key)
 
     def _store(self, kv_key, value, expires, delta, key):
-        if expires is not None and expires <= _now():
+        if expires is not None and expires <= clock.now():
             self._kv.delete(kv_key)
             return
         self._put(kv_key, self._codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
@@ -324,7 +315,7 @@ class CloudflareKVCache(BaseCache):
     def _add(self, kv_key, text, expires):
         if self._read(kv_key, fresh=True) is not None:
             return False
-        if expires is None or expires > _now():
+        if expires is None or expires > clock.now():
             self._put(kv_key, text, expires)
         return True
 
@@ -338,7 +329,7 @@ class CloudflareKVCache(BaseCache):
         raw, _entry = self._read_raw(kv_key, fresh=True)
         if raw is None:
             return False
-        if expires is not None and expires <= _now():
+        if expires is not None and expires <= clock.now():
             self._kv.delete(kv_key)
         else:
             self._put(kv_key, retime(raw, expires, kv_key), expires)
@@ -382,7 +373,7 @@ class CloudflareKVCache(BaseCache):
                            len(by_kv_key), self._alias, exc)
             entries = {k: self._guarded("get_many", None, self._read, k) for k in by_kv_key}
             return {by_kv_key[k]: entry.value for k, entry in entries.items() if entry is not None}
-        now, result = _now(), {}
+        now, result = clock.now(), {}
         for kv_key, raw in found.items():
             entry = self._decode(kv_key, raw)
             if entry is not None and entry.is_live(now):
@@ -395,7 +386,7 @@ class CloudflareKVCache(BaseCache):
             return []
         expires = self._expires(timeout)
         by_kv_key = {self.kv_key(key, version): key for key in data}
-        if expires is not None and expires <= _now():
+        if expires is not None and expires <= clock.now():
             self.delete_many(list(data), version=version)
             return []
         items = [self._item(k, self._codec.dumps(data[key], expires, kv_key=k, key=key), expires)
@@ -458,7 +449,7 @@ class CloudflareKVCache(BaseCache):
             prefix += f"{_escape(self.key_prefix)}:"
         return self._delete_streamed(
             info.name for info in self._kv.iter_keys(prefix=prefix or None)
-            if isinstance(info.metadata, dict) and info.metadata.get("kind") == "cache")
+            if metadata.read(info.metadata).kind == metadata.CACHE)
 
     def _delete_streamed(self, names):
         """Delete ``names`` as they are listed, one bulk call per 10,000, so memory stays bounded
@@ -501,7 +492,7 @@ class CloudflareKVCache(BaseCache):
         """XFetch (Vattani et al., VLDB 2015): recompute if now - delta*beta*ln(rand) >= expiry."""
         if entry.expires is None or not entry.delta:
             return False
-        return _now() - entry.delta * self._beta * math.log(1.0 - random.random()) >= entry.expires
+        return clock.now() - entry.delta * self._beta * math.log(1.0 - random.random()) >= entry.expires
 
     def _get_or_compute(self, key, kv_key, compute, timeout):
         entry = self._guarded("get_or_set", None, self._read, kv_key)
@@ -565,9 +556,9 @@ class CloudflareKVCache(BaseCache):
         stampede_events.record("computed" if entry is None or not leader else "early_refresh")
         value = _MISSING
         try:
-            start = time.monotonic()
+            start = clock.monotonic()
             value = await acompute()
-            delta = time.monotonic() - start
+            delta = clock.monotonic() - start
             await sync_to_async(self._guarded)("get_or_set", None, self._store, kv_key, value,
                                                self._expires(timeout), delta, key)
             return value
@@ -614,9 +605,8 @@ class CloudflareKVCache(BaseCache):
         meta = self._guarded("ttl", None, self._kv.get_metadata, self.kv_key(key, version))
         if not isinstance(meta, dict):
             return 0
-        if meta.get("expires") is None:
-            return None
-        return max(0, math.ceil(meta["expires"] - _now()))
+        expires = metadata.read(meta).expires
+        return None if expires is None else max(0, math.ceil(expires - clock.now()))
 
     def expire(self, key, timeout, version=None):
         """Set a new timeout on a live key; return False if missing. Two calls."""
@@ -692,12 +682,11 @@ class CloudflareKVCache(BaseCache):
     def _matching(self, glob, literal, itersize):
         """Yield names of live cache entries matching ``glob``, listed by the prefix ``literal``."""
         limit = limits.validate_list_limit(itersize or limits.LIST_MAX_LIMIT)
-        now = _now()
+        now = clock.now()
         for page in iter_pages(self._kv, literal or None, limit):
             for info in page.keys:
-                meta = info.metadata if isinstance(info.metadata, dict) else {}
-                live = meta.get("expires") is None or meta["expires"] > now
-                if meta.get("kind") == "cache" and live and fnmatch.fnmatchcase(info.name, glob):
+                meta = metadata.read(info.metadata)
+                if meta.kind == metadata.CACHE and meta.is_live(now) and fnmatch.fnmatchcase(info.name, glob):
                     yield info.name
 
 
@@ -746,9 +735,9 @@ def _short(text, size=80):
 
 
 def _timed(compute):
-    start = time.monotonic()
+    start = clock.monotonic()
     value = compute()
-    return value, time.monotonic() - start
+    return value, clock.monotonic() - start
 
 
 # Cache-aside decorator

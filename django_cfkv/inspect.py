@@ -19,20 +19,21 @@ import base64
 import hashlib
 import json
 import logging
-import time
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.module_loading import import_string
 
-from . import conf, limits
+from . import clock, conf, limits
 from .exceptions import KVAPIError, KVValueError
+from .metadata import CACHE, RATELIMIT, SESSION
+from .metadata import read as read_metadata
 from .types import iter_pages
 
 logger = logging.getLogger("django_cfkv")
 
 KINDS = ("sessions", "cache", "ratelimit", "other")
 SWEEP_KINDS = ("sessions", "cache", "ratelimit")
-_METADATA_KINDS = {"session": "sessions", "cache": "cache", "ratelimit": "ratelimit"}
+_METADATA_KINDS = {SESSION: "sessions", CACHE: "cache", RATELIMIT: "ratelimit"}
 RATELIMIT_PREFIX = "rl:"
 EXPIRY_BUCKETS = ("expired", "lt_1h", "lt_1d", "lt_7d", "later", "never")
 _BUCKET_LIMITS = (("lt_1h", 3600), ("lt_1d", 86400), ("lt_7d", 7 * 86400))
@@ -47,8 +48,9 @@ DECODERS = {
 
 def kind_of(name, metadata=None):
     """Return the kind of an entry: "sessions", "cache", "ratelimit" or "other"."""
-    if isinstance(metadata, dict) and metadata.get("kind") in _METADATA_KINDS:
-        return _METADATA_KINDS[metadata["kind"]]
+    kind = read_metadata(metadata).kind
+    if kind in _METADATA_KINDS:
+        return _METADATA_KINDS[kind]
     if name.startswith(conf.setting("SESSION_CFKV_KEY_PREFIX") or "session:"):
         return "sessions"
     if name.startswith(RATELIMIT_PREFIX):
@@ -76,9 +78,9 @@ def display_key(name, metadata=None):
 
 def exact_expiry(info):
     """Return an entry's exact expiry (epoch seconds): metadata "expires", else KV's, else None."""
-    expires = info.metadata.get("expires") if isinstance(info.metadata, dict) else None
-    if isinstance(expires, (int, float)) and not isinstance(expires, bool):
-        return float(expires)
+    expires = read_metadata(info.metadata).expires
+    if expires is not None:
+        return expires
     return None if info.expiration is None else float(info.expiration)
 
 
@@ -97,7 +99,7 @@ def expiry_bucket(expires, now):
 
 def describe(info, now=None):
     """Return one listed key as a JSON-ready dict (the ``ls --json`` item)."""
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     expires = exact_expiry(info)
     return {
         "key": display_key(info.name, info.metadata),
@@ -229,11 +231,6 @@ def jsonable(value):
 # Summary
 
 
-def _size_from(metadata):
-    size = metadata.get("size") if isinstance(metadata, dict) else None
-    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
-
-
 _SINGLE_READS_UPTO = 4  # a refused bulk read of this many keys or fewer is redone key by key
 
 
@@ -269,9 +266,9 @@ def summarize(kv, prefix=None, *, read_sizes=False, largest=10, now=None, progre
     :func:`read_values`).
     ``bytes_known`` says for how many keys of each kind the size is known.
     """
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     entries, _ = list_entries(kv, prefix, progress=progress)
-    sizes = {e.name: _size_from(e.metadata) for e in entries}
+    sizes = {e.name: read_metadata(e.metadata).size for e in entries}
     if read_sizes:
         unknown = [name for name, size in sizes.items() if size is None]
         sizes.update((name, len(value)) for name, value in read_values(kv, unknown).items())

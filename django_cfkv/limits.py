@@ -7,8 +7,8 @@ Source: shared reference on the KV REST API, section 5 (Cloudflare's published l
 
 import json
 import math
-import time
 
+from . import clock
 from .exceptions import KVValueError
 
 MAX_KEY_BYTES = 512
@@ -91,7 +91,7 @@ def validate_expiry(expiration=None, expiration_ttl=None, *, now=None):
 
     As on Cloudflare, ``expiration_ttl`` wins when both are given.
     """
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     if expiration_ttl is not None:
         if not _is_finite_number(expiration_ttl):
             raise KVValueError("expiration_ttl must be a finite number of seconds.")

@@ -23,10 +23,9 @@ import math
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
-from . import limits
+from . import clock, limits
 from .exceptions import CFKVConfigurationError, KVAPIError, KVConnectionError, KVTimeout, KVValueError
 from .types import KeyInfo, KeyPage, Paging, ValueWithMetadata
 
@@ -99,7 +98,7 @@ class _Database:
         with self._setup_lock:
             if self._set_up:
                 return
-            give_up = time.monotonic() + self.busy_timeout
+            give_up = clock.monotonic() + self.busy_timeout
             while True:
                 try:
                     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -107,9 +106,9 @@ class _Database:
                     conn.executescript(_SCHEMA)
                     break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() >= give_up:
+                    if "locked" not in str(exc) or clock.monotonic() >= give_up:
                         raise
-                    time.sleep(0.05)
+                    clock.sleep(0.05)
             self._set_up = True
 
     def close_thread_connection(self):
@@ -212,14 +211,14 @@ class LocalKV(Paging):
     def get(self, key):
         """Return the value's bytes, or None when the key is missing or expired."""
         limits.validate_key(key)
-        row = self._live(key.encode("utf-8"), time.time())
+        row = self._live(key.encode("utf-8"), clock.now())
         return None if row is None else bytes(row[0])
 
     @_store_errors
     def get_with_metadata(self, key):
         """Return ValueWithMetadata(value, metadata, expiration), or None when missing."""
         limits.validate_key(key)
-        row = self._live(key.encode("utf-8"), time.time())
+        row = self._live(key.encode("utf-8"), clock.now())
         if row is None:
             return None
         return ValueWithMetadata(bytes(row[0]), json.loads(row[2]) if row[2] else None, row[1])
@@ -235,7 +234,7 @@ class LocalKV(Paging):
         keys = list(dict.fromkeys(keys))
         for key in keys:
             limits.validate_key(key)
-        now = time.time()
+        now = clock.now()
         found = {}
         for key in keys:
             row = self._live(key.encode("utf-8"), now)
@@ -258,7 +257,7 @@ class LocalKV(Paging):
         """Return one KeyPage of live keys in UTF-8 byte order; its cursor is None on the last page."""
         limits.validate_list_limit(limit)
         sql = "SELECT key, expiration, metadata FROM kv WHERE ns=? AND (expiration IS NULL OR expiration > ?)"
-        params = [self.namespace, int(time.time())]
+        params = [self.namespace, int(clock.now())]
         if prefix:
             low, high = _prefix_range(prefix)
             sql += " AND key >= ?"
@@ -316,7 +315,7 @@ class LocalKV(Paging):
                 "INSERT OR REPLACE INTO kv (ns, key, value, expiration, metadata) VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-        self._db.purge_expired(time.time())
+        self._db.purge_expired(clock.now())
 
     @_store_errors
     def delete(self, key):

@@ -8,8 +8,10 @@ task can call :func:`sweep` directly. Kinds and expiries are judged as in
 import json
 import math
 import time
+from urllib.parse import urlsplit
 
-from . import limits
+from . import clock, limits
+from .client import DEFAULT_BASE_URL
 from .exceptions import CFKVConfigurationError, KVAPIError, KVValueError
 from .inspect import SWEEP_KINDS, decoder_for, exact_expiry, kind_of, read_values
 
@@ -57,7 +59,7 @@ class Sweep:
     def __init__(self, kv, kinds=SWEEP_KINDS, *, dry_run=False, now=None, grace=SWEEP_GRACE,
                  progress=None, batch_size=limits.BULK_DELETE_MAX_KEYS):
         self.kv, self.kinds, self.dry_run = kv, tuple(kinds), dry_run
-        self.cutoff = (time.time() if now is None else now) - grace
+        self.cutoff = (clock.now() if now is None else now) - grace
         self.progress, self.batch_size = progress, batch_size
         self.scanned = self.deleted = self.values_read = 0
         self.found = {kind: {"expired": 0, "orphaned": 0} for kind in self.kinds}
@@ -161,7 +163,7 @@ def move_plain_sessions(store, *, drop=False, dry_run=False, now=None):
         raise CFKVConfigurationError("SESSION_CFKV_KEY_LAYOUT is 'plain', so sessions already live under "
                                      "their ids: there is nothing to move. Set it to 'hashed' first.")
     kv, prefix = store.get_kv(), store.key_prefix()
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     listed, plain = set(), []
     for info in kv.iter_keys(prefix=prefix):
         listed.add(info.name)
@@ -190,7 +192,7 @@ def move_plain_sessions(store, *, drop=False, dry_run=False, now=None):
 
 GATEWAY_SERVICE = "django-cfkv-gateway"
 GATEWAY_HEALTH_PATH = "/__cfkv/health"
-_API_HOST = "api.cloudflare.com"
+_API_HOST = urlsplit(DEFAULT_BASE_URL).hostname
 
 
 def _timed(steps, name, fn, *args, **kwargs):
@@ -244,8 +246,6 @@ def ping(kv, *, read_only=False):
 def gateway_health(kv):
     """Return the django-cfkv gateway's health result {"service", "version", "namespace_id"}
     when ``kv`` talks to one, else None. One API call, skipped for Cloudflare's own API."""
-    from urllib.parse import urlsplit
-
     base_url, transport = getattr(kv, "base_url", None), getattr(kv, "transport", None)
     if not base_url or transport is None or urlsplit(base_url).hostname == _API_HOST:
         return None

@@ -23,10 +23,9 @@ so callers decode a fresh copy on every hit and still check exact expiry.
 """
 
 import threading
-import time
 from collections import OrderedDict
 
-from . import conf
+from . import clock, conf
 
 __all__ = ["MISSING", "NearCache", "NearKV", "near_cache", "reset"]
 
@@ -68,7 +67,7 @@ class NearCache:
 
     def get(self, key):
         """Return the raw value kept for ``key`` (bytes, or None for a known miss), or MISSING."""
-        now = time.monotonic()
+        now = clock.monotonic()
         with self._lock:
             found = self._entries.get(key)
             if found is None or now - found[0] >= self.timeout:
@@ -93,7 +92,7 @@ class NearCache:
             if generation != self._generation:
                 return
             self._drop(key)
-            self._entries[key] = (time.monotonic(), raw, size)
+            self._entries[key] = (clock.monotonic(), raw, size)
             self._bytes += size
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))

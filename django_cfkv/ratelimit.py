@@ -51,16 +51,17 @@ import math
 import re
 import secrets
 import threading
-import time
 import unicodedata
 from collections import OrderedDict
 from typing import NamedTuple
 
 from django.utils.module_loading import import_string
 
-from . import conf
+from . import clock, conf
 from .exceptions import CFKVConfigurationError, KVBulkError, KVError
-from .limits import MIN_TTL
+from .metadata import RATELIMIT, kv_ttl
+from .metadata import build as build_metadata
+from .metadata import read as read_metadata
 
 logger = logging.getLogger("django_cfkv.ratelimit")
 
@@ -460,7 +461,7 @@ def describe_shard(name, metadata=None, value=None):
     policy, client, period, index, process = parts[0], parts[1], int(parts[2]), int(parts[3]), parts[4]
     if period < 1:
         return None
-    meta = metadata if isinstance(metadata, dict) else {}
+    meta = read_metadata(metadata).fields
     count = meta.get("count")
     if count is None and value is not None:
         try:
@@ -470,11 +471,11 @@ def describe_shard(name, metadata=None, value=None):
     _, start, end = window(index * period, period)
     return {"policy": policy, "client": client, "period": period, "window": index, "window_start": start,
             "window_end": end, "process": process, "count": count, "limit": meta.get("limit"),
-            "expired": end <= time.time()}
+            "expired": end <= clock.now()}
 
 
 def _shard_count(metadata):
-    count = metadata.get("count") if isinstance(metadata, dict) else None
+    count = read_metadata(metadata).fields.get("count")
     return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
 
 
@@ -485,7 +486,7 @@ class _Shard:
         self.prefix, self.key, self.end, self.limit = prefix, prefix + writer, end, limit
         self.local = self.remote = 0
         self.next_read = self.written_at = float("-inf")
-        self.due = time.monotonic() + FIRST_WRITE_DELAY  # when the background thread first writes it
+        self.due = clock.monotonic() + FIRST_WRITE_DELAY  # when the background thread first writes it
         self.ok = True
 
 
@@ -517,7 +518,7 @@ class ShardedCounter:
         self._lock = threading.Condition()
         self._shards = OrderedDict()  # least recently hit first
         self._tokens = self._capacity = max(1.0, self.list_budget) if self.list_budget > 0 else 0.0
-        self._tokens_at = time.monotonic()
+        self._tokens_at = clock.monotonic()
         self._dirty = set()
         self._down_until = float("-inf")
         self._logged_at = float("-inf")
@@ -528,7 +529,7 @@ class ShardedCounter:
         """Count one request; return ``(count in window, window end, KV reachable)``."""
         index, _, end = window(now, period)
         prefix = shard_prefix(policy, client, period, index)
-        mono = time.monotonic()
+        mono = clock.monotonic()
         with self._lock:
             shard = self._shards.get(prefix)
             if shard is None:
@@ -597,13 +598,13 @@ class ShardedCounter:
 
     def after_request(self):
         """Write what the request changed, when counting ``per_request`` (and KV is not known to be down)."""
-        if self.per_request and time.monotonic() >= self._down_until:
+        if self.per_request and clock.monotonic() >= self._down_until:
             self.flush()
 
     def flush(self):
         """Write every changed shard of an open window, at most once per interval each (unless
         counting ``per_request``); return how many."""
-        now, mono = time.time(), time.monotonic()
+        now, mono = clock.now(), clock.monotonic()
         with self._lock:
             batch = []
             for prefix in list(self._dirty):
@@ -620,9 +621,9 @@ class ShardedCounter:
         if not batch:
             return 0
         items = [{"key": shard.key, "value": str(count),
-                  "expiration_ttl": max(MIN_TTL, math.ceil(shard.end - now) + TTL_MARGIN),
-                  "metadata": {"kind": "ratelimit", "expires": shard.end, "count": count,
-                               "limit": shard.limit, "size": len(str(count))}}
+                  "expiration_ttl": kv_ttl(shard.end + TTL_MARGIN, now),
+                  "metadata": build_metadata(RATELIMIT, expires=shard.end, count=count, limit=shard.limit,
+                                             size=len(str(count)))}
                  for shard, count in batch]
         try:
             self.kv.put_many(items)
@@ -640,7 +641,7 @@ class ShardedCounter:
         return len(batch) - len(failed)
 
     def _failed(self, exc, action):
-        mono = time.monotonic()
+        mono = clock.monotonic()
         # A 429 about one key or call says nothing of the others: only a spent
         # account quota (or an outage) keeps every counter off KV for longer.
         retry_after = getattr(exc, "retry_after", None) if getattr(exc, "account_wide", False) else None
@@ -669,7 +670,7 @@ class ShardedCounter:
                 if self._stop.is_set():
                     return  # close() writes what is pending
                 due = min((self._shards[p].due for p in self._dirty if p in self._shards), default=0.0)
-                delay = max(due, self._down_until) - time.monotonic()
+                delay = max(due, self._down_until) - clock.monotonic()
                 if delay > 0:
                     self._lock.wait(min(delay, self.interval * 5))
                     continue
@@ -687,14 +688,14 @@ class ShardedCounter:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2)  # an in-flight flush finishes; a waiting thread returns at once
-        if time.monotonic() < self._down_until:
+        if clock.monotonic() < self._down_until:
             return
         if self.background:  # KV takes one write per second per key: wait (at most an interval) until allowed
             with self._lock:
                 ready = max((self._shards[p].written_at + self.interval for p in self._dirty
                              if p in self._shards), default=-math.inf)
-            if ready > time.monotonic():
-                time.sleep(min(ready - time.monotonic(), self.interval))
+            if ready > clock.monotonic():
+                clock.sleep(min(ready - clock.monotonic(), self.interval))
         try:
             self.flush()
         except Exception:
@@ -742,13 +743,13 @@ class Usage(NamedTuple):
 class Limiter:
     """The configured limiter: options, rules and a counter, built from ``CFKV_RATELIMIT``."""
 
-    def __init__(self, raw, *, clock=time.time):
+    def __init__(self, raw, *, clock=None):
         self.options, self.rules, problems = compile_settings(raw)
         for problem in problems:
             logger.error("%s (run 'manage.py check' for details; the rule or option is ignored)", problem)
         self.enabled = self.options["ENABLED"] is not False
         self.fail_open = self.options["FAIL_OPEN"] is not False
-        self.clock = clock
+        self.clock = clock  # a callable returning epoch seconds; None: django_cfkv.clock.now
         self._counter = None
         self._counter_lock = threading.Lock()
         self._logged_at = float("-inf")
@@ -773,6 +774,9 @@ class Limiter:
         """Return the rules that apply to ``method`` on ``path``."""
         return [rule for rule in self.rules if rule.matches(path, method)]
 
+    def _now(self):
+        return self.clock() if self.clock is not None else clock.now()
+
     def client_address(self, meta):
         """Return the client's grouped address from a WSGI environ / ``request.META`` dict."""
         header = self.options["PROXY_HEADER"]
@@ -787,7 +791,7 @@ class Limiter:
         Never raises: when the store fails, FAIL_OPEN decides (True: allow,
         still enforcing this process's own count on KV; False: refuse).
         """
-        now = self.clock() if now is None else now
+        now = self._now() if now is None else now
         try:
             count, end, reachable = self.counter.hit(
                 rule.name, client_hash(identity), rule.limit, rule.period, now)
@@ -799,13 +803,13 @@ class Limiter:
 
     def unavailable(self, rule, now=None):
         """Return the Usage for a request that could not be counted (FAIL_OPEN decides)."""
-        now = self.clock() if now is None else now
+        now = self._now() if now is None else now
         end = window(now, rule.period)[2]
         return Usage(rule.name, rule.limit, rule.period, 0, max(1, math.ceil(end - now)), not self.fail_open)
 
     def log_failure(self, exc):
         """Log a failure to count, at most once per LOG_EVERY seconds."""
-        mono = time.monotonic()
+        mono = clock.monotonic()
         if mono - self._logged_at >= LOG_EVERY:
             self._logged_at = mono
             logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, exc,

@@ -51,15 +51,13 @@ import logging
 import math
 import re
 import threading
-import time
-from time import monotonic
 
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, SessionBase, UpdateError
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.utils.crypto import get_random_string
 
-from . import conf, limits, nearcache
+from . import clock, conf, limits, metadata, nearcache
 from .exceptions import CFKVConfigurationError, KVError
 
 logger = logging.getLogger("django_cfkv.sessions")
@@ -97,7 +95,7 @@ class _RecentlyDeleted:
         self._keys = {}
 
     def add(self, key):
-        now = monotonic()
+        now = clock.monotonic()
         with self._lock:
             self._keys.pop(key, None)
             self._keys[key] = now
@@ -118,7 +116,7 @@ class _RecentlyDeleted:
     def __contains__(self, key):
         with self._lock:
             when = self._keys.get(key)
-        return when is not None and monotonic() - when <= self.TTL
+        return when is not None and clock.monotonic() - when <= self.TTL
 
 
 _recently_deleted = _RecentlyDeleted()
@@ -374,7 +372,7 @@ class SessionStore(SessionBase):
         except ValueError as exc:
             security_logger.warning("Session data corrupted (%s)", exc)
             return None
-        if stored.expires is not None and stored.expires <= time.time():
+        if stored.expires is not None and stored.expires <= clock.now():
             return None
         return stored
 
@@ -414,7 +412,7 @@ class SessionStore(SessionBase):
             if canonical == self._snapshot:
                 return  # only an expiry refresh: the deletion (logout, revocation) wins
             raise UpdateError
-        expires = time.time() + super().get_expiry_age()
+        expires = clock.now() + super().get_expiry_age()
         if self._ends is not None:
             expires = min(expires, self._ends)  # sliding refresh only within the absolute lifetime
         if must_create or self._pending:
@@ -442,7 +440,7 @@ class SessionStore(SessionBase):
         return expires - self._stored_expires < conf.setting("SESSION_CFKV_REFRESH_INTERVAL")
 
     def _write(self, data, expires, canonical):
-        now = time.time()
+        now = clock.now()
         created = self._created if self._created is not None else int(now * 1000)
         envelope = {"createdAt": created, "expiresAt": int(expires * 1000), "data": data}
         if self._ends is not None:
@@ -457,9 +455,9 @@ class SessionStore(SessionBase):
         try:
             self.get_kv().put(
                 kv_key, value,
-                expiration_ttl=max(limits.MIN_TTL, math.ceil(expires - now)),
+                expiration_ttl=metadata.kv_ttl(expires, now),
                 # "size" lets `manage.py cfkv stats` total sizes from listings alone.
-                metadata={"kind": "session", "expires": round(expires, 3), "size": len(value.encode("utf-8"))},
+                metadata=metadata.build(metadata.SESSION, expires=expires, size=len(value.encode("utf-8"))),
             )
         finally:
             _forget_nearby(kv_key)
@@ -475,7 +473,7 @@ class SessionStore(SessionBase):
         value) and written by the next save(), even if nothing else changed.
         """
         self._get_session()  # a load replaces what is stored here: load first
-        self._ends = time.time() + seconds
+        self._ends = clock.now() + seconds
         self._snapshot = None
 
     def get_expiry_age(self, **kwargs):
@@ -483,7 +481,7 @@ class SessionStore(SessionBase):
         age = super().get_expiry_age(**kwargs)  # loads the session, and with it the end
         if kwargs or self._ends is None:
             return age
-        return max(0, min(age, math.ceil(self._ends - time.time())))
+        return max(0, min(age, math.ceil(self._ends - clock.now())))
 
     def _canonical(self, data):
         if self._format == "json":
@@ -555,12 +553,12 @@ class SessionStore(SessionBase):
         deletes in bulk. Entries without our metadata (sessions a Worker
         wrote) are left to their KV TTL. Return the number of keys deleted.
         """
-        kv, now = cls.get_kv(), time.time()
-        expired = [
-            info.name for info in kv.iter_keys(prefix=cls.key_prefix())
-            if isinstance(info.metadata, dict) and info.metadata.get("kind") == "session"
-            and _is_number(info.metadata.get("expires")) and info.metadata["expires"] <= now
-        ]
+        kv, now = cls.get_kv(), clock.now()
+        expired = []
+        for info in kv.iter_keys(prefix=cls.key_prefix()):
+            meta = metadata.read(info.metadata)
+            if meta.kind == metadata.SESSION and meta.expires is not None and meta.expires <= now:
+                expired.append(info.name)
         if expired:
             try:
                 kv.delete_many(expired)

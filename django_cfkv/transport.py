@@ -35,7 +35,6 @@ import os
 import random
 import re
 import threading
-import time
 from collections import Counter
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -43,7 +42,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import __version__, limits
+from . import __version__, clock, limits
 from .exceptions import (
     CFKVConfigurationError,
     KVConnectionError,
@@ -116,7 +115,7 @@ def parse_retry_after(value):
         seconds = float(value)
     except ValueError:
         try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            seconds = parsedate_to_datetime(value).timestamp() - clock.now()
         except (TypeError, ValueError, OverflowError):
             return None
     if math.isnan(seconds):
@@ -216,14 +215,14 @@ class Transport:
         """
         for guard in request_guards:
             guard(url)
-        blocked = self._blocked_until - time.monotonic()
+        blocked = self._blocked_until - clock.monotonic()
         if blocked > 0:  # Cloudflare refuses every call until then: spare the round trip and the quota
             raise KVRateLimitError(
                 f"Cloudflare's API refuses every call of this account for another {blocked:.0f} s (it "
                 "answered 429 with no call left in its quota); no call was sent. Past 1,200 calls per "
                 "5 minutes every call is refused for 5 minutes: see 'Scaling past the REST quota'.",
                 status=429, retry_after=blocked, account_wide=True)
-        deadline = time.monotonic() + self.deadline
+        deadline = clock.monotonic() + self.deadline
         attempt = 0
         while True:
             try:
@@ -243,7 +242,7 @@ class Transport:
             if not self._can_retry(attempt, deadline, delay):
                 block = account_block(response)
                 if block:
-                    self._blocked_until = max(self._blocked_until, time.monotonic() + block)
+                    self._blocked_until = max(self._blocked_until, clock.monotonic() + block)
                 return response
             logger.info("KV %s %s got HTTP %s; retrying in %.2f s", method, endpoint,
                         response.status_code, delay)
@@ -252,7 +251,7 @@ class Transport:
 
     def _attempt(self, method, url, endpoint, deadline, max_bytes, kwargs):
         """Send one attempt and read its body by ``deadline`` and at most connect + read seconds."""
-        started = time.monotonic()
+        started = clock.monotonic()
         ends = min(deadline, started + sum(self.timeout))
         if ends - started <= 0:
             raise KVTimeout(f"Workers KV did not answer {_where(method, endpoint, url)}: the call's deadline "
@@ -269,19 +268,19 @@ class Transport:
             finally:
                 response.close()  # a no-op once the body is read: the connection is back in the pool
         except requests.RequestException as exc:
-            late, where = time.monotonic() >= ends, _where(method, endpoint, url)
+            late, where = clock.monotonic() >= ends, _where(method, endpoint, url)
             logger.info("KV %s failed (%s)%s", where, type(exc).__name__, "; out of time" if late else "")
             # Not chained: requests' text repeats the URL, whose key may be a session id.
             raise _translate(exc, where, late) from None
         finally:
             _attempt_state.ends = None
         logger.debug("KV %s %s -> %s in %.1f ms", method, endpoint, response.status_code,
-                     (time.monotonic() - started) * 1000)
+                     (clock.monotonic() - started) * 1000)
         return response
 
     def _can_retry(self, attempt, deadline, delay):
         """Return True if another attempt is allowed and ``delay`` leaves time to make it."""
-        return attempt < self.max_retries and time.monotonic() + delay < deadline
+        return attempt < self.max_retries and clock.monotonic() + delay < deadline
 
     def _backoff(self, attempt):
         """Capped exponential backoff with jitter."""
@@ -293,14 +292,14 @@ class Transport:
         return random.uniform(0, span)
 
     def _sleep(self, seconds, deadline):
-        time.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
+        clock.sleep(max(0.0, min(seconds, deadline - clock.monotonic())))
 
     def _note_budget(self, response):
         parsed = parse_ratelimit(response.headers.get("Ratelimit"))
         if parsed is None:
             return
-        self.budget = (parsed[0], parsed[1], time.time())
-        now = time.monotonic()
+        self.budget = (parsed[0], parsed[1], clock.now())
+        now = clock.monotonic()
         if parsed[0] < LOW_BUDGET and now - self._last_budget_warning > 30:
             self._last_budget_warning = now
             logger.warning(
@@ -352,7 +351,7 @@ class _DeadlineReader(io.RawIOBase):
         return self._raw.fileno()
 
     def readinto(self, buffer):
-        left = self._ends - time.monotonic()
+        left = self._ends - clock.monotonic()
         if left <= 0:
             raise TimeoutError("the attempt ran out of time")  # urllib3 makes it a ReadTimeoutError
         self._sock.settimeout(min(left, self._read_timeout) if self._read_timeout else left)

@@ -3,7 +3,6 @@
 import json
 import logging
 import time
-import types
 import uuid
 from unittest import mock
 
@@ -13,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in
 from django.test import AsyncClient, Client
 
+from django_cfkv import clock as cfkv_clock
 from django_cfkv import get_kv, sessions, transport
 from django_cfkv.exceptions import KVRateLimitError
 from django_cfkv.local import LocalKV
@@ -48,7 +48,7 @@ def other():
 @pytest.fixture
 def clock(monkeypatch):
     offset = [0.0]
-    monkeypatch.setattr(sessions, "time", types.SimpleNamespace(time=lambda: time.time() + offset[0]))
+    monkeypatch.setattr(cfkv_clock, "now", lambda: time.time() + offset[0])
     return lambda seconds: offset.__setitem__(0, offset[0] + seconds)
 
 

@@ -14,6 +14,7 @@ from django.core.cache import InvalidCacheKey
 from django.core.exceptions import ImproperlyConfigured
 
 from django_cfkv import cache as cfkv_cache
+from django_cfkv import clock as cfkv_clock
 from django_cfkv import get_kv, limits
 from django_cfkv.cache import CloudflareKVCache, decode_entry
 from django_cfkv.exceptions import KVAPIError, KVAuthError, KVConnectionError, KVValueError
@@ -223,7 +224,7 @@ def test_delete_and_touch_say_whether_the_key_existed(make_cache):
     assert cache.delete("k") is False
     assert cache.touch("k") is False
     cache.set("gone", 1, 1)
-    with mock.patch.object(cfkv_cache, "_now", lambda: time.time() + 2):
+    with mock.patch.object(cfkv_clock, "now", lambda: time.time() + 2):
         assert cache.delete("gone") is False  # expired by its exact expiry, even though KV still holds it
 
 

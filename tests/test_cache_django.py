@@ -6,8 +6,8 @@ tests/third_party.py), not vendored. It imports ``.models`` (a ``Poll`` model), 
 is loaded as a package registered under a name of our own and installed as an app for these
 classes.
 
-Django's tests sleep past 1-2 s timeouts. Here those sleeps advance a clock that only the
-backend's expiry checks read, so the suite runs in seconds; real-time expiry is covered
+Django's tests sleep past 1-2 s timeouts. Here those sleeps advance the package's clock
+(django_cfkv.clock) instead, so the suite runs in seconds; real-time expiry is covered
 by tests/test_cache.py::test_one_second_timeout_misses_after_one_second.
 """
 
@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import TestCase, override_settings
 
-from django_cfkv import cache as cfkv_cache
+from django_cfkv import clock as cfkv_clock
 from django_cfkv.testing import RunningEmulator
 from tests.third_party import django_tests_dir
 
@@ -50,7 +50,7 @@ Poll = django_cache_tests.Poll
 
 
 class _VirtualClock:
-    """``time`` for Django's test module: sleep() advances the backend's clock instead of waiting."""
+    """``time`` for Django's test module: sleep() advances the package's clock instead of waiting."""
 
     def __init__(self):
         self.offset = 0.0
@@ -88,7 +88,7 @@ class CloudflareKVCacheSuite(django_cache_tests.BaseCacheTests):
         super().setUp()
         clock = _VirtualClock()
         for patcher in (mock.patch.object(django_cache_tests, "time", clock),
-                        mock.patch.object(cfkv_cache, "_now", clock.now)):
+                        mock.patch.object(cfkv_clock, "now", clock.now)):
             patcher.start()
             self.addCleanup(patcher.stop)
 

@@ -11,6 +11,7 @@ import pytest
 from django.core.cache import caches
 
 from django_cfkv import cache as cfkv_cache
+from django_cfkv import clock as cfkv_clock
 from django_cfkv.cache import CloudflareKVCache, cached, stampede_events
 from django_cfkv.serializers import load_entry
 
@@ -52,9 +53,9 @@ def test_ttl_follows_django_redis(kvcache):
     assert kvcache.ttl("forever") is None
     assert kvcache.ttl("missing") == 0
     assert kvcache.ttl("short") == 10  # whole seconds, rounded up, from the exact expiry
-    with mock.patch.object(cfkv_cache, "_now", lambda: time.time() + 9.5):
+    with mock.patch.object(cfkv_clock, "now", lambda: time.time() + 9.5):
         assert kvcache.ttl("short") == 1
-    with mock.patch.object(cfkv_cache, "_now", lambda: time.time() + 11):
+    with mock.patch.object(cfkv_clock, "now", lambda: time.time() + 11):
         assert kvcache.ttl("short") == 0  # expired, although KV keeps it for its 60 s floor
 
 
@@ -83,7 +84,7 @@ def test_keys_glob_on_user_keys_with_prefix_and_version(kvcache):
     other = CloudflareKVCache("c", {"KEY_PREFIX": "other", "VERSION": 2})
     other.set("user:9", 9)  # another KEY_PREFIX: not listed
     kvcache.set("user:gone", 1, 1)
-    with mock.patch.object(cfkv_cache, "_now", lambda: time.time() + 2):
+    with mock.patch.object(cfkv_clock, "now", lambda: time.time() + 2):
         assert sorted(kvcache.keys("user:*")) == ["user:1", "user:10", "user:2"]
     assert sorted(kvcache.keys("user:?")) == ["user:1", "user:2"]
     assert sorted(kvcache.iter_keys("user:[12]*", itersize=10)) == ["user:1", "user:10", "user:2"]
@@ -218,7 +219,7 @@ def test_xfetch_recomputes_early_as_expiry_nears(kvcache):
     assert entry.delta >= 0.05  # the computation time is stored with the value
     with mock.patch.object(cfkv_cache.random, "random", lambda: 0.5):
         assert kvcache.get_or_set("x", compute, 60) == 1  # 59 s before expiry: no refresh
-        with mock.patch.object(cfkv_cache, "_now", lambda: entry.expires - 0.01):
+        with mock.patch.object(cfkv_clock, "now", lambda: entry.expires - 0.01):
             assert kvcache.get_or_set("x", compute, 60) == 2  # just before expiry: refreshed early
     assert len(runs) == 2
 
@@ -233,7 +234,8 @@ def test_early_refresh_lets_other_threads_keep_serving(kvcache):
         release.wait(5)
         return "new"
 
-    with mock.patch.object(cfkv_cache, "_now", lambda: expires - 0.001), \
+    # Shortly before expiry; within KV's own TTL too (the store reads the same clock, and counts whole seconds).
+    with mock.patch.object(cfkv_clock, "now", lambda: expires - 1.5), \
             mock.patch.object(CloudflareKVCache, "_refresh_early", lambda self, entry: True):
         refresher = threading.Thread(target=lambda: caches["kv"].get_or_set("x", slow_refresh, 60))
         refresher.start()

@@ -8,6 +8,7 @@ import requests
 import responses
 from responses import matchers
 
+from django_cfkv import clock as cfkv_clock
 from django_cfkv.client import KVClient
 from django_cfkv.exceptions import (
     KVAPIError,
@@ -52,7 +53,7 @@ def api():
 @pytest.fixture
 def sleeps(monkeypatch):
     slept = []
-    monkeypatch.setattr("django_cfkv.transport.time.sleep", slept.append)
+    monkeypatch.setattr(cfkv_clock, "sleep", slept.append)
     return slept
 
 
@@ -349,8 +350,8 @@ def test_calls_are_counted_per_endpoint(client, api, sleeps):
 
 def test_deadline_caps_total_waiting(client, api, monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr("django_cfkv.transport.time.monotonic", lambda: clock[0])
-    monkeypatch.setattr("django_cfkv.transport.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(cfkv_clock, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cfkv_clock, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
     client.transport.deadline = 0.5
     api.get(f"{BASE}/values/k", status=503, json={"success": False, "errors": [], "messages": [], "result": None})
     with pytest.raises(KVAPIError) as info:

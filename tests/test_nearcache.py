@@ -4,12 +4,12 @@ and connection reuse by the cache and sessions under threads."""
 import os
 import threading
 import time
-import types
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.cache import caches
 
+from django_cfkv import clock as cfkv_clock
 from django_cfkv import get_kv, nearcache, transport
 from django_cfkv.nearcache import MISSING, NearCache, near_cache
 from django_cfkv.sessions import SessionStore
@@ -24,9 +24,9 @@ def _empty_registry():
 
 @pytest.fixture
 def clock(monkeypatch):
-    """The near cache's monotonic clock, moved by hand: ``clock(5)``."""
+    """The package's monotonic clock, moved by hand: ``clock(5)``."""
     now = [1000.0]
-    monkeypatch.setattr(nearcache, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(cfkv_clock, "monotonic", lambda: now[0])
 
     def advance(seconds):
         now[0] += seconds
@@ -302,14 +302,13 @@ def test_cache_near_cache_answers_repeated_reads_and_sees_own_writes(emu, settin
 
 
 def test_cache_values_are_fresh_copies_and_exact_expiry_holds(emu, settings, monkeypatch):
-    from django_cfkv import cache as cache_module
 
     cache = kv_cache(settings, NEAR_CACHE_TIMEOUT=30)
     cache.set("list", [1], 5)
     cache.get("list").append(2)  # changing what get() returned changes nothing stored
     assert cache.get("list") == [1]
     later = time.time() + 5
-    monkeypatch.setattr(cache_module, "_now", lambda: later)
+    monkeypatch.setattr(cfkv_clock, "now", lambda: later)
     assert counted(lambda: cache.get("list")) == (None, {})  # expired, though still kept in memory
 
 

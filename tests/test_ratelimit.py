@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from django_cfkv import clock as cfkv_clock
 from django_cfkv import ratelimit as rl
 from django_cfkv.exceptions import KVConnectionError
 from django_cfkv.local import LocalKV
@@ -399,7 +400,7 @@ def test_shards_in_memory_are_bounded_and_pending_counts_kept_first(tmp_path):
 
 def test_close_waits_for_the_write_spacing_only_in_the_background(tmp_path, monkeypatch):
     slept = []
-    monkeypatch.setattr(rl.time, "sleep", slept.append)
+    monkeypatch.setattr(cfkv_clock, "sleep", slept.append)
     kv = RecordingKV(tmp_path / "kv.sqlite3")
     now = time.time()
     counters = (rl.ShardedCounter(kv, background=False), rl.ShardedCounter(kv, per_request=True),

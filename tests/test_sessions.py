@@ -4,7 +4,6 @@ the JSON format, API-call economy and failures."""
 import json
 import logging
 import time
-import types
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,7 +11,8 @@ from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.core.management import call_command
 from django.test import Client
 
-from django_cfkv import get_kv, sessions, transport
+from django_cfkv import clock as cfkv_clock
+from django_cfkv import get_kv, transport
 from django_cfkv.exceptions import KVError, KVRateLimitError
 from django_cfkv.sessions import SessionStore, decode_value, hashed_id
 
@@ -36,9 +36,9 @@ def emu(settings, cfkv_emulator):
 
 @pytest.fixture
 def clock(monkeypatch):
-    """Move the engine's clock forward: ``clock(61)``."""
+    """Move the package's clock forward: ``clock(61)``."""
     offset = [0.0]
-    monkeypatch.setattr(sessions, "time", types.SimpleNamespace(time=lambda: time.time() + offset[0]))
+    monkeypatch.setattr(cfkv_clock, "now", lambda: time.time() + offset[0])
 
     def advance(seconds):
         offset[0] += seconds

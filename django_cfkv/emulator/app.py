@@ -20,7 +20,7 @@ import time
 import uuid
 from urllib.parse import parse_qs, unquote
 
-from .. import limits
+from .. import clock, limits
 from ..exceptions import KVValueError
 from ..local import LocalKV
 
@@ -159,7 +159,7 @@ class EmulatorApp:
         return reply.status, headers, json.dumps(data).encode()
 
     def _quota(self):
-        now = time.time()
+        now = clock.now()
         with self._stats_lock:
             start, used = self._window
             if now - start >= QUOTA_WINDOW:
@@ -185,6 +185,7 @@ class EmulatorApp:
 
     def _inject_faults(self):
         f = self.faults
+        # Real time, not the package's clock: this is the network a client waits for.
         if f["latency_ms"]:
             time.sleep(f["latency_ms"] / 1000)
         if f["slow_rate"] and random.random() < f["slow_rate"]:
@@ -516,7 +517,7 @@ def _expiry_from(query):
     expiration = number("expiration", 10033)
     if ttl is not None and ttl < limits.MIN_TTL:
         raise _Reply(400, 10034, f"Invalid expiration_ttl of {raw_int(ttl)}. Expiration TTL must be at least 60.")
-    if ttl is None and expiration is not None and expiration < time.time() + limits.MIN_TTL:
+    if ttl is None and expiration is not None and expiration < clock.now() + limits.MIN_TTL:
         raise _Reply(400, 10033, f"Invalid expiration of {raw_int(expiration)}. Expiration times must be at "
                                  "least 60 seconds in the future.")
     return expiration, ttl

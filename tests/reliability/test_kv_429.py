@@ -8,6 +8,7 @@ write per second) or one call fails that call alone, whatever its Retry-After.
 
 import pytest
 
+from django_cfkv import clock as cfkv_clock
 from django_cfkv import limits
 from django_cfkv.exceptions import KVError, KVRateLimitError
 
@@ -57,7 +58,7 @@ def test_the_quota_429_stops_every_call_for_at_most_five_minutes(api, fake_clien
 
 def test_a_blocked_alias_calls_again_once_the_block_is_over(api, fake_client, slept, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("django_cfkv.transport.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr(cfkv_clock, "monotonic", lambda: clock[0])
     api.get(f"{BASE}/values/k", status=429, headers={"Ratelimit": QUOTA_SPENT, "Retry-After": "315360000"},
             json=TOO_MANY)
     with pytest.raises(KVRateLimitError):

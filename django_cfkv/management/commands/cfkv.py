@@ -6,13 +6,12 @@ A thin shell: listing, decoding, summaries, sweeping and pinging live in
 
 import json
 import sys
-import time
 from datetime import datetime, timezone
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from ... import conf, get_kv, inspect, maintenance, transport
+from ... import clock, conf, get_kv, inspect, maintenance, transport
 from ...exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError
 from ...types import KeyInfo
 
@@ -114,7 +113,7 @@ class Command(BaseCommand):
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1.")
         entries, more = inspect.list_entries(self.kv, options["prefix"], limit, self._progress("listed"))
-        now = time.time()
+        now = clock.now()
         rows = [inspect.describe(info, now) for info in entries]
         if options["json"]:
             return self._json({"alias": self.alias, "prefix": options["prefix"], "keys": rows, "more": more})
@@ -141,7 +140,7 @@ class Command(BaseCommand):
         if options["json"]:
             return self._json(result)
         how = result["format"] if result["decoder"] == "generic" else f"decoded by {result['decoder']}"
-        now = time.time()
+        now = clock.now()
         self.stdout.write(f"key:       {result['key']}")
         self.stdout.write(f"kind:      {result['kind']} ({how})")
         self.stdout.write(f"expires:   {when(result['expires'], now)}"
