@@ -5,6 +5,7 @@ import time
 from datetime import datetime, timezone
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import user_passes_test
 from django.contrib.auth.models import AnonymousUser
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_http_methods
 from django_cfkv import get_kv, inspect
 from django_cfkv.cache import cached
 from django_cfkv.exceptions import KVError
+from django_cfkv.ratelimit import describe_shard, get_limiter
 from django_cfkv.transport import calls
 
 from .kvinfo import describe_store, session_kv_key
@@ -90,19 +92,42 @@ def _exact_expiry(metadata):
 
 
 class LoginView(auth_views.LoginView):
-    """django.contrib.auth's login page; when KV cannot store the session, a 503 page instead of a 500."""
+    """django.contrib.auth's login page; when KV cannot store the session, a 503 page instead of a 500.
+
+    The page states the limit on login attempts from the limiter's own rule and,
+    after a failed try, the tries left in this window from the limiter's count.
+    """
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        limiter = get_limiter()
+        rules = limiter.matching(self.request.path_info, "POST") if limiter.enabled else []
+        context["limit"] = rules[0] if rules else None
+        usages = getattr(self.request, "ratelimit_usages", None) or []  # set by demo.middleware on a POST
+        context["usage"] = next((u for u in usages if rules and u.policy == rules[0].name), None)
+        return context
 
     def form_valid(self, form):
+        session = self.request.session
+        key_before, visits = session.session_key, session.get("visits", 0)
         try:
             response = super().form_valid(form)
             # login() put the user in the session: save it here, so that a write KV
             # refuses is this page rather than a 500 from SessionMiddleware.
-            self.request.session.save()
+            session.save()
         except KVError as exc:
             logger.warning("Sign-in not completed: Workers KV did not answer (%s).", type(exc).__name__)
             self.request.user = AnonymousUser()
             context = self.get_context_data(form=form, kv_unavailable=True)
             return unavailable(self.render_to_response(context))
+        if key_before:
+            # Only the first characters: enough to see that the key changed.
+            messages.success(self.request, (
+                f"Signed in. The session moved to a new key ({key_before[:6]}… is now {session.session_key[:6]}…), "
+                f"as Django does at every login so that a key known before is no use after, "
+                f"and it kept its data: {visits} visit{'s' if visits != 1 else ''} so far."))
+        else:
+            messages.success(self.request, "Signed in: your new session is stored in KV.")
         return response
 
 
@@ -113,7 +138,7 @@ class LogoutView(auth_views.LogoutView):
     def post(self, request, *args, **kwargs):
         kept = dict(request.session.items())
         try:
-            return super().post(request, *args, **kwargs)
+            response = super().post(request, *args, **kwargs)
         except KVError as exc:
             logger.warning("Sign-out not completed: Workers KV did not answer (%s).", type(exc).__name__)
             # flush() emptied the session before KV refused the DELETE: put the data
@@ -122,6 +147,8 @@ class LogoutView(auth_views.LogoutView):
             return unavailable(render(request, "demo/unavailable.html", {
                 "message": "Workers KV did not answer, so you are still signed in: your session was not "
                            "deleted. Log out again in a few seconds."}))
+        messages.info(request, "Signed out: your session was deleted from KV.")
+        return response
 
 
 @cached(60 * 5)
@@ -150,6 +177,8 @@ def slow(request):
     """Serve the slow report from the KV cache; a POST forgets it."""
     if request.method == "POST":
         slow_report.invalidate()
+        messages.success(request, "Forgot the cached report: slow_report.invalidate() deleted its key in KV, "
+                                  "so the next view of this page computes it again.")
         return redirect("slow")
     started = time.time()
     report = slow_report()
@@ -164,6 +193,16 @@ def slow(request):
     })
     response["X-Cache"] = "hit" if hit else "miss"
     return response
+
+
+EXPIRY_LABELS = {
+    "expired": "Expired",
+    "lt_1h": "Within an hour",
+    "lt_1d": "Within a day",
+    "lt_7d": "Within a week",
+    "later": "Later",
+    "never": "Never",
+}
 
 
 @user_passes_test(lambda user: user.is_staff)
@@ -181,16 +220,49 @@ def namespace(request):
             "prefix": prefix or "", "unavailable": True, "api_calls": calls.total - before,
             "store": describe_store()})
     now = time.time()
+    expiry = [(bucket, EXPIRY_LABELS[bucket], summary["expiry"][bucket]) for bucket in inspect.EXPIRY_BUCKETS]
     return render(request, "demo/namespace.html", {
         "prefix": prefix or "",
         "summary": summary,
         "kinds": [(kind, summary["kinds"][kind]) for kind in inspect.KINDS],
-        "expiry": [(bucket, summary["expiry"][bucket]) for bucket in inspect.EXPIRY_BUCKETS],
-        "entries": [inspect.describe(info, now) for info in entries],
+        "expiry": expiry,
+        "expiry_most": max(count for _, _, count in expiry),
+        "entries": [dict(inspect.describe(info, now), usage=_shard_usage(info.metadata)) for info in entries],
+        "windows": _rate_limit_windows(entries),
         "more": more,
         "api_calls": calls.total - before,
         "store": describe_store(),
     })
+
+
+def _count(value):
+    """Return ``value`` if it is a count (an int >= 0), else None: anyone who can write KV writes metadata."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _shard_usage(metadata):
+    """Return (count, limit) from a rate-limit shard's metadata, or None."""
+    if not isinstance(metadata, dict) or metadata.get("kind") != "ratelimit":
+        return None
+    count, limit = _count(metadata.get("count")), _count(metadata.get("limit"))
+    return None if count is None or not limit else (count, limit)
+
+
+def _rate_limit_windows(infos):
+    """Add up the listed rate-limit shards of each (policy, client, window): every process writes its
+    own shard, and the limiter compares their sum with the limit."""
+    windows = {}
+    for info in infos:
+        shard = describe_shard(info.name, info.metadata)
+        usage = _shard_usage(info.metadata)
+        if shard is None or usage is None:
+            continue
+        window = windows.setdefault((shard["policy"], shard["client"], shard["period"], shard["window"]), {
+            "policy": shard["policy"], "client": shard["client"], "period": shard["period"],
+            "ends": shard["window_end"], "expired": shard["expired"], "count": 0, "limit": usage[1], "shards": 0})
+        window["count"] += usage[0]
+        window["shards"] += 1
+    return sorted(windows.values(), key=lambda window: (-window["ends"], window["policy"]))
 
 
 def api_docs(request):
@@ -206,4 +278,7 @@ def ratelimited(request, exception):
         return JsonResponse({"error": "rate_limited", "retry_after": retry_after,
                              "limits": [{"policy": u.policy, "limit": u.limit, "period": u.period}
                                         for u in usages]}, status=429)
-    return render(request, "demo/429.html", {"usages": usages, "retry_after": retry_after}, status=429)
+    # The way back: the form again after a refused POST, else the same page.
+    back = request.path if request.method == "POST" else request.get_full_path()
+    return render(request, "demo/429.html", {"usages": usages, "retry_after": retry_after, "back": back,
+                                             "posted": request.method == "POST"}, status=429)

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the one stylesheet (runserver serves it)
     "django_cfkv",
     "demo",
 ]
@@ -42,8 +43,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # After authentication, so "user_or_ip" rules can see the user.
-    "django_cfkv.middleware.RateLimitMiddleware",
+    # After authentication, so "user_or_ip" rules can see the user. In your project:
+    # "django_cfkv.middleware.RateLimitMiddleware". The example's subclass also keeps
+    # the counts on the request, so that the login form can say how many tries are left.
+    "demo.middleware.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -133,6 +136,9 @@ CFKV_RATELIMIT = {
     # RateLimit headers are added by the middleware.
     "VIEW": "demo.views.ratelimited",
 }
+
+# Messages ride in a signed cookie: showing one costs no KV write.
+MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

@@ -2,7 +2,12 @@
 
 import pytest
 
-from .sites import manage, serve_on_emulator, site_env, stop_site
+from .sites import SCREENSHOTS, SCREENSHOTS_TAKEN, manage, serve_on_emulator, site_env, stop_site
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.stash.get(SCREENSHOTS_TAKEN, False):
+        terminalreporter.write_line(f"Screenshots of the example site's pages: {SCREENSHOTS}")
 
 
 @pytest.fixture(scope="session")

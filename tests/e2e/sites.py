@@ -13,9 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+# The browser test's screenshots of each page: CI keeps this folder (git-ignored).
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+SCREENSHOTS_TAKEN = pytest.StashKey[bool]()
 MANAGE = ROOT / "example_project" / "manage.py"
 DEMO_USER = ("demo", "cfkv-demo")
 DEMO_CREDENTIALS = {"username": DEMO_USER[0], "password": DEMO_USER[1]}

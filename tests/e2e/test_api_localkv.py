@@ -52,4 +52,5 @@ def test_namespace_page_is_staff_only_and_agrees_with_the_command(local_site):
     listed = json.loads(manage(local_site.env, "cfkv", "ls", "--json", "--prefix", "session:"))
     names = [item["key"] for item in listed["keys"]]
     on_page = browser.get(local_site.url("/namespace/?prefix=session:"), timeout=10).text
+    on_page = on_page.replace("<wbr>", "")  # where long keys may wrap
     assert names and all(name in on_page for name in names)

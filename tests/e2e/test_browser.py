@@ -4,21 +4,31 @@ Chromium and its driver come from the system (``apt-get install chromium
 chromium-driver``), never from a download: the driver path is given to
 Selenium and SE_OFFLINE keeps Selenium Manager from fetching anything. When
 they are missing the test is skipped locally, and fails when ``CI`` is set.
+
+Every page of the walk is photographed at a desktop and a phone width into
+``test-artifacts/screenshots/`` (CI keeps the folder; the run's summary names
+it), and checked there: no wider than the window, no raw epoch seconds in
+the text, a header of the same height signed in or out.
 """
 
 import os
+import re
 import shutil
 
 import pytest
 
-from .sites import DEMO_USER, Site, emulator_env
+from .sites import DEMO_USER, SCREENSHOTS, SCREENSHOTS_TAKEN, Site, emulator_env
+
+WIDTHS = (1280, 390)  # a laptop, a phone
+EPOCH = re.compile(r"\b\d{10}\b")  # epoch seconds from 2001 to 2286
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1200,900",
+    "--disable-dev-shm-usage", "--window-size=1280,900",
+    "--hide-scrollbars",  # so that innerWidth is the width the page has to fit in
 )
 INSTALL_HINT = ("install them with `apt-get install -y chromium chromium-driver` and "
                 "`pip install selenium` (or set CHROMIUM and CHROMEDRIVER to their paths)")
@@ -56,11 +66,24 @@ def browser(tmp_path, monkeypatch):
         chrome.quit()
 
 
+# The text a person reads: visible text nodes, outside the stored JSON shown as it is (class "json").
+VISIBLE_TEXT = """
+const parts = [], walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const node = walker.currentNode;
+  if (!node.parentElement.closest(".json, script, style, [hidden]")) parts.push(node.textContent);
+}
+return parts.join(" ");
+"""
+
+
 class Page:
-    """What the test does with the browser: open, read by id, fill in forms."""
+    """What the test does with the browser: open, read by id, fill in forms, look at the page."""
 
     def __init__(self, browser, site):
         self.browser, self.site = browser, site
+        self.problems = []  # what capture() found wrong, reported together at the end
+        self.header_heights = {width: set() for width in WIDTHS}
 
     def open(self, path):
         self.browser.get(self.site.url(path))
@@ -102,6 +125,33 @@ class Page:
         WebDriverWait(self.browser, 20).until(lambda browser: _gone(old))
         self.wait_ready()
 
+    def messages(self):
+        """Return the Django messages shown on the page."""
+        from selenium.webdriver.common.by import By
+
+        return [item.text for item in self.browser.find_elements(By.CSS_SELECTOR, "#messages li")]
+
+    def capture(self, name):
+        """Screenshot the whole page at each of WIDTHS and note what is wrong with it."""
+        metrics = {"height": 900, "deviceScaleFactor": 1, "mobile": False}
+        text = self.browser.execute_script(VISIBLE_TEXT)
+        for number in EPOCH.findall(text):
+            self.problems.append(f"{name}: raw epoch seconds {number} in the text")
+        try:
+            for width in WIDTHS:
+                self.browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", dict(metrics, width=width))
+                scroll_width, inner_width, height, header = self.browser.execute_script(
+                    "const root = document.documentElement; return [root.scrollWidth, innerWidth, "
+                    "root.scrollHeight, document.querySelector('header').offsetHeight];")
+                if scroll_width > inner_width:
+                    self.problems.append(f"{name} at {width} px: the page is {scroll_width} px wide")
+                self.header_heights[width].add(header)
+                self.browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                             dict(metrics, width=width, height=min(height, 8000)))
+                self.browser.save_screenshot(str(SCREENSHOTS / f"{name}-{width}.png"))
+        finally:
+            self.browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
     def log_in(self, username, password):
         self.open("/login/")
         self.find("id_username").send_keys(username)
@@ -130,8 +180,13 @@ def _gone(element):
     return False
 
 
-def test_session_survives_restart_login_is_limited_logout_deletes_session(
-        browser, cfkv_emulator, example_db, tmp_path):
+def test_walk_the_example_site(browser, cfkv_emulator, example_db, tmp_path, request):
+    """Each demo makes its point on the page (messages, tries left, a countdown), and every page reads
+    well at both widths: sessions survive a restart, login is limited, logout deletes the session."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+    request.config.stash[SCREENSHOTS_TAKEN] = True
     namespace_id = cfkv_emulator.new_namespace_id()
     site = Site(tmp_path / "site", template_db=example_db, **emulator_env(cfkv_emulator, namespace_id))
     kv = cfkv_emulator.client(namespace_id)
@@ -140,13 +195,35 @@ def test_session_survives_restart_login_is_limited_logout_deletes_session(
     try:
         page.open("/")
         assert page.text("visits") == "1"
+        anonymous_id = page.text("session-key").rstrip("…")
+        page.capture("home-anonymous")
+
+        page.open("/login/")
+        assert "5 times per clock minute" in page.text("login-limit")  # from the limiter's own rule
+        page.capture("login")
 
         page.log_in(*DEMO_USER)
         assert page.text("username") == DEMO_USER[0]
         assert page.text("visits") == "2"  # login keeps the session's data under a new key
+        signed_in_id = page.text("session-key").rstrip("…")
+        [message] = page.messages()
+        assert f"{anonymous_id}… is now {signed_in_id}…" in message and "1 visit so far" in message
         kv_key = page.text("kv-key")
         assert kv_key.startswith("session:")
         assert kv.get_metadata(kv_key)["kind"] == "session"
+        page.capture("home")
+
+        page.open("/slow/")
+        page.open("/slow/")
+        assert page.text("cache-status") == "hit"
+        page.capture("cache-hit")
+        page.click_and_wait("invalidate")
+        assert page.text("cache-status") == "miss"
+        assert any(m.startswith("Forgot the cached report") for m in page.messages())
+        page.capture("cache-forgotten")
+
+        page.open("/api/")
+        page.capture("api")
 
         # Stop and start the server: the session lives in KV, not in the process.
         site.restart()
@@ -155,19 +232,19 @@ def test_session_survives_restart_login_is_limited_logout_deletes_session(
         assert page.text("kv-key") == kv_key
         assert page.text("visits") == "3"
 
-        # 5 login POSTs a minute per address: the 6th (or, across a window edge, a later one) is refused.
-        for _attempt in range(12):
-            page.log_in(DEMO_USER[0], "wrong password")
-            if page.find("ratelimited"):
-                break
-            assert page.text("login-error") == "Wrong username or password."
-        assert page.text("ratelimited") == "Too many requests"
-        assert 1 <= int(page.text("retry-after")) <= 60
+        check_login_limit(page)
+        page.capture("429")
+        check_countdown(page)
+
+        page.open("/namespace/")
+        assert page.find("expiry-lt_1h") is not None and page.find("rate-limits") is not None
+        page.capture("namespace")
 
         page.open("/")
         assert page.text("username") == DEMO_USER[0]  # failed logins leave the session alone
         page.click_and_wait("logout")
         assert page.find("login-link") is not None
+        assert "Signed out: your session was deleted from KV." in page.messages()
         assert kv.get(kv_key) is None, "logging out must delete the session from KV"
     except Exception:
         print(site.log())
@@ -175,3 +252,39 @@ def test_session_survives_restart_login_is_limited_logout_deletes_session(
     finally:
         site.stop()
         kv.close()
+    for width, heights in page.header_heights.items():
+        if len(heights) > 1:
+            page.problems.append(f"at {width} px the header's height changes between pages: {sorted(heights)}")
+    assert not page.problems, "\n".join(page.problems) + f"\nscreenshots: {SCREENSHOTS}"
+
+
+def check_login_limit(page):
+    """Fail to log in until the 429: each refusal's "tries left" must be what the limiter then does."""
+    said = None  # (tries left, seconds to the window's end) on the last refusal
+    for attempt in range(12):
+        page.log_in(DEMO_USER[0], "wrong password")
+        if page.find("ratelimited"):
+            break
+        assert page.text("login-error") == "Wrong username or password."
+        left, reset = int(page.text("tries-left")), int(page.text("tries-reset"))
+        assert 0 <= left <= 4 and 1 <= reset <= 60
+        if said is not None and reset <= said[1]:  # the same window: one try fewer
+            assert left == said[0] - 1, (said, left)
+        said = (left, reset)
+        if attempt == 0:
+            page.capture("login-refused")
+    else:
+        pytest.fail("twelve login attempts within a few seconds were never refused with a 429")
+    assert said is not None, "a 429 before any refusal said how many tries were left"
+    assert said[0] == 0, f"the form said {said[0]} tries were left, and the next try got a 429"
+    assert page.text("ratelimited") == "Too many requests"
+
+
+def check_countdown(page):
+    """The 429 page counts Retry-After down, and offers the way back to the form."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    start = int(page.text("retry-after"))
+    assert 1 <= start <= 60
+    assert page.find("back").get_attribute("href") == page.site.url("/login/")
+    WebDriverWait(page.browser, 3).until(lambda _: int(page.find("retry-after").text or start) < start)
