@@ -634,8 +634,12 @@ class ShardedCounter:
         except KVError as exc:
             failed = {item["key"] for item in items}
             self._failed(exc, "write")
+        # KV takes one write per second per key, counted from when a write
+        # arrives, which is at most when the call returned: space the next from then.
+        done = clock.monotonic()
         with self._lock:
             for shard, _ in batch:
+                shard.written_at, shard.due = done, done + self.interval
                 if shard.key in failed:
                     self._dirty.add(shard.prefix)
         return len(batch) - len(failed)

@@ -515,3 +515,29 @@ def test_only_a_spent_account_quota_keeps_the_counter_off_kv_for_its_retry_after
     assert pause >= paused_at_least
     assert pause <= (rl.OUTAGE_BACKOFF + 1 if not account_wide else 241)
     counter.close()
+
+
+class _SlowWrites(RecordingKV):
+    """Bulk writes that take a while to be answered, as over a slow link."""
+
+    def put_many(self, items):
+        result = super().put_many(items)
+        time.sleep(0.6)
+        return result
+
+
+def test_writes_of_a_shard_are_spaced_from_when_the_last_one_was_answered(tmp_path):
+    """KV counts one write per second per key from the write's arrival, which may be as late as its answer."""
+    kv = _SlowWrites(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, background=False, interval=1.0)
+    now = time.time()
+    counter.hit("p", "c", 100, 3600, now)
+    counter.hit("p", "c", 100, 3600, now)
+    started = time.monotonic()
+    assert counter.flush() == 1  # answered 0.6 s later
+    counter.hit("p", "c", 100, 3600, now)
+    time.sleep(max(0.0, started + 1.1 - time.monotonic()))  # 1.1 s after it was sent, 0.5 s after its answer
+    assert counter.flush() == 0
+    time.sleep(0.6)
+    assert counter.flush() == 1
+    counter.close()
