@@ -1,17 +1,18 @@
 # make run: set up and start example_project/ on the embedded store.
 # make test: set up and run every test.
+# make docs: build the documentation (docs/_build/html), warnings as errors, internal links checked.
 PYTHON ?= python3.12
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export PYENV_VERSION ?= 3.12.1:3.11.7:3.10.13:3.13.0
 
-.PHONY: run test venv lint bench emulator tox clean gateway-deps suites
+.PHONY: run test venv lint bench emulator tox clean gateway-deps suites docs
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]' -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e '.[test,docs]' -r requirements-dev.txt
 	touch $@
 
 venv: $(BIN)/.installed
@@ -29,8 +30,14 @@ suites: venv
 test: venv gateway-deps suites
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# -n: every cross-reference must resolve (nitpicky); -W --keep-going: every warning fails the build, all are listed.
+# check_links.py then resolves every relative link and #anchor in the HTML, offline.
+docs: venv
+	$(BIN)/sphinx-build -E -a -n -W --keep-going -q -b html docs docs/_build/html
+	$(BIN)/python docs/check_links.py docs/_build/html
+
 lint: venv
-	$(BIN)/ruff check django_cfkv tests bench example_project
+	$(BIN)/ruff check django_cfkv tests bench example_project docs
 
 run: venv
 	$(BIN)/python example_project/manage.py migrate --noinput
@@ -47,4 +54,4 @@ tox: venv
 	$(BIN)/tox -p auto
 
 clean:
-	rm -rf $(VENV) .tox build dist .pytest_cache
+	rm -rf $(VENV) .tox build dist .pytest_cache docs/_build

@@ -3,7 +3,7 @@
 Django reaches KV through the Worker gateway (BACKEND "cloudflare", BASE_URL =
 the gateway); tests/workers/session-store.mjs, the seed's session store, is
 bound to the same namespace as SESSIONS and derives each session's KV key with
-the lines the README documents.
+the lines the docs show (docs/reference/stored-formats.md).
 """
 
 import json
@@ -22,7 +22,7 @@ from django_cfkv.sessions import SessionStore, issue_token, revoke_token
 from tests.gateway_server import GatewayServer
 
 WORKER = Path(__file__).resolve().parent / "workers" / "session-store.mjs"
-README = Path(__file__).resolve().parent.parent / "README.md"
+STORED_FORMATS = Path(__file__).resolve().parent.parent / "docs" / "reference" / "stored-formats.md"
 
 pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
 
@@ -108,9 +108,9 @@ def test_key_names_hold_no_session_id_in_the_hashed_layout(gateway, user):
         assert any(session_id in name for name in names) == (gateway.layout == "plain")
 
 
-def test_the_worker_derives_keys_with_the_lines_the_readme_documents():
-    documented = re.search(r"^async function sessionKey\(.*?^\}$", README.read_text(), re.M | re.S)
-    assert documented, "README documents sessionKey()"
+def test_the_worker_derives_keys_with_the_lines_the_docs_show():
+    documented = re.search(r"^async function sessionKey\(.*?^\}$", STORED_FORMATS.read_text(), re.M | re.S)
+    assert documented, "docs/reference/stored-formats.md shows sessionKey()"
     javascript = documented.group(0).replace("(id: string): Promise<string>", "(id)")
     assert javascript.count("\n") == 4 and javascript in WORKER.read_text()
 

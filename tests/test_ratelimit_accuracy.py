@@ -2,7 +2,7 @@
 
 Three processes (spawned, each its own Django) with two threads each send
 bursts through RateLimitMiddleware at one client, counting on the KV
-emulator over HTTP. The test asserts what the README promises:
+emulator over HTTP. The test asserts what the docs promise (docs/explanation/ratelimit-counting.md):
 
 * allowed <= limit + (processes - 1) x per-process request rate x lag, where
   lag = 2 x SYNC_INTERVAL (a shard's flush, then the others' read) + slack for

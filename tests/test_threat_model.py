@@ -1,6 +1,6 @@
-"""What README's threat model says a namespace writer CAN do, shown from the writer's side.
+"""What the threat model (docs/explanation/security.md) says a namespace writer CAN do, from the writer's side.
 
-The "cannot" half lives with each feature's tests (README names them); these
+The "cannot" half lives with each feature's tests (the threat model names them); these
 tests keep the "can" half honest, so the documentation never promises more
 than the code gives.
 """

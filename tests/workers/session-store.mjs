@@ -2,8 +2,8 @@
 // expiresAt} (epoch ms) under a crypto.randomUUID() id, checked with
 // `Date.now() > session.expiresAt` and slid by refresh(). Bound to the same KV
 // namespace as Django (binding SESSIONS), it shows both directions of sharing.
-// The KV key of an id is the one django-cfkv uses: sessionKey() below, as the
-// README documents it (SESSION_CFKV_KEY_LAYOUT = "hashed", the default), or
+// The KV key of an id is the one django-cfkv uses: sessionKey() below, as
+// the docs show it (docs/reference/stored-formats.md; SESSION_CFKV_KEY_LAYOUT = "hashed", the default), or
 // `session:<id>` when the var SESSION_KEY_LAYOUT is "plain". A session with
 // `absoluteExpiresAt` (epoch ms; Django's issue_token(max_age=...)) ends then:
 // getSession() refuses it after, and refresh() never slides past it.
