@@ -20,6 +20,7 @@ import requests
 
 from django_cfkv import limits
 from django_cfkv.client import KVClient, _bulk_item, _envelope, _form, _unsuccessful, encode_key
+from django_cfkv.testing import connections_opened
 
 from .common import ACCOUNT, TOKEN, emulator, interleaved, row
 
@@ -227,8 +228,8 @@ def _threads(base_url, total):
         ops = 2 * per * threads / (time.perf_counter() - started)
         single = single or ops
         rows.append(row("threads", f"{threads} threads", ops, "ops/s", baseline="1 thread", baseline_value=single,
-                        note=f"{client.transport.connections_opened} connections opened"))
-        rows.append(row("threads", f"{threads} threads: connections", client.transport.connections_opened,
-                        "connections", target=f"<= {threads}", ok=client.transport.connections_opened <= threads))
+                        note=f"{connections_opened(client)} connections opened"))
+        rows.append(row("threads", f"{threads} threads: connections", connections_opened(client),
+                        "connections", target=f"<= {threads}", ok=connections_opened(client) <= threads))
         client.close()
     return rows

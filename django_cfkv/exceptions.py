@@ -96,7 +96,18 @@ class KVBulkError(KVAPIError):
 
 
 class KVValueError(KVError, ValueError):
-    """A key, value, metadata or TTL breaks KV's limits. Raised before any I/O."""
+    """A key, value, metadata or TTL breaks KV's limits. Raised before any I/O.
+
+    ``code`` is the error code Cloudflare's API gives for the same refusal
+    (10047 invalid metadata, 10034 invalid expiration_ttl...; None when it has
+    none), and ``too_large`` says the refusal is about size (Cloudflare then
+    answers 413): the emulator answers from these, never from the text.
+    """
+
+    def __init__(self, message, *, code=None, too_large=False, **kwargs):
+        super().__init__(message, **kwargs)
+        self.code = code
+        self.too_large = too_large
 
 
 class CFKVConfigurationError(ImproperlyConfigured):

@@ -30,6 +30,18 @@ MAX_RESPONSE_BYTES = MAX_VALUE_BYTES + 1024 * 1024
 # longest documented refusal (shared reference, section 6).
 QUOTA_BLOCK_SECONDS = 300
 
+# Cloudflare's API error codes for the refusals below, carried by each KVValueError
+# as ``code`` (so the emulator answers as Cloudflare does without reading the text).
+PAYLOAD_TOO_LARGE = 10024
+INVALID_LIST_LIMIT = 10028
+INVALID_REQUEST = 10029
+KEY_TOO_LONG = 10030
+INVALID_EXPIRATION = 10033
+INVALID_EXPIRATION_TTL = 10034
+INVALID_CURSOR = 10041
+INVALID_KEY = 10042
+INVALID_METADATA = 10047
+
 
 def validate_key(key):
     """Return ``key`` as UTF-8 bytes' text, or raise KVValueError saying what to fix."""
@@ -37,18 +49,18 @@ def validate_key(key):
         raise KVValueError(f"KV keys must be str, not {type(key).__name__}.")
     if key in ("", ".", ".."):
         raise KVValueError(
-            f"Illegal KV key {key!r}: a key cannot be empty, '.' or '..'."
+            f"Illegal KV key {key!r}: a key cannot be empty, '.' or '..'.", code=INVALID_KEY
         )
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise KVValueError(
-            "KV keys must be valid UTF-8 text (the key contains a lone surrogate)."
+            "KV keys must be valid UTF-8 text (the key contains a lone surrogate).", code=INVALID_KEY
         ) from exc
     if size > MAX_KEY_BYTES:
         raise KVValueError(
             f"KV key is {size} bytes in UTF-8; the limit is {MAX_KEY_BYTES} bytes. "
-            "Use a shorter key (or hash it)."
+            "Use a shorter key (or hash it).", code=KEY_TOO_LONG, too_large=True
         )
     return key
 
@@ -65,7 +77,8 @@ def validate_value(value):
         )
     if len(value) > MAX_VALUE_BYTES:
         raise KVValueError(
-            f"KV value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES} bytes (25 MiB)."
+            f"KV value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES} bytes (25 MiB).",
+            code=PAYLOAD_TOO_LARGE, too_large=True,
         )
     return value
 
@@ -77,11 +90,12 @@ def encode_metadata(metadata):
     try:
         text = json.dumps(metadata, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise KVValueError(f"KV metadata must be JSON-serializable: {exc}") from exc
+        raise KVValueError(f"KV metadata must be JSON-serializable: {exc}", code=INVALID_METADATA) from exc
     size = len(text.encode("utf-8"))
     if size > MAX_METADATA_BYTES:
         raise KVValueError(
-            f"KV metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES} bytes."
+            f"KV metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES} bytes.",
+            code=INVALID_METADATA, too_large=True,
         )
     return text
 
@@ -94,19 +108,21 @@ def validate_expiry(expiration=None, expiration_ttl=None, *, now=None):
     now = clock.now() if now is None else now
     if expiration_ttl is not None:
         if not _is_finite_number(expiration_ttl):
-            raise KVValueError("expiration_ttl must be a finite number of seconds.")
+            raise KVValueError("expiration_ttl must be a finite number of seconds.", code=INVALID_EXPIRATION_TTL)
         if expiration_ttl < MIN_TTL:
             raise KVValueError(
-                f"Invalid expiration_ttl of {expiration_ttl}: KV needs at least {MIN_TTL} seconds."
+                f"Invalid expiration_ttl of {expiration_ttl}: KV needs at least {MIN_TTL} seconds.",
+                code=INVALID_EXPIRATION_TTL,
             )
         return int(now + expiration_ttl)
     if expiration is not None:
         if not _is_finite_number(expiration):
-            raise KVValueError("expiration must be a UNIX time in seconds (a finite number).")
+            raise KVValueError("expiration must be a UNIX time in seconds (a finite number).",
+                               code=INVALID_EXPIRATION)
         if expiration < now + MIN_TTL:
             raise KVValueError(
                 f"Invalid expiration of {int(expiration)}: expiration times must be at "
-                f"least {MIN_TTL} seconds in the future."
+                f"least {MIN_TTL} seconds in the future.", code=INVALID_EXPIRATION
             )
         return int(expiration)
     return None
@@ -125,9 +141,10 @@ def _is_finite_number(value):
 def validate_list_limit(limit):
     """Return ``limit`` if KV accepts it as a list page size (10..1000)."""
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise KVValueError("list limit must be an integer.")
+        raise KVValueError("list limit must be an integer.", code=INVALID_LIST_LIMIT)
     if not LIST_MIN_LIMIT <= limit <= LIST_MAX_LIMIT:
         raise KVValueError(
-            f"Invalid list limit {limit}: KV pages hold {LIST_MIN_LIMIT} to {LIST_MAX_LIMIT} keys."
+            f"Invalid list limit {limit}: KV pages hold {LIST_MIN_LIMIT} to {LIST_MAX_LIMIT} keys.",
+            code=INVALID_LIST_LIMIT,
         )
     return limit

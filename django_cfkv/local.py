@@ -148,7 +148,8 @@ def _decode_cursor(cursor):
         return base64.urlsafe_b64decode(cursor.encode("ascii"))
     except (binascii.Error, UnicodeEncodeError, ValueError):
         # Not quoted: a cursor is the last key of a page, which may be a session id.
-        raise KVValueError("Invalid list cursor: pass back the cursor a previous page gave.") from None
+        raise KVValueError("Invalid list cursor: pass back the cursor a previous page gave.",
+                           code=limits.INVALID_CURSOR) from None
 
 
 def _store_errors(method):
@@ -194,6 +195,10 @@ class LocalKV(Paging):
 
     def __repr__(self):
         return f"LocalKV({self.path!r}, namespace={self.namespace!r})"
+
+    def close_thread_connection(self):
+        """Close the calling thread's connection to the file, if any (for a thread about to end)."""
+        self._db.close_thread_connection()
 
     def _execute(self, sql, params=()):
         return self._db.connection().execute(sql, params)

@@ -686,7 +686,7 @@ def engine_session_store():
     return store
 
 
-def _token_store():
+def token_store():
     """Return the store class for tokens: SESSION_ENGINE's when it is a KV engine, else this module's."""
     try:
         return engine_session_store()
@@ -706,7 +706,7 @@ def issue_token(request, user, *, max_age=None, backend=None):
     """
     from django.contrib.auth.signals import user_logged_in
 
-    session = _token_store()()
+    session = token_store()()
     session[SESSION_KEY] = user._meta.pk.value_to_string(user)
     session[BACKEND_SESSION_KEY] = _backend_for(user, backend)
     if hasattr(user, "get_session_auth_hash"):
@@ -724,7 +724,7 @@ def issue_token(request, user, *, max_age=None, backend=None):
 def revoke_token(token):
     """Delete the session behind ``token`` (other Cloudflare locations may see it for up to ~60 s)."""
     if is_valid_key(token):
-        store = _token_store()
+        store = token_store()
         try:
             store.get_kv().delete(store.kv_key(token))
         finally:

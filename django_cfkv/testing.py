@@ -112,7 +112,7 @@ class RunningEmulator:
         long suite would drive the header towards 0 and the client would log
         that the budget is low.
         """
-        self.app._window = (0.0, 0)
+        self.app.reset_quota()
 
     def set_faults(self, **faults):
         """Inject faults until cleared.
@@ -243,7 +243,7 @@ class _Activation:
             raise
         with _stack_lock:
             if not _stack:
-                transport.request_guards.append(_guard)
+                transport.request_hooks.append(_guard)
             _stack.append(self)
         _count_per_request(True)
 
@@ -254,7 +254,7 @@ class _Activation:
             last = not _stack
             if last:
                 with contextlib.suppress(ValueError):
-                    transport.request_guards.remove(_guard)
+                    transport.request_hooks.remove(_guard)
         if last:
             _count_per_request(False)
         self._settings.disable()
@@ -297,8 +297,9 @@ _stack = []  # active overrides, innermost last
 _stack_lock = threading.Lock()
 
 
-def _guard(url):
-    """Stop a KV call bound for a host other than loopback (installed while an override is active)."""
+def _guard(method, url):
+    """Stop a KV call bound for a host other than loopback (a transport request hook while an override
+    is active)."""
     __tracebackhide__ = True
     host = urlsplit(url).hostname or ""
     if _is_loopback(host):
@@ -435,6 +436,16 @@ class KVCalls:
 
     def __repr__(self):
         return f"<KVCalls total={self.total} ({self})>"
+
+
+def connections_opened(kv):
+    """Return how many TCP connections the client ``kv`` (a KVClient, or its transport) has opened
+    since its connection pool was made: a number that stays small however many calls it makes
+    shows that connections are reused. Each urllib3 pool counts the connections it makes."""
+    session = getattr(kv, "transport", kv).session
+    adapters = {id(adapter): adapter for adapter in session.adapters.values()}.values()
+    pools = [adapter.poolmanager.pools[key] for adapter in adapters for key in adapter.poolmanager.pools.keys()]
+    return sum(pool.num_connections for pool in pools)
 
 
 @contextlib.contextmanager

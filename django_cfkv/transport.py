@@ -36,6 +36,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -93,9 +94,10 @@ class CallCounter:
 #: Every call made by every client in this process; tests and benchmarks read it.
 calls = CallCounter()
 
-# Callables run before each request with the URL; one may raise to stop it.
-# django_cfkv.testing uses this to keep tests on loopback.
-request_guards = []
+#: The seam for tools that watch or police calls (django_cfkv.testing keeps tests on loopback
+#: with it): callables run as ``hook(method, url)`` before each call is sent. One may raise to
+#: stop the call; nothing is sent then and its error reaches the caller. The package adds none.
+request_hooks: list[Callable[[str, str], None]] = []
 
 
 class ResponseTooLargeError(KVMalformedResponseError):
@@ -166,7 +168,6 @@ class Transport:
         self.deadline = checked_deadline(deadline)
         self.calls = CallCounter()
         self.budget = None  # (remaining, reset_seconds, seen_at) from the last Ratelimit header
-        self.connections_opened = 0
         self._token = checked_token(api_token)
         self._lock = threading.Lock()
         self._session = None
@@ -192,7 +193,7 @@ class Transport:
             "Authorization": f"Bearer {self._token}",
             "User-Agent": f"django-cfkv/{__version__}",
         })
-        adapter = _Adapter(self, pool_connections=4, pool_maxsize=POOL_SIZE)
+        adapter = _Adapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -213,8 +214,8 @@ class Transport:
         returned at once for the caller to raise. A body over ``max_bytes``
         raises ResponseTooLargeError.
         """
-        for guard in request_guards:
-            guard(url)
+        for hook in request_hooks:
+            hook(method, url)
         blocked = self._blocked_until - clock.monotonic()
         if blocked > 0:  # Cloudflare refuses every call until then: spare the round trip and the quota
             raise KVRateLimitError(
@@ -385,24 +386,12 @@ def _with_deadline(connection_class):
 
 
 class _Adapter(HTTPAdapter):
-    """Give each pool deadline-keeping connections, and count new TCP connections
-    (so benchmarks can show they are reused)."""
-
-    def __init__(self, transport, **kwargs):
-        self._transport = transport
-        super().__init__(**kwargs)
+    """Give each pool deadline-keeping connections."""
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
         pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
         if not getattr(pool, "_cfkv_ready", False):
             pool.ConnectionCls = _with_deadline(pool.ConnectionCls)
-            original, transport = pool._new_conn, self._transport
-
-            def _new_conn():
-                transport.connections_opened += 1
-                return original()
-
-            pool._new_conn = _new_conn
             pool._cfkv_ready = True
         return pool
 

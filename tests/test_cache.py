@@ -18,6 +18,7 @@ from django_cfkv import clock as cfkv_clock
 from django_cfkv import get_kv, limits
 from django_cfkv.cache import CloudflareKVCache, decode_entry
 from django_cfkv.exceptions import KVAPIError, KVAuthError, KVConnectionError, KVValueError
+from django_cfkv.testing import connections_opened
 
 
 def _use_alias(settings, config):
@@ -254,11 +255,11 @@ def test_close_keeps_the_pooled_connection(emulator_cache):
     cache = emulator_cache()
     kv = cache._kv
     cache.set("k", 1)
-    opened = kv.transport.connections_opened
+    opened = connections_opened(kv)
     for _ in range(3):
         cache.close()
         assert cache.get("k") == 1
-    assert get_kv("c") is kv and kv.transport.connections_opened == opened
+    assert get_kv("c") is kv and connections_opened(kv) == opened
 
 
 # Failures

@@ -10,6 +10,8 @@ import time
 import pytest
 import requests
 
+from django_cfkv.testing import connections_opened
+
 
 @pytest.fixture
 def ns(cfkv_emulator):
@@ -225,7 +227,7 @@ def test_connections_are_kept_alive(cfkv_emulator):
     for i in range(20):
         client.put(f"k{i}", b"v")
         client.get(f"k{i}")
-    assert client.transport.connections_opened == 1
+    assert connections_opened(client) == 1
 
 
 def _free_port():
@@ -355,3 +357,47 @@ def test_clearing_faults_keeps_the_start_up_latency(own_server, tmp_path):
     cleared = requests.delete(admin).json()["result"]
     assert cleared == {**server.app.faults.FIELDS, "latency_ms": 40}
     assert requests.get(admin).json()["result"] == cleared
+
+
+@pytest.mark.parametrize("error, status, code", [
+    # Texts that read as another refusal: the answer follows the error's code, never its words.
+    (dict(message="expiration_ttl: metadata over its limit", code=10033), 400, 10033),
+    (dict(message="a value of 25 MiB of metadata", code=10034), 400, 10034),
+    (dict(message="the expiration is fine", code=10047, too_large=True), 413, 10047),
+    (dict(message="metadata limit expiration 25 MiB"), 400, 10029),
+])
+def test_store_refusals_are_answered_from_the_error_code_not_its_text(ns, monkeypatch, error, status, code):
+    from django_cfkv.exceptions import KVValueError
+    from django_cfkv.local import LocalKV
+
+    def refuse(self, items):
+        error_args = dict(error)
+        raise KVValueError(error_args.pop("message"), **error_args)
+
+    monkeypatch.setattr(LocalKV, "put_many", refuse)
+    s, base = ns
+    r = s.put(f"{base}/bulk", json=[{"key": "a", "value": "1"}])
+    assert r.status_code == status and errors(r) == [code]
+
+
+def test_the_store_names_each_refusal_with_cloudflares_code(tmp_path):
+    from django_cfkv import limits
+    from django_cfkv.exceptions import KVValueError
+    from django_cfkv.local import LocalKV
+
+    kv = LocalKV(tmp_path / "kv.sqlite3")
+    cases = [
+        (lambda: kv.put("k", b"v", expiration_ttl=30), limits.INVALID_EXPIRATION_TTL, False),
+        (lambda: kv.put("k", b"v", expiration=1), limits.INVALID_EXPIRATION, False),
+        (lambda: kv.put("k", b"v", metadata={"x": "y" * 2000}), limits.INVALID_METADATA, True),
+        (lambda: kv.put("k", b"v", metadata={"x": float("nan")}), limits.INVALID_METADATA, False),
+        (lambda: kv.put("k", b"v" * (limits.MAX_VALUE_BYTES + 1)), limits.PAYLOAD_TOO_LARGE, True),
+        (lambda: kv.put("k" * 513, b"v"), limits.KEY_TOO_LONG, True),
+        (lambda: kv.put("..", b"v"), limits.INVALID_KEY, False),
+        (lambda: kv.list_keys(limit=5), limits.INVALID_LIST_LIMIT, False),
+        (lambda: kv.list_keys(cursor="é"), limits.INVALID_CURSOR, False),
+    ]
+    for call, code, too_large in cases:
+        with pytest.raises(KVValueError) as caught:
+            call()
+        assert (caught.value.code, caught.value.too_large) == (code, too_large), caught.value

@@ -13,6 +13,7 @@ from django_cfkv import clock as cfkv_clock
 from django_cfkv import get_kv, nearcache, transport
 from django_cfkv.nearcache import MISSING, NearCache, near_cache
 from django_cfkv.sessions import SessionStore
+from django_cfkv.testing import connections_opened
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +221,7 @@ def test_cache_and_sessions_reuse_connections_under_threads(emu, settings):
     threads, rounds = 8, 15
     kv = get_kv()
     kv.put("warm", "1")  # the pool's first connection
-    before = kv.transport.connections_opened
+    before = connections_opened(kv)
     calls_before = transport.calls.total
     barrier = threading.Barrier(threads)
 
@@ -236,7 +237,7 @@ def test_cache_and_sessions_reuse_connections_under_threads(emu, settings):
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(threads)))
     made = transport.calls.total - calls_before
-    opened = kv.transport.connections_opened - before
+    opened = connections_opened(kv) - before
     assert made >= threads * rounds * 4
     # One connection per thread at most, however many calls: no TCP connection per call.
     assert opened <= threads, f"{opened} connections opened for {made} calls"

@@ -130,10 +130,10 @@ def test_override_restores_settings_guards_and_cache_objects(cfkv_emulator):
     with override_cfkv(emulator=cfkv_emulator) as kv:
         assert settings.CFKV["default"]["BASE_URL"] == cfkv_emulator.base_url
         assert kv is get_kv() and isinstance(kv, KVClient)
-        assert transport.request_guards
+        assert transport.request_hooks
         assert caches["default"] is not cache_before  # rebuilt from settings inside the override
     assert settings.CFKV == original
-    assert transport.request_guards == []
+    assert transport.request_hooks == []
     assert get_kv().__class__.__name__ == "LocalKV"
 
 
@@ -158,10 +158,10 @@ def test_nested_overrides(cfkv_emulator):
         with override_cfkv(emulator=cfkv_emulator) as inner:
             assert inner.get("k") is None
         assert get_kv().get("k") == b"outer"
-        assert transport.request_guards
+        assert transport.request_hooks
         with pytest.raises(KVNetworkBlocked):  # seen by the test: not reported again on the way out
             KVClient(*STRAY).get("k")
-    assert transport.request_guards == []
+    assert transport.request_hooks == []
 
 
 def test_caught_block_is_reported_when_the_override_ends(cfkv_emulator):
@@ -170,7 +170,7 @@ def test_caught_block_is_reported_when_the_override_ends(cfkv_emulator):
         with override_cfkv(emulator=cfkv_emulator):
             assert tolerant_lookup() is None
     assert transport.calls.total == before  # nothing went out
-    assert transport.request_guards == []
+    assert transport.request_hooks == []
 
 
 def test_block_is_reported_once_when_it_propagates(cfkv_emulator):
@@ -217,7 +217,7 @@ def test_override_on_a_test_case_class(cfkv_emulator):
     assert seen["a"][1] != seen["b"][2]
     assert problems(run_case(Child)) == [] and seen["c"] == b"data"
     assert settings.CFKV["default"]["BACKEND"] == "local"
-    assert transport.request_guards == []
+    assert transport.request_hooks == []
 
 
 def test_override_on_a_class_reports_blocks_once(cfkv_emulator):
@@ -285,10 +285,10 @@ def test_override_on_an_async_function(cfkv_emulator):
 
     @override_cfkv(emulator=cfkv_emulator)
     async def view_test():
-        return settings.CFKV["default"]["BASE_URL"], bool(transport.request_guards)
+        return settings.CFKV["default"]["BASE_URL"], bool(transport.request_hooks)
 
     assert asyncio.run(view_test()) == (cfkv_emulator.base_url, True)
-    assert transport.request_guards == []
+    assert transport.request_hooks == []
 
 
 @ratelimit("3/h", group="counted-in-the-request")

@@ -122,7 +122,7 @@ class EmulatorApp:
 
     def __call__(self, environ, start_response):
         status, headers, body = self.handle(environ)
-        start_response(f"{status} {_REASONS.get(status, 'Status')}", list(headers.items()))
+        start_response(f"{status} {REASONS.get(status, 'Status')}", list(headers.items()))
         return [body]
 
     def handle(self, environ):
@@ -336,8 +336,10 @@ class EmulatorApp:
         cursor = query.get("cursor", [""])[0] or None
         try:
             page = store.list_keys(prefix=prefix, limit=limit, cursor=cursor)
-        except KVValueError:
-            raise _Reply(400, 10041, 'invalid "list keys" cursor') from None
+        except KVValueError as exc:
+            if exc.code != limits.INVALID_CURSOR:
+                raise _refusal(exc) from None
+            raise _Reply(400, limits.INVALID_CURSOR, 'invalid "list keys" cursor') from None
         items = []
         for info in page.keys:
             item = {"name": info.name}
@@ -558,22 +560,22 @@ def _json_body(body):
 
 
 def _store_call(fn, *args, **kwargs):
-    """Run a LocalKV write, turning its validation errors into Cloudflare's answers."""
+    """Run a LocalKV write, answering its validation errors as Cloudflare does: from the error's
+    ``code`` and ``too_large``, never from its text."""
     try:
         return fn(*args, **kwargs)
     except KVValueError as exc:
-        text = str(exc)
-        if "metadata" in text:
-            raise _Reply(413 if "limit" in text else 400, 10047, f"invalid metadata: {text}") from None
-        if "expiration_ttl" in text:
-            raise _Reply(400, 10034, text) from None
-        if "expiration" in text:
-            raise _Reply(400, 10033, text) from None
-        if "25 MiB" in text:
-            raise _Reply(413, 10024, "payload too large") from None
-        raise _Reply(400, 10029, f"invalid request: {text}") from None
+        raise _refusal(exc) from None
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+def _refusal(exc):
+    """Return Cloudflare's answer to a write LocalKV refused with ``exc``."""
+    code, text = exc.code or limits.INVALID_REQUEST, str(exc)
+    message = {limits.INVALID_METADATA: f"invalid metadata: {text}", limits.PAYLOAD_TOO_LARGE: "payload too large",
+               limits.INVALID_EXPIRATION: text, limits.INVALID_EXPIRATION_TTL: text}.get(code)
+    return _Reply(413 if exc.too_large else 400, code, message or f"invalid request: {text}")
+
+
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 413: "Payload Too Large", 414: "URI Too Long",
             429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}

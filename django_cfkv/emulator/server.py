@@ -12,8 +12,8 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..local import _Database
-from .app import _REASONS, redact
+from ..local import LocalKV
+from .app import REASONS, redact
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -41,7 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
             "wsgi.input": io.BytesIO(self.rfile.read(length) if length else b""),
         }
         status, headers, body = self.server.app.handle(environ)
-        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
         headers = {**headers, "Content-Length": str(len(body))}
         lines += [f"{name}: {value}" for name, value in headers.items() if value != ""]
         self.log_request(status, len(body))  # first, so the line is out when the client has its answer
@@ -76,7 +76,7 @@ class EmulatorServer(ThreadingHTTPServer):
             # Each connection has its own thread, and each thread its own SQLite
             # connection: close it now, not when the garbage collector finds it
             # (its files stay open till then, and they pile up under load).
-            _Database.for_path(self.app.path).close_thread_connection()
+            LocalKV(self.app.path).close_thread_connection()
 
     @property
     def base_url(self):

@@ -67,7 +67,7 @@ def test_next_test_sees_none_of_it(cfkv):
 def test_settings_restored_after_a_test():
     assert settings.CFKV["default"]["NAMESPACE_ID"] == "production-namespace"
     assert "BASE_URL" not in settings.CFKV["default"]
-    assert transport.request_guards == []
+    assert transport.request_hooks == []
 
 
 def test_fault_context(cfkv, cfkv_emulator, cfkv_calls):

@@ -45,6 +45,7 @@ def main(base_url, namespace, token, seconds):
     from django_cfkv import conf, get_kv
     from django_cfkv.cache import CloudflareKVCache
     from django_cfkv.sessions import SessionStore
+    from django_cfkv.testing import connections_opened
 
     fds_before = _fds()
     cache = CloudflareKVCache("default", {})
@@ -110,7 +111,7 @@ def main(base_url, namespace, token, seconds):
     for t in threads:
         t.join()
     kv = get_kv()
-    results["connections_opened"] = kv.transport.connections_opened
+    results["connections_opened"] = connections_opened(kv)
     results["fds_during"] = _fds() - fds_before
     conf.reset()  # closes the pooled connections
     # Closed sockets still referenced from response objects in reference cycles

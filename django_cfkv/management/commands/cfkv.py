@@ -261,10 +261,10 @@ class Command(BaseCommand):
         self._write_calls(report["api_calls"])
 
     def handle_migrate_sessions(self, options):
-        from ...sessions import _token_store
+        from ...sessions import token_store
 
         before = transport.calls.snapshot()
-        report = maintenance.move_plain_sessions(_token_store(), drop=options["drop"], dry_run=options["dry_run"])
+        report = maintenance.move_plain_sessions(token_store(), drop=options["drop"], dry_run=options["dry_run"])
         report = {"alias": self.alias, **report, "api_calls": _calls_since(before)}
         if options["json"]:
             return self._json(report)
