@@ -36,8 +36,11 @@ docs: venv
 	$(BIN)/sphinx-build -E -a -n -W --keep-going -q -b html docs docs/_build/html
 	$(BIN)/python docs/check_links.py docs/_build/html
 
+# Style (ruff), the import contracts in pyproject.toml (import-linter) and types (mypy with django-stubs).
 lint: venv
 	$(BIN)/ruff check django_cfkv tests bench example_project docs
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 run: venv
 	$(BIN)/python example_project/manage.py migrate --noinput

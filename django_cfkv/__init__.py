@@ -1,9 +1,14 @@
 """django-cfkv: Cloudflare Workers KV behind Django's cache, sessions and rate limiting."""
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import KV
+
 __version__ = "0.1.0"
 
 
-def get_kv(alias="default"):
+def get_kv(alias: str = "default") -> "KV":
     """Return the KV namespace object for a ``CFKV`` alias (shared within the process)."""
     from .conf import get_kv as _get_kv
 

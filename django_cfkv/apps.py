@@ -5,5 +5,5 @@ class CfkvConfig(AppConfig):
     name = "django_cfkv"
     verbose_name = "Cloudflare Workers KV"
 
-    def ready(self):
+    def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)

@@ -2,9 +2,10 @@
 
 import math
 import os
+from typing import Any
 from urllib.parse import urlsplit
 
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from . import conf
 from .exceptions import CFKVConfigurationError
@@ -17,13 +18,13 @@ def config_error(exc: CFKVConfigurationError, id: str | None = None) -> Error:
 
 
 @register(Tags.compatibility)
-def check_cfkv_setting(app_configs=None, **kwargs):
+def check_cfkv_setting(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
     """Check every CFKV alias: backend, credentials, URL, timeouts."""
     try:
         config = conf.get_config()
     except CFKVConfigurationError as exc:
         return [config_error(exc, "django_cfkv.E001")]
-    errors = []
+    errors: list[CheckMessage] = []
     for alias in config:
         try:
             settings = conf.alias_config(alias)
@@ -34,8 +35,8 @@ def check_cfkv_setting(app_configs=None, **kwargs):
     return errors
 
 
-def _check_alias(alias, settings):
-    errors = []
+def _check_alias(alias: str, settings: dict[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     backend = settings["BACKEND"]
     if backend == "cloudflare":
         for name in ("ACCOUNT_ID", "API_TOKEN", "NAMESPACE_ID"):
@@ -86,13 +87,13 @@ def _check_alias(alias, settings):
 
 
 @register(Tags.security)
-def check_ratelimit_setting(app_configs=None, **kwargs):
+def check_ratelimit_setting(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
     """Check CFKV_RATELIMIT: options, rules (rates, regexes, keys), proxies, ALIAS and CACHE."""
     from .ratelimit import compile_settings
 
     raw = conf.setting("CFKV_RATELIMIT")
     options, _, problems = compile_settings(raw)
-    errors = [config_error(problem) for problem in problems]
+    errors: list[CheckMessage] = [config_error(problem) for problem in problems]
     if not isinstance(raw, dict) or not raw:
         return errors  # not configured: the defaults are checked when someone configures them
     if options["CACHE"]:
@@ -126,7 +127,7 @@ LOSES_COUNTS = {
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 
 
-def _check_strict_cache(name, cache):
+def _check_strict_cache(name: str, cache: dict[str, Any]) -> list[CheckMessage]:
     backend = str(cache.get("BACKEND", ""))
     hint = "Use Redis or Memcached, or leave CACHE unset to count on KV with shards."
     if backend in LOSES_COUNTS:
@@ -140,11 +141,11 @@ def _check_strict_cache(name, cache):
 
 
 @register(Tags.compatibility)
-def check_session_settings(app_configs=None, **kwargs):
+def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
     """Check the session engine's settings: key layout, value format, load-error policy, user field."""
     from .sessions import FORMATS, LAYOUTS, ON_LOAD_ERROR_CHOICES
 
-    errors = []
+    errors: list[CheckMessage] = []
     for name, choices, error_id, hint in (
         ("SESSION_CFKV_KEY_LAYOUT", LAYOUTS, "django_cfkv.E201",
          "Leave it unset for 'hashed'; 'plain' puts every session id in a key name anyone who can list "

@@ -12,7 +12,11 @@ import base64
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote
+
+import requests
 
 from . import limits
 from .exceptions import (
@@ -40,7 +44,7 @@ KEY_NOT_FOUND = 10009
 TOKEN_PERMISSION = "Workers KV Storage Read/Write"
 
 
-def encode_key(key):
+def encode_key(key: str) -> str:
     """Percent-encode ``key`` for a URL path with nothing left safe, after validating it."""
     return quote(limits.validate_key(key), safe="")
 
@@ -54,8 +58,9 @@ class KVClient(Paging):
     including an answer of the wrong shape (a ``KVAPIError``).
     """
 
-    def __init__(self, account_id, namespace_id, api_token, *, base_url=DEFAULT_BASE_URL,
-                 timeout=DEFAULT_TIMEOUT, max_retries=DEFAULT_MAX_RETRIES, deadline=DEFAULT_DEADLINE):
+    def __init__(self, account_id: str, namespace_id: str, api_token: str, *, base_url: str = DEFAULT_BASE_URL,
+                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_MAX_RETRIES,
+                 deadline: float = DEFAULT_DEADLINE) -> None:
         self.account_id = account_id
         self.namespace_id = namespace_id
         self.base_url = base_url.rstrip("/")
@@ -63,23 +68,23 @@ class KVClient(Paging):
         self._account_url = f"{self.base_url}/accounts/{quote(str(account_id), safe='')}/storage/kv/namespaces"
         self._url = f"{self._account_url}/{quote(str(namespace_id), safe='')}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"KVClient(account_id={self.account_id!r}, namespace_id={self.namespace_id!r}, "
                 f"base_url={self.base_url!r})")
 
-    def close(self):
+    def close(self) -> None:
         """Close pooled connections."""
         self.transport.close()
 
     # Reads
 
-    def get(self, key):
+    def get(self, key: str) -> bytes | None:
         """Return the value's bytes, or None when the key does not exist. One call."""
         response = self._call("GET", f"/values/{encode_key(key)}", "get", missing_ok=True, keys=(key,),
                               max_bytes=limits.MAX_VALUE_BYTES)
         return None if response is None else response.content
 
-    def get_with_metadata(self, key):
+    def get_with_metadata(self, key: str) -> ValueWithMetadata | None:
         """Return ValueWithMetadata, or None when missing.
 
         Two calls (value, then metadata): the REST API has no single call that
@@ -92,12 +97,12 @@ class KVClient(Paging):
         expiration = _expiration(response.headers.get("expiration"), response)
         return ValueWithMetadata(response.content, self.get_metadata(key), expiration)
 
-    def get_metadata(self, key):
+    def get_metadata(self, key: str) -> Any:
         """Return the key's metadata (None when it has none or is missing). One call."""
         response = self._call("GET", f"/metadata/{encode_key(key)}", "get_metadata", missing_ok=True, keys=(key,))
         return None if response is None else _envelope(response).get("result")
 
-    def get_many(self, keys):
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """Return {key: bytes} for the keys that exist, in ceil(n/100) bulk calls.
 
         KV's bulk get returns text only: values must be UTF-8.
@@ -110,7 +115,7 @@ class KVClient(Paging):
             found.update(self._bulk_get(chunk))
         return found
 
-    def _bulk_get(self, keys):
+    def _bulk_get(self, keys: list[str]) -> dict[str, bytes]:
         try:
             response = self._call("POST", "/bulk/get", "bulk_get", json={"keys": keys, "type": "text"}, keys=keys)
         except ResponseTooLargeError:
@@ -127,18 +132,18 @@ class KVClient(Paging):
             raise _malformed(response, "bulk read (no 'values' object)")
         found = {}
         for key in keys:  # only what was asked: a server cannot add keys to the answer
-            value = values.get(key)
-            if value is None:
+            text = values.get(key)
+            if text is None:
                 continue
-            if not isinstance(value, str):  # a JSON-typed answer from a lenient server
-                value = json.dumps(value, separators=(",", ":"))
-            found[key] = value.encode("utf-8")
+            if not isinstance(text, str):  # a JSON-typed answer from a lenient server
+                text = json.dumps(text, separators=(",", ":"))
+            found[key] = text.encode("utf-8")
         return found
 
-    def list_keys(self, prefix=None, limit=1000, cursor=None):
+    def list_keys(self, prefix: str | None = None, limit: int = 1000, cursor: str | None = None) -> KeyPage:
         """Return one KeyPage (up to ``limit`` keys, 10..1000); cursor None on the last page."""
         limits.validate_list_limit(limit)
-        params = {"limit": limit}
+        params: dict[str, Any] = {"limit": limit}
         if prefix:
             params["prefix"] = prefix
         if cursor:
@@ -156,7 +161,8 @@ class KVClient(Paging):
 
     # Writes
 
-    def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
+    def put(self, key: str, value: bytes | str, *, expiration: float | None = None,
+            expiration_ttl: float | None = None, metadata: Any = None) -> None:
         """Write one value (raw body; multipart/form-data when metadata is given). One call."""
         path = f"/values/{encode_key(key)}"
         value = limits.validate_value(value)
@@ -172,7 +178,7 @@ class KVClient(Paging):
                                   headers={"Content-Type": content_type})
         _envelope(response)  # a 200 without success: true is not an acknowledged write
 
-    def put_many(self, items):
+    def put_many(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Write many items (dicts with ``key``, ``value`` and optional ``expiration``,
         ``expiration_ttl``, ``metadata``): one bulk call per 10,000 pairs or 100 MB.
 
@@ -181,13 +187,13 @@ class KVClient(Paging):
         batches = list(_bulk_batches([_bulk_item(item) for item in items]))
         self._bulk("PUT", "/bulk", "bulk_put", batches, [[i["key"] for i in b] for b in batches], "write")
 
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         """Delete one key; deleting a missing key is not an error. One call."""
         response = self._call("DELETE", f"/values/{encode_key(key)}", "delete", missing_ok=True, keys=(key,))
         if response is not None:
             _envelope(response)  # a 200 without success: true did not delete
 
-    def delete_many(self, keys):
+    def delete_many(self, keys: Iterable[str]) -> None:
         """Delete keys in one bulk call per 10,000; KVBulkError names any left behind."""
         keys = list(dict.fromkeys(keys))
         for key in keys:
@@ -195,14 +201,15 @@ class KVClient(Paging):
         chunks = list(_chunks(keys, limits.BULK_DELETE_MAX_KEYS))
         self._bulk("POST", "/bulk/delete", "bulk_delete", chunks, chunks, "delete")
 
-    def _bulk(self, method, path, endpoint, bodies, keys_per_body, action):
+    def _bulk(self, method: str, path: str, endpoint: str, bodies: list[Any], keys_per_body: list[list[str]],
+              action: str) -> None:
         """Send bulk bodies in turn; raise KVBulkError naming every key not done.
 
         A failed call (an error status, or a connection error after retries) ends
         the run: its keys (or those its answer names) and every later body's keys
         are reported, never dropped.
         """
-        failed = []
+        failed: list[str] = []
         for index, body in enumerate(bodies):
             try:
                 response = self._call(method, path, endpoint, json=body, keys=keys_per_body[index])
@@ -222,9 +229,10 @@ class KVClient(Paging):
 
     # Namespaces
 
-    def list_namespaces(self):
+    def list_namespaces(self) -> list[dict[str, Any]]:
         """Return every namespace of the account as [{"id", "title", ...}]."""
-        found, page, per_page = [], 1, 100
+        found: list[dict[str, Any]] = []
+        page, per_page = 1, 100
         while True:
             response = self._call("GET", "", "namespaces", params={"page": page, "per_page": per_page},
                                   base=self._account_url)
@@ -242,7 +250,7 @@ class KVClient(Paging):
                                            "namespaces an account can have)")
             page += 1
 
-    def create_namespace(self, title):
+    def create_namespace(self, title: str) -> dict[str, Any]:
         """Create a namespace; return it as {"id", "title"}. Not retried (not idempotent)."""
         response = self._call("POST", "", "namespaces", json={"title": title},
                               base=self._account_url, idempotent=False)
@@ -253,7 +261,8 @@ class KVClient(Paging):
 
     # Plumbing
 
-    def _call(self, method, path, endpoint, *, missing_ok=False, base=None, idempotent=True, keys=(), **kwargs):
+    def _call(self, method: str, path: str, endpoint: str, *, missing_ok: bool = False, base: str | None = None,
+              idempotent: bool = True, keys: Iterable[str] = (), **kwargs: Any) -> Any:
         """Send one call; return the Response, or None for a key miss when ``missing_ok``.
 
         ``keys`` are the keys the call names: a server that echoes one into an
@@ -265,7 +274,7 @@ class KVClient(Paging):
             kwargs["data"] = json.dumps(kwargs.pop("json"), separators=(",", ":"))
             kwargs["headers"] = {"Content-Type": "application/json"}
         response = self.transport.request(method, url, endpoint=endpoint, idempotent=idempotent, **kwargs)
-        response.cfkv_keys = keys  # for _envelope's errors
+        response.cfkv_keys = keys  # type: ignore[attr-defined]  # for _envelope's errors
         if response.status_code < 300:
             return response
         error = _error_for(response)
@@ -274,7 +283,7 @@ class KVClient(Paging):
         raise error
 
 
-def _envelope(response):
+def _envelope(response: requests.Response) -> dict[str, Any]:
     """Return the decoded JSON envelope, or raise KVAPIError if it is not one."""
     try:
         data = response.json()
@@ -291,7 +300,7 @@ def _envelope(response):
     return data
 
 
-def _result(response, types, what):
+def _result(response: requests.Response, types: type | tuple[type, ...], what: str) -> tuple[dict[str, Any], Any]:
     """Return (envelope, result) if the result is one of ``types``; else raise KVAPIError."""
     data = _envelope(response)
     result = data.get("result")
@@ -300,13 +309,13 @@ def _result(response, types, what):
     return data, result
 
 
-def _malformed(response, what):
+def _malformed(response: requests.Response, what: str) -> KVMalformedResponseError:
     return KVMalformedResponseError(f"Workers KV answered with a malformed {what}. Check BASE_URL: it should be "
                       "Cloudflare's API or the django-cfkv gateway.",
                       status=response.status_code, ray_id=response.headers.get("cf-ray"))
 
 
-def _key_info(item, response):
+def _key_info(item: Any, response: requests.Response) -> KeyInfo:
     """Return the KeyInfo of one listed key, or raise KVAPIError if it is not one."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
         raise _malformed(response, "key listing (an item without a name)")
@@ -316,7 +325,7 @@ def _key_info(item, response):
     return KeyInfo(item["name"], expiration, item.get("metadata"))
 
 
-def _expiration(value, response):
+def _expiration(value: Any, response: requests.Response) -> int | None:
     """Return an expiry (epoch seconds, from a number or a header's text) as int, or None."""
     if value is None:
         return None
@@ -329,7 +338,7 @@ def _expiration(value, response):
     return int(number)
 
 
-def _errors(body, response):
+def _errors(body: Any, response: requests.Response) -> list[dict[str, Any]]:
     """Return the envelope's error items that are objects (a broken server may send anything),
     with any key the call named replaced in their messages."""
     errors = body.get("errors") if isinstance(body, dict) else None
@@ -352,14 +361,14 @@ def _errors(body, response):
     return scrubbed
 
 
-def _describe(errors):
+def _describe(errors: list[dict[str, Any]]) -> str:
     if not errors:
         return "no error details"
     text = "; ".join(f"code {e.get('code')}: {e.get('message')}" for e in errors)
     return text if len(text) <= 500 else text[:500] + "..."
 
 
-def _error_for(response):
+def _error_for(response: requests.Response) -> KVError:
     """Map an error response to the one exception class that fits it."""
     status = response.status_code
     try:
@@ -368,7 +377,8 @@ def _error_for(response):
         body = None
     errors = _errors(body, response)
     result = body.get("result") if isinstance(body, dict) else None
-    kwargs = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"), "result": result}
+    kwargs: dict[str, Any] = {"status": status, "errors": errors, "ray_id": response.headers.get("cf-ray"),
+                              "result": result}
     detail = _describe(errors)
     if status in (401, 403):
         return KVAuthError(_auth_advice(response.headers.get("WWW-Authenticate", ""), detail), **kwargs)
@@ -390,7 +400,7 @@ def _error_for(response):
     return KVAPIError(f"Workers KV refused the request ({detail}).", **kwargs)
 
 
-def _auth_advice(challenge, detail):
+def _auth_advice(challenge: str, detail: str) -> str:
     """Say which token to fix: the Worker gateway names itself in its challenge."""
     if 'realm="django-cfkv-gateway"' not in challenge:
         return (f"Cloudflare refused the API token ({detail}). Check API_TOKEN and that it has the "
@@ -402,7 +412,7 @@ def _auth_advice(challenge, detail):
             "gateway's CFKV_GATEWAY_TOKEN secret (or CFKV_GATEWAY_READ_TOKEN, for reads only).")
 
 
-def _unsuccessful(response):
+def _unsuccessful(response: requests.Response) -> list[str]:
     """Return the keys a bulk answer names as not done (2024's API answers no result at all)."""
     _, result = _result(response, (dict, type(None)), "bulk answer")
     named = (result or {}).get("unsuccessful_keys") or []
@@ -411,7 +421,7 @@ def _unsuccessful(response):
     return named
 
 
-def _form(value, metadata):
+def _form(value: bytes, metadata: str) -> tuple[bytes, str]:
     """Return (body, Content-Type) of the multipart form of a write with metadata.
 
     The value is a file part (it has a filename): the web platform's form-data
@@ -430,7 +440,7 @@ def _form(value, metadata):
     return body, "multipart/form-data; boundary=" + boundary.decode()
 
 
-def _expiry_params(expiration, expiration_ttl):
+def _expiry_params(expiration: float | None, expiration_ttl: float | None) -> dict[str, int] | None:
     if expiration_ttl is not None:
         return {"expiration_ttl": int(expiration_ttl)}
     if expiration is not None:
@@ -438,12 +448,13 @@ def _expiry_params(expiration, expiration_ttl):
     return None
 
 
-def _bulk_item(item):
+def _bulk_item(item: Mapping[str, Any]) -> dict[str, Any]:
     key = limits.validate_key(item["key"])
     value = limits.validate_value(item["value"])
     meta = item.get("metadata")
     limits.encode_metadata(meta)
     limits.validate_expiry(item.get("expiration"), item.get("expiration_ttl"))
+    out: dict[str, Any]
     try:
         out = {"key": key, "value": value.decode("utf-8")}
     except UnicodeDecodeError:
@@ -457,9 +468,10 @@ def _bulk_item(item):
     return out
 
 
-def _bulk_batches(items):
+def _bulk_batches(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Split bulk-write items into requests of <= 10,000 pairs and <= 100 MB."""
-    batch, size = [], 2
+    batch: list[dict[str, Any]] = []
+    size = 2
     for item in items:
         item_size = len(json.dumps(item, separators=(",", ":"))) + 1
         if batch and (len(batch) >= limits.BULK_WRITE_MAX_ITEMS or size + item_size > limits.BULK_WRITE_MAX_BYTES):
@@ -471,6 +483,6 @@ def _bulk_batches(items):
         yield batch
 
 
-def _chunks(seq, size):
+def _chunks(seq: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(seq), size):
         yield seq[start:start + size]

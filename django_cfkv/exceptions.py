@@ -6,13 +6,16 @@ outside the tree so that options such as ``IGNORE_EXCEPTIONS`` can never hide
 them.
 """
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 
 
 class KVError(Exception):
     """Base class for every failure talking to Workers KV."""
 
-    def __init__(self, message, *, status=None, errors=None, ray_id=None, result=None):
+    def __init__(self, message: str, *, status: int | None = None, errors: list[dict[str, Any]] | None = None,
+                 ray_id: str | None = None, result: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -23,11 +26,11 @@ class KVError(Exception):
         self.result = result
 
     @property
-    def codes(self):
+    def codes(self) -> list[Any]:
         """Return Cloudflare's error codes carried by this error."""
         return [e.get("code") for e in self.errors if isinstance(e, dict)]
 
-    def __str__(self):
+    def __str__(self) -> str:
         parts = [self.message]
         if self.status is not None:
             parts.append(f"(HTTP {self.status})")
@@ -37,7 +40,7 @@ class KVError(Exception):
             parts.append(f"caused by {type(self.__cause__).__name__}: {self.__cause__}")
         return " ".join(parts)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status!r})"
 
 
@@ -69,7 +72,8 @@ class KVRateLimitError(KVAPIError):
     the 429 is about this one call or key, and other calls may go on.
     """
 
-    def __init__(self, message, *, retry_after=None, account_wide=False, **kwargs):
+    def __init__(self, message: str, *, retry_after: float | None = None, account_wide: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
         self.account_wide = account_wide
@@ -89,7 +93,7 @@ class KVBulkError(KVAPIError):
     is chained), in which case ``.keys`` are that call's keys and all later ones.
     """
 
-    def __init__(self, message, *, keys=(), partial=False, **kwargs):
+    def __init__(self, message: str, *, keys: Any = (), partial: bool = False, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.keys = list(keys)
         self.partial = partial
@@ -104,7 +108,7 @@ class KVValueError(KVError, ValueError):
     answers 413): the emulator answers from these, never from the text.
     """
 
-    def __init__(self, message, *, code=None, too_large=False, **kwargs):
+    def __init__(self, message: str, *, code: int | None = None, too_large: bool = False, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.code = code
         self.too_large = too_large
@@ -128,6 +132,6 @@ class CFKVConfigurationError(ImproperlyConfigured):
 class Ratelimited(PermissionDenied):
     """Raised by :func:`django_cfkv.ratelimit.ratelimit` when a view is over its rate."""
 
-    def __init__(self, *args, usage=None):
+    def __init__(self, *args: Any, usage: Any = None) -> None:
         super().__init__(*args)
         self.usage = usage

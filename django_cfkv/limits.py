@@ -7,6 +7,7 @@ Source: shared reference on the KV REST API, section 5 (Cloudflare's published l
 
 import json
 import math
+from typing import Any
 
 from . import clock
 from .exceptions import KVValueError
@@ -43,7 +44,7 @@ INVALID_KEY = 10042
 INVALID_METADATA = 10047
 
 
-def validate_key(key):
+def validate_key(key: object) -> str:
     """Return ``key`` as UTF-8 bytes' text, or raise KVValueError saying what to fix."""
     if not isinstance(key, str):
         raise KVValueError(f"KV keys must be str, not {type(key).__name__}.")
@@ -65,7 +66,7 @@ def validate_key(key):
     return key
 
 
-def validate_value(value):
+def validate_value(value: object) -> bytes:
     """Return ``value`` as bytes, or raise KVValueError if it is too large or not bytes/str."""
     if isinstance(value, str):
         value = value.encode("utf-8")
@@ -83,7 +84,7 @@ def validate_value(value):
     return value
 
 
-def encode_metadata(metadata):
+def encode_metadata(metadata: Any) -> str | None:
     """Return ``metadata`` as compact JSON text (or None), checked against the 1024-byte limit."""
     if metadata is None:
         return None
@@ -100,7 +101,8 @@ def encode_metadata(metadata):
     return text
 
 
-def validate_expiry(expiration=None, expiration_ttl=None, *, now=None):
+def validate_expiry(expiration: float | None = None, expiration_ttl: float | None = None, *,
+                    now: float | None = None) -> int | None:
     """Check KV's expiry rules; return the absolute expiry (epoch seconds) or None.
 
     As on Cloudflare, ``expiration_ttl`` wins when both are given.
@@ -128,7 +130,7 @@ def validate_expiry(expiration=None, expiration_ttl=None, *, now=None):
     return None
 
 
-def _is_finite_number(value):
+def _is_finite_number(value: object) -> bool:
     # NaN and infinity pass every comparison check but cannot become an int.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -138,7 +140,7 @@ def _is_finite_number(value):
         return False
 
 
-def validate_list_limit(limit):
+def validate_list_limit(limit: object) -> int:
     """Return ``limit`` if KV accepts it as a list page size (10..1000)."""
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise KVValueError("list limit must be an integer.", code=INVALID_LIST_LIMIT)

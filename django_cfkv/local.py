@@ -23,7 +23,9 @@ import math
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from . import clock, limits
 from .exceptions import CFKVConfigurationError, KVAPIError, KVConnectionError, KVTimeout, KVValueError
@@ -47,15 +49,18 @@ CREATE TABLE IF NOT EXISTS namespaces (
 _PURGE_EVERY = 60.0  # seconds between sweeps of rows whose expiry has passed
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a write waits for another connection's write lock
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class _Database:
     """One SQLite file: a connection per thread (and per process after a fork)."""
 
     _lock = threading.Lock()
-    _instances = {}
+    _instances: dict[tuple[str, float], "_Database"] = {}
 
     @classmethod
-    def for_path(cls, path, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+    def for_path(cls, path: str | os.PathLike[str], busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> "_Database":
         key = (str(Path(path).resolve()), float(busy_timeout))
         with cls._lock:
             db = cls._instances.get(key)
@@ -63,7 +68,7 @@ class _Database:
                 db = cls._instances[key] = cls(*key)
             return db
 
-    def __init__(self, path, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+    def __init__(self, path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self._local = threading.local()
@@ -71,7 +76,7 @@ class _Database:
         self._setup_lock = threading.Lock()
         self._set_up = False
 
-    def connection(self):
+    def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
@@ -87,7 +92,7 @@ class _Database:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
-    def _set_up_file(self, conn):
+    def _set_up_file(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL and create the tables, once per process.
 
         WAL mode is stored in the file, so later connections inherit it. The
@@ -111,14 +116,14 @@ class _Database:
                     clock.sleep(0.05)
             self._set_up = True
 
-    def close_thread_connection(self):
+    def close_thread_connection(self) -> None:
         """Close the calling thread's connection, if any (for a thread about to end)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
             conn.close()
 
-    def purge_expired(self, now):
+    def purge_expired(self, now: float) -> None:
         if now - self._last_purge < _PURGE_EVERY:
             return
         self._last_purge = now
@@ -127,7 +132,7 @@ class _Database:
             conn.execute("DELETE FROM kv WHERE expiration IS NOT NULL AND expiration <= ?", (int(now),))
 
 
-def _prefix_range(prefix):
+def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
     """Return (low, high) byte bounds of keys starting with ``prefix``; high may be None."""
     low = prefix.encode("utf-8")
     high = bytearray(low)
@@ -139,11 +144,11 @@ def _prefix_range(prefix):
     return low, bytes(high)
 
 
-def _encode_cursor(key_bytes):
+def _encode_cursor(key_bytes: bytes) -> str:
     return base64.urlsafe_b64encode(key_bytes).decode("ascii")
 
 
-def _decode_cursor(cursor):
+def _decode_cursor(cursor: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(cursor.encode("ascii"))
     except (binascii.Error, UnicodeEncodeError, ValueError):
@@ -152,11 +157,11 @@ def _decode_cursor(cursor):
                            code=limits.INVALID_CURSOR) from None
 
 
-def _store_errors(method):
+def _store_errors(method: Callable[Concatenate["LocalKV", P], R]) -> Callable[Concatenate["LocalKV", P], R]:
     """Raise sqlite3's errors in ``method`` as KVErrors (see the module docstring)."""
 
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: "LocalKV", *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
@@ -180,7 +185,8 @@ class LocalKV(Paging):
     lock before it fails with KVTimeout (in settings, the alias' BUSY_TIMEOUT).
     """
 
-    def __init__(self, path, namespace="", *, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+    def __init__(self, path: str | os.PathLike[str], namespace: str = "", *,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         if str(path) in ("", ":memory:") or str(path).startswith("file::memory:"):
             # SQLite gives each connection (so each thread) its own in-memory database.
             raise KVValueError("LocalKV needs a file path: an in-memory SQLite database is not shared "
@@ -193,17 +199,17 @@ class LocalKV(Paging):
         self.namespace = namespace
         self._db = _Database.for_path(self.path, busy_timeout)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LocalKV({self.path!r}, namespace={self.namespace!r})"
 
-    def close_thread_connection(self):
+    def close_thread_connection(self) -> None:
         """Close the calling thread's connection to the file, if any (for a thread about to end)."""
         self._db.close_thread_connection()
 
-    def _execute(self, sql, params=()):
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self._db.connection().execute(sql, params)
 
-    def _live(self, key_bytes, now):
+    def _live(self, key_bytes: bytes, now: float) -> Any:
         return self._execute(
             "SELECT value, expiration, metadata FROM kv WHERE ns=? AND key=? "
             "AND (expiration IS NULL OR expiration > ?)",
@@ -213,14 +219,14 @@ class LocalKV(Paging):
     # Reads
 
     @_store_errors
-    def get(self, key):
+    def get(self, key: str) -> bytes | None:
         """Return the value's bytes, or None when the key is missing or expired."""
         limits.validate_key(key)
         row = self._live(key.encode("utf-8"), clock.now())
         return None if row is None else bytes(row[0])
 
     @_store_errors
-    def get_with_metadata(self, key):
+    def get_with_metadata(self, key: str) -> ValueWithMetadata | None:
         """Return ValueWithMetadata(value, metadata, expiration), or None when missing."""
         limits.validate_key(key)
         row = self._live(key.encode("utf-8"), clock.now())
@@ -228,19 +234,19 @@ class LocalKV(Paging):
             return None
         return ValueWithMetadata(bytes(row[0]), json.loads(row[2]) if row[2] else None, row[1])
 
-    def get_metadata(self, key):
+    def get_metadata(self, key: str) -> Any:
         """Return the key's metadata (None when it has none or is missing)."""
         entry = self.get_with_metadata(key)
         return None if entry is None else entry.metadata
 
     @_store_errors
-    def get_many(self, keys):
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """Return {key: bytes} for the keys that exist. Values must be UTF-8 text, as on KV's bulk get."""
         keys = list(dict.fromkeys(keys))
         for key in keys:
             limits.validate_key(key)
         now = clock.now()
-        found = {}
+        found: dict[str, bytes] = {}
         for key in keys:
             row = self._live(key.encode("utf-8"), now)
             if row is not None:
@@ -258,7 +264,7 @@ class LocalKV(Paging):
         return found
 
     @_store_errors
-    def list_keys(self, prefix=None, limit=1000, cursor=None):
+    def list_keys(self, prefix: str | None = None, limit: int = 1000, cursor: str | None = None) -> KeyPage:
         """Return one KeyPage of live keys in UTF-8 byte order; its cursor is None on the last page."""
         limits.validate_list_limit(limit)
         sql = "SELECT key, expiration, metadata FROM kv WHERE ns=? AND (expiration IS NULL OR expiration > ?)"
@@ -288,13 +294,14 @@ class LocalKV(Paging):
     # Writes
 
     @_store_errors
-    def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
+    def put(self, key: str, value: bytes | str, *, expiration: float | None = None,
+            expiration_ttl: float | None = None, metadata: Any = None) -> None:
         """Store ``value`` under ``key``, replacing value, expiry and metadata."""
         row = self._row(key, value, expiration, expiration_ttl, metadata)
         self._write([row])
 
     @_store_errors
-    def put_many(self, items):
+    def put_many(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Store many items: dicts with ``key``, ``value`` and optional ``expiration``,
         ``expiration_ttl``, ``metadata``. All are checked before any is written."""
         rows = [
@@ -306,14 +313,15 @@ class LocalKV(Paging):
         ]
         self._write(rows)
 
-    def _row(self, key, value, expiration, expiration_ttl, metadata):
+    def _row(self, key: str, value: bytes | str, expiration: float | None, expiration_ttl: float | None,
+             metadata: Any) -> tuple[str, bytes, bytes, int | None, str | None]:
         limits.validate_key(key)
         value = limits.validate_value(value)
         meta = limits.encode_metadata(metadata)
         exp = limits.validate_expiry(expiration, expiration_ttl)
         return (self.namespace, key.encode("utf-8"), value, exp, meta)
 
-    def _write(self, rows):
+    def _write(self, rows: list[tuple[str, bytes, bytes, int | None, str | None]]) -> None:
         conn = self._db.connection()
         with _transaction(conn):
             conn.executemany(
@@ -323,7 +331,7 @@ class LocalKV(Paging):
         self._db.purge_expired(clock.now())
 
     @_store_errors
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""
         limits.validate_key(key)
         conn = self._db.connection()
@@ -331,7 +339,7 @@ class LocalKV(Paging):
             conn.execute("DELETE FROM kv WHERE ns=? AND key=?", (self.namespace, key.encode("utf-8")))
 
     @_store_errors
-    def delete_many(self, keys):
+    def delete_many(self, keys: Iterable[str]) -> None:
         """Delete every key in ``keys``."""
         keys = list(keys)
         for key in keys:
@@ -346,13 +354,13 @@ class LocalKV(Paging):
     # Namespaces (used by the emulator and the command)
 
     @_store_errors
-    def list_namespaces(self):
+    def list_namespaces(self) -> list[dict[str, str]]:
         """Return [{"id", "title"}] of the namespaces created in this file."""
         rows = self._execute("SELECT id, title FROM namespaces ORDER BY id").fetchall()
         return [{"id": i, "title": t} for i, t in rows]
 
     @_store_errors
-    def create_namespace(self, namespace_id, title):
+    def create_namespace(self, namespace_id: str, title: str) -> bool:
         """Record a namespace; return False when the title is taken."""
         try:
             self._execute("INSERT INTO namespaces (id, title) VALUES (?, ?)", (namespace_id, title))
@@ -361,7 +369,7 @@ class LocalKV(Paging):
         return True
 
     @_store_errors
-    def rename_namespace(self, namespace_id, title):
+    def rename_namespace(self, namespace_id: str, title: str) -> bool:
         """Give a namespace (recorded or not) ``title``; return False when another one has it."""
         try:
             self._execute("INSERT INTO namespaces (id, title) VALUES (?, ?) "
@@ -371,7 +379,7 @@ class LocalKV(Paging):
         return True
 
     @_store_errors
-    def delete_namespace(self, namespace_id):
+    def delete_namespace(self, namespace_id: str) -> None:
         """Delete a namespace's record and every key in it."""
         conn = self._db.connection()
         with _transaction(conn):
@@ -384,12 +392,12 @@ class _transaction:
     write lock is taken up front, where SQLite's busy timeout applies (a write
     that starts as a read can fail at once with "database is locked" in WAL mode)."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> Literal[False]:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return False

@@ -76,7 +76,7 @@ def read(metadata: object) -> Metadata:
     kind, expires, size = metadata.get("kind"), metadata.get("expires"), metadata.get("size")
     return Metadata(
         kind if isinstance(kind, str) else None,
-        float(expires) if _is_number(expires) else None,
+        float(expires) if isinstance(expires, (int, float)) and _is_number(expires) else None,
         size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         metadata,
     )

@@ -38,6 +38,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -68,25 +69,25 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 class CallCounter:
     """Thread-safe count of API calls by endpoint; ``total`` sums them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts = Counter()
+        self._counts: Counter[str] = Counter()
 
-    def record(self, endpoint):
+    def record(self, endpoint: str) -> None:
         with self._lock:
             self._counts[endpoint] += 1
 
-    def snapshot(self):
+    def snapshot(self) -> dict[str, int]:
         """Return a plain dict copy of the counts so far."""
         with self._lock:
             return dict(self._counts)
 
     @property
-    def total(self):
+    def total(self) -> int:
         with self._lock:
             return sum(self._counts.values())
 
-    def reset(self):
+    def reset(self) -> None:
         with self._lock:
             self._counts.clear()
 
@@ -105,11 +106,11 @@ class ResponseTooLargeError(KVMalformedResponseError):
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    def set_ok(self, cookie, request):
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
 
 
-def parse_retry_after(value):
+def parse_retry_after(value: str | None) -> float | None:
     """Return Retry-After in seconds (delta or HTTP date), at most Cloudflare's 5-minute block; or None."""
     if not value:
         return None
@@ -130,7 +131,7 @@ def parse_retry_after(value):
 _RATELIMIT_RE = re.compile(r"\br=(\d+)(?:.*?\bt=(\d+))?")
 
 
-def parse_ratelimit(value):
+def parse_ratelimit(value: str | None) -> tuple[int, int | None] | None:
     """Parse Cloudflare's ``Ratelimit: "default";r=50;t=30`` into (remaining, reset_seconds)."""
     match = _RATELIMIT_RE.search(value or "")
     if not match:
@@ -138,7 +139,7 @@ def parse_ratelimit(value):
     return int(match.group(1)), int(match.group(2)) if match.group(2) else None
 
 
-def account_block(response):
+def account_block(response: requests.Response) -> float:
     """Return the seconds Cloudflare refuses every call of the account, if this 429 says so; else 0.
 
     Only the REST quota (1,200 calls per 5 minutes) stops every call, and its
@@ -159,34 +160,35 @@ def account_block(response):
 class Transport:
     """Send requests with a timeout, a deadline, bounded retries and call accounting."""
 
-    def __init__(self, api_token, *, timeout=DEFAULT_TIMEOUT, max_retries=DEFAULT_MAX_RETRIES,
-                 deadline=DEFAULT_DEADLINE):
+    def __init__(self, api_token: str, *, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+                 max_retries: int = DEFAULT_MAX_RETRIES, deadline: float = DEFAULT_DEADLINE) -> None:
         if isinstance(timeout, (int, float)):
             timeout = (float(timeout), float(timeout))
-        self.timeout = tuple(timeout)
+        self.timeout: tuple[float, float] = (timeout[0], timeout[1])
         self.max_retries = max_retries
         self.deadline = checked_deadline(deadline)
         self.calls = CallCounter()
-        self.budget = None  # (remaining, reset_seconds, seen_at) from the last Ratelimit header
+        # (remaining, reset_seconds, seen_at) from the last Ratelimit header
+        self.budget: tuple[int, int | None, float] | None = None
         self._token = checked_token(api_token)
         self._lock = threading.Lock()
-        self._session = None
-        self._pid = None
+        self._session: requests.Session | None = None
+        self._pid: int | None = None
         self._last_budget_warning = 0.0
         self._blocked_until = 0.0  # monotonic time until which Cloudflare refuses every call of the account
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Transport timeout={self.timeout} max_retries={self.max_retries} deadline={self.deadline}>"
 
     @property
-    def session(self):
+    def session(self) -> requests.Session:
         if self._session is None or self._pid != os.getpid():
             with self._lock:
                 if self._session is None or self._pid != os.getpid():
                     self._session, self._pid = self._build_session(), os.getpid()
         return self._session
 
-    def _build_session(self):
+    def _build_session(self) -> requests.Session:
         session = requests.Session()
         session.cookies.set_policy(_NoCookies())
         session.headers.update({
@@ -198,14 +200,15 @@ class Transport:
         session.mount("http://", adapter)
         return session
 
-    def close(self):
+    def close(self) -> None:
         """Close pooled connections (a new pool is made on next use)."""
         with self._lock:
             if self._session is not None:
                 self._session.close()
                 self._session = None
 
-    def request(self, method, url, *, endpoint, idempotent=True, max_bytes=limits.MAX_RESPONSE_BYTES, **kwargs):
+    def request(self, method: str, url: str, *, endpoint: str, idempotent: bool = True,
+                max_bytes: int = limits.MAX_RESPONSE_BYTES, **kwargs: Any) -> requests.Response:
         """Send one API call, retrying transient failures; return the final Response, body read.
 
         Connection errors, timeouts, 429 and 5xx are retried when ``idempotent``,
@@ -250,7 +253,8 @@ class Transport:
             self._sleep(delay, deadline)
             attempt += 1
 
-    def _attempt(self, method, url, endpoint, deadline, max_bytes, kwargs):
+    def _attempt(self, method: str, url: str, endpoint: str, deadline: float, max_bytes: int,
+                 kwargs: dict[str, Any]) -> requests.Response:
         """Send one attempt and read its body by ``deadline`` and at most connect + read seconds."""
         started = clock.monotonic()
         ends = min(deadline, started + sum(self.timeout))
@@ -279,23 +283,23 @@ class Transport:
                      (clock.monotonic() - started) * 1000)
         return response
 
-    def _can_retry(self, attempt, deadline, delay):
+    def _can_retry(self, attempt: int, deadline: float, delay: float) -> bool:
         """Return True if another attempt is allowed and ``delay`` leaves time to make it."""
         return attempt < self.max_retries and clock.monotonic() + delay < deadline
 
-    def _backoff(self, attempt):
+    def _backoff(self, attempt: int) -> float:
         """Capped exponential backoff with jitter."""
         delay = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** attempt))
         return delay / 2 + self._jitter(delay / 2)
 
-    def _jitter(self, span):
+    def _jitter(self, span: float) -> float:
         """Return a random share of ``span``; separate so tests can make it fixed."""
         return random.uniform(0, span)
 
-    def _sleep(self, seconds, deadline):
+    def _sleep(self, seconds: float, deadline: float) -> None:
         clock.sleep(max(0.0, min(seconds, deadline - clock.monotonic())))
 
-    def _note_budget(self, response):
+    def _note_budget(self, response: requests.Response) -> None:
         parsed = parse_ratelimit(response.headers.get("Ratelimit"))
         if parsed is None:
             return
@@ -310,12 +314,12 @@ class Transport:
             )
 
 
-def _where(method, endpoint, url):
+def _where(method: str, endpoint: str, url: str) -> str:
     """Name a call for messages by its host and endpoint: the URL's path holds the key."""
     return f"{method} {endpoint} on {urlsplit(url).netloc}"
 
 
-def _read_body(response, max_bytes, method, endpoint, url):
+def _read_body(response: requests.Response, max_bytes: int, method: str, endpoint: str, url: str) -> bytes:
     """Return the body, read in chunks; refuse one over ``max_bytes`` before holding it whole."""
     declared = response.headers.get("Content-Length", "")
     chunks, size = [], int(declared) if declared.isdigit() else 0
@@ -341,24 +345,24 @@ _attempt_state = threading.local()
 class _DeadlineReader(io.RawIOBase):
     """A socket reader whose every recv waits at most until the attempt's end."""
 
-    def __init__(self, raw, sock, ends, read_timeout):
+    def __init__(self, raw: Any, sock: Any, ends: float, read_timeout: float | None) -> None:
         super().__init__()
         self._raw, self._sock, self._ends, self._read_timeout = raw, sock, ends, read_timeout
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._raw.fileno()
 
-    def readinto(self, buffer):
+    def readinto(self, buffer: Any) -> int | None:
         left = self._ends - clock.monotonic()
         if left <= 0:
             raise TimeoutError("the attempt ran out of time")  # urllib3 makes it a ReadTimeoutError
         self._sock.settimeout(min(left, self._read_timeout) if self._read_timeout else left)
         return self._raw.readinto(buffer)
 
-    def close(self):
+    def close(self) -> None:
         if not self.closed:
             self._raw.close()
         super().close()
@@ -367,17 +371,17 @@ class _DeadlineReader(io.RawIOBase):
 class _DeadlineResponse(http.client.HTTPResponse):
     """http.client's response, reading status, headers and body by the attempt's end."""
 
-    def __init__(self, sock, *args, **kwargs):
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(sock, *args, **kwargs)
         ends = getattr(_attempt_state, "ends", None)
         if ends is not None:
             self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, ends, _attempt_state.read_timeout))
 
 
-_deadline_classes = {}
+_deadline_classes: dict[type, type] = {}
 
 
-def _with_deadline(connection_class):
+def _with_deadline(connection_class: type) -> type:
     """Return a subclass of urllib3's connection class whose responses keep the attempt's deadline."""
     if connection_class not in _deadline_classes:
         _deadline_classes[connection_class] = type(
@@ -388,15 +392,16 @@ def _with_deadline(connection_class):
 class _Adapter(HTTPAdapter):
     """Give each pool deadline-keeping connections."""
 
-    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+    def get_connection_with_tls_context(self, request: Any, verify: Any, proxies: Any = None,
+                                        cert: Any = None) -> Any:
+        pool: Any = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
         if not getattr(pool, "_cfkv_ready", False):
             pool.ConnectionCls = _with_deadline(pool.ConnectionCls)
             pool._cfkv_ready = True
         return pool
 
 
-def checked_token(token):
+def checked_token(token: str) -> str:
     """Return the API token without surrounding whitespace; refuse one no HTTP header can carry.
 
     Otherwise requests' own error, which quotes the whole header, would put
@@ -414,7 +419,7 @@ def checked_token(token):
     return token
 
 
-def checked_deadline(deadline):
+def checked_deadline(deadline: object) -> float:
     if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline) \
             or deadline <= 0:
         raise CFKVConfigurationError(f"DEADLINE must be a number of seconds > 0, not {deadline!r}.",
@@ -423,7 +428,7 @@ def checked_deadline(deadline):
     return float(deadline)
 
 
-def _translate(exc, where, late):
+def _translate(exc: requests.RequestException, where: str, late: bool) -> KVConnectionError:
     """Turn a requests failure into a KVConnectionError naming the host and endpoint only:
     the URL's path holds the key, which may be a session id."""
     if late or isinstance(exc, requests.Timeout):
@@ -440,7 +445,7 @@ _SECRET_PARAM = re.compile(r"([?&](?:cursor|prefix)=)[^&\s'\"#]*")
 class RedactKVURLs(logging.Filter):
     """Replace the key, cursor and prefix in KV API URLs of a log record with placeholders."""
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a record that cannot be formatted is left to logging's own handling
@@ -457,7 +462,7 @@ _URL_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urll
                 "urllib3.response", "urllib3.util.retry", "urllib3.http2.connection")
 
 
-def _install_log_filter():
+def _install_log_filter() -> None:
     for name in _URL_LOGGERS:
         target = logging.getLogger(name)
         if not any(isinstance(f, RedactKVURLs) for f in target.filters):

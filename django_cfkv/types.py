@@ -1,6 +1,7 @@
-"""Small value types returned by both KV implementations, and the one loop over list pages."""
+"""The KV interface, the small value types both implementations return, and the one loop over list pages."""
 
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple, Protocol
 
 from .exceptions import KVMalformedResponseError
 
@@ -29,18 +30,72 @@ class KeyInfo(NamedTuple):
 class KeyPage(NamedTuple):
     """One page of a listing; ``cursor`` is None on the last page."""
 
-    keys: list
+    keys: list[KeyInfo]
     cursor: str | None
 
 
-def iter_pages(kv, prefix=None, limit=1000):
+class Lister(Protocol):
+    """Anything with KV's one-page listing."""
+
+    def list_keys(self, prefix: str | None = None, limit: int = 1000, cursor: str | None = None) -> KeyPage: ...
+
+
+class KV(Lister, Protocol):
+    """The KV interface: one Workers KV namespace, as KVClient (REST) and LocalKV (SQLite) give it.
+
+    Every method checks its input against KV's limits before any I/O
+    (KVValueError) and raises a KVError when the namespace cannot be used.
+    """
+
+    def get(self, key: str) -> bytes | None:
+        """Return the value's bytes, or None when the key is missing."""
+        ...
+
+    def get_with_metadata(self, key: str) -> "ValueWithMetadata | None":
+        """Return the value with its metadata and KV expiry, or None when missing."""
+        ...
+
+    def get_metadata(self, key: str) -> Any:
+        """Return the key's metadata (None when it has none or is missing)."""
+        ...
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """Return {key: bytes} for the keys that exist (text values only, as KV's bulk read)."""
+        ...
+
+    def put(self, key: str, value: bytes | str, *, expiration: float | None = None,
+            expiration_ttl: float | None = None, metadata: Any = None) -> None:
+        """Write one value, replacing its value, expiry and metadata."""
+        ...
+
+    def put_many(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """Write many items (``key``, ``value``, optional ``expiration``, ``expiration_ttl``, ``metadata``)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete one key; a missing key is not an error."""
+        ...
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete many keys."""
+        ...
+
+    def iter_keys(self, prefix: str | None = None) -> Iterator[KeyInfo]:
+        """Yield every key with ``prefix``, page by page."""
+        ...
+
+
+def iter_pages(kv: Lister, prefix: str | None = None, limit: int = 1000) -> Iterator[KeyPage]:
     """Yield every KeyPage of a listing, following cursors; the only loop over pages.
 
     A listing that cannot end raises KVMalformedResponseError (a KVAPIError) instead of looping forever: a
     cursor seen twice (a server going round in circles), a page with exactly
     the keys of the page before it, or MAX_EMPTY_PAGES empty pages in a row.
     """
-    cursor, seen, previous, empty = None, set(), None, 0
+    cursor: str | None = None
+    seen: set[str] = set()
+    previous: list[str] | None = None
+    empty = 0
     while True:
         page = kv.list_keys(prefix=prefix, limit=limit, cursor=cursor)
         names = [info.name for info in page.keys]
@@ -60,7 +115,7 @@ def iter_pages(kv, prefix=None, limit=1000):
 class Paging:
     """``iter_keys`` for any class with ``list_keys``."""
 
-    def iter_keys(self, prefix=None):
+    def iter_keys(self: Lister, prefix: str | None = None) -> Iterator[KeyInfo]:
         """Yield KeyInfo for every key with ``prefix``, one ``list_keys`` page (1000 keys) at a time."""
         for page in iter_pages(self, prefix):
             yield from page.keys
