@@ -13,6 +13,7 @@ from .exceptions import Ratelimited
 from .ratelimit import (  # noqa: F401  (re-exported: they lived here)
     add_headers,
     check_request,
+    client_value,
     count_request,
     get_limiter,
     header_values,
