@@ -3,12 +3,12 @@
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .types import KV
+    import django_cfkv.types
 
 __version__ = "0.1.0"
 
 
-def get_kv(alias: str = "default") -> "KV":
+def get_kv(alias: str = "default") -> "django_cfkv.types.KV":
     """Return the KV namespace object for a ``CFKV`` alias (shared within the process)."""
     from .conf import get_kv as _get_kv
 

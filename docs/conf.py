@@ -40,7 +40,7 @@ myst_enable_extensions = ["colon_fence", "deflist", "fieldlist"]
 # offline, so there is no inventory to resolve them against.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(django|requests|urllib3|collections|typing|datetime|pathlib|logging|threading|ipaddress)(\..*)?"),
+    (r"py:.*", r"(django|requests|urllib3|collections|typing|datetime|pathlib|logging|threading|ipaddress|os)(\..*)?"),
     (r"py:.*", r"(bytes|str|int|float|bool|dict|list|tuple|set|object|None|Exception|ValueError|AssertionError)"),
 ]
 
