@@ -1,0 +1,1 @@
+"""Tests of the cache backend (django_cfkv.cache)."""

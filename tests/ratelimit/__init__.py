@@ -1,0 +1,1 @@
+"""Tests of rate limiting (django_cfkv.ratelimit and its middleware)."""

@@ -1,0 +1,39 @@
+"""The fault matrix on the rate limiter: under each of Cloudflare's documented failures
+(tests/support/faults.py) the middleware and the decorator follow FAIL_OPEN, log, and never answer 500.
+"""
+
+import logging
+
+import pytest
+from django.test import Client
+
+from django_cfkv import ratelimit as rl
+from tests.support.faults import warned
+
+LIMITER_MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_cfkv.middleware.RateLimitMiddleware",
+]
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_limiter_under_fault_follows_fail_open_and_never_500s(fault, settings, caplog, fail_open):
+    settings.ROOT_URLCONF = "tests.ratelimit_urls"
+    settings.MIDDLEWARE = LIMITER_MIDDLEWARE
+    settings.CFKV_RATELIMIT = {"ALIAS": "faulty", "FAIL_OPEN": fail_open, "RULES": [
+        {"path": r"^/login/$", "methods": ["POST"], "rate": "3/m", "key": "ip"}]}
+    caplog.set_level(logging.ERROR)
+    try:
+        client = Client()
+        codes = [client.post("/login/").status_code for _ in range(5)]
+        decorated = [client.get("/decorated/").status_code for _ in range(3)]
+    finally:
+        rl.reset_limiter()
+    if fail_open:
+        # Allowed while KV fails, but this process's own count is still enforced.
+        assert codes == [200, 200, 200, 429, 429]
+        assert decorated == [200, 200, 429]
+    else:
+        assert codes == [429] * 5 and decorated == [429] * 3
+    assert warned(caplog, "django_cfkv.ratelimit")

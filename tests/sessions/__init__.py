@@ -1,0 +1,1 @@
+"""Tests of the session engine and bearer tokens (django_cfkv.sessions)."""
