@@ -1,16 +1,21 @@
 """Middleware: rate limiting and bearer sessions, the thin Django side of :mod:`django_cfkv.ratelimit`
 and :mod:`django_cfkv.bearer`.
 
-The request and response side of rate limiting (identity, counting, the 429
-and its headers) lives in :mod:`django_cfkv.ratelimit`, beside the decorator
-that needs it; its names stay importable from here.
+RateLimitMiddleware is written once, as Django's ``MiddlewareMixin`` hooks,
+and serves sync and async stacks alike: under ASGI the mixin runs the hooks
+in a thread, where counting may wait for KV. The request and response side
+of rate limiting (identity, counting, the 429 and its headers) lives in
+:mod:`django_cfkv.ratelimit`; its names stay importable from here.
 """
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.utils.deprecation import MiddlewareMixin
 
 from .bearer import BearerSessionMiddleware  # noqa: F401  (django_cfkv.middleware.BearerSessionMiddleware)
 from .exceptions import Ratelimited
 from .ratelimit import (  # noqa: F401  (re-exported: they lived here)
+    Usage,
     add_headers,
     check_request,
     client_value,
@@ -22,8 +27,10 @@ from .ratelimit import (  # noqa: F401  (re-exported: they lived here)
     limited_response,
 )
 
+USAGES = "_cfkv_ratelimit_usages"  # the request attribute carrying what was counted to the response
 
-class RateLimitMiddleware:
+
+class RateLimitMiddleware(MiddlewareMixin):
     """Apply ``CFKV_RATELIMIT["RULES"]`` to every request, and answer ``Ratelimited`` with a 429.
 
     Works in sync and async stacks. Put it after AuthenticationMiddleware when
@@ -31,41 +38,28 @@ class RateLimitMiddleware:
     store is handled by ``FAIL_OPEN``.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self.async_mode:
-            return self.__acall__(request)
+    def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
+        """Count the request against the matching rules; answer 429 when one is over its limit."""
         usages = self._check(request)
         if any(u.limited for u in usages):
-            return limited_response(request, usages)
-        return add_headers(self.get_response(request), usages)
+            return limited_response(request, usages)  # it carries its headers: nothing left for the response
+        setattr(request, USAGES, usages)
+        return None
 
-    async def __acall__(self, request):
-        # Counting may call KV (blocking I/O) and read request.user: run it in a thread.
-        usages = await sync_to_async(self._check)(request)
-        if any(u.limited for u in usages):
-            return await sync_to_async(limited_response)(request, usages)
-        return add_headers(await self.get_response(request), usages)
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        """Add the RateLimit headers of what the request was counted against."""
+        return add_headers(response, getattr(request, USAGES, ()))
 
-    def _check(self, request):
+    def _check(self, request: HttpRequest) -> list[Usage]:
         try:
             return check_request(request)
         except Exception as exc:  # never a 500 because of the limiter
             get_limiter().log_failure(exc)
             return []
 
-    def process_exception(self, request, exception):
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
         """Answer a ``Ratelimited`` raised by a ``@ratelimit`` view with the 429 response."""
         if isinstance(exception, Ratelimited):
             usages = exception.usage if isinstance(exception.usage, (list, tuple)) else []
             return limited_response(request, list(usages), exception)
         return None
-

@@ -18,6 +18,7 @@ from django.test import Client, RequestFactory, override_settings
 from django_cfkv import ratelimit as rl
 from django_cfkv.exceptions import Ratelimited
 from django_cfkv.local import LocalKV
+from django_cfkv.ratelimit import counters
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -146,7 +147,7 @@ def test_an_evicted_shard_is_rebuilt_from_what_is_stored_and_never_lowers_it(tmp
 
 def test_the_same_through_the_middleware_counting_per_request(cfkv):
     rule = {"path": r"^/login/$", "methods": ["POST"], "rate": "5/h", "key": "ip", "group": "login"}
-    with override_settings(CFKV_RATELIMIT={"RULES": [rule]}), mock.patch.object(rl, "MAX_SHARDS", 4):
+    with override_settings(CFKV_RATELIMIT={"RULES": [rule]}), mock.patch.object(counters, "MAX_SHARDS", 4):
         hot = Client(REMOTE_ADDR="203.0.113.7")
         assert [hot.post("/login/").status_code for _ in range(4)] == [200] * 4
         for n in range(4):  # four others, each with more requests than the hot client

@@ -1,0 +1,319 @@
+"""Counting: one shard per process on Workers KV (ShardedCounter), or a cache's atomic incr (CacheCounter).
+
+Counting without lost updates
+-----------------------------
+KV has no atomic increment, allows one write per second per key, and its
+reads may be up to ~60 s stale at other locations. So no process ever writes
+a counter that another process writes. Each process counts locally and
+writes only its own *shard* ``rl:<policy>:<client>:<period>:<window>:<process>.<n>``
+(the count is in the value and in the metadata), and only once the client
+has made ``MIN_WRITE_COUNT`` (2) requests to it in the window, so a client
+seen once costs no write. All of its changed shards go out in one bulk
+write, at most once per ``SYNC_INTERVAL`` (1 s). The total for a (policy,
+client) is the local count plus the other shards' counts, which come from
+one listing by prefix (the counts are in the metadata, so no value is read)
+at most once per ``SYNC_INTERVAL``.
+
+API calls must not grow with the number of clients, which an attacker
+chooses (IPv6 networks, parameter values, user names), so list calls share
+one per-process budget, ``LIST_BUDGET`` per second across all clients. Past
+it, a request is decided from the local count plus the last other-shard
+count read, without waiting for KV. A process therefore makes at most one
+bulk write per second plus ``LIST_BUDGET`` lists per second, however many
+clients send however fast. Memory is bounded too: at most ``MAX_SHARDS``
+shards are kept. Of the least recently used, a closed window is dropped
+first, else the lowest count, so a flood of identities that each send a
+request or two does not push out a busier client. A shard built again after
+being dropped gets a new key (the ``<n>``, unique in the process): the key
+it had keeps its stored count, which the first read adds in, so the count
+goes on from what is stored and no write ever lowers a stored count.
+
+The price is accuracy. Another process's requests are seen up to about two
+sync intervals late (its flush, then our read), so a window may admit up to
+about (processes - 1) x per-process request rate x 2 x SYNC_INTERVAL more
+than the limit, plus (processes - 1) single requests never written, and more
+while KV's caches at other locations are stale or the list budget is spent.
+Each process also enforces the limit on its own count, so no window admits
+more than processes x limit.
+When a limit must be exact, set ``CACHE`` to a Django cache with an atomic
+``incr`` (Redis, Memcached).
+"""
+
+import itertools
+import logging
+import math
+import secrets
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from .. import clock
+from ..exceptions import KVBulkError, KVError
+from ..types import KV
+from .shards import TTL_MARGIN, shard_count, shard_item, shard_prefix, window
+
+logger = logging.getLogger("django_cfkv.ratelimit")
+
+FIRST_WRITE_DELAY = 0.1  # seconds: a burst's first requests go out in one write, not one each
+OUTAGE_BACKOFF = 5.0  # seconds without KV calls after a failure
+LOG_EVERY = 30.0  # seconds between two "KV unreachable" log lines
+MIN_WRITE_COUNT = 2  # a shard is written once it counts this many requests: a client seen once costs no write
+MAX_SHARDS = 10_000  # shards kept in memory per process (a few MB)
+EVICT_SCAN = 64  # least recently used shards looked at for one that is closed or has nothing to write
+
+
+class _Shard:
+    """One (policy, client, window) as this process counts it."""
+
+    __slots__ = ("prefix", "key", "end", "limit", "local", "remote", "next_read", "ok", "written_at", "due")
+
+    def __init__(self, prefix: str, writer: str, end: int, limit: int) -> None:
+        self.prefix, self.key, self.end, self.limit = prefix, prefix + writer, end, limit
+        self.local = self.remote = 0  # this process's requests; the other shards' counts, as last read
+        self.next_read = self.written_at = float("-inf")
+        self.due = clock.monotonic() + FIRST_WRITE_DELAY  # when the background thread first writes it
+        self.ok = True
+
+
+class ShardedCounter:
+    """Count on KV with one shard per process; see the module docstring.
+
+    Thread-safe. A daemon thread writes changed shards in the background, so
+    no request waits for a write; a request waits for at most one list call,
+    and only when its (policy, client) was not read in the last interval and
+    the process's ``list_budget`` (list calls per second) is not spent.
+
+    ``per_request=True`` (inside django_cfkv.testing's helpers) takes the clock
+    out of the decisions, so a test sees the same calls on every run: each
+    (policy, client, window) is read once, on its first request, and
+    ``after_request()`` writes what the request changed before it returns,
+    with no background thread and no once-per-second spacing.
+    """
+
+    def __init__(self, kv: KV, *, interval: float = 1.0, background: bool = True, list_budget: float = 1.0,
+                 max_shards: int | None = None, per_request: bool = False) -> None:
+        self.kv = kv
+        self.interval = float(interval)
+        self.per_request = per_request
+        self.background = background and not per_request  # False: only flush() writes (tests, scripts)
+        self.list_budget = float(list_budget)
+        self.max_shards = MAX_SHARDS if max_shards is None else max_shards
+        self.process = secrets.token_hex(4)
+        self._serial = itertools.count()  # each shard built gets its own key: see _shard()
+        self._lock = threading.Condition()
+        self._shards: OrderedDict[str, _Shard] = OrderedDict()  # least recently hit first
+        self._tokens = self._capacity = max(1.0, self.list_budget) if self.list_budget > 0 else 0.0
+        self._tokens_at = clock.monotonic()
+        self._dirty: set[str] = set()
+        self._down_until = float("-inf")
+        self._logged_at = float("-inf")
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def hit(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[int, int, bool]:
+        """Count one request; return ``(count in window, window end, KV reachable)``."""
+        index, _, end = window(now, period)
+        prefix = shard_prefix(policy, client, period, index)
+        mono = clock.monotonic()
+        with self._lock:
+            shard = self._shard(prefix, end, limit, now)
+            read = mono >= shard.next_read and mono >= self._down_until and (
+                self.per_request or self._take_list_token(mono))
+            if read:  # claimed: other threads use the last totals
+                shard.next_read = math.inf if self.per_request else mono + self.interval
+            elif mono < self._down_until:
+                shard.ok = False
+        if read:
+            self._read(shard)
+        with self._lock:
+            shard.local += 1
+            if shard.local >= MIN_WRITE_COUNT and prefix not in self._dirty:
+                self._dirty.add(prefix)
+                if self.background:
+                    self._start_flusher()
+            return shard.local + shard.remote, end, shard.ok
+
+    def _shard(self, prefix: str, end: int, limit: int, now: float) -> _Shard:
+        # Called with the lock held: the shard of ``prefix``, now the most recently hit.
+        shard = self._shards.get(prefix)
+        if shard is not None:
+            self._shards.move_to_end(prefix)
+            return shard
+        # A new key for every shard built, never the key of one dropped from memory earlier: that
+        # key keeps its stored count, and the first read adds it in, so no write lowers a count.
+        writer = f"{self.process}.{next(self._serial):x}"
+        shard = self._shards[prefix] = _Shard(prefix, writer, end, limit)
+        if len(self._shards) > self.max_shards:
+            self._evict(now)
+        return shard
+
+    def _take_list_token(self, mono: float) -> bool:
+        # Called with the lock held. A token bucket: list_budget calls per second, bursts of max(1, budget).
+        self._tokens = min(self._capacity, self._tokens + (mono - self._tokens_at) * self.list_budget)
+        self._tokens_at = mono
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _evict(self, now: float) -> None:
+        # Called with the lock held, the newest shard last. Of the least recently hit (never the newest),
+        # drop one whose window is closed, else the lowest count, one with nothing to write first: a flood
+        # of identities that each send a request or two never pushes out a client that sent more.
+        victim: str | None = None
+        lowest: tuple[int, bool] | None = None
+        for prefix, shard in itertools.islice(self._shards.items(), min(EVICT_SCAN, len(self._shards) - 1)):
+            if shard.end <= now:
+                victim = prefix
+                break
+            rank = (shard.local + shard.remote, prefix in self._dirty)
+            if lowest is None or rank < lowest:
+                victim, lowest = prefix, rank
+                if rank <= (1, False):  # a client seen once, nothing to write: none ranks lower
+                    break
+        if victim is not None:  # None: the newest is the only shard (a cap below 1)
+            del self._shards[victim]
+            self._dirty.discard(victim)
+
+    def _read(self, shard: _Shard) -> None:
+        try:
+            page = self.kv.list_keys(prefix=shard.prefix)
+        except KVError as exc:
+            self._failed(exc, "read")
+            with self._lock:
+                shard.ok = False
+            return
+        remote = sum(shard_count(info.metadata) for info in page.keys if info.name != shard.key)
+        with self._lock:
+            shard.remote, shard.ok = remote, True
+
+    def after_request(self) -> None:
+        """Write what the request changed, when counting ``per_request`` (and KV is not known to be down)."""
+        if self.per_request and clock.monotonic() >= self._down_until:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write every changed shard of an open window, at most once per interval each (unless
+        counting ``per_request``); return how many."""
+        now = clock.now()
+        batch = self._take_batch(now)
+        if not batch:
+            return 0
+        items = [shard_item(shard.key, count, shard.end, shard.limit, now) for shard, count in batch]
+        failed: set[str] = set()
+        try:
+            self.kv.put_many(items)
+        except KVBulkError as exc:
+            failed = set(exc.keys) if exc.keys else {item["key"] for item in items}
+            self._failed(exc, "write")
+        except KVError as exc:
+            failed = {item["key"] for item in items}
+            self._failed(exc, "write")
+        # KV takes one write per second per key, counted from when a write
+        # arrives, which is at most when the call returned: space the next from then.
+        done = clock.monotonic()
+        with self._lock:
+            for shard, _ in batch:
+                shard.written_at, shard.due = done, done + self.interval
+                if shard.key in failed:
+                    self._dirty.add(shard.prefix)
+        return len(batch) - len(failed)
+
+    def _take_batch(self, now: float) -> list[tuple[_Shard, int]]:
+        # The shards to write now, with their counts; closed windows are forgotten on the way.
+        mono = clock.monotonic()
+        with self._lock:
+            batch = []
+            for prefix in list(self._dirty):
+                shard = self._shards.get(prefix)
+                if shard is None or shard.end <= now:
+                    self._dirty.discard(prefix)
+                elif self.per_request or mono >= shard.written_at + self.interval:
+                    self._dirty.discard(prefix)
+                    shard.written_at = mono
+                    shard.due = mono + self.interval
+                    batch.append((shard, shard.local))
+            for prefix in [p for p, s in self._shards.items() if s.end + TTL_MARGIN <= now]:
+                del self._shards[prefix]
+        return batch
+
+    def _failed(self, exc: KVError, action: str) -> None:
+        mono = clock.monotonic()
+        # A 429 about one key or call says nothing of the others: only a spent
+        # account quota (or an outage) keeps every counter off KV for longer.
+        retry_after = getattr(exc, "retry_after", None) if getattr(exc, "account_wide", False) else None
+        pause = max(OUTAGE_BACKOFF, float(retry_after or 0))
+        with self._lock:
+            self._down_until = max(self._down_until, mono + pause)
+            log = mono - self._logged_at >= LOG_EVERY
+            if log:
+                self._logged_at = mono
+        if log:
+            logger.error("Rate limiting could not %s Workers KV (%s); counting locally for %.0f s.",
+                         action, exc, pause)
+
+    def _start_flusher(self) -> None:
+        # Called with the lock held.
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="cfkv-ratelimit-flush", daemon=True)
+            self._thread.start()
+        self._lock.notify()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                while not self._dirty and not self._stop.is_set():
+                    self._lock.wait()
+                if self._stop.is_set():
+                    return  # close() writes what is pending
+                due = min((self._shards[p].due for p in self._dirty if p in self._shards), default=0.0)
+                delay = max(due, self._down_until) - clock.monotonic()
+                if delay > 0:
+                    self._lock.wait(min(delay, self.interval * 5))
+                    continue
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive any bug
+                logger.exception("Rate-limit flush failed.")
+
+    def close(self) -> None:
+        """Stop counting: end the background thread, then write what is pending before returning,
+        so no write lands later (in the next test, or after a reload) unless KV is known to be down."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2)  # an in-flight flush finishes; a waiting thread returns at once
+        if clock.monotonic() < self._down_until:
+            return
+        if self.background:  # KV takes one write per second per key: wait (at most an interval) until allowed
+            with self._lock:
+                ready = max((self._shards[p].written_at + self.interval for p in self._dirty
+                             if p in self._shards), default=-math.inf)
+            if ready > clock.monotonic():
+                clock.sleep(min(ready - clock.monotonic(), self.interval))
+        try:
+            self.flush()
+        except Exception:
+            logger.exception("Rate-limit flush failed.")
+
+
+class CacheCounter:
+    """Strict mode: count exactly with a Django cache's atomic ``add`` and ``incr`` (Redis, Memcached)."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def hit(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[int, int, bool]:
+        """Count one request; return ``(count in window, window end, True)``."""
+        index, _, end = window(now, period)
+        key = shard_prefix(policy, client, period, index)[:-1]
+        timeout = math.ceil(end - now) + TTL_MARGIN
+        if self.cache.add(key, 1, timeout):
+            return 1, end, True
+        try:
+            return self.cache.incr(key), end, True
+        except ValueError:  # expired between add and incr
+            self.cache.add(key, 1, timeout)
+            return 1, end, True

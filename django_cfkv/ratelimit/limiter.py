@@ -1,0 +1,215 @@
+"""The limiter: the process-wide object built from ``CFKV_RATELIMIT`` that counts requests against rules.
+
+:func:`get_limiter` returns it, building it on first use; it is forgotten
+(its pending counts written first) when a setting it depends on changes, and
+after a fork. :func:`check_request` and :func:`count_request` count one
+request, for the middleware and the decorator; neither ever raises because
+counting failed (``FAIL_OPEN`` decides instead).
+"""
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+from django.http import HttpRequest
+
+from .. import clock, conf
+from ..exceptions import KVError
+from .counters import LOG_EVERY, CacheCounter, ShardedCounter
+from .identity import client_address, client_hash, identify
+from .options import compile_settings
+from .rules import Rule
+from .shards import window
+
+logger = logging.getLogger("django_cfkv.ratelimit")
+
+
+class Usage(NamedTuple):
+    """Where one client stands against one policy after a request."""
+
+    policy: str
+    limit: int
+    period: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count(), as it always has
+    reset: int  # seconds until the window ends
+    limited: bool
+
+    @property
+    def remaining(self) -> int:
+        """Return how many more requests the window admits."""
+        return max(0, self.limit - self.count)
+
+
+class Counter(Protocol):
+    """What the limiter counts with: ShardedCounter (KV) or CacheCounter (strict mode)."""
+
+    def hit(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[int, int, bool]: ...
+
+
+class Limiter:
+    """The configured limiter: options, rules and a counter, built from ``CFKV_RATELIMIT``."""
+
+    def __init__(self, raw: object, *, clock: Callable[[], float] | None = None) -> None:
+        self.options, self.rules, problems = compile_settings(raw)
+        for problem in problems:
+            logger.error("%s (run 'manage.py check' for details; the rule or option is ignored)", problem)
+        self.enabled = self.options["ENABLED"] is not False
+        self.fail_open = self.options["FAIL_OPEN"] is not False
+        self.clock = clock  # a callable returning epoch seconds; None: django_cfkv.clock.now
+        self._counter: Counter | None = None
+        self._counter_lock = threading.Lock()
+        self._logged_at = float("-inf")
+
+    @property
+    def counter(self) -> Counter:
+        """Return the counter, built on first use (so that a limiter that counts nothing needs no KV)."""
+        if self._counter is None:
+            with self._counter_lock:
+                if self._counter is None:
+                    self._counter = self._build_counter()
+        return self._counter
+
+    def _build_counter(self) -> Counter:
+        if self.options["CACHE"]:
+            from django.core.cache import caches
+
+            return CacheCounter(caches[self.options["CACHE"]])
+        return ShardedCounter(conf.get_kv(self.options["ALIAS"]), interval=self.options["SYNC_INTERVAL"],
+                              list_budget=self.options["LIST_BUDGET"], per_request=_per_request)
+
+    def matching(self, path: str, method: str) -> list[Rule]:
+        """Return the rules that apply to ``method`` on ``path``."""
+        return [rule for rule in self.rules if rule.matches(path, method)]
+
+    def _now(self) -> float:
+        return self.clock() if self.clock is not None else clock.now()
+
+    def client_address(self, meta: Mapping[str, Any]) -> str:
+        """Return the client's grouped address from a WSGI environ / ``request.META`` dict."""
+        return client_address(meta, self.options)
+
+    def hit(self, rule: Rule, identity: str, now: float | None = None) -> Usage:
+        """Count one request by ``identity`` against ``rule``; return its Usage.
+
+        Never raises: when the store fails, FAIL_OPEN decides (True: allow,
+        still enforcing this process's own count on KV; False: refuse).
+        """
+        now = self._now() if now is None else now
+        try:
+            count, end, reachable = self.counter.hit(
+                rule.name, client_hash(identity), rule.limit, rule.period, now)
+        except Exception as exc:
+            self.log_failure(exc)
+            count, end, reachable = 0, window(now, rule.period)[2], False
+        limited = count > rule.limit or (not reachable and not self.fail_open)
+        return Usage(rule.name, rule.limit, rule.period, count, max(1, math.ceil(end - now)), limited)
+
+    def unavailable(self, rule: Rule, now: float | None = None) -> Usage:
+        """Return the Usage for a request that could not be counted (FAIL_OPEN decides)."""
+        now = self._now() if now is None else now
+        end = window(now, rule.period)[2]
+        return Usage(rule.name, rule.limit, rule.period, 0, max(1, math.ceil(end - now)), not self.fail_open)
+
+    def log_failure(self, exc: BaseException) -> None:
+        """Log a failure to count, at most once per LOG_EVERY seconds."""
+        mono = clock.monotonic()
+        if mono - self._logged_at >= LOG_EVERY:
+            self._logged_at = mono
+            logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, exc,
+                         self.fail_open, exc_info=not isinstance(exc, KVError))
+
+    def after_request(self) -> None:
+        """Write the request's counts now when the counter works per request (tests); never raises."""
+        counter = self._counter
+        after = getattr(counter, "after_request", None)
+        if after is not None:
+            try:
+                after()
+            except Exception as exc:
+                self.log_failure(exc)
+
+    def close(self) -> None:
+        """Write what is pending and stop the counter's background writes."""
+        close = getattr(self._counter, "close", None)
+        if close is not None:
+            close()
+
+
+# The process-wide limiter
+
+_limiter: Limiter | None = None
+_limiter_lock = threading.Lock()
+_per_request = False
+
+
+def count_per_request(enabled: bool) -> None:
+    """Make limiters built from now on count per request (True) or in the background (False).
+
+    django_cfkv.testing turns this on while an override is active, so each
+    request's KV calls happen before its response, whatever the clock says;
+    the current limiter is forgotten so that the next request builds one so.
+    """
+    global _per_request
+    if _per_request != bool(enabled):
+        _per_request = bool(enabled)
+        reset_limiter()
+
+
+def get_limiter() -> Limiter:
+    """Return the process-wide Limiter for the current settings."""
+    global _limiter
+    limiter = _limiter
+    if limiter is None:
+        with _limiter_lock:
+            if _limiter is None:
+                _limiter = Limiter(conf.setting("CFKV_RATELIMIT"))
+            limiter = _limiter
+    return limiter
+
+
+def reset_limiter() -> None:
+    """Flush and forget the limiter, so the next request reads settings afresh."""
+    global _limiter
+    with _limiter_lock:
+        limiter, _limiter = _limiter, None
+    if limiter is not None:
+        limiter.close()
+
+
+def _forget_after_fork() -> None:
+    # The child must never write under the parent's process id, nor wait on its locks.
+    global _limiter, _limiter_lock
+    _limiter, _limiter_lock = None, threading.Lock()
+
+
+conf.on_reset(reset_limiter, settings=("CFKV_RATELIMIT", "CFKV", "CACHES"))
+conf.on_reset(_forget_after_fork, after_fork=True)
+
+
+# Counting a request
+
+def count_request(request: HttpRequest, rules: Iterable[Rule]) -> list[Usage]:
+    """Count the request against each of ``rules``; return their Usages."""
+    limiter = get_limiter()
+    usages = []
+    for rule in rules:
+        try:
+            identity = identify(request, rule, limiter)
+        except Exception as exc:  # a user's key callable, or a broken request
+            limiter.log_failure(exc)
+            usages.append(limiter.unavailable(rule))
+            continue
+        if identity is not None:
+            usages.append(limiter.hit(rule, identity))
+    limiter.after_request()
+    return usages
+
+
+def check_request(request: HttpRequest) -> list[Usage]:
+    """Return the Usages of every configured rule matching the request (empty when disabled)."""
+    limiter = get_limiter()
+    if not limiter.enabled:
+        return []
+    return count_request(request, limiter.matching(request.path_info, request.method or ""))
