@@ -208,6 +208,8 @@ def test_walk_the_example_site(browser, cfkv_emulator, example_db, tmp_path, req
         signed_in_id = page.text("session-key").rstrip("…")
         [message] = page.messages()
         assert f"{anonymous_id}… is now {signed_in_id}…" in message and "1 visit so far" in message
+        session_id = browser.get_cookie("sessionid")["value"]
+        assert session_id.startswith(signed_in_id) and session_id not in browser.page_source  # only its start
         kv_key = page.text("kv-key")
         assert kv_key.startswith("session:")
         assert kv.get_metadata(kv_key)["kind"] == "session"
