@@ -379,6 +379,18 @@ class LocalKV(Paging):
         return True
 
     @_store_errors
+    def copy_namespace(self, source_id: str, target_id: str) -> None:
+        """Copy every entry of one namespace into another, as stored: value, metadata and KV expiry.
+
+        No put() can do it: KV refuses an expiry less than 60 s away, which an
+        entry written a while ago may well have.
+        """
+        conn = self._db.connection()
+        with _transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO kv (ns, key, value, expiration, metadata) "
+                         "SELECT ?, key, value, expiration, metadata FROM kv WHERE ns=?", (target_id, source_id))
+
+    @_store_errors
     def delete_namespace(self, namespace_id: str) -> None:
         """Delete a namespace's record and every key in it."""
         conn = self._db.connection()

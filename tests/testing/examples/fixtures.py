@@ -1,4 +1,4 @@
-"""A user's pytest tests using the cfkv fixtures (run by tests/test_testing_plugin.py)."""
+"""A user's pytest tests using the cfkv fixtures (run by tests/testing/test_plugin.py)."""
 
 import pytest
 from django.conf import settings

@@ -1,6 +1,6 @@
 """The pytest plugin and unittest helpers, exercised as a user's project would use them.
 
-The example project (tests/plugin_examples/) runs once, in a pytest
+The example project (tests/testing/examples/) runs once, in a pytest
 subprocess, with its own settings: every CFKV alias there points at
 api.cloudflare.com, so anything the helpers miss fails on the loopback guard.
 """
@@ -8,9 +8,11 @@ api.cloudflare.com, so anything the helpers miss fails on the loopback guard.
 import re
 from pathlib import Path
 
+from django_cfkv import get_kv
+
 pytest_plugins = ["pytester"]
 
-EXAMPLES = Path(__file__).parent / "plugin_examples"
+EXAMPLES = Path(__file__).parent / "examples"
 EXAMPLE_TESTS = ["fixtures", "unittest_style", "swallowed"]
 
 EXPECTED = {
@@ -60,3 +62,11 @@ def test_example_project(pytester):
             "and the code under test caught") in output
     assert "KVNetworkBlocked: A KV API call to api.cloudflare.com was stopped: tests must not leave" in output
     assert "production-token" not in output
+
+
+def test_cfkv_fixture(cfkv, cfkv_emulator, cfkv_calls):
+    assert cfkv is get_kv()
+    assert cfkv.base_url == cfkv_emulator.base_url
+    cfkv.put("k", b"v")
+    assert cfkv.get("k") == b"v"
+    assert cfkv_calls.counts == {"put": 1, "get": 1}

@@ -1,8 +1,5 @@
-"""django_cfkv.testing in this process: faults, call counting, override_cfkv on classes and blocks."""
+"""override_cfkv() on functions, classes and blocks, and the loopback guard it holds up."""
 
-import os
-import subprocess
-import sys
 import time
 import unittest
 
@@ -14,9 +11,10 @@ from django.test import RequestFactory, SimpleTestCase, override_settings
 
 from django_cfkv import get_kv, transport
 from django_cfkv.client import KVClient
-from django_cfkv.exceptions import KVAPIError, KVError, KVRateLimitError
+from django_cfkv.exceptions import KVError
 from django_cfkv.ratelimit import ratelimit
-from django_cfkv.testing import KVCalls, KVNetworkBlocked, assert_kv_calls, override_cfkv
+from django_cfkv.testing import KVNetworkBlocked, assert_kv_calls, override_cfkv
+from django_cfkv.testing.guards import BLOCKED_HINT
 
 STRAY = ("f" * 32, "production-namespace", "production-token")
 
@@ -39,89 +37,6 @@ def run_case(case):
 def problems(result):
     return [(test.id().rsplit(".", 1)[-1], text.strip().splitlines()[-1])
             for test, text in result.errors + result.failures]
-
-
-def test_import_touches_nothing():
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    code = ("import threading, django_cfkv.testing as t; from django.conf import settings; "
-            "print(settings.configured, t._shared, threading.active_count())")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "None", "1"]
-
-
-def test_faults_context_restores_the_faults_before_it(cfkv_emulator):
-    client = cfkv_emulator.client(max_retries=0)
-    client.put("k", b"v")
-    cfkv_emulator.set_faults(slow_ms=5)
-    try:
-        with cfkv_emulator.faults(rate_503=1.0):
-            with pytest.raises(KVAPIError) as raised:
-                client.get("k")
-            assert raised.value.status == 503
-            with cfkv_emulator.faults(rate_503=0.0):
-                assert client.get("k") == b"v"
-            assert cfkv_emulator.app.faults["rate_503"] == 1.0
-        assert cfkv_emulator.app.faults.values == {**cfkv_emulator.app.faults.FIELDS, "slow_ms": 5}
-        assert client.get("k") == b"v"
-    finally:
-        cfkv_emulator.clear_faults()
-
-
-def test_faults_context_refuses_unknown_names(cfkv_emulator):
-    with pytest.raises(ValueError, match="rate_500"):
-        with cfkv_emulator.faults(rate_500=1.0):
-            pass
-    assert cfkv_emulator.app.faults.values == cfkv_emulator.app.faults.FIELDS
-
-
-def test_assert_kv_calls(cfkv_emulator):
-    client = cfkv_emulator.client()
-    with assert_kv_calls(3) as calls:
-        client.put("a", b"1")
-        client.get("a")
-        client.get_many(["a", "b"])
-    assert calls.counts == {"bulk_get": 1, "get": 1, "put": 1}
-    client.get("a")
-    assert calls.total == 3  # frozen when the block ended
-
-    with pytest.raises(AssertionError) as failed:
-        with assert_kv_calls(1):
-            client.get("a")
-            client.get_with_metadata("a")
-    assert str(failed.value) == ("3 != 1 : 3 KV API calls made, 1 expected. "
-                                 "Calls by endpoint: get: 2, get_metadata: 1.")
-
-
-def test_assert_kv_calls_lets_errors_in_the_block_through():
-    with pytest.raises(ZeroDivisionError):
-        with assert_kv_calls(5):
-            raise ZeroDivisionError
-
-
-def test_assert_kv_calls_counts_retries(cfkv_emulator):
-    client = cfkv_emulator.client(max_retries=2)
-    with cfkv_emulator.faults(rate_429=1.0, retry_after=0), pytest.raises(AssertionError, match="get: 3"):
-        with assert_kv_calls(1), pytest.raises(KVRateLimitError):
-            client.get("a")
-
-
-def test_kv_calls_reset_and_repr(cfkv_emulator):
-    client = cfkv_emulator.client()
-    calls = KVCalls()
-    client.put("a", b"1")
-    assert calls["put"] == 1 and calls["get"] == 0
-    calls.reset()
-    assert calls.total == 0 and str(calls) == "none"
-    client.delete("a")
-    assert repr(calls) == "<KVCalls total=1 (delete: 1)>"
-
-
-def test_cfkv_fixture(cfkv, cfkv_emulator, cfkv_calls):
-    assert cfkv is get_kv()
-    assert cfkv.base_url == cfkv_emulator.base_url
-    cfkv.put("k", b"v")
-    assert cfkv.get("k") == b"v"
-    assert cfkv_calls.counts == {"put": 1, "get": 1}
 
 
 def test_override_restores_settings_guards_and_cache_objects(cfkv_emulator):
@@ -241,32 +156,15 @@ def test_override_on_a_class_reports_blocks_once(cfkv_emulator):
     assert sorted(problems(result)) == [
         ("test_caught", "django_cfkv.testing.KVNetworkBlocked: 1 KV API call(s) to api.cloudflare.com were "
                         "stopped during this test, and the code under test caught the error before it "
-                        "reached the test. " + _hint()),
+                        "reached the test. " + BLOCKED_HINT),
         ("test_uncaught", "django_cfkv.testing.KVNetworkBlocked: A KV API call to api.cloudflare.com was "
-                          "stopped: tests must not leave 127.0.0.1. " + _hint()),
+                          "stopped: tests must not leave 127.0.0.1. " + BLOCKED_HINT),
     ]
-
-
-def _hint():
-    from django_cfkv.testing import _BLOCKED_HINT
-
-    return _BLOCKED_HINT
 
 
 def test_override_refuses_other_classes():
     with pytest.raises(TypeError, match="unittest.TestCase"):
         override_cfkv()(type("NotATest", (), {}))
-
-
-def test_copy_namespace_keeps_metadata_and_exact_expiry(cfkv_emulator):
-    source, target = cfkv_emulator.new_namespace_id(), cfkv_emulator.new_namespace_id()
-    expires = int(time.time()) + 120
-    cfkv_emulator.app.store(source).put("k", b"v", expiration=expires, metadata={"kind": "cache"})
-    cfkv_emulator.copy_namespace(source, target)
-    copied = cfkv_emulator.app.store(target).get_with_metadata("k")
-    assert (copied.value, copied.metadata, copied.expiration) == (b"v", {"kind": "cache"}, expires)
-    cfkv_emulator.app.store(target).put("k", b"changed")
-    assert cfkv_emulator.app.store(source).get("k") == b"v"
 
 
 def test_each_override_starts_a_fresh_api_window(cfkv_emulator):
