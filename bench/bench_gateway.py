@@ -30,7 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.gateway_server import GatewayServer  # noqa: E402
+from tests.gateway.server import GatewayServer  # noqa: E402
 
 VALUE = b"v" * 256
 TARGET_RATIO = 1.2
@@ -91,7 +91,7 @@ def _timed(fn, args):
 
 def run(smoke=False):
     """Return bench rows: gateway/bare time per operation (p50) for put, get and bulk get."""
-    from tests.gateway_server import GatewayNotInstalled, check_installed
+    from tests.gateway.server import GatewayNotInstalled, check_installed
 
     from .common import row
 

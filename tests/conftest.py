@@ -4,7 +4,7 @@ from django_cfkv import conf, nearcache, sessions
 from django_cfkv.local import LocalKV
 
 # Backends the KV contract suite runs on. The gateway (KVClient + Worker under
-# Miniflare) joins them in tests/test_gateway_contract.py.
+# Miniflare) joins them in tests/gateway/test_contract.py.
 KV_BACKENDS = ["local", "emulator"]
 
 

@@ -19,7 +19,7 @@ from django.test import Client
 
 from django_cfkv import get_kv
 from django_cfkv.sessions import SessionStore, issue_token, revoke_token
-from tests.gateway_server import GatewayServer
+from tests.gateway.server import GatewayServer
 
 WORKER = Path(__file__).resolve().parent / "workers" / "session-store.mjs"
 STORED_FORMATS = Path(__file__).resolve().parent.parent / "docs" / "reference" / "stored-formats.md"

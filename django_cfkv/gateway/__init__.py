@@ -8,6 +8,7 @@ for it (``manage.py cfkv gateway init DIR``) and says how to deploy it.
 """
 
 import importlib.resources
+import os
 import pathlib
 import re
 
@@ -22,12 +23,12 @@ _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def worker_source():
+def worker_source() -> str:
     """Return the text of ``worker.js``."""
     return importlib.resources.files(__name__).joinpath("worker.js").read_text(encoding="utf-8")
 
 
-def _check(name, namespace_id):
+def _check(name: object, namespace_id: object) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(
             f"Invalid Worker name {name!r}: use 1-63 lowercase letters, digits and dashes, "
@@ -37,7 +38,7 @@ def _check(name, namespace_id):
         raise ValueError(f"Invalid namespace id {namespace_id!r}: expected the 32-hex id wrangler prints.")
 
 
-def wrangler_toml(name="cfkv-gateway", namespace_id=None):
+def wrangler_toml(name: str = "cfkv-gateway", namespace_id: str | None = None) -> str:
     """Return the ``wrangler.toml`` text for a gateway named ``name``."""
     _check(name, namespace_id)
     ns = namespace_id or NAMESPACE_PLACEHOLDER
@@ -71,7 +72,8 @@ service = "{name}"
 """
 
 
-def write_project(directory, *, namespace_id=None, name="cfkv-gateway", force=False):
+def write_project(directory: "str | os.PathLike[str]", *, namespace_id: str | None = None,
+                  name: str = "cfkv-gateway", force: bool = False) -> list[pathlib.Path]:
     """Write ``worker.js`` and ``wrangler.toml`` into ``directory``; return their paths.
 
     Refuses (FileExistsError) to overwrite either file unless ``force``; in
@@ -92,7 +94,7 @@ def write_project(directory, *, namespace_id=None, name="cfkv-gateway", force=Fa
     return list(files)
 
 
-def deploy_instructions(name, namespace_id):
+def deploy_instructions(name: str, namespace_id: str | None) -> str:
     """Return the exact steps to deploy the gateway and point Django at it."""
     _check(name, namespace_id)
     steps = []

@@ -11,12 +11,8 @@ Needs `npm ci --prefix tests/gateway`; a missing install fails, never skips.
 
 import pytest
 
-try:
-    from tests.gateway_server import GATEWAY_DIR, GatewayServer
-except ImportError:  # tests/ not importable as a package
-    from gateway_server import GATEWAY_DIR, GatewayServer
-
 from django_cfkv.client import KVClient
+from tests.gateway.server import GATEWAY_DIR, GatewayServer
 
 BINARY = bytes(range(256)) * 4  # every byte value; invalid UTF-8 from 0x80 on
 METADATA = {"kind": "cache", "expires": 1900000000.5, "note": "é漢"}

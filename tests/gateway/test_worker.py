@@ -21,12 +21,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-try:
-    from tests.gateway_server import GATEWAY_DIR, GatewayServer
-except ImportError:  # tests/ not importable as a package
-    from gateway_server import GATEWAY_DIR, GatewayServer
-
 from django_cfkv import gateway as gateway_pkg
+from tests.gateway.server import GATEWAY_DIR, GatewayServer
 
 FAIL_PREFIX = "__fail__/"
 FAIL_CHUNK = "__failchunk__"
@@ -574,8 +570,16 @@ def test_internal_route_refuses_oversized_chunks(gw, http):
 # --------------------------------------------------- configuration variants
 
 
-def test_without_self_binding_large_bulks_refuse_and_rotation_token_works():
-    with GatewayServer(self_binding=False, previous_token="old-token") as server, requests.Session() as http:
+@pytest.fixture(scope="module")
+def rotating():
+    """A gateway without the SELF binding, halfway through rotating both of its tokens."""
+    with GatewayServer(self_binding=False, previous_token="old-token", previous_read_token="old-read-token") as server:
+        yield server
+
+
+def test_without_self_binding_large_bulks_refuse_and_rotation_token_works(rotating):
+    server = rotating
+    with requests.Session() as http:
         h = server.headers()
         items = [{"key": f"n/{i}", "value": "v"} for i in range(501)]
         response = http.put(url(server, "/bulk"), json=items, headers=h)
@@ -586,6 +590,39 @@ def test_without_self_binding_large_bulks_refuse_and_rotation_token_works():
         # Token rotation: the previous token keeps working until it is removed.
         assert http.get(vurl(server, "n/1"), headers=server.headers("old-token")).content == b"v"
         assert http.get(vurl(server, "n/1"), headers=server.headers("older-token")).status_code == 403
+
+
+def test_previous_read_token_reads_but_cannot_write(rotating, http):
+    # While the read token is rotated, the one being replaced keeps reading, and only reading:
+    # a reporting job's old secret must never become a writer's.
+    old, new = rotating.headers("old-read-token"), rotating.headers(rotating.read_token)
+    ok_result(http.put(vurl(rotating, "rot/k"), data=b"v1", headers=rotating.headers()))
+    for headers in (old, new):
+        assert http.get(vurl(rotating, "rot/k"), headers=headers).content == b"v1"
+        assert ok_result(http.get(url(rotating, "/metadata/rot%2Fk"), headers=headers)) is None
+        listed = ok_result(http.get(url(rotating, "/keys"), params={"prefix": "rot/"}, headers=headers))
+        assert [k["name"] for k in listed] == ["rot/k"]
+        assert ok_result(http.post(url(rotating, "/bulk/get"), json={"keys": ["rot/k"]},
+                                   headers=headers)) == {"values": {"rot/k": "v1"}}
+    for method, path, kwargs in [
+        ("PUT", "/values/rot%2Fk", {"data": b"v2"}),
+        ("PUT", "/values/rot%2Fk", {"files": {"value": (None, "v2"), "metadata": (None, "{}")}}),
+        ("DELETE", "/values/rot%2Fk", {}),
+        ("PUT", "/bulk", {"json": [{"key": "rot/k", "value": "v2"}]}),
+        ("POST", "/bulk/delete", {"json": ["rot/k"]}),
+        ("DELETE", "/bulk", {"json": ["rot/k"]}),
+    ]:
+        response = http.request(method, url(rotating, path), headers=old, **kwargs)
+        assert response.status_code == 403, (method, path)
+        assert errors(response) == [10000]
+        assert response.headers["www-authenticate"] == (
+            'Bearer realm="django-cfkv-gateway", error="insufficient_scope"')
+        assert response.headers["x-test-kv-ops"] == "0"
+    response = http.post(rotating.url + "/__cfkv/internal/bulk", json={"op": "delete", "items": ["rot/k"]},
+                         headers=old)
+    assert response.status_code == 403
+    assert http.get(vurl(rotating, "rot/k"), headers=new).content == b"v1"
+    assert http.get(vurl(rotating, "rot/k"), headers=rotating.headers("older-read-token")).status_code == 403
 
 
 def test_unconfigured_gateway_refuses_everything():

@@ -3,9 +3,8 @@
 import pytest
 
 from django_cfkv.client import KVClient
-
-from .gateway_server import GatewayServer
-from .kv_contract import KVContract
+from tests.gateway.server import GatewayServer
+from tests.kv_contract import KVContract
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ The official `cloudflare` Python SDK and wrangler (Cloudflare's CLI, the
 version pinned in tests/gateway/package.json) were written by nobody here:
 what they do with our answers (auto-pagination, bulk calls, error classes,
 the config they suggest) is the yardstick for "speaks the KV REST API".
-Everything runs on loopback; wrangler cannot leave it (see gateway_server.wrangler).
+Everything runs on loopback; wrangler cannot leave it (see tests.gateway.server.wrangler).
 """
 
 import io
@@ -17,7 +17,7 @@ import cloudflare
 import pytest
 from django.core.management import call_command
 
-from .gateway_server import GatewayServer, wrangler
+from tests.gateway.server import GatewayServer, wrangler
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 

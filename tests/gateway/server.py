@@ -1,4 +1,4 @@
-"""Run the Worker gateway under Miniflare (tests/gateway/serve.mjs) for tests and benchmarks.
+"""Run the Worker gateway under Miniflare (serve.mjs, beside this file) for tests and benchmarks.
 
     with GatewayServer() as gw:
         requests.get(gw.base_url + "/accounts/x/storage/kv/namespaces/" + gw.namespace_id + "/keys",
@@ -19,8 +19,8 @@ import threading
 
 import requests
 
-HERE = pathlib.Path(__file__).resolve().parent
-GATEWAY_DIR = HERE / "gateway"
+GATEWAY_DIR = pathlib.Path(__file__).resolve().parent  # the Node harness: serve.mjs, package.json, node_modules
+REPO = GATEWAY_DIR.parent.parent
 SERVE = GATEWAY_DIR / "serve.mjs"
 INSTALL_HINT = "run `npm ci --prefix tests/gateway` (Node 20+ and npm are needed)"
 
@@ -41,7 +41,7 @@ def check_installed():
 class GatewayServer:
     """The gateway (or the bare benchmark Worker) on 127.0.0.1, in a node subprocess.
 
-    ``counting`` runs the gateway through tests/gateway/counting-shim.mjs, which
+    ``counting`` runs the gateway through counting-shim.mjs, which
     counts KV operations per invocation (``x-test-kv-ops``) and fails any
     invocation past 1,000. ``extra_worker`` is a path to a user Worker script
     bound to the same KV namespace as ``extra_binding``; it gets its own URL,
@@ -50,13 +50,15 @@ class GatewayServer:
 
     def __init__(self, extra_worker=None, *, extra_binding="SESSIONS", extra_vars=None, worker="gateway",
                  counting=True, self_binding=True, token=None, read_token=None, previous_token=None,
-                 namespace_id=None, account_id=None, fail_key_prefix=None, fail_chunk_marker=None,
-                 persist_dir=None, startup_timeout=60.0):
+                 previous_read_token=None, namespace_id=None, account_id=None, fail_key_prefix=None,
+                 fail_chunk_marker=None, persist_dir=None, startup_timeout=60.0):
         self.worker = worker
         # token="" runs a gateway without the CFKV_GATEWAY_TOKEN secret.
         self.token = secrets.token_urlsafe(24) if token is None else token
         self.read_token = secrets.token_urlsafe(24) if read_token is None else read_token
+        # The secrets of a rotation: the token being replaced keeps working, with its old rights.
         self.previous_token = previous_token
+        self.previous_read_token = previous_read_token
         self.namespace_id = namespace_id or secrets.token_hex(16)
         self.account_id = account_id or secrets.token_hex(16)
         self.startup_timeout = startup_timeout
@@ -67,6 +69,7 @@ class GatewayServer:
             "token": self.token or None,
             "readToken": self.read_token or None,
             "previousToken": previous_token,
+            "previousReadToken": previous_read_token,
             "self": self_binding,
             "failKeyPrefix": fail_key_prefix,
             "failChunkMarker": fail_chunk_marker,
@@ -90,7 +93,7 @@ class GatewayServer:
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             ["node", str(SERVE), json.dumps(self.config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=str(HERE.parent),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=str(REPO),
         )
         first_line = {}
         ready = threading.Event()
