@@ -26,14 +26,7 @@ __all__ = [
     "get_emulator", "override_cfkv",
 ]
 
-_FIXTURES = ("cfkv_emulator", "cfkv", "cfkv_calls")
-
-
-def __getattr__(name: str) -> object:
-    # The pytest fixtures stay importable from here (a conftest may import them by name),
-    # without importing pytest where only the unittest helpers are used.
-    if name in _FIXTURES:
-        from . import plugin
-
-        return getattr(plugin, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+try:  # the pytest fixtures stay importable from here, as they were before the plugin had its own module
+    from .plugin import cfkv, cfkv_calls, cfkv_emulator  # noqa: F401
+except ImportError:  # no pytest: the unittest helpers work without it
+    pass
