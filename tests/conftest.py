@@ -1,7 +1,8 @@
 import pytest
 
-from django_cfkv import conf, nearcache, sessions
+from django_cfkv import conf, nearcache
 from django_cfkv.local import LocalKV
+from django_cfkv.sessions import memory as session_memory
 
 # Backends the KV contract suite runs on. The gateway (KVClient + Worker under
 # Miniflare) joins them in tests/gateway/test_contract.py.
@@ -25,8 +26,8 @@ def _fresh_clients():
     """Forget clients built from settings, near-cached values and deleted session keys, so no test sees another's."""
     conf.reset()
     nearcache.reset()
-    sessions._recently_deleted.clear()
+    session_memory.recently_deleted.clear()
     yield
     conf.reset()
     nearcache.reset()
-    sessions._recently_deleted.clear()
+    session_memory.recently_deleted.clear()

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from django_cfkv import get_kv, sessions
-from django_cfkv.sessions import SessionStore
+from django_cfkv import get_kv
+from django_cfkv.sessions import SessionStore, memory
 from tests.test_session_keys import logged_in_with, populate, site  # noqa: F401 (site is a fixture)
 
 pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
@@ -42,7 +42,7 @@ def test_a_namespace_writer_can_put_back_a_signed_session_it_read_before_a_logou
     kv, key = get_kv(), SessionStore.kv_key(ids[0])
     kept = kv.get(key)  # read before the logout
     SessionStore(ids[0]).delete()
-    sessions._recently_deleted.clear()  # as another process, which has not seen this logout
+    memory.recently_deleted.clear()  # as another process, which has not seen this logout
     assert logged_in_with(ids[0]) == (None, None)
     kv.put(key, kept)  # replayed under its own key, before its signed expiry
     assert logged_in_with(ids[0]) == (admin.pk, admin.pk)

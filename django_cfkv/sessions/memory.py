@@ -1,0 +1,65 @@
+"""What this process remembers about sessions: keys it deleted in the last minute, and the near cache."""
+
+import threading
+
+from .. import clock, conf, nearcache
+
+
+class RecentlyDeleted:
+    """Keys this process deleted in the last minute: read as missing, never written back here.
+
+    KV may serve a deleted value for up to ~60 s, so without this a token
+    revoked or a session logged out here could still be read, and refreshed,
+    by the next request in this same process. It costs no API call (a
+    recently deleted key is not even read); other processes are covered only
+    by KV reads, with KV's ~60 s staleness.
+    """
+
+    TTL, MAX = 60.0, 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, float] = {}
+
+    def add(self, key: str) -> None:
+        now = clock.monotonic()
+        with self._lock:
+            self._keys.pop(key, None)
+            self._keys[key] = now
+            while self._keys and (len(self._keys) > self.MAX or now - next(iter(self._keys.values())) > self.TTL):
+                self._keys.pop(next(iter(self._keys)))
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # the parent's may have been held by another thread
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            when = self._keys.get(key) if isinstance(key, str) else None
+        return when is not None and clock.monotonic() - when <= self.TTL
+
+
+recently_deleted = RecentlyDeleted()
+# A test pointing CFKV or the session settings elsewhere starts with nothing deleted.
+conf.on_reset(recently_deleted.clear, settings=("CFKV", "SESSION_*"))
+conf.on_reset(recently_deleted.after_fork, after_fork=True)
+
+
+def near_cache() -> nearcache.NearCache | None:
+    """Return the process-wide near cache of session values, or None (the default: off)."""
+    space = ("sessions", conf.setting("SESSION_CFKV_ALIAS"), conf.setting("SESSION_CFKV_KEY_PREFIX"))
+    return nearcache.near_cache(space, conf.setting("SESSION_CFKV_NEAR_CACHE_TIMEOUT"))
+
+
+def forget_nearby(*kv_keys: str) -> None:
+    """Drop keys this process just wrote or deleted from the near cache (after the write: no read may refill)."""
+    near = near_cache()
+    if near is not None:
+        near.invalidate_many(kv_keys)

@@ -1,0 +1,334 @@
+"""SessionStore: Django's session API over one KV value per session (see the package for what KV allows).
+
+A session enters KV only in ``_write()`` and leaves it only in ``delete()``
+(tokens are revoked through it too), besides ``clear_expired()``'s sweep of
+sessions past their expiry: what must follow every session (an index of a
+user's sessions, say) hooks in there.
+"""
+
+import logging
+import math
+from typing import Any
+
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+
+from .. import clock, conf, limits, metadata, nearcache
+from ..exceptions import KVError
+from ..types import KV
+from . import codec, keys, memory, options, users
+from .state import State, Stored
+from .users import SESSION_KEY
+
+logger = logging.getLogger("django_cfkv.sessions")
+security_logger = logging.getLogger("django.security.SuspiciousSession")
+
+
+class SessionStore(SessionBase):
+    """A session in Workers KV (the package docstring says what KV allows, and how the store copes)."""
+
+    #: True for a session a bearer token names (BearerSessionMiddleware sets
+    #: it): cycle_key() keeps the key, which is the token the client holds.
+    keep_key = False
+
+    _session_cache: dict[str, Any]  # SessionBase's loaded data (absent until loaded)
+
+    def __init__(self, session_key: str | None = None) -> None:
+        self._format = options.session_format()
+        options.key_layout()  # a bad SESSION_CFKV_KEY_LAYOUT fails here, not at the first read
+        self._state = State.UNREAD
+        self._stored = Stored()
+        super().__init__(session_key)
+
+    @classmethod
+    def key_salt_value(cls) -> str:
+        return codec.salt_for(cls.__qualname__)
+
+    @classmethod
+    def get_kv(cls) -> KV:
+        """Return the KV object of SESSION_CFKV_ALIAS."""
+        return conf.get_kv(conf.setting("SESSION_CFKV_ALIAS"))
+
+    @classmethod
+    def key_prefix(cls) -> str:
+        """Return the text every KV key of this engine starts with (SESSION_CFKV_KEY_PREFIX)."""
+        return conf.setting("SESSION_CFKV_KEY_PREFIX")
+
+    @classmethod
+    def kv_key(cls, session_key: str) -> str:
+        """Return the KV key holding ``session_key``: the prefix and the key's SHA-256 (the plain layout: the key)."""
+        return limits.validate_key(cls.key_prefix() + keys.key_name(session_key))
+
+    def _validate_session_key(self, key: str | None) -> bool:
+        """Accept only keys that can never reach another KV key or URL path."""
+        return keys.is_valid_key(key, getattr(self, "_format", None))
+
+    def _get_new_session_key(self) -> str:
+        """Return a fresh key without asking KV: 165 random bits make collisions negligible."""
+        return keys.new_key()
+
+    async def _aget_new_session_key(self) -> str:
+        return self._get_new_session_key()
+
+    # Reading
+
+    @property
+    def load_failed(self) -> bool:
+        """True when KV could not be reached on load and the session is an empty stand-in."""
+        return self._state is State.LOAD_FAILED
+
+    def load_now(self) -> dict[str, Any]:
+        """Load the session unless it is already loaded; return its dict."""
+        return self._get_session()  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
+
+    def load(self) -> dict[str, Any]:
+        self._state, self._stored = State.UNREAD, Stored()
+        if self.session_key is None:  # no key, or one that failed validation: nothing to read
+            return {}
+        if self.session_key in memory.recently_deleted:  # KV may still serve it: deleted here is missing here
+            self._session_key = None
+            return {}
+        try:
+            raw, from_near = self._get_raw(self.session_key)
+        except KVError:
+            if options.on_load_error() == "raise":
+                raise
+            # Keep the key: the cookie stays, and save() refuses to overwrite
+            # the stored session with this empty stand-in.
+            logger.error("Session could not be loaded from Workers KV; serving an empty session.", exc_info=True)
+            self._state = State.LOAD_FAILED
+            return {}
+        value = self._read(raw, self.session_key)
+        if value is None:
+            self._session_key = None
+            return {}
+        data, user_ref = users.django_data(value) if self._format == "json" else (value.data, None)
+        self._state = State.NEAR if from_near else State.READ
+        self._stored = Stored(canonical=self._canonical(data), expires=value.expires, ends=value.ends,
+                              created=value.created, extra=value.extra, user_ref=user_ref, user=data.get(SESSION_KEY))
+        return data
+
+    def _get_raw(self, session_key: str) -> tuple[bytes | None, bool]:
+        """Return ``(raw value, from_near)`` for ``session_key``: from the near cache (if on) or one GET."""
+        kv_key, near = self.kv_key(session_key), memory.near_cache()
+        cached: Any = nearcache.MISSING if near is None else near.get(kv_key)
+        if cached is not nearcache.MISSING:
+            return cached, True
+        generation = None if near is None else near.generation()
+        raw = self.get_kv().get(kv_key)
+        if near is not None and raw is not None:  # a miss is not kept: a new session must be seen
+            near.fill(kv_key, raw, generation)
+        return raw, False
+
+    def _read(self, raw: bytes | None, session_key: str) -> codec.Value | None:
+        """Return the live Value in ``session_key``'s ``raw``, or None (missing, expired, unreadable: logged)."""
+        if raw is None:
+            return None
+        try:
+            value = codec.parse(raw, self._format, self.key_salt_value(), session_key)
+        except ValueError as exc:
+            security_logger.warning("Session data corrupted (%s)", exc)
+            return None
+        if value.expires is not None and value.expires <= clock.now():
+            return None
+        return value
+
+    def exists(self, session_key: str) -> bool:
+        """Return True if a live session is stored under ``session_key``. One GET."""
+        if not keys.is_valid_key(session_key, self._format) or session_key in memory.recently_deleted:
+            return False
+        return self._read(self._get_raw(session_key)[0], session_key) is not None
+
+    def _live_in_kv(self, session_key: str) -> bool:
+        """Return True if KV itself (one GET, never the near cache) holds this live session."""
+        return self._read(self.get_kv().get(self.kv_key(session_key)), session_key) is not None
+
+    # Writing
+
+    def create(self) -> None:
+        self._session_key = self._get_new_session_key()
+        if self._state is not State.LOAD_FAILED:  # a failed load's stand-in is never written (cycle_key() ends it)
+            self._state = State.NEW
+        self.save(must_create=True)
+        self.modified = True
+
+    def save(self, must_create: bool = False) -> None:
+        """Write the session: one PUT, none when nothing changed and no refresh is due."""
+        if self.session_key is None:
+            return self.create()
+        data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]  # SessionBase's
+        session_key = self.session_key
+        if session_key is None:  # the load this save made found no live session: there is nothing to update
+            raise UpdateError
+        if self._state is State.LOAD_FAILED:
+            if not self.modified:
+                return  # nothing to write: the stored session is untouched
+            raise KVError("The session could not be loaded from Workers KV, so it is not saved: "
+                          "writing it would replace the stored session with partial data.")
+        if must_create and self._state is not State.NEW and self.exists(session_key):
+            raise CreateError
+        canonical = self._canonical(data)
+        if not must_create and session_key in memory.recently_deleted:
+            if canonical == self._stored.canonical:
+                return  # only an expiry refresh: the deletion (logout, revocation) wins
+            raise UpdateError
+        expires = clock.now() + super().get_expiry_age()
+        if self._stored.ends is not None:
+            expires = min(expires, self._stored.ends)  # sliding refresh only within the absolute lifetime
+        if must_create or self._state is State.NEW:
+            return self._write(session_key, data, expires, canonical)
+        if self._is_fresh(canonical, expires):
+            return
+        try:
+            # A copy this store did not GET itself may outlive a logout or
+            # revocation elsewhere: never write it back without asking KV.
+            if self._state is not State.READ and not self._live_in_kv(session_key):
+                raise UpdateError
+            self._write(session_key, data, expires, canonical)
+        except KVError as exc:
+            if canonical != self._stored.canonical:
+                raise  # a real change is never dropped silently
+            # Only the expiry refresh failed (429, budget, outage): the request
+            # has succeeded and the stored session is intact; a later one retries.
+            logger.warning("Session expiry refresh not written to Workers KV (%s: %s); the stored session "
+                           "is unchanged.", type(exc).__name__, exc)
+
+    def _is_fresh(self, canonical: str | bytes, expires: float) -> bool:
+        """Return True if the stored copy has this data and an expiry refreshed recently enough."""
+        if canonical != self._stored.canonical or self._stored.expires is None:
+            return False
+        return expires - self._stored.expires < conf.setting("SESSION_CFKV_REFRESH_INTERVAL")
+
+    def _write(self, session_key: str, data: dict[str, Any], expires: float, canonical: str | bytes) -> None:
+        """Write the session to KV: one PUT (the only place a session is written)."""
+        now, stored = clock.now(), self._stored
+        created = stored.created if stored.created is not None else int(now * 1000)
+        envelope = {"createdAt": created, "expiresAt": int(expires * 1000), "data": data}
+        if stored.ends is not None:
+            envelope["absoluteExpiresAt"] = int(stored.ends * 1000)
+        if self._format == "json":
+            value = codec.dumps_json(self._json_envelope(envelope))
+        else:
+            value = codec.dumps_signed(envelope, self.key_salt_value(), self.serializer, session_key)
+        kv_key = self.kv_key(session_key)
+        try:
+            self.get_kv().put(
+                kv_key, value,
+                expiration_ttl=metadata.kv_ttl(expires, now),
+                # "size" lets `manage.py cfkv stats` total sizes from listings alone.
+                metadata=metadata.build(metadata.SESSION, expires=expires, size=len(value.encode("utf-8"))),
+            )
+        finally:
+            memory.forget_nearby(kv_key)
+        memory.recently_deleted.discard(session_key)  # save() writes a deleted key only to create it anew
+        # Data this store read is still known to be in KV; data it never read (a new key, a blind save) is not.
+        self._state = State.READ if self._state in (State.READ, State.NEAR) else State.UNREAD
+        stored.created, stored.expires, stored.canonical = created, expires, canonical
+        stored.user = data.get(SESSION_KEY)
+
+    def _json_envelope(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Return the JSON value: the Worker's fields, ``userId`` and Django's data (minus the user id)."""
+        data = dict(envelope["data"])
+        user_id = users.worker_user_id(data.pop(SESSION_KEY, None), self._stored.user_ref)
+        return {**self._stored.extra, "userId": user_id, **envelope, "data": data}
+
+    def _canonical(self, data: dict[str, Any]) -> str | bytes:
+        return codec.canonical(data, self._format, self.serializer)
+
+    def set_absolute_expiry(self, seconds: float) -> None:
+        """End the session ``seconds`` from now however often it is used: refreshes slide it only up to then.
+
+        Stored with the session (``absoluteExpiresAt``, epoch ms, in the
+        value) and written by the next save(), even if nothing else changed.
+        """
+        self._get_session()  # type: ignore[attr-defined]  # a load replaces what is stored here: load first
+        self._stored.ends = clock.now() + seconds
+        self._stored.canonical = None
+
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        """Return Django's expiry age, never past the absolute lifetime (set_absolute_expiry())."""
+        age = super().get_expiry_age(**kwargs)  # loads the session, and with it the end
+        if kwargs or self._stored.ends is None:
+            return age
+        return max(0, min(age, math.ceil(self._stored.ends - clock.now())))
+
+    # Deleting and moving
+
+    def delete(self, session_key: str | None = None) -> None:
+        """Delete the session (this one, or the one ``session_key`` names): one DELETE (the only place)."""
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        if keys.is_valid_key(session_key, self._format):
+            try:
+                self.get_kv().delete(self.kv_key(session_key))
+            finally:
+                memory.forget_nearby(self.kv_key(session_key))
+            memory.recently_deleted.add(session_key)
+        if session_key == self.session_key:
+            if self._state in (State.READ, State.NEAR):
+                self._state = State.UNREAD
+            self._stored = Stored()
+
+    def cycle_key(self) -> None:
+        """Move the data to a new key and delete the old one (a bearer session keeps its key: keep_key).
+
+        The new key is written by the next save() only: Django's login() sets
+        the user right after this, and KV allows one write per second per key.
+        The Worker's fields (``email``...), ``userId`` and ``createdAt`` move
+        along only when the session still holds the user it was stored with
+        (update_session_auth_hash() after a password change). login() cycles
+        only an anonymous session, or one whose ``userId`` names no user: it is
+        about to become someone else's, so those fields start afresh.
+        """
+        data = self._session  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
+        key, stored = self.session_key, self._stored
+        if data.get(SESSION_KEY) is None or data.get(SESSION_KEY) != stored.user:
+            stored.created, stored.extra, stored.user_ref = None, {}, None
+        if self.keep_key:
+            # A new key would delete the token and the client could never learn
+            # its successor; a token the server issued cannot be fixed by a third party.
+            self.modified = True
+            return
+        self._session_key = self._get_new_session_key()
+        self._state = State.NEW
+        stored.canonical = stored.expires = None
+        self._session_cache = data
+        self.modified = True
+        if key:
+            self.delete(key)
+
+    async def acycle_key(self) -> None:
+        from asgiref.sync import sync_to_async
+
+        await self._aget_session()  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
+        await sync_to_async(self.cycle_key)()
+
+    def flush(self) -> None:
+        super().flush()
+        self._stored.extra, self._stored.user_ref = {}, None
+
+    async def aflush(self) -> None:
+        await super().aflush()
+        self._stored.extra, self._stored.user_ref = {}, None
+
+    @classmethod
+    def clear_expired(cls) -> int:  # type: ignore[override]  # Django's returns None; the count helps the command
+        """Delete sessions past their exact expiry that KV's TTL has not removed yet.
+
+        Works from the key listing's metadata alone (no value reads) and
+        deletes in bulk. Entries without our metadata (sessions a Worker
+        wrote) are left to their KV TTL. Return the number of keys deleted.
+        """
+        kv, now = cls.get_kv(), clock.now()
+        expired = []
+        for info in kv.iter_keys(prefix=cls.key_prefix()):
+            meta = metadata.read(info.metadata)
+            if meta.kind == metadata.SESSION and meta.expires is not None and meta.expires <= now:
+                expired.append(info.name)
+        if expired:
+            try:
+                kv.delete_many(expired)
+            finally:
+                memory.forget_nearby(*expired)
+        return len(expired)
