@@ -14,8 +14,8 @@ from unittest import mock
 from django.conf import settings
 from django.test import override_settings
 
-from django_cfkv import conf, nearcache, serializers
-from django_cfkv.cache import CloudflareKVCache
+from django_cfkv import conf, nearcache
+from django_cfkv.cache import CloudflareKVCache, codec
 
 from .common import measure, row, smoke_env
 
@@ -30,7 +30,7 @@ def _unsigned():
     def accept(raw, kv_key):
         return (raw if isinstance(raw, bytes) else raw.encode()), True
 
-    return mock.patch.multiple(serializers, sign=lambda text, kv_key: text, verified_body=accept)
+    return mock.patch.multiple(codec, sign=lambda text, kv_key: text, verified_body=accept)
 
 
 def _cases(value, prefix):

@@ -24,6 +24,8 @@ so callers decode a fresh copy on every hit and still check exact expiry.
 
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
 
 from . import clock, conf
 
@@ -44,7 +46,8 @@ class NearCache:
     the write and is not kept.
     """
 
-    def __init__(self, timeout, max_entries=DEFAULT_MAX_ENTRIES, max_bytes=DEFAULT_MAX_BYTES):
+    def __init__(self, timeout: float, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         timeout, max_entries, max_bytes = float(timeout), int(max_entries), int(max_bytes)
         if timeout <= 0 or max_entries <= 0 or max_bytes <= 0:
             raise ValueError("a near cache needs a timeout, max_entries and max_bytes above 0")
@@ -52,20 +55,21 @@ class NearCache:
         self.hits = self.misses = 0
         self._reinit()
 
-    def _reinit(self):
+    def _reinit(self) -> None:
         self._lock = threading.Lock()
-        self._entries = OrderedDict()  # key -> (stored at, raw, size)
+        # key -> (stored at, raw, size)
+        self._entries: OrderedDict[str, tuple[float, bytes | None, int]] = OrderedDict()
         self._bytes = 0
         self._generation = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._entries)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<NearCache timeout={self.timeout:g}s entries={len(self._entries)}/{self.max_entries} "
                 f"bytes={self._bytes}/{self.max_bytes} hits={self.hits} misses={self.misses}>")
 
-    def get(self, key):
+    def get(self, key: str) -> Any:
         """Return the raw value kept for ``key`` (bytes, or None for a known miss), or MISSING."""
         now = clock.monotonic()
         with self._lock:
@@ -79,11 +83,11 @@ class NearCache:
             self.hits += 1
             return found[1]
 
-    def generation(self):
+    def generation(self) -> int:
         """Return a token to pass to fill() for a read starting now."""
         return self._generation
 
-    def fill(self, key, raw, generation):
+    def fill(self, key: str, raw: bytes | None, generation: int) -> None:
         """Keep ``raw`` (bytes or None) read from KV for ``key``, unless a write happened since ``generation``."""
         size = len(key) + (len(raw) if raw is not None else 0)
         if size > self.max_bytes:
@@ -97,26 +101,27 @@ class NearCache:
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 
-    def invalidate(self, key):
+    def invalidate(self, key: str) -> None:
         """Forget ``key``: this process is writing or deleting it."""
         with self._lock:
             self._generation += 1
             self._drop(key)
 
-    def invalidate_many(self, keys):
+    def invalidate_many(self, keys: Iterable[str]) -> None:
+        """Forget ``keys``: this process is writing or deleting them."""
         with self._lock:
             self._generation += 1
             for key in keys:
                 self._drop(key)
 
-    def clear(self):
+    def clear(self) -> None:
         """Forget everything (and any read in flight)."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
             self._bytes = 0
 
-    def _drop(self, key):
+    def _drop(self, key: str) -> None:
         found = self._entries.pop(key, None)
         if found is not None:
             self._bytes -= found[2]
@@ -133,13 +138,13 @@ class NearKV:
     (read-modify-write operations).
     """
 
-    def __init__(self, kv, near):
+    def __init__(self, kv: Any, near: NearCache) -> None:
         self.fresh, self.near = kv, near
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.fresh, name)
 
-    def get(self, key):
+    def get(self, key: str) -> bytes | None:
         raw = self.near.get(key)
         if raw is MISSING:
             generation = self.near.generation()
@@ -147,8 +152,9 @@ class NearKV:
             self.near.fill(key, raw, generation)
         return raw
 
-    def get_many(self, keys):
-        found, wanted = {}, []
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        wanted: list[str] = []
         for key in keys:
             raw = self.near.get(key)
             if raw is MISSING:
@@ -163,36 +169,37 @@ class NearKV:
             found.update(fetched)
         return found
 
-    def put(self, key, value, **kwargs):
+    def put(self, key: str, value: bytes | str, **kwargs: Any) -> None:
         try:
             return self.fresh.put(key, value, **kwargs)
         finally:
             self.near.invalidate(key)
 
-    def put_many(self, items):
+    def put_many(self, items: list[Mapping[str, Any]]) -> None:
         try:
             return self.fresh.put_many(items)
         finally:
             self.near.invalidate_many([item["key"] for item in items])
 
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         try:
             return self.fresh.delete(key)
         finally:
             self.near.invalidate(key)
 
-    def delete_many(self, keys):
+    def delete_many(self, keys: list[str]) -> None:
         try:
             return self.fresh.delete_many(keys)
         finally:
             self.near.invalidate_many(keys)
 
 
-_registry = {}
+_registry: dict[Hashable, NearCache] = {}
 _registry_lock = threading.Lock()
 
 
-def near_cache(space, timeout, max_entries=DEFAULT_MAX_ENTRIES, max_bytes=DEFAULT_MAX_BYTES):
+def near_cache(space: Hashable, timeout: float | None, max_entries: int = DEFAULT_MAX_ENTRIES,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> NearCache | None:
     """Return the process-wide NearCache for ``space`` (a hashable naming the key space), or None if off.
 
     ``timeout`` <= 0 (or None) means off. Every caller naming the same space
@@ -209,7 +216,7 @@ def near_cache(space, timeout, max_entries=DEFAULT_MAX_ENTRIES, max_bytes=DEFAUL
         return found
 
 
-def reset():
+def reset() -> None:
     """Empty every near cache in this process (tests; settings changes; after fork)."""
     with _registry_lock:
         for cache in _registry.values():
@@ -217,7 +224,7 @@ def reset():
         _registry.clear()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     # The parent's locks may have been held by another thread at fork time: make new ones.
     global _registry_lock
     _registry_lock = threading.Lock()

@@ -1,0 +1,303 @@
+"""CloudflareKVCache: Django's cache API over a Workers KV namespace (the facade).
+
+The facade turns Django keys into KV keys (:mod:`.keys`) and timeouts into exact
+expiries (``_expires``); the entries of the cache are read and written by
+:mod:`.entries`, encoded by :mod:`.codec`; IGNORE_EXCEPTIONS is :mod:`.failures`,
+stampede protection :mod:`.stampede`, and django-redis' extra methods live in
+:mod:`.extras`.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+from .. import clock, metadata
+from ..exceptions import KVAPIError, KVBulkError, KVError, KVValueError
+from . import options
+from .codec import Entry, retime
+from .entries import Entries, key_lock
+from .extras import DjangoRedisExtras
+from .failures import Guard
+from .keys import cache_prefix, made_key, to_kv_key
+from .stampede import Read, Stampede, Store
+
+logger = logging.getLogger("django_cfkv.cache")
+
+_MISSING = object()
+
+
+class CloudflareKVCache(DjangoRedisExtras):
+    """Django's cache backend on Workers KV. ``LOCATION`` names a ``CFKV`` alias.
+
+    API calls per method (KVClient; LocalKV makes none): get 1, set 1, add 2,
+    delete 2, touch 2, has_key 1, incr/decr 2, get_many ceil(n/100),
+    set_many and delete_many 1 per 10,000 keys, clear ceil(n/1000) list +
+    ceil(n/10,000) bulk deletes, get_or_set 1 on a hit and 2 on a miss.
+    With a near cache, get, get_many and get_or_set answered from memory cost none.
+    """
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        opts = options.parse(params)
+        super().__init__(params)
+        self._alias = location or "default"
+        self._kv_prefix = opts.kv_prefix
+        self._hash_long_keys = opts.hash_long_keys
+        self._guard = Guard(self._alias, opts.ignore_exceptions)
+        self._stampede = (Stampede(self._alias, opts.stampede_beta, opts.stampede_wait)
+                          if opts.stampede_protection else None)
+        # The near cache is shared by every cache object (one per thread) of this key space.
+        space = ("cache", self._alias, self._kv_prefix, self.key_prefix)
+        self._entries = Entries(self._alias, opts.codec, self.key_prefix, space, opts.near_bounds)
+
+    # Keys and timeouts
+
+    def kv_key(self, key: Any, version: int | None = None) -> str:
+        """Return the Workers KV key that stores ``key`` (what a Worker must read)."""
+        made = made_key(self, key, version)
+        self.validate_key(made)
+        return to_kv_key(made, self._kv_prefix, self._hash_long_keys)
+
+    def _expires(self, timeout: Any) -> float | None:
+        """Return the exact expiry for ``timeout`` (None: never), which may already be past."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        return None if timeout is None else clock.now() + timeout
+
+    # Django's cache API
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        """Return the cached value or ``default``. One API call."""
+        entry = self._guard("get", None, self._entries.read, self.kv_key(key, version))
+        return default if entry is None else entry.value
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        """Store ``value``; a timeout <= 0 deletes the key instead. One API call."""
+        kv_key = self.kv_key(key, version)
+        self._guard("set", None, self._entries.store, kv_key, value, self._expires(timeout), None, key)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Store ``value`` unless the key holds a live entry; return True if stored. Two calls.
+
+        Not atomic: KV has no compare-and-set. Threads of one process are
+        serialized by a lock; another process may add the same key at the same
+        moment, and both may return True (the last write wins).
+        """
+        kv_key = self.kv_key(key, version)
+        expires = self._expires(timeout)
+        text = self._entries.codec.dumps(value, expires, kv_key=kv_key, key=key)
+        with key_lock(kv_key):
+            return self._guard("add", False, self._add, kv_key, text, expires)
+
+    def _add(self, kv_key: str, text: str, expires: float | None) -> bool:
+        if self._entries.read(kv_key, fresh=True) is not None:
+            return False
+        if expires is None or expires > clock.now():
+            self._entries.put(kv_key, text, expires)
+        return True
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Give a live key a new timeout; return False if it is missing. Two calls (KV rewrites the value)."""
+        kv_key = self.kv_key(key, version)
+        with key_lock(kv_key):
+            return self._guard("touch", False, self._retime, kv_key, self._expires(timeout))
+
+    def _retime(self, kv_key: str, expires: float | None) -> bool:
+        raw, _entry = self._entries.read_raw(kv_key, fresh=True)
+        if raw is None:
+            return False
+        if expires is not None and expires <= clock.now():
+            self._entries.kv.delete(kv_key)
+        else:
+            self._entries.put(kv_key, retime(raw, expires, kv_key), expires)
+        return True
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        """Delete the key; return True if it held a live entry.
+
+        Two calls: a metadata read (KV's delete does not say whether the key
+        existed), then the delete, always sent so that invalidation never relies on
+        a possibly stale read.
+        """
+        kv_key = self.kv_key(key, version)
+        return self._guard("delete", False, self._delete, kv_key)
+
+    def _delete(self, kv_key: str) -> bool:
+        existed = self._entries.live_metadata(kv_key)
+        self._entries.kv.delete(kv_key)
+        return existed
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        """Return True if the key holds a live entry. One call (metadata only, no value)."""
+        return self._guard("has_key", False, self._entries.live_metadata, self.kv_key(key, version))
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        """Return {key: value} for the live keys: ceil(n/100) bulk calls.
+
+        KV's bulk read refuses a binary value. If a key holds one (not written
+        by this cache), the keys are read one by one instead, one call each,
+        and the foreign value is a miss as in get().
+        """
+        by_kv_key = {self.kv_key(key, version): key for key in keys}
+        if not by_kv_key:
+            return {}
+        try:
+            found: dict[str, bytes] = self._guard("get_many", {}, self._entries.kv.get_many, list(by_kv_key))
+        except (KVAPIError, KVValueError) as exc:
+            if isinstance(exc, KVAPIError) and exc.status != 400:
+                raise
+            logger.warning("Bulk read of %d keys on CFKV alias %r refused (%s); reading them one by one.",
+                           len(by_kv_key), self._alias, exc)
+            entries = {k: self._guard("get_many", None, self._entries.read, k) for k in by_kv_key}
+            return {by_kv_key[k]: entry.value for k, entry in entries.items() if entry is not None}
+        return {by_kv_key[k]: entry.value for k, entry in self._entries.live(found).items()}
+
+    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                 version: int | None = None) -> list[Any]:
+        """Store many values: one bulk call per 10,000. Return the keys that were not stored."""
+        if not data:
+            return []
+        expires = self._expires(timeout)
+        by_kv_key = {self.kv_key(key, version): key for key in data}
+        if expires is not None and expires <= clock.now():
+            self.delete_many(list(data), version=version)
+            return []
+        codec = self._entries.codec
+        items = [self._entries.item(k, codec.dumps(data[key], expires, kv_key=k, key=key), expires)
+                 for k, key in by_kv_key.items()]
+        try:
+            self._entries.kv.put_many(items)
+        except KVBulkError as exc:
+            # A partial failure is Django's "keys not stored"; a failed call may be ignored.
+            if not exc.partial and not self._guard.ignores(exc):
+                raise
+            if not exc.partial:
+                self._guard.log_ignored("set_many", exc)
+            return [by_kv_key[k] for k in exc.keys if k in by_kv_key] or list(data)
+        except KVError as exc:  # the call itself failed (connection, timeout): nothing is known stored
+            if not self._guard.ignores(exc):
+                raise
+            self._guard.log_ignored("set_many", exc)
+            return list(data)
+        return []
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        """Delete many keys: one bulk call per 10,000."""
+        kv_keys = [self.kv_key(key, version) for key in keys]
+        if kv_keys:
+            self._guard("delete_many", None, self._entries.kv.delete_many, kv_keys)
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        """Add ``delta`` to a live value and return it, keeping its expiry. Two calls.
+
+        Not atomic: a lock serializes threads of one process, but two
+        processes (or locations) incrementing at once can lose an update.
+        """
+        kv_key = self.kv_key(key, version)
+        with key_lock(kv_key):
+            entry = self._entries.read(kv_key, fresh=True)
+            if entry is None:
+                raise ValueError(f"Key '{key}' not found")
+            value = entry.value + delta
+            text = self._entries.codec.dumps(value, entry.expires, entry.delta, kv_key=kv_key, key=key)
+            self._entries.put(kv_key, text, entry.expires)
+        return value
+
+    def clear(self) -> int | None:  # type: ignore[override]  # Django's returns None; this says how many
+        """Delete this cache's entries (KV_PREFIX and KEY_PREFIX), never other data; return how many.
+
+        Lists keys page by page (metadata only, ceil(n/1000) calls) and deletes
+        entries whose metadata says ``kind: cache`` in bulk (one call per 10,000).
+        Under IGNORE_EXCEPTIONS a failure is logged and None returned.
+        """
+        try:
+            return self._guard("clear", None, self._clear)
+        finally:
+            near = self._entries.near()
+            if near is not None:  # the listing may lag: forget everything this process remembers
+                near.clear()
+
+    def _clear(self) -> int:
+        prefix = cache_prefix(self, self._kv_prefix)
+        return self._entries.delete_streamed(
+            info.name for info in self._entries.kv.iter_keys(prefix=prefix or None)
+            if metadata.read(info.metadata).kind == metadata.CACHE)
+
+    def close(self, **kwargs: Any) -> None:
+        """Keep the pooled connection: it is shared by the whole process (see get_kv)."""
+
+    # Stampede-protected get_or_set
+
+    def get_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> Any:
+        """Return the cached value, or compute ``default`` (if callable), store and return it.
+
+        With STAMPEDE_PROTECTION (on by default) a callable ``default`` is
+        computed once per process while other threads wait (at most
+        STAMPEDE_WAIT seconds), and each reader may recompute early as expiry
+        nears (XFetch), so that one process refreshes while the rest keep
+        serving. One call on a hit, two on a miss.
+        """
+        kv_key = self.kv_key(key, version)
+        if self._stampede is None or not callable(default):
+            entry = self._guard("get_or_set", None, self._entries.read, kv_key)
+            if entry is not None:
+                return entry.value
+            value = default() if callable(default) else default
+            self._guard("get_or_set", None, self._entries.store, kv_key, value, self._expires(timeout), None, key)
+            return value
+        read, store = self._read_and_store(key, kv_key, timeout)
+        return self._stampede.get_or_compute(kv_key, read, default, store)
+
+    async def _aget_or_compute(self, key: Any, acompute: Callable[[], Awaitable[Any]], timeout: Any,
+                               version: int | None) -> Any:
+        """Return the cached value, or await ``acompute()``, store and return it (``@cached`` on a
+        coroutine function: get_or_set takes only a plain callable)."""
+        if self._stampede is None:
+            value = await self.aget(key, _MISSING, version=version)
+            if value is _MISSING:
+                value = await acompute()
+                await self.aset(key, value, timeout, version=version)
+            return value
+        kv_key = self.kv_key(key, version)
+        read, store = self._read_and_store(key, kv_key, timeout)
+        return await self._stampede.aget_or_compute(kv_key, read, acompute, store)
+
+    def _read_and_store(self, key: Any, kv_key: str, timeout: Any) -> tuple[Read, Store]:
+        """Return the guarded read and store of ``kv_key`` that stampede protection runs."""
+        def read() -> Entry | None:
+            return self._guard("get_or_set", None, self._entries.read, kv_key)
+
+        def store(value: Any, delta: float) -> None:
+            self._guard("get_or_set", None, self._entries.store, kv_key, value, self._expires(timeout), delta, key)
+
+        return read, store
+
+    # Async twins that keep the bulk and protected implementations
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        return await sync_to_async(self.get_many, thread_sensitive=True)(keys, version=version)
+
+    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                        version: int | None = None) -> list[Any]:
+        return await sync_to_async(self.set_many, thread_sensitive=True)(data, timeout, version=version)
+
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        return await sync_to_async(self.delete_many, thread_sensitive=True)(keys, version=version)
+
+    async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,
+                          version: int | None = None) -> Any:
+        return await sync_to_async(self.get_or_set, thread_sensitive=True)(key, default, timeout, version=version)
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        return await sync_to_async(self.has_key, thread_sensitive=True)(key, version=version)
+
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        return await sync_to_async(self.incr, thread_sensitive=True)(key, delta, version=version)
+
+    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        return await self.aincr(key, -delta, version=version)
+
+    async def aclose(self, **kwargs: Any) -> None:
+        return self.close(**kwargs)

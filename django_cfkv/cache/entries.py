@@ -1,0 +1,124 @@
+"""The entries of one cache in its namespace: read (through the near cache when there is one),
+decoded (refusing what this cache may not read, logged), written with their metadata, deleted.
+
+Reads check each entry's exact expiry; KV's own TTL (at least 60 s) only cleans up.
+"""
+
+import logging
+import threading
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from .. import clock, limits, metadata
+from ..conf import get_kv
+from ..nearcache import NearCache, NearKV, near_cache
+from .codec import Entry, EntryCodec, SignatureError
+from .keys import fingerprint
+
+logger = logging.getLogger("django_cfkv.cache")
+#: Entries refused for their signature: someone without SECRET_KEY wrote (or moved) them.
+security_logger = logging.getLogger("django.security.SuspiciousCacheEntry")
+
+# Read-modify-write operations (add, touch, incr) take their key's lock, so threads of one
+# process never interleave them. Other processes are not covered: KV has no compare-and-set.
+_key_locks = [threading.Lock() for _ in range(64)]
+
+
+def key_lock(kv_key: str) -> threading.Lock:
+    """Return the lock this process's read-modify-writes of ``kv_key`` take."""
+    return _key_locks[hash(kv_key) % len(_key_locks)]
+
+
+class Entries:
+    """The entries of one cache: its CFKV alias, codec and near cache (``space`` names its key space)."""
+
+    def __init__(self, alias: str, codec: EntryCodec, key_prefix: str, space: Hashable,
+                 near_bounds: tuple[float, int, int]) -> None:
+        self.alias, self.codec, self.key_prefix = alias, codec, key_prefix
+        self.space, self.near_bounds = space, near_bounds
+
+    @property
+    def kv(self) -> Any:
+        """The KV object to use: the alias's process-wide one (built and pooled once, in conf),
+        behind the process-wide near cache when there is one."""
+        kv, near = get_kv(self.alias), self.near()
+        return kv if near is None else NearKV(kv, near)
+
+    def near(self) -> NearCache | None:
+        """Return the near cache this cache's key space shares in this process, or None (off)."""
+        return near_cache(self.space, *self.near_bounds)
+
+    def item(self, kv_key: str, text: str, expires: float | None) -> dict[str, Any]:
+        """Return the put_many item that stores the entry text ``text`` under ``kv_key``."""
+        item: dict[str, Any] = {"key": kv_key, "value": text,
+                                "metadata": metadata.build(metadata.CACHE, expires=expires)}
+        if expires is not None:
+            item["expiration_ttl"] = metadata.kv_ttl(expires, clock.now())
+        return item
+
+    def put(self, kv_key: str, text: str, expires: float | None) -> None:
+        self.kv.put(**self.item(kv_key, text, expires))
+
+    def store(self, kv_key: str, value: Any, expires: float | None, delta: float | None, key: Any) -> None:
+        """Write ``value`` under ``kv_key``, or delete the key if ``expires`` is already past. One call."""
+        if expires is not None and expires <= clock.now():
+            self.kv.delete(kv_key)
+            return
+        self.put(kv_key, self.codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
+
+    def read_raw(self, kv_key: str, fresh: bool = False) -> tuple[bytes, Entry] | tuple[None, None]:
+        """Return (entry text, Entry) when the key holds a live entry, else (None, None). One call.
+
+        ``fresh`` skips the near cache: read-modify-write operations read KV.
+        """
+        raw = (get_kv(self.alias) if fresh else self.kv).get(kv_key)
+        entry = None if raw is None else self.decode(kv_key, raw)
+        return (raw, entry) if entry is not None and entry.is_live(clock.now()) else (None, None)
+
+    def read(self, kv_key: str, fresh: bool = False) -> Entry | None:
+        """Return the live Entry under ``kv_key``, or None. One call."""
+        return self.read_raw(kv_key, fresh)[1]
+
+    def decode(self, kv_key: str, raw: bytes) -> Entry | None:
+        """Return the Entry that ``raw`` holds, or None (logged) if it is not one this cache may read.
+
+        Logs name the key by a fingerprint only: a cache key may hold a session id.
+        """
+        try:
+            return self.codec.loads(raw, kv_key)
+        except SignatureError as exc:
+            security_logger.warning(
+                "Cache on CFKV alias %r (KEY_PREFIX %r) refused the entry at KV key %s, read as a miss: %s. "
+                "Someone without SECRET_KEY wrote or moved it (or an older release wrote it unsigned).",
+                self.alias, self.key_prefix, fingerprint(kv_key), exc)
+        except ValueError as exc:
+            logger.warning("Cache on CFKV alias %r ignored KV key %s: not a cache entry (%s).",
+                           self.alias, fingerprint(kv_key), exc)
+        return None
+
+    def live(self, found: dict[str, bytes]) -> dict[str, Entry]:
+        """Return {KV key: Entry} for the live entries among ``found`` (a bulk read's answer)."""
+        now, result = clock.now(), {}
+        for kv_key, raw in found.items():
+            entry = self.decode(kv_key, raw)
+            if entry is not None and entry.is_live(now):
+                result[kv_key] = entry
+        return result
+
+    def live_metadata(self, kv_key: str) -> bool:
+        """Return True if the key holds an unexpired entry, from its metadata alone. One call."""
+        meta = self.kv.get_metadata(kv_key)
+        return isinstance(meta, dict) and metadata.read(meta).is_live(clock.now())
+
+    def delete_streamed(self, names: Iterable[str]) -> int:
+        """Delete ``names`` as they are listed, one bulk call per 10,000, so memory stays bounded
+        and an interrupted run has already deleted what it passed; return how many."""
+        kv, batch, count = self.kv, list[str](), 0
+        for name in names:
+            batch.append(name)
+            if len(batch) >= limits.BULK_DELETE_MAX_KEYS:
+                kv.delete_many(batch)
+                count, batch = count + len(batch), []
+        if batch:
+            kv.delete_many(batch)
+        return count + len(batch)

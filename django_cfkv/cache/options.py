@@ -1,0 +1,96 @@
+"""The cache's ``OPTIONS``: their defaults, and their checks (a wrong kind of value is refused at start)."""
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from ..exceptions import CFKVConfigurationError
+from ..nearcache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES
+from .codec import EntryCodec
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    "SERIALIZER": "pickle",
+    "COMPRESS_MIN_BYTES": None,
+    "HASH_LONG_KEYS": False,
+    "IGNORE_EXCEPTIONS": False,
+    "KV_PREFIX": "cache:",
+    "STAMPEDE_PROTECTION": True,
+    "STAMPEDE_BETA": 1.0,
+    "STAMPEDE_WAIT": 10.0,
+    "NEAR_CACHE_TIMEOUT": 0,
+    "NEAR_CACHE_MAX_ENTRIES": DEFAULT_MAX_ENTRIES,
+    "NEAR_CACHE_MAX_BYTES": DEFAULT_MAX_BYTES,
+}
+
+
+class CacheOptions(NamedTuple):
+    """A cache's checked OPTIONS."""
+
+    codec: EntryCodec  # SERIALIZER, COMPRESS_MIN_BYTES
+    kv_prefix: str
+    hash_long_keys: bool
+    ignore_exceptions: bool
+    stampede_protection: bool
+    stampede_beta: float
+    stampede_wait: float
+    near_bounds: tuple[float, int, int]  # NEAR_CACHE_TIMEOUT (0: off), _MAX_ENTRIES, _MAX_BYTES
+
+
+def parse(params: Mapping[str, Any]) -> CacheOptions:
+    """Return the checked OPTIONS of a ``CACHES`` entry; raise CFKVConfigurationError saying what to fix."""
+    options = dict(params.get("OPTIONS") or {})
+    for culling in ("MAX_ENTRIES", "CULL_FREQUENCY"):
+        if culling in options:
+            raise CFKVConfigurationError(
+                f"CloudflareKVCache does not support OPTIONS['{culling}']: Workers KV has no entry "
+                "limit to cull to. Remove it; entries leave KV when they expire."
+            )
+    unknown = sorted(set(options) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise CFKVConfigurationError(
+            f"Unknown CloudflareKVCache OPTIONS {', '.join(unknown)}; valid: {', '.join(OPTION_DEFAULTS)}."
+        )
+    opts = {**OPTION_DEFAULTS, **options}
+    try:
+        codec = EntryCodec(opts["SERIALIZER"], opts["COMPRESS_MIN_BYTES"])
+    except ValueError as exc:
+        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS: {exc}") from exc
+    kv_prefix = opts["KV_PREFIX"]
+    if not isinstance(kv_prefix, str) or len(kv_prefix.encode()) > 128:
+        raise CFKVConfigurationError("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.")
+    return CacheOptions(
+        codec=codec,
+        kv_prefix=kv_prefix,
+        hash_long_keys=_flag(opts, "HASH_LONG_KEYS"),
+        ignore_exceptions=_flag(opts, "IGNORE_EXCEPTIONS"),
+        stampede_protection=_flag(opts, "STAMPEDE_PROTECTION"),
+        stampede_beta=_number(opts, "STAMPEDE_BETA", zero_ok=True, hint=" (0: no early recomputation)"),
+        stampede_wait=_number(opts, "STAMPEDE_WAIT", zero_ok=True, hint=" seconds (0: never wait)"),
+        near_bounds=_near_bounds(opts),
+    )
+
+
+def _near_bounds(opts: dict[str, Any]) -> tuple[float, int, int]:
+    """Return (timeout, max entries, max bytes) of the near cache from OPTIONS; timeout 0 is off."""
+    if opts["NEAR_CACHE_TIMEOUT"] is None:
+        opts = {**opts, "NEAR_CACHE_TIMEOUT": 0}
+    return (_number(opts, "NEAR_CACHE_TIMEOUT", zero_ok=True, hint=" seconds (0: off)"),
+            _number(opts, "NEAR_CACHE_MAX_ENTRIES"), _number(opts, "NEAR_CACHE_MAX_BYTES"))
+
+
+def _number(opts: dict[str, Any], name: str, *, zero_ok: bool = False, hint: str = "") -> Any:
+    """Return OPTIONS[name] if it is a finite number above 0 (or 0 when ``zero_ok``)."""
+    value = opts[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+            value < 0 or (value == 0 and not zero_ok):
+        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS['{name}'] must be a number "
+                                     f"{'of 0 or more' if zero_ok else 'above 0'}{hint}; got {value!r}.")
+    return value
+
+
+def _flag(opts: dict[str, Any], name: str) -> bool:
+    """Return OPTIONS[name] if it is True or False (a string such as "false" would read as True)."""
+    if not isinstance(opts[name], bool):
+        raise CFKVConfigurationError(
+            f"CloudflareKVCache OPTIONS['{name}'] must be True or False; got {opts[name]!r}.")
+    return opts[name]

@@ -1,0 +1,75 @@
+"""Glob patterns on a cache's own keys, for ``keys``, ``iter_keys`` and ``delete_pattern``.
+
+Only the user's pattern is a glob: glob characters in KV_PREFIX, KEY_PREFIX or
+the version match themselves. A pattern is listed by its longest literal
+prefix, reading metadata only (never values), and only live entries of this
+cache (``kind: cache``) match.
+"""
+
+import fnmatch
+import re
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from django.core.cache.backends.base import BaseCache
+
+from .. import clock, limits, metadata
+from ..exceptions import CFKVConfigurationError
+from ..types import iter_pages
+from .keys import made_key
+
+
+class Pattern(NamedTuple):
+    """A glob on user keys, as KV keys: the glob, the literal prefix to list by, and the KV key's
+    head and tail around the user key."""
+
+    glob: str
+    literal: str
+    head: str
+    tail: str
+
+    def user_key(self, name: str) -> str | None:
+        """Return the user key in the KV key ``name``, or None if ``name`` is not one of this pattern's form."""
+        if name.startswith(self.head) and name.endswith(self.tail):
+            return name[len(self.head):len(name) - len(self.tail)]
+        return None
+
+
+def compile_pattern(cache: BaseCache, kv_prefix: str, pattern: str, version: Any) -> Pattern:
+    """Return the Pattern of the glob ``pattern`` on ``cache``'s user keys of ``version``."""
+    marker = "\x00"
+    made = made_key(cache, marker, version)
+    if made.count(marker) != 1:
+        raise CFKVConfigurationError("keys(), iter_keys() and delete_pattern() need a KEY_FUNCTION "
+                                     "that includes the key unchanged.")
+    head, tail = made.split(marker)
+    head = kv_prefix + head
+    glob = glob_escape(head) + pattern + glob_escape(tail)
+    cut = min((pattern.find(c) for c in "*?[" if c in pattern), default=None)
+    literal = head + pattern + tail if cut is None else head + pattern[:cut]
+    return Pattern(glob, literal, head, tail)
+
+
+def matching(kv: Any, pattern: Pattern, itersize: int | None) -> Iterator[str]:
+    """Yield the KV keys of live cache entries matching ``pattern``: one list call per ``itersize``
+    (default 1000) listed keys."""
+    limit = limits.validate_list_limit(itersize or limits.LIST_MAX_LIMIT)
+    now = clock.now()
+    for page in iter_pages(kv, pattern.literal or None, limit):
+        for info in page.keys:
+            meta = metadata.read(info.metadata)
+            if meta.kind == metadata.CACHE and meta.is_live(now) and fnmatch.fnmatchcase(info.name, pattern.glob):
+                yield info.name
+
+
+def user_keys(kv: Any, pattern: Pattern, itersize: int | None) -> Iterator[str]:
+    """Yield the user keys of the live entries matching ``pattern``."""
+    for name in matching(kv, pattern, itersize):
+        key = pattern.user_key(name)
+        if key is not None:
+            yield key
+
+
+def glob_escape(text: str) -> str:
+    """Return ``text`` as a glob matching itself (as glob.escape, for fnmatch)."""
+    return re.sub(r"([*?[])", r"[\1]", text)
