@@ -1,5 +1,5 @@
 """Django's own cache contract (``BaseCacheTests`` from ``tests/cache/tests.py``) run on
-CloudflareKVCache, on LocalKV and on KVClient + the emulator.
+CloudflareKVCache, on LocalKV, on KVClient + the emulator, and there with the near cache on.
 
 The test module is read from the sdist of the installed Django (fetched during set-up by
 tests/third_party.py), not vendored. It imports ``.models`` (a ``Poll`` model), so its folder
@@ -8,7 +8,7 @@ classes.
 
 Django's tests sleep past 1-2 s timeouts. Here those sleeps advance the package's clock
 (django_cfkv.clock) instead, so the suite runs in seconds; real-time expiry is covered
-by tests/test_cache.py::test_one_second_timeout_misses_after_one_second.
+by tests/cache/test_backend.py::test_one_second_timeout_misses_after_one_second.
 """
 
 import importlib
@@ -127,3 +127,14 @@ class EmulatorKVCacheTests(CloudflareKVCacheSuite, TestCase):
         super().tearDownClass()
         cls._cfkv.disable()
         cls.emulator.stop()
+
+
+NEAR_CACHES = django_cache_tests.caches_setting_for_tests(
+    BACKEND="django_cfkv.cache.CloudflareKVCache", LOCATION="cachetests",
+    OPTIONS={"NEAR_CACHE_TIMEOUT": 60}, exclude={"cull", "zero_cull"},
+)
+
+
+@override_settings(CACHES=NEAR_CACHES)
+class NearCacheDjangoCacheTests(EmulatorKVCacheTests):
+    """The emulator suite as it is, with the near cache on."""

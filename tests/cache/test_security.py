@@ -13,14 +13,16 @@ import json
 import logging
 import pathlib
 import pickle
+import time
 import zlib
 
 import pytest
 from django.core.management import call_command
 
 from django_cfkv import get_kv, inspect, maintenance
-from django_cfkv.cache import CloudflareKVCache, decode_entry
-from django_cfkv.serializers import SignatureError, sign
+from django_cfkv.cache import CloudflareKVCache, codec, decode_entry
+from django_cfkv.cache.codec import SignatureError, sign
+from django_cfkv.exceptions import KVValueError
 
 SECURITY_LOGGER = "django.security.SuspiciousCacheEntry"
 
@@ -35,17 +37,6 @@ class Trap:
         return (pathlib.Path.touch, (self.path,))
 
 
-@pytest.fixture(params=["local", "emulator"])
-def backend(request, settings, tmp_path):
-    """Point the "default" CFKV alias at a fresh namespace of each backend; return its name."""
-    if request.param == "local":
-        config = {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}
-    else:
-        config = request.getfixturevalue("cfkv_emulator").alias_settings(MAX_RETRIES=0)
-    settings.CFKV = {"default": config}
-    return request.param
-
-
 @pytest.fixture
 def trap(tmp_path):
     path = tmp_path / "pwned"
@@ -53,7 +44,7 @@ def trap(tmp_path):
     assert not path.exists(), "a planted pickle was unpickled"
 
 
-def make_cache(**params):
+def build_cache(**params):
     return CloudflareKVCache("default", params)
 
 
@@ -83,7 +74,7 @@ FORMS = {
 @pytest.mark.parametrize("metadata", [True, False], ids=["metadata", "no-metadata"])
 @pytest.mark.parametrize("form", list(FORMS))
 def test_a_planted_pickle_is_a_logged_miss_on_every_read_path(backend, trap, form, metadata, caplog):
-    cache = make_cache(KEY_PREFIX="site")
+    cache = build_cache(KEY_PREFIX="site")
     text = pickle_entry(Trap(trap), **FORMS[form])
     cache.set("neighbour", "fine")
     for key in ("k", "n", "t", "g", "s"):
@@ -106,7 +97,7 @@ def test_a_planted_pickle_is_a_logged_miss_on_every_read_path(backend, trap, for
 
 
 def test_a_planted_pickle_never_reaches_a_near_cache_reader(backend, trap):
-    cache = make_cache(OPTIONS={"NEAR_CACHE_TIMEOUT": 30})
+    cache = build_cache(OPTIONS={"NEAR_CACHE_TIMEOUT": 30})
     plant(cache.kv_key("k"), pickle_entry(Trap(trap)), metadata=True)
     for _ in range(3):  # the first read fills the near cache with the raw bytes; later hits decode them again
         assert cache.get("k") is None
@@ -114,14 +105,14 @@ def test_a_planted_pickle_never_reaches_a_near_cache_reader(backend, trap):
 
 
 def test_ttl_and_has_key_read_metadata_only(backend, trap):
-    cache = make_cache()
+    cache = build_cache()
     plant(cache.kv_key("k"), pickle_entry(Trap(trap)), metadata=True)
     # Metadata is not signed: a writer can make ttl() and has_key() lie, but they never load the value.
     assert cache.ttl("k") is None and cache.has_key("k") is True
 
 
 def test_a_signed_entry_moved_to_another_key_is_refused(backend, trap, caplog):
-    cache = make_cache()
+    cache = build_cache()
     cache.set("price", 10)
     get_kv().put(cache.kv_key("other"), get_kv().get(cache.kv_key("price")), metadata={"kind": "cache"})
     # Even a pickle signed with the real secret, but for another key, is never loaded there.
@@ -133,7 +124,7 @@ def test_a_signed_entry_moved_to_another_key_is_refused(backend, trap, caplog):
 
 
 def test_a_pickle_cache_reads_only_signed_entries(backend, caplog):
-    cache = make_cache()
+    cache = build_cache()
     worker_style = json.dumps({"expires": None, "value": "<script>steal()</script>"})
     plant(cache.kv_key("fragment"), worker_style, metadata=True)
     with caplog.at_level(logging.WARNING, logger=SECURITY_LOGGER):
@@ -142,7 +133,7 @@ def test_a_pickle_cache_reads_only_signed_entries(backend, caplog):
 
 
 def test_a_json_cache_reads_unsigned_json_and_never_unsigned_pickles(backend, trap):
-    cache = make_cache(OPTIONS={"SERIALIZER": "json"})
+    cache = build_cache(OPTIONS={"SERIALIZER": "json"})
     cache.set("mine", {"n": 1}, None)
     assert json.loads(get_kv().get(cache.kv_key("mine"))) == {"expires": None, "value": {"n": 1}}  # no "sig"
     plant(cache.kv_key("worker"), json.dumps({"expires": None, "value": [1, 2]}), metadata=False)
@@ -152,7 +143,7 @@ def test_a_json_cache_reads_unsigned_json_and_never_unsigned_pickles(backend, tr
 
 def test_entries_survive_secret_rotation_with_fallbacks(backend, settings):
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "old-secret", []
-    cache = make_cache()
+    cache = build_cache()
     cache.set_many({"a": {"x": 1}, "b": [2], "c": 3})
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-secret", ["old-secret"]
     assert cache.get_many(["a", "b", "c"]) == {"a": {"x": 1}, "b": [2], "c": 3}
@@ -164,18 +155,24 @@ def test_entries_survive_secret_rotation_with_fallbacks(backend, settings):
 
 def test_entries_written_without_a_signature_read_as_misses(backend):
     """What the previous release stored (an unsigned pickle) is a miss after the upgrade, then rewritten."""
-    cache = make_cache()
+    cache = build_cache()
     plant(cache.kv_key("old"), pickle_entry({"cached": "before the upgrade"}), metadata=True)
     assert cache.get("old") is None
     assert cache.get_or_set("old", lambda: "recomputed") == "recomputed"
     assert cache.get("old") == "recomputed"
 
 
-def test_decode_entry_verifies_pickled_entries(backend, trap):
-    cache = make_cache()
-    cache.set("k", [1, 2], 30)
+def test_decode_entry_returns_value_and_exact_expiry_of_entries_signed_for_their_key(backend, trap):
+    cache = build_cache()
+    cache.set("k", [1, "two"], 30)
     raw = get_kv().get(cache.kv_key("k"))
-    assert decode_entry(raw, cache.kv_key("k")).value == [1, 2]
+    entry = decode_entry(raw, cache.kv_key("k"))
+    assert entry.value == [1, "two"]
+    assert time.time() < entry.expires <= time.time() + 30
+    value, expires = entry  # (value, expires), as manage.py cfkv uses it
+    assert (value, expires) == (entry.value, entry.expires)
+    with pytest.raises(ValueError, match="Not a cache entry"):
+        decode_entry(b"plain text", "k")
     with pytest.raises(SignatureError):
         decode_entry(raw, cache.kv_key("elsewhere"))
     with pytest.raises(SignatureError):
@@ -183,7 +180,7 @@ def test_decode_entry_verifies_pickled_entries(backend, trap):
 
 
 def test_cfkv_get_and_inspect_show_a_planted_pickle_as_text(backend, trap, caplog):
-    cache = make_cache()
+    cache = build_cache()
     cache.set("good", {"n": 42})
     key = cache.kv_key("bad")
     plant(key, pickle_entry(Trap(trap), compressed=True), metadata=True)
@@ -198,7 +195,7 @@ def test_cfkv_get_and_inspect_show_a_planted_pickle_as_text(backend, trap, caplo
 
 
 def test_sweep_deletes_planted_entries_without_reading_them(backend, trap):
-    cache = make_cache()
+    cache = build_cache()
     get_kv().put(cache.kv_key("expired"), pickle_entry(Trap(trap)), expiration_ttl=3600,
                  metadata={"kind": "cache", "expires": 1})
     report = maintenance.sweep(get_kv(), ["cache"])
@@ -214,10 +211,8 @@ def _zlib_bomb(inflated_mib):
 def test_a_planted_zlib_bomb_is_a_miss_without_inflating_it(backend, caplog, monkeypatch):
     import tracemalloc
 
-    from django_cfkv import serializers
-
-    monkeypatch.setattr(serializers, "MAX_INFLATED_BYTES", 1 << 20)  # 100 MiB in use: 1 MiB keeps the test light
-    cache = make_cache(OPTIONS={"SERIALIZER": "json"})  # JSON entries are unsigned: anyone may write one
+    monkeypatch.setattr(codec, "MAX_INFLATED_BYTES", 1 << 20)  # 100 MiB in use: 1 MiB keeps the test light
+    cache = build_cache(OPTIONS={"SERIALIZER": "json"})  # JSON entries are unsigned: anyone may write one
     bomb = _zlib_bomb(64)
     assert len(bomb) < 100_000
     plant(cache.kv_key("bomb"), json.dumps({"expires": None, "zlib": base64.b64encode(bomb).decode(),
@@ -234,12 +229,16 @@ def test_a_planted_zlib_bomb_is_a_miss_without_inflating_it(backend, caplog, mon
 
 
 def test_compressed_values_up_to_the_inflated_limit_round_trip(backend, monkeypatch):
-    from django_cfkv import serializers
-    from django_cfkv.exceptions import KVValueError
-
-    monkeypatch.setattr(serializers, "MAX_INFLATED_BYTES", 1 << 20)
-    cache = make_cache(OPTIONS={"COMPRESS_MIN_BYTES": 0})
+    monkeypatch.setattr(codec, "MAX_INFLATED_BYTES", 1 << 20)
+    cache = build_cache(OPTIONS={"COMPRESS_MIN_BYTES": 0})
     cache.set("fits", "x" * ((1 << 20) - 100))
     assert cache.get("fits") == "x" * ((1 << 20) - 100)
     with pytest.raises(KVValueError, match="at most 1048576 bytes .* once inflated"):
         cache.set("too_big", "x" * (2 << 20))
+
+
+def test_the_codec_keeps_its_earlier_import_path():
+    from django_cfkv import serializers
+
+    assert (serializers.decode_entry, serializers.SignatureError, serializers.sign) == \
+        (decode_entry, SignatureError, sign)
