@@ -9,20 +9,34 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 from django.core.cache import caches
 from django.db.models import Model
 
 from .backend import CloudflareKVCache
 
-Func = TypeVar("Func", bound=Callable[..., Any])
-
 _MISSING = object()
 
 
+class CachedFunction(Protocol):
+    """What ``@cached`` returns: the function (sync or async), and its cache keys and invalidation."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the cached result for these arguments, computing and storing it on a miss."""
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Delete the cached result for these arguments; return True if there was one."""
+
+    async def ainvalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """The async form of ``invalidate``."""
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """Return the cache key of these arguments (before KEY_PREFIX and VERSION)."""
+
+
 def cached(timeout: float | None, *, key: str | Callable[..., str] | None = None, alias: str = "default",
-           version: int | None = None) -> Callable[[Func], Func]:
+           version: int | None = None) -> Callable[[Callable[..., Any]], CachedFunction]:
     """Cache a function's results (sync or async) with stampede protection.
 
     The cache key is ``cached:<module.qualname>:<arguments as JSON>`` (the
@@ -35,7 +49,7 @@ def cached(timeout: float | None, *, key: str | Callable[..., str] | None = None
     whole key. ``None`` results are cached too. The wrapped
     function gains ``invalidate(*args, **kwargs)`` and ``ainvalidate(...)``.
     """
-    def decorator(func: Func) -> Func:
+    def decorator(func: Callable[..., Any]) -> CachedFunction:
         def cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
             if callable(key):
                 return key(*args, **kwargs)

@@ -1,6 +1,7 @@
 """CloudflareKVCache beyond Django's own suite: exact expiry on every read path, the entry as a
-Worker reads it, KV limits, API-call costs, clear()'s scope, failures, what incr() promises
-between threads and between processes, and the pooled connection."""
+Worker reads it, API-call costs, clear()'s scope, what incr() promises between threads and what
+it cannot between processes, and the pooled connection. Failures are in test_faults.py, keys in
+test_keys.py, OPTIONS in test_options.py."""
 
 import asyncio
 import json
@@ -14,12 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 
 from django_cfkv import clock as cfkv_clock
 from django_cfkv import get_kv, limits
 from django_cfkv.cache import CloudflareKVCache
-from django_cfkv.exceptions import KVAPIError, KVAuthError, KVConnectionError, KVValueError
+from django_cfkv.exceptions import KVValueError
 from django_cfkv.testing import connections_opened
 
 # Expiry and entry format
@@ -192,73 +192,7 @@ def test_close_keeps_the_pooled_connection(emulator_cache):
     assert get_kv() is kv and connections_opened(kv) == opened
 
 
-# Failures
-
-@pytest.mark.parametrize("fault", [{"rate_503": 1.0}, {"rate_429": 1.0, "retry_after": 1}], ids=["503", "429"])
-def test_ignore_exceptions_returns_default_and_drops_writes(emulator_cache, on_emulator, caplog, fault):
-    cache = emulator_cache(OPTIONS={"IGNORE_EXCEPTIONS": True})
-    strict = emulator_cache()
-    cache.set("k", "stored")
-    with on_emulator.faults(**fault):
-        with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
-            assert cache.get("k", "fallback") == "fallback"
-            assert cache.set("k", "lost") is None
-            assert cache.get_many(["k"]) == {}
-            assert cache.set_many({"a": 1, "b": 2}) == ["a", "b"]
-            assert cache.add("x", 1) is False and cache.delete("k") is False
-            assert cache.get_or_set("g", lambda: "computed") == "computed"
-        assert "Cache get on CFKV alias 'default' failed and was ignored" in caplog.text
-        with pytest.raises(KVAPIError):
-            strict.get("k")
-        with pytest.raises(KVAPIError):
-            cache.incr("k")  # a silent None would be taken for a count
-    assert cache.get("k") == "stored"
-
-
-def test_ignore_exceptions_covers_the_extras_when_kv_is_unreachable(settings, cfkv_emulator, caplog):
-    unreachable = {**cfkv_emulator.alias_settings(MAX_RETRIES=0), "BASE_URL": "http://127.0.0.1:9/client/v4"}
-    settings.CFKV = {**settings.CFKV, "down": unreachable}
-    cache = CloudflareKVCache("down", {"OPTIONS": {"IGNORE_EXCEPTIONS": True}})
-    strict = CloudflareKVCache("down", {})
-    extras = {"ttl": (lambda c: c.ttl("k"), 0), "keys": (lambda c: c.keys("*"), []),
-              "iter_keys": (lambda c: list(c.iter_keys("*")), []),
-              "delete_pattern": (lambda c: c.delete_pattern("k*"), 0), "clear": (lambda c: c.clear(), None)}
-    for operation, (call, fallback) in extras.items():
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
-            assert call(cache) == fallback, operation
-        assert f"Cache {operation} on CFKV alias 'down' failed and was ignored" in caplog.text
-        with pytest.raises(KVConnectionError):
-            call(strict)
-
-
-def test_iter_keys_under_ignore_exceptions_ends_at_a_failed_page(emulator_cache, on_emulator):
-    cache = emulator_cache(OPTIONS={"IGNORE_EXCEPTIONS": True})
-    cache.set_many({f"k{i}": i for i in range(15)})
-    keys = cache.iter_keys("k*", itersize=10)
-    first = [next(keys) for _ in range(10)]
-    with on_emulator.faults(rate_503=1.0):
-        assert list(keys) == []  # the second page failed: the iteration ends, logged
-    assert len(set(first)) == 10
-
-
-def test_auth_errors_always_raise(settings, cfkv_emulator):
-    settings.CFKV = {**settings.CFKV, "bad": {**cfkv_emulator.alias_settings(), "API_TOKEN": "wrong-token"}}
-    cache = CloudflareKVCache("bad", {"OPTIONS": {"IGNORE_EXCEPTIONS": True}})
-    with pytest.raises(KVAuthError) as info:
-        cache.get("k")
-    assert "wrong-token" not in str(info.value)
-    with pytest.raises(KVAuthError):
-        cache.set("k", 1)
-
-
-def test_unknown_alias_is_a_configuration_error():
-    cache = CloudflareKVCache("nope", {"OPTIONS": {"IGNORE_EXCEPTIONS": True}})
-    with pytest.raises(ImproperlyConfigured, match="alias 'nope' is not configured"):
-        cache.get("k")
-
-
-# What incr() promises: no lost update between threads of a process, none between processes
+# What incr() promises between threads of a process, and what it cannot between processes
 
 def test_incr_from_threads_of_one_process_counts_every_increment_once(make_cache):
     """The per-key lock serializes read-modify-write within a process: each call sees the one before."""

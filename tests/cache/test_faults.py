@@ -1,14 +1,17 @@
-"""The fault matrix on the cache: get/set/get_many/set_many under each of Cloudflare's documented
-failures (tests/support/faults.py). For each the outcome is asserted: a typed error, or with
-IGNORE_EXCEPTIONS the documented degradation, logged. Acknowledged writes are readable once the fault clears.
+"""The cache when KV fails. The fault matrix: get, set, add, touch, delete, has_key, get_many, set_many and
+get_or_set under each of Cloudflare's documented failures (tests/support/faults.py), each asserting a typed
+error or, with IGNORE_EXCEPTIONS, the documented degradation, logged. Beyond it: what IGNORE_EXCEPTIONS never
+hides (incr, a refused token, a configuration error), django-redis' extras, and acknowledged writes readable
+once the fault clears.
 """
 
 import logging
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from django_cfkv.cache import CloudflareKVCache
-from django_cfkv.exceptions import KVError
+from django_cfkv.exceptions import KVAPIError, KVAuthError, KVConnectionError, KVError
 from tests.support.faults import FAULTS, RETRY, warned
 
 CACHE_OPS = {
@@ -16,12 +19,22 @@ CACHE_OPS = {
     "set": (lambda c: c.set("k", {"v": 1}, 300), None),
     "get_many": (lambda c: c.get_many(["a", "b"]), {}),
     "set_many": (lambda c: c.set_many({"a": 1, "b": 2}, 300), ["a", "b"]),
+    "add": (lambda c: c.add("k", 1, 300), False),
+    "delete": (lambda c: c.delete("k"), False),
+    "has_key": (lambda c: c.has_key("k"), False),
+    "touch": (lambda c: c.touch("k", 300), False),
+    "get_or_set": (lambda c: c.get_or_set("k", lambda: "computed", 300), "computed"),
 }
 
 
+# What the operations that read a value answer for a miss. A value read is raw bytes: a 200 whose
+# body is not a cache entry is a miss, and nothing is written after it.
+MISS = {"get": "default", "touch": False}
+
+
 def _cache_outcome(op, fault, ignore):
-    if op == "get" and fault in ("malformed_200", "success_false_200"):
-        return "miss"  # a value read is raw bytes: these bytes are not a cache entry, so a miss
+    if op in MISS and fault in ("malformed_200", "success_false_200"):
+        return "miss"
     if ignore and FAULTS[fault][1]:
         return "degraded"
     return "raise"
@@ -40,7 +53,7 @@ def test_cache_under_fault(fault, caplog, op, ignore):
         return
     result = call(cache)
     if outcome == "miss":
-        assert result == "default"
+        assert result == MISS[op]
         return
     assert result == fallback
     assert warned(caplog, "django_cfkv.cache"), "an ignored failure must be logged"
@@ -74,3 +87,61 @@ def test_cache_acknowledged_sets_are_readable_after_random_faults(settings, emul
     emulator.clear_faults()
     assert raised and acked
     assert cache.get_many(list(acked)) == acked
+
+
+# Beyond the matrix
+
+def test_ignore_exceptions_logs_never_hides_incr_and_loses_nothing_stored(emulator_cache, on_emulator, caplog):
+    cache = emulator_cache(OPTIONS={"IGNORE_EXCEPTIONS": True})
+    cache.set("k", "stored")
+    with on_emulator.faults(rate_503=1.0):
+        with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
+            assert cache.get("k", "fallback") == "fallback"
+            assert cache.set("k", "lost") is None
+        assert "Cache get on CFKV alias 'default' failed and was ignored" in caplog.text
+        with pytest.raises(KVAPIError):
+            cache.incr("k")  # a silent None would be taken for a count
+    assert cache.get("k") == "stored"
+
+
+def test_ignore_exceptions_covers_the_extras_when_kv_is_unreachable(settings, cfkv_emulator, caplog):
+    unreachable = {**cfkv_emulator.alias_settings(MAX_RETRIES=0), "BASE_URL": "http://127.0.0.1:9/client/v4"}
+    settings.CFKV = {**settings.CFKV, "down": unreachable}
+    cache = CloudflareKVCache("down", {"OPTIONS": {"IGNORE_EXCEPTIONS": True}})
+    strict = CloudflareKVCache("down", {})
+    extras = {"ttl": (lambda c: c.ttl("k"), 0), "keys": (lambda c: c.keys("*"), []),
+              "iter_keys": (lambda c: list(c.iter_keys("*")), []),
+              "delete_pattern": (lambda c: c.delete_pattern("k*"), 0), "clear": (lambda c: c.clear(), None)}
+    for operation, (call, fallback) in extras.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
+            assert call(cache) == fallback, operation
+        assert f"Cache {operation} on CFKV alias 'down' failed and was ignored" in caplog.text
+        with pytest.raises(KVConnectionError):
+            call(strict)
+
+
+def test_iter_keys_under_ignore_exceptions_ends_at_a_failed_page(emulator_cache, on_emulator):
+    cache = emulator_cache(OPTIONS={"IGNORE_EXCEPTIONS": True})
+    cache.set_many({f"k{i}": i for i in range(15)})
+    keys = cache.iter_keys("k*", itersize=10)
+    first = [next(keys) for _ in range(10)]
+    with on_emulator.faults(rate_503=1.0):
+        assert list(keys) == []  # the second page failed: the iteration ends, logged
+    assert len(set(first)) == 10
+
+
+def test_auth_errors_always_raise(settings, cfkv_emulator):
+    settings.CFKV = {**settings.CFKV, "bad": {**cfkv_emulator.alias_settings(), "API_TOKEN": "wrong-token"}}
+    cache = CloudflareKVCache("bad", {"OPTIONS": {"IGNORE_EXCEPTIONS": True}})
+    with pytest.raises(KVAuthError) as info:
+        cache.get("k")
+    assert "wrong-token" not in str(info.value)
+    with pytest.raises(KVAuthError):
+        cache.set("k", 1)
+
+
+def test_unknown_alias_is_a_configuration_error():
+    cache = CloudflareKVCache("nope", {"OPTIONS": {"IGNORE_EXCEPTIONS": True}})
+    with pytest.raises(ImproperlyConfigured, match="alias 'nope' is not configured"):
+        cache.get("k")
