@@ -113,7 +113,7 @@ class SessionStore(SessionBase):
         cached: Any = nearcache.MISSING if near is None else near.get(kv_key)
         if cached is not nearcache.MISSING:
             return cached, True
-        generation = None if near is None else near.generation()
+        generation = 0 if near is None else near.generation()
         raw = self.get_kv().get(kv_key)
         if near is not None and raw is not None:  # a miss is not kept: a new session must be seen
             near.fill(kv_key, raw, generation)
