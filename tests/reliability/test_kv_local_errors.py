@@ -78,7 +78,7 @@ def test_an_unusable_file_is_a_kvconnectionerror(unreadable, call):
          "delete_many": lambda: kv.delete_many(["k"])}[call]()
 
 
-@pytest.mark.urls("tests.bearer_urls")
+@pytest.mark.urls("tests.sessions.urls")
 def test_an_unusable_file_gives_cookie_requests_an_empty_session(unreadable, settings):
     settings.CFKV = {"default": {"BACKEND": "local", "PATH": str(unreadable)}}
     settings.SESSION_ENGINE = "django_cfkv.sessions"
@@ -88,7 +88,7 @@ def test_an_unusable_file_gives_cookie_requests_an_empty_session(unreadable, set
     assert response.status_code == 200 and response.json() == {"n": None}
 
 
-@pytest.mark.urls("tests.bearer_urls")
+@pytest.mark.urls("tests.sessions.urls")
 @pytest.mark.django_db
 def test_an_unusable_file_gives_bearer_requests_a_503(unreadable, settings):
     settings.CFKV = {"default": {"BACKEND": "local", "PATH": str(unreadable)}}

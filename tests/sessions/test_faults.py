@@ -3,6 +3,7 @@
 acknowledged saves load back once the fault clears.
 """
 
+import contextlib
 import logging
 
 import pytest
@@ -21,9 +22,17 @@ def session_settings(settings):
 
 
 @pytest.mark.parametrize("on_error", ["empty", "raise"])
-def test_session_load_under_fault(fault, session_settings, caplog, on_error):
+def test_session_load_under_fault(fault, session_settings, caplog, tmp_path, on_error):
+    key = "a" * 32
     session_settings.SESSION_CFKV_ON_LOAD_ERROR = on_error
-    store = SessionStore("a" * 32)
+    # The same session in a namespace that answers (alias "healthy"), for once the fault is over.
+    session_settings.CFKV = {**session_settings.CFKV, "healthy": {"BACKEND": "local", "PATH": str(tmp_path / "kv")}}
+    with use_alias(session_settings, "healthy"):
+        SessionStore(key).save(must_create=True)  # a session under the key this test picks
+        stored = SessionStore(key)
+        stored["cart"] = [1, 2]
+        stored.save()
+    store = SessionStore(key)
     if fault in ("malformed_200", "success_false_200"):
         # The value read answered 200 with bytes that are no session: a tampered session, empty.
         assert store.load() == {} and not store.load_failed
@@ -34,11 +43,24 @@ def test_session_load_under_fault(fault, session_settings, caplog, on_error):
         return
     caplog.set_level(logging.ERROR)
     assert store.load() == {}
-    assert store.load_failed and store.session_key == "a" * 32  # the cookie is kept
+    assert store.load_failed and store.session_key == key  # the cookie is kept
     assert warned(caplog, "django_cfkv.sessions")
     store["changed"] = True
-    with pytest.raises(KVError):  # never overwrite the stored session with the empty stand-in
-        store.save()
+    with use_alias(session_settings, "healthy"):  # KV answers again: only the load failed
+        with pytest.raises(KVError, match="not saved"):  # never overwrite the stored session with the stand-in
+            store.save()
+        assert SessionStore(key).load() == {"cart": [1, 2]}
+
+
+@contextlib.contextmanager
+def use_alias(settings, alias):
+    """Keep sessions in CFKV alias ``alias`` inside the block."""
+    before = settings.SESSION_CFKV_ALIAS
+    settings.SESSION_CFKV_ALIAS = alias
+    try:
+        yield
+    finally:
+        settings.SESSION_CFKV_ALIAS = before
 
 
 @pytest.mark.parametrize("op", ["save", "create"])

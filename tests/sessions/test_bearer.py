@@ -3,22 +3,19 @@
 import json
 import logging
 import time
-import uuid
-from unittest import mock
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in
 from django.test import AsyncClient, Client
 
-from django_cfkv import clock as cfkv_clock
-from django_cfkv import get_kv, sessions, transport
+from django_cfkv import get_kv, sessions
 from django_cfkv.exceptions import KVRateLimitError
-from django_cfkv.local import LocalKV
 from django_cfkv.sessions import SessionStore, issue_token, revoke_token
 
-pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+from .helpers import assert_invalid_token, auth, edge_cached_settings, spent, worker_session
+
+pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -30,37 +27,7 @@ MIDDLEWARE = [
 
 @pytest.fixture(autouse=True)
 def bearer_settings(settings):
-    settings.SESSION_ENGINE = "django_cfkv.sessions"
     settings.MIDDLEWARE = MIDDLEWARE
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("ann", "ann@example.com", "pw")
-
-
-@pytest.fixture
-def other():
-    return get_user_model().objects.create_user("bob", "bob@example.com", "pw")
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    offset = [0.0]
-    monkeypatch.setattr(cfkv_clock, "now", lambda: time.time() + offset[0])
-    return lambda seconds: offset.__setitem__(0, offset[0] + seconds)
-
-
-def auth(token):
-    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-
-
-def assert_invalid_token(response):
-    assert response.status_code == 401
-    assert response["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
-    assert response.json()["error"] == "invalid_token"
-    assert "sessionid" not in response.cookies
 
 
 def test_valid_token_authenticates_without_cookies(user):
@@ -81,14 +48,13 @@ def test_token_writes_stay_in_the_token_session_and_set_no_cookie(user):
     assert client.get("/whoami/").json() == {"user": None, "n": None, "bearer": False}
 
 
-def test_header_wins_over_the_cookie_which_is_not_read(settings, cfkv_emulator, user, other):
-    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+def test_header_wins_over_the_cookie_which_is_not_read(emu, user, other, cfkv_calls):
     client = Client()
     client.get(f"/login/{other.pk}/")  # a cookie session for another user
     token = issue_token(None, user)
-    transport.calls.reset()
+    cfkv_calls.reset()
     assert client.get("/whoami/", **auth(token)).json()["user"] == user.pk
-    assert transport.calls.snapshot() == {"get": 1}  # the token's session only
+    assert cfkv_calls.counts == {"get": 1}  # the token's session only
     assert client.get("/whoami/").json()["user"] == other.pk  # the cookie flow is untouched
 
 
@@ -186,13 +152,12 @@ def test_tampered_stored_value(user):
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer ../../x", "Bearer a b c d e f g h",
                                     "Bearer " + "A" * 32, "Bearer " + "a" * 41, "bearer \x00aaaaaaaaa",
                                     "Bearer 123e4567-e89b-12d3-a456-426614174000"])
-def test_malformed_token_is_401_without_kv_calls_or_cookie_fallback(settings, cfkv_emulator, user, header):
-    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+def test_malformed_token_is_401_without_kv_calls_or_cookie_fallback(emu, user, header, cfkv_calls):
     client = Client()
     client.get(f"/login/{user.pk}/")  # a valid cookie must not rescue a bad header
-    transport.calls.reset()
+    cfkv_calls.reset()
     assert_invalid_token(client.get("/whoami/", HTTP_AUTHORIZATION=header))
-    assert transport.calls.total == 0
+    assert cfkv_calls.total == 0
 
 
 def test_other_schemes_and_no_header_keep_the_cookie_flow(user):
@@ -221,23 +186,21 @@ def test_logout_and_revoke(user):
     revoke_token("../not-a-token")  # names no session: nothing to do
 
 
-def test_sliding_expiry_writes_at_most_once_per_interval(settings, cfkv_emulator, user, clock):
-    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+def test_sliding_expiry_writes_at_most_once_per_interval(emu, settings, user, clock, cfkv_calls):
     settings.SESSION_CFKV_REFRESH_INTERVAL = 30
     token = issue_token(None, user)
     client = Client()
-    transport.calls.reset()
+    cfkv_calls.reset()
     client.get("/read/", **auth(token))
-    assert transport.calls.snapshot() == {"get": 1}
+    assert spent(cfkv_calls) == {"get": 1}
     clock(31)
-    transport.calls.reset()
     client.get("/read/", **auth(token))
-    assert transport.calls.snapshot() == {"get": 1, "put": 1}
+    assert spent(cfkv_calls) == {"get": 1, "put": 1}
     _, expires = sessions.decode_value(get_kv().get(SessionStore.kv_key(token)))
     assert expires > time.time() + settings.SESSION_COOKIE_AGE + 25  # slid forward by the clock
-    transport.calls.reset()
+    cfkv_calls.reset()
     client.get("/read/", **auth(token))
-    assert transport.calls.snapshot() == {"get": 1}
+    assert spent(cfkv_calls) == {"get": 1}
 
 
 def test_async_stack(user):
@@ -257,22 +220,13 @@ def test_async_stack(user):
 # Sessions a Worker wrote (JSON format)
 
 
-def seed_session(user_id, *, email="ann@example.com", ttl_ms=3_600_000):
-    """Write a session as Workers session code does: session:<uuid> -> {userId, email, createdAt, expiresAt}."""
-    now = int(time.time() * 1000)
-    key = str(uuid.uuid4())
-    value = {"userId": user_id, "email": email, "createdAt": now, "expiresAt": now + ttl_ms}
-    get_kv().put(SessionStore.kv_key(key), json.dumps(value), expiration_ttl=3600)
-    return key, value
-
-
 @pytest.fixture
 def json_format(settings):
     settings.SESSION_CFKV_FORMAT = "json"
 
 
 def test_worker_made_session_authenticates_and_keeps_worker_fields(json_format, user):
-    key, seeded = seed_session(user.pk)
+    key, seeded = worker_session(user.pk)
     client = Client()
     assert client.get("/whoami/", **auth(key)).json() == {"user": user.pk, "n": None, "bearer": True}
     assert client.get("/bump/", **auth(key)).json() == {"n": 1}
@@ -285,14 +239,14 @@ def test_worker_made_session_authenticates_and_keeps_worker_fields(json_format, 
 
 def test_worker_made_session_by_email(json_format, settings, user):
     settings.SESSION_CFKV_USER_FIELD = "email"
-    key, _ = seed_session(user.email)
+    key, _ = worker_session(user.email)
     assert Client().get("/whoami/", **auth(key)).json()["user"] == user.pk
 
 
 def test_worker_made_session_expired_or_for_nobody(json_format, user):
-    expired, _ = seed_session(user.pk, ttl_ms=-1000)
+    expired, _ = worker_session(user.pk, ttl_ms=-1000)
     assert_invalid_token(Client().get("/whoami/", **auth(expired)))
-    nobody, _ = seed_session(999999)
+    nobody, _ = worker_session(999999)
     assert Client().get("/whoami/", **auth(nobody)).json()["user"] is None
 
 
@@ -306,10 +260,10 @@ def test_worker_user_id_names_a_user_only_in_its_exact_form(json_format, user, o
     assert user.pk == 1  # `true` is 1 to a database
     for pk in (user.pk, other.pk):
         for user_id in (pk, str(pk)):  # the JSON integer, or the string Django writes
-            key, _ = seed_session(user_id)
+            key, _ = worker_session(user_id)
             assert Client().get("/whoami/", **auth(key)).json()["user"] == pk, user_id
         for user_id in inexact_user_ids(pk):
-            key, _ = seed_session(user_id)
+            key, _ = worker_session(user_id)
             response = Client().get("/whoami/", **auth(key))
             assert response.status_code == 200 and response.json()["user"] is None, user_id
 
@@ -329,7 +283,7 @@ def test_inexact_user_id_beside_django_auth_data_is_anonymous_never_a_500(json_f
 def test_worker_user_id_by_email_must_match_exactly(json_format, settings, user):
     settings.SESSION_CFKV_USER_FIELD = "email"
     for user_id in ("ANN@example.com", " ann@example.com", "ann@example.com ", ["ann@example.com"], 1):
-        key, _ = seed_session(user_id)
+        key, _ = worker_session(user_id)
         assert Client().get("/whoami/", **auth(key)).json()["user"] is None, user_id
 
 
@@ -347,14 +301,13 @@ def test_worker_changing_user_id_in_place_logs_the_session_out(json_format, user
     assert Client().get("/whoami/", **auth(token)).json()["user"] is None
 
 
-def test_refused_token_leaves_the_cookie_session_untouched(settings, cfkv_emulator, user):
-    settings.CFKV = {"default": cfkv_emulator.alias_settings()}
+def test_refused_token_leaves_the_cookie_session_untouched(emu, settings, user, cfkv_calls):
     settings.SESSION_SAVE_EVERY_REQUEST = True
     client = Client()
     client.get(f"/login/{user.pk}/")
-    transport.calls.reset()
+    cfkv_calls.reset()
     assert_invalid_token(client.get("/whoami/", **auth("z" * 32)))
-    assert transport.calls.snapshot() == {"get": 1}  # the token's lookup, never the cookie's session
+    assert cfkv_calls.counts == {"get": 1}  # the token's lookup, never the cookie's session
 
 
 def test_revoking_the_own_token_is_not_undone_by_the_refresh(user, clock, settings):
@@ -377,23 +330,9 @@ def test_token_revoked_elsewhere_is_not_brought_back_from_the_near_cache(user, s
     assert get_kv().get(SessionStore.kv_key(token)) is None
 
 
-class EdgeCachedKV(LocalKV):
-    """KV as a Cloudflare location serves it: a value read once is served from its cache after a delete."""
-
-    def __init__(self, path):
-        super().__init__(path)
-        self.edge = {}
-
-    def get(self, key):
-        if key not in self.edge:
-            self.edge[key] = super().get(key)
-        return self.edge[key]
-
-
 @pytest.fixture
 def stale_reads(settings, tmp_path):
-    settings.CFKV = {"default": {"BACKEND": f"{__name__}.EdgeCachedKV",
-                                 "OPTIONS": {"path": str(tmp_path / "kv.sqlite3")}}}
+    settings.CFKV = edge_cached_settings(tmp_path)
 
 
 def test_token_revoked_here_is_refused_here_while_kv_reads_are_stale(stale_reads, user):
@@ -416,13 +355,6 @@ def test_token_logged_out_here_is_refused_here_while_kv_reads_are_stale(stale_re
 # The store unreachable: a 503 with Retry-After, never a 500
 
 
-@pytest.fixture
-def emu(settings, cfkv_emulator):
-    settings.CFKV = {"default": cfkv_emulator.alias_settings(MAX_RETRIES=0)}
-    yield cfkv_emulator
-    cfkv_emulator.clear_faults()
-
-
 @pytest.mark.parametrize("on_load_error", ["empty", "raise"])
 def test_store_unreachable_on_load_is_503_with_retry_after(emu, settings, user, on_load_error):
     settings.SESSION_CFKV_ON_LOAD_ERROR = on_load_error
@@ -433,17 +365,18 @@ def test_store_unreachable_on_load_is_503_with_retry_after(emu, settings, user, 
     assert response.json()["error"] == "temporarily_unavailable" and "sessionid" not in response.cookies
 
 
-def test_failed_expiry_refresh_keeps_the_response_and_is_logged(settings, user, clock, caplog):
+def test_failed_expiry_refresh_keeps_the_response_and_is_logged(emu, settings, user, clock, caplog):
     settings.SESSION_CFKV_REFRESH_INTERVAL = 30
     token = issue_token(None, user)
     kv = get_kv()
     before = kv.get(SessionStore.kv_key(token))
-    clock(31)  # a refresh is due
-    with mock.patch.object(type(kv), "put", side_effect=KVRateLimitError("429", retry_after=1)):
-        with caplog.at_level(logging.WARNING, logger="django_cfkv.sessions"):
-            response = Client().get("/whoami/", **auth(token))
-        assert response.status_code == 200 and response.json()["user"] == user.pk
-        assert "refresh not written" in caplog.text and "KVRateLimitError" in caplog.text
-        with pytest.raises(KVRateLimitError):  # a real change is never dropped silently
-            Client().get("/bump/", **auth(token))
+    clock(31)  # a refresh is due; KV answers 429 once the view has read the session
+    with caplog.at_level(logging.WARNING, logger="django_cfkv.sessions"):
+        response = Client().get("/read-then-kv-refuses/", **auth(token))
+    assert response.status_code == 200 and response.json() == {"n": None}
+    assert "refresh not written" in caplog.text and "KVRateLimitError" in caplog.text
+    emu.clear_faults()
+    with pytest.raises(KVRateLimitError):  # a real change is never dropped silently
+        Client().get("/read-then-kv-refuses/?change=1", **auth(token))
+    emu.clear_faults()
     assert kv.get(SessionStore.kv_key(token)) == before

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from django_cfkv import get_kv
 from django_cfkv.sessions import SessionStore, issue_token, revoke_token
 from tests.gateway.server import GatewayServer
 
-WORKER = Path(__file__).resolve().parent / "workers" / "session-store.mjs"
-STORED_FORMATS = Path(__file__).resolve().parent.parent / "docs" / "reference" / "stored-formats.md"
+TESTS = Path(__file__).resolve().parent.parent
+WORKER = TESTS / "workers" / "session-store.mjs"
+STORED_FORMATS = TESTS.parent / "docs" / "reference" / "stored-formats.md"
 
-pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
 
 @pytest.fixture(scope="module", params=["hashed", "plain"])
@@ -38,7 +38,6 @@ def gateway(request):
 @pytest.fixture(autouse=True)
 def shared_namespace(settings, gateway):
     settings.CFKV = {"default": gateway.settings()}
-    settings.SESSION_ENGINE = "django_cfkv.sessions"
     settings.SESSION_CFKV_FORMAT = "json"
     settings.SESSION_CFKV_KEY_LAYOUT = gateway.layout
     settings.MIDDLEWARE = [
@@ -47,12 +46,6 @@ def shared_namespace(settings, gateway):
         "django.middleware.csrf.CsrfViewMiddleware",
         "django.contrib.auth.middleware.AuthenticationMiddleware",
     ]
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("ann", "ann@example.com", "pw")
 
 
 def worker_get(gateway, session_id):

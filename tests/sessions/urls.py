@@ -1,4 +1,4 @@
-"""Views for the session and bearer-token tests (used with override_settings(ROOT_URLCONF=...))."""
+"""Views for the session and bearer-token tests (``pytest.mark.urls("tests.sessions.urls")``)."""
 
 from django.contrib.auth import get_user_model, login, logout
 from django.http import JsonResponse
@@ -6,6 +6,7 @@ from django.urls import path
 from django.views.decorators.http import require_POST
 
 from django_cfkv.sessions import issue_token, revoke_token
+from django_cfkv.testing import get_emulator
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -77,6 +78,14 @@ def delete_then_write(request):
     return JsonResponse({"n": 99})
 
 
+def read_then_kv_refuses(request):
+    """Read the session (change it with ``?change=1``), then have the test emulator answer 429 to every call:
+    the session's save at the end of this request is refused as Cloudflare refuses a spent budget."""
+    response = bump(request) if request.GET.get("change") else read(request)
+    get_emulator().set_faults(rate_429=1.0, retry_after=1)
+    return response
+
+
 urlpatterns = [
     path("whoami/", whoami),
     path("awhoami/", awhoami),
@@ -89,4 +98,5 @@ urlpatterns = [
     path("revoke/<str:value>/", revoke),
     path("revoke-own/", revoke_own),
     path("delete-then-write/", delete_then_write),
+    path("read-then-kv-refuses/", read_then_kv_refuses),
 ]

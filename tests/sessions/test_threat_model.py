@@ -12,9 +12,10 @@ import pytest
 
 from django_cfkv import get_kv
 from django_cfkv.sessions import SessionStore, memory
-from tests.test_session_keys import logged_in_with, populate, site  # noqa: F401 (site is a fixture)
 
-pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+from .helpers import logged_in_with, populate
+
+pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
 
 def forged_json_session(user_id):
@@ -22,7 +23,7 @@ def forged_json_session(user_id):
     return json.dumps({"userId": str(user_id), "createdAt": now, "expiresAt": now + 3_600_000})
 
 
-def test_a_namespace_writer_can_forge_a_json_session_for_any_user(site):  # noqa: F811
+def test_a_namespace_writer_can_forge_a_json_session_for_any_user(site):
     site.SESSION_CFKV_FORMAT = "json"
     admin, _ = populate("json")
     chosen = "writerchosenid0123456789abcdefgh"
@@ -30,14 +31,14 @@ def test_a_namespace_writer_can_forge_a_json_session_for_any_user(site):  # noqa
     assert logged_in_with(chosen) == (admin.pk, admin.pk)
 
 
-def test_a_namespace_writer_cannot_forge_a_signed_session(site):  # noqa: F811
+def test_a_namespace_writer_cannot_forge_a_signed_session(site):
     admin, _ = populate("signed")
     chosen = "writerchosenid0123456789abcdefgh"
     get_kv().put(SessionStore.kv_key(chosen), forged_json_session(admin.pk))
     assert logged_in_with(chosen) == (None, None)
 
 
-def test_a_namespace_writer_can_put_back_a_signed_session_it_read_before_a_logout(site):  # noqa: F811
+def test_a_namespace_writer_can_put_back_a_signed_session_it_read_before_a_logout(site):
     admin, ids = populate("signed")
     kv, key = get_kv(), SessionStore.kv_key(ids[0])
     kept = kv.get(key)  # read before the logout

@@ -8,61 +8,20 @@ every metadata value and every value, signed values read without the secret.
 import io
 import json
 import time
-import uuid
 import zlib
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import Client
 
-from django_cfkv import get_kv, inspect, transport
+from django_cfkv import get_kv, inspect
 from django_cfkv.checks import check_session_settings
-from django_cfkv.sessions import SessionStore, hashed_id, is_valid_key, issue_token
+from django_cfkv.sessions import SessionStore, hashed_id, is_valid_key
 
-pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+from .helpers import logged_in_with, populate
 
-
-@pytest.fixture(params=["local", "emulator"])
-def site(request, settings, tmp_path):
-    """A site with cookie and bearer sessions on a fresh namespace: LocalKV, or the emulator over HTTP."""
-    settings.SESSION_ENGINE = "django_cfkv.sessions"
-    settings.MIDDLEWARE = [
-        "django.contrib.sessions.middleware.SessionMiddleware",
-        "django_cfkv.bearer.BearerSessionMiddleware",
-        "django.contrib.auth.middleware.AuthenticationMiddleware",
-    ]
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    if request.param == "local":
-        settings.CFKV = {"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}}
-    else:
-        settings.CFKV = {"default": request.getfixturevalue("cfkv_emulator").alias_settings(MAX_RETRIES=0)}
-    return settings
-
-
-def worker_session(user_id):
-    """Store a session as the Worker in tests/workers/session-store.mjs does; return its id."""
-    session_id, now = str(uuid.uuid4()), int(time.time() * 1000)
-    value = {"userId": user_id, "email": "w@example.com", "createdAt": now, "expiresAt": now + 3_600_000}
-    get_kv().put(SessionStore.kv_key(session_id), json.dumps(value), expiration_ttl=3600)
-    return session_id
-
-
-def populate(fmt):
-    """Fill the namespace as a live site does; return the superuser and every session id handed out."""
-    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    ann = get_user_model().objects.create_user("ann", "ann@example.com", "pw")
-    browser, visitor = Client(), Client()
-    browser.get(f"/login/{admin.pk}/")
-    browser.get("/bump/")
-    visitor.get("/bump/")  # an anonymous session holding data
-    ids = [browser.cookies["sessionid"].value, visitor.cookies["sessionid"].value,
-           issue_token(None, admin), issue_token(None, ann)]
-    if fmt == "json":
-        ids.append(worker_session(str(admin.pk)))
-    return admin, ids
+pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
 
 def leaves(value):
@@ -96,13 +55,6 @@ def harvest(kv):
         text = kv.get(info.name).decode("utf-8", "replace")
         found |= {text} | leaves(read_without_the_secret(text))
     return found
-
-
-def logged_in_with(candidate):
-    """Return the user pks a cookie and a bearer token equal to ``candidate`` are served as (None: anonymous)."""
-    cookie = Client().get("/whoami/", HTTP_COOKIE=f"sessionid={candidate}")
-    bearer = Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {candidate}")
-    return cookie.json()["user"], (bearer.json().get("user") if bearer.status_code == 200 else None)
 
 
 @pytest.mark.parametrize("fmt", ["signed", "json"])
@@ -211,17 +163,17 @@ def old_layout_site(site):
     return admin, ids, dead.session_key
 
 
-def test_migrate_sessions_moves_every_live_session_once(site):
+def test_migrate_sessions_moves_every_live_session_once(site, clock, cfkv_calls):
     admin, ids, dead = old_layout_site(site)
     kv = get_kv()
     before = {info.name: info for info in kv.iter_keys()}
     assert logged_in_with(ids[0]) == (None, None)  # until the move, the old sessions are not found
-    time.sleep(1.1)  # `dead` is past its exact expiry
-    transport.calls.reset()
+    clock(2)  # `dead` is past its exact expiry
+    cfkv_calls.reset()
     out = run("migrate-sessions")
     assert "Found 6 sessions stored under their ids" in out and "Moved 5 to hashed keys; deleted 6" in out
     if site.CFKV["default"]["BACKEND"] == "cloudflare":  # one list, one bulk read, write and delete
-        assert transport.calls.snapshot() == {"list": 1, "bulk_get": 1, "bulk_put": 1, "bulk_delete": 1}
+        assert cfkv_calls.counts == {"list": 1, "bulk_get": 1, "bulk_put": 1, "bulk_delete": 1}
     assert logged_in_with(ids[0]) == (admin.pk, admin.pk)  # the browser's login
     assert logged_in_with(ids[2])[1] == admin.pk  # a token
     assert logged_in_with(ids[4])[1] == admin.pk  # a Worker's session

@@ -13,6 +13,8 @@ from django.urls import path
 from django_cfkv import get_kv
 from django_cfkv.sessions import SessionStore, issue_token
 
+from .helpers import auth
+
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
@@ -39,22 +41,12 @@ pytestmark = [pytest.mark.urls(__name__), pytest.mark.django_db]
 
 @pytest.fixture(autouse=True)
 def bearer_settings(settings):
-    settings.SESSION_ENGINE = "django_cfkv.sessions"
     settings.MIDDLEWARE = [
         "django.contrib.sessions.middleware.SessionMiddleware",
         "django_cfkv.bearer.BearerSessionMiddleware",
         "django.contrib.auth.middleware.AuthenticationMiddleware",
     ]
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-
-@pytest.fixture
-def user():
-    return get_user_model().objects.create_user("ann", "ann@example.com", "pw")
-
-
-def auth(token):
-    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
 def test_password_change_keeps_the_token_and_ends_the_others(user):

@@ -1,7 +1,6 @@
 """BearerSessionMiddleware follows SESSION_ENGINE: a project's subclass of the KV store, or a clear error."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
@@ -9,11 +8,11 @@ from django_cfkv import get_kv, sessions
 from django_cfkv.bearer import BearerSessionMiddleware
 from django_cfkv.sessions import issue_token, revoke_token
 
-pytestmark = [pytest.mark.urls("tests.bearer_urls"), pytest.mark.django_db]
+pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
 
 class SessionStore(sessions.SessionStore):
-    """This module is the engine: ``SESSION_ENGINE = "tests.test_bearer_engine"``."""
+    """This module is the engine: ``SESSION_ENGINE = "tests.sessions.test_bearer_engine"``."""
 
     @classmethod
     def key_salt_value(cls):
@@ -32,11 +31,9 @@ def bearer_settings(settings):
         "django_cfkv.bearer.BearerSessionMiddleware",
         "django.contrib.auth.middleware.AuthenticationMiddleware",
     ]
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def test_a_subclassed_engine_with_its_own_prefix_and_salt(settings):
-    user = get_user_model().objects.create_user("ann", "ann@example.com", "pw")
+def test_a_subclassed_engine_with_its_own_prefix_and_salt(user):
     token = issue_token(None, user)
     kv = get_kv()
     key = "api:" + sessions.hashed_id(token)
