@@ -19,7 +19,8 @@ import uuid
 import requests
 
 from django_cfkv import limits
-from django_cfkv.client import KVClient, _bulk_item, _envelope, _form, _unsuccessful, encode_key
+from django_cfkv.client import KVClient, answer, bulk, encode_key, request
+from django_cfkv.client.urls import account_url, namespace_url
 from django_cfkv.testing import connections_opened
 
 from .common import ACCOUNT, TOKEN, emulator, interleaved, row
@@ -93,7 +94,8 @@ def _metadata_writes(n, rounds):
 
     def build(shape):
         method, path, kwargs = shape("key:1")
-        return lambda i: session.prepare_request(requests.Request(method, client._url + path, **kwargs))
+        url = _namespace_url(client) + path
+        return lambda i: session.prepare_request(requests.Request(method, url, **kwargs))
 
     built = interleaved({name: build(shape) for name, shape in shapes.items()}, n * 20, rounds)
     rows = _shape_rows("build the request", built)
@@ -103,8 +105,9 @@ def _metadata_writes(n, rounds):
         def write(shape):
             def run(i):
                 method, path, kwargs = shape(f"key:{i}")
-                response = client._call(method, path, "put", **kwargs)
-                (_unsuccessful if path == "/bulk" else _envelope)(response)
+                call = request.KVRequest(method, path, "put", keys=(f"key:{i}",))
+                response = client.transport.request(method, _namespace_url(client) + path, endpoint="put", **kwargs)
+                (answer.unsuccessful if path == "/bulk" else answer.envelope)(response, call)
             return run
 
         cases = {name: write(shape) for name, shape in shapes.items()}
@@ -114,6 +117,10 @@ def _metadata_writes(n, rounds):
         rows += _shape_rows("whole write", interleaved(cases, n, rounds))
         client.close()
     return rows
+
+
+def _namespace_url(client):
+    return namespace_url(account_url(client.base_url, client.account_id), client.namespace_id)
 
 
 def _shape_rows(what, t):
@@ -142,11 +149,11 @@ def _write_shapes():
         return shape
 
     def by_hand(key):  # what put() sends
-        body, content_type = _form(limits.validate_value(BINARY), limits.encode_metadata(METADATA))
+        body, content_type = request.form(limits.validate_value(BINARY), limits.encode_metadata(METADATA))
         return "PUT", f"/values/{encode_key(key)}", {"data": body, "headers": {"Content-Type": content_type}}
 
     def one_item_bulk(key):
-        body = json.dumps([_bulk_item({"key": key, "value": BINARY, "metadata": METADATA})], separators=(",", ":"))
+        body = json.dumps([bulk.item({"key": key, "value": BINARY, "metadata": METADATA})], separators=(",", ":"))
         return "PUT", "/bulk", {"data": body, "headers": {"Content-Type": "application/json"}}
 
     return {

@@ -40,7 +40,7 @@ def ok(result=None, **extra):
 @pytest.fixture
 def client(monkeypatch):
     c = KVClient(ACCOUNT, NS, TOKEN, max_retries=3)
-    monkeypatch.setattr(c.transport, "_jitter", lambda span: 0.0)
+    monkeypatch.setattr(c.transport.policy, "jitter", lambda span: 0.0)
     return c
 
 
@@ -348,11 +348,12 @@ def test_calls_are_counted_per_endpoint(client, api, sleeps):
     assert client.transport.calls.snapshot() == {"get": 2, "delete": 1}
 
 
-def test_deadline_caps_total_waiting(client, api, monkeypatch):
+def test_deadline_caps_total_waiting(api, monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(cfkv_clock, "monotonic", lambda: clock[0])
     monkeypatch.setattr(cfkv_clock, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    client.transport.deadline = 0.5
+    client = KVClient(ACCOUNT, NS, TOKEN, max_retries=3, deadline=0.5)
+    monkeypatch.setattr(client.transport.policy, "jitter", lambda span: 0.0)
     api.get(f"{BASE}/values/k", status=503, json={"success": False, "errors": [], "messages": [], "result": None})
     with pytest.raises(KVAPIError) as info:
         client.get("k")

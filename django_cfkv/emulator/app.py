@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote
 
 from .. import clock, limits
 from ..exceptions import KVValueError
-from ..local import LocalKV
+from ..local import LocalKV, LocalNamespaces
 
 API_PREFIX = "/client/v4"
 logger = logging.getLogger("django_cfkv.emulator")
@@ -266,7 +266,7 @@ class EmulatorApp:
         if method == "PUT":
             return self._rename_namespace(ns, body)
         if method == "DELETE":
-            self.store("").delete_namespace(ns)
+            LocalNamespaces(self.path).delete_namespace(ns)
             return _envelope(None)
         raise _Reply(404, 7003, "No route for the URI")
 
@@ -440,7 +440,8 @@ class EmulatorApp:
         direction = query.get("direction", ["asc"])[0]
         if direction not in ("asc", "desc"):
             raise _Reply(400, 10044, "invalid direction: use asc or desc")
-        found = sorted(self.store("").list_namespaces(), key=lambda n: n[order], reverse=direction == "desc")
+        found = sorted(LocalNamespaces(self.path).list_namespaces(), key=lambda n: n[order],
+                       reverse=direction == "desc")
         chunk = [_namespace(n["id"], n["title"]) for n in found[(page - 1) * per_page: page * per_page]]
         info = {"count": len(chunk), "page": page, "per_page": per_page, "total_count": len(found)}
         return _envelope(chunk, result_info=info)
@@ -448,18 +449,18 @@ class EmulatorApp:
     def _create_namespace(self, body):
         title = _title_from(body)
         namespace_id = uuid.uuid4().hex
-        if not self.store("").create_namespace(namespace_id, title):
+        if not LocalNamespaces(self.path).create_namespace(namespace_id, title):
             raise _Reply(400, 10014, "namespace already exists")
         return _envelope(_namespace(namespace_id, title))
 
     def _rename_namespace(self, namespace_id, body):
         title = _title_from(body)
-        if not self.store("").rename_namespace(namespace_id, title):
+        if not LocalNamespaces(self.path).rename_namespace(namespace_id, title):
             raise _Reply(400, 10014, "namespace already exists: another namespace has this title")
         return _envelope(_namespace(namespace_id, title))
 
     def _title_of(self, namespace_id):
-        for item in self.store("").list_namespaces():
+        for item in LocalNamespaces(self.path).list_namespaces():
             if item["id"] == namespace_id:
                 return item["title"]
         return namespace_id

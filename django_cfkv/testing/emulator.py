@@ -57,7 +57,9 @@ class RunningEmulator:
 
     def copy_namespace(self, source_id: str, target_id: str) -> None:
         """Copy every entry (value, metadata, exact expiry) of one namespace into another."""
-        self.app.store(source_id).copy_namespace(source_id, target_id)
+        from ..local import LocalNamespaces
+
+        LocalNamespaces(self.path).copy_namespace(source_id, target_id)
 
     def reset_quota(self) -> None:
         """Start a fresh simulated 5-minute API window (what the Ratelimit header counts).

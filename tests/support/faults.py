@@ -12,8 +12,8 @@ import threading
 import pytest
 import responses
 
+from django_cfkv import clock
 from django_cfkv.client import KVClient
-from django_cfkv.transport import Transport
 
 # Shaped like Cloudflare's documented ids (shared reference, section 1).
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -35,9 +35,13 @@ def failure(code, message):
 
 @pytest.fixture
 def slept(monkeypatch):
-    """Record the transport's waits instead of sleeping (waiting is not the point)."""
+    """Record the package's waits (backoffs, Retry-After) instead of sleeping: waiting is not the point.
+
+    The package waits through django_cfkv.clock.sleep, its one clock seam: moving it leaves
+    the ``time`` module that pytest, Django and other threads share alone.
+    """
     waits = []
-    monkeypatch.setattr(Transport, "_sleep", lambda self, seconds, deadline: waits.append(seconds))
+    monkeypatch.setattr(clock, "sleep", waits.append)
     return waits
 
 

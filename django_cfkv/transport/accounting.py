@@ -1,0 +1,50 @@
+"""What the process knows of its API calls: counts by endpoint, and the hooks that watch or police them.
+
+Every attempt is counted, retries included, because every attempt costs one of the
+1,200 calls per 5 minutes that Cloudflare allows a user.
+"""
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+
+class CallCounter:
+    """Thread-safe count of API calls by endpoint; ``total`` sums them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def record(self, endpoint: str) -> None:
+        with self._lock:
+            self._counts[endpoint] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """Return a plain dict copy of the counts so far."""
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+#: Every call made by every client in this process; tests and benchmarks read it.
+calls = CallCounter()
+
+#: The seam for tools that watch or police calls (django_cfkv.testing keeps tests on loopback
+#: with it): callables run as ``hook(method, url)`` before each call is sent. One may raise to
+#: stop the call; nothing is sent then and its error reaches the caller. The package adds none.
+request_hooks: list[Callable[[str, str], None]] = []
+
+
+def before_call(method: str, url: str) -> None:
+    """Run every request hook for a call about to be sent."""
+    for hook in request_hooks:
+        hook(method, url)

@@ -1,0 +1,108 @@
+"""Cloudflare's quota as its answers state it: Retry-After, the Ratelimit budget, and the account-wide block.
+
+No I/O: everything here reads an answer's status and headers, and the clock.
+
+Only a 429 that speaks for the whole account (Cloudflare's ``Ratelimit`` header says no
+call is left) stops other calls, for its Retry-After and never more than the five minutes
+Cloudflare blocks an over-quota user. A 429 about one key (one write per second) or one
+call fails that call alone.
+"""
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+from .. import clock, limits
+from ..exceptions import KVRateLimitError
+
+logger = logging.getLogger("django_cfkv")
+
+LOW_BUDGET = 100  # warn when Cloudflare says fewer calls than this remain in the window
+_RATELIMIT_RE = re.compile(r"\br=(\d+)(?:.*?\bt=(\d+))?")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return Retry-After in seconds (delta or HTTP date), at most Cloudflare's 5-minute block; or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - clock.now()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if math.isnan(seconds):
+        return None
+    # Anything longer is not an answer Cloudflare gives, and honouring it could
+    # keep a site from KV until a restart.
+    return min(float(limits.QUOTA_BLOCK_SECONDS), max(0.0, seconds))
+
+
+def parse_ratelimit(value: str | None) -> tuple[int, int | None] | None:
+    """Parse Cloudflare's ``Ratelimit: "default";r=50;t=30`` into (remaining, reset_seconds)."""
+    match = _RATELIMIT_RE.search(value or "")
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
+
+
+def account_block(status: int, headers: Mapping[str, str]) -> float:
+    """Return the seconds Cloudflare refuses every call of the account, if this answer says so; else 0.
+
+    Only the REST quota (1,200 calls per 5 minutes) stops every call, and its
+    ``Ratelimit`` header then counts no call left. A 429 without that proof may
+    be about one key (one write per second) or one call (concurrent bulk
+    operations): it leaves other calls alone. Cloudflare documents no error
+    code that tells them apart, so none is trusted, and neither is the size of
+    Retry-After alone: blocking wrongly would refuse a site's every call.
+    """
+    budget = parse_ratelimit(headers.get("Ratelimit"))
+    if status != 429 or budget is None or budget[0] != 0:
+        return 0.0
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    reset = min(budget[1] or 0, limits.QUOTA_BLOCK_SECONDS)
+    return retry_after if retry_after is not None else float(reset)
+
+
+class Quota:
+    """What Cloudflare's answers said of one token's quota: the calls left, and until when none is taken."""
+
+    def __init__(self) -> None:
+        # (remaining, reset_seconds, seen_at) from the last Ratelimit header
+        self.budget: tuple[int, int | None, float] | None = None
+        self._blocked_until = 0.0  # monotonic time until which Cloudflare refuses every call of the account
+        self._last_warning = 0.0
+
+    def check(self) -> None:
+        """Raise KVRateLimitError, sending nothing, while Cloudflare refuses every call of the account."""
+        blocked = self._blocked_until - clock.monotonic()
+        if blocked > 0:  # spare the round trip and the quota
+            raise KVRateLimitError(
+                f"Cloudflare's API refuses every call of this account for another {blocked:.0f} s (it "
+                "answered 429 with no call left in its quota); no call was sent. Past 1,200 calls per "
+                "5 minutes every call is refused for 5 minutes: see 'Scaling past the REST quota'.",
+                status=429, retry_after=blocked, account_wide=True)
+
+    def note(self, headers: Mapping[str, str]) -> None:
+        """Keep the budget an answer's Ratelimit header states; warn (at most every 30 s) when it is low."""
+        parsed = parse_ratelimit(headers.get("Ratelimit"))
+        if parsed is None:
+            return
+        self.budget = (parsed[0], parsed[1], clock.now())
+        now = clock.monotonic()
+        if parsed[0] < LOW_BUDGET and now - self._last_warning > 30:
+            self._last_warning = now
+            logger.warning(
+                "Cloudflare API budget is low: %d calls left in this window (resets in %s s). "
+                "Past it every call is refused for 5 minutes; see 'Scaling past the REST quota'.",
+                parsed[0], parsed[1],
+            )
+
+    def note_refusal(self, status: int, headers: Mapping[str, str]) -> None:
+        """Block every call for as long as a final refusal says the whole account is refused."""
+        block = account_block(status, headers)
+        if block:
+            self._blocked_until = max(self._blocked_until, clock.monotonic() + block)
