@@ -1,5 +1,5 @@
 """The namespaces one SQLite file holds, as an account holds them: their records (id, title), and
-whole-namespace deletes. The emulator serves Cloudflare's namespace routes from these.
+whole-namespace copies and deletes. The emulator serves Cloudflare's namespace routes from these.
 
 A namespace needs no record to hold keys (any id is a namespace, as a LocalKV's
 ``namespace``); a record gives it a title and a place in the account's list.
@@ -46,6 +46,18 @@ class LocalNamespaces:
         except sqlite3.IntegrityError:
             return False
         return True
+
+    @store_errors
+    def copy_namespace(self, source_id: str, target_id: str) -> None:
+        """Copy every entry of one namespace into another, as stored: value, metadata and KV expiry.
+
+        No put() can do it: KV refuses an expiry less than 60 s away, which an
+        entry written a while ago may well have.
+        """
+        conn = self.db.connection()
+        with transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO kv (ns, key, value, expiration, metadata) "
+                         "SELECT ?, key, value, expiration, metadata FROM kv WHERE ns=?", (target_id, source_id))
 
     @store_errors
     def delete_namespace(self, namespace_id: str) -> None:
