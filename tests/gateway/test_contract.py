@@ -4,7 +4,7 @@ import pytest
 
 from django_cfkv.client import KVClient
 from tests.gateway.server import GatewayServer
-from tests.kv_contract import KVContract
+from tests.kv.contract import KVContract
 
 
 @pytest.fixture(scope="module")

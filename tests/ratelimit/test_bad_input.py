@@ -72,7 +72,7 @@ def test_any_rule_config_is_compiled_or_reported(raw):
     ["127.0.0.1", "173.245.48.10", "::1", "garbage", ""]))
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_middleware_never_answers_500_whatever_the_config(tmp_path, raw, forwarded, peer):
-    with override_settings(ROOT_URLCONF="tests.reliability.urls",
+    with override_settings(ROOT_URLCONF="tests.support.urls",
                            MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
                            CFKV={"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}},
                            CFKV_RATELIMIT=raw):
@@ -95,7 +95,7 @@ SPOOF_RULES = {"RULES": [{"path": r"^/login/$", "rate": "3/m", "key": "ip"}],
 def test_spoofed_client_address_headers_do_not_reset_the_count(tmp_path_factory, spoofed):
     """An attacker not behind Cloudflare's edge cannot pick a fresh identity per request."""
     path = tmp_path_factory.mktemp("spoof") / "kv.sqlite3"
-    with override_settings(ROOT_URLCONF="tests.reliability.urls",
+    with override_settings(ROOT_URLCONF="tests.support.urls",
                            MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
                            CFKV={"default": {"BACKEND": "local", "PATH": str(path)}}, CFKV_RATELIMIT=SPOOF_RULES):
         try:
@@ -108,7 +108,7 @@ def test_spoofed_client_address_headers_do_not_reset_the_count(tmp_path_factory,
 
 
 def test_behind_cloudflare_the_edge_header_names_the_client(tmp_path):
-    with override_settings(ROOT_URLCONF="tests.reliability.urls",
+    with override_settings(ROOT_URLCONF="tests.support.urls",
                            MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
                            CFKV={"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}},
                            CFKV_RATELIMIT=SPOOF_RULES):
@@ -126,7 +126,7 @@ def test_a_view_option_that_is_not_a_string_is_reported_not_a_500(tmp_path, view
     raw = {"RULES": [], "VIEW": view}
     problems = rl.compile_settings(raw)[2]
     assert any("VIEW" in str(p) for p in problems)
-    with override_settings(ROOT_URLCONF="tests.reliability.urls",
+    with override_settings(ROOT_URLCONF="tests.support.urls",
                            MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
                            CFKV={"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}},
                            CFKV_RATELIMIT=raw):

@@ -37,7 +37,7 @@ SESSION_MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
 @pytest.fixture
 def session_site(settings, cfkv_emulator, seen_paths):
     settings.SESSION_ENGINE = "django_cfkv.sessions"
-    settings.ROOT_URLCONF = "tests.reliability.urls"
+    settings.ROOT_URLCONF = "tests.support.urls"
     settings.MIDDLEWARE = SESSION_MIDDLEWARE
     settings.CFKV = {"default": cfkv_emulator.alias_settings(MAX_RETRIES=0)}
     return seen_paths

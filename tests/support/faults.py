@@ -1,4 +1,4 @@
-"""Fault fixtures shared by the reliability suite and the features' fault tests: fake servers that
+"""Fault fixtures shared by the KV layer's tests (tests/kv/) and the features' fault tests: fake servers that
 misbehave on the socket level, a recording emulator, a transport that does not sleep, and the fault
 matrix (``fault``): one of Cloudflare's documented failures behind the CFKV alias "faulty".
 
@@ -47,15 +47,24 @@ def slept(monkeypatch):
 
 @pytest.fixture
 def api():
-    """A `responses` mock that lets unused registrations pass (the matrix shares them)."""
+    """Cloudflare's API faked with `responses`: every answer registered must be asked for."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def loose_api():
+    """As ``api``, for matrices that register an answer for every method and use some."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
 
 
 @pytest.fixture
-def fake_client(slept):
-    """A KVClient on Cloudflare's URL (answered by `responses`) with small retry settings."""
-    client = KVClient(ACCOUNT, NS, TOKEN, max_retries=MAX_RETRIES, timeout=0.5)
+def fake_client(slept, monkeypatch):
+    """A KVClient on Cloudflare's URL (answered by `responses`) that retries MAX_RETRIES times,
+    its waits recorded (``slept``) and its backoff's jitter fixed at none."""
+    client = KVClient(ACCOUNT, NS, TOKEN, max_retries=MAX_RETRIES)
+    monkeypatch.setattr(client.transport.policy, "jitter", lambda span: 0.0)
     yield client
     client.close()
 

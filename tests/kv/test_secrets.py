@@ -14,8 +14,7 @@ from django.test import override_settings
 from django_cfkv import conf, get_kv
 from django_cfkv.client import KVClient
 from django_cfkv.exceptions import CFKVConfigurationError, KVError
-
-from .conftest import ACCOUNT, BASE, NS
+from tests.support.faults import ACCOUNT, BASE, NS
 
 SECRET = "S3CRET-cfkv-token-do-not-print-7f3a9c"
 

@@ -1,7 +1,7 @@
 """A writer for the durability tests: writes until killed, printing each key
 only after the write was acknowledged.
 
-``python -m tests.reliability._durability_writer local PATH`` writes to a LocalKV;
+``python -m tests.kv._durability_writer local PATH`` writes to a LocalKV;
 ``... emulator BASE_URL NAMESPACE TOKEN`` writes through KVClient. Every tenth
 round is a bulk write of five keys, printed after the bulk call returns.
 """

@@ -1,4 +1,4 @@
-from .kv_contract import KVContract
+from .contract import KVContract
 
 
 class TestKVContract(KVContract):

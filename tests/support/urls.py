@@ -1,4 +1,4 @@
-"""Views the reliability suite drives through Django's test client."""
+"""Views the fault and bad-input tests drive through Django's test client: a session counter, a limited view."""
 
 from django.http import HttpResponse
 from django.urls import path

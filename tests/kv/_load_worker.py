@@ -1,6 +1,6 @@
 """One load process: 8 threads on the cache and sessions against an emulator.
 
-Run as ``python -m tests.reliability._load_worker BASE_URL NAMESPACE TOKEN SECONDS``;
+Run as ``python -m tests.kv._load_worker BASE_URL NAMESPACE TOKEN SECONDS``;
 prints one JSON line of results. Every value written checks itself (a sha256
 of its payload travels with it), so any torn or mixed-up value is caught.
 """

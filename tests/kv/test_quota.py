@@ -11,16 +11,15 @@ import pytest
 from django_cfkv import clock as cfkv_clock
 from django_cfkv import limits
 from django_cfkv.exceptions import KVError, KVRateLimitError
-
-from .conftest import BASE, failure
+from tests.support.faults import BASE, failure
 
 QUOTA_SPENT = '"default";r=0;t=240'
 TOO_MANY = failure(10022, "too many requests")
 
 
-def _refused_without_io(client, key="other"):
+def _refused_without_io(fake_client, key="other"):
     with pytest.raises(KVRateLimitError, match="no call was sent") as info:
-        client.put(key, b"v")
+        fake_client.put(key, b"v")
     return info.value
 
 

@@ -39,7 +39,7 @@ def test_two_processes_of_eight_threads_lose_and_corrupt_nothing(tmp_path):
     try:
         emulator_fds = _fds(emulator.pid)
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
-        workers = [subprocess.Popen([sys.executable, "-m", "tests.reliability._load_worker", base_url, namespace,
+        workers = [subprocess.Popen([sys.executable, "-m", "tests.kv._load_worker", base_url, namespace,
                                      TOKEN, str(SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, cwd=ROOT, env=env) for _ in range(2)]
         outputs = [w.communicate(timeout=120) for w in workers]

@@ -26,7 +26,7 @@ class Writer:
     """A writer subprocess whose acknowledged keys are collected as it prints them."""
 
     def __init__(self, *args):
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.reliability._durability_writer", *args],
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.kv._durability_writer", *args],
                                         stdout=subprocess.PIPE, text=True, cwd=ROOT,
                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
         self.acked, self.errors = [], 0

@@ -18,9 +18,8 @@ from django_cfkv.client import KVClient
 from django_cfkv.exceptions import KVAPIError, KVTimeout
 from django_cfkv.sessions import SessionStore
 from django_cfkv.transport import ResponseTooLargeError
+from tests.support.faults import ACCOUNT, NS, TOKEN
 from tests.support.hostile import HostileServer, drip, envelope, reply
-
-from .conftest import ACCOUNT, NS, TOKEN
 
 MiB = 1024 * 1024
 

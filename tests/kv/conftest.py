@@ -1,0 +1,31 @@
+"""Fixtures of the KV layer's tests: a fresh namespace on each KV implementation, and the shared ones
+(Cloudflare's API faked with `responses`, a client on it, misbehaving sockets, the emulator)."""
+
+import pytest
+
+from django_cfkv.local import LocalKV
+from tests.support.faults import (  # noqa: F401 (fixtures)
+    api,
+    closed_port,
+    emulator,
+    fake_client,
+    listener,
+    loose_api,
+    seen_paths,
+    slept,
+)
+
+# Backends the KV contract suite runs on. The gateway (KVClient + Worker under
+# Miniflare) joins them in tests/gateway/test_contract.py.
+KV_BACKENDS = ["local", "emulator"]
+
+
+@pytest.fixture(params=KV_BACKENDS)
+def kv(request, tmp_path):
+    """A fresh, empty namespace on each KV implementation."""
+    if request.param == "local":
+        yield LocalKV(tmp_path / "kv.sqlite3")
+        return
+    client = request.getfixturevalue("cfkv_emulator").client()
+    yield client
+    client.close()
