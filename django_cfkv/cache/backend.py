@@ -17,12 +17,12 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from .. import clock, metadata
 from ..exceptions import KVAPIError, KVBulkError, KVError, KVValueError
 from . import options
-from .codec import Entry, retime
+from .codec import retime
 from .entries import Entries, key_lock
 from .extras import DjangoRedisExtras
 from .failures import Guard
 from .keys import cache_prefix, made_key, to_kv_key
-from .stampede import Read, Stampede, Store
+from .stampede import Stampede, Store
 
 logger = logging.getLogger("django_cfkv.cache")
 
@@ -247,8 +247,8 @@ class CloudflareKVCache(DjangoRedisExtras):
             value = default() if callable(default) else default
             self._guard("get_or_set", None, self._entries.store, kv_key, value, self._expires(timeout), None, key)
             return value
-        read, store = self._read_and_store(key, kv_key, timeout)
-        return self._stampede.get_or_compute(kv_key, read, default, store)
+        entry = self._guard("get_or_set", None, self._entries.read, kv_key)
+        return self._stampede.get_or_compute(kv_key, entry, default, self._store_computed(key, kv_key, timeout))
 
     async def _aget_or_compute(self, key: Any, acompute: Callable[[], Awaitable[Any]], timeout: Any,
                                version: int | None) -> Any:
@@ -261,18 +261,15 @@ class CloudflareKVCache(DjangoRedisExtras):
                 await self.aset(key, value, timeout, version=version)
             return value
         kv_key = self.kv_key(key, version)
-        read, store = self._read_and_store(key, kv_key, timeout)
-        return await self._stampede.aget_or_compute(kv_key, read, acompute, store)
+        entry = await sync_to_async(self._guard)("get_or_set", None, self._entries.read, kv_key)
+        return await self._stampede.aget_or_compute(kv_key, entry, acompute, self._store_computed(key, kv_key, timeout))
 
-    def _read_and_store(self, key: Any, kv_key: str, timeout: Any) -> tuple[Read, Store]:
-        """Return the guarded read and store of ``kv_key`` that stampede protection runs."""
-        def read() -> Entry | None:
-            return self._guard("get_or_set", None, self._entries.read, kv_key)
-
+    def _store_computed(self, key: Any, kv_key: str, timeout: Any) -> Store:
+        """Return how stampede protection stores a value it computed for ``kv_key`` (guarded, as get_or_set)."""
         def store(value: Any, delta: float) -> None:
             self._guard("get_or_set", None, self._entries.store, kv_key, value, self._expires(timeout), delta, key)
 
-        return read, store
+        return store
 
     # Async twins that keep the bulk and protected implementations
 

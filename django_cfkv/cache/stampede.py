@@ -27,7 +27,6 @@ stampede_events = CallCounter()
 #: The uniform draw in [0, 1) behind early recomputation. Tests replace this name, never ``random.random``.
 uniform: Callable[[], float] = random.random
 
-Read = Callable[[], Entry | None]  # the entry as it is (None: a miss)
 Store = Callable[[Any, float], None]  # write a computed value and how long it took
 
 _MISSING = object()
@@ -55,9 +54,9 @@ class Stampede:
             return False
         return clock.now() - entry.delta * self.beta * math.log(1.0 - uniform()) >= entry.expires
 
-    def get_or_compute(self, kv_key: str, read: Read, compute: Callable[[], Any], store: Store) -> Any:
-        """Return the live value ``read()`` finds, else ``compute()`` it once in this process and ``store`` it."""
-        entry = read()
+    def get_or_compute(self, kv_key: str, entry: Entry | None, compute: Callable[[], Any], store: Store) -> Any:
+        """Return the value of ``entry`` (what a read of ``kv_key`` found; None: a miss), or if it is
+        missing or due for early recomputation, ``compute()`` it once in this process and ``store`` it."""
         if entry is not None and not self.refresh_early(entry):
             return entry.value
         flight_key = (self.alias, kv_key)
@@ -87,15 +86,14 @@ class Stampede:
         finally:
             _land(flight_key, flight, value)  # a failure releases the waiters with nothing
 
-    async def aget_or_compute(self, kv_key: str, read: Read, acompute: Callable[[], Awaitable[Any]],
+    async def aget_or_compute(self, kv_key: str, entry: Entry | None, acompute: Callable[[], Awaitable[Any]],
                               store: Store) -> Any:
-        """The async twin of get_or_compute, for coroutine functions (``read`` and ``store`` run in a thread).
+        """The async twin of get_or_compute, for coroutine functions (``store`` runs in a thread).
 
         The first caller on this event loop computes; the others await an
         asyncio.Future it made (at most STAMPEDE_WAIT seconds, holding no
         thread), and compute themselves if it fails or is too slow.
         """
-        entry = await sync_to_async(read)()
         if entry is not None and not self.refresh_early(entry):
             return entry.value
         loop = asyncio.get_running_loop()
