@@ -364,6 +364,13 @@ def test_logged_out_session_is_anonymous_here_while_kv_reads_are_stale(settings,
     assert copy.get("/whoami/").json()["user"] is None
 
 
+def test_save_of_a_session_that_is_gone_before_it_was_read_is_an_update_error():
+    store = SessionStore("gone" * 8)  # a well-formed key under which nothing is stored
+    with pytest.raises(UpdateError):
+        store.save()  # its load finds nothing: there is no session to update
+    assert store.session_key is None
+
+
 def test_a_deleted_key_created_anew_on_purpose_is_read_again():
     key = "k" * 32
     store = SessionStore(key)
