@@ -28,7 +28,7 @@ def test_no_module_but_clock_reads_the_time_module_for_its_decisions():
     allowed = {
         ("clock.py", "time"), ("clock.py", "monotonic"), ("clock.py", "sleep"),
         ("maintenance.py", "perf_counter"),  # ping's latency figures: a measurement, not a decision
-        ("emulator/app.py", "sleep"),  # injected latency: the network a client waits for
+        ("emulator/faults.py", "sleep"),  # injected latency: the network a client waits for
     }
     found = []
     for path, tree in _modules():

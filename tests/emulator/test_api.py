@@ -1,27 +1,10 @@
 """The emulator speaks Cloudflare's documented wire format to any client, not only ours."""
 
-import http.client
 import json
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
-
-from django_cfkv.testing import connections_opened
-
-
-@pytest.fixture
-def ns(cfkv_emulator):
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {cfkv_emulator.token}"
-    base = f"{cfkv_emulator.base_url}/accounts/{cfkv_emulator.account_id}/storage/kv/namespaces/" \
-           f"{cfkv_emulator.new_namespace_id()}"
-    yield session, base
-    session.close()
-    cfkv_emulator.clear_faults()
 
 
 def errors(response):
@@ -76,6 +59,21 @@ def test_key_validation(ns, key, status, code):
     assert r.status_code == status and errors(r) == [code]
 
 
+@pytest.mark.parametrize("path", ["/values/a/b", "/values/a/b/c", "/values//lead", "/values/trail/",
+                                  "/metadata/a/b"])
+def test_a_key_is_one_path_segment(ns, path):
+    # Cloudflare routes the key of a value path as one segment: the key "a/b" comes as "a%2Fb".
+    # A client that leaves "/" unencoded is refused, and never served "a/b", "a" or "/lead".
+    s, base = ns
+    for method in ("PUT", "GET", "DELETE"):
+        r = s.request(method, base + path, data=b"v" if method == "PUT" else None)
+        assert r.status_code == 404 and errors(r) == [7003], (method, path)
+    assert s.get(f"{base}/keys").json()["result"] == []
+    assert s.put(f"{base}/values/a%2Fb", data=b"v").ok
+    assert s.get(f"{base}/values/a%2Fb").content == b"v"
+    assert [k["name"] for k in s.get(f"{base}/keys").json()["result"]] == ["a/b"]
+
+
 def test_oversized_metadata_is_413_10047(ns):
     s, base = ns
     r = s.put(f"{base}/values/k", files={"value": (None, "v"), "metadata": (None, json.dumps({"x": "y" * 2000}))})
@@ -128,14 +126,6 @@ def test_namespaces_list_and_create(cfkv_emulator):
     listed = s.get(url, params={"per_page": 1000}).json()
     assert {"id": created["id"], "title": title, "supports_url_encoding": True} in listed["result"]
     assert set(listed["result_info"]) == {"count", "page", "per_page", "total_count"}
-
-
-@pytest.fixture
-def namespaces(own_server):
-    """(session, url of the namespace collection) on an emulator of its own, so no other test's namespaces show."""
-    server = own_server()
-    with requests.Session() as s:
-        yield s, f"{server.base_url}/accounts/a/storage/kv/namespaces"
 
 
 def test_namespace_list_order_direction_and_pages(namespaces):
@@ -220,143 +210,6 @@ def test_fault_injection_and_ratelimit_header(ns, cfkv_emulator):
     cfkv_emulator.clear_faults()
     r = s.get(f"{base}/values/k")
     assert r.status_code == 404 and r.headers["Ratelimit"].startswith('"default";r=')
-
-
-def test_connections_are_kept_alive(cfkv_emulator):
-    client = cfkv_emulator.client()
-    for i in range(20):
-        client.put(f"k{i}", b"v")
-        client.get(f"k{i}")
-    assert connections_opened(client) == 1
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_command_line_serves_and_says_it_is_not_for_production(tmp_path):
-    help_text = subprocess.run([sys.executable, "-m", "django_cfkv.emulator", "--help"],
-                               capture_output=True, text=True, check=True).stdout
-    assert "Not a production server" in help_text
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "django_cfkv.emulator", "--port", str(port),
-                             "--path", str(tmp_path / "kv.sqlite3"), "--token", "tok"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert "127.0.0.1" in proc.stdout.readline()
-        from django_cfkv.client import KVClient
-
-        client = KVClient("a", "n", "tok", base_url=f"http://127.0.0.1:{port}/client/v4")
-        client.put("k", b"v")
-        assert client.get("k") == b"v"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-# ------------------------------------------------------ the server under abuse
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    """A server of its own, for tests that change how it runs."""
-    import threading
-
-    from django_cfkv.emulator import EmulatorApp
-    from django_cfkv.emulator.server import EmulatorServer
-
-    started = []
-
-    def start(app=None, **attributes):
-        server = EmulatorServer(("127.0.0.1", 0), app or EmulatorApp(tmp_path / "kv.sqlite3"))
-        for name, value in attributes.items():
-            setattr(server, name, value)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.shutdown()
-        server.server_close()
-
-
-def test_an_idle_connection_is_closed(own_server):
-    # Each connection holds a thread: one that never sends must not hold it forever.
-    server = own_server(idle_timeout=0.5)
-    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
-        started = time.monotonic()
-        assert sock.recv(1) == b""  # closed by the server, not by our 10 s timeout
-        assert time.monotonic() - started < 5
-
-
-def test_head_answers_carry_no_body(own_server):
-    server = own_server()
-    host, port = server.server_address[:2]
-    path = "/client/v4/accounts/a/storage/kv/namespaces/n/values/k"
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    conn.request("PUT", path, body=b"twelve bytes")
-    assert conn.getresponse().read() == json.dumps({"success": True, "errors": [], "messages": [],
-                                                    "result": None}).encode()
-    for method, status in [("HEAD", 200), ("HEAD", 404)]:
-        conn.request(method, path if status == 200 else path + "-missing")
-        response = conn.getresponse()
-        assert response.status == status and response.read() == b""
-        if status == 200:
-            assert response.headers["Content-Length"] == "12"
-    # The same connection still frames answers right: no stray body came first.
-    conn.request("GET", path)
-    response = conn.getresponse()
-    assert response.status == 200 and response.read() == b"twelve bytes"
-    conn.close()
-
-
-def test_namespace_ids_seen_are_not_kept(own_server):
-    import gc
-
-    from django_cfkv.local import LocalKV
-
-    server = own_server()
-    with requests.Session() as s:
-        for i in range(200):
-            url = f"{server.base_url}/accounts/a/storage/kv/namespaces/ns{i}/values/k"
-            assert s.get(url).status_code == 404
-    gc.collect()
-    # type(), not isinstance(): the latter would evaluate Django's lazy objects.
-    alive = [o for o in gc.get_objects() if type(o) is LocalKV and o.path == server.app.path]
-    assert len(alive) < 10
-
-
-def test_verbose_logs_one_line_per_request_without_keys_or_queries(own_server, capfd):
-    server = own_server(verbose=True)
-    base = f"{server.base_url}/accounts/a/storage/kv/namespaces/n"
-    secret = "session:s3cr3t-id"
-    with requests.Session() as s:
-        s.put(f"{base}/values/{secret}", data=b"v", params={"expiration_ttl": 120})
-        s.get(f"{base}/metadata/{secret}")
-        s.get(f"{base}/keys", params={"prefix": secret, "cursor": "c2Vzc2lvbjpzM2NyM3QtaWQ="})
-        s.get(f"{base}/values/session%3As3cr3t-id")
-    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 4, lines
-    assert ['"PUT ', '"GET ', '"GET ', '"GET '] == [line[line.index('"'):][:5] for line in lines]
-    assert [line.split('" ')[1].split()[0] for line in lines] == ["200", "200", "200", "200"]
-    text = "\n".join(lines)
-    for leak in ("s3cr3t", "session", "c2Vzc2lvb"):
-        assert leak not in text
-    assert "/values/<key>" in text and "/metadata/<key>" in text and "/keys?prefix=*&cursor=*" in text
-
-
-def test_clearing_faults_keeps_the_start_up_latency(own_server, tmp_path):
-    from django_cfkv.emulator import EmulatorApp
-
-    server = own_server(EmulatorApp(tmp_path / "lat.sqlite3", latency_ms=40))
-    admin = server.base_url.replace("/client/v4", "/__emulator/faults")
-    assert requests.post(admin, json={"latency_ms": 500, "rate_503": 0.5}).json()["result"]["latency_ms"] == 500
-    cleared = requests.delete(admin).json()["result"]
-    assert cleared == {**server.app.faults.FIELDS, "latency_ms": 40}
-    assert requests.get(admin).json()["result"] == cleared
 
 
 @pytest.mark.parametrize("error, status, code", [
