@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PYENV_VERSION ?= 3.12.1:3.11.7:3.10.13:3.13.0
 
-.PHONY: run test venv lint bench emulator tox clean gateway-deps suites docs
+.PHONY: run test venv lint bench emulator tox clean gateway-deps suites docs mutate
 
 $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,23 @@ lint: venv
 	$(BIN)/ruff check django_cfkv tests bench example_project docs
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+
+# Mutation testing (cosmic-ray; not run in CI): each security-critical module, with the tests that must
+# notice any change to it. `make mutate MUTATE_ONLY=limits` runs the modules whose path contains "limits".
+# cosmic-ray changes the module on disk one mutant at a time and restores it: run nothing else here meanwhile.
+# Survivors are printed with their diffs; sessions stay in .cache/mutation/ (cr-report, cr-html).
+MUTATE := \
+	django_cfkv/limits.py=tests/kv/test_limits.py,tests/kv/test_client.py \
+	django_cfkv/client/urls.py=tests/kv/test_keys_property.py,tests/kv/test_client.py \
+	django_cfkv/sessions/keys.py=tests/sessions/test_keys.py,tests/sessions/test_threat_model.py \
+	django_cfkv/sessions/codec.py=tests/sessions/test_engine.py,tests/sessions/test_keys.py \
+	django_cfkv/cache/codec.py=tests/cache/test_security.py,tests/cache/test_backend.py \
+	django_cfkv/ratelimit/identity.py=tests/test_ratelimit.py,tests/test_ratelimit_dodges.py \
+	django_cfkv/ratelimit/counters.py=tests/test_ratelimit.py,tests/test_ratelimit_accuracy.py \
+	django_cfkv/ratelimit/shards.py=tests/test_ratelimit.py,tests/test_ratelimit_accuracy.py
+
+mutate: venv
+	$(BIN)/python -m tests.mutate $(if $(MUTATE_ONLY),--only $(MUTATE_ONLY)) $(MUTATE)
 
 run: venv
 	$(BIN)/python example_project/manage.py migrate --noinput

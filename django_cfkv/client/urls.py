@@ -16,8 +16,8 @@ def encode_key(key: str) -> str:
 
 
 def account_url(base_url: str, account_id: str) -> str:
-    """Return the URL of an account's namespaces (``.../accounts/<id>/storage/kv/namespaces``)."""
-    return f"{base_url.rstrip('/')}/accounts/{quote(str(account_id), safe='')}/storage/kv/namespaces"
+    """Return the URL of an account's namespaces under ``base_url`` (given without a trailing slash)."""
+    return f"{base_url}/accounts/{quote(str(account_id), safe='')}/storage/kv/namespaces"
 
 
 def namespace_url(account: str, namespace_id: str) -> str:

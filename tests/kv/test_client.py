@@ -12,6 +12,7 @@ import pytest
 import responses
 from responses import matchers
 
+from django_cfkv.client import KVClient
 from django_cfkv.exceptions import KVAuthError, KVBulkError, KVValueError
 from tests.support.faults import ACCOUNT, BASE, NS, TOKEN, envelope, failure
 
@@ -37,6 +38,14 @@ def test_every_key_is_percent_encoded_in_one_segment(fake_client, api, key, enco
     api.put(f"{BASE}/values/{encoded}", json=envelope())
     fake_client.put(key, b"v")
     assert api.calls[0].request.url == f"{BASE}/values/{encoded}"
+
+
+def test_account_and_namespace_ids_are_one_path_segment_each(api):
+    """An id from settings cannot reach another path either, and a trailing slash on BASE_URL is dropped."""
+    api.get("https://kv.example.com/client/v4/accounts/a%2F..%2Fb/storage/kv/namespaces/n%3Fx%23y/values/k",
+            body=b"v")
+    client = KVClient("a/../b", "n?x#y", TOKEN, base_url="https://kv.example.com/client/v4/", max_retries=0)
+    assert client.get("k") == b"v"
 
 
 def test_put_raw_with_ttl(fake_client, api):
