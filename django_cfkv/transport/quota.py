@@ -59,8 +59,10 @@ def account_block(status: int, headers: Mapping[str, str]) -> float:
     code that tells them apart, so none is trusted, and neither is the size of
     Retry-After alone: blocking wrongly would refuse a site's every call.
     """
+    if status != 429:  # checked first: every final answer of a call is asked
+        return 0.0
     budget = parse_ratelimit(headers.get("Ratelimit"))
-    if status != 429 or budget is None or budget[0] != 0:
+    if budget is None or budget[0] != 0:
         return 0.0
     retry_after = parse_retry_after(headers.get("Retry-After"))
     reset = min(budget[1] or 0, limits.QUOTA_BLOCK_SECONDS)
