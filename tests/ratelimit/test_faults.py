@@ -19,7 +19,7 @@ LIMITER_MIDDLEWARE = [
 
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_limiter_under_fault_follows_fail_open_and_never_500s(fault, settings, caplog, fail_open):
-    settings.ROOT_URLCONF = "tests.ratelimit_urls"
+    settings.ROOT_URLCONF = "tests.ratelimit.urls"
     settings.MIDDLEWARE = LIMITER_MIDDLEWARE
     settings.CFKV_RATELIMIT = {"ALIAS": "faulty", "FAIL_OPEN": fail_open, "RULES": [
         {"path": r"^/login/$", "methods": ["POST"], "rate": "3/m", "key": "ip"}]}

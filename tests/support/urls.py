@@ -1,9 +1,7 @@
-"""Views the fault and bad-input tests drive through Django's test client: a session counter, a limited view."""
+"""Views the fault and bad-input tests drive through Django's test client: a session counter and a plain page."""
 
 from django.http import HttpResponse
 from django.urls import path
-
-from django_cfkv.ratelimit import ratelimit
 
 
 def session_counter(request):
@@ -17,11 +15,6 @@ def session_reader(request):
     return HttpResponse(str(request.session.get("n", 0)))
 
 
-@ratelimit("3/m", key="ip")
-def limited(request):
-    return HttpResponse("ok")
-
-
 def ok(request):
     return HttpResponse("ok")
 
@@ -29,6 +22,5 @@ def ok(request):
 urlpatterns = [
     path("session/", session_counter),
     path("session/read/", session_reader),
-    path("limited/", limited),
     path("login/", ok),
 ]

@@ -31,7 +31,7 @@ def send(client, n, kind):
 
 def test_new_identities_cost_at_most_the_list_budget_and_no_writes(cfkv_emulator):
     alias = cfkv_emulator.alias_settings()
-    with override_settings(CFKV={"default": alias}, ROOT_URLCONF="tests.ratelimit_urls",
+    with override_settings(CFKV={"default": alias}, ROOT_URLCONF="tests.ratelimit.urls",
                            MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
                            CFKV_RATELIMIT={"RULES": RULES, "LIST_BUDGET": 2}):
         client = Client()
@@ -49,7 +49,7 @@ def test_new_identities_cost_at_most_the_list_budget_and_no_writes(cfkv_emulator
 
 def test_repeat_identities_cost_one_bulk_write_per_second(cfkv_emulator):
     alias = cfkv_emulator.alias_settings()
-    with override_settings(CFKV={"default": alias}, ROOT_URLCONF="tests.ratelimit_urls",
+    with override_settings(CFKV={"default": alias}, ROOT_URLCONF="tests.ratelimit.urls",
                            MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
                            CFKV_RATELIMIT={"RULES": RULES}):
         client = Client()

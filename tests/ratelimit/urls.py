@@ -25,6 +25,11 @@ def soft(request):
     return HttpResponse("limited" if request.limited else "fine")
 
 
+@ratelimit("3/m", key="ip")
+def limited(request):
+    return HttpResponse("ok")
+
+
 @ratelimit("2/h", key="ip")
 async def decorated_async(request):
     return HttpResponse("async")
@@ -66,4 +71,5 @@ urlpatterns = [
     path("decorated-post/", decorated_post_only),
     path("soft/", soft),
     path("decorated-async/", decorated_async),
+    path("limited/", limited),
 ]

@@ -7,7 +7,6 @@ the account it is guessing at, nor lower a count already stored.
 
 import secrets
 import time
-from collections import Counter
 from unittest import mock
 
 import pytest
@@ -20,22 +19,14 @@ from django_cfkv.exceptions import Ratelimited
 from django_cfkv.local import LocalKV
 from django_cfkv.ratelimit import counters
 
-MIDDLEWARE = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django_cfkv.middleware.RateLimitMiddleware",
-]
 SIGN_IN_RULE = {"path": r"^/sign-in/$", "methods": ["POST"], "rate": "3/h", "key": "post:username"}
 
 
 @pytest.fixture(autouse=True)
-def fresh_store(tmp_path):
-    with override_settings(CFKV={"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}},
-                           ROOT_URLCONF="tests.ratelimit_urls", MIDDLEWARE=MIDDLEWARE,
-                           CFKV_RATELIMIT={"RULES": [SIGN_IN_RULE]},
+def sign_in_site(site):
+    with override_settings(CFKV_RATELIMIT={"RULES": [SIGN_IN_RULE]},
                            PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):  # fast guesses
         yield
-        rl.reset_limiter()
 
 
 @pytest.fixture
@@ -93,38 +84,16 @@ def test_spellings_of_one_bearer_token_share_its_count():
 # A flood of other identities pushes a client's shard out of memory (MAX_SHARDS)
 
 
-class CountingKV(LocalKV):
-    """A LocalKV that counts the limiter's calls (list_keys, put_many)."""
-
-    def __init__(self, path):
-        super().__init__(path)
-        self.calls = Counter()
-
-    def list_keys(self, prefix=None, limit=1000, cursor=None):
-        self.calls["list"] += 1
-        return super().list_keys(prefix=prefix, limit=limit, cursor=cursor)
-
-    def put_many(self, items):
-        self.calls["bulk_put"] += 1
-        return super().put_many(items)
-
-
-def stored(path, client):
-    """Return ``{key: count}`` of the stored shards of ``client`` (read outside the counted KV)."""
-    return {info.name: info.metadata["count"] for info in LocalKV(path).iter_keys(prefix=f"rl:p:{client}:")}
-
-
-def test_an_evicted_shard_is_rebuilt_from_what_is_stored_and_never_lowers_it(tmp_path):
-    path = tmp_path / "kv.sqlite3"
-    kv = CountingKV(path)
+def test_an_evicted_shard_is_rebuilt_from_what_is_stored_and_never_lowers_it(cfkv, cfkv_emulator, cfkv_calls):
+    store = cfkv_emulator.app.store(cfkv.namespace_id)  # what the namespace holds, read without an API call
     # Enough list budget for every new shard's one read: the calls below are all the counter makes.
-    counter = rl.ShardedCounter(kv, background=False, list_budget=100, max_shards=8)
+    counter = rl.ShardedCounter(cfkv, background=False, list_budget=100, max_shards=8)
     now = time.time()
     history = []
 
     def flush():
         counter.flush()
-        history.append(stored(path, "hot"))
+        history.append({info.name: info.metadata["count"] for info in store.iter_keys(prefix="rl:p:hot:")})
 
     assert [counter.hit("p", "hot", 10, 3600, now)[0] for _ in range(5)] == [1, 2, 3, 4, 5]
     flush()
@@ -141,7 +110,7 @@ def test_an_evicted_shard_is_rebuilt_from_what_is_stored_and_never_lowers_it(tmp
         assert all(after.get(key, 0) >= count for key, count in before.items())
         assert sum(after.values()) >= sum(before.values())
     # One read per shard built (hot, 8 others, hot again) and one bulk write per flush: no call added.
-    assert kv.calls == {"list": 10, "bulk_put": 2}
+    assert cfkv_calls.counts == {"list": 10, "bulk_put": 2}
     counter.close()
 
 
@@ -157,8 +126,7 @@ def test_the_same_through_the_middleware_counting_per_request(cfkv):
 
 
 def test_a_flood_of_one_off_identities_does_not_push_out_a_busier_client(tmp_path):
-    kv = CountingKV(tmp_path / "kv.sqlite3")
-    counter = rl.ShardedCounter(kv, background=False, list_budget=0, max_shards=50)
+    counter = rl.ShardedCounter(LocalKV(tmp_path / "kv.sqlite3"), background=False, list_budget=0, max_shards=50)
     now = time.time()
     for _ in range(4):
         counter.hit("p", "hot", 10, 3600, now)

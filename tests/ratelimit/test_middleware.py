@@ -1,0 +1,138 @@
+"""RateLimitMiddleware through Django's test client, in sync and async stacks: which requests count, strict
+mode, and failures that never become a 500."""
+
+import logging
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync, iscoroutinefunction
+from django.http import HttpResponse
+from django.test import AsyncClient, Client, override_settings
+
+from django_cfkv.middleware import RateLimitMiddleware
+
+pytestmark = pytest.mark.usefixtures("site")
+
+LOGIN_RULE = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/h", "key": "ip"}
+
+
+def limits(**options):
+    return override_settings(CFKV_RATELIMIT={"RULES": [LOGIN_RULE], **options})
+
+
+def statuses(client, n, path="/login/", method="post", **extra):
+    return [getattr(client, method)(path, **extra).status_code for _ in range(n)]
+
+
+# Sync and async stacks
+
+
+def test_sync_stack_limits_matching_requests_only():
+    client = Client()
+    with limits():
+        assert statuses(client, 5) == [200, 200, 200, 429, 429]
+        assert statuses(client, 2, method="get") == [200, 200]  # GET is not in the rule
+        assert statuses(client, 2, path="/open/") == [200, 200]
+
+
+def test_async_stack():
+    async def run():
+        client = AsyncClient()
+        return [(await client.post("/login/")) for _ in range(4)]
+
+    with limits():
+        responses = async_to_sync(run)()
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert responses[3]["Retry-After"].isdigit()
+
+
+def test_middleware_adapts_to_the_stack():
+    def sync_view(request):
+        return HttpResponse()
+
+    async def async_view(request):
+        return HttpResponse()
+
+    assert not iscoroutinefunction(RateLimitMiddleware(sync_view))
+    assert iscoroutinefunction(RateLimitMiddleware(async_view))
+
+
+def test_every_matching_rule_counts_and_the_strictest_decides():
+    rules = [{"path": r"^/api/", "rate": "5/h", "group": "api"},
+             {"path": r"^/api/items/$", "methods": ["POST"], "rate": "2/h", "group": "items"}]
+    client = Client()
+    with override_settings(CFKV_RATELIMIT={"RULES": rules}):
+        assert statuses(client, 3, path="/api/items/") == [200, 200, 429]
+        response = client.get("/api/items/")
+    # The GET matched "api" only, which has counted all four requests.
+    assert response.status_code == 200 and response["RateLimit"].startswith('"api";r=1;')
+
+
+def test_disabled():
+    with limits(ENABLED=False):
+        assert statuses(Client(), 5) == [200] * 5
+
+
+# Strict mode
+
+
+def test_strict_mode_counts_exactly_with_a_cache():
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    with limits(CACHE="default"):
+        results = []
+        barrier = threading.Barrier(12)
+
+        def hit():
+            barrier.wait()
+            results.append(Client().post("/login/").status_code)
+
+        threads = [threading.Thread(target=hit) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(results) == [200] * 3 + [429] * 9
+
+
+# Failure
+
+
+def unreachable_alias(port):
+    return {"BACKEND": "cloudflare", "ACCOUNT_ID": "a" * 32, "NAMESPACE_ID": "n" * 32, "API_TOKEN": "secret-token-xyz",
+            "BASE_URL": f"http://127.0.0.1:{port}/client/v4", "MAX_RETRIES": 0, "TIMEOUT": 1}
+
+
+def test_unreachable_kv_fails_open_and_logs(caplog, closed_port):
+    with override_settings(CFKV={"default": unreachable_alias(closed_port)}), limits():
+        with caplog.at_level(logging.ERROR, logger="django_cfkv.ratelimit"):
+            codes = statuses(Client(), 5, path="/login/")
+    # Allowed, but this process still enforces its own count.
+    assert codes == [200, 200, 200, 429, 429]
+    errors = [r for r in caplog.records if "Rate limiting could not" in r.getMessage()]
+    assert len(errors) == 1 and "could not read Workers KV" in errors[0].getMessage()
+    assert "secret-token-xyz" not in caplog.text
+
+
+def test_unreachable_kv_fails_closed_when_asked(closed_port):
+    with override_settings(CFKV={"default": unreachable_alias(closed_port)}), limits(FAIL_OPEN=False):
+        response = Client().post("/login/")
+        assert response.status_code == 429 and response["Retry-After"]
+        assert Client().get("/login/").status_code == 200  # rules that do not match are untouched
+
+
+def test_broken_key_function_or_cache_never_become_500():
+    rule = {"path": r"^/login/$", "rate": "3/h", "key": "tests.ratelimit.urls.broken_key"}
+    with override_settings(CFKV_RATELIMIT={"RULES": [rule]}):
+        assert statuses(Client(), 2) == [200, 200]
+    with override_settings(CFKV_RATELIMIT={"RULES": [rule], "FAIL_OPEN": False}):
+        assert statuses(Client(), 1) == [429]
+    with limits(CACHE="no-such-cache"):
+        assert statuses(Client(), 2) == [200, 200]
+
+
+def test_invalid_rules_are_skipped_at_request_time(caplog):
+    with override_settings(CFKV_RATELIMIT={"RULES": [{"path": "(", "rate": "1/h"}, LOGIN_RULE]}):
+        assert statuses(Client(), 4) == [200, 200, 200, 429]
+    assert "CFKV_RATELIMIT['RULES'][0] has an invalid path regex" in caplog.text

@@ -1,0 +1,61 @@
+"""What a client sees (django_cfkv.ratelimit.response): RateLimit headers on every counted response, and the
+429 over the limit (JSON, HTML, or the VIEW setting's), through the test site."""
+
+import json
+
+import pytest
+from django.test import Client, override_settings
+
+pytestmark = pytest.mark.usefixtures("site")
+
+LOGIN_RULE = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/h", "key": "ip"}
+
+
+def limits(**options):
+    return override_settings(CFKV_RATELIMIT={"RULES": [LOGIN_RULE], **options})
+
+
+def statuses(client, n, path="/login/", method="post", **extra):
+    return [getattr(client, method)(path, **extra).status_code for _ in range(n)]
+
+
+def test_allowed_responses_carry_ratelimit_headers():
+    client = Client()
+    with limits():
+        first, second = client.post("/login/"), client.post("/login/")
+    policy = first["RateLimit-Policy"]
+    assert policy.startswith('"r') and policy.endswith('";q=3;w=3600')
+    name = policy.split(";")[0]
+    assert first["RateLimit"].startswith(f"{name};r=2;t=") and second["RateLimit"].startswith(f"{name};r=1;t=")
+    assert 1 <= int(first["RateLimit"].rsplit("t=", 1)[1]) <= 3600
+    assert "RateLimit" not in client.get("/open/")
+
+
+def test_limited_response_is_json_for_json_clients():
+    client = Client()
+    with limits():
+        statuses(client, 3)
+        response = client.post("/login/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 429 and response["Content-Type"] == "application/json"
+    body = json.loads(response.content)
+    assert body["error"] == "rate_limited" and body["retry_after"] == int(response["Retry-After"]) > 0
+    assert ";r=0;" in response["RateLimit"] and ";q=3;w=3600" in response["RateLimit-Policy"]
+
+
+def test_limited_response_is_html_for_browsers():
+    client = Client()
+    with limits():
+        statuses(client, 3)
+        response = client.post("/login/", HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
+    assert response.status_code == 429 and response["Content-Type"].startswith("text/html")
+    assert b"Too many requests" in response.content
+    assert response["Retry-After"].encode() in response.content
+
+
+def test_view_setting_overrides_the_429():
+    client = Client()
+    with limits(VIEW="tests.ratelimit.urls.custom_limited"):
+        statuses(client, 3)
+        response = client.post("/login/")
+    assert response.status_code == 429 and json.loads(response.content)["custom"] is True
+    assert response["Retry-After"] and response["RateLimit"]
