@@ -10,6 +10,7 @@ import pytest
 
 from django_cfkv import clock
 from django_cfkv import ratelimit as rl
+from django_cfkv.exceptions import KVBulkError
 from django_cfkv.local import LocalKV
 from django_cfkv.testing import KVCalls
 
@@ -288,3 +289,119 @@ def test_writes_of_a_shard_are_spaced_from_when_the_last_one_was_answered(tmp_pa
     monotonic.offset += 0.6
     assert counter.flush() == 1
     counter.close()
+
+
+def test_an_outage_costs_one_call_per_backoff_and_one_log_line_per_30_s(emulator, caplog, monkeypatch):
+    monotonic = _Offset(clock.monotonic)
+    monkeypatch.setattr(clock, "monotonic", monotonic)
+    kv = emulator.client(max_retries=0)
+    counter = rl.ShardedCounter(kv, background=False, list_budget=100)
+    now = clock.now()
+    emulator.set_faults(rate_503=1.0)
+    calls = KVCalls()
+    assert [counter.hit("p", f"client-{n}", 10, 3600, now)[2] for n in range(5)] == [False] * 5
+    assert calls.counts == {"list": 1}  # the first failure keeps every other client off KV for the backoff
+    monotonic.offset = rl.OUTAGE_BACKOFF + 1
+    assert counter.hit("p", "client-after-the-backoff", 10, 3600, now)[2] is False
+    assert calls.counts == {"list": 2}
+    errors = [r for r in caplog.records if r.name == "django_cfkv.ratelimit" and r.levelno == logging.ERROR]
+    assert len(errors) == 1  # two failures within LOG_EVERY: one line
+    monotonic.offset += rl.LOG_EVERY
+    counter.hit("p", "client-later-still", 10, 3600, now)
+    errors = [r for r in caplog.records if r.name == "django_cfkv.ratelimit" and r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    counter.close()
+    kv.close()
+
+
+@pytest.mark.parametrize("per_request", [True, False], ids=["per-request", "background"])
+def test_no_write_is_tried_while_kv_is_known_to_be_down(emulator, per_request):
+    kv = emulator.client(max_retries=0)
+    counter = rl.ShardedCounter(kv, background=False, per_request=per_request)
+    emulator.set_faults(rate_503=1.0)
+    calls = KVCalls()
+    for _ in range(3):
+        counter.hit("p", "c", 10, 3600, clock.now())
+        counter.after_request()
+    counter.close()
+    assert calls.counts == {"list": 1}  # the failed read; no write while the backoff lasts, nor when closing
+    kv.close()
+
+
+def test_eviction_keeps_a_client_whose_count_is_mostly_other_processes(tmp_path):
+    kv = LocalKV(tmp_path / "kv.sqlite3")
+    now = clock.now()
+    other = rl.ShardedCounter(kv, background=False)
+    for _ in range(5):
+        other.hit("p", "hot", 6, 3600, now)
+    other.flush()
+    # A list budget of one call: the first read, then none for a long while.
+    counter = rl.ShardedCounter(kv, background=False, list_budget=0.001, max_shards=3)
+    assert counter.hit("p", "hot", 6, 3600, now)[0] == 6
+    for n in range(3):  # one-off identities push a shard out; none of them is read
+        counter.hit("p", f"once-{n}", 6, 3600, now)
+    assert counter.hit("p", "hot", 6, 3600, now)[0] == 7  # its shard was kept, with the others' count in it
+
+
+def test_a_re_read_does_not_count_the_processes_own_shard_twice(tmp_path, monkeypatch):
+    monotonic = _Offset(clock.monotonic)
+    monkeypatch.setattr(clock, "monotonic", monotonic)
+    kv = RecordingKV(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, background=False)
+    now = clock.now()
+    for _ in range(3):
+        counter.hit("p", "c", 10, 3600, now)
+    assert counter.flush() == 1  # its shard holds 3
+    monotonic.offset += 1.1  # due to read the other processes' shards again
+    assert counter.hit("p", "c", 10, 3600, now)[0] == 4
+    assert len(kv.lists) == 2
+
+
+def test_a_closed_window_is_never_written(tmp_path):
+    kv = RecordingKV(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, background=False, list_budget=0)
+    ended = clock.now() - 120
+    for _ in range(3):
+        counter.hit("p", "c", 10, 60, ended)
+    assert counter.flush() == 0 and kv.writes == []
+
+
+class _NamesNoKeys(LocalKV):
+    """A KV backend (BACKEND may name any class with the KV interface) whose failed bulk write does not say
+    which keys it left unwritten."""
+
+    fail = True
+
+    def put_many(self, items):
+        if self.fail:
+            raise KVBulkError("bulk write failed")
+        return super().put_many(items)
+
+
+def test_a_bulk_failure_that_names_no_keys_keeps_every_count(tmp_path, monkeypatch):
+    monotonic = _Offset(clock.monotonic)
+    monkeypatch.setattr(clock, "monotonic", monotonic)
+    kv = _NamesNoKeys(tmp_path / "kv.sqlite3")
+    counter = rl.ShardedCounter(kv, background=False, list_budget=0)
+    for _ in range(2):
+        counter.hit("p", "c", 10, 3600, clock.now())
+    assert counter.flush() == 0
+    kv.fail = False
+    monotonic.offset += 1.0
+    assert counter.flush() == 1
+    assert [info.metadata["count"] for info in kv.iter_keys(prefix="rl:p:c:")] == [2]
+
+
+def test_a_strict_mode_count_lives_until_its_window_ends():
+    from django.core.cache.backends.locmem import LocMemCache
+
+    class RecordingCache(LocMemCache):
+        def add(self, key, value, timeout=None, version=None):
+            timeouts.append(timeout)
+            return super().add(key, value, timeout, version)
+
+    timeouts = []
+    counter = rl.CacheCounter(RecordingCache("strict-mode-ttl", {}))
+    _, start, end = rl.window(clock.now(), 3600)
+    assert counter.hit("p", "c", 5, 3600, start + 10)[0] == 1
+    assert timeouts and all(timeout >= end - (start + 10) for timeout in timeouts)

@@ -50,9 +50,22 @@ def test_decorator_method_constants_are_attributes_of_the_decorator():
 def test_decorator_on_an_async_view():
     async def run():
         client = AsyncClient()
-        return [(await client.get("/decorated-async/")).status_code for _ in range(3)]
+        return [await client.get("/decorated-async/") for _ in range(3)]
 
-    assert async_to_sync(run)() == [200, 200, 429]
+    responses = async_to_sync(run)()
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[0]["RateLimit-Policy"] == '"tests.ratelimit.urls.decorated_async";q=2;w=3600'
+
+
+def test_a_view_under_two_limits_is_limited_once_either_is_over():
+    client = Client()
+    assert [client.get("/stacked/").content for _ in range(2)] == [b"fine", b"limited"]
+
+
+def test_a_disabled_limiter_never_limits_a_decorated_view():
+    with override_settings(CFKV_RATELIMIT={"ENABLED": False}):
+        assert statuses(Client(), 3, "/decorated/") == [200] * 3
+        assert "RateLimit" not in Client().get("/decorated/")
 
 
 def test_decorator_arguments_are_checked_at_import():

@@ -171,3 +171,17 @@ def test_a_worker_on_another_zone_cannot_pick_its_address_in_x_forwarded_for():
     assert codes == [200, 200, 200, 429, 429]
     assert rl.client_ip("172.70.1.1", f"198.51.100.9, {WORKERS_CLIENT}",
                         trusted=rl.parse_networks(["cloudflare"])) == WORKERS_CLIENT
+
+
+@pytest.mark.parametrize("planted", [-1000, True, 2.5, "5", None], ids=repr)
+def test_a_namespace_writer_cannot_lower_or_raise_a_count_with_a_planted_shard(tmp_path, planted):
+    kv = LocalKV(tmp_path / "kv.sqlite3")
+    now = time.time()
+    prefix = rl.shard_prefix("p", "hot", 3600, rl.window(now, 3600)[0])
+    kv.put(prefix + "planted", "0", expiration_ttl=3600, metadata={"kind": "ratelimit", "count": planted})
+    writer = rl.ShardedCounter(kv, background=False)
+    for _ in range(3):
+        writer.hit("p", "hot", 10, 3600, now)
+    writer.flush()
+    # Only a whole count above zero is a count: the planted shard adds nothing, and takes nothing away.
+    assert rl.ShardedCounter(kv, background=False).hit("p", "hot", 10, 3600, now)[0] == 4

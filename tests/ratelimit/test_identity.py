@@ -4,6 +4,7 @@ IPv6 networks, the keyed hash in KV keys, and the identity of each kind of key, 
 import hashlib
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.test import Client, RequestFactory, override_settings
 
 from django_cfkv import ratelimit as rl
@@ -119,6 +120,18 @@ def test_proxy_header_names():
     assert limiter.client_address(meta) == "2001:db8:0:7::/64"
 
 
+@pytest.mark.parametrize("options, meta, expected", [
+    ({"PROXY_COUNT": 1, "PROXY_HEADER": "X-Forwarded-For"},
+     {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 198.51.100.7"}, "198.51.100.7"),
+    ({"PROXY_COUNT": 2, "PROXY_HEADER": "X-Forwarded-For"},
+     {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 198.51.100.7, 10.0.0.9"}, "198.51.100.7"),
+    ({"IPV4_PREFIX": 24}, {"REMOTE_ADDR": "198.51.100.7"}, "198.51.100.0/24"),
+    ({"IPV6_PREFIX": 48}, {"REMOTE_ADDR": "2001:db8:1:2::7"}, "2001:db8:1::/48"),
+])
+def test_client_address_follows_the_proxy_and_prefix_options(options, meta, expected):
+    assert rl.Limiter(options).client_address(meta) == expected
+
+
 def test_client_hash_is_stable_short_and_hides_the_identity():
     h = rl.client_hash("ip:203.0.113.7")
     assert h == rl.client_hash("ip:203.0.113.7") and len(h) == 16
@@ -174,6 +187,8 @@ class FakeUser:
     ("ip", {}, "ip:127.0.0.1"),
     ("user", {"user": FakeUser(7)}, "user:7"),
     ("user", {}, None),
+    ("user", {"user": AnonymousUser()}, None),  # the rule does not apply: not one shared "anonymous" count
+    ("user_or_ip", {"user": AnonymousUser()}, "ip:127.0.0.1"),
     ("user_or_ip", {}, "ip:127.0.0.1"),
     ("user_or_ip", {"user": FakeUser(7)}, "user:7"),
     ("header:X-Api-Key", {"HTTP_X_API_KEY": "k1"}, "header:x-api-key:k1"),

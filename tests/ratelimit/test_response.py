@@ -6,6 +6,8 @@ import json
 import pytest
 from django.test import Client, override_settings
 
+from django_cfkv import clock
+
 pytestmark = pytest.mark.usefixtures("site")
 
 LOGIN_RULE = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/h", "key": "ip"}
@@ -59,3 +61,36 @@ def test_view_setting_overrides_the_429():
         response = client.post("/login/")
     assert response.status_code == 429 and json.loads(response.content)["custom"] is True
     assert response["Retry-After"] and response["RateLimit"]
+
+
+def test_the_view_settings_own_retry_after_is_kept():
+    client = Client()
+    with limits(VIEW="tests.ratelimit.urls.custom_limited_with_its_own_wait"):
+        statuses(client, 3)
+        response = client.post("/login/")
+    assert response.status_code == 429 and response["Retry-After"] == "120"
+
+
+@pytest.mark.parametrize("path, retry_after", [
+    ("/api/items/", 55),  # only the minute's policy is over: its wait, not the roomy hour's
+    ("/open/", 3595),  # both are over: the longer wait, after which both admit again
+])
+def test_retry_after_is_the_longest_wait_of_the_policies_over_their_limit(monkeypatch, path, retry_after):
+    start = clock.now() // 3600 * 3600
+    monkeypatch.setattr(clock, "now", lambda: start + 5)
+    rules = [{"path": r"^/(api|open)/", "rate": "1/m", "group": "minute"},
+             {"path": r"^/api/items/$", "rate": "100/h", "group": "roomy"},
+             {"path": r"^/open/$", "rate": "1/h", "group": "hour"}]
+    client = Client()
+    with override_settings(CFKV_RATELIMIT={"RULES": rules}):
+        assert client.get(path).status_code == 200
+        response = client.get(path)
+    assert response.status_code == 429 and response["Retry-After"] == str(retry_after)
+
+
+def test_a_decorated_view_under_a_rule_lists_both_policies():
+    with override_settings(CFKV_RATELIMIT={"RULES": [{"path": r"^/decorated/$", "rate": "5/h", "group": "site"}]}):
+        response = Client().get("/decorated/")
+    assert response["RateLimit-Policy"] == '"tests.ratelimit.urls.decorated";q=2;w=3600, "site";q=5;w=3600'
+    assert response["RateLimit"].startswith('"tests.ratelimit.urls.decorated";r=1;t=')
+    assert ', "site";r=4;t=' in response["RateLimit"]

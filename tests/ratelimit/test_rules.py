@@ -42,11 +42,21 @@ def test_compile_rule():
         {"path": r"^/login/$", "methods": ["post"], "rate": "5/m", "key": "ip"}).name
     assert rl.compile_rule({"rate": "1/s", "group": "api"}).name == "api"
     assert rl.compile_rule({"rate": "1/s"}).matches("/anything", "DELETE")
+    assert rule.matches("/login/", "post")  # a method as any caller spells it
+    # The path is searched, not matched from the start: "login/$" is every path ending so.
+    assert rl.compile_rule({"rate": "1/s", "path": r"login/$"}).matches("/accounts/login/", "GET")
+
+
+def test_rules_that_differ_only_in_their_methods_count_apart():
+    get = rl.compile_rule({"path": r"^/x/", "rate": "5/m", "methods": ["GET"]})
+    post = rl.compile_rule({"path": r"^/x/", "rate": "5/m", "methods": ["POST"]})
+    assert get.name != post.name
 
 
 @pytest.mark.parametrize("key, kind, arg", [
     ("ip", "ip", None), ("user", "user", None), ("user_or_ip", "user_or_ip", None),
     ("header:X-Api-Key", "header", "X-Api-Key"), ("get:q", "get", "q"), ("post:email", "post", "email"),
+    ("post: email ", "post", "email"),
     ("tests.ratelimit.urls.api_key", "callable", None),
 ])
 def test_compile_key(key, kind, arg):

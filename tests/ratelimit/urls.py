@@ -53,6 +53,20 @@ def custom_limited(request, exception):
     return JsonResponse({"custom": True, "policies": [u.policy for u in exception.usage]}, status=429)
 
 
+def custom_limited_with_its_own_wait(request, exception):
+    """A CFKV_RATELIMIT['VIEW'] that says itself when to come back."""
+    response = JsonResponse({"custom": True}, status=429)
+    response["Retry-After"] = "120"
+    return response
+
+
+@ratelimit("1/h", key="ip", block=False, group="stacked-tight")
+@ratelimit("100/h", key="ip", block=False, group="stacked-roomy")
+def stacked(request):
+    """Two limits on one view: ``request.limited`` once any of them is over."""
+    return HttpResponse("limited" if request.limited else "fine")
+
+
 def broken_key(group, request):
     raise RuntimeError("a bug in a key function")
 
@@ -72,4 +86,5 @@ urlpatterns = [
     path("soft/", soft),
     path("decorated-async/", decorated_async),
     path("limited/", limited),
+    path("stacked/", stacked),
 ]
