@@ -53,6 +53,10 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "SESSION_CFKV_USER_FIELD": "pk",
     "SESSION_CFKV_NEAR_CACHE_TIMEOUT": 0,
     "CFKV_RATELIMIT": {},
+    # django-redis' settings, read by the cache with their meanings (None: not set).
+    "DJANGO_REDIS_IGNORE_EXCEPTIONS": None,
+    "DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS": None,
+    "DJANGO_REDIS_LOGGER": None,
 }
 
 # Django's own settings that django-cfkv reads (Django gives each a default).

@@ -18,7 +18,7 @@ from .. import clock, metadata
 from ..exceptions import KVAPIError, KVBulkError, KVError, KVValueError
 from . import options
 from .codec import retime
-from .entries import Entries, key_lock
+from .entries import Entries, bulk_refused, key_lock
 from .extras import DjangoRedisExtras
 from .failures import Guard
 from .keys import cache_prefix, made_key, to_kv_key
@@ -45,7 +45,10 @@ class CloudflareKVCache(DjangoRedisExtras):
         self._alias = location or "default"
         self._kv_prefix = opts.kv_prefix
         self._hash_long_keys = opts.hash_long_keys
-        self._guard = Guard(self._alias, opts.ignore_exceptions)
+        self._guard = Guard(self._alias, opts.ignore_exceptions, opts.log_ignored_exceptions, opts.logger_name)
+        # django-redis' names for the same two settings, which code written for it reads.
+        self._ignore_exceptions = opts.ignore_exceptions
+        self._log_ignored_exceptions = opts.log_ignored_exceptions is True
         self._stampede = (Stampede(self._alias, opts.stampede_beta, opts.stampede_wait)
                           if opts.stampede_protection else None)
         # The near cache is shared by every cache object (one per thread) of this key space.
@@ -73,10 +76,40 @@ class CloudflareKVCache(DjangoRedisExtras):
         entry = self._guard("get", None, self._entries.read, self.kv_key(key, version))
         return default if entry is None else entry.value
 
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
-        """Store ``value``; a timeout <= 0 deletes the key instead. One API call."""
+    def set(  # type: ignore[override]  # Django's returns None; with nx or xx this says whether it stored
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, *,
+        nx: bool = False, xx: bool = False,
+    ) -> bool | None:
+        """Store ``value``; a timeout <= 0 deletes the key instead. One API call.
+
+        As django-redis: ``nx=True`` stores only if the key holds no live entry
+        (as ``add()``), ``xx=True`` only if it does; either returns True if it
+        stored (or, with a timeout <= 0, would have), else False. Two calls, one
+        when ``nx`` finds the key. Not atomic: KV has no compare-and-set, so
+        another process may write the key between the read and the write (threads
+        of one process are serialized).
+        """
+        if nx and xx:
+            raise ValueError("set() takes nx=True or xx=True, not both.")
+        if nx:
+            return self.add(key, value, timeout, version)
         kv_key = self.kv_key(key, version)
-        self._guard("set", None, self._entries.store, kv_key, value, self._expires(timeout), None, key)
+        expires = self._expires(timeout)
+        if xx:
+            text = self._entries.codec.dumps(value, expires, kv_key=kv_key, key=key)
+            with key_lock(kv_key):
+                return self._guard("set", False, self._replace, kv_key, text, expires)
+        self._guard("set", None, self._entries.store, kv_key, value, expires, None, key)
+        return None
+
+    def _replace(self, kv_key: str, text: str, expires: float | None) -> bool:
+        if self._entries.read(kv_key, fresh=True) is None:
+            return False
+        if expires is None or expires > clock.now():
+            self._entries.put(kv_key, text, expires)
+        else:
+            self._entries.kv.delete(kv_key)
+        return True
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Store ``value`` unless the key holds a live entry; return True if stored. Two calls.
@@ -100,9 +133,13 @@ class CloudflareKVCache(DjangoRedisExtras):
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give a live key a new timeout; return False if it is missing. Two calls (KV rewrites the value)."""
+        return self._set_expiry("touch", key, self._expires(timeout), version)
+
+    def _set_expiry(self, operation: str, key: Any, expires: float | None, version: int | None) -> bool:
+        """Give a live key the exact expiry ``expires`` (None: never; past: delete it); False if it is missing."""
         kv_key = self.kv_key(key, version)
         with key_lock(kv_key):
-            return self._guard("touch", False, self._retime, kv_key, self._expires(timeout))
+            return self._guard(operation, False, self._retime, kv_key, expires)
 
     def _retime(self, kv_key: str, expires: float | None) -> bool:
         raw, _entry = self._entries.read_raw(kv_key, fresh=True)
@@ -146,7 +183,7 @@ class CloudflareKVCache(DjangoRedisExtras):
         try:
             found: dict[str, bytes] = self._guard("get_many", {}, self._entries.kv.get_many, list(by_kv_key))
         except (KVAPIError, KVValueError) as exc:
-            if isinstance(exc, KVAPIError) and exc.status != 400:
+            if not bulk_refused(exc):
                 raise
             logger.warning("Bulk read of %d keys on CFKV alias %r refused (%s); reading them one by one.",
                            len(by_kv_key), self._alias, exc)
@@ -162,7 +199,7 @@ class CloudflareKVCache(DjangoRedisExtras):
         expires = self._expires(timeout)
         by_kv_key = {self.kv_key(key, version): key for key in data}
         if expires is not None and expires <= clock.now():
-            self.delete_many(list(data), version=version)
+            self._guard("set_many", None, self._entries.kv.delete_many, list(by_kv_key))
             return []
         codec = self._entries.codec
         items = [self._entries.item(k, codec.dumps(data[key], expires, kv_key=k, key=key), expires)
@@ -183,26 +220,41 @@ class CloudflareKVCache(DjangoRedisExtras):
             return list(data)
         return []
 
-    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        """Delete many keys: one bulk call per 10,000."""
-        kv_keys = [self.kv_key(key, version) for key in keys]
-        if kv_keys:
-            self._guard("delete_many", None, self._entries.kv.delete_many, kv_keys)
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> int | None:  # type: ignore[override]
+        """Delete many keys; return how many held a live entry, as django-redis does (None for no keys, as
+        Django's API does).
 
-    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        Calls: ceil(n/100) bulk reads (KV's delete does not say whether a key
+        existed, as for delete()), then one bulk delete per 10,000 keys, always
+        sent. Under IGNORE_EXCEPTIONS a failure is logged and None returned.
+        """
+        kv_keys = list(dict.fromkeys(self.kv_key(key, version) for key in keys))
+        if not kv_keys:
+            return None
+        return self._guard("delete_many", None, self._delete_many, kv_keys)
+
+    def _delete_many(self, kv_keys: list[str]) -> int:
+        live = self._entries.count_live(kv_keys)
+        self._entries.kv.delete_many(kv_keys)
+        return live
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None, *, ignore_key_check: bool = False) -> Any:
         """Add ``delta`` to a live value and return it, keeping its expiry. Two calls.
 
-        Not atomic: a lock serializes threads of one process, but two
+        A missing key raises ValueError; with ``ignore_key_check=True`` (as
+        django-redis) it is created at ``delta``, with no expiry, as Redis' INCRBY
+        creates it. Not atomic: a lock serializes threads of one process, but two
         processes (or locations) incrementing at once can lose an update.
         """
         kv_key = self.kv_key(key, version)
         with key_lock(kv_key):
             entry = self._entries.read(kv_key, fresh=True)
-            if entry is None:
+            if entry is None and not ignore_key_check:
                 raise ValueError(f"Key '{key}' not found")
-            value = entry.value + delta
-            text = self._entries.codec.dumps(value, entry.expires, entry.delta, kv_key=kv_key, key=key)
-            self._entries.put(kv_key, text, entry.expires)
+            value = delta if entry is None else entry.value + delta
+            expires, took = (None, None) if entry is None else (entry.expires, entry.delta)
+            text = self._entries.codec.dumps(value, expires, took, kv_key=kv_key, key=key)
+            self._entries.put(kv_key, text, expires)
         return value
 
     def clear(self) -> int | None:  # type: ignore[override]  # Django's returns None; this says how many
@@ -280,7 +332,7 @@ class CloudflareKVCache(DjangoRedisExtras):
                         version: int | None = None) -> list[Any]:
         return await sync_to_async(self.set_many, thread_sensitive=True)(data, timeout, version=version)
 
-    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> int | None:  # type: ignore[override]
         return await sync_to_async(self.delete_many, thread_sensitive=True)(keys, version=version)
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,

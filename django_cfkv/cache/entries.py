@@ -11,8 +11,9 @@ from typing import Any
 
 from .. import clock, limits, metadata
 from ..conf import get_kv
+from ..exceptions import KVAPIError, KVError, KVValueError
 from ..nearcache import NearCache, NearKV, near_cache
-from .codec import Entry, EntryCodec, SignatureError
+from .codec import Entry, EntryCodec, SignatureError, parse_fields
 from .keys import fingerprint
 
 logger = logging.getLogger("django_cfkv.cache")
@@ -22,6 +23,11 @@ security_logger = logging.getLogger("django.security.SuspiciousCacheEntry")
 # Read-modify-write operations (add, touch, incr) take their key's lock, so threads of one
 # process never interleave them. Other processes are not covered: KV has no compare-and-set.
 _key_locks = [threading.Lock() for _ in range(64)]
+
+
+def bulk_refused(exc: KVError) -> bool:
+    """Return True if ``exc`` is KV refusing a bulk read because a value in it is binary (not this cache's)."""
+    return isinstance(exc, KVValueError) or (isinstance(exc, KVAPIError) and exc.status == 400)
 
 
 def key_lock(kv_key: str) -> threading.Lock:
@@ -105,10 +111,27 @@ class Entries:
                 result[kv_key] = entry
         return result
 
-    def live_metadata(self, kv_key: str) -> bool:
+    def live_metadata(self, kv_key: str, fresh: bool = False) -> bool:
         """Return True if the key holds an unexpired entry, from its metadata alone. One call."""
-        meta = self.kv.get_metadata(kv_key)
+        meta = (get_kv(self.alias) if fresh else self.kv).get_metadata(kv_key)
         return isinstance(meta, dict) and metadata.read(meta).is_live(clock.now())
+
+    def count_live(self, kv_keys: list[str]) -> int:
+        """Return how many of ``kv_keys`` hold an unexpired entry, read from KV: ceil(n/100) bulk reads.
+
+        Values are parsed for their expiry only, never decoded. If KV refuses the
+        bulk read (a binary value, not written by this cache), each key's
+        metadata is read instead, one call each.
+        """
+        kv = get_kv(self.alias)
+        try:
+            found = kv.get_many(kv_keys)
+        except (KVAPIError, KVValueError) as exc:
+            if not bulk_refused(exc):
+                raise
+            return sum(self.live_metadata(kv_key, fresh=True) for kv_key in kv_keys)
+        now = clock.now()
+        return sum(_live_text(raw, now) for raw in found.values())
 
     def delete_streamed(self, names: Iterable[str]) -> int:
         """Delete ``names`` as they are listed, one bulk call per 10,000, so memory stays bounded
@@ -122,3 +145,12 @@ class Entries:
         if batch:
             kv.delete_many(batch)
         return count + len(batch)
+
+
+def _live_text(raw: bytes, now: float) -> bool:
+    """Return True if ``raw`` is a cache entry's text whose expiry is after ``now``."""
+    try:
+        expires = parse_fields(raw)["expires"]
+    except ValueError:
+        return False
+    return expires is None or (isinstance(expires, (int, float)) and expires > now)

@@ -1,25 +1,30 @@
 """django-redis' extra cache methods, with django-redis' names and meanings, on CloudflareKVCache.
 
 One method per name. Each is built on the backend's own parts, named below:
-``kv_key()`` and ``touch()``, the IGNORE_EXCEPTIONS guard, the cache's entries,
-and the glob patterns of :mod:`.patterns`. Where KV cannot keep django-redis'
+``kv_key()``, ``_expires()`` and ``_set_expiry()``, the IGNORE_EXCEPTIONS guard,
+the cache's entries, and the glob patterns of :mod:`.patterns`. Where KV cannot keep django-redis'
 promise (``lock()``), the method refuses and says why.
 """
 
+import datetime
 import math
 from collections.abc import Iterator
 from typing import Any
 
-from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from .. import clock, metadata
 from . import patterns
 from .entries import Entries
 from .failures import Guard
 
+#: A moment for expire_at and pexpire_at: a datetime (naive: local time, as redis-py reads it) or a Unix time.
+When = datetime.datetime | int | float
+
 
 class DjangoRedisExtras(BaseCache):
-    """django-redis' extras: ttl, expire, persist, keys, iter_keys, delete_pattern, lock."""
+    """django-redis' extras: ttl, pttl, expire, pexpire, expire_at, pexpire_at, persist, keys, iter_keys,
+    delete_pattern, lock."""
 
     # Set by CloudflareKVCache.__init__.
     _guard: Guard
@@ -29,6 +34,12 @@ class DjangoRedisExtras(BaseCache):
     def kv_key(self, key: Any, version: int | None = None) -> str:
         raise NotImplementedError("subclasses of DjangoRedisExtras must provide a kv_key() method")
 
+    def _expires(self, timeout: Any) -> float | None:
+        raise NotImplementedError("subclasses of DjangoRedisExtras must provide an _expires() method")
+
+    def _set_expiry(self, operation: str, key: Any, expires: float | None, version: int | None) -> bool:
+        raise NotImplementedError("subclasses of DjangoRedisExtras must provide a _set_expiry() method")
+
     # Expiry
 
     def ttl(self, key: Any, version: int | None = None) -> int | None:
@@ -36,19 +47,52 @@ class DjangoRedisExtras(BaseCache):
 
         Under IGNORE_EXCEPTIONS a failure is logged and 0 returned (as for a missing key).
         """
-        meta = self._guard("ttl", None, self._entries.kv.get_metadata, self.kv_key(key, version))
+        left = self._left("ttl", key, version)
+        return None if left is None else math.ceil(left)
+
+    def pttl(self, key: Any, version: int | None = None) -> int | None:
+        """Return milliseconds left (rounded up), None if it never expires, 0 if missing. One call.
+
+        Entries carry their expiry to the millisecond. Under IGNORE_EXCEPTIONS a
+        failure is logged and 0 returned (as for a missing key).
+        """
+        left = self._left("pttl", key, version)
+        return None if left is None else math.ceil(round(left * 1000, 3))
+
+    def _left(self, operation: str, key: Any, version: int | None) -> float | None:
+        """Return the seconds the key has left (0 if missing or expired), None if it never expires."""
+        meta = self._guard(operation, None, self._entries.kv.get_metadata, self.kv_key(key, version))
         if not isinstance(meta, dict):
             return 0
         expires = metadata.read(meta).expires
-        return None if expires is None else max(0, math.ceil(expires - clock.now()))
+        return None if expires is None else max(0.0, expires - clock.now())
 
-    def expire(self, key: Any, timeout: float | None, version: int | None = None) -> bool:
-        """Set a new timeout on a live key; return False if missing. Two calls."""
-        return self.touch(key, timeout, version=version)
+    def expire(self, key: Any, timeout: Any, version: int | None = None) -> bool:
+        """Give a live key a timeout in seconds (None: never expires); return False if missing. Two calls."""
+        return self._set_expiry("expire", key, self._expires(timeout), version)
+
+    def pexpire(self, key: Any, timeout: Any, version: int | None = None) -> bool:
+        """Give a live key a timeout in milliseconds; return False if missing. Two calls.
+
+        DEFAULT_TIMEOUT is the cache's TIMEOUT (in seconds); None: never expires.
+        """
+        if timeout is not DEFAULT_TIMEOUT and timeout is not None:
+            timeout = timeout / 1000
+        return self._set_expiry("pexpire", key, self._expires(timeout), version)
+
+    def expire_at(self, key: Any, when: When, version: int | None = None) -> bool:
+        """Make a live key expire at ``when`` (a datetime, or Unix time in seconds); a moment past deletes
+        it. Return False if the key is missing. Two calls."""
+        return self._set_expiry("expire_at", key, _moment(when, 1), version)
+
+    def pexpire_at(self, key: Any, when: When, version: int | None = None) -> bool:
+        """Make a live key expire at ``when`` (a datetime, or Unix time in milliseconds); a moment past
+        deletes it. Return False if the key is missing. Two calls."""
+        return self._set_expiry("pexpire_at", key, _moment(when, 1000), version)
 
     def persist(self, key: Any, version: int | None = None) -> bool:
         """Make a live key never expire; return False if missing. Two calls."""
-        return self.touch(key, None, version=version)
+        return self._set_expiry("persist", key, None, version)
 
     # Keys by glob pattern
 
@@ -56,7 +100,9 @@ class DjangoRedisExtras(BaseCache):
         """Yield the user keys matching the glob ``pattern`` (KEY_PREFIX and VERSION applied).
 
         Lists by the pattern's longest literal prefix, reading metadata only
-        (never values): one list call per ``itersize`` (default 1000) listed keys.
+        (never values): one list call per ``itersize`` listed keys. ``itersize``
+        is a hint, as for Redis' SCAN: default 1000, held to the 10..1000 keys a
+        KV listing takes.
         Under IGNORE_EXCEPTIONS a failure is logged and ends the iteration.
         """
         keys = self._user_keys(pattern, itersize, version)
@@ -96,3 +142,13 @@ class DjangoRedisExtras(BaseCache):
             "could both believe they hold the lock. Use a database lock (select_for_update), "
             "a Cloudflare Durable Object, or Redis for mutual exclusion."
         )
+
+
+def _moment(when: When, per_second: int) -> float:
+    """Return ``when`` (a datetime, or a Unix time in 1/``per_second`` s) in epoch seconds."""
+    if isinstance(when, datetime.datetime):
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        unit = "seconds" if per_second == 1 else "milliseconds"
+        raise TypeError(f"Expected a datetime or a Unix time in {unit}; got {type(when).__name__}.")
+    return when / per_second

@@ -3,6 +3,12 @@
 Only what may pass by itself is hidden: connection errors, 429, 5xx and answers
 no KV gives (a broken server or proxy, as a 5xx is). A refused token, a bad key
 or a configuration error always raises.
+
+A hidden failure is logged as a warning on ``django_cfkv.cache`` saying which
+operation failed on which alias. ``LOG_IGNORED_EXCEPTIONS`` (an option, or
+django-redis' ``DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS``) set to True logs it as
+django-redis does instead: an error "Exception ignored" with the traceback, on
+``DJANGO_REDIS_LOGGER`` when set; set to False, nothing is logged.
 """
 
 import logging
@@ -13,8 +19,6 @@ from ..exceptions import KVBulkError, KVConnectionError, KVError, KVMalformedRes
 
 T = TypeVar("T")
 F = TypeVar("F")
-
-logger = logging.getLogger("django_cfkv.cache")
 
 
 def transient(exc: BaseException) -> bool:
@@ -35,8 +39,10 @@ class Guard:
     """Run a cache operation's KV calls; with IGNORE_EXCEPTIONS, turn a transient failure into a
     logged fallback value, as django-redis' ``omit_exception`` does."""
 
-    def __init__(self, alias: str, ignore_exceptions: bool) -> None:
+    def __init__(self, alias: str, ignore_exceptions: bool, log_ignored: bool | None = None,
+                 logger_name: str = "django_cfkv.cache") -> None:
         self.alias, self.ignore_exceptions = alias, ignore_exceptions
+        self.log_mode, self.logger = log_ignored, logging.getLogger(logger_name)
 
     def __call__(self, operation: str, fallback: F, func: Callable[..., T], *args: Any) -> T | F:
         """Return ``func(*args)``, or ``fallback`` (logged) if it failed in a way this cache ignores."""
@@ -53,5 +59,8 @@ class Guard:
         return self.ignore_exceptions and transient(exc)
 
     def log_ignored(self, operation: str, exc: KVError) -> None:
-        logger.warning("Cache %s on CFKV alias %r failed and was ignored: %s",
-                       operation, self.alias, exc, exc_info=True)
+        if self.log_mode is None:
+            self.logger.warning("Cache %s on CFKV alias %r failed and was ignored: %s",
+                                operation, self.alias, exc, exc_info=exc)
+        elif self.log_mode:  # django-redis' record, word for word, for the filters and alerts built on it
+            self.logger.error("Exception ignored", exc_info=exc)

@@ -1,9 +1,14 @@
-"""The cache's ``OPTIONS``: their defaults, and their checks (a wrong kind of value is refused at start)."""
+"""The cache's ``OPTIONS``: their defaults, and their checks (a wrong kind of value is refused at start).
+
+django-redis' settings ``DJANGO_REDIS_IGNORE_EXCEPTIONS``, ``DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS`` and
+``DJANGO_REDIS_LOGGER`` are read here too, with django-redis' meanings: an option in OPTIONS wins over them.
+"""
 
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from .. import conf
 from ..exceptions import CFKVConfigurationError
 from ..nearcache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES
 from .codec import EntryCodec
@@ -13,6 +18,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "COMPRESS_MIN_BYTES": None,
     "HASH_LONG_KEYS": False,
     "IGNORE_EXCEPTIONS": False,
+    "LOG_IGNORED_EXCEPTIONS": None,
     "KV_PREFIX": "cache:",
     "STAMPEDE_PROTECTION": True,
     "STAMPEDE_BETA": 1.0,
@@ -30,6 +36,8 @@ class CacheOptions(NamedTuple):
     kv_prefix: str
     hash_long_keys: bool
     ignore_exceptions: bool
+    log_ignored_exceptions: bool | None  # None: a warning with the details; True: django-redis' error; False: none
+    logger_name: str
     stampede_protection: bool
     stampede_beta: float
     stampede_wait: float
@@ -50,7 +58,7 @@ def parse(params: Mapping[str, Any]) -> CacheOptions:
         raise CFKVConfigurationError(
             f"Unknown CloudflareKVCache OPTIONS {', '.join(unknown)}; valid: {', '.join(OPTION_DEFAULTS)}."
         )
-    opts = {**OPTION_DEFAULTS, **options}
+    opts = {**OPTION_DEFAULTS, **_django_redis_settings(options), **options}
     try:
         codec = EntryCodec(opts["SERIALIZER"], opts["COMPRESS_MIN_BYTES"])
     except ValueError as exc:
@@ -63,11 +71,36 @@ def parse(params: Mapping[str, Any]) -> CacheOptions:
         kv_prefix=kv_prefix,
         hash_long_keys=_flag(opts, "HASH_LONG_KEYS"),
         ignore_exceptions=_flag(opts, "IGNORE_EXCEPTIONS"),
+        log_ignored_exceptions=(None if opts["LOG_IGNORED_EXCEPTIONS"] is None
+                                else _flag(opts, "LOG_IGNORED_EXCEPTIONS")),
+        logger_name=_logger_name(),
         stampede_protection=_flag(opts, "STAMPEDE_PROTECTION"),
         stampede_beta=_number(opts, "STAMPEDE_BETA", zero_ok=True, hint=" (0: no early recomputation)"),
         stampede_wait=_number(opts, "STAMPEDE_WAIT", zero_ok=True, hint=" seconds (0: never wait)"),
         near_bounds=_near_bounds(opts),
     )
+
+
+def _django_redis_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the OPTIONS that django-redis' global settings give, where set (OPTIONS win over them)."""
+    found = {}
+    for option in ("IGNORE_EXCEPTIONS", "LOG_IGNORED_EXCEPTIONS"):
+        value = conf.setting(f"DJANGO_REDIS_{option}")
+        if value is not None:
+            if not isinstance(value, bool):
+                raise CFKVConfigurationError(f"DJANGO_REDIS_{option} must be True or False; got {value!r}.")
+            found[option] = value
+    return found
+
+
+def _logger_name() -> str:
+    """Return the logger of ignored failures: DJANGO_REDIS_LOGGER, or django_cfkv.cache."""
+    name = conf.setting("DJANGO_REDIS_LOGGER")
+    if name is None:
+        return "django_cfkv.cache"
+    if not isinstance(name, str) or not name:
+        raise CFKVConfigurationError(f"DJANGO_REDIS_LOGGER must be a logger's name; got {name!r}.")
+    return name
 
 
 def _near_bounds(opts: dict[str, Any]) -> tuple[float, int, int]:

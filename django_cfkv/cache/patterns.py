@@ -52,14 +52,24 @@ def compile_pattern(cache: BaseCache, kv_prefix: str, pattern: str, version: Any
 
 def matching(kv: Any, pattern: Pattern, itersize: int | None) -> Iterator[str]:
     """Yield the KV keys of live cache entries matching ``pattern``: one list call per ``itersize``
-    (default 1000) listed keys."""
-    limit = limits.validate_list_limit(itersize or limits.LIST_MAX_LIMIT)
+    listed keys (see :func:`page_size`)."""
+    limit = page_size(itersize)
     now = clock.now()
     for page in iter_pages(kv, pattern.literal or None, limit):
         for info in page.keys:
             meta = metadata.read(info.metadata)
             if meta.kind == metadata.CACHE and meta.is_live(now) and fnmatch.fnmatchcase(info.name, pattern.glob):
                 yield info.name
+
+
+def page_size(itersize: int | None) -> int:
+    """Return the list page size for ``itersize``, a hint as Redis' SCAN count is: None is 1000 (the fewest
+    calls), and any other count is held to the 10..1000 keys a KV listing takes."""
+    if itersize is None:
+        return limits.LIST_MAX_LIMIT
+    if isinstance(itersize, bool) or not isinstance(itersize, int):
+        raise TypeError(f"itersize must be a whole number of keys or None; got {itersize!r}.")
+    return min(max(itersize, limits.LIST_MIN_LIMIT), limits.LIST_MAX_LIMIT)
 
 
 def user_keys(kv: Any, pattern: Pattern, itersize: int | None) -> Iterator[str]:

@@ -142,7 +142,7 @@ def test_clear_and_bulk_calls_cost(emulator_cache, calls_of):
     data = {f"k{i}": i for i in range(250)}
     assert calls_of(lambda: cache.set_many(data)) == {"bulk_put": 1}
     assert calls_of(lambda: cache.get_many(list(data))) == {"bulk_get": 3}
-    assert calls_of(lambda: cache.delete_many(list(data)[:200])) == {"bulk_delete": 1}
+    assert calls_of(lambda: cache.delete_many(list(data)[:200])) == {"bulk_get": 2, "bulk_delete": 1}
     assert calls_of(cache.clear) == {"list": 1, "bulk_delete": 1}
     assert cache.get_many(list(data)) == {}
 
@@ -168,6 +168,16 @@ def test_api_calls_per_method(emulator_cache, calls_of):
     assert calls_of(lambda: cache.expire("x", 50)) == {"get": 1, "put": 1}
     assert calls_of(lambda: cache.persist("x")) == {"get": 1, "put": 1}
     assert cache.ttl("x") is None
+    assert calls_of(lambda: cache.pttl("x")) == {"get_metadata": 1}
+    for extend in (lambda: cache.pexpire("x", 5000), lambda: cache.expire_at("x", time.time() + 50),
+                   lambda: cache.pexpire_at("x", int(time.time() * 1000) + 5000)):
+        assert calls_of(extend) == {"get": 1, "put": 1}
+    assert calls_of(lambda: cache.set("x", 2, nx=True)) == {"get": 1}
+    assert calls_of(lambda: cache.set("y", 2, nx=True)) == {"get": 1, "put": 1}
+    assert calls_of(lambda: cache.set("x", 3, xx=True)) == {"get": 1, "put": 1}
+    assert calls_of(lambda: cache.set("z", 3, xx=True)) == {"get": 1}
+    assert calls_of(lambda: cache.incr("z", ignore_key_check=True)) == {"get": 1, "put": 1}
+    assert calls_of(lambda: cache.delete_many(["x", "y", "z"])) == {"bulk_get": 1, "bulk_delete": 1}
 
 
 def test_delete_and_touch_say_whether_the_key_existed(make_cache):
@@ -179,6 +189,53 @@ def test_delete_and_touch_say_whether_the_key_existed(make_cache):
     cache.set("gone", 1, 1)
     with mock.patch.object(cfkv_clock, "now", lambda: time.time() + 2):
         assert cache.delete("gone") is False  # expired by its exact expiry, even though KV still holds it
+
+
+# django-redis' set(nx=, xx=), delete_many()'s count, incr(ignore_key_check=)
+
+def test_set_nx_and_xx_store_only_if_absent_or_present(make_cache):
+    cache = make_cache()
+    assert cache.set("k", 1, nx=True) is True and cache.get("k") == 1
+    assert cache.set("k", 2, nx=True) is False and cache.get("k") == 1
+    assert cache.set("other", 1, xx=True) is False and cache.has_key("other") is False
+    assert cache.set("k", 3, 30, xx=True) is True and cache.get("k") == 3 and cache.ttl("k") == 30
+    assert cache.set("k", 4, 0, nx=True) is False and cache.get("k") == 3  # present: nx leaves it as it is
+    assert cache.set("k", 4, -1, xx=True) is True and cache.has_key("k") is False  # present: deleted
+    assert cache.set("k", 5, 0, nx=True) is True and cache.has_key("k") is False  # absent: "stored", expired
+    cache.set("gone", 1, 1)
+    with mock.patch.object(cfkv_clock, "now", lambda: time.time() + 2):  # expired, though KV holds it
+        assert cache.set("gone", 2, xx=True) is False
+        assert cache.set("gone", 3, nx=True) is True and cache.get("gone") == 3
+    assert cache.set("plain", 1) is None  # without nx or xx, Django's set() as it was
+    with pytest.raises(ValueError, match="nx=True or xx=True, not both"):
+        cache.set("k", 1, nx=True, xx=True)
+
+
+def test_delete_many_returns_how_many_keys_held_a_live_entry(make_cache):
+    cache = make_cache()
+    cache.set_many({f"k{i}": i for i in range(150)})
+    cache.set("gone", 1, 1)
+    get_kv().put(cache.kv_key("foreign"), b"not a cache entry")
+    with mock.patch.object(cfkv_clock, "now", lambda: time.time() + 2):
+        keys = [*(f"k{i}" for i in range(150)), "k0", "missing", "gone", "foreign"]
+        assert cache.delete_many(keys) == 150  # a key named twice counts once; expired and foreign ones not
+    assert cache.get_many(keys) == {} and get_kv().get(cache.kv_key("foreign")) is None
+    assert cache.delete_many(["k1", "k2"]) == 0
+    assert cache.delete_many([]) is None  # Django's contract for no keys
+    cache.set("k", 1)
+    get_kv().put(cache.kv_key("binary"), b"\xff\xfe")  # KV's bulk read refuses it: metadata is read per key
+    assert cache.delete_many(["k", "binary", "missing"]) == 1
+    assert get_kv().get(cache.kv_key("binary")) is None
+
+
+def test_incr_ignore_key_check_creates_the_key_at_delta_without_expiry(make_cache):
+    cache = make_cache(TIMEOUT=60)
+    assert cache.incr("new", 5, ignore_key_check=True) == 5
+    assert cache.get("new") == 5 and cache.ttl("new") is None  # as Redis' INCRBY makes it: no expiry
+    cache.set("short", 1, 30)
+    assert cache.incr("short", 2, ignore_key_check=True) == 3 and cache.ttl("short") == 30  # expiry kept
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("absent")
 
 
 def test_close_keeps_the_pooled_connection(emulator_cache):

@@ -1,10 +1,12 @@
 """django-redis' extras on CloudflareKVCache: ttl, expire, persist, keys, iter_keys, delete_pattern
 and lock, with their API-call costs."""
 
+import datetime
 import time
 from unittest import mock
 
 import pytest
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from django_cfkv import clock as cfkv_clock
 from django_cfkv.cache import CloudflareKVCache
@@ -30,6 +32,30 @@ def test_expire_and_persist(kvcache):
     assert kvcache.get("k") == "v"
     assert kvcache.expire("k", 0) is True and kvcache.get("k") is None
     assert kvcache.expire("missing", 10) is False and kvcache.persist("missing") is False
+
+
+def test_millisecond_expiry_and_moments(kvcache, monkeypatch):
+    """pttl, pexpire, expire_at and pexpire_at to the millisecond, on a clock that does not move."""
+    now = 1_767_225_600.0
+    monkeypatch.setattr(cfkv_clock, "now", lambda: now)
+    kvcache.set("k", "v", 5.5)
+    assert kvcache.pttl("k") == 5500 and kvcache.ttl("k") == 6
+    assert kvcache.pttl("missing") == 0
+    assert kvcache.pexpire("k", 20_500) is True and kvcache.pttl("k") == 20_500
+    assert kvcache.expire_at("k", now + 3600) is True and kvcache.pttl("k") == 3_600_000
+    assert kvcache.pexpire_at("k", int(now * 1000) + 1234) is True and kvcache.pttl("k") == 1234
+    moment = datetime.datetime.fromtimestamp(now + 90.25, tz=datetime.timezone.utc)
+    assert kvcache.expire_at("k", moment) is True and kvcache.pttl("k") == 90_250
+    naive = datetime.datetime.fromtimestamp(now + 45)  # a naive datetime is local time, as redis-py reads it
+    assert kvcache.pexpire_at("k", naive) is True and kvcache.pttl("k") == 45_000
+    assert kvcache.pexpire("k", DEFAULT_TIMEOUT) is True and kvcache.pttl("k") == 300_000  # TIMEOUT, in seconds
+    assert kvcache.pexpire("k", None) is True and kvcache.pttl("k") is None
+    assert kvcache.get("k") == "v"
+    assert kvcache.expire_at("k", now - 1) is True and kvcache.get("k") is None  # a moment past deletes it
+    for extend in (kvcache.pexpire, kvcache.expire_at, kvcache.pexpire_at):
+        assert extend("missing", 10_000) is False
+    with pytest.raises(TypeError, match="a datetime or a Unix time in milliseconds; got str"):
+        kvcache.pexpire_at("k", "tomorrow")
 
 
 # keys / iter_keys / delete_pattern
@@ -81,6 +107,19 @@ def test_listing_reads_metadata_only_and_pages_by_itersize(emulator_cache, calls
     assert calls_of(lambda: list(cache.iter_keys("*er:1*", itersize=10))) == {"list": 5}
     assert calls_of(lambda: cache.delete_pattern("user:*", itersize=10)) == {"list": 3, "bulk_delete": 1}
     assert cache.keys("user:*") == [] and len(cache.keys("other:*")) == 25
+
+
+def test_itersize_is_a_hint_held_to_what_a_listing_takes(emulator_cache, calls_of):
+    """As Redis' SCAN count, itersize is a hint: below 10 a page holds 10 keys, above 1000 it holds 1000."""
+    cache = emulator_cache()
+    cache.set_many({f"user:{i}": i for i in range(25)})
+    assert calls_of(lambda: sorted(cache.iter_keys("user:*", itersize=2))) == {"list": 3}
+    assert calls_of(lambda: list(cache.iter_keys("user:*", itersize=5000))) == {"list": 1}
+    assert len(list(cache.iter_keys("user:*", itersize=2))) == 25
+    with pytest.raises(TypeError, match="itersize must be a whole number of keys or None; got '10'"):
+        list(cache.iter_keys("user:*", itersize="10"))
+    assert calls_of(lambda: cache.delete_pattern("user:*", itersize=1)) == {"list": 3, "bulk_delete": 1}
+    assert cache.keys("user:*") == []
 
 
 def test_lock_refuses_and_says_why(kvcache):

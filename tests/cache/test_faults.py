@@ -121,6 +121,62 @@ def test_ignore_exceptions_covers_the_extras_when_kv_is_unreachable(settings, cf
             call(strict)
 
 
+@pytest.fixture
+def down(settings, cfkv_emulator):
+    """Return ``down(**CACHES entry)``: a CloudflareKVCache on an alias whose server is not there."""
+    unreachable = {**cfkv_emulator.alias_settings(MAX_RETRIES=0), "BASE_URL": "http://127.0.0.1:9/client/v4"}
+    settings.CFKV = {**settings.CFKV, "down": unreachable}
+    return lambda **params: CloudflareKVCache("down", params)
+
+
+def test_django_redis_logging_of_ignored_failures(down, settings, caplog):
+    """LOG_IGNORED_EXCEPTIONS (an option, or DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS) True: django-redis' error
+    record on DJANGO_REDIS_LOGGER; False: nothing; unset: this library's warning, which names the operation."""
+    caplog.set_level(logging.DEBUG)
+    cache_records = lambda: [r for r in caplog.records if r.name in ("django_cfkv.cache", "myapp.cache")]  # noqa: E731
+    down(OPTIONS={"IGNORE_EXCEPTIONS": True}).get("k")
+    assert [(r.name, r.levelname) for r in cache_records()] == [("django_cfkv.cache", "WARNING")]
+    assert "Cache get on CFKV alias 'down' failed and was ignored" in caplog.text
+
+    caplog.clear()
+    assert down(OPTIONS={"IGNORE_EXCEPTIONS": True, "LOG_IGNORED_EXCEPTIONS": True}).delete_many(["a"]) is None
+    [record] = cache_records()
+    assert (record.name, record.levelname, record.getMessage()) == ("django_cfkv.cache", "ERROR", "Exception ignored")
+    assert isinstance(record.exc_info[1], KVConnectionError)
+
+    settings.DJANGO_REDIS_LOGGER = "myapp.cache"
+    settings.DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+    caplog.clear()
+    down(OPTIONS={"IGNORE_EXCEPTIONS": True}).get("k")
+    assert [(r.name, r.levelname, r.getMessage()) for r in cache_records()] == [
+        ("myapp.cache", "ERROR", "Exception ignored")]
+
+    caplog.clear()
+    down(OPTIONS={"IGNORE_EXCEPTIONS": True, "LOG_IGNORED_EXCEPTIONS": False}).get("k")  # the option wins
+    settings.DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = False
+    down(OPTIONS={"IGNORE_EXCEPTIONS": True}).get("k")
+    assert cache_records() == []
+
+
+def test_django_redis_ignore_exceptions_setting(down, settings):
+    settings.DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+    assert down().get("k", "fallback") == "fallback"
+    with pytest.raises(KVConnectionError):  # OPTIONS win over the setting, as in django-redis
+        down(OPTIONS={"IGNORE_EXCEPTIONS": False}).get("k")
+    settings.DJANGO_REDIS_IGNORE_EXCEPTIONS = "yes"
+    with pytest.raises(ImproperlyConfigured, match="DJANGO_REDIS_IGNORE_EXCEPTIONS must be True or False; got 'yes'"):
+        down()
+    del settings.DJANGO_REDIS_IGNORE_EXCEPTIONS
+    for name, value, message in [("DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS", 1, "must be True or False; got 1"),
+                                 ("DJANGO_REDIS_LOGGER", "", "must be a logger's name; got ''")]:
+        setattr(settings, name, value)
+        with pytest.raises(ImproperlyConfigured, match=f"{name} {message}"):
+            down()
+        delattr(settings, name)
+    with pytest.raises(ImproperlyConfigured, match="OPTIONS\\['LOG_IGNORED_EXCEPTIONS'\\] must be True or False"):
+        down(OPTIONS={"LOG_IGNORED_EXCEPTIONS": "false"})
+
+
 def test_iter_keys_under_ignore_exceptions_ends_at_a_failed_page(emulator_cache, on_emulator):
     cache = emulator_cache(OPTIONS={"IGNORE_EXCEPTIONS": True})
     cache.set_many({f"k{i}": i for i in range(15)})
