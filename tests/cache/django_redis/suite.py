@@ -1,0 +1,219 @@
+"""django-redis' own tests (7.0.0: ``test_backend.py``, ``test_cache_options.py``, ``test_session.py``), loaded
+from the suite fetched during set-up (tests/third_party.py), to run on CloudflareKVCache.
+
+Adaptation, and nothing more:
+
+* A name map. The modules import ``django_redis`` and ``redis`` names; while they load and while their tests
+  run, those names are ours (:data:`NAME_MAP`): ``RedisCache`` is CloudflareKVCache, redis' ``ConnectionError``
+  is KVConnectionError. django-redis' tests ask ``cache.client`` which Redis client class and serializer the
+  settings chose (``isinstance(cache.client, ShardClient)``, ``cache.client._serializer``). CloudflareKVCache
+  has no client object; during each test its ``client`` is a :class:`DefaultClient` that answers just that:
+  the default client (never sharded, never herd) and the SERIALIZER. ``test_cache_options`` is importable
+  under its own name, as its KEY_FUNCTION setting names it.
+* Settings pointing at our backend (conftest.py), as django-redis' ``tests/settings/*.py`` do at Redis, and
+  the fixtures its ``conftest.py`` and pytest-mock give (``cache``, ``mocker``; pytest-django's ``settings``).
+* Their ``time.sleep()`` past a 1-3 s timeout advances django_cfkv's clock instead of waiting, so the suite
+  runs in seconds; real-time expiry is tested by tests/cache/test_backend.py.
+
+The tests that cannot pass on KV are listed, each with its reason, in tests/third_party_skips.txt (see
+:func:`expected_failures`).
+"""
+
+import builtins
+import contextlib
+import importlib.util
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from django_cfkv.cache import CloudflareKVCache
+from django_cfkv.exceptions import KVConnectionError
+from tests.third_party import django_redis_tests_dir
+
+SUITE = "django-redis"
+SKIP_LIST = Path(__file__).resolve().parents[2] / "third_party_skips.txt"
+MODULES = ("test_backend", "test_cache_options", "test_session")
+
+# Each test runs on every store and entry format (its OPTIONS): "<store>-<format>".
+FORMATS = {
+    "pickle": {},
+    "json": {"SERIALIZER": "json"},
+    "zlib": {"COMPRESS_MIN_BYTES": 0},  # pickle, every entry compressed
+}
+STORES = ("local", "emulator")
+CONFIGURATIONS = [f"{store}-{fmt}" for store in STORES for fmt in FORMATS]
+
+
+# The name map: django-redis' and redis' names, as they apply to CloudflareKVCache.
+
+class PickleSerializer:
+    """What ``cache.client._serializer`` is with SERIALIZER "pickle"."""
+
+
+class JSONSerializer:
+    """What ``cache.client._serializer`` is with SERIALIZER "json"."""
+
+
+class MSGPackSerializer:
+    """django-redis' msgpack serializer: no CloudflareKVCache uses it."""
+
+
+class DefaultClient:
+    """``cache.client`` of a CloudflareKVCache with ``options``: the default client, saying which serializer
+    the cache uses."""
+
+    def __init__(self, options: dict[str, object]) -> None:
+        self._serializer = JSONSerializer() if options.get("SERIALIZER") == "json" else PickleSerializer()
+
+
+class ShardClient:
+    """django-redis' sharding client: no CloudflareKVCache is one."""
+
+
+class HerdClient:
+    """django-redis' herd client: no CloudflareKVCache is one."""
+
+
+def _module(name: str, **attributes: object) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+_herd = _module("django_redis.client.herd", HerdClient=HerdClient)
+_serializers = {
+    "json": _module("django_redis.serializers.json", JSONSerializer=JSONSerializer),
+    "msgpack": _module("django_redis.serializers.msgpack", MSGPackSerializer=MSGPackSerializer),
+    "pickle": _module("django_redis.serializers.pickle", PickleSerializer=PickleSerializer),
+}
+_redis_exceptions = _module("redis.exceptions", ConnectionError=KVConnectionError)
+
+NAME_MAP: dict[str, types.ModuleType] = {
+    "django_redis": _module("django_redis"),
+    "django_redis.cache": _module("django_redis.cache", RedisCache=CloudflareKVCache),
+    "django_redis.client": _module("django_redis.client", DefaultClient=DefaultClient, ShardClient=ShardClient,
+                                   herd=_herd),
+    "django_redis.client.herd": _herd,
+    "django_redis.serializers": _module("django_redis.serializers", **_serializers),
+    **{f"django_redis.serializers.{name}": module for name, module in _serializers.items()},
+    "redis": _module("redis", exceptions=_redis_exceptions, ConnectionError=KVConnectionError),
+    "redis.exceptions": _redis_exceptions,
+}
+
+
+class VirtualTime:
+    """``time`` for django-redis' test modules: ``sleep()`` moves ``offset`` on instead of waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+@contextlib.contextmanager
+def names_mapped() -> Iterator[None]:
+    """Make the name map's modules importable inside the block; restore what those names were after.
+
+    Only these names: modules that anything else imports meanwhile stay imported (mock.patch.dict on
+    sys.modules would drop them, and a second import would make a second copy of their classes).
+    """
+    saved = {name: sys.modules.get(name) for name in NAME_MAP}
+    sys.modules.update(NAME_MAP)
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def load() -> dict[str, types.ModuleType]:
+    """Return django-redis' test modules by name, imported through the name map (once per process)."""
+    folder = django_redis_tests_dir()
+    loaded = {}
+    with names_mapped():
+        for name in MODULES:
+            if name not in sys.modules:
+                spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module  # test_cache_options' KEY_FUNCTION names it so
+                spec.loader.exec_module(module)
+            loaded[name] = sys.modules[name]
+    return loaded
+
+
+def exported(name: str) -> dict[str, object]:
+    """Return what the test module ``name`` defines and imports (its tests and fixtures among them), for a
+    module of ours to hold, so that pytest collects them there."""
+    return {key: value for key, value in vars(load()[name]).items() if not key.startswith("__")}
+
+
+# The list of tests that cannot pass here.
+
+class ExpectedFailure(NamedTuple):
+    """One line of the skip list: a test (``file::Class::test`` or ``file::test``, optionally ``[config]``),
+    the exception it fails with here, and why."""
+
+    test: str
+    exception: str
+    reason: str
+
+    @property
+    def path(self) -> str:
+        return self.test.split("[", 1)[0]
+
+    @property
+    def configuration(self) -> str | None:
+        return self.test[len(self.path) + 1:-1] if "[" in self.test else None
+
+    @property
+    def error(self) -> type[BaseException]:
+        """The exception class the test fails with here (a built-in one)."""
+        return getattr(builtins, self.exception)
+
+
+def expected_failures(suite: str = SUITE, path: Path = SKIP_LIST) -> list[ExpectedFailure]:
+    """Return the skip list's lines for ``suite``: ``suite | test | exception | reason`` (``#`` comments)."""
+    found = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [field.strip() for field in line.split("|")]
+        if len(fields) != 4 or not all(fields):
+            raise ValueError(f"{path.name}:{number}: expected 'suite | test | exception | reason', got {line!r}")
+        error = getattr(builtins, fields[2], None)
+        if not (isinstance(error, type) and issubclass(error, BaseException)):
+            raise ValueError(f"{path.name}:{number}: {fields[2]!r} is not a built-in exception")
+        if fields[0] == suite:
+            found.append(ExpectedFailure(*fields[1:]))
+    return found
+
+
+def check_listed(listed: list[ExpectedFailure], modules: dict[str, types.ModuleType]) -> None:
+    """Raise if a listed test is not in the suite (any more), or names a configuration that does not exist."""
+    for entry in listed:
+        file, *names = entry.path.split("::")
+        module = modules.get(file.removesuffix(".py"))
+        target: object = module
+        for name in names:
+            target = getattr(target, name, None)
+        if module is None or not names or not callable(target):
+            raise LookupError(f"{SKIP_LIST.name} lists {entry.test}, which django-redis' suite does not have: "
+                              "remove the line.")
+        if entry.configuration is not None and entry.configuration not in CONFIGURATIONS:
+            raise LookupError(f"{SKIP_LIST.name} lists {entry.test}: no configuration {entry.configuration!r} "
+                              f"(there are {', '.join(CONFIGURATIONS)}).")
