@@ -28,6 +28,19 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "NEAR_CACHE_MAX_BYTES": DEFAULT_MAX_BYTES,
 }
 
+# django-redis' OPTIONS that mean nothing on KV: refused, saying what takes their place.
+_CLIENT = "KV is reached through the CFKV alias that LOCATION names, with one HTTP connection pool per process"
+DJANGO_REDIS_OPTIONS = {
+    **dict.fromkeys(("CLIENT_CLASS", "REDIS_CLIENT_CLASS", "REDIS_CLIENT_KWARGS", "CONNECTION_POOL_CLASS",
+                     "CONNECTION_POOL_KWARGS", "CONNECTION_FACTORY", "PARSER_CLASS", "CLOSE_CONNECTION"), _CLIENT),
+    **dict.fromkeys(("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT"), "set the CFKV alias' TIMEOUT and DEADLINE"),
+    **dict.fromkeys(("PASSWORD", "USERNAME"), "the CFKV alias' API_TOKEN authenticates"),
+    **dict.fromkeys(("SENTINELS", "SENTINEL_KWARGS", "REPLICA_READ_ONLY"),
+                    "KV has no replicas to choose: Cloudflare replicates the namespace"),
+    "COMPRESSOR": "set COMPRESS_MIN_BYTES (zlib) instead",
+    "PICKLE_VERSION": "entries are pickled with the highest protocol, and signed",
+}
+
 
 class CacheOptions(NamedTuple):
     """A cache's checked OPTIONS."""
@@ -53,6 +66,17 @@ def parse(params: Mapping[str, Any]) -> CacheOptions:
                 f"CloudflareKVCache does not support OPTIONS['{culling}']: Workers KV has no entry "
                 "limit to cull to. Remove it; entries leave KV when they expire."
             )
+    redis_only = sorted(set(options) & set(DJANGO_REDIS_OPTIONS))
+    if redis_only:
+        name = redis_only[0]
+        raise CFKVConfigurationError(f"CloudflareKVCache does not take django-redis' OPTIONS['{name}']: "
+                                     f"{DJANGO_REDIS_OPTIONS[name]}. Remove it.")
+    serializer = options.get("SERIALIZER")
+    if isinstance(serializer, str) and "." in serializer:
+        raise CFKVConfigurationError(
+            f"OPTIONS['SERIALIZER'] is {serializer!r}, a class; CloudflareKVCache takes 'pickle' or 'json' "
+            "(for django-redis' PickleSerializer and JSONSerializer; it has no msgpack)."
+        )
     unknown = sorted(set(options) - set(OPTION_DEFAULTS))
     if unknown:
         raise CFKVConfigurationError(
