@@ -32,10 +32,11 @@ _MISSING = object()
 class CloudflareKVCache(DjangoRedisExtras):
     """Django's cache backend on Workers KV. ``LOCATION`` names a ``CFKV`` alias.
 
-    API calls per method (KVClient; LocalKV makes none): get 1, set 1, add 2,
-    delete 2, touch 2, has_key 1, incr/decr 2, get_many ceil(n/100),
-    set_many and delete_many 1 per 10,000 keys, clear ceil(n/1000) list +
-    ceil(n/10,000) bulk deletes, get_or_set 1 on a hit and 2 on a miss.
+    API calls per method (KVClient; LocalKV makes none): get 1, set 1 (with nx
+    or xx 2), add 2, delete 2, touch 2, has_key 1, incr/decr 2, get_many
+    ceil(n/100), set_many 1 per 10,000 keys, delete_many ceil(n/100) reads + 1
+    per 10,000 keys, clear ceil(n/1000) list + ceil(n/10,000) bulk deletes,
+    get_or_set 1 on a hit and 2 on a miss; django-redis' extras as their docstrings say.
     With a near cache, get, get_many and get_or_set answered from memory cost none.
     """
 
