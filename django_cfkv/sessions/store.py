@@ -146,8 +146,8 @@ class SessionStore(SessionBase):
 
     def create(self) -> None:
         self._session_key = self._get_new_session_key()
-        if self._state is not State.LOAD_FAILED:  # a failed load's stand-in is never written (cycle_key() ends it)
-            self._state = State.NEW
+        # A new key has nothing stored under it to overwrite, even after a failed load.
+        self._state = State.NEW
         self.save(must_create=True)
         self.modified = True
 

@@ -88,3 +88,18 @@ def test_session_acknowledged_saves_load_back_after_random_faults(session_settin
     assert raised and acked
     for key, n in acked.items():
         assert SessionStore(key).load() == {"n": n}
+
+
+def test_a_logout_after_a_failed_load_starts_a_session_that_is_written(emu, caplog):
+    """A view that signs out while KV failed at load, then stores new data: the new session is written."""
+    key = "a" * 32
+    SessionStore(key).save(must_create=True)
+    store = SessionStore(key)
+    with emu.faults(rate_503=1.0), caplog.at_level(logging.ERROR):
+        assert store.load() == {} and store.load_failed
+    store.flush()  # logout(): the stored session is deleted, the stand-in forgotten
+    store["theme"] = "dark"
+    store.save()  # a new key, with nothing stored under it to overwrite
+    assert store.session_key not in (None, key)
+    assert SessionStore(store.session_key).load() == {"theme": "dark"}
+    assert not SessionStore().exists(key)
