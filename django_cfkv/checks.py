@@ -142,7 +142,7 @@ def _check_strict_cache(name: str, cache: dict[str, Any]) -> list[CheckMessage]:
 
 @register(Tags.compatibility)
 def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
-    """Check the session engine's settings: key layout, value format, load-error policy, user field."""
+    """Check the session engine's settings: key layout, value format, load-error policy, user index, user field."""
     from .sessions import FORMATS, LAYOUTS, ON_LOAD_ERROR_CHOICES
 
     errors: list[CheckMessage] = []
@@ -159,6 +159,7 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
         if value not in choices:
             errors.append(Error(f"{name} is {value!r}; use one of: {', '.join(map(repr, choices))}.",
                                 id=error_id, hint=hint))
+    errors += _check_user_index()
     field = conf.setting("SESSION_CFKV_USER_FIELD")
     if field != "pk":
         from django.contrib.auth import get_user_model
@@ -170,3 +171,19 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
             errors.append(Error(f"SESSION_CFKV_USER_FIELD is {field!r}, which is not a field of the user model.",
                                 id="django_cfkv.E204", hint="Use 'pk', or a unique field such as 'email'."))
     return errors
+
+
+def _check_user_index() -> list[CheckMessage]:
+    from .sessions.options import user_index
+
+    try:
+        on = user_index()
+    except CFKVConfigurationError as exc:
+        return [config_error(exc)]
+    if on and conf.setting("SESSION_CFKV_KEY_LAYOUT") == "plain":
+        return [Warning("SESSION_CFKV_KEY_LAYOUT is 'plain', so sessions are not indexed by user: user_sessions(), "
+                        "the revoke_*() functions, the sessions page and the admin's 'Sign out everywhere' refuse "
+                        "to work.", id="django_cfkv.W201",
+                        hint="Move sessions to the hashed layout (manage.py cfkv migrate-sessions), or set "
+                             "SESSION_CFKV_USER_INDEX = False to say you do without.")]
+    return []

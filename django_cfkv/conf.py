@@ -52,6 +52,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "SESSION_CFKV_ON_LOAD_ERROR": "empty",
     "SESSION_CFKV_USER_FIELD": "pk",
     "SESSION_CFKV_NEAR_CACHE_TIMEOUT": 0,
+    "SESSION_CFKV_USER_INDEX": True,
     "CFKV_RATELIMIT": {},
     # django-redis' settings, read by the cache with their meanings (None: not set).
     "DJANGO_REDIS_IGNORE_EXCEPTIONS": None,

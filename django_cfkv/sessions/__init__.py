@@ -58,15 +58,28 @@ The package, one job a module (each imports only those below it):
 """
 
 from .codec import decode_value
+from .index import UserSession, user_index_key
 from .keys import KEY_LENGTH, hashed_id, is_valid_key
 from .options import FORMATS, LAYOUTS, ON_LOAD_ERROR_CHOICES, key_layout, session_format
+from .per_user import (
+    arevoke_all_sessions,
+    arevoke_other_sessions,
+    arevoke_session,
+    auser_sessions,
+    revoke_all_sessions,
+    revoke_other_sessions,
+    revoke_session,
+    user_sessions,
+)
 from .store import SessionStore, logger, security_logger
 from .tokens import engine_session_store, issue_token, revoke_token, token_store
 from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, user_lookup_value
 
 __all__ = [
     "BACKEND_SESSION_KEY", "FORMATS", "HASH_SESSION_KEY", "KEY_LENGTH", "LAYOUTS", "ON_LOAD_ERROR_CHOICES",
-    "SESSION_KEY", "SessionStore", "decode_value", "engine_session_store", "hashed_id", "is_valid_key",
-    "issue_token", "key_layout", "logger", "revoke_token", "security_logger", "session_format", "token_store",
-    "user_lookup_value",
+    "SESSION_KEY", "SessionStore", "UserSession", "arevoke_all_sessions", "arevoke_other_sessions",
+    "arevoke_session", "auser_sessions", "decode_value", "engine_session_store", "hashed_id", "is_valid_key",
+    "issue_token", "key_layout", "logger", "revoke_all_sessions", "revoke_other_sessions", "revoke_session",
+    "revoke_token", "security_logger", "session_format", "token_store", "user_index_key", "user_lookup_value",
+    "user_sessions",
 ]

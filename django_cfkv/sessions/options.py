@@ -32,3 +32,14 @@ def on_load_error() -> str:
         raise CFKVConfigurationError(
             f"SESSION_CFKV_ON_LOAD_ERROR is {on_error!r}; use 'empty' or 'raise'.", "django_cfkv.E203") from None
     return on_error
+
+
+def user_index() -> bool:
+    """Return SESSION_CFKV_USER_INDEX, or raise CFKVConfigurationError if it is not True or False."""
+    on = conf.setting("SESSION_CFKV_USER_INDEX")
+    if not isinstance(on, bool):
+        raise CFKVConfigurationError(
+            f"SESSION_CFKV_USER_INDEX is {on!r}; use True (index each user's sessions) or False.",
+            "django_cfkv.E205", "Leave it unset for True; False saves a write per sign-in and per refresh, "
+            "and turns user_sessions() and the revoke_*() functions off.")
+    return on

@@ -2,7 +2,7 @@
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .users import UserRef
 
@@ -22,6 +22,14 @@ class State(enum.Enum):
     LOAD_FAILED = "load failed"
 
 
+class Indexed(NamedTuple):
+    """What a session's entry in its user's index records, as far as save() compares it."""
+
+    user: str  # Django's user id
+    expires: float  # the session's expiry, epoch s
+    client: str  # the client it was signed in from (its fields as JSON)
+
+
 @dataclass
 class Stored:
     """The session as this store last read it from KV or wrote it there."""
@@ -33,3 +41,6 @@ class Stored:
     extra: dict[str, Any] = field(default_factory=dict)  # the Worker's top-level fields (JSON format)
     user_ref: UserRef | None = None  # (Django's user id, the userId value it maps to)
     user: str | None = None  # Django's user id in it
+    index: Indexed | None = None  # its index entry, as this store read or wrote the session (index_known)
+    index_known: bool = False  # False: never read or written here, so its entry (if any) is unknown
+    owner: tuple[str, str | None] | None = None  # (Django's user id, its userId as text): the index's name input

@@ -2,8 +2,12 @@
 
 A session enters KV only in ``_write()`` and leaves it only in ``delete()``
 (tokens are revoked through it too), besides ``clear_expired()``'s sweep of
-sessions past their expiry: what must follow every session (an index of a
-user's sessions, say) hooks in there.
+sessions past their expiry and the bulk revocations of ``per_user``. The
+index of a user's sessions (``index``) follows each signed-in session there:
+its entry is written before the session, whenever the session's user, expiry
+or client changes (so at sign-in and at each expiry refresh, at most once per
+SESSION_CFKV_REFRESH_INTERVAL, never on every change of data), and deleted
+with it, in the same bulk call.
 """
 
 import logging
@@ -15,7 +19,7 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from .. import clock, conf, limits, metadata, nearcache
 from ..exceptions import KVError
 from ..types import KV
-from . import codec, keys, memory, options, users
+from . import codec, entries, index, keys, memory, options, users
 from .state import State, Stored
 from .users import SESSION_KEY
 
@@ -58,6 +62,11 @@ class SessionStore(SessionBase):
         """Return the KV key holding ``session_key``: the prefix and the key's SHA-256 (the plain layout: the key)."""
         return limits.validate_key(cls.key_prefix() + keys.key_name(session_key))
 
+    @classmethod
+    def ref_key(cls, ref: str) -> str:
+        """Return the KV key of the session whose id hashes to ``ref`` (keys.hashed_id), in the hashed layout."""
+        return limits.validate_key(cls.key_prefix() + ref)
+
     def _validate_session_key(self, key: str | None) -> bool:
         """Accept only keys that can never reach another KV key or URL path."""
         return keys.is_valid_key(key, getattr(self, "_format", None))
@@ -76,6 +85,21 @@ class SessionStore(SessionBase):
         """True when KV could not be reached on load and the session is an empty stand-in."""
         return self._state is State.LOAD_FAILED
 
+    @property
+    def signing_in(self) -> bool:
+        """True while the session waits for a key of its own: login() has just cycled or flushed it."""
+        return self._state is State.NEW or self.session_key is None
+
+    def note_client(self, client: dict[str, str]) -> None:
+        """Record the client the session is signed in from (clients.client_of()), for the user's list of sessions.
+
+        Kept in the session's data (``index.CLIENT_KEY``), so that each
+        rewrite of its index entry knows it; nothing is kept when sessions are
+        not indexed (SESSION_CFKV_USER_INDEX, the hashed layout).
+        """
+        if index.enabled() and self.get(index.CLIENT_KEY) != client:
+            self[index.CLIENT_KEY] = client
+
     def load_now(self) -> dict[str, Any]:
         """Load the session unless it is already loaded; return its dict."""
         return self._get_session()  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
@@ -84,7 +108,7 @@ class SessionStore(SessionBase):
         self._state, self._stored = State.UNREAD, Stored()
         if self.session_key is None:  # no key, or one that failed validation: nothing to read
             return {}
-        if self.session_key in memory.recently_deleted:  # KV may still serve it: deleted here is missing here
+        if self.deleted_here(self.session_key):  # KV may still serve it: deleted here is missing here
             self._session_key = None
             return {}
         try:
@@ -104,7 +128,8 @@ class SessionStore(SessionBase):
         data, user_ref = users.django_data(value) if self._format == "json" else (value.data, None)
         self._state = State.NEAR if from_near else State.READ
         self._stored = Stored(canonical=self._canonical(data), expires=value.expires, ends=value.ends,
-                              created=value.created, extra=value.extra, user_ref=user_ref, user=data.get(SESSION_KEY))
+                              created=value.created, extra=value.extra, user_ref=user_ref, user=data.get(SESSION_KEY),
+                              index=entries.recorded(data, value.expires), index_known=True)
         return data
 
     def _get_raw(self, session_key: str) -> tuple[bytes | None, bool]:
@@ -134,9 +159,14 @@ class SessionStore(SessionBase):
 
     def exists(self, session_key: str) -> bool:
         """Return True if a live session is stored under ``session_key``. One GET."""
-        if not keys.is_valid_key(session_key, self._format) or session_key in memory.recently_deleted:
+        if not keys.is_valid_key(session_key, self._format) or self.deleted_here(session_key):
             return False
         return self._read(self._get_raw(session_key)[0], session_key) is not None
+
+    @staticmethod
+    def deleted_here(session_key: str) -> bool:
+        """Return True if this process deleted or revoked the session in the last minute (no API call)."""
+        return keys.hashed_id(session_key) in memory.recently_deleted
 
     def _live_in_kv(self, session_key: str) -> bool:
         """Return True if KV itself (one GET, never the near cache) holds this live session."""
@@ -167,17 +197,15 @@ class SessionStore(SessionBase):
         if must_create and self._state is not State.NEW and self.exists(session_key):
             raise CreateError
         canonical = self._canonical(data)
-        if not must_create and session_key in memory.recently_deleted:
+        if not must_create and self.deleted_here(session_key):
             if canonical == self._stored.canonical:
                 return  # only an expiry refresh: the deletion (logout, revocation) wins
             raise UpdateError
-        expires = clock.now() + super().get_expiry_age()
-        if self._stored.ends is not None:
-            expires = min(expires, self._stored.ends)  # sliding refresh only within the absolute lifetime
         if must_create or self._state is State.NEW:
-            return self._write(session_key, data, expires, canonical)
-        if self._is_fresh(canonical, expires):
-            return
+            return self._write(session_key, data, self._next_expiry(new=True), canonical)
+        expires = self._next_expiry(new=False)
+        if canonical == self._stored.canonical and expires == self._stored.expires:
+            return  # unchanged, and no refresh due
         try:
             # A copy this store did not GET itself may outlive a logout or
             # revocation elsewhere: never write it back without asking KV.
@@ -192,14 +220,25 @@ class SessionStore(SessionBase):
             logger.warning("Session expiry refresh not written to Workers KV (%s: %s); the stored session "
                            "is unchanged.", type(exc).__name__, exc)
 
-    def _is_fresh(self, canonical: str | bytes, expires: float) -> bool:
-        """Return True if the stored copy has this data and an expiry refreshed recently enough."""
-        if canonical != self._stored.canonical or self._stored.expires is None:
-            return False
-        return expires - self._stored.expires < conf.setting("SESSION_CFKV_REFRESH_INTERVAL")
+    def _next_expiry(self, new: bool) -> float:
+        """Return the expiry to write: Django's, within the absolute lifetime, the stored one until a refresh is due.
+
+        The stored expiry moves only when it would move forward by
+        SESSION_CFKV_REFRESH_INTERVAL or more, or back (set_expiry()): a
+        change of data alone keeps it, so the user's index entry, which
+        carries it, is rewritten at most once per interval.
+        """
+        expires = clock.now() + super().get_expiry_age()
+        stored = self._stored
+        if stored.ends is not None:
+            expires = min(expires, stored.ends)  # sliding refresh only within the absolute lifetime
+        if not new and stored.expires is not None and \
+                0 <= expires - stored.expires < conf.setting("SESSION_CFKV_REFRESH_INTERVAL"):
+            return stored.expires
+        return expires
 
     def _write(self, session_key: str, data: dict[str, Any], expires: float, canonical: str | bytes) -> None:
-        """Write the session to KV: one PUT (the only place a session is written)."""
+        """Write the session to KV: one PUT, after its index entry's when that changed (the only place)."""
         now, stored = clock.now(), self._stored
         created = stored.created if stored.created is not None else int(now * 1000)
         envelope = {"createdAt": created, "expiresAt": int(expires * 1000), "data": data}
@@ -209,6 +248,8 @@ class SessionStore(SessionBase):
             value = codec.dumps_json(self._json_envelope(envelope))
         else:
             value = codec.dumps_signed(envelope, self.key_salt_value(), self.serializer, session_key)
+        # The index entry first: no signed-in session is ever stored without one.
+        entries.rewrite(self.get_kv(), self.key_prefix(), session_key, stored, data, expires, created, now)
         kv_key = self.kv_key(session_key)
         try:
             self.get_kv().put(
@@ -219,11 +260,26 @@ class SessionStore(SessionBase):
             )
         finally:
             memory.forget_nearby(kv_key)
-        memory.recently_deleted.discard(session_key)  # save() writes a deleted key only to create it anew
+        memory.recently_deleted.discard(keys.hashed_id(session_key))  # a deleted key is written only when created anew
         # Data this store read is still known to be in KV; data it never read (a new key, a blind save) is not.
         self._state = State.READ if self._state in (State.READ, State.NEAR) else State.UNREAD
         stored.created, stored.expires, stored.canonical = created, expires, canonical
         stored.user = data.get(SESSION_KEY)
+
+    def _entries_of(self, session_key: str, stored: Stored | None) -> list[str]:
+        """Return the names the session's index entry may have: its user from ``stored``, else from KV (one GET)."""
+        if stored is not None and stored.index_known:
+            return entries.names(self.key_prefix(), session_key, stored)
+        return entries.names(self.key_prefix(), session_key, None, lambda: self._owner_in_kv(session_key))
+
+    def _owner_in_kv(self, session_key: str) -> str | None:
+        try:
+            value = self._read(self.get_kv().get(self.kv_key(session_key)), session_key)
+        except KVError as exc:
+            logger.warning("The user of a session being deleted could not be read from Workers KV (%s); its entry "
+                           "in the user's index is left to expire with it.", type(exc).__name__)
+            return None
+        return None if value is None else entries.owner_of(value, self._format)
 
     def _json_envelope(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """Return the JSON value: the Worker's fields, ``userId`` and Django's data (minus the user id)."""
@@ -254,21 +310,31 @@ class SessionStore(SessionBase):
     # Deleting and moving
 
     def delete(self, session_key: str | None = None) -> None:
-        """Delete the session (this one, or the one ``session_key`` names): one DELETE (the only place)."""
+        """Delete the session (this one, or the one ``session_key`` names) and its index entry (the only place).
+
+        One call: a DELETE, or a bulk delete with the index entry of a
+        signed-in session. For a session this store did not read, one GET
+        first finds its user.
+        """
         if session_key is None:
             if self.session_key is None:
                 return
             session_key = self.session_key
         if keys.is_valid_key(session_key, self._format):
-            try:
-                self.get_kv().delete(self.kv_key(session_key))
-            finally:
-                memory.forget_nearby(self.kv_key(session_key))
-            memory.recently_deleted.add(session_key)
+            own = session_key == self.session_key
+            self._delete(session_key, self._entries_of(session_key, self._stored if own else None))
         if session_key == self.session_key:
             if self._state in (State.READ, State.NEAR):
                 self._state = State.UNREAD
             self._stored = Stored()
+
+    def _delete(self, session_key: str, entry_names: list[str]) -> None:
+        kv, kv_key = self.get_kv(), self.kv_key(session_key)
+        try:
+            kv.delete_many([kv_key, *entry_names]) if entry_names else kv.delete(kv_key)
+        finally:
+            memory.forget_nearby(kv_key)
+        memory.recently_deleted.add(keys.hashed_id(session_key))
 
     def cycle_key(self) -> None:
         """Move the data to a new key and delete the old one (a bearer session keeps its key: keep_key).
@@ -283,6 +349,7 @@ class SessionStore(SessionBase):
         """
         data = self._session  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
         key, stored = self.session_key, self._stored
+        entry_names = self._entries_of(key, stored) if key and not self.keep_key else []
         if data.get(SESSION_KEY) is None or data.get(SESSION_KEY) != stored.user:
             stored.created, stored.extra, stored.user_ref = None, {}, None
         if self.keep_key:
@@ -292,11 +359,12 @@ class SessionStore(SessionBase):
             return
         self._session_key = self._get_new_session_key()
         self._state = State.NEW
-        stored.canonical = stored.expires = None
+        stored.canonical = stored.expires = stored.index = None
+        stored.index_known = True  # the new key has no entry yet
         self._session_cache = data
         self.modified = True
         if key:
-            self.delete(key)
+            self._delete(key, entry_names)
 
     async def acycle_key(self) -> None:
         from asgiref.sync import sync_to_async
@@ -317,7 +385,8 @@ class SessionStore(SessionBase):
         """Delete sessions past their exact expiry that KV's TTL has not removed yet.
 
         Works from the key listing's metadata alone (no value reads) and
-        deletes in bulk. Entries without our metadata (sessions a Worker
+        deletes in bulk; the index entries of such sessions go too (they carry
+        the same expiry). Entries without our metadata (sessions a Worker
         wrote) are left to their KV TTL. Return the number of keys deleted.
         """
         kv, now = cls.get_kv(), clock.now()

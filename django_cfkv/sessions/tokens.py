@@ -7,6 +7,7 @@ from django.http import HttpRequest
 
 from .. import conf
 from ..exceptions import CFKVConfigurationError
+from .clients import client_of
 from .keys import is_valid_key
 from .store import SessionStore
 from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -55,6 +56,8 @@ def issue_token(request: HttpRequest | None, user: Any, *, max_age: int | None =
     if max_age is not None:
         session.set_expiry(max_age)
         session.set_absolute_expiry(max_age)
+    session.keep_key = True  # a token's key is what its client holds
+    session.note_client(client_of(request, "bearer"))
     session.create()
     if request is not None:
         request.user = user

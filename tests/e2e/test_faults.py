@@ -66,6 +66,14 @@ def kv_answers(emulator, status=503, body=OUTAGE, *, method=None, path_part=""):
     return intercepted(emulator, intercept)
 
 
+def kv_refuses_deletes(emulator):
+    """Answer every delete, of one key or in bulk (a session with its index entry), with an outage."""
+    def intercept(environ):
+        deleting = environ["REQUEST_METHOD"] == "DELETE" or environ["PATH_INFO"].endswith("/bulk/delete")
+        return (503, {"Content-Type": "application/json"}, OUTAGE) if deleting else None
+    return intercepted(emulator, intercept)
+
+
 def get(http, site, path):
     return http.get(site.url(path), timeout=10)
 
@@ -191,7 +199,7 @@ def test_logout_when_kv_cannot_delete_the_session(site, cfkv_emulator):
     http = Browser()
     assert signed_in_as(post_login(http, site, *DEMO_USER)) == DEMO_USER[0]
     home = get(http, site, "/")
-    with kv_answers(cfkv_emulator, method="DELETE"):
+    with kv_refuses_deletes(cfkv_emulator):
         refused = http.post(site.url("/logout/"), data={"csrfmiddlewaretoken": csrf_token(home.text)}, timeout=10)
     assert_unavailable(refused)
     assert "still signed in" in says(refused, "kv-unavailable")
@@ -225,7 +233,7 @@ def test_token_endpoint_when_kv_cannot_store_the_session(site, cfkv_emulator):
 def test_revoking_a_token_when_kv_cannot_delete_it(site, cfkv_emulator):
     token = requests.post(site.url("/api/token"), json=DEMO_CREDENTIALS, timeout=10).json()["token"]
     auth = {"Authorization": f"Bearer {token}"}
-    with kv_answers(cfkv_emulator, method="DELETE"):
+    with kv_refuses_deletes(cfkv_emulator):
         refused = requests.delete(site.url("/api/token"), headers=auth, timeout=10)
     assert_unavailable(refused)
     assert requests.get(site.url("/api/me"), headers=auth, timeout=10).status_code == 200  # not revoked

@@ -70,7 +70,8 @@ def logged_in_with(candidate):
 
 
 class EdgeCachedKV(LocalKV):
-    """KV as a Cloudflare location serves it: a value read once is served from its cache after a delete."""
+    """KV as a Cloudflare location serves it: a value or a listing read once is served from its cache after a
+    delete."""
 
     def __init__(self, path):
         super().__init__(path)
@@ -80,6 +81,12 @@ class EdgeCachedKV(LocalKV):
         if key not in self.edge:
             self.edge[key] = super().get(key)
         return self.edge[key]
+
+    def list_keys(self, prefix=None, limit=1000, cursor=None):
+        listing = ("list", prefix, limit, cursor)
+        if listing not in self.edge:
+            self.edge[listing] = super().list_keys(prefix=prefix, limit=limit, cursor=cursor)
+        return self.edge[listing]
 
 
 def edge_cached_settings(tmp_path):

@@ -63,6 +63,9 @@ def test_nothing_read_access_shows_works_as_a_cookie_or_a_token(site, fmt):
     admin, ids = populate(fmt)
     found = harvest(get_kv())
     assert {SessionStore.kv_key(i) for i in ids} <= found  # the harvest saw every session
+    # ... and the index of each signed-in user's sessions: its names, their parts, its metadata.
+    entries = {name for name in found if name.startswith("session:user:")}
+    assert {name.rsplit(":", 1)[1] for name in entries} == {hashed_id(i) for i in ids[:1] + ids[2:4]}  # signed in
     assert not any(i in text for i in ids for text in found)
     for candidate in sorted(found):
         assert logged_in_with(candidate) == (None, None), candidate
@@ -177,7 +180,8 @@ def test_migrate_sessions_moves_every_live_session_once(site, clock, cfkv_calls)
     assert logged_in_with(ids[0]) == (admin.pk, admin.pk)  # the browser's login
     assert logged_in_with(ids[2])[1] == admin.pk  # a token
     assert logged_in_with(ids[4])[1] == admin.pk  # a Worker's session
-    after = {info.name: info for info in kv.iter_keys()}
+    # The Worker's session, refreshed by its use above, now has its entry in its user's index too.
+    after = {info.name: info for info in kv.iter_keys() if not info.name.startswith("session:user:")}
     assert sorted(after) == sorted(SessionStore.kv_key(i) for i in ids)
     moved = after[SessionStore.kv_key(ids[2])]
     old = before["session:" + ids[2]]
@@ -219,12 +223,21 @@ def test_migrate_sessions_refuses_the_plain_layout(site):
     ("SESSION_CFKV_FORMAT", "pickle", "django_cfkv.E202"),
     ("SESSION_CFKV_ON_LOAD_ERROR", "ignore", "django_cfkv.E203"),
     ("SESSION_CFKV_USER_FIELD", "no_such_field", "django_cfkv.E204"),
+    ("SESSION_CFKV_USER_INDEX", "yes", "django_cfkv.E205"),
 ])
 def test_bad_session_settings_are_check_errors(settings, name, value, error_id):
     assert check_session_settings() == []
     setattr(settings, name, value)
     [error] = check_session_settings()
     assert error.id == error_id and name in error.msg and error.hint
+
+
+def test_the_plain_layout_warns_that_sessions_are_not_indexed_by_user(settings):
+    settings.SESSION_CFKV_KEY_LAYOUT = "plain"
+    [warning] = check_session_settings()
+    assert warning.id == "django_cfkv.W201" and "migrate-sessions" in warning.hint
+    settings.SESSION_CFKV_USER_INDEX = False  # said plainly: no warning
+    assert check_session_settings() == []
 
 
 def test_a_bad_layout_fails_when_a_store_is_made(settings):

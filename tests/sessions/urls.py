@@ -1,11 +1,11 @@
 """Views for the session and bearer-token tests (``pytest.mark.urls("tests.sessions.urls")``)."""
 
-from django.contrib.auth import get_user_model, login, logout
+from django.contrib.auth import get_user_model, login, logout, update_session_auth_hash
 from django.http import JsonResponse
-from django.urls import path
+from django.urls import include, path
 from django.views.decorators.http import require_POST
 
-from django_cfkv.sessions import issue_token, revoke_token
+from django_cfkv.sessions import issue_token, revoke_other_sessions, revoke_token
 from django_cfkv.testing import get_emulator
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -86,7 +86,17 @@ def read_then_kv_refuses(request):
     return response
 
 
+def change_password(request):
+    """Set a new password and keep this session signed in; sign out the user's other sessions at once."""
+    request.user.set_password(request.GET["to"])
+    request.user.save()
+    update_session_auth_hash(request, request.user)
+    return JsonResponse({"signed_out": revoke_other_sessions(request)})
+
+
 urlpatterns = [
+    path("account/", include("django_cfkv.urls")),
+    path("change-password/", change_password),
     path("whoami/", whoami),
     path("awhoami/", awhoami),
     path("read/", read),

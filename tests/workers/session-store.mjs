@@ -7,9 +7,15 @@
 // `session:<id>` when the var SESSION_KEY_LAYOUT is "plain". A session with
 // `absoluteExpiresAt` (epoch ms; Django's issue_token(max_age=...)) ends then:
 // getSession() refuses it after, and refresh() never slides past it.
-//   POST   /sessions        {userId, email} -> {id}
-//   GET    /sessions/<id>   -> the session (refreshed), or null
-//   DELETE /sessions/<id>   -> {deleted: true}
+// With the secret USER_INDEX_KEY (django_cfkv.sessions.user_index_key()), it
+// keeps each session's entry in its user's index as Django does, and lists and
+// revokes a user's sessions with the functions docs/howto/user-sessions.md shows.
+//   POST   /sessions                        {userId, email, client?} -> {id}
+//   GET    /sessions/<id>                   -> the session (refreshed), or null
+//   DELETE /sessions/<id>                   -> {deleted: true}
+//   GET    /users/<userId>/sessions         -> [{ref, via, created, seen, expires, device, where}]
+//   DELETE /users/<userId>/sessions/<ref>   -> {revoked: true | false}
+//   DELETE /users/<userId>/sessions         -> {revoked: <count>}
 
 const SESSION_TTL = 60 * 60 * 24 * 7; // seconds
 const REFRESH_AFTER = 60 * 1000; // slide at most once a minute (KV: one write per second per key)
@@ -23,11 +29,69 @@ async function sessionKey(id) {
 
 const keyOf = (env, id) => (env.SESSION_KEY_LAYOUT === "plain" ? `session:${id}` : sessionKey(id));
 
+// The prefix of a user's index entries: "session:user:" + the first 32 hex digits of
+// HMAC-SHA256(USER_INDEX_KEY, userId as text).
+async function userPrefix(env, userId) {
+  const raw = Uint8Array.from(env.USER_INDEX_KEY.match(/../g), (byte) => parseInt(byte, 16));
+  const key = await crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(String(userId)));
+  const hex = [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `session:user:${hex.slice(0, 32)}:`;
+}
+
+// Write the session's entry in its user's index (before the session itself), with the session's expiry.
+async function indexSession(env, key, session) {
+  if (!env.USER_INDEX_KEY || env.SESSION_KEY_LAYOUT === "plain" || session.userId == null) return;
+  const client = session.data?._cfkv_client ?? {};
+  const metadata = {
+    kind: "session", expires: session.expiresAt / 1000, created: Math.floor(session.createdAt / 1000),
+    seen: Math.floor(Date.now() / 1000), via: client.via ?? "bearer",
+    device: String(client.device ?? "").slice(0, 64), where: String(client.where ?? "").slice(0, 64),
+  };
+  const ttl = Math.max(60, Math.ceil((session.expiresAt - Date.now()) / 1000)); // KV's minimum is 60 s
+  const ref = key.slice("session:".length);
+  await env.SESSIONS.put((await userPrefix(env, session.userId)) + ref, "", { expirationTtl: ttl, metadata });
+}
+
+// A user's live sessions, as django_cfkv.sessions.user_sessions() lists them.
+export async function listSessions(env, userId) {
+  const prefix = await userPrefix(env, userId);
+  const sessions = [];
+  let cursor;
+  do {
+    const page = await env.SESSIONS.list({ prefix, cursor });
+    for (const { name, metadata } of page.keys) {
+      if (metadata && metadata.expires * 1000 > Date.now()) sessions.push({ ref: name.slice(prefix.length), ...metadata });
+    }
+    cursor = page.list_complete ? null : page.cursor;
+  } while (cursor);
+  return sessions;
+}
+
+// Sign the user out of one session: only one in the user's own index.
+export async function revokeSession(env, userId, ref) {
+  const entry = (await userPrefix(env, userId)) + ref;
+  if (!/^[0-9a-f]{64}$/.test(ref) || (await env.SESSIONS.get(entry)) === null) return false;
+  await env.SESSIONS.delete(`session:${ref}`);
+  await env.SESSIONS.delete(entry);
+  return true;
+}
+
+// Sign the user out everywhere (a Worker makes at most 1,000 KV calls a request: about 490 sessions).
+export async function revokeAllSessions(env, userId) {
+  const sessions = await listSessions(env, userId);
+  for (const { ref } of sessions) await revokeSession(env, userId, ref);
+  return sessions.length;
+}
+
 export async function createSession(env, user) {
   const id = crypto.randomUUID();
   const now = Date.now();
   const session = { userId: user.userId, email: user.email, createdAt: now, expiresAt: now + SESSION_TTL * 1000 };
-  await env.SESSIONS.put(await keyOf(env, id), JSON.stringify(session), { expirationTtl: SESSION_TTL });
+  if (user.client) session.data = { _cfkv_client: user.client };
+  const key = await keyOf(env, id);
+  await indexSession(env, key, session);
+  await env.SESSIONS.put(key, JSON.stringify(session), { expirationTtl: SESSION_TTL });
   return id;
 }
 
@@ -47,12 +111,29 @@ export async function refresh(env, id, session) {
   // Keep every field (Django's `data` included): only the expiry moves.
   const next = { ...session, expiresAt };
   const ttl = Math.max(60, Math.ceil((expiresAt - Date.now()) / 1000)); // KV's minimum is 60 s
-  await env.SESSIONS.put(await keyOf(env, id), JSON.stringify(next), { expirationTtl: ttl });
+  const key = await keyOf(env, id);
+  await indexSession(env, key, next); // the user's index entry moves with the expiry
+  await env.SESSIONS.put(key, JSON.stringify(next), { expirationTtl: ttl });
   return next;
 }
 
 export async function deleteSession(env, id) {
-  await env.SESSIONS.delete(await keyOf(env, id));
+  const key = await keyOf(env, id);
+  const session = await env.SESSIONS.get(key, "json").catch(() => null); // a signed value is not JSON
+  await env.SESSIONS.delete(key);
+  if (session?.userId != null && env.USER_INDEX_KEY && env.SESSION_KEY_LAYOUT !== "plain") {
+    await env.SESSIONS.delete((await userPrefix(env, session.userId)) + key.slice("session:".length));
+  }
+}
+
+async function users(request, env, url) {
+  const m = /^\/users\/([^/]+)\/sessions(?:\/([^/]+))?$/.exec(url.pathname);
+  if (!m) return null;
+  const userId = decodeURIComponent(m[1]);
+  if (request.method === "GET" && !m[2]) return Response.json(await listSessions(env, userId));
+  if (request.method === "DELETE" && m[2]) return Response.json({ revoked: await revokeSession(env, userId, m[2]) });
+  if (request.method === "DELETE") return Response.json({ revoked: await revokeAllSessions(env, userId) });
+  return null;
 }
 
 export default {
@@ -74,6 +155,6 @@ export default {
         return Response.json({ deleted: true });
       }
     }
-    return new Response("not found", { status: 404 });
+    return (await users(request, env, url)) ?? new Response("not found", { status: 404 });
   },
 };

@@ -1,0 +1,168 @@
+"""The index of a user's sessions: one KV key per signed-in session, under a prefix of that user's own.
+
+Beside each session (``SESSION_CFKV_KEY_PREFIX`` ``"session:"`` shown)::
+
+    session:<ref>                   the session; ref = lowercase hex SHA-256 of its id (keys.hashed_id)
+    session:user:<owner>:<ref>      its index entry: an empty value, and metadata saying what a listing shows
+
+``owner`` names the user without saying who: the first 32 hex digits of
+HMAC-SHA256(index key, the user's ``userId`` as text), where the index key is
+HMAC-SHA256(SECRET_KEY, ``"django_cfkv.sessions.user_index"``). A Worker given
+the index key (never SECRET_KEY itself: :func:`user_index_key`) finds the same
+prefix. Finding a user's sessions is a listing of that prefix, one call per
+1,000 of their sessions, never a listing of the namespace.
+
+The metadata (``{"kind": "session", "expires", "created", "seen", "via",
+"device", "where"}``) holds no session id, token or user id, and stays far
+under KV's 1,024 bytes: the device description is cut to 64 characters. The
+entry carries its session's exact expiry and KV TTL, so it goes when the
+session goes, and ``clearsessions`` and ``cfkv sweep`` remove what KV's TTL
+leaves (the entry's kind is "session"). The store writes an entry before its
+session, so no signed-in session is ever stored without one.
+
+Kept only in the hashed layout: in the plain layout a session's key is its
+id, which no entry may name.
+"""
+
+import hashlib
+import hmac
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import conf, metadata
+from ..types import KeyInfo
+from .options import key_layout, user_index
+
+USER_SEGMENT = "user:"  # after the session prefix: what sets index entries apart from sessions
+INDEX_SALT = b"django_cfkv.sessions.user_index"
+OWNER_LENGTH = 32  # hex digits of the owner's HMAC: 128 bits
+DEVICE_MAX, WHERE_MAX = 64, 64  # characters: the metadata stays under 1,024 bytes whatever a client sends
+VIA = ("cookie", "bearer")
+#: The session data key holding the client a session was signed in from (``{"via", "device", "where"}``).
+CLIENT_KEY = "_cfkv_client"
+_REF = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class UserSession:
+    """One of a user's sessions, as :func:`django_cfkv.sessions.user_sessions` lists it."""
+
+    #: An opaque reference for :func:`~django_cfkv.sessions.revoke_session` (never usable as a session id or token).
+    ref: str
+    #: ``"cookie"`` or ``"bearer"`` (a token from issue_token() or a Worker); None when not recorded.
+    kind: str | None
+    #: When the user signed in on it (None when not recorded).
+    created: datetime | None
+    #: When it was last written: its last use to within SESSION_CFKV_REFRESH_INTERVAL when every use
+    #: refreshes it (bearer tokens, SESSION_SAVE_EVERY_REQUEST), else its last change.
+    last_seen: datetime | None
+    #: When it expires unless used again.
+    expires: datetime | None
+    #: A short description of the client from its User-Agent ("Firefox on Linux"), or "".
+    device: str
+    #: Where it signed in from: a country code (CF-IPCountry, through Cloudflare) or the client's
+    #: network as the rate limiter groups addresses; or "".
+    location: str
+    #: True for the session of the request passed to user_sessions().
+    current: bool = False
+
+
+def enabled() -> bool:
+    """Return True if sessions are indexed by user: SESSION_CFKV_USER_INDEX, in the hashed layout."""
+    return user_index() and key_layout() == "hashed"
+
+
+def _secrets() -> list[str]:
+    return [conf.setting("SECRET_KEY"), *conf.setting("SECRET_KEY_FALLBACKS")]
+
+
+def _index_key(secret: str) -> bytes:
+    return hmac.new(str(secret).encode("utf-8", "surrogatepass"), INDEX_SALT, hashlib.sha256).digest()
+
+
+def user_index_key() -> str:
+    """Return the index key, hex: what a Worker needs to find a user's sessions. Keep it secret.
+
+    Derived from SECRET_KEY (which it does not reveal): whoever holds it can
+    tell which user an index entry belongs to by trying user ids, but cannot
+    sign anything. It changes with SECRET_KEY.
+    """
+    return _index_key(conf.setting("SECRET_KEY")).hex()
+
+
+def owner_name(identity: str, index_key: bytes) -> str:
+    """Return the name an index gives the user whose ``userId`` is ``identity``."""
+    return hmac.new(index_key, identity.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:OWNER_LENGTH]
+
+
+def user_prefixes(prefix: str, identity: str) -> list[str]:
+    """Return the key prefixes of the user's entries: under SECRET_KEY, then under each fallback.
+
+    Entries written before a key rotation are found while the old key is in
+    SECRET_KEY_FALLBACKS (each costs its own listing); new ones use SECRET_KEY.
+    """
+    names = dict.fromkeys(owner_name(identity, _index_key(secret)) for secret in _secrets())
+    return [f"{prefix}{USER_SEGMENT}{name}:" for name in names]
+
+
+def entry_key(prefix: str, identity: str, ref: str) -> str:
+    """Return the KV key of the index entry of session ``ref`` for the user ``identity`` (under SECRET_KEY)."""
+    return user_prefixes(prefix, identity)[0] + ref
+
+
+def is_ref(value: object) -> bool:
+    """Return True if ``value`` has the form of a session reference (64 lowercase hex digits)."""
+    return isinstance(value, str) and _REF.fullmatch(value) is not None
+
+
+# What an entry holds
+
+
+def clean_text(value: object, limit: int) -> str:
+    """Return ``value`` as one line of printable text of at most ``limit`` characters ("" if not text)."""
+    if not isinstance(value, str):
+        return ""
+    text = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in value[:limit * 4])
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def client_fields(value: object) -> dict[str, str]:
+    """Return the client a session records (its CLIENT_KEY data), each field checked: whoever wrote it."""
+    value = value if isinstance(value, dict) else {}
+    via = value.get("via")
+    return {"via": via if via in VIA else "", "device": clean_text(value.get("device"), DEVICE_MAX),
+            "where": clean_text(value.get("where"), WHERE_MAX)}
+
+
+def entry_metadata(expires: float, created_ms: float | None, now: float, client: object) -> dict[str, Any]:
+    """Return the metadata of an index entry: the session's expiry, its sign-in and last write, its client."""
+    extra: dict[str, Any] = {} if created_ms is None else {"created": int(created_ms // 1000)}
+    extra["seen"] = int(now)
+    extra.update((name, text) for name, text in client_fields(client).items() if text)
+    return metadata.build(metadata.SESSION, expires=expires, **extra)
+
+
+def _time(value: object) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def read_entry(info: KeyInfo, user_prefix: str, now: float) -> UserSession | None:
+    """Return the live session an index entry describes, or None (expired, or not an entry of this form)."""
+    ref = info.name[len(user_prefix):]
+    meta = metadata.read(info.metadata)
+    if not info.name.startswith(user_prefix) or not is_ref(ref) or not meta.is_live(now):
+        return None
+    fields, client = meta.fields, client_fields(meta.fields)
+    return UserSession(ref=ref, kind=client["via"] or None, created=_time(fields.get("created")),
+                       last_seen=_time(fields.get("seen")), expires=_time(meta.expires),
+                       device=client["device"], location=client["where"])

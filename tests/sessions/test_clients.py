@@ -1,0 +1,57 @@
+"""What a session records of the client it was signed in from: a short device name and a coarse location."""
+
+import pytest
+from django.test import RequestFactory
+
+from django_cfkv.sessions.clients import client_of, describe_device, location
+
+CHROME_ON_ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+                     "Chrome/126.0.0.0 Mobile Safari/537.36")
+EDGE_ON_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                   "Chrome/126.0.0.0 Safari/537.36 Edg/126.0.0.0")
+SAFARI_ON_MAC = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                 "Version/17.5 Safari/605.1.15")
+CHROME_ON_IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                    "CriOS/126.0.6478.54 Mobile/15E148 Safari/604.1")
+CLOUDFLARE_EDGE, WORKER_OF_ANOTHER_ZONE = "172.70.1.2", "2a06:98c0:3600::103"
+
+
+@pytest.mark.parametrize("agent, device", [
+    (CHROME_ON_ANDROID, "Chrome on Android"),
+    (EDGE_ON_WINDOWS, "Edge on Windows"),
+    (SAFARI_ON_MAC, "Safari on macOS"),
+    (CHROME_ON_IPHONE, "Chrome on iPhone"),
+    ("curl/8.5.0", "curl"),
+    ("python-requests/2.32.3", "Python requests"),
+    ("MyApp/3.1 (build 77)", "MyApp/3.1 (build 77)"),
+    ("", ""),
+    ("x" * 200, "x" * 63 + "…"),
+])
+def test_the_device_is_named_from_the_user_agent(agent, device):
+    assert describe_device(agent) == device
+
+
+def request(address, **headers):
+    return RequestFactory().get("/", REMOTE_ADDR=address, **headers)
+
+
+def test_cf_ipcountry_is_believed_only_from_cloudflares_addresses(settings):
+    assert location(request(CLOUDFLARE_EDGE, HTTP_CF_IPCOUNTRY="de")) == "DE"
+    assert location(request("::ffff:" + CLOUDFLARE_EDGE, HTTP_CF_IPCOUNTRY="T1")) == "T1"
+    assert location(request("198.51.100.7", HTTP_CF_IPCOUNTRY="DE")) == "198.51.100.7"  # sent by the client
+    assert location(request(WORKER_OF_ANOTHER_ZONE, HTTP_CF_IPCOUNTRY="DE")) == "2a06:98c0:3600::/64"
+    assert location(request(CLOUDFLARE_EDGE, HTTP_CF_IPCOUNTRY="<script>")) == CLOUDFLARE_EDGE
+
+
+def test_the_network_is_the_client_as_the_rate_limiter_groups_it(settings):
+    settings.CFKV_RATELIMIT = {"TRUSTED_PROXIES": ["10.0.0.0/8"], "PROXY_HEADER": "X-Forwarded-For",
+                               "IPV4_PREFIX": 24}
+    assert location(request("10.1.2.3", HTTP_X_FORWARDED_FOR="203.0.113.77")) == "203.0.113.0/24"
+    assert location(request("198.51.100.9", HTTP_X_FORWARDED_FOR="203.0.113.77")) == "198.51.100.0/24"  # untrusted
+    assert location(request("2001:db8:1:2:3:4:5:6")) == "2001:db8:1:2::/64"
+
+
+def test_the_client_record(settings):
+    record = client_of(request("203.0.113.9", HTTP_USER_AGENT="curl/8.5.0"), "bearer")
+    assert record == {"via": "bearer", "device": "curl", "where": "203.0.113.9"}
+    assert client_of(None, "bearer") == {"via": "bearer"}

@@ -1,0 +1,148 @@
+"""The "Your sessions" page (``include("django_cfkv.urls")``) and the admin's "Sign out everywhere"."""
+
+import re
+
+import pytest
+from django.contrib.admin import AdminSite, ModelAdmin
+from django.contrib.auth import get_user_model
+from django.contrib.messages.storage.cookie import CookieStorage
+from django.test import Client, RequestFactory
+from django.urls import reverse
+
+from django_cfkv.admin import add_to_user_admin, sign_out_everywhere
+from django_cfkv.sessions import hashed_id, issue_token, user_sessions
+
+from .test_user_sessions import FIREFOX, IPHONE, MIDDLEWARE, browser, ref_of
+
+pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
+
+PAGE = "/account/sessions/"
+
+
+@pytest.fixture(autouse=True)
+def site(settings, emu):
+    settings.MIDDLEWARE = MIDDLEWARE
+    return settings
+
+
+def csrf_browser(user, agent=FIREFOX):
+    """A browser signed in as ``user`` whose POSTs need the CSRF token, as a real one's do."""
+    client = Client(enforce_csrf_checks=True, HTTP_USER_AGENT=agent, REMOTE_ADDR="203.0.113.9")
+    client.get(f"/login/{user.pk}/")
+    return client
+
+
+def post(client, **data):
+    page = client.get(PAGE)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+    return client.post(PAGE, {"csrfmiddlewaretoken": token, **data})
+
+
+def test_the_page_is_named_and_needs_a_sign_in(user):
+    assert reverse("django_cfkv:sessions") == PAGE
+    response = Client().get(PAGE)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_the_page_lists_the_users_own_sessions_only(user, other):
+    laptop = csrf_browser(user)
+    browser(user, IPHONE)
+    issue_token(None, user)
+    browser(other, "their-secret-device/1.0")
+    page = laptop.get(PAGE)
+    html = page.content.decode()
+    assert page.status_code == 200 and page["Cache-Control"].startswith("max-age=0")
+    assert html.count('name="ref"') == 2  # the others; this session has no button
+    assert "This session" in html and "Firefox on Linux" in html and "Safari on iPhone" in html
+    assert "(token)" in html and "their-secret-device" not in html
+    assert laptop.cookies["sessionid"].value not in html
+
+
+def test_signing_out_another_session_from_the_page(user):
+    laptop, phone = csrf_browser(user), browser(user, IPHONE)
+    response = post(laptop, action="one", ref=ref_of(phone))
+    assert response.status_code == 302 and response["Location"] == PAGE + "?signed_out=1"
+    assert "Signed out of 1 session." in laptop.get(response["Location"]).content.decode()
+    assert phone.get("/whoami/").json()["user"] is None
+    assert laptop.get("/whoami/").json()["user"] == user.pk
+
+
+def test_signing_out_all_other_sessions_from_the_page(user):
+    laptop, phone = csrf_browser(user), browser(user, IPHONE)
+    token = issue_token(None, user)
+    assert post(laptop, action="others")["Location"] == PAGE + "?signed_out=2"
+    assert phone.get("/whoami/").json()["user"] is None
+    assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+    assert [s.ref for s in user_sessions(user)] == [ref_of(laptop)]
+
+
+@pytest.mark.parametrize("csrf_middleware", [True, False])
+def test_the_page_refuses_a_post_without_the_csrf_token(user, settings, csrf_middleware):
+    if not csrf_middleware:  # the view protects itself on a site without CsrfViewMiddleware
+        settings.MIDDLEWARE = [name for name in MIDDLEWARE if "csrf" not in name]
+    laptop, phone = csrf_browser(user), browser(user, IPHONE)
+    assert laptop.post(PAGE, {"action": "others"}).status_code == 403
+    assert laptop.post(PAGE, {"action": "one", "ref": ref_of(phone)}).status_code == 403
+    assert phone.get("/whoami/").json()["user"] == user.pk
+
+
+def test_the_page_refuses_another_users_session_its_own_and_junk(user, other):
+    laptop, theirs = csrf_browser(user), browser(other)
+    assert post(laptop, action="one", ref=ref_of(theirs))["Location"] == PAGE + "?signed_out=0"
+    assert theirs.get("/whoami/").json()["user"] == other.pk
+    assert post(laptop, action="one", ref=ref_of(laptop)).status_code == 400  # log out instead
+    assert post(laptop, action="one", ref="../" + "a" * 61).status_code == 400
+    assert post(laptop, action="everything").status_code == 400
+    assert laptop.get(PAGE + "?signed_out=<b>").content.decode().count("Signed out of") == 0
+
+
+def test_the_page_says_when_kv_cannot_be_reached(user, emu, settings):
+    settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 60  # the session itself loads from memory: only the listing fails
+    laptop, phone = csrf_browser(user), browser(user, IPHONE)
+    page = laptop.get(PAGE)
+    with emu.faults(rate_503=1.0):
+        listed = laptop.get(PAGE)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+        refused = laptop.post(PAGE, {"csrfmiddlewaretoken": token, "action": "one", "ref": ref_of(phone)})
+    assert listed.status_code == 503 and "cannot be listed right now" in listed.content.decode()
+    assert refused.status_code == 503 and "Nothing was signed out" in refused.content.decode()
+    assert phone.get("/whoami/").json()["user"] == user.pk
+
+
+# The admin action (on admin sites of the test's own: the test settings install no admin)
+
+
+class UserAdmin(ModelAdmin):
+    pass
+
+
+
+def admin_request(user):
+    request = RequestFactory().post("/admin/auth/user/")
+    request.user = user
+    request.session = Client().session
+    request._messages = CookieStorage(request)
+    return request
+
+
+def test_the_user_admin_gets_the_action():
+    site = AdminSite()
+    site.register(get_user_model(), UserAdmin)
+    add_to_user_admin(site)
+    add_to_user_admin(site)  # once only
+    assert list(site.get_model_admin(get_user_model()).actions).count(sign_out_everywhere) == 1
+    add_to_user_admin(AdminSite())  # no user admin there: nothing to do
+
+
+def test_sign_out_everywhere_signs_the_selected_users_out(user, other):
+    staff = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    laptop, phone, theirs = browser(user), browser(user, IPHONE), browser(other)
+    token = issue_token(None, user)
+    request = admin_request(staff)
+    model_admin = UserAdmin(get_user_model(), AdminSite())
+    sign_out_everywhere(model_admin, request, get_user_model().objects.filter(pk=user.pk))
+    assert [m.message for m in request._messages] == ["Signed out 3 sessions of 1 user."]
+    assert laptop.get("/whoami/").json()["user"] is None and phone.get("/whoami/").json()["user"] is None
+    assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+    assert theirs.get("/whoami/").json()["user"] == other.pk
+    assert hashed_id(theirs.cookies["sessionid"].value) in {s.ref for s in user_sessions(other)}
