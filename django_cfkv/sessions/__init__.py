@@ -41,18 +41,27 @@ What KV cannot do, and how this engine copes:
   loads here only after up to that many seconds, but a write (an expiry
   refresh included) checks KV first, so it never brings such a session back.
 * One write per second per key. ``cycle_key()`` reserves the new key without
-  writing it (the next ``save()`` writes once), and an unchanged session's
-  expiry is refreshed at most once per ``SESSION_CFKV_REFRESH_INTERVAL``.
+  writing it (the next ``save()`` writes once), and a session's stored expiry
+  moves at most once per ``SESSION_CFKV_REFRESH_INTERVAL`` (a change of data
+  alone keeps it).
+* No way to find a user's sessions but a listing. Each signed-in session has
+  an entry in its user's own index (``index``), so user_sessions() and the
+  revoke_*() functions list one short prefix, never the namespace.
 
 The package, one job a module (each imports only those below it):
 
+* ``views``    the "Your sessions" page (``include("django_cfkv.urls")``)
 * ``bearer``   BearerSessionMiddleware: ``Authorization: Bearer`` selects a session
+* ``per_user`` a user's sessions: user_sessions(), revoke_session(), revoke_other_sessions(), revoke_all_sessions()
 * ``tokens``   issue_token() and revoke_token(): a token is the key of a session made for it
+* ``clients``  the client a session is signed in from (device, location), noted at sign-in
 * ``store``    SessionStore: load, save, delete, cycle_key, clear_expired
+* ``entries``  a session's entry in its user's index, kept in step with the session by the store
 * ``state``    what a store knows of its session's copy in KV (State), which save() decides by
 * ``users``    a Worker's ``userId`` <-> Django's ``_auth_user_id``
 * ``codec``    the stored value: both formats, parsing, the canonical form
-* ``memory``   this process's memory: keys it deleted in the last minute, the near cache
+* ``index``    the index of a user's sessions: key names, what an entry records (UserSession)
+* ``memory``   this process's memory: sessions it deleted in the last minute, the near cache
 * ``keys``     session ids and the KV key names that hold them (hashed or plain)
 * ``options``  the engine's settings, checked where they are used
 """

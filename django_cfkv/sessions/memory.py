@@ -1,4 +1,4 @@
-"""What this process remembers about sessions: keys it deleted in the last minute, and the near cache."""
+"""What this process remembers about sessions: those it deleted in the last minute, and the near cache."""
 
 import threading
 
@@ -6,7 +6,8 @@ from .. import clock, conf, nearcache
 
 
 class RecentlyDeleted:
-    """Keys this process deleted in the last minute: read as missing, never written back here.
+    """Sessions this process deleted in the last minute, by the SHA-256 of their id (``keys.hashed_id``, the
+    ``ref`` a user's list gives): read as missing, never written back here.
 
     KV may serve a deleted value for up to ~60 s, so without this a token
     revoked or a session logged out here could still be read, and refreshed,
