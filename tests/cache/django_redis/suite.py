@@ -91,13 +91,17 @@ _serializers = {
 }
 _redis_exceptions = _module("redis.exceptions", ConnectionError=KVConnectionError)
 
+_cache = _module("django_redis.cache", RedisCache=CloudflareKVCache)
+_client = _module("django_redis.client", DefaultClient=DefaultClient, ShardClient=ShardClient, herd=_herd)
+_serializers_package = _module("django_redis.serializers", **_serializers)
+
 NAME_MAP: dict[str, types.ModuleType] = {
-    "django_redis": _module("django_redis"),
-    "django_redis.cache": _module("django_redis.cache", RedisCache=CloudflareKVCache),
-    "django_redis.client": _module("django_redis.client", DefaultClient=DefaultClient, ShardClient=ShardClient,
-                                   herd=_herd),
+    # A package holds its submodules as attributes too: mock.patch("django_redis.cache...") looks them up so.
+    "django_redis": _module("django_redis", cache=_cache, client=_client, serializers=_serializers_package),
+    "django_redis.cache": _cache,
+    "django_redis.client": _client,
     "django_redis.client.herd": _herd,
-    "django_redis.serializers": _module("django_redis.serializers", **_serializers),
+    "django_redis.serializers": _serializers_package,
     **{f"django_redis.serializers.{name}": module for name, module in _serializers.items()},
     "redis": _module("redis", exceptions=_redis_exceptions, ConnectionError=KVConnectionError),
     "redis.exceptions": _redis_exceptions,
