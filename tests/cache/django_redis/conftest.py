@@ -14,7 +14,6 @@ from unittest import mock
 import pytest
 from django.core.cache import cache as default_cache
 from django.core.cache import caches
-from django.test import override_settings
 
 from django_cfkv import clock as cfkv_clock
 from django_cfkv.cache import CloudflareKVCache
@@ -84,9 +83,12 @@ def django_redis_settings(cache_settings, settings, tmp_path, request, closed_po
     down = {"BACKEND": "cloudflare", "ACCOUNT_ID": "0" * 32, "NAMESPACE_ID": "0" * 32, "API_TOKEN": "token",
             "BASE_URL": f"http://127.0.0.1:{closed_port}/client/v4", "MAX_RETRIES": 0}
     clock = suite.VirtualTime()
-    with override_settings(CFKV={"redis": store_config, "redis_down": down},
-                           CACHES=_caches("redis", "redis_down", suite.FORMATS[fmt]), USE_TZ=False), \
-            suite.names_mapped(), \
+    # Through pytest-django's ``settings``, the one stack django-redis' tests add to: an override_settings()
+    # here would be undone before theirs, and their teardown would then restore ours for every later test.
+    settings.CFKV = {"redis": store_config, "redis_down": down}
+    settings.CACHES = _caches("redis", "redis_down", suite.FORMATS[fmt])
+    settings.USE_TZ = False
+    with suite.names_mapped(), \
             mock.patch.object(CloudflareKVCache, "client", property(lambda c: suite.DefaultClient(suite.FORMATS[fmt])),
                               create=True), \
             mock.patch.object(MODULES["test_backend"], "time", clock), \
