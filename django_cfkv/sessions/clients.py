@@ -22,10 +22,12 @@ from django.http import HttpRequest
 from ..ratelimit import CLOUDFLARE_WORKERS_CLIENT, get_limiter, parse_networks
 from . import index
 from .store import SessionStore
+from .users import SESSION_KEY
 
 # First match wins: Edge and Opera say "Chrome" too, Chrome says "Safari", iOS browsers say "Safari".
 _BROWSERS = (("Edg", "Edge"), ("OPR", "Opera"), ("SamsungBrowser", "Samsung Internet"), ("FxiOS", "Firefox"),
-             ("Firefox", "Firefox"), ("CriOS", "Chrome"), ("Chrome", "Chrome"), ("Safari", "Safari"),
+             ("Firefox", "Firefox"), ("CriOS", "Chrome"), ("HeadlessChrome", "Headless Chrome"),
+             ("Chrome", "Chrome"), ("Safari", "Safari"),
              ("curl", "curl"), ("Wget", "Wget"), ("python-requests", "Python requests"), ("okhttp", "OkHttp"))
 _SYSTEMS = (("iPhone", "iPhone"), ("iPad", "iPad"), ("Android", "Android"), ("CrOS", "ChromeOS"),
             ("Windows", "Windows"), ("Macintosh", "macOS"), ("Mac OS X", "macOS"), ("Linux", "Linux"))
@@ -76,12 +78,14 @@ def client_of(request: HttpRequest | None, via: str) -> dict[str, str]:
 def note_sign_in(sender: Any, request: HttpRequest | None = None, user: Any = None, **kwargs: Any) -> None:
     """Record the client in the session a login() just made (Django's ``user_logged_in``).
 
-    Only a session login() has just moved to a new key (or flushed) is
-    noted: a request's cookie session is left alone when the sign-in was
-    issue_token()'s.
+    Only a session that login() has just moved to a new key (or flushed) and
+    that holds the user signing in is noted: a request's cookie session is
+    left alone when the sign-in was issue_token()'s.
     """
     session = getattr(request, "session", None)
     if request is None or not isinstance(session, SessionStore) or not session.signing_in:
+        return
+    if user is None or session.get(SESSION_KEY) != user._meta.pk.value_to_string(user):
         return
     session.note_client(client_of(request, "bearer" if session.keep_key else "cookie"))
 

@@ -308,6 +308,14 @@ def test_a_token_issued_from_a_signed_in_browser_leaves_its_cookie_session_alone
     assert devices == {ref_of(laptop): "Firefox on Linux", hashed_id(token): "curl"}
 
 
+def test_a_token_issued_to_a_client_without_a_cookie_starts_no_cookie_session(emu, user, settings, cfkv_calls):
+    settings.MIDDLEWARE = MIDDLEWARE
+    response = Client(HTTP_USER_AGENT="curl/8.5.0").get(f"/token/{user.pk}/")
+    assert "sessionid" not in response.cookies
+    assert spent(cfkv_calls) == {"put": 2}  # the token and its entry, nothing else
+    assert [s.device for s in user_sessions(user)] == ["curl"]
+
+
 @pytest.mark.parametrize("revoke, calls", [
     (lambda user, refs, request: revoke_session(user, refs[1]), {"list": 1, "bulk_delete": 1}),
     (lambda user, refs, request: revoke_other_sessions(request), {"list": 1, "bulk_delete": 1}),
