@@ -42,7 +42,7 @@ class UserSessionsView(LoginRequiredMixin, View):
         signed_out = request.GET.get("signed_out", "")
         context: dict[str, Any] = {"sessions": sessions, "error": error,
                                    "signed_out": int(signed_out) if signed_out.isdigit() else None}
-        return render(request, self.template_name, context, status=503 if error else 200)
+        return self._render(request, context)
 
     def post(self, request: HttpRequest) -> HttpResponse:
         action, ref = request.POST.get("action"), request.POST.get("ref", "")
@@ -57,7 +57,13 @@ class UserSessionsView(LoginRequiredMixin, View):
             else:
                 count = int(revoke_session(request.user, ref))
         except KVError:
-            return render(request, self.template_name, {
-                "sessions": [], "error": "Nothing was signed out: the session store did not answer. Try again "
-                                         "in a few seconds."}, status=503)
+            return self._render(request, {"sessions": [], "error": "Nothing was signed out: the session store did "
+                                                                   "not answer. Try again in a few seconds."})
         return redirect(f"{request.path}?signed_out={count}")
+
+    def _render(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+        """Render the page; with an error, a 503 that says when to try again."""
+        response = render(request, self.template_name, context, status=503 if context.get("error") else 200)
+        if context.get("error"):
+            response["Retry-After"] = "5"
+        return response

@@ -19,6 +19,7 @@ from django_cfkv import get_kv, inspect
 from django_cfkv.cache import cached
 from django_cfkv.exceptions import KVError
 from django_cfkv.ratelimit import describe_shard, get_limiter
+from django_cfkv.sessions.views import UserSessionsView
 from django_cfkv.transport import calls
 
 from .kvinfo import describe_store, session_kv_key
@@ -149,6 +150,12 @@ class LogoutView(auth_views.LogoutView):
                            "deleted. Log out again in a few seconds."}))
         messages.info(request, "Signed out: your session was deleted from KV.")
         return response
+
+
+class SessionsView(UserSessionsView):
+    """The signed-in user's sessions with sign-out buttons: django-cfkv's page in this site's look."""
+
+    template_name = "demo/sessions.html"
 
 
 @cached(60 * 5)

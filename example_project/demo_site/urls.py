@@ -8,6 +8,7 @@ urlpatterns = [
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("slow/", views.slow, name="slow"),
     path("namespace/", views.namespace, name="namespace"),
+    path("account/sessions/", views.SessionsView.as_view(), name="sessions"),
     path("api/", views.api_docs, name="api"),
     path("api/token", api.token, name="api-token"),
     path("api/me", api.me, name="api-me"),

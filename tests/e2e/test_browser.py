@@ -11,6 +11,7 @@ it), and checked there: no wider than the window, no raw epoch seconds in
 the text, a header of the same height signed in or out.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -41,29 +42,44 @@ def unavailable(reason):
     pytest.skip(f"{reason}; {INSTALL_HINT} (in CI this fails instead of skipping)")
 
 
-@pytest.fixture
-def browser(tmp_path, monkeypatch):
-    monkeypatch.setenv("SE_OFFLINE", "1")  # Selenium Manager must never download a browser or driver
+@contextlib.contextmanager
+def chromium(profile):
+    """Start headless Chromium with its own profile folder (its own cookies): one browser of one person."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         unavailable("selenium is not installed")
-    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    binary = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
-    if not chromium or not driver:
-        unavailable(f"Chromium ({chromium or 'not found'}) or chromedriver ({driver or 'not found'}) is missing")
+    if not binary or not driver:
+        unavailable(f"Chromium ({binary or 'not found'}) or chromedriver ({driver or 'not found'}) is missing")
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = binary
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument(f"--user-data-dir={profile}")
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     chrome.set_page_load_timeout(30)
     try:
         yield chrome
     finally:
         chrome.quit()
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    monkeypatch.setenv("SE_OFFLINE", "1")  # Selenium Manager must never download a browser or driver
+    with chromium(tmp_path / "chromium-profile") as chrome:
+        yield chrome
+
+
+@pytest.fixture
+def second_browser(tmp_path, monkeypatch):
+    """Another browser, with cookies of its own: the same person on another device."""
+    monkeypatch.setenv("SE_OFFLINE", "1")
+    with chromium(tmp_path / "second-chromium-profile") as chrome:
+        yield chrome
 
 
 # The text a person reads: visible text nodes, outside the stored JSON shown as it is (class "json").
@@ -258,6 +274,42 @@ def test_walk_the_example_site(browser, cfkv_emulator, example_db, tmp_path, req
         if len(heights) > 1:
             page.problems.append(f"at {width} px the header's height changes between pages: {sorted(heights)}")
     assert not page.problems, "\n".join(page.problems) + f"\nscreenshots: {SCREENSHOTS}"
+
+
+def test_sign_out_another_browser_from_your_sessions(browser, second_browser, cfkv_emulator, example_db, tmp_path):
+    """Signed in from two browsers, the first signs the second out on "Your sessions": the second is signed out
+    at its next page, the first is not."""
+    from django_cfkv.sessions import hashed_id
+
+    site = Site(tmp_path / "site", template_db=example_db,
+                **emulator_env(cfkv_emulator, cfkv_emulator.new_namespace_id()))
+    laptop, phone = Page(browser, site), Page(second_browser, site)
+    site.start()
+    try:
+        laptop.log_in(*DEMO_USER)
+        phone.log_in(*DEMO_USER)
+        assert phone.text("username") == DEMO_USER[0]
+        laptop.click_and_wait("sessions-link")
+        phone_ref = hashed_id(second_browser.get_cookie("sessionid")["value"])
+        laptop_ref = hashed_id(browser.get_cookie("sessionid")["value"])
+        assert "This session" in laptop.text(f"session-{laptop_ref[:12]}")
+        assert laptop.find(f"sign-out-{laptop_ref[:12]}") is None  # this one is signed out with "Log out"
+        assert "Headless Chrome on Linux" in laptop.text(f"session-{phone_ref[:12]}")
+        laptop.capture("sessions")
+        laptop.click_and_wait(f"sign-out-{phone_ref[:12]}")
+        assert laptop.text("sessions-signed-out").startswith("Signed out of 1 session.")
+        assert laptop.find(f"session-{phone_ref[:12]}") is None
+        laptop.capture("sessions-signed-out")
+        phone.open("/")
+        assert phone.find("login-link") is not None and phone.find("username") is None
+        laptop.open("/")
+        assert laptop.text("username") == DEMO_USER[0]
+    except Exception:
+        print(site.log())
+        raise
+    finally:
+        site.stop()
+    assert not laptop.problems, "\n".join(laptop.problems) + f"\nscreenshots: {SCREENSHOTS}"
 
 
 def check_login_limit(page):

@@ -221,6 +221,14 @@ def test_namespace_page_when_kv_cannot_list(site, staff, cfkv_emulator):
     assert get(staff, site, "/namespace/").status_code == 200
 
 
+def test_sessions_page_when_kv_cannot_list(site, staff, cfkv_emulator):
+    with kv_answers(cfkv_emulator, method="GET", path_part="/keys"):
+        page = get(staff, site, "/account/sessions/")
+    assert_unavailable(page)
+    assert "cannot be listed" in says(page, "kv-unavailable")
+    assert get(staff, site, "/account/sessions/").status_code == 200
+
+
 # The JSON API
 
 
@@ -304,6 +312,7 @@ class Walk:
         # Unread, the session looks signed out ("empty" on load errors): the page asks to log in.
         self.send(http, "GET", "/namespace/", {200, 302})
         self.send(http, "GET", "/namespace/?prefix=cache:", {200, 302})
+        self.send(http, "GET", "/account/sessions/", {200, 302})
         self.send(http, "GET", "/api/", {200})
         self.send(http, "GET", "/api/me", {200})
         self.send(http, "GET", "/api/ping", {200, 429})

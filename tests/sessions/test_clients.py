@@ -21,6 +21,8 @@ CLOUDFLARE_EDGE, WORKER_OF_ANOTHER_ZONE = "172.70.1.2", "2a06:98c0:3600::103"
     (EDGE_ON_WINDOWS, "Edge on Windows"),
     (SAFARI_ON_MAC, "Safari on macOS"),
     (CHROME_ON_IPHONE, "Chrome on iPhone"),
+    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 "
+     "Safari/537.36", "Headless Chrome on Linux"),
     ("curl/8.5.0", "curl"),
     ("python-requests/2.32.3", "Python requests"),
     ("MyApp/3.1 (build 77)", "MyApp/3.1 (build 77)"),

@@ -54,7 +54,7 @@ def test_the_page_lists_the_users_own_sessions_only(user, other):
     assert page.status_code == 200 and page["Cache-Control"].startswith("max-age=0")
     assert html.count('name="ref"') == 2  # the others; this session has no button
     assert "This session" in html and "Firefox on Linux" in html and "Safari on iPhone" in html
-    assert "(token)" in html and "their-secret-device" not in html
+    assert "(token)" in html and "their-secret-device" not in html and "just now" in html
     assert laptop.cookies["sessionid"].value not in html
 
 
@@ -105,8 +105,21 @@ def test_the_page_says_when_kv_cannot_be_reached(user, emu, settings):
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
         refused = laptop.post(PAGE, {"csrfmiddlewaretoken": token, "action": "one", "ref": ref_of(phone)})
     assert listed.status_code == 503 and "cannot be listed right now" in listed.content.decode()
+    assert listed["Retry-After"] == "5"
     assert refused.status_code == 503 and "Nothing was signed out" in refused.content.decode()
     assert phone.get("/whoami/").json()["user"] == user.pk
+
+
+def test_times_read_as_people_say_them():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_cfkv.templatetags.cfkv_sessions import ago
+
+    now = timezone.now()
+    assert ago(now) == "just now" and ago(None) == "—"
+    assert ago(now - timedelta(minutes=3, seconds=5)) == "3\xa0minutes ago"
 
 
 # The admin action (on admin sites of the test's own: the test settings install no admin)
