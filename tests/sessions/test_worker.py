@@ -23,6 +23,7 @@ from tests.gateway.server import GatewayServer
 TESTS = Path(__file__).resolve().parent.parent
 WORKER = TESTS / "workers" / "session-store.mjs"
 STORED_FORMATS = TESTS.parent / "docs" / "reference" / "stored-formats.md"
+WORKERS_HOWTO = TESTS.parent / "docs" / "howto" / "workers-sessions.md"
 
 pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
@@ -64,7 +65,7 @@ def test_django_authenticates_a_session_the_worker_created(gateway, user):
     assert client.get("/bump/", **auth).json() == {"n": 1}
     # The Worker still reads its session, Django's data beside its fields.
     seen = worker_get(gateway, session_id)
-    assert seen["userId"] == user.pk and seen["email"] == user.email
+    assert seen["userId"] == str(user.pk) and seen["email"] == user.email
     assert seen["data"]["n"] == 1
 
 
@@ -106,6 +107,37 @@ def test_the_worker_derives_keys_with_the_lines_the_docs_show():
     assert documented, "docs/reference/stored-formats.md shows sessionKey()"
     javascript = documented.group(0).replace("(id: string): Promise<string>", "(id)")
     assert javascript.count("\n") == 4 and javascript in WORKER.read_text()
+
+
+def _untyped(typescript):
+    """JavaScript from the docs' TypeScript: parameter types dropped (``(env: Env, id: string)`` -> ``(env, id)``)."""
+    def names(match):
+        params, depth, name, typed = [], 0, "", False
+        for char in match.group(1) + ",":
+            depth += (char in "{<(") - (char in "}>)")
+            if depth == 0 and char == ",":
+                params.append(name.strip())
+                name, typed = "", False
+            elif depth == 0 and char == ":":
+                typed = True
+            elif not typed:
+                name += char
+        return "(" + ", ".join(p for p in params if p) + ") {"
+    return re.sub(r"\((.*)\) \{$", names, typescript, flags=re.M)
+
+
+def test_the_worker_creates_and_refreshes_sessions_with_the_code_the_docs_show():
+    page = WORKERS_HOWTO.read_text()
+    shown = _untyped(re.search(r"```ts\n(.*?)```", page, re.S).group(1))
+    source = WORKER.read_text()
+    # The harness runs both key layouts (keyOf) and gives a session a client record as Django does.
+    ran = re.sub(r"await keyOf\(env, id\)", "await sessionKey(id)", source)
+    ran = "".join(line for line in ran.splitlines(keepends=True) if "// harness" not in line)
+    assert "const SESSION_TTL = 7 * 24 * 3600; // seconds, = SESSION_COOKIE_AGE" in shown
+    functions = re.findall(r"^export async function \w+\(.*?^\}$", shown, re.M | re.S)
+    assert [re.match(r"export async function (\w+)", f).group(1) for f in functions] == ["createSession", "refresh"]
+    for block in [*functions, "const SESSION_TTL = 7 * 24 * 3600; // seconds, = SESSION_COOKIE_AGE"]:
+        assert block in ran, block
 
 
 def put_session(session_id, **times):

@@ -17,8 +17,7 @@
 //   DELETE /users/<userId>/sessions/<ref>   -> {revoked: true | false}
 //   DELETE /users/<userId>/sessions         -> {revoked: <count>}
 
-const SESSION_TTL = 60 * 60 * 24 * 7; // seconds
-const REFRESH_AFTER = 60 * 1000; // slide at most once a minute (KV: one write per second per key)
+const SESSION_TTL = 7 * 24 * 3600; // seconds, = SESSION_COOKIE_AGE
 
 // The KV key of a session id: "session:" + the lowercase hex SHA-256 of the id.
 async function sessionKey(id) {
@@ -87,12 +86,12 @@ export async function revokeAllSessions(env, userId) {
 export async function createSession(env, user) {
   const id = crypto.randomUUID();
   const now = Date.now();
-  const session = { userId: user.userId, email: user.email, createdAt: now, expiresAt: now + SESSION_TTL * 1000 };
-  if (user.client) session.data = { _cfkv_client: user.client };
+  const session = { userId: String(user.id), email: user.email, createdAt: now, expiresAt: now + SESSION_TTL * 1000 };
+  if (user.client) session.data = { _cfkv_client: user.client }; // harness: a client record, as Django's
   const key = await keyOf(env, id);
-  await indexSession(env, key, session);
+  await indexSession(env, key, session); // its entry in the user's index, first
   await env.SESSIONS.put(key, JSON.stringify(session), { expirationTtl: SESSION_TTL });
-  return id;
+  return id; // send it as a cookie or a bearer token: Django accepts it as either
 }
 
 export async function getSession(env, id) {
@@ -106,13 +105,13 @@ export async function getSession(env, id) {
 }
 
 export async function refresh(env, id, session) {
+  // Slide the expiry, never past absoluteExpiresAt (a token's absolute lifetime).
   const expiresAt = Math.min(Date.now() + SESSION_TTL * 1000, session.absoluteExpiresAt ?? Infinity);
-  if (expiresAt - session.expiresAt < REFRESH_AFTER) return session;
-  // Keep every field (Django's `data` included): only the expiry moves.
-  const next = { ...session, expiresAt };
+  if (expiresAt - session.expiresAt < 60_000) return session; // one write a minute at most
+  const next = { ...session, expiresAt };       // keep Django's `data` and every other field
   const ttl = Math.max(60, Math.ceil((expiresAt - Date.now()) / 1000)); // KV's minimum is 60 s
   const key = await keyOf(env, id);
-  await indexSession(env, key, next); // the user's index entry moves with the expiry
+  await indexSession(env, key, next);           // the user's index entry moves with the expiry
   await env.SESSIONS.put(key, JSON.stringify(next), { expirationTtl: ttl });
   return next;
 }
@@ -140,7 +139,8 @@ export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     if (url.pathname === "/sessions" && request.method === "POST") {
-      const id = await createSession(env, await request.json());
+      const { userId, email, client } = await request.json();
+      const id = await createSession(env, { id: userId, email, client });
       return Response.json({ id });
     }
     const m = /^\/sessions\/([^/]+)$/.exec(url.pathname);
