@@ -57,6 +57,7 @@ def run(smoke=False):
             conf.reset()
             rows += _cache(n)
             rows += _sessions()
+            rows += _user_sessions()
             rows += _limiter(2 if smoke else 4)
             rows += _sweep(2000 if smoke else 20000)
             conf.reset()
@@ -103,6 +104,70 @@ def _sessions():
         loaded["cart"] = [3]
         loaded.save()
     _check("session load + modify + save", c, 2, rows)
+    return rows
+
+
+def _user_sessions():
+    """A user's sessions: a sign-in costs at most one write more than without the index, listings and
+    revocations one list per 1,000 of the user's sessions plus one bulk delete, never a namespace listing."""
+    from django.contrib.auth import get_user_model, login
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory
+
+    from django_cfkv import get_kv
+    from django_cfkv.sessions import (
+        SessionStore,
+        index,
+        revoke_all_sessions,
+        revoke_other_sessions,
+        revoke_session,
+        user_sessions,
+    )
+
+    call_command("migrate", verbosity=0, run_syncdb=True)
+    user, _ = get_user_model().objects.get_or_create(username="bench-sessions")
+    rows = []
+
+    def sign_in():
+        request = RequestFactory().get("/", HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0")
+        request.session, request.user = SessionStore(), AnonymousUser()
+        login(request, user)
+        request.session.save()
+        return request
+
+    with override_settings(SESSION_CFKV_USER_INDEX=False), counted() as unindexed:
+        sign_in()
+    with counted() as c:
+        request = sign_in()
+    rows.append(row("calls", "sign-in (login() and save) with the user index", c.total, "calls",
+                    baseline="sign-in without the index", baseline_value=unindexed.total,
+                    target=f"<= {unindexed.total + 1}", ok=c.total <= unindexed.total + 1,
+                    note=", ".join(f"{k} {v}" for k, v in sorted(c.by_endpoint.items()))))
+    with counted() as c:
+        SessionStore(request.session.session_key).save()  # a page view: load, nothing changed
+    _check("page view of a signed-in session, unchanged", c, 1, rows)
+    sign_in(), sign_in()
+    with counted() as c:
+        listed = user_sessions(user, request=request)
+    _check(f"user_sessions() of a user with {len(listed)} sessions", c, 1, rows)
+    with counted() as c:
+        revoke_session(user, listed[-1].ref)
+    _check("revoke_session()", c, 2, rows)
+    request.user = user
+    with counted() as c:
+        revoke_other_sessions(request)
+    _check("revoke_other_sessions()", c, 2, rows)
+
+    n, now = 2000, time.time()
+    get_kv().put_many([{"key": index.entry_key("session:", str(user.pk), f"{i:064x}"), "value": "",
+                        "expiration_ttl": 3600, "metadata": index.entry_metadata(now + 3600, now * 1000, now, {})}
+                       for i in range(n - 1)])  # and the request's own: 2,000
+    with counted() as c:
+        listed = user_sessions(user)
+    _check(f"user_sessions() of a user with {len(listed):,} sessions", c, math.ceil(n / 1000), rows)
+    with counted() as c:
+        revoke_all_sessions(user)
+    _check(f"revoke_all_sessions() of a user with {n:,} sessions", c, math.ceil(n / 1000) + 1, rows)
     return rows
 
 
