@@ -11,7 +11,8 @@ from django_cfkv.emulator.server import EmulatorServer
 
 @pytest.fixture
 def ns(cfkv_emulator):
-    """(session with the token, URL of a fresh namespace) on the shared emulator."""
+    """(session with the token, URL of a fresh namespace) on the shared emulator, in a fresh API window."""
+    cfkv_emulator.reset_quota()
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {cfkv_emulator.token}"
     base = f"{cfkv_emulator.base_url}/accounts/{cfkv_emulator.account_id}/storage/kv/namespaces/" \

@@ -30,7 +30,10 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def emu(settings, cfkv_emulator):
-    """Sessions in a fresh emulator namespace, reached over HTTP without retries; faults cleared after."""
+    """Sessions in a fresh emulator namespace and API window, reached over HTTP without retries; faults
+    cleared after. (A window other tests spent answers 429 with no call left, and the client then blocks
+    every call for its Retry-After.)"""
+    cfkv_emulator.reset_quota()
     settings.CFKV = {"default": cfkv_emulator.alias_settings(MAX_RETRIES=0)}
     yield cfkv_emulator
     cfkv_emulator.clear_faults()
