@@ -32,7 +32,7 @@ def hashed_id(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
 
 
-def is_valid_key(key: object, fmt: str ^ None = None) -> bool:
+def is_valid_key(key: object, fmt: str | None = None) -> bool:
     """Return True if ``key`` may name a session: Django's alphabet and length, or a UUID in the JSON format."""
     if not isinstance(key, str):
         return False
