@@ -55,7 +55,8 @@ The package, one job a module (each imports only those below it):
 * ``per_user`` a user's sessions: user_sessions(), revoke_session(), revoke_other_sessions(), revoke_all_sessions()
 * ``tokens``   issue_token() and revoke_token(): a token is the key of a session made for it
 * ``clients``  the client a session is signed in from (device, location), noted at sign-in
-* ``store``    SessionStore: load, save, delete, cycle_key, clear_expired
+* ``store``    SessionStore: save, delete, cycle_key, clear_expired
+* ``reading``  SessionStore's base, SessionReader: key names, new keys, load, exists
 * ``entries``  a session's entry in its user's index, kept in step with the session by the store
 * ``state``    what a store knows of its session's copy in KV (State), which save() decides by
 * ``users``    a Worker's ``userId`` <-> Django's ``_auth_user_id``
