@@ -59,12 +59,18 @@ def _upkeep(command: _Command, sub: "argparse._SubParsersAction[argparse.Argumen
     p.add_argument("--dry-run", action="store_true", help="count only; delete nothing")
     p.add_argument("--kind", choices=["sessions", "cache", "ratelimit", "all"], default="all")
 
-    # Sessions live in SESSION_CFKV_ALIAS: no --alias to get wrong.
+    # Sessions live in SESSION_CFKV_ALIAS: no --alias to get wrong (migrate-sessions, sessions).
     help_text = ("Move sessions stored under their ids (the plain key layout, the only one before "
                  "SESSION_CFKV_KEY_LAYOUT) to hashed keys.")
     p = sub.add_parser("migrate-sessions", help=help_text, description=help_text)
     p.add_argument("--drop", action="store_true", help="delete them instead: their users sign in again")
     p.add_argument("--dry-run", action="store_true", help="count only; change nothing")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    help_text = "List a user's sessions (cookie sessions and bearer tokens), or sign the user out of every one."
+    p = sub.add_parser("sessions", help=help_text, description=help_text)
+    p.add_argument("--user", required=True, metavar="USERNAME", help="the user, by the user model's USERNAME_FIELD")
+    p.add_argument("--revoke", action="store_true", help="sign the user out everywhere (Sign out everywhere)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("ping", "Check the token and namespace; show latency and the API budget left.")

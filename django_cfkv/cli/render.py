@@ -122,6 +122,22 @@ def migrate_sessions(report: Report) -> list[str]:
     return lines + api_calls(report["api_calls"])
 
 
+def sessions(report: Report, now: float) -> list[str]:
+    """A user's sessions, the most recently seen first; or, after --revoke, how many were signed out."""
+    user, rows = report["user"], report["sessions"]
+    if report["revoked"] is not None:
+        count = report["revoked"]
+        return [f"Signed {user!r} out of {count} session{'' if count == 1 else 's'}. Another Cloudflare location "
+                "may still accept them for up to a minute."] + api_calls(report["api_calls"])
+    lines = [f"{len(rows)} session{'' if len(rows) == 1 else 's'} of {user!r} in CFKV alias {report['alias']!r}"
+             + (":" if rows else ".")]
+    for r in rows:
+        seen = "last seen unknown" if r["last_seen"] is None else f"last seen {span(now - r['last_seen'])} ago"
+        lines += [f"  {r['kind'] or 'session'}: {r['device'] or 'unknown device'}, {r['location'] or 'unknown place'}",
+                  f"    {seen}; expires {when(r['expires'], now)}; ref {r['ref']}"]
+    return lines + api_calls(report["api_calls"])
+
+
 def ping(report: Report) -> list[str]:
     where = report["base_url"] or report["path"]
     lines = [f"OK: CFKV alias {report['alias']!r}, {report['backend']} namespace "

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -143,6 +144,25 @@ class Command(BaseCommand):
         report = {"alias": self.alias, **report, "api_calls": _calls_since(before)}
         self._report(options, report, lambda: render.migrate_sessions(report))
 
+    def handle_sessions(self, options: Options) -> None:
+        from django.contrib.auth import get_user_model
+
+        from ...sessions import revoke_all_sessions, user_sessions
+
+        model, username = get_user_model(), options["user"]
+        try:
+            user = model._default_manager.get(**{model.USERNAME_FIELD: username})
+        except model.DoesNotExist:
+            raise CommandError(f"No user whose {model.USERNAME_FIELD} is {username!r}: nothing was listed or "
+                               "signed out.") from None
+        before = transport.calls.snapshot()
+        listed, revoked = ([], revoke_all_sessions(user)) if options["revoke"] else (user_sessions(user), None)
+        report = {"alias": self.alias, "user": username, "revoked": revoked, "api_calls": _calls_since(before),
+                  "sessions": [{"ref": s.ref, "kind": s.kind, "device": s.device, "location": s.location,
+                                **{name: _epoch(getattr(s, name)) for name in ("created", "last_seen", "expires")}}
+                               for s in listed]}
+        self._report(options, report, lambda: render.sessions(report, clock.now()))
+
     def handle_ping(self, options: Options) -> None:
         report = {"alias": self.alias, **maintenance.ping(self.kv, read_only=options["read_only"])}
         self._report(options, report, lambda: render.ping(report))
@@ -262,6 +282,10 @@ def _isatty(stream: Any) -> bool:
         return bool(stream is not None and stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
 
 
 def _calls_since(before: dict[str, int]) -> dict[str, int]:
