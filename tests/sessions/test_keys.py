@@ -11,6 +11,7 @@ import time
 import zlib
 
 import pytest
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.core import signing
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -18,6 +19,7 @@ from django.core.management.base import CommandError
 from django_cfkv import get_kv, inspect
 from django_cfkv.checks import check_session_settings
 from django_cfkv.sessions import SessionStore, hashed_id, is_valid_key
+from django_cfkv.sessions.keys import new_key
 
 from .helpers import logged_in_with, populate
 
@@ -103,6 +105,25 @@ def test_a_signed_value_written_before_the_binding_is_still_read(site):
 def test_a_64_hex_key_name_is_never_a_session_id():
     assert not is_valid_key(hashed_id("x" * 32), "json") and not is_valid_key("0" * 64, "json")
     assert len(hashed_id("abc")) == 64 and hashed_id("abc") == hashed_id("abc").lower()
+
+
+def test_a_worker_uuid_is_a_session_id_in_the_json_format_only():
+    """crypto.randomUUID() ids come from Worker code, which reads and writes JSON sessions: a signed-format site
+    has no UUID sessions, so a UUID cookie there names nothing it could have made."""
+    uuid = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
+    assert is_valid_key(uuid, "json") and not is_valid_key(uuid, "signed")
+
+
+@pytest.mark.parametrize("key", [None, 12345678901234567890, b"abcdefgh12345678", ["abcdefgh12345678"]])
+def test_a_session_id_is_text(key):
+    assert not is_valid_key(key, "json") and not is_valid_key(key, "signed")
+
+
+def test_a_new_id_is_djangos_32_characters_of_its_alphabet():
+    """32 characters of 36, as Django's own engines make them: 165 random bits, and a cookie of Django's size."""
+    keys = {new_key() for _ in range(50)}
+    assert len(keys) == 50 and {len(k) for k in keys} == {32}
+    assert set("".join(keys)) <= set(VALID_KEY_CHARS) and all(is_valid_key(k, "signed") for k in keys)
 
 
 def test_kv_key_is_the_prefix_and_the_ids_sha256(settings):
