@@ -89,20 +89,20 @@ def _check_alias(alias: str, settings: dict[str, Any]) -> list[CheckMessage]:
 @register(Tags.security)
 def check_ratelimit_setting(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
     """Check CFKV_RATELIMIT: options, rules (rates, regexes, keys), proxies, ALIAS and CACHE."""
-    from .ratelimit import compile_settings
+    from .ratelimit.options import compile_settings, setting_name
 
     raw = conf.setting("CFKV_RATELIMIT")
     options, _, problems = compile_settings(raw)
     errors: list[CheckMessage] = [config_error(problem) for problem in problems]
-    if not isinstance(raw, dict) or not raw:
+    if not isinstance(raw, dict) or not (raw or options["_from"]):  # django-ratelimit's settings count too
         return errors  # not configured: the defaults are checked when someone configures them
     if options["CACHE"]:
         caches = conf.setting("CACHES")
         if options["CACHE"] not in caches:
-            errors.append(Error(f"CFKV_RATELIMIT['CACHE'] is {options['CACHE']!r}, which is not in CACHES.",
+            errors.append(Error(f"{setting_name(options, 'CACHE')} is {options['CACHE']!r}, which is not in CACHES.",
                                 id="django_cfkv.E112", hint="Name a cache with atomic incr, such as Redis."))
         else:
-            errors += _check_strict_cache(options["CACHE"], caches[options["CACHE"]])
+            errors += _check_strict_cache(options["CACHE"], caches[options["CACHE"]], setting_name(options, "CACHE"))
     else:
         try:
             aliases = conf.get_config()
@@ -127,14 +127,14 @@ LOSES_COUNTS = {
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 
 
-def _check_strict_cache(name: str, cache: dict[str, Any]) -> list[CheckMessage]:
+def _check_strict_cache(name: str, cache: dict[str, Any], setting: str) -> list[CheckMessage]:
     backend = str(cache.get("BACKEND", ""))
     hint = "Use Redis or Memcached, or leave CACHE unset to count on KV with shards."
     if backend in LOSES_COUNTS:
-        return [Error(f"CFKV_RATELIMIT['CACHE'] is {name!r}, which {LOSES_COUNTS[backend]}.",
+        return [Error(f"{setting} is {name!r}, which {LOSES_COUNTS[backend]}.",
                       id="django_cfkv.E115", hint=hint)]
     if backend == LOCMEM:
-        return [Warning(f"CFKV_RATELIMIT['CACHE'] is {name!r}, a LocMemCache: each process counts alone, and "
+        return [Warning(f"{setting} is {name!r}, a LocMemCache: each process counts alone, and "
                         "past its MAX_ENTRIES (300 by default) new clients push other clients' counts out.",
                         id="django_cfkv.W101", hint=hint)]
     return []

@@ -58,6 +58,10 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "DJANGO_REDIS_IGNORE_EXCEPTIONS": None,
     "DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS": None,
     "DJANGO_REDIS_LOGGER": None,
+    # django-ratelimit's settings, read by the rate limiter with their meanings (None: not set).
+    **dict.fromkeys(("RATELIMIT_ENABLE", "RATELIMIT_USE_CACHE", "RATELIMIT_VIEW", "RATELIMIT_FAIL_OPEN",
+                     "RATELIMIT_IP_META_KEY", "RATELIMIT_IPV4_MASK", "RATELIMIT_IPV6_MASK",
+                     "RATELIMIT_EXCEPTION_CLASS"), None),
 }
 
 # Django's own settings that django-cfkv reads (Django gives each a default).

@@ -8,6 +8,7 @@ of rate limiting (identity, counting, the 429 and its headers) lives in
 :mod:`django_cfkv.ratelimit`; its names stay importable from here.
 """
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.deprecation import MiddlewareMixin
@@ -34,8 +35,9 @@ class RateLimitMiddleware(MiddlewareMixin):
     """Apply ``CFKV_RATELIMIT["RULES"]`` to every request, and answer ``Ratelimited`` with a 429.
 
     Works in sync and async stacks. Put it after AuthenticationMiddleware when
-    a rule keys on ``user``. It never turns a request into a 500: a failing
-    store is handled by ``FAIL_OPEN``.
+    a rule keys on ``user``. A failing store never turns a request into a
+    500 (``FAIL_OPEN`` decides); a request with no client address to count an
+    ``ip`` key by raises ImproperlyConfigured (``django_cfkv.E118``).
     """
 
     def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
@@ -53,7 +55,9 @@ class RateLimitMiddleware(MiddlewareMixin):
     def _check(self, request: HttpRequest) -> list[Usage]:
         try:
             return check_request(request)
-        except Exception as exc:  # never a 500 because of the limiter
+        except ImproperlyConfigured:
+            raise  # no client address to count by: every client would share one count, so say so loudly
+        except Exception as exc:  # never a 500 because the store failed
             get_limiter().log_failure(exc)
             return []
 

@@ -9,6 +9,7 @@ Where each part lives:
 * :mod:`~django_cfkv.ratelimit.counters`: counting on KV without lost updates, or with a cache's atomic incr
 * :mod:`~django_cfkv.ratelimit.limiter`: the process-wide limiter that counts a request against its rules
 * :mod:`~django_cfkv.ratelimit.response`: the RateLimit headers and the 429
+* :mod:`~django_cfkv.ratelimit.usage`: limits given in code: ``get_usage()``, ``is_ratelimited()``
 * :mod:`~django_cfkv.ratelimit.decorator`: ``@ratelimit``
 
 :class:`django_cfkv.middleware.RateLimitMiddleware` applies the configured
@@ -26,7 +27,7 @@ from .counters import (
     CacheCounter,
     ShardedCounter,
 )
-from .decorator import ALL, UNSAFE, limit_view, ratelimit, view_group
+from .decorator import limit_view, ratelimit
 from .identity import (
     CLOUDFLARE_IPV4,
     CLOUDFLARE_IPV6,
@@ -39,6 +40,7 @@ from .identity import (
     identify,
     meta_name,
     parse_networks,
+    request_address,
 )
 from .limiter import (
     Limiter,
@@ -60,17 +62,20 @@ from .rules import (
     Rule,
     compile_key,
     compile_rule,
+    looks_like_rate,
     parse_rate,
 )
 from .shards import SHARD_PREFIX, TTL_MARGIN, describe_shard, shard_prefix, window
+from .usage import ALL, UNSAFE, ViewLimit, get_usage, is_ratelimited, view_group, view_limit
 
 __all__ = [
     "ALL", "CLOUDFLARE_IPV4", "CLOUDFLARE_IPV6", "CLOUDFLARE_WORKERS_CLIENT", "DEFAULTS", "EVICT_SCAN",
     "FIRST_WRITE_DELAY", "LOG_EVERY", "MAX_SHARDS", "MIN_WRITE_COUNT", "OUTAGE_BACKOFF", "PREFIXED_KEYS",
-    "RULE_FIELDS", "SHARD_PREFIX", "SIMPLE_KEYS", "TTL_MARGIN", "UNITS", "UNPARSABLE", "UNSAFE",
-    "CacheCounter", "ConfigProblem", "Limiter", "Rule", "ShardedCounter", "Usage",
-    "add_headers", "check_request", "client_hash", "client_ip", "client_value", "compile_key", "compile_rule",
-    "compile_settings", "count_per_request", "count_request", "describe_shard", "get_limiter", "group_ip",
-    "header_values", "identify", "limit_view", "limited_response", "meta_name", "parse_networks", "parse_rate",
-    "ratelimit", "reset_limiter", "shard_prefix", "view_group", "window",
+    "RULE_FIELDS", "SHARD_PREFIX", "SIMPLE_KEYS", "TTL_MARGIN", "UNITS", "UNPARSABLE", "UNSAFE", "CacheCounter",
+    "ConfigProblem", "Limiter", "Rule", "ShardedCounter", "Usage", "ViewLimit", "add_headers", "check_request",
+    "client_hash", "client_ip", "client_value", "compile_key", "compile_rule", "compile_settings",
+    "count_per_request", "count_request", "describe_shard", "get_limiter", "get_usage", "group_ip", "header_values",
+    "identify", "is_ratelimited", "limit_view", "limited_response", "looks_like_rate", "meta_name",
+    "parse_networks", "parse_rate", "ratelimit", "request_address", "reset_limiter", "shard_prefix", "view_group",
+    "view_limit", "window",
 ]

@@ -110,8 +110,10 @@ class ShardedCounter:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def hit(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[int, int, bool]:
-        """Count one request; return ``(count in window, window end, KV reachable)``."""
+    def hit(self, policy: str, client: str, limit: int, period: int, now: float,
+            increment: bool = True) -> tuple[int, int, bool]:
+        """Count one request (or only look, without ``increment``); return ``(count in window, window end,
+        KV reachable)``."""
         index, _, end = window(now, period)
         prefix = shard_prefix(policy, client, period, index)
         mono = clock.monotonic()
@@ -126,7 +128,7 @@ class ShardedCounter:
         if read:
             self._read(shard)
         with self._lock:
-            shard.local += 1
+            shard.local += increment
             if shard.local >= MIN_WRITE_COUNT and prefix not in self._dirty:
                 self._dirty.add(prefix)
                 if self.background:
@@ -305,11 +307,15 @@ class CacheCounter:
     def __init__(self, cache: Any) -> None:
         self.cache = cache
 
-    def hit(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[int, int, bool]:
-        """Count one request; return ``(count in window, window end, True)``."""
+    def hit(self, policy: str, client: str, limit: int, period: int, now: float,
+            increment: bool = True) -> tuple[int, int, bool]:
+        """Count one request (or only look, without ``increment``); return ``(count in window, window end,
+        True)``."""
         index, _, end = window(now, period)
         key = shard_prefix(policy, client, period, index)[:-1]
         timeout = math.ceil(end - now) + TTL_MARGIN
+        if not increment:
+            return int(self.cache.get(key, 0) or 0), end, True
         if self.cache.add(key, 1, timeout):
             return 1, end, True
         try:

@@ -1,40 +1,47 @@
-"""The ``@ratelimit`` decorator: one view, one rule, django-ratelimit's way."""
+"""The ``@ratelimit`` decorator: one view, one limit, django-ratelimit's signature and behaviour."""
 
-import re
 from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.module_loading import import_string
 
 from ..exceptions import Ratelimited
-from .limiter import Usage, count_request, get_limiter
+from .limiter import Usage, get_limiter
 from .response import add_headers
-from .rules import Rule, compile_rule
+from .rules import Rule
+from .usage import ALL, UNSAFE, Rate, ViewLimit, view_group, view_limit
 
 View = Callable[..., Any]  # a Django view, sync or async
 
-#: Every method: ``@ratelimit(..., method=ratelimit.ALL)`` (the default).
-ALL = None
-#: The methods that write: ``@ratelimit(..., method=ratelimit.UNSAFE)``.
-UNSAFE = ("DELETE", "PATCH", "POST", "PUT")
+__all__ = ["ALL", "UNSAFE", "limit_view", "ratelimit", "view_group"]
 
 
-def ratelimit(rate: str, key: Any = "ip", *, method: str | Iterable[str] | None = ALL, group: str | None = None,
-              block: bool = True) -> Callable[[View], View]:
-    """Limit a view to ``rate`` requests per ``key``, like django-ratelimit's decorator.
+def ratelimit(group: str | None = None, key: Any = None, rate: Rate = None,
+              method: str | Iterable[str] | None = ALL, block: bool = True) -> Callable[[View], View]:
+    """Limit a view to ``rate`` requests per ``key``, as django-ratelimit's decorator (same arguments, same order).
 
-    Over the limit, ``block=True`` raises :class:`~django_cfkv.exceptions.Ratelimited`
-    (a ``PermissionDenied``: RateLimitMiddleware answers it with a 429 and
-    Retry-After, Django alone with a 403); ``block=False`` sets
-    ``request.limited = True`` and calls the view. ``group`` (default: the
-    view's dotted name) shares one count between views. Mistakes in the
-    arguments raise CFKVConfigurationError (an ImproperlyConfigured) when the module is imported.
+    ``group`` (default: the view's dotted name) shares one count between views;
+    ``key`` is ``"ip"``, ``"user"``, ``"user_or_ip"``, ``"header:<name>"``,
+    ``"get:<name>"``, ``"post:<name>"`` or a callable ``(group, request)``;
+    ``rate`` is ``"5/m"``, ``"100/10"`` (seconds), ``"0/m"``, a ``(count,
+    seconds)`` tuple, ``None`` (never limited) or a callable ``(group, request)``
+    returning one. Every request sets ``request.limited``. Over the limit,
+    ``block=True`` raises :class:`~django_cfkv.exceptions.Ratelimited` (a
+    ``PermissionDenied``: RateLimitMiddleware answers it with a 429 and
+    Retry-After, Django alone with a 403), or ``RATELIMIT_EXCEPTION_CLASS``
+    when set; ``block=False`` sets ``request.limited = True`` and calls the
+    view. The RateLimit headers go on what the view returns when it is a
+    response; anything else is returned untouched. Mistakes in the arguments
+    raise CFKVConfigurationError (an ImproperlyConfigured) when the module is imported.
     """
+    limit = view_limit("-" if group is None else group, key, rate, method)  # checked now, not per request
+
     def decorator(view: View) -> View:
-        rule = compile_rule({"rate": rate, "key": key, "methods": method, "group": group or view_group(view)})
-        return limit_view(view, rule, block=block)
+        named = limit if group is not None else limit._replace(rule=limit.rule._replace(name=view_group(view)))
+        return limit_view(view, named, block=block)
 
     return decorator
 
@@ -42,38 +49,42 @@ def ratelimit(rate: str, key: Any = "ip", *, method: str | Iterable[str] | None 
 ratelimit.ALL, ratelimit.UNSAFE = ALL, UNSAFE  # type: ignore[attr-defined]  # as django-ratelimit's
 
 
-def view_group(view: Callable[..., Any]) -> str:
-    """Return the default group of a decorated view: its dotted name, made safe for KV keys."""
-    name = f"{getattr(view, '__module__', '')}.{getattr(view, '__qualname__', repr(view))}"
-    return re.sub(r"[^\w.\-/]", "_", name)[-100:]
-
-
-def limit_view(view: View, rule: Rule, *, block: bool = True) -> View:
+def limit_view(view: View, rule: Rule | ViewLimit, *, block: bool = True) -> View:
     """Wrap ``view`` to count each request against ``rule`` (see ``django_cfkv.ratelimit.ratelimit``)."""
+    limit = rule if isinstance(rule, ViewLimit) else ViewLimit(rule, None)
+
     def check(request: HttpRequest) -> list[Usage]:
-        limiter = get_limiter()
-        if not limiter.enabled or not rule.matches(request.path_info, request.method or ""):
-            return []
-        usages = count_request(request, [rule])
-        if any(u.limited for u in usages):
-            if block:
-                raise Ratelimited("Rate limit exceeded.", usage=usages)
-            request.limited = True  # type: ignore[attr-defined]
-        else:
-            request.limited = getattr(request, "limited", False)  # type: ignore[attr-defined]
-        return usages
+        earlier = getattr(request, "limited", False)  # a stacked decorator's verdict stands
+        usage = limit.usage(request)
+        limited = usage is not None and usage.limited
+        request.limited = limited or earlier  # type: ignore[attr-defined]
+        if limited and block:
+            raise _exception(usage)
+        return [usage] if usage is not None else []
 
     if iscoroutinefunction(view):
         @wraps(view)
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             usages = await sync_to_async(check)(request)  # counting may call KV: not on the event loop
-            return add_headers(await view(request, *args, **kwargs), usages)
+            return _with_headers(await view(request, *args, **kwargs), usages)
 
         return async_wrapper
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         usages = check(request)
-        return add_headers(view(request, *args, **kwargs), usages)
+        return _with_headers(view(request, *args, **kwargs), usages)
 
     return wrapper
+
+
+def _with_headers(result: Any, usages: list[Usage]) -> Any:
+    # Headers go on responses only: a view may return anything (a template context, a bool in tests).
+    return add_headers(result, usages) if isinstance(result, HttpResponseBase) else result
+
+
+def _exception(usage: Usage | None) -> BaseException:
+    cls = get_limiter().options["EXCEPTION_CLASS"]  # django-ratelimit's RATELIMIT_EXCEPTION_CLASS
+    if cls is None:
+        return Ratelimited("Rate limit exceeded.", usage=[usage])
+    return (import_string(cls) if isinstance(cls, str) else cls)()

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from django.http import HttpRequest
+from django.utils.module_loading import import_string
 
 from .. import conf
 from .rules import ConfigProblem, Rule
@@ -39,6 +40,10 @@ CLOUDFLARE_IPV6 = (
 # (https://developers.cloudflare.com/workers/runtime-apis/headers/). It is a client, never a proxy:
 # skipping it in X-Forwarded-For would reach the entries that Worker wrote itself.
 CLOUDFLARE_WORKERS_CLIENT = ipaddress.ip_address("2a06:98c0:3600::103")
+
+NO_ADDRESS_HINT = ("Behind a proxy that reaches Django over a Unix socket, REMOTE_ADDR is empty: set "
+                   'CFKV_RATELIMIT["PROXY_COUNT"] (the number of proxies in front) and ["PROXY_HEADER"] (such as '
+                   '"X-Forwarded-For"), or ["TRUSTED_PROXIES"] (such as ["cloudflare"]).')
 
 UNPARSABLE = "unparsable"  # the one client that every trusted header without a valid address counts as
 
@@ -96,13 +101,15 @@ def client_ip(remote_addr: object, forwarded: str | None = None, *, trusted: Ite
     """
     trusted = tuple(trusted)
     peer = _address(remote_addr)
-    if peer is None:
-        return str(remote_addr or "unknown")
-    if not forwarded or not forwarded.strip() or not (hops or _is_proxy(peer, trusted)):
-        return str(peer)
+    as_is = str(remote_addr or "unknown") if peer is None else str(peer)
+    # With hops, a peer without an address (a proxy on a Unix socket) is still the proxy in front.
+    if peer is None and not hops:
+        return as_is
+    if not forwarded or not forwarded.strip() or not (hops or _is_proxy(peer, trusted)):  # type: ignore[arg-type]
+        return as_is
     parts = forwarded.split(",")
     if hops and len(parts) < hops:
-        return str(peer)  # a chain shorter than the proxies in front did not come through them
+        return as_is  # a chain shorter than the proxies in front did not come through them
     last = None
     for depth, part in enumerate(reversed(parts), 1):
         ip = _address(part)
@@ -135,13 +142,39 @@ def meta_name(header: str) -> str:
     return name if name.startswith("HTTP_") else "HTTP_" + name
 
 
-def client_address(meta: Mapping[str, Any], options: Mapping[str, Any]) -> str:
-    """Return the client's grouped address from a WSGI environ / ``request.META`` dict, as ``options`` say."""
-    header = options["PROXY_HEADER"]
-    forwarded = meta.get(meta_name(header)) if header else None
-    ip = client_ip(meta.get("REMOTE_ADDR"), forwarded, trusted=options["TRUSTED_PROXIES"],
-                   hops=options["PROXY_COUNT"])
+def client_address(meta: Mapping[str, Any], options: Mapping[str, Any], request: HttpRequest | None = None) -> str:
+    """Return the client's grouped address from a WSGI environ / ``request.META`` dict, as ``options`` say.
+
+    django-ratelimit's ``RATELIMIT_IP_META_KEY`` (a META key, or a callable or
+    dotted path taking the request) is honoured when no proxy option of
+    ``CFKV_RATELIMIT`` is set: those win.
+    """
+    meta_key = options.get("IP_META_KEY")
+    proxied = options["PROXY_HEADER"] or options["TRUSTED_PROXIES"] or options["PROXY_COUNT"]
+    if meta_key and not proxied and (request is not None or not callable_path(meta_key)):
+        ip = _meta_key_address(meta_key, meta, request)
+    else:
+        header = options["PROXY_HEADER"]
+        forwarded = meta.get(meta_name(header)) if header else None
+        ip = client_ip(meta.get("REMOTE_ADDR"), forwarded, trusted=options["TRUSTED_PROXIES"],
+                       hops=options["PROXY_COUNT"])
     return group_ip(ip, options["IPV4_PREFIX"], options["IPV6_PREFIX"])
+
+
+def callable_path(meta_key: object) -> bool:
+    """Return whether a ``RATELIMIT_IP_META_KEY`` names a callable (not a ``request.META`` key)."""
+    return callable(meta_key) or (isinstance(meta_key, str) and "." in meta_key)
+
+
+def _meta_key_address(meta_key: Any, meta: Mapping[str, Any], request: HttpRequest | None) -> str:
+    # Where RATELIMIT_IP_META_KEY says the address is, as django-ratelimit reads it.
+    if callable_path(meta_key):
+        func = meta_key if callable(meta_key) else import_string(meta_key)
+        return str(func(request) or "")
+    if meta_key in meta:
+        return str(meta[meta_key] or "")
+    raise ConfigProblem(f"RATELIMIT_IP_META_KEY is {meta_key!r}, which this request's META does not have.",
+                        "django_cfkv.E118", NO_ADDRESS_HINT)
 
 
 # Values a client sends
@@ -186,7 +219,17 @@ def client_hash(identity: object) -> str:
 class AddressSource(Protocol):
     """What :func:`identify` needs of the limiter: the client address of a request."""
 
-    def client_address(self, meta: Mapping[str, Any]) -> str: ...
+    def client_address(self, meta: Mapping[str, Any], request: HttpRequest | None = None) -> str: ...
+
+
+def request_address(request: HttpRequest, limiter: AddressSource) -> str:
+    """Return the (grouped) address a request counts by; raise ConfigProblem (an ImproperlyConfigured) when
+    there is none, as behind a proxy on a Unix socket: every client would share one count."""
+    address = limiter.client_address(request.META, request)
+    if address in ("", "unknown"):
+        raise ConfigProblem("The client's address is unknown: REMOTE_ADDR is empty or missing, and no proxy "
+                            "setting names another source.", "django_cfkv.E118", NO_ADDRESS_HINT)
+    return address
 
 
 def identify(request: HttpRequest, rule: Rule, limiter: AddressSource) -> str | None:
@@ -199,7 +242,7 @@ def identify(request: HttpRequest, rule: Rule, limiter: AddressSource) -> str | 
         if kind == "user":
             return None
     if kind in ("ip", "user_or_ip"):
-        return "ip:" + limiter.client_address(request.META)
+        return "ip:" + request_address(request, limiter)
     if kind == "header":
         return f"header:{arg.lower()}:{client_value(request.headers.get(arg, ''))}"
     if kind in ("get", "post"):  # the last value, as request.GET[name] and request.POST[name] give the view

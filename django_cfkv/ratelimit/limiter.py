@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 from .. import clock, conf
@@ -45,7 +46,8 @@ class Usage(NamedTuple):
 class Counter(Protocol):
     """What the limiter counts with: ShardedCounter (KV) or CacheCounter (strict mode)."""
 
-    def hit(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[int, int, bool]: ...
+    def hit(self, policy: str, client: str, limit: int, period: int, now: float,
+            increment: bool = True) -> tuple[int, int, bool]: ...
 
 
 class Limiter:
@@ -86,20 +88,22 @@ class Limiter:
     def _now(self) -> float:
         return self.clock() if self.clock is not None else clock.now()
 
-    def client_address(self, meta: Mapping[str, Any]) -> str:
+    def client_address(self, meta: Mapping[str, Any], request: HttpRequest | None = None) -> str:
         """Return the client's grouped address from a WSGI environ / ``request.META`` dict."""
-        return client_address(meta, self.options)
+        return client_address(meta, self.options, request)
 
-    def hit(self, rule: Rule, identity: str, now: float | None = None) -> Usage:
-        """Count one request by ``identity`` against ``rule``; return its Usage.
+    def hit(self, rule: Rule, identity: str, now: float | None = None, *, increment: bool = True) -> Usage:
+        """Count one request by ``identity`` against ``rule`` (or, with ``increment=False``, only look at
+        its count); return its Usage.
 
-        Never raises: when the store fails, FAIL_OPEN decides (True: allow,
+        Never raises: when the store fails (or a CACHE that is not in CACHES,
+        which ``manage.py check`` reports), FAIL_OPEN decides (True: allow,
         still enforcing this process's own count on KV; False: refuse).
         """
         now = self._now() if now is None else now
         try:
             count, end, reachable = self.counter.hit(
-                rule.name, client_hash(identity), rule.limit, rule.period, now)
+                rule.name, client_hash(f"{rule.partition}|{identity}"), rule.limit, rule.period, now, increment)
         except Exception as exc:
             self.log_failure(exc)
             count, end, reachable = 0, window(now, rule.period)[2], False
@@ -184,25 +188,28 @@ def _forget_after_fork() -> None:
     _limiter, _limiter_lock = None, threading.Lock()
 
 
-conf.on_reset(reset_limiter, settings=("CFKV_RATELIMIT", "CFKV", "CACHES"))
+conf.on_reset(reset_limiter, settings=("CFKV_RATELIMIT", "CFKV", "CACHES", "RATELIMIT_*"))
 conf.on_reset(_forget_after_fork, after_fork=True)
 
 
 # Counting a request
 
-def count_request(request: HttpRequest, rules: Iterable[Rule]) -> list[Usage]:
-    """Count the request against each of ``rules``; return their Usages."""
+def count_request(request: HttpRequest, rules: Iterable[Rule], *, increment: bool = True) -> list[Usage]:
+    """Count the request against each of ``rules`` (or only look, without ``increment``); return their
+    Usages. A configuration error (no client address to count an ``ip`` key by) raises ImproperlyConfigured."""
     limiter = get_limiter()
     usages = []
     for rule in rules:
         try:
             identity = identify(request, rule, limiter)
+        except ImproperlyConfigured:
+            raise  # a setting to fix (no client address), not an outage
         except Exception as exc:  # a user's key callable, or a broken request
             limiter.log_failure(exc)
             usages.append(limiter.unavailable(rule))
             continue
         if identity is not None:
-            usages.append(limiter.hit(rule, identity))
+            usages.append(limiter.hit(rule, identity, increment=increment))
     limiter.after_request()
     return usages
 

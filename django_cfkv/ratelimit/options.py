@@ -5,6 +5,10 @@ checked; the limiter runs on what it returns, and ``manage.py check`` reports
 what it found wrong (each a CFKVConfigurationError with a check id and hint).
 A wrong option falls back to its default, and a wrong rule is left out, so a
 mistake is reported rather than turning requests into 500s.
+
+django-ratelimit's ``RATELIMIT_*`` settings are read here too, with its
+meanings (:data:`PEER_SETTINGS`), so a site moving over keeps its settings; an
+option set in ``CFKV_RATELIMIT`` wins over them.
 """
 
 import math
@@ -12,6 +16,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
+from .. import conf
 from .identity import parse_networks
 from .rules import ConfigProblem, Rule, compile_rule
 
@@ -31,17 +36,37 @@ DEFAULTS: dict[str, Any] = {
     "LIST_BUDGET": 1.0,
 }
 
+#: django-ratelimit's settings and the option each sets (when CFKV_RATELIMIT does not).
+PEER_SETTINGS = {
+    "RATELIMIT_ENABLE": "ENABLED",
+    "RATELIMIT_USE_CACHE": "CACHE",  # a CloudflareKVCache sets ALIAS instead: see _peer_options()
+    "RATELIMIT_VIEW": "VIEW",
+    "RATELIMIT_FAIL_OPEN": "FAIL_OPEN",
+    "RATELIMIT_IPV4_MASK": "IPV4_PREFIX",
+    "RATELIMIT_IPV6_MASK": "IPV6_PREFIX",
+    "RATELIMIT_IP_META_KEY": "IP_META_KEY",
+    "RATELIMIT_EXCEPTION_CLASS": "EXCEPTION_CLASS",
+}
+# Options only django-ratelimit's settings give (CFKV_RATELIMIT has better ways: PROXY_HEADER, the 429).
+PEER_ONLY = {"IP_META_KEY": None, "EXCEPTION_CLASS": None}
+KV_CACHE = "django_cfkv.cache.CloudflareKVCache"
+
+
+def setting_name(options: dict[str, Any], option: str) -> str:
+    """Return the setting an option came from: ``CFKV_RATELIMIT['X']`` or django-ratelimit's ``RATELIMIT_X``."""
+    return options.get("_from", {}).get(option) or f"CFKV_RATELIMIT[{option!r}]"
+
 
 def compile_settings(raw: object) -> tuple[dict[str, Any], list[Rule], list[ConfigProblem]]:
     """Return ``(options, rules, problems)``: merged options, valid rules, and every ConfigProblem."""
     if not isinstance(raw, dict):
-        return dict(DEFAULTS), [], [ConfigProblem("CFKV_RATELIMIT must be a dict.", "django_cfkv.E101")]
+        return {**DEFAULTS, **PEER_ONLY}, [], [ConfigProblem("CFKV_RATELIMIT must be a dict.", "django_cfkv.E101")]
     problems = []
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         problems.append(ConfigProblem(f"CFKV_RATELIMIT has unknown options {sorted(unknown)}.",
                                       "django_cfkv.E101", f"Known options: {', '.join(sorted(DEFAULTS))}."))
-    options = {**DEFAULTS, **raw}
+    options = {**DEFAULTS, **PEER_ONLY, **_peer_options(raw), **raw}
     try:
         options["TRUSTED_PROXIES"] = parse_networks(options["TRUSTED_PROXIES"])
     except ConfigProblem as exc:
@@ -61,14 +86,36 @@ def compile_settings(raw: object) -> tuple[dict[str, Any], list[Rule], list[Conf
     return options, rules, problems
 
 
+def _peer_options(raw: dict[str, Any]) -> dict[str, Any]:
+    # django-ratelimit's settings that are set, as options; "_from" remembers their names for messages.
+    options: dict[str, Any] = {}
+    origin = {}
+    for name, option in PEER_SETTINGS.items():
+        value = conf.setting(name)
+        if value is None or option in raw:
+            continue
+        if option == "CACHE":
+            cache = conf.setting("CACHES").get(value)
+            if isinstance(cache, dict) and cache.get("BACKEND") == KV_CACHE:
+                if "ALIAS" not in raw:  # a cache on KV: count on its namespace with shards, never by incr
+                    options["ALIAS"] = cache.get("LOCATION") or "default"
+                    origin["ALIAS"] = name
+                continue
+        options[option] = value
+        origin[option] = name
+    options["_from"] = origin
+    return options
+
+
 def _option_problems(options: dict[str, Any]) -> list[ConfigProblem]:
     # Each check puts a wrong option back to a value the limiter can run on.
     problems = []
     for name in ("ENABLED", "FAIL_OPEN"):
         if not isinstance(options[name], bool):
-            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be True or False.",
+            problems.append(ConfigProblem(f"{setting_name(options, name)} must be True or False.",
                                           "django_cfkv.E101"))
-    return problems + _proxy_problems(options) + _number_problems(options) + _view_problems(options)
+    return (problems + _proxy_problems(options) + _number_problems(options) + _view_problems(options)
+            + _peer_problems(options))
 
 
 def _proxy_problems(options: dict[str, Any]) -> list[ConfigProblem]:
@@ -90,7 +137,7 @@ def _proxy_problems(options: dict[str, Any]) -> list[ConfigProblem]:
     for name, top in (("IPV4_PREFIX", 32), ("IPV6_PREFIX", 128)):
         value = options[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-            problems.append(ConfigProblem(f"CFKV_RATELIMIT[{name!r}] must be a prefix length, 1 to {top}.",
+            problems.append(ConfigProblem(f"{setting_name(options, name)} must be a prefix length, 1 to {top}.",
                                           "django_cfkv.E110"))
             options[name] = DEFAULTS[name]
     return problems
@@ -122,5 +169,28 @@ def _view_problems(options: dict[str, Any]) -> list[ConfigProblem]:
         import_string(view)
     except (ImportError, TypeError, ValueError) as exc:
         options["VIEW"] = None
-        return [ConfigProblem(f"CFKV_RATELIMIT['VIEW'] cannot be imported: {exc}", "django_cfkv.E113")]
+        return [ConfigProblem(f"{setting_name(options, 'VIEW')} cannot be imported: {exc}", "django_cfkv.E113")]
     return []
+
+
+def _peer_problems(options: dict[str, Any]) -> list[ConfigProblem]:
+    # RATELIMIT_IP_META_KEY and RATELIMIT_EXCEPTION_CLASS: a META key, or what a dotted path names.
+    problems = []
+    for option, kind in (("IP_META_KEY", "a request.META key, a callable(request) or its dotted path"),
+                         ("EXCEPTION_CLASS", "an exception class or its dotted path")):
+        value = options[option]
+        if value is None or callable(value) or (option == "IP_META_KEY" and isinstance(value, str)
+                                                 and "." not in value and value):
+            continue
+        try:
+            if not isinstance(value, str):
+                raise TypeError(f"it is {type(value).__name__}")
+            imported = import_string(value)
+            if option == "EXCEPTION_CLASS" and not (isinstance(imported, type) and issubclass(imported,
+                                                                                              BaseException)):
+                raise TypeError("it is not an exception class")
+        except (ImportError, TypeError, ValueError) as exc:
+            options[option] = PEER_ONLY[option]
+            problems.append(ConfigProblem(f"{setting_name(options, option)} must be {kind}: {exc}",
+                                          "django_cfkv.E117"))
+    return problems

@@ -23,20 +23,31 @@ RULE_FIELDS = {"path", "methods", "rate", "key", "group"}
 SIMPLE_KEYS = ("ip", "user", "user_or_ip")
 PREFIXED_KEYS = ("header", "get", "post")  # django-ratelimit's spelling: request.GET / request.POST
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_RATE_RE = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]*)\s*([smhd])\s*$")  # ASCII digits: \d takes "೦"
+# "<count>/<multiplier><unit>", as django-ratelimit writes rates; no unit means seconds ("100/10").
+_RATE_RE = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]*)\s*([smhd]?)\s*$")  # ASCII digits: \d takes "೦"
 _GROUP_RE = re.compile(r"^[\w.\-/]{1,100}$")
+RATE_HINT = ('Write "<count>/<period>": "5/m", "100/10m", "1000/h", "10/s", "50000/d" or "100/10" (seconds), '
+             "a (count, seconds) tuple, or a callable(group, request) returning one.")
 
 
 # Rates
 
 
 def parse_rate(rate: object) -> tuple[int, int]:
-    """Return ``(limit, period_seconds)`` for a rate such as ``"5/m"`` or ``"100/10m"``."""
+    """Return ``(limit, period_seconds)`` for a rate: ``"5/m"``, ``"100/10m"``, ``"100/10"`` (seconds),
+    or a ``(count, seconds)`` tuple, as django-ratelimit reads them. A limit of 0 refuses every request."""
+    if isinstance(rate, tuple) and len(rate) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) for n in rate) and rate[0] >= 0 and rate[1] >= 1:
+        return rate[0], rate[1]
     match = _RATE_RE.match(rate) if isinstance(rate, str) else None
-    if not match or int(match.group(1)) < 1 or match.group(2).startswith("0"):
-        raise ConfigProblem(f"Invalid rate {rate!r}.", "django_cfkv.E104",
-                            'Write "<count>/<period>": "5/m", "100/10m", "1000/h", "10/s" or "50000/d".')
-    return int(match.group(1)), int(match.group(2) or 1) * UNITS[match.group(3)]
+    if not match or (not match.group(2) and not match.group(3)) or match.group(2).startswith("0"):
+        raise ConfigProblem(f"Invalid rate {rate!r}.", "django_cfkv.E104", RATE_HINT)
+    return int(match.group(1)), int(match.group(2) or 1) * UNITS[match.group(3) or "s"]
+
+
+def looks_like_rate(value: object) -> bool:
+    """Return whether ``value`` reads as a rate ("5/m", "5/minute"): a rate given where a group or key goes."""
+    return isinstance(value, str) and re.match(r"^\s*[0-9]+\s*/", value) is not None
 
 
 # Rules
@@ -59,9 +70,19 @@ class Rule(NamedTuple):
             return False
         return self.path is None or self.path.search(path) is not None
 
+    @property
+    def partition(self) -> str:
+        """What splits one group's counts besides the client, as django-ratelimit splits them: the rate and
+        the methods (stacked rules for GET and for POST on one view, or two rates in one group, never share)."""
+        return f"{self.limit}/{self.period}:{','.join(sorted(self.methods))}"
+
 
 def compile_key(key: object) -> tuple[str, Any]:
     """Return ``(kind, argument)`` for a rule's key; import a dotted-path callable."""
+    if looks_like_rate(key):  # a rate where the key goes: say what is wrong with it as a rate
+        parse_rate(key)
+        raise ConfigProblem(f"The rate-limit key {key!r} is a rate.", "django_cfkv.E104",
+                            f"Give it as rate={key!r} and the key as key=, such as key='ip'.")
     if callable(key):
         return "callable", key
     if isinstance(key, str):
@@ -84,6 +105,10 @@ def compile_key(key: object) -> tuple[str, Any]:
                 raise ConfigProblem(f"Rate-limit key {key!r} cannot be imported: {exc}", "django_cfkv.E105")
             if callable(func):
                 return "callable", func
+    if key is None:
+        raise ConfigProblem("A rate-limit rule needs a key.", "django_cfkv.E105",
+                            'Give key= as "ip", "user", "user_or_ip", "header:<name>", "get:<name>", '
+                            '"post:<name>" or a callable(group, request) returning a string.')
     raise ConfigProblem(f"Invalid rate-limit key {key!r}.", "django_cfkv.E105",
                         'Use "ip", "user", "user_or_ip", "header:<name>", "get:<name>", "post:<name>" or '
                         "the dotted path of a callable(group, request) returning a string.")

@@ -104,8 +104,9 @@ class LoginView(auth_views.LoginView):
         limiter = get_limiter()
         rules = limiter.matching(self.request.path_info, "POST") if limiter.enabled else []
         context["limit"] = rules[0] if rules else None
-        usages = getattr(self.request, "ratelimit_usages", None) or []  # set by demo.middleware on a POST
-        context["usage"] = next((u for u in usages if rules and u.policy == rules[0].name), None)
+        usage = getattr(self.request, "ratelimit_usage", None)  # get_usage(), by demo.middleware on a POST
+        if usage is not None:
+            context["usage"] = {"remaining": max(0, usage["limit"] - usage["count"]), "reset": usage["time_left"]}
         return context
 
     def form_valid(self, form):

@@ -2,12 +2,15 @@
 spoofed client-address headers. Clear errors or safe defaults, never a 500.
 """
 
+from unittest import mock
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, override_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from django_cfkv import clock
 from django_cfkv import ratelimit as rl
 
 # Rate strings and rule configs
@@ -22,7 +25,7 @@ def test_rate_strings_parse_or_fail_clearly(rate):
     except ImproperlyConfigured as exc:
         assert "Invalid rate" in str(exc) and exc.hint
         return
-    assert isinstance(limit, int) and limit >= 1 and isinstance(period, int) and period >= 1
+    assert isinstance(limit, int) and limit >= 0 and isinstance(period, int) and period >= 1
 
 
 anything = st.recursive(
@@ -57,7 +60,7 @@ def test_any_rule_config_is_compiled_or_reported(raw):
 
 
 @given(raw=config_strategy, forwarded=st.text(max_size=40), peer=st.sampled_from(
-    ["127.0.0.1", "173.245.48.10", "::1", "garbage", ""]))
+    ["127.0.0.1", "173.245.48.10", "::1", "garbage"]))  # no address at all: test_identity.py (E118)
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_middleware_never_answers_500_whatever_the_config(tmp_path, raw, forwarded, peer):
     with override_settings(ROOT_URLCONF="tests.ratelimit.urls",
@@ -74,6 +77,7 @@ def test_middleware_never_answers_500_whatever_the_config(tmp_path, raw, forward
             rl.reset_limiter()
 
 
+MID_MINUTE = 1_700_000_010.0  # 30 s into a minute
 SPOOF_RULES = {"RULES": [{"path": r"^/login/$", "rate": "3/m", "key": "ip"}],
                "TRUSTED_PROXIES": ["cloudflare"], "PROXY_HEADER": "CF-Connecting-IP"}
 
@@ -85,9 +89,12 @@ def test_spoofed_client_address_headers_do_not_reset_the_count(tmp_path_factory,
     """An attacker not behind Cloudflare's edge cannot pick a fresh identity per request, whatever it sends in
     CF-Connecting-IP or X-Forwarded-For (the edge's own header from the edge: test_identity.py)."""
     path = tmp_path_factory.mktemp("spoof") / "kv.sqlite3"
-    with override_settings(ROOT_URLCONF="tests.ratelimit.urls",
-                           MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
-                           CFKV={"default": {"BACKEND": "local", "PATH": str(path)}}, CFKV_RATELIMIT=SPOOF_RULES):
+    # The package's clock stands still mid-minute: on the real one the six requests could straddle the end of
+    # the rule's one-minute window, and the count would start afresh for a reason that is not the headers.
+    with mock.patch.object(clock, "now", lambda: MID_MINUTE), \
+            override_settings(ROOT_URLCONF="tests.ratelimit.urls",
+                              MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
+                              CFKV={"default": {"BACKEND": "local", "PATH": str(path)}}, CFKV_RATELIMIT=SPOOF_RULES):
         try:
             client = Client()
             codes = [client.get("/login/", REMOTE_ADDR="203.0.113.9", HTTP_CF_CONNECTING_IP=ip,

@@ -3,6 +3,7 @@ async views."""
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
@@ -39,7 +40,8 @@ def test_decorator_method_filter_and_block_false():
 
 def test_decorator_method_constants_are_attributes_of_the_decorator():
     assert rl.ratelimit.ALL is None and set(rl.ratelimit.UNSAFE) == {"DELETE", "PATCH", "POST", "PUT"}
-    view = rl.ratelimit("1/h", method=rl.ratelimit.UNSAFE, group="unsafe-only")(lambda request: HttpResponse())
+    view = rl.ratelimit(rate="1/h", key="ip", method=rl.ratelimit.UNSAFE, group="unsafe-only")(
+        lambda request: HttpResponse())
     factory = RequestFactory()
     assert [view(factory.get("/")).status_code for _ in range(2)] == [200, 200]
     view(factory.post("/"))
@@ -70,6 +72,102 @@ def test_a_disabled_limiter_never_limits_a_decorated_view():
 
 def test_decorator_arguments_are_checked_at_import():
     with pytest.raises(rl.ConfigProblem, match="Invalid rate"):
-        rl.ratelimit("5 per minute")(lambda request: None)
+        rl.ratelimit(rate="5 per minute", key="ip")(lambda request: None)
     with pytest.raises(rl.ConfigProblem, match="key"):
-        rl.ratelimit("5/m", key="cookie")(lambda request: None)
+        rl.ratelimit(rate="5/m", key="cookie")(lambda request: None)
+
+
+# django-ratelimit's signature and behaviour (its own suite: tests/ratelimit/django_ratelimit/)
+
+
+def check_error(rate):
+    """Return the (message, hint) manage.py check reports for a rule with this rate."""
+    problem = rl.compile_settings({"RULES": [{"rate": rate}]})[2][0]
+    return problem.id, problem.message, problem.hint
+
+
+@pytest.mark.parametrize("arguments", [("5/minute",), ("g", "5/minute"), ("g", "ip", "5/minute")],
+                         ids=["as-group", "as-key", "as-rate"])
+def test_a_bad_rate_in_any_position_fails_as_the_check_reports_it(arguments):
+    with pytest.raises(rl.ConfigProblem) as info:
+        rl.ratelimit(*arguments)
+    assert (info.value.id, info.value.message, info.value.hint) == check_error("5/minute")
+
+
+@pytest.mark.parametrize("arguments", [("5/m",), ("5/m", "ip")], ids=["alone", "with-key"])
+def test_a_good_rate_where_the_group_goes_is_refused_not_taken_for_a_group(arguments):
+    # The rate-first order of earlier releases would otherwise name a group and limit nothing.
+    with pytest.raises(rl.ConfigProblem, match="is a rate") as info:
+        rl.ratelimit(*arguments)
+    assert info.value.id == "django_cfkv.E104" and "rate='5/m'" in info.value.hint
+
+
+def test_the_arguments_are_django_ratelimits_in_its_order():
+    view = rl.ratelimit("positional-group", "ip", "1/h", "POST", False)(lambda request: request.limited)
+    factory = RequestFactory()
+    assert [view(factory.post("/")) for _ in range(2)] == [False, True]
+    assert view(factory.get("/")) is False  # another method: not counted, request.limited still set
+
+
+def test_a_value_that_is_not_a_response_is_returned_untouched_and_a_response_gets_headers():
+    context = {"page": 1}
+    as_is = rl.ratelimit(key="ip", rate="5/h", group="not-a-response")(lambda request: context)
+    assert as_is(RequestFactory().get("/")) is context
+    response = rl.ratelimit(key="ip", rate="5/h", group="a-response")(lambda request: HttpResponse())(
+        RequestFactory().get("/"))
+    assert response["RateLimit"] == '"a-response";r=4;t=' + response["RateLimit"].rsplit("=", 1)[1]
+
+
+def test_request_limited_is_set_when_the_limit_does_not_apply():
+    view = rl.ratelimit(key="ip", rate="0/m", method="POST", group="zero")(lambda request: request.limited)
+    assert view(RequestFactory().get("/")) is False
+    with override_settings(CFKV_RATELIMIT={"ENABLED": False}):
+        assert view(RequestFactory().post("/")) is False
+    with pytest.raises(Ratelimited):
+        view(RequestFactory().post("/"))  # "0/m": every request is over
+
+
+def test_rates_per_request_none_tuple_callable_and_dotted_path():
+    factory = RequestFactory()
+    never = rl.ratelimit(key="ip", rate=None, group="never", block=False)(lambda request: request.limited)
+    assert [never(factory.get("/")) for _ in range(3)] == [False] * 3
+    pair = rl.ratelimit(key="ip", rate=(1, 60), group="pair", block=False)(lambda request: request.limited)
+    assert [pair(factory.get("/")) for _ in range(2)] == [False, True]
+    chosen = rl.ratelimit(key="ip", rate=lambda group, request: (2, 60) if group == "chosen" else None,
+                          group="chosen", block=False)(lambda request: request.limited)
+    assert [chosen(factory.get("/")) for _ in range(3)] == [False, False, True]
+    dotted = rl.ratelimit(key="ip", rate="tests.ratelimit.urls.two_per_hour", group="dotted", block=False)(
+        lambda request: request.limited)
+    assert [dotted(factory.get("/")) for _ in range(3)] == [False, False, True]
+
+
+def test_counts_are_partitioned_by_rate_and_method_as_django_ratelimit_partitions_them():
+    factory = RequestFactory()
+    # Stacked rules on one view share its group: GET and POST, and two rates, still count apart.
+    view = rl.ratelimit(key="ip", rate="1/h", method="GET", block=False)(
+        rl.ratelimit(key="ip", rate="1/h", method="POST", block=False)(lambda request: request.limited))
+    assert [view(factory.get("/")), view(factory.post("/")), view(factory.get("/"))] == [False, False, True]
+    tight = rl.ratelimit(key="ip", rate="1/h", group="shared", block=False)(lambda request: request.limited)
+    roomy = rl.ratelimit(key="ip", rate="5/h", group="shared", block=False)(lambda request: request.limited)
+    assert [tight(factory.get("/")), roomy(factory.get("/")), roomy(factory.get("/"))] == [False, False, False]
+
+
+def test_get_usage_reads_without_counting_and_is_ratelimited_counts_when_told():
+    factory = RequestFactory()
+    args = {"group": "usage", "key": "ip", "rate": "1/h"}
+    assert rl.get_usage(factory.get("/"), **args)["count"] == 0
+    assert rl.is_ratelimited(factory.get("/"), increment=True, **args) is False
+    assert rl.is_ratelimited(factory.get("/"), increment=True, **args) is True
+    usage = rl.get_usage(factory.get("/"), **args)
+    assert (usage["count"], usage["limit"], usage["should_limit"]) == (2, 1, True)
+    assert 0 < usage["time_left"] <= 3600
+    assert rl.get_usage(factory.get("/"), method="POST", **args) is None  # another method: nothing applies
+    with pytest.raises(rl.ConfigProblem, match="group= or fn="):
+        rl.get_usage(factory.get("/"), key="ip", rate="1/h")
+
+
+def test_exception_class_setting_replaces_ratelimited():
+    view = rl.ratelimit(key="ip", rate="0/m", group="own-exception")(lambda request: None)
+    with override_settings(RATELIMIT_EXCEPTION_CLASS="django.core.exceptions.SuspiciousOperation"):
+        with pytest.raises(SuspiciousOperation):
+            view(RequestFactory().get("/"))

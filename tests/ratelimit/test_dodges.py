@@ -149,7 +149,7 @@ def test_head_requests_count_against_a_get_rule():
 
 
 def test_a_decorated_get_view_counts_head_requests():
-    view = rl.ratelimit("2/h", method="GET", group="head-too")(lambda request: HttpResponse())
+    view = rl.ratelimit(rate="2/h", key="ip", method="GET", group="head-too")(lambda request: HttpResponse())
     factory = RequestFactory()
     view(factory.head("/"))
     view(factory.get("/"))

@@ -5,6 +5,7 @@ import hashlib
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, RequestFactory, override_settings
 
 from django_cfkv import ratelimit as rl
@@ -214,3 +215,46 @@ def test_identify(key, setup, expected):
         request.user = user
     rule = rl.compile_rule({"rate": "1/m", "key": key})
     assert identify(request, rule, rl.Limiter({})) == expected
+
+
+# No address to count by, and django-ratelimit's RATELIMIT_IP_META_KEY
+
+
+@pytest.mark.parametrize("meta", [{"REMOTE_ADDR": ""}, {}], ids=["empty", "missing"])
+def test_no_client_address_is_a_configuration_error_with_the_proxy_hint(meta):
+    request = RequestFactory().get("/")
+    request.META.pop("REMOTE_ADDR")
+    request.META.update(meta)
+    limiter = rl.Limiter({})
+    with pytest.raises(ImproperlyConfigured) as info:
+        rl.request_address(request, limiter)
+    assert info.value.id == "django_cfkv.E118" and "PROXY_COUNT" in info.value.hint
+
+
+def test_behind_a_unix_socket_proxy_the_proxy_count_finds_the_client():
+    request = RequestFactory().get("/", REMOTE_ADDR="", HTTP_X_FORWARDED_FOR="198.51.100.7")
+    limiter = rl.Limiter({"PROXY_COUNT": 1, "PROXY_HEADER": "X-Forwarded-For"})
+    assert rl.request_address(request, limiter) == "198.51.100.7"
+
+
+def test_the_middleware_and_the_decorator_raise_rather_than_count_everyone_as_one(tmp_path):
+    rules = {"RULES": [{"path": r"^/login/$", "rate": "3/m", "key": "ip"}]}
+    with override_settings(ROOT_URLCONF="tests.ratelimit.urls", CFKV_RATELIMIT=rules,
+                           MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"],
+                           CFKV={"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}}):
+        try:
+            for path in ("/login/", "/decorated/"):
+                with pytest.raises(ImproperlyConfigured, match="REMOTE_ADDR"):
+                    Client().get(path, REMOTE_ADDR="")
+        finally:
+            rl.reset_limiter()
+
+
+def test_ip_meta_key_is_read_unless_a_cfkv_proxy_option_is_set():
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_REAL_IP="203.0.113.5")
+    with override_settings(RATELIMIT_IP_META_KEY="HTTP_X_REAL_IP"):
+        assert rl.request_address(request, rl.Limiter({})) == "203.0.113.5"
+        assert rl.request_address(request, rl.Limiter({"TRUSTED_PROXIES": ["192.0.2.0/24"]})) == "10.0.0.1"
+    with override_settings(RATELIMIT_IP_META_KEY="HTTP_X_MISSING"):
+        with pytest.raises(ImproperlyConfigured, match="HTTP_X_MISSING"):
+            rl.request_address(request, rl.Limiter({}))

@@ -25,7 +25,7 @@ def test_limiter_usage_and_fail_policy(tmp_path, settings):
     assert limiter.hit(rule, "ip:1.2.3.4").count == 1
     limiter.close()
 
-    for fail_open in (True, False):  # a strict-mode cache that cannot be built: the store fails on every hit
+    for fail_open in (True, False):  # a strict-mode cache that cannot be built (check E112): the store fails
         limiter = rl.Limiter({"FAIL_OPEN": fail_open, "CACHE": "no-such-cache", "RULES": [{"rate": "2/m"}]})
         assert limiter.hit(limiter.rules[0], "ip:1.2.3.4").limited is (not fail_open)
 

@@ -106,10 +106,55 @@ def test_the_removed_param_key_is_a_check_error_naming_its_replacements():
     assert error.id == "django_cfkv.E105" and "'param:username' no longer exists" in error.msg
     assert '"post:username"' in error.hint and '"get:username"' in error.hint
     with pytest.raises(rl.ConfigProblem, match="no longer exists"):  # the decorator, at import
-        rl.ratelimit("5/m", key="param:username")(lambda request: None)
+        rl.ratelimit(rate="5/m", key="param:username")(lambda request: None)
 
 
 def test_manage_py_check_reports_bad_rules():
     with override_settings(CFKV_RATELIMIT={"RULES": [{"rate": "lots"}]}):
         with pytest.raises(SystemCheckError, match="django_cfkv.E104"):
             call_command("check")
+
+
+# django-ratelimit's RATELIMIT_* settings
+
+
+def test_django_ratelimit_settings_are_honoured_and_cfkv_ratelimit_wins():
+    peer = {"RATELIMIT_ENABLE": False, "RATELIMIT_FAIL_OPEN": False, "RATELIMIT_IPV4_MASK": 24,
+            "RATELIMIT_IPV6_MASK": 48, "RATELIMIT_VIEW": "tests.ratelimit.urls.decorated"}
+    with override_settings(**peer):
+        options = rl.compile_settings({})[0]
+        assert (options["ENABLED"], options["FAIL_OPEN"], options["IPV4_PREFIX"], options["IPV6_PREFIX"],
+                options["VIEW"]) == (False, False, 24, 48, "tests.ratelimit.urls.decorated")
+        ours = rl.compile_settings({"ENABLED": True, "FAIL_OPEN": True, "IPV4_PREFIX": 32})[0]
+        assert (ours["ENABLED"], ours["FAIL_OPEN"], ours["IPV4_PREFIX"], ours["IPV6_PREFIX"]) == (True, True, 32, 48)
+
+
+def test_use_cache_naming_a_kv_cache_counts_on_its_namespace_with_shards_never_by_incr():
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "kv": {"BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "limits"},
+              "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}}
+    with override_settings(CACHES=caches, RATELIMIT_USE_CACHE="kv"):
+        options = rl.compile_settings({})[0]
+        assert (options["ALIAS"], options["CACHE"]) == ("limits", None)
+    with override_settings(CACHES=caches, RATELIMIT_USE_CACHE="redis"):
+        assert rl.compile_settings({})[0]["CACHE"] == "redis"
+        assert rl.compile_settings({"CACHE": None})[0]["CACHE"] is None  # CFKV_RATELIMIT's own choice wins
+
+
+def test_django_ratelimit_setting_mistakes_are_check_errors_naming_that_setting():
+    with override_settings(RATELIMIT_USE_CACHE="missing"):
+        errors = check_ratelimit_setting()
+    assert [(e.id, e.msg.split(" ")[0]) for e in errors] == [("django_cfkv.E112", "RATELIMIT_USE_CACHE")]
+    for name, value in (("RATELIMIT_IP_META_KEY", "no.such.function"), ("RATELIMIT_EXCEPTION_CLASS", "os.path"),
+                        ("RATELIMIT_EXCEPTION_CLASS", 5), ("RATELIMIT_IP_META_KEY", 5)):
+        with override_settings(**{name: value}):
+            errors = check_ratelimit_setting()
+        assert [(e.id, e.msg.split(" ")[0]) for e in errors] == [("django_cfkv.E117", name)], (name, value)
+
+
+def test_changing_a_django_ratelimit_setting_rebuilds_the_limiter(tmp_path):
+    with override_settings(CFKV={"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}}):
+        assert rl.get_limiter().enabled
+        with override_settings(RATELIMIT_ENABLE=False):
+            assert not rl.get_limiter().enabled
+        assert rl.get_limiter().enabled

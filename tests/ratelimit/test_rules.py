@@ -14,14 +14,17 @@ from django_cfkv import ratelimit as rl
 @pytest.mark.parametrize("rate, expected", [
     ("5/m", (5, 60)), ("100/10m", (100, 600)), ("1000/h", (1000, 3600)), ("10/s", (10, 1)),
     ("50000/d", (50000, 86400)), (" 7 / 2h ", (7, 7200)), ("1/1s", (1, 1)), (" 1 / s ", (1, 1)),
+    # django-ratelimit's: no unit is seconds, a limit of 0 refuses every request, a (count, seconds) tuple
+    ("100/10", (100, 10)), ("0/m", (0, 60)), ((3, 60), (3, 60)), ((0, 1), (0, 1)),
 ])
 def test_parse_rate(rate, expected):
     assert rl.parse_rate(rate) == expected
 
 
 @pytest.mark.parametrize("rate", [
-    "", "5", "5/", "/m", "5/x", "5/y", "0/m", "5/0m", "-1/m", "5/m/s", "five/m", "1e3/m", None, 5, "5/05m",
-    "1/\u0ce6d", "\u0665/m", "5/\uff11m",  # digits of other scripts: int() reads them
+    "", "5", "5/", "/m", "5/x", "5/y", "5/0m", "5/0", "-1/m", "5/m/s", "five/m", "1e3/m", None, 5, "5/05m",
+    "5/minute", "1/\u0ce6d", "\u0665/m", "5/\uff11m",  # digits of other scripts: int() reads them
+    (5, 0), (-1, 60), (True, 60), ("5", 60), (5, 60.0), (5, 60, 1), [5, 60],
 ])
 def test_bad_rates_are_refused_with_the_check_id_and_a_hint(rate):
     with pytest.raises(rl.ConfigProblem, match="Invalid rate") as info:

@@ -189,7 +189,7 @@ def test_override_on_an_async_function(cfkv_emulator):
     assert transport.request_hooks == []
 
 
-@ratelimit("3/h", group="counted-in-the-request")
+@ratelimit(rate="3/h", key="ip", group="counted-in-the-request")
 def limited(request):
     return HttpResponse("ok")
 

@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from django.utils.module_loading import import_string
+
 from django_cfkv.cache import CloudflareKVCache
 from django_cfkv.exceptions import KVConnectionError
 from tests.third_party import django_redis_tests_dir
@@ -185,8 +187,13 @@ class ExpectedFailure(NamedTuple):
 
     @property
     def error(self) -> type[BaseException]:
-        """The exception class the test fails with here (a built-in one)."""
-        return getattr(builtins, self.exception)
+        """The exception class the test fails with here (a built-in one, or a dotted path)."""
+        return exception_class(self.exception)
+
+
+def exception_class(name: str) -> object:
+    """Return the exception class a skip-list line names: a built-in one, or the dotted path of another."""
+    return import_string(name) if "." in name else getattr(builtins, name, None)
 
 
 def expected_failures(suite: str = SUITE, path: Path = SKIP_LIST) -> list[ExpectedFailure]:
@@ -199,9 +206,9 @@ def expected_failures(suite: str = SUITE, path: Path = SKIP_LIST) -> list[Expect
         fields = [field.strip() for field in line.split("|")]
         if len(fields) != 4 or not all(fields):
             raise ValueError(f"{path.name}:{number}: expected 'suite | test | exception | reason', got {line!r}")
-        error = getattr(builtins, fields[2], None)
+        error = exception_class(fields[2])
         if not (isinstance(error, type) and issubclass(error, BaseException)):
-            raise ValueError(f"{path.name}:{number}: {fields[2]!r} is not a built-in exception")
+            raise ValueError(f"{path.name}:{number}: {fields[2]!r} is not an exception class")
         if fields[0] == suite:
             found.append(ExpectedFailure(*fields[1:]))
     return found

@@ -23,7 +23,7 @@ def test_aliases_point_at_the_emulator(cfkv, cfkv_emulator):
     assert settings.CFKV["default"]["MAX_RETRIES"] == 1  # the user's retry policy is kept
 
 
-@ratelimit("2/m", key="ip", block=False)
+@ratelimit(rate="2/m", key="ip", block=False)
 def limited_view(request):
     return HttpResponse("limited" if request.limited else "ok")
 
