@@ -18,6 +18,10 @@ def test_every_line_names_a_test_of_the_suite_an_exception_and_a_reason():
      "skips.txt:2: expected 'suite \\| test \\| exception \\| reason'"),
     ("django-redis | test_backend.py::TestDjangoRedisCache::test_lock | NoSuchError | why",
      "skips.txt:2: 'NoSuchError' is not a built-in exception"),
+    ("django-redis | test_backend.py::TestDjangoRedisCache::test_lock | django.core.exceptions.NoSuch | why",
+     "skips.txt:2: 'django.core.exceptions.NoSuch' is not an exception class"),
+    ("django-redis | test_backend.py::TestDjangoRedisCache::test_lock | os.path.join | why",
+     "skips.txt:2: 'os.path.join' is not an exception class"),
 ])
 def test_a_malformed_line_stops_the_run(tmp_path, line, message):
     path = tmp_path / "skips.txt"

@@ -193,7 +193,10 @@ class ExpectedFailure(NamedTuple):
 
 def exception_class(name: str) -> object:
     """Return the exception class a skip-list line names: a built-in one, or the dotted path of another."""
-    return import_string(name) if "." in name else getattr(builtins, name, None)
+    try:
+        return import_string(name) if "." in name else getattr(builtins, name, None)
+    except ImportError:
+        return None
 
 
 def expected_failures(suite: str = SUITE, path: Path = SKIP_LIST) -> list[ExpectedFailure]:
@@ -208,7 +211,8 @@ def expected_failures(suite: str = SUITE, path: Path = SKIP_LIST) -> list[Expect
             raise ValueError(f"{path.name}:{number}: expected 'suite | test | exception | reason', got {line!r}")
         error = exception_class(fields[2])
         if not (isinstance(error, type) and issubclass(error, BaseException)):
-            raise ValueError(f"{path.name}:{number}: {fields[2]!r} is not an exception class")
+            kind = "an exception class" if "." in fields[2] else "a built-in exception"
+            raise ValueError(f"{path.name}:{number}: {fields[2]!r} is not {kind}")
         if fields[0] == suite:
             found.append(ExpectedFailure(*fields[1:]))
     return found
