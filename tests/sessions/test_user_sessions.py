@@ -415,6 +415,18 @@ def test_a_worker_lists_and_revokes_the_sessions_django_made(shared, user, fmt, 
     assert laptop.get("/whoami/").json()["user"] is None and user_sessions(user) == []
 
 
+def test_a_workers_sign_out_everywhere_deletes_only_session_keys_its_listing_names(shared, user):
+    """A name planted under the user's prefix (a namespace writer's) never steers the Worker's deletes elsewhere."""
+    from django_cfkv.sessions import index
+
+    laptop, now = browser(user), time.time()
+    planted = index.user_prefixes("session:", str(user.pk))[0] + "victim"
+    get_kv().put(planted, "", expiration_ttl=3600, metadata=index.entry_metadata(now + 3600, None, now, {}))
+    get_kv().put("session:victim", "kept", expiration_ttl=3600)
+    assert worker(shared, "DELETE", f"/users/{user.pk}/sessions") == {"revoked": 1}
+    assert laptop.get("/whoami/").json()["user"] is None and get_kv().get("session:victim") == b"kept"
+
+
 def test_django_lists_and_revokes_a_session_a_worker_made(shared, user):
     client = {"via": "bearer", "device": "Workers app", "where": "NL"}
     made = worker(shared, "POST", "/sessions", json={"userId": str(user.pk), "email": user.email, "client": client})
