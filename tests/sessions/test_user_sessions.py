@@ -135,8 +135,9 @@ def test_the_entry_expires_with_its_session(backend, user, clock, settings):
     browser(user)
     [entry] = list(get_kv().iter_keys(prefix="session:user:"))
     [session] = [info for info in get_kv().iter_keys() if info.name not in entry_names()]
-    assert entry.expiration == session.expiration
-    assert entry.metadata["expires"] == session.metadata["expires"]
+    # The same TTL, given by two PUTs that KV may receive either side of a second's boundary.
+    assert session.expiration - 1 <= entry.expiration <= session.expiration
+    assert entry.metadata["expires"] == session.metadata["expires"]  # the exact expiry, which reads go by
     clock(121)
     assert user_sessions(user) == []  # past its exact expiry, though KV keeps it a little longer
     call_command("clearsessions")
@@ -445,7 +446,8 @@ def test_a_worker_refresh_moves_the_entry_with_the_session(shared, user, setting
     names = {info.name: info for info in get_kv().iter_keys()}
     entry = names[index_entry_name(user, ref_of(laptop))]
     session = names[SessionStore.kv_key(laptop.cookies["sessionid"].value)]
-    assert entry.expiration == session.expiration > time.time() + 6 * 24 * 3600
+    assert abs(entry.expiration - session.expiration) <= 1  # two PUTs, maybe a second apart
+    assert entry.expiration > time.time() + 6 * 24 * 3600
     [listed] = user_sessions(user)
     assert listed.expires.timestamp() > time.time() + 6 * 24 * 3600 and listed.device == "Firefox on Linux"
     worker(shared, "DELETE", f"/sessions/{laptop.cookies['sessionid'].value}")  # the Worker's logout
