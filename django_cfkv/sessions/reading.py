@@ -1,6 +1,6 @@
 """SessionReader: a session's place in KV (its key names, new keys) and reading it (load, exists).
 
-The half of SessionStore that never writes: ``store`` adds saving,
+The half of SessionStore that never writes to KV: ``store`` adds saving,
 deleting, moving and sweeping on top. What a read learns (``state``) is what
 save() decides by.
 """
