@@ -1,5 +1,6 @@
 """Settings for django-ratelimit's own tests, pointing at our backends, as its ``test_settings.py`` points them
-at its caches: the rate limiter counts on KV (the REST client and the emulator, a fresh namespace per test).
+at its caches: the rate limiter counts on KV, a fresh namespace per test, through the REST client on the
+emulator (each test class as it is) and on the embedded store (``<class>OnLocalKV``).
 
 Its cache aliases, which its tests name in ``RATELIMIT_USE_CACHE``: ``default`` (CloudflareKVCache on that
 namespace, so the limiter counts there with shards), ``connection-errors`` and ``connection-errors-redis`` (a
@@ -36,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.path)).parent != HERE:
             continue
-        test = "tests.py::" + "::".join(item.nodeid.split("::")[1:])
+        test = "tests.py::" + "::".join(item.nodeid.split("::")[1:]).replace(suite.LOCAL_SUFFIX + "::", "::")
         for entry in LISTED:
             if entry.path == test:
                 item.add_marker(pytest.mark.xfail(strict=True, reason=entry.reason, raises=entry.error))
@@ -54,10 +55,14 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(autouse=True)
-def django_ratelimit_settings(request, closed_port):  # noqa: F811
+def django_ratelimit_settings(request, closed_port, tmp_path):  # noqa: F811
     """django-ratelimit's settings on our backends, its names mapped to ours, the package's clock still."""
-    emulator = request.getfixturevalue("cfkv_emulator")
-    emulator.reset_quota()
+    if getattr(request.cls, "cfkv_store", None) == "local":
+        store = {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}
+    else:
+        emulator = request.getfixturevalue("cfkv_emulator")
+        emulator.reset_quota()
+        store = emulator.alias_settings(MAX_RETRIES=0)
     down = {"BACKEND": "cloudflare", "ACCOUNT_ID": "0" * 32, "NAMESPACE_ID": "0" * 32, "API_TOKEN": "token",
             "BASE_URL": f"http://127.0.0.1:{closed_port}/client/v4", "MAX_RETRIES": 0}
     caches = {
@@ -67,7 +72,7 @@ def django_ratelimit_settings(request, closed_port):  # noqa: F811
         "instant-expiration": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
     }
     with suite.names_mapped(), mock.patch.object(clock, "now", lambda: MID_WINDOW), \
-            override_settings(CFKV={"default": emulator.alias_settings(MAX_RETRIES=0), "down": down},
+            override_settings(CFKV={"default": store, "down": down},
                               CACHES=caches, CFKV_RATELIMIT={}):
         count_per_request(True)  # each request's counts are written before it returns
         try:

@@ -40,6 +40,7 @@ from tests.third_party import django_ratelimit_tests_file
 
 SUITE = "django-ratelimit"
 MODULE = "django_ratelimit.tests"
+LOCAL_SUFFIX = "OnLocalKV"  # the name of a test class run again on the embedded store
 
 
 def _get_ip(request: HttpRequest) -> str:
