@@ -105,7 +105,7 @@ def client_ip(remote_addr: object, forwarded: str | None = None, *, trusted: Ite
     # With hops, a peer without an address (a proxy on a Unix socket) is still the proxy in front.
     if peer is None and not hops:
         return as_is
-    if not forwarded or not forwarded.strip() or not (hops or _is_proxy(peer, trusted)):  # type: ignore[arg-type]
+    if not forwarded or not forwarded.strip() or not (hops or (peer is not None and _is_proxy(peer, trusted))):
         return as_is
     parts = forwarded.split(",")
     if hops and len(parts) < hops:
