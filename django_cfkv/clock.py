@@ -7,9 +7,12 @@ test moves time for the whole package in one place, without touching the
 
     monkeypatch.setattr(clock, "now", lambda: start + 3600)
 
+Async code waits through :func:`asleep`, which a test moves as it moves :func:`sleep`.
+
 Nothing here knows Django.
 """
 
+import asyncio
 import time
 
 
@@ -26,3 +29,8 @@ def monotonic() -> float:
 def sleep(seconds: float) -> None:
     """Wait ``seconds`` (a backoff, a wait for a lock or for KV's one write per second)."""
     time.sleep(seconds)
+
+
+async def asleep(seconds: float) -> None:
+    """Wait ``seconds`` without holding the event loop (the async client's backoff and Retry-After)."""
+    await asyncio.sleep(seconds)

@@ -18,7 +18,7 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from . import client, local, transport
+from . import client, local, threads, transport
 from .exceptions import CFKVConfigurationError
 
 BACKENDS = ("cloudflare", "local")
@@ -140,7 +140,9 @@ def build_kv(alias: str) -> Any:
             f"CFKV[{alias!r}]['BACKEND'] is {backend!r}: use 'cloudflare', 'local' or the dotted "
             "path of a class with the KV interface.", "django_cfkv.E005"
         ) from exc
-    return cls(**config.get("OPTIONS", {}))
+    kv = cls(**config.get("OPTIONS", {}))
+    # The faces await every KV object; one whose class has no async twins gets them, run in threads.
+    return kv if hasattr(kv, "aget") else threads.InThreads(kv)
 
 
 _instances: dict[str, Any] = {}

@@ -2,6 +2,7 @@ import pytest
 
 from django_cfkv import conf, nearcache
 from django_cfkv.sessions import memory as session_memory
+from tests.support.twins import as_mode, awaited, test_loop  # noqa: F401 (fixtures: the async twins, every folder)
 
 
 @pytest.fixture(autouse=True)

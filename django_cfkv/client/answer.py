@@ -147,7 +147,7 @@ def key_page(response: Answer, call: KVRequest) -> KeyPage:
     if (info is not None and not isinstance(info, dict)) or not isinstance(next_cursor, (str, type(None))):
         raise malformed(response, "key listing (result_info.cursor is not text)")
     # The last page carries cursor "" (or none at all). A server that sends
-    # one back twice is caught by iter_pages(), the one loop over pages.
+    # one back twice is caught by types.PageWalk, which every loop over pages uses.
     return KeyPage(keys, next_cursor or None)
 
 

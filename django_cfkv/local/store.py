@@ -4,6 +4,13 @@ It keeps Workers KV's semantics (expiry, metadata, listing in UTF-8 byte order
 with opaque cursors, the same limits) so that code tested on it behaves the same
 on Cloudflare. Unlike Cloudflare, it is strongly consistent: a write is seen at
 once everywhere.
+
+From async code (``aget``, ``aput``, ``aiter_keys``...) each call runs in one of the
+process's worker threads (:mod:`django_cfkv.threads`), never on the event loop. That is
+the right shape for SQLite: its calls are blocking C calls with no async API; its
+connections are per thread, and a worker thread keeps its own open across event loops;
+and in WAL mode the threads read at once while their writes queue on the file's lock,
+as writes from several processes do.
 """
 
 import base64
@@ -17,7 +24,8 @@ from typing import Any
 
 from .. import clock, limits
 from ..exceptions import CFKVConfigurationError, KVAPIError, KVValueError
-from ..types import KeyInfo, KeyPage, Paging, ValueWithMetadata
+from ..threads import AsyncTwins
+from ..types import KeyInfo, KeyPage, ValueWithMetadata
 from .database import DEFAULT_BUSY_TIMEOUT, Database, store_errors, transaction
 
 
@@ -46,11 +54,12 @@ def _decode_cursor(cursor: str) -> bytes:
                            code=limits.INVALID_CURSOR) from None
 
 
-class LocalKV(Paging):
+class LocalKV(AsyncTwins):
     """Workers KV's interface over a SQLite file; ``namespace`` keeps several apart in one file.
 
     ``busy_timeout`` is how long a write waits for another connection's write
     lock before it fails with KVTimeout (in settings, the alias' BUSY_TIMEOUT).
+    Every method has an async twin named with an ``a`` in front, run in a worker thread.
     """
 
     def __init__(self, path: str | os.PathLike[str], namespace: str = "", *,

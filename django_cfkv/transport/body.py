@@ -1,31 +1,31 @@
-"""The capped body reader: an answer larger than any KV can give is refused while it streams, never read whole."""
+"""The capped body readers: an answer larger than any KV can give is refused while it streams, never read whole.
+
+One per HTTP library, each a loop over the chunks it gives; what to keep and when to stop
+is :class:`~django_cfkv.transport.exchange.Capped`'s, for both.
+"""
 
 from typing import Any
 
-from ..exceptions import KVMalformedResponseError
-from .logs import where
+from .exchange import CHUNK_BYTES, Attempt, Capped, ResponseTooLargeError
 
-CHUNK_BYTES = 64 * 1024
-
-
-class ResponseTooLargeError(KVMalformedResponseError):
-    """An answer larger than any Workers KV can give (it was not read whole)."""
+__all__ = ["CHUNK_BYTES", "ResponseTooLargeError", "aread_body", "read_body"]
 
 
-def read_body(response: Any, max_bytes: int, method: str, endpoint: str, url: str) -> bytes:
-    """Return the body of a streamed requests.Response, read in chunks; refuse one over ``max_bytes``
-    (by its Content-Length, or as it arrives) before holding it whole."""
-    declared = response.headers.get("Content-Length", "")
-    chunks, size = [], int(declared) if declared.isdigit() else 0
-    if size <= max_bytes:
-        size = 0
+def read_body(response: Any, attempt: Attempt) -> bytes:
+    """Return the body of a streamed requests.Response, or raise ResponseTooLargeError."""
+    capped = Capped(attempt, response.status_code, response.headers)
+    if not capped.full:
         for chunk in response.iter_content(CHUNK_BYTES):
-            size += len(chunk)
-            if size > max_bytes:
+            if not capped.add(chunk):
                 break
-            chunks.append(chunk)
-    if size > max_bytes:
-        raise ResponseTooLargeError(
-            f"Workers KV's answer to {where(method, endpoint, url)} is larger than any KV can give "
-            f"({max_bytes} bytes), so it was not read. Check BASE_URL.", status=response.status_code)
-    return b"".join(chunks)
+    return capped.body()
+
+
+async def aread_body(response: Any, attempt: Attempt) -> bytes:
+    """Return the body of an aiohttp ClientResponse, or raise ResponseTooLargeError."""
+    capped = Capped(attempt, response.status, response.headers)
+    if not capped.full:
+        async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            if not capped.add(chunk):
+                break
+    return capped.body()

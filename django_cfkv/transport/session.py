@@ -18,8 +18,7 @@ import requests
 from .. import __version__
 from ..exceptions import CFKVConfigurationError
 from .deadline import DeadlineAdapter
-
-POOL_SIZE = 32
+from .exchange import POOL_SIZE
 
 
 def checked_token(token: str) -> str:
@@ -56,6 +55,11 @@ class SharedSession:
 
     def __repr__(self) -> str:
         return "<SharedSession>"  # never the token
+
+    @property
+    def token(self) -> str:
+        """The checked API token (the async sessions carry it too)."""
+        return self._token
 
     def get(self) -> requests.Session:
         """Return this process's Session, building it after a fork or a close()."""

@@ -1,4 +1,4 @@
-"""The KV contract, unchanged, on KVClient + the Worker gateway under Miniflare."""
+"""The KV contract, unchanged, on KVClient + the Worker gateway under Miniflare, blocking and awaited."""
 
 import pytest
 
@@ -14,11 +14,11 @@ def gateway():
 
 
 @pytest.fixture
-def kv(gateway):
-    """The gateway's one namespace, emptied before each test."""
+def kv(gateway, as_mode):
+    """The gateway's one namespace, emptied before each test; the client blocking, or awaited."""
     client = KVClient(gateway.account_id, gateway.namespace_id, gateway.token, base_url=gateway.base_url)
     client.delete_many([k.name for k in client.iter_keys()])
-    yield client
+    yield as_mode(client)
     client.close()
 
 

@@ -15,17 +15,17 @@ from tests.support.faults import (  # noqa: F401 (fixtures)
     slept,
 )
 
-# Backends the KV contract suite runs on. The gateway (KVClient + Worker under
-# Miniflare) joins them in tests/gateway/test_contract.py.
-KV_BACKENDS = ["local", "emulator"]
+# Backends the KV contract suite runs on, each blocking and through its async twins (an
+# "-async" backend: every call awaits aget, aput... on the test's event loop). The gateway
+# (KVClient + Worker under Miniflare) joins them in tests/gateway/test_contract.py.
+KV_BACKENDS = ["local", "emulator", "local-async", "emulator-async"]
 
 
 @pytest.fixture(params=KV_BACKENDS)
-def kv(request, tmp_path):
-    """A fresh, empty namespace on each KV implementation."""
-    if request.param == "local":
-        yield LocalKV(tmp_path / "kv.sqlite3")
-        return
-    client = request.getfixturevalue("cfkv_emulator").client()
-    yield client
-    client.close()
+def kv(request, tmp_path, awaited):
+    """A fresh, empty namespace on each KV implementation, blocking or awaited."""
+    backend, _, how = request.param.partition("-")
+    made = LocalKV(tmp_path / "kv.sqlite3") if backend == "local" else request.getfixturevalue("cfkv_emulator").client()
+    yield awaited(made) if how == "async" else made
+    if backend == "emulator":
+        made.close()

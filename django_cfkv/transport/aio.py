@@ -1,0 +1,164 @@
+"""Await one API call with aiohttp (the ``async`` extra): one pooled session per event loop, closed with its loop.
+
+Imported only when aiohttp is installed (see :meth:`Transport.arun
+<django_cfkv.transport.Transport.arun>`). :func:`run` follows a call's steps
+(:mod:`.exchange`: the one retry loop) on the running event loop, with no thread: it sends
+each attempt here and awaits each wait through :func:`django_cfkv.clock.asleep`.
+
+Sessions. An aiohttp session belongs to the event loop it was made in, so
+:class:`LoopSessions` keeps one per loop: under an ASGI server that is one for the process,
+and each ``async_to_sync`` or ``asyncio.run()`` gets its own. Each is closed when its loop
+ends: it is held open by an async generator, which ``asyncio.run()``, asgiref, uvicorn and
+every runner that calls ``loop.shutdown_asyncgens()`` close before the loop stops, and whose
+``finally`` closes the session; so no connection outlives its loop and no ResourceWarning is
+left behind. ``close()`` (settings changed, from any thread) forgets them all, and each loop
+then closes its own (asyncio closes a forgotten async generator on the loop that started it).
+
+As with the requests session: the token is in the headers, set once; no cookie is kept;
+redirects are not followed; the proxy and .netrc settings of the environment are not read
+(aiohttp's ``trust_env`` would read them on every call, in a thread). An attempt is bounded
+by the wall clock: aiohttp's total timeout (the time left in the attempt's window) covers
+connecting, sending, and reading the status, headers and body, so a dripped answer is cut at
+the window's end. URLs go to aiohttp as built (``encoded=True``): the key is one
+percent-encoded segment, which aiohttp must not quote again or normalise.
+"""
+
+import asyncio
+import math
+import threading
+import weakref
+from collections.abc import AsyncGenerator
+from urllib.parse import urlencode
+
+import aiohttp
+import yarl
+
+from .. import __version__, clock
+from ..exceptions import KVError
+from .body import aread_body
+from .exchange import POOL_SIZE, Answer, Attempt, Outcome, R, Run, Steps, failed
+
+_NEVER_ROUNDED = math.inf  # aiohttp rounds timeouts up to whole seconds past its threshold; not ours
+
+
+class LoopSessions:
+    """One aiohttp session per event loop, with the token in its headers; each closed when its loop ends."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        self._lock = threading.Lock()  # loops may run in several threads (asgiref's async_to_sync)
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = \
+            weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return "<LoopSessions>"  # never the token
+
+    async def get(self) -> aiohttp.ClientSession:
+        """Return the running loop's session, made on first use and closed when the loop ends."""
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=POOL_SIZE, timeout_ceil_threshold=_NEVER_ROUNDED)
+            session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                headers={"Authorization": f"Bearer {self._token}", "User-Agent": f"django-cfkv/{__version__}"})
+            with self._lock:
+                self._sessions[loop] = session
+            await _loop_end(loop).add(session)
+        return session
+
+    async def aclose(self) -> None:
+        """Close the running loop's session now (a new one is made on next use)."""
+        with self._lock:
+            session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
+    def close(self) -> None:
+        """Forget every loop's session (this may run in any thread): each loop closes its own, when it next
+        makes a session or when it ends, on its own thread (aiohttp's sessions are not thread-safe)."""
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.items()), weakref.WeakKeyDictionary()
+        for loop, session in sessions:
+            _loop_end(loop).retire(session)
+
+
+class _LoopEnd:
+    """What closes a loop's sessions: an async generator started in the loop, which the loop's
+    shutdown closes, and whose ``finally`` closes every session still open. It holds them, so
+    a client dropped without closing still has its connections closed with the loop."""
+
+    def __init__(self) -> None:
+        self.sessions: set[aiohttp.ClientSession] = set()
+        self.retired: set[aiohttp.ClientSession] = set()  # forgotten (from any thread), not yet closed
+        self.started = self.ended = False
+        self._watch = self.watch()
+
+    def retire(self, session: aiohttp.ClientSession) -> None:
+        with _loop_ends_lock:
+            self.retired.add(session)
+
+    async def add(self, session: aiohttp.ClientSession) -> None:
+        """Hold ``session`` until the loop ends; close the sessions retired meanwhile (this runs in the loop)."""
+        if not self.started:
+            self.started = True
+            await self._watch.asend(None)  # started in the running loop, so its shutdown closes it
+        with _loop_ends_lock:
+            retired, self.retired = self.retired, set()
+        for old in retired:
+            await old.close()
+        self.sessions = {s for s in self.sessions if not s.closed} | {session}
+
+    async def watch(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self.ended = True
+            for session in self.sessions:
+                await session.close()
+
+
+_loop_ends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEnd] = weakref.WeakKeyDictionary()
+_loop_ends_lock = threading.Lock()
+
+
+def _loop_end(loop: asyncio.AbstractEventLoop) -> _LoopEnd:
+    """Return ``loop``'s one _LoopEnd: held as long as the loop is, so its sessions are closed by its shutdown."""
+    with _loop_ends_lock:
+        end = _loop_ends.get(loop)
+        if end is None or end.ended:  # a loop may run on after shutting its async generators down
+            end = _loop_ends[loop] = _LoopEnd()
+        return end
+
+
+async def run(sessions: LoopSessions, steps: Steps[R]) -> R:
+    """Follow a call's steps on the running loop: send each attempt with aiohttp, await each wait."""
+    call = Run(steps)
+    for step in call:
+        if isinstance(step, Attempt):
+            call.outcome = await _attempt(sessions, step)
+        else:
+            await clock.asleep(step.seconds)
+    return call.result
+
+
+async def _attempt(sessions: LoopSessions, attempt: Attempt) -> Outcome:
+    """Send one attempt and read its body within its window; return the Answer or the KVError."""
+    session = await sessions.get()
+    url = attempt.url + ("?" + urlencode(attempt.params) if attempt.params else "")  # as requests encodes them
+    left = max(0.001, attempt.ends - clock.monotonic())  # never 0: aiohttp reads 0 as no limit
+    timeout = aiohttp.ClientTimeout(total=left, sock_connect=attempt.timeout[0], sock_read=attempt.timeout[1],
+                                    ceil_threshold=_NEVER_ROUNDED)
+    try:
+        async with session.request(attempt.method, yarl.URL(url, encoded=True), data=attempt.data,
+                                   headers=attempt.headers, timeout=timeout, allow_redirects=False) as response:
+            try:
+                body = await aread_body(response, attempt)
+            except KVError:
+                response.close()  # not read whole: the connection is not reused
+                raise
+            return Answer(response.status, response.headers, body)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return failed(attempt, exc, timed_out=isinstance(exc, asyncio.TimeoutError))
+    except KVError as exc:  # an answer too large
+        return exc

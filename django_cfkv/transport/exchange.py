@@ -1,0 +1,216 @@
+"""One API call's attempts as steps that any way of sending follows: the retry loop, without the I/O.
+
+A call is a generator (:meth:`BaseTransport.exchange`) that yields an :class:`Attempt` (send this
+request, then give back its answer or the KVError it failed with) or a :class:`Wait` (sleep this
+long), and returns the final answer. Everything a call decides happens here, once: the request
+hooks, the quota's block, the count of every attempt, each attempt's wall-clock window, whether
+and when to try again, and what a failed attempt is called in errors and logs. A driver only
+sends and sleeps: :class:`~django_cfkv.transport.sync.Transport` with requests, and
+:mod:`django_cfkv.transport.aio` with aiohttp, so the blocking and the async client share one
+retry loop::
+
+    run = Run(transport.exchange("GET", url, endpoint="get"))
+    for step in run:
+        run.outcome = send(step) if isinstance(step, Attempt) else sleep(step.seconds)
+    answer = run.result
+
+No I/O: this module reads the clock, statuses and headers.
+"""
+
+import json
+import logging
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .. import clock, limits
+from ..exceptions import KVConnectionError, KVError, KVMalformedResponseError, KVTimeout
+from . import accounting
+from .accounting import CallCounter
+from .logs import where
+from .policy import DEFAULT_DEADLINE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, RetryPolicy, Timeout, checked_timeout
+from .quota import Quota
+
+logger = logging.getLogger("django_cfkv")
+
+CHUNK_BYTES = 64 * 1024  # what a body reader asks the socket for at a time
+POOL_SIZE = 32  # connections a pool keeps to one host (per process, or per event loop)
+R = TypeVar("R")
+
+
+class Answer:
+    """The parts of an HTTP answer the client reads: a requests response has them; an async
+    driver makes one of these from what aiohttp read."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    def json(self) -> Any:
+        return json.loads(self.content)  # its errors (and UnicodeDecodeError) are ValueErrors, as requests' are
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Send this request once, within ``timeout`` (connect, read) and by ``ends`` on clock.monotonic()."""
+
+    method: str
+    url: str
+    endpoint: str  # the name the call is counted under, and named by in messages (its URL holds the key)
+    params: Mapping[str, Any] | None
+    data: bytes | str | None
+    headers: Mapping[str, str] | None
+    max_bytes: int  # the largest answer read
+    ends: float
+    timeout: Timeout
+
+    @property
+    def named(self) -> str:
+        """The call as messages name it: host and endpoint, never the URL's path (it holds the key)."""
+        return where(self.method, self.endpoint, self.url)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Sleep this many seconds before the next attempt."""
+
+    seconds: float
+
+
+Step = Attempt | Wait
+#: What a driver gives back for a step: an Attempt's answer, or the KVError it failed with; None after a Wait.
+Outcome = Any
+Steps = Generator[Step, Outcome, R]
+
+
+class Run(Generic[R]):
+    """One run of a call's steps: iterate it for the steps, set ``outcome`` after each, read ``result``."""
+
+    def __init__(self, steps: Steps[R]) -> None:
+        self.steps = steps
+        self.outcome: Outcome = None
+        self.result: R
+
+    def __iter__(self) -> Iterator[Step]:
+        while True:
+            try:
+                step = self.steps.send(self.outcome)
+            except StopIteration as done:
+                self.result = done.value
+                return
+            self.outcome = None
+            yield step
+
+
+class ResponseTooLargeError(KVMalformedResponseError):
+    """An answer larger than any Workers KV can give (it was not read whole)."""
+
+
+class Capped:
+    """A body read in chunks that is refused once it passes ``attempt.max_bytes`` (or declares it will)."""
+
+    def __init__(self, attempt: Attempt, status: int, headers: Mapping[str, str]) -> None:
+        declared = headers.get("Content-Length", "")
+        self.attempt, self.status = attempt, status
+        self.full = declared.isdigit() and int(declared) > attempt.max_bytes  # refused on its header alone
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; return False once the body is over the cap (stop reading)."""
+        self.size += len(chunk)
+        self.full = self.full or self.size > self.attempt.max_bytes
+        if not self.full:
+            self.chunks.append(chunk)
+        return not self.full
+
+    def body(self) -> bytes:
+        """Return the body read, or raise ResponseTooLargeError if it was over the cap."""
+        if self.full:
+            raise ResponseTooLargeError(
+                f"Workers KV's answer to {self.attempt.named} is larger than any KV can give "
+                f"({self.attempt.max_bytes} bytes), so it was not read. Check BASE_URL.", status=self.status)
+        return b"".join(self.chunks)
+
+
+def failed(attempt: Attempt, cause: BaseException, timed_out: bool) -> KVConnectionError:
+    """Return (and log) the KVConnectionError, or KVTimeout, for an attempt that got no answer.
+
+    It names the host and endpoint only, and is raised unchained: the HTTP library's own
+    text repeats the URL, whose path holds the key (which may be a session id).
+    """
+    late = clock.monotonic() >= attempt.ends
+    logger.info("KV %s failed (%s)%s", attempt.named, type(cause).__name__, "; out of time" if late else "")
+    if late or timed_out:
+        return KVTimeout(f"Workers KV did not answer {attempt.named} in time ({type(cause).__name__}).")
+    return KVConnectionError(f"Could not reach Workers KV for {attempt.named} ({type(cause).__name__}).")
+
+
+class BaseTransport:
+    """What every way of sending one client's calls shares: the attempt timeout, the retry
+    policy and deadline, the quota Cloudflare reported, and the calls counted; and the loop
+    of one call's attempts (:meth:`exchange`)."""
+
+    def __init__(self, *, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+                 max_retries: int = DEFAULT_MAX_RETRIES, deadline: float = DEFAULT_DEADLINE) -> None:
+        self.timeout = checked_timeout(timeout)
+        self.policy = RetryPolicy(max_retries, deadline)
+        self.calls = CallCounter()  # this transport's calls; accounting.calls counts the process's
+        self.quota = Quota()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} timeout={self.timeout} max_retries={self.max_retries} deadline={self.deadline}>"
+
+    @property
+    def max_retries(self) -> int:
+        return self.policy.max_retries
+
+    @property
+    def deadline(self) -> float:
+        return self.policy.deadline
+
+    @property
+    def budget(self) -> tuple[int, int | None, float] | None:
+        """(remaining, reset_seconds, seen_at epoch) from the last Ratelimit header Cloudflare sent, or None."""
+        return self.quota.budget
+
+    def exchange(self, method: str, url: str, *, endpoint: str, idempotent: bool = True,
+                 max_bytes: int = limits.MAX_RESPONSE_BYTES, params: Mapping[str, Any] | None = None,
+                 data: bytes | str | None = None, headers: Mapping[str, str] | None = None) -> Steps[Any]:
+        """Return the steps of one API call; they end with its final answer (body read) or raise a KVError.
+
+        Connection errors, timeouts, 429 and 5xx are retried when ``idempotent``,
+        at most ``max_retries`` times and within ``deadline`` seconds in all. A
+        Retry-After longer than what is left is not waited for: the 429 is
+        the answer at once, for the caller to raise. A body over ``max_bytes``
+        is a ResponseTooLargeError, not retried.
+        """
+        accounting.before_call(method, url)
+        self.quota.check()
+        attempts = self.policy.start(idempotent)
+        while True:
+            started, window = clock.monotonic(), attempts.window(self.timeout)
+            if window is None:
+                raise KVTimeout(f"Workers KV did not answer {where(method, endpoint, url)}: the call's deadline "
+                                f"({self.deadline:g} s) passed.")
+            self.calls.record(endpoint)
+            accounting.calls.record(endpoint)
+            outcome = yield Attempt(method, url, endpoint, params, data, headers, max_bytes, *window)
+            if isinstance(outcome, KVConnectionError):
+                delay = attempts.after_error()
+                if delay is None:
+                    raise outcome
+            elif isinstance(outcome, KVError):
+                raise outcome
+            else:
+                logger.debug("KV %s %s -> %s in %.1f ms", method, endpoint, outcome.status_code,
+                             (clock.monotonic() - started) * 1000)
+                self.quota.note(outcome.headers)
+                delay = attempts.after_answer(outcome.status_code, outcome.headers)
+                if delay is None:
+                    if idempotent:  # a refusal it stopped retrying may speak for the whole account
+                        self.quota.note_refusal(outcome.status_code, outcome.headers)
+                    return outcome
+                logger.info("KV %s %s got HTTP %s; retrying in %.2f s", method, endpoint, outcome.status_code, delay)
+            yield Wait(attempts.wait(delay))
