@@ -12,7 +12,7 @@ export PYENV_VERSION ?= 3.12.1:3.11.7:3.10.13:3.13.0
 $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,docs]' -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e '.[test,docs,async]' -r requirements-dev.txt
 	touch $@
 
 venv: $(BIN)/.installed

@@ -65,3 +65,38 @@ def row(bench, case, value, unit, *, baseline=None, baseline_value=None, target=
 
 def smoke_env():
     return os.environ.get("CFKV_BENCH_SMOKE") == "1"
+
+
+async def ameasure(fn, n):
+    """Await fn(i) n times, one after another; return (wall seconds per op, cpu seconds per op)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        await fn(i)
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
+async def ainterleaved(cases, n, rounds):
+    """As interleaved(), for coroutine functions, in the running event loop."""
+    samples = {name: ([], []) for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            wall, cpu = await ameasure(fn, n)
+            samples[name][0].append(wall)
+            samples[name][1].append(cpu)
+    return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in samples.items()}
+
+
+async def athroughput(fn, in_flight, total):
+    """Await ``total`` calls of fn(i), ``in_flight`` at a time; return (calls per second, cpu seconds per call)."""
+    import asyncio
+
+    per = max(1, total // in_flight)
+
+    async def worker(w):
+        for i in range(per):
+            await fn(w * per + i)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker(w) for w in range(in_flight)))
+    done = per * in_flight
+    return done / (time.perf_counter() - wall), (time.process_time() - cpu) / done

@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PREFIXES = {  # module -> the "bench" field of its rows
     "bench_client": "client",
+    "bench_async": "async",
     "bench_store": "store",
     "bench_calls": "calls",
     "bench_pageview": "pageview",

@@ -1,7 +1,8 @@
 """What log records and error messages say of a call: never its key.
 
 urllib3 logs each request line at DEBUG, and a KV URL's path holds the key (which
-may be a session id). A filter on urllib3's loggers replaces keys, cursors and
+may be a session id). A filter on urllib3's loggers, and on aiohttp's client loggers
+(which log no request line today, but may name a URL), replaces keys, cursors and
 prefixes in KV URLs with placeholders; the records stay. Messages of our own name
 a call by its host and endpoint only.
 """
@@ -13,10 +14,11 @@ from urllib.parse import urlsplit
 _KEY_IN_PATH = re.compile(r"(/storage/kv/namespaces/[^/\s'\"?#]+/(?:values|metadata)/)[^\s'\"?#]+")
 _SECRET_PARAM = re.compile(r"([?&](?:cursor|prefix)=)[^&\s'\"#]*")
 
-# Every urllib3 logger that can print a URL. A logger's filters see only the
-# records made on it, so each gets one.
+# Every urllib3 and aiohttp client logger that can print a URL. A logger's filters
+# see only the records made on it, so each gets one.
 URL_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
-               "urllib3.response", "urllib3.util.retry", "urllib3.http2.connection")
+               "urllib3.response", "urllib3.util.retry", "urllib3.http2.connection",
+               "aiohttp", "aiohttp.client", "aiohttp.internal")
 
 
 def where(method: str, endpoint: str, url: str) -> str:

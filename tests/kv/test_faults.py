@@ -192,9 +192,9 @@ def _failure(info, op):
     ("reset", KVConnectionError),
 ])
 @pytest.mark.parametrize("op", SOCKET_OPS)
-def test_socket_fault_is_retried_then_typed(listener, slept, op, mode, error):
+def test_socket_fault_is_retried_then_typed(listener, slept, as_mode, op, mode, error):
     server = listener(mode)
-    client = KVClient(ACCOUNT, NS, TOKEN, base_url=server.base_url, timeout=0.2, max_retries=MAX_RETRIES)
+    client = as_mode(KVClient(ACCOUNT, NS, TOKEN, base_url=server.base_url, timeout=0.2, max_retries=MAX_RETRIES))
     try:
         with pytest.raises(KVError) as info:
             OPS[op][0](client)
@@ -209,9 +209,9 @@ def test_socket_fault_is_retried_then_typed(listener, slept, op, mode, error):
 
 
 @pytest.mark.parametrize("op", SOCKET_OPS)
-def test_refused_connection_is_a_connection_error_not_a_timeout(closed_port, slept, op):
-    client = KVClient(ACCOUNT, NS, TOKEN, base_url=f"http://127.0.0.1:{closed_port}/client/v4",
-                      timeout=0.5, max_retries=MAX_RETRIES)
+def test_refused_connection_is_a_connection_error_not_a_timeout(closed_port, slept, as_mode, op):
+    client = as_mode(KVClient(ACCOUNT, NS, TOKEN, base_url=f"http://127.0.0.1:{closed_port}/client/v4",
+                              timeout=0.5, max_retries=MAX_RETRIES))
     with pytest.raises(KVError) as info:
         OPS[op][0](client)
     failure = _failure(info, op)
@@ -220,7 +220,7 @@ def test_refused_connection_is_a_connection_error_not_a_timeout(closed_port, sle
     client.close()
 
 
-# The same matrix against the emulator's fault injection (a real HTTP server).
+# The same matrix against the emulator's fault injection (a real HTTP server), blocking and awaited.
 
 def _emulator_client(emulator, **kwargs):
     kwargs.setdefault("max_retries", MAX_RETRIES)
@@ -234,8 +234,8 @@ def _emulator_client(emulator, **kwargs):
     ({"rate_503": 1.0}, KVAPIError),
 ])
 @pytest.mark.parametrize("op", OPS)
-def test_emulator_faults_give_bounded_retries(emulator, slept, op, faults, error):
-    client = _emulator_client(emulator)
+def test_emulator_faults_give_bounded_retries(emulator, slept, as_mode, op, faults, error):
+    client = as_mode(_emulator_client(emulator))
     emulator.set_faults(**faults)
     call, _, bulk = OPS[op]
     with pytest.raises(KVBulkError if bulk else error):
@@ -244,9 +244,9 @@ def test_emulator_faults_give_bounded_retries(emulator, slept, op, faults, error
     client.close()
 
 
-def test_emulator_wrong_token_is_an_auth_error_at_once(emulator, slept):
-    client = KVClient(emulator.account_id, emulator.new_namespace_id(), "not-the-token",
-                      base_url=emulator.base_url, max_retries=MAX_RETRIES)
+def test_emulator_wrong_token_is_an_auth_error_at_once(emulator, slept, as_mode):
+    client = as_mode(KVClient(emulator.account_id, emulator.new_namespace_id(), "not-the-token",
+                              base_url=emulator.base_url, max_retries=MAX_RETRIES))
     with pytest.raises(KVAuthError):
         client.put("k", b"v")
     assert client.transport.calls.total == 1 and not slept
@@ -254,8 +254,8 @@ def test_emulator_wrong_token_is_an_auth_error_at_once(emulator, slept):
 
 
 @pytest.mark.parametrize("share", [1.0, 0.5])
-def test_emulator_bulk_partial_failure_loses_nothing_acknowledged(emulator, share):
-    client = _emulator_client(emulator)
+def test_emulator_bulk_partial_failure_loses_nothing_acknowledged(emulator, as_mode, share):
+    client = as_mode(_emulator_client(emulator))
     items = [{"key": f"k{i}", "value": f"value-{i}"} for i in range(60)]
     emulator.set_faults(bulk_unsuccessful=share)
     with pytest.raises(KVBulkError) as info:
@@ -270,8 +270,8 @@ def test_emulator_bulk_partial_failure_loses_nothing_acknowledged(emulator, shar
     client.close()
 
 
-def test_emulator_bulk_delete_partial_failure_names_keys_left(emulator):
-    client = _emulator_client(emulator)
+def test_emulator_bulk_delete_partial_failure_names_keys_left(emulator, as_mode):
+    client = as_mode(_emulator_client(emulator))
     client.put_many([{"key": f"k{i}", "value": "v"} for i in range(40)])
     emulator.set_faults(bulk_unsuccessful=0.5)
     with pytest.raises(KVBulkError) as info:
@@ -281,16 +281,16 @@ def test_emulator_bulk_delete_partial_failure_names_keys_left(emulator):
     client.close()
 
 
-def test_emulator_missing_namespace_is_not_a_key_miss(emulator):
-    client = _emulator_client(emulator, namespace_id="x" * 40)  # longer than an id can be
+def test_emulator_missing_namespace_is_not_a_key_miss(emulator, as_mode):
+    client = as_mode(_emulator_client(emulator, namespace_id="x" * 40))  # longer than an id can be
     with pytest.raises(KVNotFoundError, match="NAMESPACE_ID"):
         client.get("k")
     client.close()
 
 
-def test_acknowledged_writes_survive_random_faults(emulator, slept):
+def test_acknowledged_writes_survive_random_faults(emulator, slept, as_mode):
     """Under 30% 503s and 10% 429s: every put either raised or is readable afterwards."""
-    client = _emulator_client(emulator, max_retries=1)
+    client = as_mode(_emulator_client(emulator, max_retries=1))
     emulator.set_faults(rate_503=0.3, rate_429=0.1, retry_after=0)
     acked, raised = {}, 0
     for i in range(150):

@@ -2,7 +2,8 @@
 
 Each test runs a real loopback server (tests/support/hostile.py) that answers
 the way an attacker in BASE_URL's place, or a broken proxy, would: dripping
-bytes, sending more than KV can hold, or listing keys in circles.
+bytes, sending more than KV can hold, or listing keys in circles. The client's
+tests run on the blocking client and on the async one (``as_mode``).
 """
 
 import io
@@ -24,9 +25,19 @@ from tests.support.hostile import HostileServer, drip, envelope, reply
 MiB = 1024 * 1024
 
 
-def _client(server, **kwargs):
-    kwargs.setdefault("max_retries", 0)
-    return KVClient(ACCOUNT, NS, TOKEN, base_url=server.base_url, **kwargs)
+@pytest.fixture
+def client_on(as_mode):
+    """Make KVClients on a server (no retries unless asked), blocking or awaited; close them after the test."""
+    made = []
+
+    def make(server, **kwargs):
+        kwargs.setdefault("max_retries", 0)
+        made.append(KVClient(ACCOUNT, NS, TOKEN, base_url=server.base_url, **kwargs))
+        return as_mode(made[-1])
+
+    yield make
+    for client in made:
+        client.close()
 
 
 def _timed(call):
@@ -52,36 +63,33 @@ def _drip_head(conn, request):
 
 
 @pytest.mark.parametrize("answer", [_drip_body, _drip_head], ids=["body", "headers"])
-def test_a_dripped_answer_is_cut_at_the_attempts_deadline(answer):
+def test_a_dripped_answer_is_cut_at_the_attempts_deadline(client_on, answer):
     """TIMEOUT=(1, 1) bounds an attempt to 2 s of wall clock, however the bytes are spaced."""
     with HostileServer(answer) as server:
-        client = _client(server, timeout=(1, 1))
+        client = client_on(server, timeout=(1, 1))
         elapsed, error = _timed(lambda: client.get("k"))
-        client.close()
     assert isinstance(error, KVTimeout), error
     assert elapsed < 4, elapsed  # the drip would take 12 s
 
 
-def test_the_call_deadline_covers_every_retry(slept):
+def test_the_call_deadline_covers_every_retry(client_on, slept):
     """DEADLINE bounds the whole call: attempts that each stay within their timeout cannot add up."""
     with HostileServer(_drip_body) as server:
-        client = _client(server, timeout=(1, 1), max_retries=10, deadline=3)
+        client = client_on(server, timeout=(1, 1), max_retries=10, deadline=3)
         elapsed, error = _timed(lambda: client.get("k"))
-        client.close()
     assert isinstance(error, KVTimeout), error
     assert 2 <= len(server.requests) <= 3  # 2 s per attempt: the second is cut at the 3 s deadline
     assert elapsed < 5, elapsed
 
 
-def test_a_slow_but_steady_answer_within_the_deadline_succeeds():
+def test_a_slow_but_steady_answer_within_the_deadline_succeeds(client_on):
     def answer(conn, request):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
         drip(conn, b"data", interval=0.1)
 
     with HostileServer(answer) as server:
-        client = _client(server, timeout=(1, 1))
+        client = client_on(server, timeout=(1, 1))
         assert client.get("k") == b"data"
-        client.close()
 
 
 # (b) An answer larger than any KV can give is refused while it streams.
@@ -103,14 +111,13 @@ def _huge(with_length):
 
 @pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "close-delimited"])
 @pytest.mark.parametrize("op", ["get", "get_metadata", "list_keys", "get_many"])
-def test_a_64_mib_answer_is_never_read_whole(op, with_length):
+def test_a_64_mib_answer_is_never_read_whole(client_on, op, with_length):
     with HostileServer(_huge(with_length)) as server:
-        client = _client(server)
+        client = client_on(server)
         call = {"get": lambda: client.get("k"), "get_metadata": lambda: client.get_metadata("k"),
                 "list_keys": lambda: client.list_keys(), "get_many": lambda: client.get_many(["k"])}[op]
         with pytest.raises(KVAPIError) as info:
             call()
-        client.close()
         time.sleep(0.2)  # let the server notice the hang-up
     assert isinstance(info.value, ResponseTooLargeError)
     # Of each answer, at most KV's largest plus what socket buffers held ever left the server.
@@ -148,14 +155,13 @@ LOOPS = {
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_a_listing_that_never_ends_raises_instead_of_looping(loop, monkeypatch):
+def test_a_listing_that_never_ends_raises_instead_of_looping(client_on, loop, monkeypatch):
     monkeypatch.setattr(types, "MAX_EMPTY_PAGES", 5)
     with HostileServer(LOOPS[loop]) as server:
-        client = _client(server)
+        client = client_on(server)
         with pytest.raises(KVAPIError, match="does not move on"):
             for _ in client.iter_keys():
                 pass
-        client.close()
     assert len(server.requests) <= 6
 
 

@@ -1,6 +1,7 @@
-"""No log record, at any level and from any logger the client causes (urllib3's
-included), holds a session's KV key, its id, or a cursor or prefix made of them.
-The records themselves stay: request lines still show method, path shape and status."""
+"""No log record, at any level and from any logger the client causes (urllib3's and
+aiohttp's included), holds a session's KV key, its id, or a cursor or prefix made of them,
+from the blocking client or the async one. The records themselves stay: request lines still
+show method, path shape and status."""
 
 import base64
 import logging
@@ -8,6 +9,8 @@ import threading
 from urllib.parse import quote
 
 import pytest
+
+from tests.support.twins import Awaited
 
 SESSION_ID = "k3v9q2m8x7c4b1n6z5l0p8r2t4y6u1w3"  # shaped like Django's session keys
 KEY = f"session:{SESSION_ID}"
@@ -72,21 +75,26 @@ def _calls(client):
     client.delete_many([KEY + str(i) for i in range(12)])
 
 
-def test_no_record_holds_a_session_key(emulator, every_record):
-    client = emulator.client()
+def test_no_record_holds_a_session_key(emulator, every_record, as_mode):
+    made = emulator.client()
+    client = as_mode(made)
     _calls(client)
-    client.close()
+    made.close()
     leaks = [(r.name, _text(r)) for r in every_record if any(s in _text(r) for s in _secrets())]
     assert not leaks
     # The useful records are still there, with the key replaced.
-    lines = [_text(r) for r in every_record if r.name == "urllib3.connectionpool" and "HTTP/1.1" in _text(r)]
-    assert any("/values/<key> HTTP/1.1\" 200" in line for line in lines), lines[:3]
-    assert any("cursor=<redacted>" in line for line in lines)
+    ours = [_text(r) for r in every_record if r.name == "django_cfkv"]
+    assert any(line.startswith("KV PUT put -> 200 in") for line in ours), ours[:3]
+    if not isinstance(client, Awaited):  # the blocking client: urllib3 logs its request lines (aiohttp none)
+        lines = [_text(r) for r in every_record if r.name == "urllib3.connectionpool" and "HTTP/1.1" in _text(r)]
+        assert any("/values/<key> HTTP/1.1\" 200" in line for line in lines), lines[:3]
+        assert any("cursor=<redacted>" in line for line in lines)
 
 
-def test_no_record_holds_a_session_key_when_calls_fail(emulator, every_record, slept):
+def test_no_record_holds_a_session_key_when_calls_fail(emulator, every_record, slept, as_mode):
     """Retries, 429s and 503s log more (at INFO and WARNING); none of it names the key."""
-    client = emulator.client(max_retries=1)
+    made = emulator.client(max_retries=1)
+    client = as_mode(made)
     emulator.set_faults(rate_503=0.5, rate_429=0.3, retry_after=0)
     try:
         for _ in range(5):
@@ -96,20 +104,21 @@ def test_no_record_holds_a_session_key_when_calls_fail(emulator, every_record, s
                 pass
     finally:
         emulator.clear_faults()
-        client.close()
+        made.close()
     assert every_record
     assert not [(r.name, _text(r)) for r in every_record if any(s in _text(r) for s in _secrets())]
 
 
-def test_a_key_a_server_echoes_into_an_error_is_not_in_the_exception(emulator):
+def test_a_key_a_server_echoes_into_an_error_is_not_in_the_exception(emulator, as_mode):
     """The emulator (like the gateway) names the key of a binary value a bulk read refuses;
     the error's text and its .errors say <key> instead, so logging the error logs no key."""
     from django_cfkv.exceptions import KVAPIError
 
-    client = emulator.client()
+    made = emulator.client()
+    client = as_mode(made)
     client.put(KEY, b"\xff\xfe binary")
     with pytest.raises(KVAPIError) as info:
         client.get_many([KEY])
-    client.close()
+    made.close()
     text = str(info.value) + repr(info.value) + repr(info.value.errors)
     assert "<key>" in text and not [s for s in _secrets() if s in text]

@@ -1,6 +1,7 @@
 """The transport: retries and their waits, Retry-After in both of its forms, the deadline, timeouts,
-the budget Cloudflare reports, and call accounting. The retry policy is also tested on its own:
-it does no I/O, so it needs no server."""
+the budget Cloudflare reports, and call accounting, each on the blocking client and the async one
+(``scripted_client`` and ``as_mode``: one loopback server, both clients). The retry policy is also
+tested on its own: it does no I/O, so it needs no server."""
 
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -40,59 +41,66 @@ def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped(fixed_now, va
     assert parse_retry_after(value) == seconds
 
 
-def test_an_http_date_retry_after_is_waited_for_until_that_date(fake_client, api, slept, fixed_now):
-    api.get(f"{BASE}/values/k", status=429, headers={"Retry-After": _http_date(NOW + 2)}, json=TOO_MANY)
-    api.get(f"{BASE}/values/k", body=b"v")
-    assert fake_client.get("k") == b"v"
+def test_an_http_date_retry_after_is_waited_for_until_that_date(scripted_client, scripted, slept, fixed_now):
+    scripted.get("/values/k", status=429, headers={"Retry-After": _http_date(NOW + 2)}, json=TOO_MANY)
+    scripted.get("/values/k", body=b"v")
+    assert scripted_client.get("k") == b"v"
     assert slept == [2.0]
 
 
-def test_an_http_date_retry_after_past_the_deadline_is_the_errors_retry_after(fake_client, api, slept, fixed_now):
-    api.get(f"{BASE}/values/k", status=429, headers={"Retry-After": _http_date(NOW + 240)}, json=TOO_MANY)
+def test_an_http_date_retry_after_past_the_deadline_is_the_errors_retry_after(scripted_client, scripted, slept,
+                                                                              fixed_now):
+    scripted.get("/values/k", status=429, headers={"Retry-After": _http_date(NOW + 240)}, json=TOO_MANY)
     with pytest.raises(KVRateLimitError) as info:
-        fake_client.get("k")
-    assert info.value.retry_after == 240 and not slept and len(api.calls) == 1
+        scripted_client.get("k")
+    assert info.value.retry_after == 240 and not slept and len(scripted.calls) == 1
 
 
-def test_a_long_retry_after_is_not_waited_for(fake_client, api, slept):
+def test_a_long_retry_after_is_not_waited_for(scripted_client, scripted, slept):
     """A Retry-After past the call's deadline fails at once rather than hold a web request."""
-    api.get(f"{BASE}/values/k", status=429, headers={"Retry-After": "300"}, json=TOO_MANY)
+    scripted.get("/values/k", status=429, headers={"Retry-After": "300"}, json=TOO_MANY)
     with pytest.raises(KVRateLimitError) as info:
-        fake_client.get("k")
+        scripted_client.get("k")
     assert info.value.retry_after == 300 and "300" in str(info.value)
-    assert len(api.calls) == 1 and not slept
+    assert len(scripted.calls) == 1 and not slept
 
 
 # Backoff and the deadline
 
-def test_retries_503_with_capped_backoff(fake_client, api, slept):
-    api.get(f"{BASE}/values/k", status=503, json=UNAVAILABLE)
-    api.get(f"{BASE}/values/k", status=503, json=UNAVAILABLE)
-    api.get(f"{BASE}/values/k", body=b"v")
-    assert fake_client.get("k") == b"v"
+def test_retries_503_with_capped_backoff(scripted_client, scripted, slept):
+    scripted.get("/values/k", status=503, json=UNAVAILABLE)
+    scripted.get("/values/k", status=503, json=UNAVAILABLE)
+    scripted.get("/values/k", body=b"v")
+    assert scripted_client.get("k") == b"v"
     assert slept == [0.125, 0.25]  # half the backoff; jitter fixed at none
 
 
-def test_deadline_caps_total_waiting(api, monkeypatch):
+def test_deadline_caps_total_waiting(scripted, as_mode, monkeypatch):
     now = [0.0]
+
+    async def asleep(seconds):
+        now[0] += seconds
+
     monkeypatch.setattr(cfkv_clock, "monotonic", lambda: now[0])
     monkeypatch.setattr(cfkv_clock, "sleep", lambda s: now.__setitem__(0, now[0] + s))
-    client = KVClient(ACCOUNT, NS, TOKEN, max_retries=3, deadline=0.5)
-    monkeypatch.setattr(client.transport.policy, "jitter", lambda span: 0.0)
-    api.get(f"{BASE}/values/k", status=503, json=UNAVAILABLE)
+    monkeypatch.setattr(cfkv_clock, "asleep", asleep)
+    made = KVClient(ACCOUNT, NS, TOKEN, base_url=scripted.base_url, max_retries=3, deadline=0.5)
+    monkeypatch.setattr(made.transport.policy, "jitter", lambda span: 0.0)
+    scripted.get("/values/k", status=503, json=UNAVAILABLE)
     with pytest.raises(KVAPIError) as info:
-        client.get("k")
+        as_mode(made).get("k")
+    made.close()
     # Backoffs of 0.125 and 0.25 s fit in 0.5 s; the next (0.5 s) would not, so the 503 is raised.
-    assert len(api.calls) == 3 and info.value.status == 503 and now[0] == 0.375
+    assert len(scripted.calls) == 3 and info.value.status == 503 and now[0] == 0.375
 
 
-def test_timeout_maps_to_kvtimeout_without_the_key(fake_client, api, slept):
+def test_timeout_maps_to_kvtimeout_without_the_key(listener, as_mode, slept):
     key = "session:abcdef0123456789abcdef0123456789"  # a key can be a credential
-    api.get(f"{BASE}/values/session%3Aabcdef0123456789abcdef0123456789",
-            body=requests.ReadTimeout(f"slow: {BASE}/values/session%3Aabcdef0123456789abcdef0123456789"))
+    made = KVClient(ACCOUNT, NS, TOKEN, base_url=listener("silent").base_url, timeout=0.2, max_retries=0)
     with pytest.raises(KVTimeout) as info:
-        fake_client.get(key)
-    assert "ReadTimeout" in str(info.value) and "api.cloudflare.com" in str(info.value)
+        as_mode(made).get(key)
+    made.close()
+    assert "Timeout" in str(info.value) and "127.0.0.1" in str(info.value) and "get" in str(info.value)
     assert "abcdef0123" not in str(info.value) and info.value.__cause__ is None
 
 
@@ -191,32 +199,34 @@ def test_policy_backoff_doubles_to_its_cap_with_at_most_half_of_it_random():
 
 # What Cloudflare reports, and what is counted
 
-def test_low_budget_is_logged(fake_client, api, caplog):
-    api.get(f"{BASE}/values/k", body=b"v", headers={"Ratelimit": '"default";r=12;t=30'})
-    fake_client.get("k")
-    assert fake_client.transport.budget[:2] == (12, 30)
+def test_low_budget_is_logged(scripted_client, scripted, caplog):
+    scripted.get("/values/k", body=b"v", headers={"Ratelimit": '"default";r=12;t=30'})
+    scripted_client.get("k")
+    assert scripted_client.transport.budget[:2] == (12, 30)
     assert "12 calls left" in caplog.text
 
 
-def test_repr_and_errors_never_show_the_token(fake_client, api):
-    api.get(f"{BASE}/values/k", body=requests.ConnectionError("boom"))
-    text = repr(fake_client) + repr(fake_client.transport) + repr(fake_client.transport.policy)
+def test_repr_and_errors_never_show_the_token(closed_port, as_mode, slept):
+    made = KVClient(ACCOUNT, NS, TOKEN, base_url=f"http://127.0.0.1:{closed_port}/client/v4", max_retries=0)
+    client = as_mode(made)
+    text = repr(made) + repr(made.transport) + repr(made.transport.policy)
     with pytest.raises(KVConnectionError) as info:
-        fake_client.get("k")
-    text += str(info.value) + repr(info.value)
+        client.get("k")
+    text += str(info.value) + repr(info.value) + str(vars(made.transport))
+    made.close()
     assert TOKEN not in text
 
 
-def test_calls_are_counted_per_endpoint(fake_client, api, slept):
+def test_calls_are_counted_per_endpoint(scripted_client, scripted, slept):
     from django_cfkv.transport import calls
 
     before = calls.snapshot()
-    api.get(f"{BASE}/values/k", status=503, json=UNAVAILABLE)
-    api.get(f"{BASE}/values/k", body=b"v")
-    api.delete(f"{BASE}/values/k", json=envelope())
-    fake_client.get("k")
-    fake_client.delete("k")
+    scripted.get("/values/k", status=503, json=UNAVAILABLE)
+    scripted.get("/values/k", body=b"v")
+    scripted.delete("/values/k", json=envelope())
+    scripted_client.get("k")
+    scripted_client.delete("k")
     after = calls.snapshot()
     assert after.get("get", 0) - before.get("get", 0) == 2  # each attempt costs quota
     assert after.get("delete", 0) - before.get("delete", 0) == 1
-    assert fake_client.transport.calls.snapshot() == {"get": 2, "delete": 1}
+    assert scripted_client.transport.calls.snapshot() == {"get": 2, "delete": 1}

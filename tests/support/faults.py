@@ -37,11 +37,16 @@ def failure(code, message):
 def slept(monkeypatch):
     """Record the package's waits (backoffs, Retry-After) instead of sleeping: waiting is not the point.
 
-    The package waits through django_cfkv.clock.sleep, its one clock seam: moving it leaves
-    the ``time`` module that pytest, Django and other threads share alone.
+    The package waits through django_cfkv.clock.sleep (and clock.asleep in async code), its one
+    clock seam: moving it leaves the ``time`` module that pytest, Django and other threads share alone.
     """
     waits = []
+
+    async def asleep(seconds):
+        waits.append(seconds)
+
     monkeypatch.setattr(clock, "sleep", waits.append)
+    monkeypatch.setattr(clock, "asleep", asleep)
     return waits
 
 

@@ -9,7 +9,8 @@
 
 Each answer is written raw on the socket, so it can do what no framework would:
 drip bytes, lie about sizes, never end. ``server.requests`` lists what came in,
-``server.sent`` counts the bytes answers managed to send.
+``server.sent`` counts the bytes answers managed to send, ``server.accepted`` the
+connections made to it and ``server.hung_up`` those the client has closed.
 """
 
 import json
@@ -33,6 +34,8 @@ class HostileServer:
         self.answer = answer
         self.requests = []
         self.sent = 0
+        self.accepted = 0
+        self.hung_up = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._conns = []
@@ -63,6 +66,8 @@ class HostileServer:
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conns.append(conn)
+            with self._lock:
+                self.accepted += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
@@ -72,6 +77,8 @@ class HostileServer:
             while not self._stop.is_set():
                 request = _read_request(reader)
                 if request is None:
+                    with self._lock:
+                        self.hung_up += 1
                     return
                 with self._lock:
                     self.requests.append(request)

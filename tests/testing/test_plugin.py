@@ -25,16 +25,22 @@ EXPECTED = {
     "test_fixtures.py::test_faults_left_on": "PASSED",
     "test_fixtures.py::test_faults_left_on_are_off_in_the_next_test": "PASSED",
     "test_fixtures.py::test_call_budget": "PASSED",
+    "test_fixtures.py::test_async_calls_are_counted": "PASSED",
     "test_unittest_style.py::ClassDataTests::test_1_sees_class_data_and_writes": "PASSED",
     "test_unittest_style.py::ClassDataTests::test_2_sees_class_data_not_test_1": "PASSED",
+    "test_unittest_style.py::ClassDataTests::test_3_async_sees_class_data_not_test_1": "PASSED",
     "test_unittest_style.py::OutsideTests::test_settings_untouched_outside": "PASSED",
     "test_unittest_style.py::OutsideTests::test_context_manager": "PASSED",
     "test_unittest_style.py::OutsideTests::test_function_decorator": "PASSED",
+    "test_unittest_style.py::OutsideTests::test_async_context_manager": "PASSED",
+    "test_unittest_style.py::OutsideTests::test_async_function_decorator": "PASSED",
     # The uncaught block fails the test once; the caught one is reported at teardown.
     "test_swallowed.py::test_lets_the_block_through": "FAILED",
     "test_swallowed.py::test_swallows_the_block": "PASSED ERROR",
     "test_swallowed.py::test_expects_the_block": "PASSED",
     "test_swallowed.py::test_emulator_calls_pass": "PASSED",
+    "test_swallowed.py::test_swallows_an_awaited_block": "PASSED ERROR",
+    "test_swallowed.py::test_expects_an_awaited_block": "PASSED",
 }
 
 
@@ -58,8 +64,8 @@ def test_example_project(pytester):
 
     assert _outcomes(output) == EXPECTED, output
     assert re.search(r"^plugins: .*django-cfkv", output, re.MULTILINE), output
-    assert ("KVNetworkBlocked: 1 KV API call(s) to api.cloudflare.com were stopped during this test, "
-            "and the code under test caught") in output
+    assert output.count("KVNetworkBlocked: 1 KV API call(s) to api.cloudflare.com were stopped during this "
+                        "test, and the code under test caught") == 2, output  # the blocking call and the awaited
     assert "KVNetworkBlocked: A KV API call to api.cloudflare.com was stopped: tests must not leave" in output
     assert "production-token" not in output
 

@@ -1,5 +1,7 @@
 """A user's pytest tests using the cfkv fixtures (run by tests/testing/test_plugin.py)."""
 
+import asyncio
+
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -100,3 +102,12 @@ def test_call_budget(cfkv, cfkv_calls):
     cfkv.get("a")
     assert cfkv_calls.total == 1
 
+
+
+def test_async_calls_are_counted(cfkv, cfkv_calls):
+    async def view():
+        await cfkv.aput("a", b"1")
+        return await asyncio.gather(cfkv.aget("a"), get_kv("limits").aget("a"), cfkv.aget_many(["a", "b"]))
+
+    assert asyncio.run(view()) == [b"1", None, {"a": b"1"}]
+    assert cfkv_calls.counts == {"put": 1, "get": 2, "bulk_get": 1}

@@ -1,5 +1,7 @@
 """A user's Django TestCase tests using override_cfkv() and assert_kv_calls()."""
 
+import asyncio
+
 from django.conf import settings
 from django.test import SimpleTestCase, TestCase
 
@@ -30,6 +32,11 @@ class ClassDataTests(TestCase):
         self.assertEqual(self.cfkv.get("from-test-data"), b"class")
         self.assertIsNone(self.cfkv.get("from-test-1"))
 
+    async def test_3_async_sees_class_data_not_test_1(self):
+        self.assertEqual(await self.cfkv.aget("from-test-data"), b"class")
+        self.assertIsNone(await get_kv().aget("from-test-1"))
+        await self.cfkv.aput("from-test-3", b"three")
+
 
 class OutsideTests(SimpleTestCase):
     def test_settings_untouched_outside(self):
@@ -46,6 +53,19 @@ class OutsideTests(SimpleTestCase):
         self.assertEqual(settings.CFKV["default"]["NAMESPACE_ID"], "production-namespace")
         with override_cfkv() as kv:
             self.assertIsNone(kv.get("k"))
+
+    async def test_async_context_manager(self):
+        with override_cfkv() as kv:
+            await kv.aput("k", b"v")
+            with assert_kv_calls(2) as calls:
+                await asyncio.gather(kv.aget("k"), get_kv("limits").aget("k"))
+            self.assertEqual(calls.counts, {"get": 2})
+        self.assertEqual(settings.CFKV["default"]["NAMESPACE_ID"], "production-namespace")
+
+    @override_cfkv()
+    async def test_async_function_decorator(self):
+        await get_kv().aput("k", b"v")
+        self.assertEqual([info.name async for info in get_kv().aiter_keys()], ["k"])
 
     @override_cfkv()
     def test_function_decorator(self):

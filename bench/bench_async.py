@@ -1,0 +1,115 @@
+"""The async client: the HTTP library it awaits with, chosen by these figures, and what it adds to a bare call.
+
+Library: bare httpx (which Cloudflare's own Python SDK uses) and bare aiohttp make the same GET
+and PUT to the same emulator, interleaved in one event loop: wall and CPU per call one at a time,
+and calls per second with 1, 16 and 64 in flight (the ratio is httpx's figure over aiohttp's).
+Overhead: KVClient.aget/aput against bare aiohttp making the same calls, one at a time
+(target <= 1.15x, as the blocking client is held to against bare requests) and 16 in flight.
+"""
+
+import asyncio
+import importlib.util
+import uuid
+
+from django_cfkv.client import KVClient
+
+from .common import ACCOUNT, TOKEN, ainterleaved, athroughput, emulator, row
+
+VALUE = b"x" * 512
+IN_FLIGHT = (1, 16, 64)
+
+
+def run(smoke=False):
+    if importlib.util.find_spec("aiohttp") is None:
+        return [row("async", "async client", 0, "", note="aiohttp (the async extra) not installed: not measured")]
+    n, rounds, total = (20, 1, 64) if smoke else (300, 5, 1600)
+    with emulator() as base_url:
+        return asyncio.run(_run(base_url, n, rounds, total))
+
+
+async def _run(base_url, n, rounds, total):
+    import aiohttp
+
+    ns = uuid.uuid4().hex
+    url = f"{base_url}/accounts/{ACCOUNT}/storage/kv/namespaces/{ns}/values/"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    octets = {"Content-Type": "application/octet-stream"}
+    bare = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=64))
+    client = KVClient(ACCOUNT, ns, TOKEN, base_url=base_url)
+
+    async def bare_put(i):
+        async with bare.put(f"{url}b{i}", data=VALUE, headers=octets) as response:
+            await response.read()
+
+    async def bare_get(i):
+        async with bare.get(f"{url}b{i % 50}") as response:
+            await response.read()
+
+    cases = {"aiohttp put": bare_put, "kvclient aput": lambda i: client.aput(f"c{i}", VALUE),
+             "aiohttp get": bare_get, "kvclient aget": lambda i: client.aget(f"c{i % 50}")}
+    httpx = _httpx(headers)
+    if httpx is not None:
+        async def httpx_put(i):
+            (await httpx.put(f"{url}h{i}", content=VALUE, headers=octets)).raise_for_status()
+
+        async def httpx_get(i):
+            (await httpx.get(f"{url}h{i % 50}")).raise_for_status()
+
+        cases.update({"httpx put": httpx_put, "httpx get": httpx_get})
+    try:
+        for fn in cases.values():  # warm up every path (connections, imports), and write what the gets read
+            for i in range(60):
+                await fn(i)
+        rows = _overhead(await ainterleaved(cases, n, rounds))
+        rows += await _in_flight(cases, total)
+    finally:
+        await bare.close()
+        await client.aclose()
+        client.close()
+        if httpx is not None:
+            await httpx.aclose()
+    return rows
+
+
+def _overhead(t):
+    rows = []
+    for op in ("put", "get"):
+        ours, base = t[f"kvclient a{op}"], t[f"aiohttp {op}"]
+        for i, what in ((0, "wall"), (1, "cpu")):
+            rows.append(row("async", f"a{op} {what} per op", ours[i] * 1e3, "ms", baseline=f"bare aiohttp {op}",
+                            baseline_value=base[i] * 1e3, target="<= 1.15x", ok=ours[i] <= base[i] * 1.15))
+        if f"httpx {op}" in t:
+            theirs = t[f"httpx {op}"]
+            for i, what in ((0, "wall"), (1, "cpu")):
+                rows.append(row("async", f"library: bare httpx {op}, {what} per op", theirs[i] * 1e3, "ms",
+                                baseline=f"bare aiohttp {op}", baseline_value=base[i] * 1e3))
+    return rows
+
+
+async def _in_flight(cases, total):
+    rows = []
+    for in_flight in IN_FLIGHT:
+        names = ["aiohttp get", "kvclient aget"] + (["httpx get"] if "httpx get" in cases else [])
+        if in_flight != 16:
+            names.remove("kvclient aget")
+        figures = {}
+        for _ in range(3):  # interleaved, medians of three
+            for name in names:
+                figures.setdefault(name, []).append(await athroughput(cases[name], in_flight, total))
+        median = {name: sorted(f)[1] for name, f in figures.items()}
+        base = median["aiohttp get"]
+        for name in names[1:]:
+            label = "kvclient aget" if name.startswith("kvclient") else "library: bare httpx get"
+            rows.append(row("async", f"{label}, {in_flight} in flight", median[name][0], "calls/s",
+                            baseline="bare aiohttp get", baseline_value=base[0],
+                            note=f"cpu {median[name][1] * 1e3:.3f} ms/call against {base[1] * 1e3:.3f}"))
+    return rows
+
+
+def _httpx(headers):
+    """Bare httpx as Cloudflare's SDK uses it, or None when it is not installed (the test extras bring it)."""
+    try:
+        import httpx
+    except ImportError:
+        return None
+    return httpx.AsyncClient(headers=headers, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))

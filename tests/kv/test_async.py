@@ -1,0 +1,190 @@
+"""What the async twins promise beyond the blocking interface (which the contract and fault suites check
+through them): awaited calls run at once on the event loop with no thread, over one pooled connection set
+per KV object and event loop, closed when the loop ends; without aiohttp they run in worker threads; the
+embedded store's SQLite calls run in the process's long-lived worker threads; any KV object can be awaited.
+"""
+
+import asyncio
+import gc
+import threading
+import warnings
+
+import pytest
+from django.test import override_settings
+
+from django_cfkv import get_kv, threads
+from django_cfkv.client import KVClient
+from django_cfkv.local import LocalKV
+from django_cfkv.transport import sync as transport_sync
+from tests.support.faults import ACCOUNT, NS, TOKEN
+from tests.support.hostile import HostileServer, envelope, reply
+
+# The native path needs the async extra. Without it (one tox environment runs so) these tests are
+# reported as skipped, and every other async test of the suite runs through worker threads instead.
+native = pytest.mark.skipif(not transport_sync.native_async(), reason="needs the async extra (aiohttp)")
+
+
+def _value_server(barrier=None):
+    """A server that answers every value read with b"v" (after ``barrier``: that many reads in flight at once)."""
+    def answer(conn, request):
+        if barrier is not None:
+            barrier.wait()
+        if "/values/" in request.path:
+            reply(conn, body=b"v")
+        else:
+            reply(conn, body=envelope())
+    return HostileServer(answer)
+
+
+def _client(server, **kwargs):
+    return KVClient(ACCOUNT, NS, TOKEN, base_url=server.base_url, **kwargs)
+
+
+@pytest.mark.parametrize("how", [pytest.param("native", marks=native), "threads"])
+def test_awaited_reads_run_at_once(monkeypatch, how):
+    """Three reads gathered are three requests in flight together (the server answers none until all
+    arrived): natively with no thread, or without the async extra in the process's worker threads."""
+    in_threads = []
+    run = threads.run
+
+    async def counted(function, *args, **kwargs):
+        in_threads.append(function)
+        return await run(function, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "run", counted)
+    if how == "threads":
+        monkeypatch.setattr(transport_sync, "native_async", lambda: False)
+    with _value_server(threading.Barrier(3, timeout=5)) as server:
+        client = _client(server, max_retries=0)
+
+        async def view():
+            return await asyncio.gather(client.aget("a"), client.aget("b"), client.aget("c"))
+
+        assert asyncio.run(view()) == [b"v", b"v", b"v"]
+        client.close()
+    assert server.accepted == 3 and len(in_threads) == (3 if how == "threads" else 0)
+
+
+@native
+def test_one_pooled_connection_set_per_loop_closed_when_the_loop_ends():
+    with _value_server() as server:
+        client = _client(server)
+
+        async def calls():
+            for i in range(20):
+                assert await client.aget(f"k{i}") == b"v"
+            await asyncio.gather(*(client.aget("k") for _ in range(4)))
+
+        asyncio.run(calls())
+        first_loop = server.accepted
+        assert 1 <= first_loop <= 4  # reused: 20 calls one after another, then 4 at once
+        _wait_for(lambda: server.hung_up == first_loop)  # the loop ended: its connections were closed
+        asyncio.run(calls())  # a new loop: a new session
+        assert server.accepted > first_loop
+        _wait_for(lambda: server.hung_up == server.accepted)
+        client.close()
+
+
+@native
+def test_a_client_dropped_without_closing_leaves_no_resource_warning():
+    """The loop's end closes every session made in it, so nothing is left for the garbage collector."""
+    with _value_server() as server, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        async def use_and_drop():
+            client = _client(server)
+            assert await client.aget("k") == b"v"
+
+        asyncio.run(use_and_drop())
+        asyncio.run(use_and_drop())
+        gc.collect()
+        _wait_for(lambda: server.hung_up == server.accepted == 2)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+
+
+@native
+def test_close_from_another_thread_closes_each_loops_connections_on_that_loop(test_loop):
+    """A settings change closes clients from whatever thread it runs in: the loop's session is closed on
+    the loop, when it next makes one, and the client goes on working."""
+    with _value_server() as server:
+        client = _client(server)
+        assert test_loop.run(client.aget("k")) == b"v"
+        closer = threading.Thread(target=client.close)
+        closer.start()
+        closer.join()
+        assert test_loop.run(client.aget("k")) == b"v"
+        _wait_for(lambda: server.hung_up == 1)
+        assert server.accepted == 2
+        test_loop.run(client.aclose())
+        _wait_for(lambda: server.hung_up == 2)
+
+
+class _Recording(LocalKV):
+    """LocalKV that notes the thread each blocking read runs in."""
+
+    threads: list = []
+
+    def get(self, key):
+        self.threads.append(threading.current_thread())
+        return super().get(key)
+
+
+def test_local_kv_runs_sqlite_in_the_long_lived_worker_threads(tmp_path):
+    """Every awaited store call runs in one of the process's worker threads, which outlive event loops (so
+    their SQLite connections do), never on the loop; a subclass's own get() is what aget() runs."""
+    store = _Recording(tmp_path / "kv.sqlite3")
+    store.put("k", b"v")
+    _Recording.threads = []
+    loop_threads = []
+
+    async def read():
+        loop_threads.append(threading.current_thread())
+        return await store.aget("k")
+
+    assert asyncio.run(read()) == b"v" and asyncio.run(read()) == b"v"
+    for thread in _Recording.threads:
+        assert thread.name.startswith("django-cfkv") and thread not in loop_threads
+        assert thread.is_alive()  # after its loop ended (a loop's own executor ends with it): its connection lives on
+
+
+class _NoTwins:
+    """A KV class of a project's own, with the blocking interface only."""
+
+    def __init__(self, path):
+        self.store = LocalKV(path)
+        self.label = "own"
+
+    def get(self, key):
+        return self.store.get(key)
+
+    def put(self, key, value, **kwargs):
+        self.store.put(key, value, **kwargs)
+
+    def list_keys(self, prefix=None, limit=1000, cursor=None):
+        return self.store.list_keys(prefix, limit, cursor)
+
+    def iter_keys(self, prefix=None):
+        return self.store.iter_keys(prefix)
+
+
+def test_a_backend_class_without_twins_is_awaited_through_threads(tmp_path):
+    path = str(tmp_path / "kv.sqlite3")
+    with override_settings(CFKV={"default": {"BACKEND": f"{__name__}._NoTwins", "OPTIONS": {"path": path}}}):
+        kv = get_kv()
+
+        async def use():
+            await kv.aput("k", b"v")
+            return await kv.aget("k"), [info.name async for info in kv.aiter_keys()]
+
+        assert asyncio.run(use()) == (b"v", ["k"])
+        assert kv.label == "own" and [info.name for info in kv.iter_keys()] == ["k"]  # its own attributes
+
+
+def _wait_for(condition, timeout=5.0):
+    """Wait until the server's threads have seen what the client did (they run apart from the test)."""
+    import time
+
+    ends = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < ends, "the server never saw it"
+        time.sleep(0.01)
