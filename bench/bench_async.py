@@ -4,19 +4,24 @@ Library: bare httpx (which Cloudflare's own Python SDK uses) and bare aiohttp ma
 and PUT to the same emulator, interleaved in one event loop: wall and CPU per call one at a time,
 and calls per second with 1, 16 and 64 in flight (the ratio is httpx's figure over aiohttp's).
 Overhead: KVClient.aget/aput against bare aiohttp making the same calls, one at a time
-(target <= 1.15x, as the blocking client is held to against bare requests) and 16 in flight.
+(target <= 1.15x, as the blocking client is held to against bare requests) and 16 in flight;
+and against the blocking KVClient.get/put making them from the same process (target <= 1.15x).
+Gather: three reads awaited together against an emulator that adds 50 ms to every call take
+one round trip (target <= 1.2), natively and through worker threads (without the extra).
 """
 
 import asyncio
 import importlib.util
 import uuid
 
+from django_cfkv import threads
 from django_cfkv.client import KVClient
 
 from .common import ACCOUNT, TOKEN, ainterleaved, athroughput, emulator, row
 
 VALUE = b"x" * 512
 IN_FLIGHT = (1, 16, 64)
+LATENCY_MS = 50
 
 
 def run(smoke=False):
@@ -24,7 +29,42 @@ def run(smoke=False):
         return [row("async", "async client", 0, "", note="aiohttp (the async extra) not installed: not measured")]
     n, rounds, total = (20, 1, 64) if smoke else (300, 5, 1600)
     with emulator() as base_url:
-        return asyncio.run(_run(base_url, n, rounds, total))
+        rows = asyncio.run(_run(base_url, n, rounds, total))
+    with emulator("--latency-ms", str(LATENCY_MS)) as base_url:
+        rows += asyncio.run(_gather(base_url, 2 if smoke else 10))
+    return rows
+
+
+async def _gather(base_url, n):
+    """Wall time of three reads awaited together, in round trips of LATENCY_MS: natively, and in threads."""
+    client = KVClient(ACCOUNT, uuid.uuid4().hex, TOKEN, base_url=base_url)
+    await client.aput_many([{"key": k, "value": "v"} for k in "abc"])
+
+    async def one():
+        await client.aget("a")
+
+    async def three():
+        await asyncio.gather(client.aget("a"), client.aget("b"), client.aget("c"))
+
+    async def three_in_threads():
+        await asyncio.gather(*(threads.run(client.get, k) for k in "abc"))
+
+    try:
+        for fn in (one, three, three_in_threads):  # warm up: connections for three at once, the worker threads
+            await fn()
+        t = await ainterleaved({"one": lambda i: one(), "three": lambda i: three(),
+                                "threads": lambda i: three_in_threads()}, n, 3)
+    finally:
+        await client.aclose()
+        client.close()
+    base = t["one"][0] * 1e3
+    rows = []
+    for name, label in (("three", "native"), ("threads", "worker threads (no extra)")):
+        value = t[name][0] * 1e3
+        rows.append(row("async", f"gather of 3 aget, {label}, at {LATENCY_MS} ms/call", value, "ms",
+                        baseline="one aget", baseline_value=base, target="<= 1.2 round trips",
+                        ok=value <= base * 1.2, note=f"{value / LATENCY_MS:.2f} x {LATENCY_MS} ms"))
+    return rows
 
 
 async def _run(base_url, n, rounds, total):
@@ -45,8 +85,16 @@ async def _run(base_url, n, rounds, total):
         async with bare.get(f"{url}b{i % 50}") as response:
             await response.read()
 
+    async def sync_put(i):
+        client.put(f"s{i}", VALUE)  # blocking, on purpose: the blocking client's cost from the same process
+
+    async def sync_get(i):
+        client.get(f"s{i % 50}")
+
     cases = {"aiohttp put": bare_put, "kvclient aput": lambda i: client.aput(f"c{i}", VALUE),
-             "aiohttp get": bare_get, "kvclient aget": lambda i: client.aget(f"c{i % 50}")}
+             "kvclient put": sync_put,
+             "aiohttp get": bare_get, "kvclient aget": lambda i: client.aget(f"c{i % 50}"),
+             "kvclient get": sync_get}
     httpx = _httpx(headers)
     if httpx is not None:
         async def httpx_put(i):
@@ -78,6 +126,10 @@ def _overhead(t):
         for i, what in ((0, "wall"), (1, "cpu")):
             rows.append(row("async", f"a{op} {what} per op", ours[i] * 1e3, "ms", baseline=f"bare aiohttp {op}",
                             baseline_value=base[i] * 1e3, target="<= 1.15x", ok=ours[i] <= base[i] * 1.15))
+        blocking = t[f"kvclient {op}"]
+        rows.append(row("async", f"a{op} wall per op vs blocking", ours[0] * 1e3, "ms",
+                        baseline=f"blocking KVClient.{op}", baseline_value=blocking[0] * 1e3,
+                        target="<= 1.15x", ok=ours[0] <= blocking[0] * 1.15))
         if f"httpx {op}" in t:
             theirs = t[f"httpx {op}"]
             for i, what in ((0, "wall"), (1, "cpu")):

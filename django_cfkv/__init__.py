@@ -15,4 +15,11 @@ def get_kv(alias: str = "default") -> "django_cfkv.types.KV":
     return _get_kv(alias)
 
 
-__all__ = ["get_kv", "__version__"]
+async def aget_kv(alias: str = "default") -> "django_cfkv.types.KV":
+    """As :func:`get_kv`, from async code (a first use builds the object in a worker thread)."""
+    from .conf import aget_kv as _aget_kv
+
+    return await _aget_kv(alias)
+
+
+__all__ = ["aget_kv", "get_kv", "__version__"]

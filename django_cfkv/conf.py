@@ -160,6 +160,13 @@ def get_kv(alias: str = "default") -> Any:
     return kv
 
 
+async def aget_kv(alias: str = "default") -> Any:
+    """As :func:`get_kv`, from async code: a first use builds the object in a worker thread (a LocalKV
+    opens its SQLite file there), never on the event loop."""
+    kv = _instances.get(alias)
+    return kv if kv is not None else await threads.run(get_kv, alias)
+
+
 def reset() -> None:
     """Forget built clients (closing their connections) and re-read settings."""
     get_config.cache_clear()

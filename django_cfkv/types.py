@@ -157,7 +157,7 @@ class PageWalk:
 
 def iter_pages(kv: Lister, prefix: str | None = None, limit: int = 1000) -> Iterator[KeyPage]:
     """Yield every KeyPage of a listing, following cursors; one of the two loops over pages
-    (:func:`aiter_pages` is the other), both checked by :class:`PageWalk`."""
+    (``aiter_pages`` is the other, for awaited listings), both checked by one ``PageWalk``."""
     walk = PageWalk()
     while not walk.done:
         yield walk.step(kv.list_keys(prefix=prefix, limit=limit, cursor=walk.cursor))

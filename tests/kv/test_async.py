@@ -6,22 +6,31 @@ embedded store's SQLite calls run in the process's long-lived worker threads; an
 
 import asyncio
 import gc
+import os
 import threading
 import warnings
 
 import pytest
 from django.test import override_settings
 
-from django_cfkv import get_kv, threads
+from django_cfkv import aget_kv, conf, get_kv, threads
 from django_cfkv.client import KVClient
 from django_cfkv.local import LocalKV
 from django_cfkv.transport import sync as transport_sync
 from tests.support.faults import ACCOUNT, NS, TOKEN
 from tests.support.hostile import HostileServer, envelope, reply
 
-# The native path needs the async extra. Without it (one tox environment runs so) these tests are
-# reported as skipped, and every other async test of the suite runs through worker threads instead.
-native = pytest.mark.skipif(not transport_sync.native_async(), reason="needs the async extra (aiohttp)")
+# The native path needs the async extra. One tox environment runs without it, and says so: there these
+# tests are skipped, and every other async test of the suite runs through worker threads instead.
+# Anywhere else a missing aiohttp fails the run (test_the_async_extra_is_installed_where_expected).
+WITHOUT_EXTRA = os.environ.get("CFKV_WITHOUT_ASYNC_EXTRA") == "1"
+native = pytest.mark.skipif(WITHOUT_EXTRA, reason="CFKV_WITHOUT_ASYNC_EXTRA=1: this run is without aiohttp")
+
+
+def test_the_async_extra_is_installed_where_expected():
+    assert transport_sync.native_async() is not WITHOUT_EXTRA, (
+        "aiohttp (the async extra) is " + ("installed" if WITHOUT_EXTRA else "missing") + ": install "
+        "django-cfkv[async], or set CFKV_WITHOUT_ASYNC_EXTRA=1 in the environment that runs without it")
 
 
 def _value_server(barrier=None):
@@ -178,6 +187,21 @@ def test_a_backend_class_without_twins_is_awaited_through_threads(tmp_path):
 
         assert asyncio.run(use()) == (b"v", ["k"])
         assert kv.label == "own" and [info.name for info in kv.iter_keys()] == ["k"]  # its own attributes
+
+
+def test_aget_kv_builds_in_a_worker_thread_and_shares_get_kvs_object(tmp_path, monkeypatch):
+    """A first aget_kv() builds the object off the event loop (a LocalKV opens its SQLite file), once."""
+    built_in = []
+    build = conf.build_kv
+    monkeypatch.setattr(conf, "build_kv", lambda alias: built_in.append(threading.current_thread()) or build(alias))
+    path = str(tmp_path / "kv.sqlite3")
+    with override_settings(CFKV={"default": {"BACKEND": "local", "OPTIONS": {"path": path}}}):
+        async def view():
+            return threading.current_thread(), await aget_kv(), await aget_kv("default")
+
+        loop_thread, kv, again = asyncio.run(view())
+        assert kv is again is get_kv() and isinstance(kv, LocalKV)
+    assert len(built_in) == 1 and built_in[0] is not loop_thread and built_in[0].name.startswith("django-cfkv")
 
 
 def _wait_for(condition, timeout=5.0):
