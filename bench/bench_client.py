@@ -105,6 +105,9 @@ def _metadata_writes(n, rounds):
         def write(shape):
             def run(i):
                 method, path, kwargs = shape(f"key:{i}")
+                if "files" in kwargs:  # requests' own multipart encoder, as requests would run it when sending
+                    encoded = requests.Request(method, "http://sink/", files=kwargs["files"]).prepare()
+                    kwargs = {"data": encoded.body, "headers": {"Content-Type": encoded.headers["Content-Type"]}}
                 call = request.KVRequest(method, path, "put", keys=(f"key:{i}",))
                 response = client.transport.request(method, _namespace_url(client) + path, endpoint="put", **kwargs)
                 (answer.unsuccessful if path == "/bulk" else answer.envelope)(response, call)
