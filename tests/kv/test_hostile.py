@@ -120,10 +120,12 @@ def test_a_64_mib_answer_is_never_read_whole(client_on, op, with_length):
             call()
         time.sleep(0.2)  # let the server notice the hang-up
     assert isinstance(info.value, ResponseTooLargeError)
-    # Of each answer, at most KV's largest plus what socket buffers held ever left the server.
+    # Of each answer, at most KV's largest plus what socket buffers held ever left the server: on
+    # loopback they autotune to several MiB each way (more when the reader is fast, as aiohttp is),
+    # far less than the 38 MiB that reading the answer whole would add.
     # (get_many reads a key whose bulk answer is too large alone: two answers.)
     assert len(server.requests) == (2 if op == "get_many" else 1)
-    assert server.sent < len(server.requests) * (limits.MAX_RESPONSE_BYTES + 8 * MiB)
+    assert server.sent < len(server.requests) * (limits.MAX_RESPONSE_BYTES + 16 * MiB)
     if with_length:
         assert server.sent < 16 * MiB  # refused on the header alone
 
