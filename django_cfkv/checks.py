@@ -40,12 +40,12 @@ def _check_alias(alias: str, settings: dict[str, Any]) -> list[CheckMessage]:
     backend = settings["BACKEND"]
     if backend == "cloudflare":
         for name in ("ACCOUNT_ID", "API_TOKEN", "NAMESPACE_ID"):
-            env = conf.ENV_FALLBACKS.get(name, conf.NAMESPACE_ENV)
             if not settings.get(name):
+                env = conf.env_var(alias, name)
                 errors.append(Error(
                     f"CFKV[{alias!r}] has no {name}.", id="django_cfkv.E002",
-                    hint=f"Set CFKV[{alias!r}][{name!r}] or the {env} environment variable, "
-                         "or use BACKEND 'local' for development.",
+                    hint=f"Set CFKV[{alias!r}][{name!r}]" + (f" or the {env} environment variable" if env else "")
+                         + ", or use BACKEND 'local' for development.",
                 ))
         if settings.get("API_TOKEN"):
             try:
@@ -62,27 +62,28 @@ def _check_alias(alias: str, settings: dict[str, Any]) -> list[CheckMessage]:
                 f"CFKV[{alias!r}]['BASE_URL'] sends the API token over plain HTTP to {url.hostname}.",
                 id="django_cfkv.W001", hint="Use https:// for anything but a loopback emulator."))
     elif backend == "local":
-        directory = os.path.dirname(os.path.abspath(str(settings.get("PATH"))))
-        if not os.path.isdir(directory):
-            errors.append(Error(f"CFKV[{alias!r}]['PATH'] is in {directory}, which does not exist.",
-                                id="django_cfkv.E004", hint="Create the folder or choose another PATH."))
+        errors += _check_local_path(alias, settings)
     elif "." not in str(backend):
         errors.append(Error(f"CFKV[{alias!r}]['BACKEND'] is {backend!r}.", id="django_cfkv.E005",
                             hint="Use 'cloudflare', 'local' or a dotted path to a class with the KV interface."))
-    timeout = settings.get("TIMEOUT")
-    values = timeout if isinstance(timeout, (tuple, list)) else (timeout,)
-    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
-        errors.append(Error(f"CFKV[{alias!r}]['TIMEOUT'] must be seconds > 0 or a (connect, read) pair.",
-                            id="django_cfkv.E006", hint="For example TIMEOUT = (5, 30)."))
-    for name, example in (("DEADLINE", 30), ("BUSY_TIMEOUT", 5)):
-        value = settings.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            errors.append(Error(f"CFKV[{alias!r}][{name!r}] must be a number of seconds > 0, not {value!r}.",
-                                id="django_cfkv.E009" if name == "DEADLINE" else "django_cfkv.E010",
-                                hint=f"For example {name} = {example}, or leave it unset for the default."))
-    retries = settings.get("MAX_RETRIES")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        errors.append(Error(f"CFKV[{alias!r}]['MAX_RETRIES'] must be a whole number >= 0.", id="django_cfkv.E007"))
+    return errors + [config_error(problem) for problem in conf.alias_problems(alias, settings)]
+
+
+def _check_local_path(alias: str, settings: dict[str, Any]) -> list[CheckMessage]:
+    path = settings.get("PATH")
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        return [Error(f"CFKV[{alias!r}]['PATH'] is {path!r}, not a file path.", id="django_cfkv.E004",
+                      hint="For example PATH = BASE_DIR / 'cfkv.sqlite3'.")]
+    errors: list[CheckMessage] = []
+    if not os.path.isabs(os.fspath(path)) and conf.setting("BASE_DIR") is None:
+        errors.append(Warning(
+            f"CFKV[{alias!r}]['PATH'] is the relative path {os.fspath(path)!r}, and no BASE_DIR is set: the store "
+            "is opened in whatever folder the server starts in, so another start can open an empty one.",
+            id="django_cfkv.W002", hint="Give an absolute PATH, for example PATH = BASE_DIR / 'cfkv.sqlite3'."))
+    directory = os.path.dirname(conf.local_path(alias, settings))
+    if not os.path.isdir(directory):
+        errors.append(Error(f"CFKV[{alias!r}]['PATH'] is in {directory}, which does not exist.",
+                            id="django_cfkv.E004", hint="Create the folder or choose another PATH."))
     return errors
 
 
@@ -159,6 +160,12 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
         if value not in choices:
             errors.append(Error(f"{name} is {value!r}; use one of: {', '.join(map(repr, choices))}.",
                                 id=error_id, hint=hint))
+    errors += _check_session_alias() + _check_session_numbers()
+    prefix = conf.setting("SESSION_CFKV_KEY_PREFIX")
+    if not isinstance(prefix, str) or not prefix or len(prefix.encode()) > 128:
+        errors.append(Error(f"SESSION_CFKV_KEY_PREFIX is {prefix!r}; it must be text of 1 to 128 bytes.",
+                            id="django_cfkv.E207",
+                            hint="Leave it unset for 'session:', the prefix Workers session code reads."))
     errors += _check_user_index()
     field = conf.setting("SESSION_CFKV_USER_FIELD")
     if field != "pk":
@@ -170,6 +177,49 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
         except (FieldDoesNotExist, TypeError):
             errors.append(Error(f"SESSION_CFKV_USER_FIELD is {field!r}, which is not a field of the user model.",
                                 id="django_cfkv.E204", hint="Use 'pk', or a unique field such as 'email'."))
+    return errors
+
+
+def _sessions_in_kv() -> bool:
+    """Return True if sessions live in KV: SESSION_ENGINE is a KV engine, or bearer tokens are used."""
+    from .sessions.tokens import engine_session_store
+
+    if "django_cfkv.middleware.BearerSessionMiddleware" in conf.setting("MIDDLEWARE"):
+        return True
+    try:
+        engine_session_store()
+    except (ImportError, CFKVConfigurationError):
+        return False
+    return True
+
+
+def _check_session_alias() -> list[CheckMessage]:
+    alias = conf.setting("SESSION_CFKV_ALIAS")
+    if not (conf.is_set("SESSION_CFKV_ALIAS") or _sessions_in_kv()):
+        return []  # sessions are elsewhere: the default alias need not exist
+    try:
+        aliases = conf.get_config()
+    except CFKVConfigurationError:
+        return []  # E001 says what is wrong with CFKV
+    if not isinstance(alias, str) or alias not in aliases:
+        return [Error(f"SESSION_CFKV_ALIAS is {alias!r}, which is not a CFKV alias, so every request that "
+                      "uses the session fails.", id="django_cfkv.E206",
+                      hint=f"Use one of: {', '.join(map(repr, sorted(aliases)))}, or add CFKV[{alias!r}].")]
+    return []
+
+
+def _check_session_numbers() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for name, error_id, hint in (
+        ("SESSION_CFKV_REFRESH_INTERVAL", "django_cfkv.E208",
+         "Seconds between two writes that only move a session's expiry; leave it unset for 60."),
+        ("SESSION_CFKV_NEAR_CACHE_TIMEOUT", "django_cfkv.E209",
+         "Seconds a process may serve a session from memory; 0 (the default) turns it off."),
+    ):
+        value = conf.setting(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            errors.append(Error(f"{name} is {value!r}; it must be a number of seconds >= 0.", id=error_id,
+                                hint=hint))
     return errors
 
 
@@ -186,4 +236,82 @@ def _check_user_index() -> list[CheckMessage]:
                         "to work.", id="django_cfkv.W201",
                         hint="Move sessions to the hashed layout (manage.py cfkv migrate-sessions), or set "
                              "SESSION_CFKV_USER_INDEX = False to say you do without.")]
+    return []
+
+
+# Caches
+
+CACHE_BACKEND = "django_cfkv.cache.CloudflareKVCache"
+
+
+@register(Tags.caches)
+def check_caches(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check every CloudflareKVCache in CACHES: its LOCATION names a CFKV alias, its OPTIONS are known and valid."""
+    from .cache import options
+
+    errors: list[CheckMessage] = []
+    caches = conf.setting("CACHES")
+    for name, params in caches.items() if isinstance(caches, dict) else ():
+        if not isinstance(params, dict) or params.get("BACKEND") != CACHE_BACKEND:
+            continue
+        alias = params.get("LOCATION") or "default"
+        try:
+            aliases = conf.get_config()
+        except CFKVConfigurationError:
+            aliases = None  # E001 says what is wrong with CFKV
+        if aliases is not None and (not isinstance(alias, str) or alias not in aliases):
+            errors.append(Error(
+                f"CACHES[{name!r}]['LOCATION'] is {alias!r}, which is not a CFKV alias, so every use of the "
+                "cache fails.", id="django_cfkv.E301",
+                hint=f"LOCATION names the CFKV alias the cache lives in: one of "
+                     f"{', '.join(map(repr, sorted(aliases)))}, or add CFKV[{alias!r}]."))
+        try:
+            options.parse(params)
+        except CFKVConfigurationError as exc:
+            errors.append(Error(f"CACHES[{name!r}]: {exc.message}", id=exc.id or "django_cfkv.E302", hint=exc.hint))
+    return errors
+
+
+# Middleware order
+
+SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+BEARER_MIDDLEWARE = "django_cfkv.middleware.BearerSessionMiddleware"
+RATELIMIT_MIDDLEWARE = "django_cfkv.middleware.RateLimitMiddleware"
+
+
+@register(Tags.compatibility)
+def check_middleware_order(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check that BearerSessionMiddleware follows SessionMiddleware, and RateLimitMiddleware follows
+    AuthenticationMiddleware when a rule keys on the user."""
+    middleware = list(conf.setting("MIDDLEWARE") or ())
+    errors: list[CheckMessage] = []
+    if _before(middleware, BEARER_MIDDLEWARE, SESSION_MIDDLEWARE):
+        errors.append(Error(
+            "BearerSessionMiddleware comes before SessionMiddleware, which then replaces the bearer token's "
+            "session with the cookie's: every bearer token is ignored.", id="django_cfkv.E401",
+            hint=f"In MIDDLEWARE, put {BEARER_MIDDLEWARE!r} right after {SESSION_MIDDLEWARE!r}."))
+    if _before(middleware, RATELIMIT_MIDDLEWARE, AUTH_MIDDLEWARE) or (
+            RATELIMIT_MIDDLEWARE in middleware and AUTH_MIDDLEWARE not in middleware):
+        errors += _check_user_keys()
+    return errors
+
+
+def _before(middleware: list[str], first: str, then: str) -> bool:
+    return first in middleware and then in middleware and middleware.index(first) < middleware.index(then)
+
+
+def _check_user_keys() -> list[CheckMessage]:
+    from .ratelimit import compile_settings
+
+    _, rules, _ = compile_settings(conf.setting("CFKV_RATELIMIT"))
+    kinds = {rule.key for rule in rules}
+    hint = f"In MIDDLEWARE, put {RATELIMIT_MIDDLEWARE!r} after {AUTH_MIDDLEWARE!r}."
+    if "user" in kinds:
+        return [Error("RateLimitMiddleware runs before AuthenticationMiddleware, so no request has a user yet: "
+                      "rules with key 'user' count nothing.", id="django_cfkv.E402", hint=hint)]
+    if "user_or_ip" in kinds:
+        return [Warning("RateLimitMiddleware runs before AuthenticationMiddleware, so no request has a user yet: "
+                        "rules with key 'user_or_ip' count signed-in users by their address.",
+                        id="django_cfkv.W402", hint=hint)]
     return []

@@ -9,6 +9,7 @@ module's one ``setting_changed`` receiver and one fork hook run them, so
 """
 
 import functools
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -54,6 +55,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "SESSION_CFKV_NEAR_CACHE_TIMEOUT": 0,
     "SESSION_CFKV_USER_INDEX": True,
     "CFKV_RATELIMIT": {},
+    # The project's folder, as startproject's settings name it: a relative local PATH is taken from there.
+    "BASE_DIR": None,
     # django-redis' settings, read by the cache with their meanings (None: not set).
     "DJANGO_REDIS_IGNORE_EXCEPTIONS": None,
     "DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS": None,
@@ -66,9 +69,14 @@ SETTING_DEFAULTS: dict[str, Any] = {
 
 # Django's own settings that django-cfkv reads (Django gives each a default).
 DJANGO_SETTINGS = frozenset({
-    "AUTHENTICATION_BACKENDS", "CACHES", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_ENGINE",
+    "AUTHENTICATION_BACKENDS", "CACHES", "MIDDLEWARE", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_ENGINE",
     "SESSION_SERIALIZER",
 })
+
+
+def is_set(name: str) -> bool:
+    """Return True if the project's settings give ``name`` (rather than leaving it to its default)."""
+    return hasattr(django_settings, name)
 
 
 def setting(name: str) -> Any:
@@ -114,16 +122,60 @@ def alias_config(alias: str) -> dict[str, Any]:
     return merged
 
 
+def env_var(alias: str, name: str) -> str | None:
+    """Return the environment variable that fills ``name`` in for ``alias``, if one does."""
+    return ENV_FALLBACKS.get(name) or (NAMESPACE_ENV if name == "NAMESPACE_ID" and alias == "default" else None)
+
+
+def local_path(alias: str, config: dict[str, Any]) -> str:
+    """Return a local alias' PATH as an absolute path: a relative one is taken from BASE_DIR, if set."""
+    path = os.fspath(config["PATH"])
+    base = setting("BASE_DIR")
+    if not os.path.isabs(path) and base is not None:
+        path = os.path.join(os.fspath(base), path)
+    return os.path.abspath(path)
+
+
+def _seconds(value: Any, *, zero_ok: bool = False) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (value >= 0 if zero_ok else value > 0))
+
+
+def alias_problems(alias: str, config: dict[str, Any]) -> list[CFKVConfigurationError]:
+    """Return what is wrong with an alias' numbers (TIMEOUT, DEADLINE, BUSY_TIMEOUT, MAX_RETRIES), each with
+    its check id and hint: they would otherwise reach requests or SQLite and fail on every call."""
+    problems = []
+    timeout = config.get("TIMEOUT")
+    values = tuple(timeout) if isinstance(timeout, (tuple, list)) else (timeout, timeout)
+    if len(values) != 2 or not all(_seconds(v) for v in values):
+        problems.append(CFKVConfigurationError(
+            f"CFKV[{alias!r}]['TIMEOUT'] must be seconds > 0 or a (connect, read) pair, not {timeout!r}.",
+            "django_cfkv.E006", "For example TIMEOUT = 10 or TIMEOUT = (5, 30): numbers, not strings."))
+    for name, example, error_id in (("DEADLINE", 30, "django_cfkv.E009"), ("BUSY_TIMEOUT", 5, "django_cfkv.E010")):
+        if not _seconds(config.get(name)):
+            problems.append(CFKVConfigurationError(
+                f"CFKV[{alias!r}][{name!r}] must be a number of seconds > 0, not {config.get(name)!r}.",
+                error_id, f"For example {name} = {example}, or leave it unset for the default."))
+    retries = config.get("MAX_RETRIES")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        problems.append(CFKVConfigurationError(
+            f"CFKV[{alias!r}]['MAX_RETRIES'] must be a whole number >= 0, not {retries!r}.", "django_cfkv.E007",
+            "For example MAX_RETRIES = 2, or leave it unset for the default."))
+    return problems
+
+
 def build_kv(alias: str) -> Any:
     """Build a new client or store for ``alias``; CFKVConfigurationError says what is missing."""
     config = alias_config(alias)
     backend = config["BACKEND"]
+    if backend in BACKENDS:
+        problems = alias_problems(alias, config)
+        if problems:
+            raise problems[0]
     if backend == "cloudflare":
         missing = [n for n in ("ACCOUNT_ID", "NAMESPACE_ID", "API_TOKEN") if not config.get(n)]
         if missing:
-            hints = ", ".join(
-                f"{n} (or ${ENV_FALLBACKS.get(n, NAMESPACE_ENV)})" for n in missing
-            )
+            hints = ", ".join(n + (f" (or ${env_var(alias, n)})" if env_var(alias, n) else "") for n in missing)
             raise CFKVConfigurationError(f"CFKV[{alias!r}] needs {hints} to reach Cloudflare.", "django_cfkv.E002")
         return client.KVClient(
             config["ACCOUNT_ID"], config["NAMESPACE_ID"], config["API_TOKEN"],
@@ -131,8 +183,8 @@ def build_kv(alias: str) -> Any:
             deadline=config["DEADLINE"],
         )
     if backend == "local":
-        return local.LocalKV(config["PATH"], namespace=config.get("NAMESPACE_ID") or "",
-                       busy_timeout=config["BUSY_TIMEOUT"])
+        return local.LocalKV(local_path(alias, config), namespace=config.get("NAMESPACE_ID") or "",
+                             busy_timeout=config["BUSY_TIMEOUT"])
     try:
         cls = import_string(backend)
     except ImportError as exc:

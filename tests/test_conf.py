@@ -70,9 +70,8 @@ def test_dotted_backend(tmp_path):
     ({"BACKEND": "local", "MAX_RETRIES": -1}, ["django_cfkv.E007"]),
     ({"BACKEND": "local", "TIMEOUT": (3, 10), "MAX_RETRIES": 0}, []),
 ])
-def test_checks(alias, expected, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with override_settings(CFKV={"default": alias}):
+def test_checks(alias, expected, tmp_path):
+    with override_settings(CFKV={"default": alias}, BASE_DIR=tmp_path):
         assert ids(check_cfkv_setting()) == expected
 
 

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from .. import clock, metadata
-from ..exceptions import KVAPIError, KVBulkError, KVError, KVValueError
+from ..exceptions import CFKVConfigurationError, KVAPIError, KVBulkError, KVError, KVValueError
 from . import options
 from .codec import retime
 from .entries import Entries, bulk_refused, key_lock
@@ -41,9 +41,15 @@ class CloudflareKVCache(DjangoRedisExtras):
     """
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
-        opts = options.parse(params)
         super().__init__(params)
         self._alias = location or "default"
+        try:
+            opts = options.parse(params)
+        except CFKVConfigurationError as exc:
+            # Django's own cache checks build every cache: django-cfkv's check reports the mistake with its
+            # id and hint, and the first use of the cache raises it (see __getattr__).
+            self._misconfigured = exc
+            return
         self._kv_prefix = opts.kv_prefix
         self._hash_long_keys = opts.hash_long_keys
         self._guard = Guard(self._alias, opts.ignore_exceptions, opts.log_ignored_exceptions, opts.logger_name)
@@ -55,6 +61,13 @@ class CloudflareKVCache(DjangoRedisExtras):
         # The near cache is shared by every cache object (one per thread) of this key space.
         space = ("cache", self._alias, self._kv_prefix, self.key_prefix)
         self._entries = Entries(self._alias, opts.codec, self.key_prefix, space, opts.near_bounds)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes __init__ did not set: those of a cache whose OPTIONS were refused.
+        error = self.__dict__.get("_misconfigured")
+        if error is not None and name.startswith("_") and not name.startswith("__"):
+            raise error
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # Keys and timeouts
 

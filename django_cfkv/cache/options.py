@@ -42,6 +42,10 @@ DJANGO_REDIS_OPTIONS = {
 }
 
 
+NAME_ERROR = "django_cfkv.E302"  # an option CloudflareKVCache does not take
+VALUE_ERROR = "django_cfkv.E303"  # an option or setting of the wrong kind
+
+
 class CacheOptions(NamedTuple):
     """A cache's checked OPTIONS."""
 
@@ -64,32 +68,40 @@ def parse(params: Mapping[str, Any]) -> CacheOptions:
         if culling in options:
             raise CFKVConfigurationError(
                 f"CloudflareKVCache does not support OPTIONS['{culling}']: Workers KV has no entry "
-                "limit to cull to. Remove it; entries leave KV when they expire."
+                "limit to cull to. Remove it; entries leave KV when they expire.", NAME_ERROR,
+                f"Remove OPTIONS['{culling}'] (Django's other caches read it; KV needs no culling)."
             )
     redis_only = sorted(set(options) & set(DJANGO_REDIS_OPTIONS))
     if redis_only:
         name = redis_only[0]
         raise CFKVConfigurationError(f"CloudflareKVCache does not take django-redis' OPTIONS['{name}']: "
-                                     f"{DJANGO_REDIS_OPTIONS[name]}. Remove it.")
+                                     f"{DJANGO_REDIS_OPTIONS[name]}. Remove it.", NAME_ERROR,
+                                     f"Remove OPTIONS['{name}'].")
     serializer = options.get("SERIALIZER")
     if isinstance(serializer, str) and "." in serializer:
         raise CFKVConfigurationError(
-            f"OPTIONS['SERIALIZER'] is {serializer!r}, a class; CloudflareKVCache takes 'pickle' or 'json' "
-            "(for django-redis' PickleSerializer and JSONSerializer; it has no msgpack)."
+            f"OPTIONS['SERIALIZER'] is {serializer!r}, a class; CloudflareKVCache takes 'pickle' or 'json'.",
+            VALUE_ERROR, "'pickle' for django-redis' PickleSerializer, 'json' for its JSONSerializer (there is no "
+            "msgpack)."
         )
     unknown = sorted(set(options) - set(OPTION_DEFAULTS))
     if unknown:
         raise CFKVConfigurationError(
-            f"Unknown CloudflareKVCache OPTIONS {', '.join(unknown)}; valid: {', '.join(OPTION_DEFAULTS)}."
+            f"Unknown CloudflareKVCache OPTIONS {', '.join(unknown)}; valid: {', '.join(OPTION_DEFAULTS)}.",
+            NAME_ERROR, "Remove or correct it. Django's own TIMEOUT, KEY_PREFIX and VERSION go beside OPTIONS, "
+            "not in it."
         )
     opts = {**OPTION_DEFAULTS, **_django_redis_settings(options), **options}
     try:
         codec = EntryCodec(opts["SERIALIZER"], opts["COMPRESS_MIN_BYTES"])
     except ValueError as exc:
-        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS: {exc}") from exc
+        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS: {exc}", VALUE_ERROR,
+                                     "SERIALIZER is 'pickle' or 'json'; COMPRESS_MIN_BYTES a number of bytes or "
+                                     "None.") from exc
     kv_prefix = opts["KV_PREFIX"]
     if not isinstance(kv_prefix, str) or len(kv_prefix.encode()) > 128:
-        raise CFKVConfigurationError("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.")
+        raise CFKVConfigurationError("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.", VALUE_ERROR,
+                                     "Leave it unset for 'cache:'.")
     return CacheOptions(
         codec=codec,
         kv_prefix=kv_prefix,
@@ -112,7 +124,8 @@ def _django_redis_settings(options: Mapping[str, Any]) -> dict[str, Any]:
         value = conf.setting(f"DJANGO_REDIS_{option}")
         if value is not None:
             if not isinstance(value, bool):
-                raise CFKVConfigurationError(f"DJANGO_REDIS_{option} must be True or False; got {value!r}.")
+                raise CFKVConfigurationError(f"DJANGO_REDIS_{option} must be True or False; got {value!r}.",
+                                             VALUE_ERROR, "True or False, without quotes.")
             found[option] = value
     return found
 
@@ -123,7 +136,8 @@ def _logger_name() -> str:
     if name is None:
         return "django_cfkv.cache"
     if not isinstance(name, str) or not name:
-        raise CFKVConfigurationError(f"DJANGO_REDIS_LOGGER must be a logger's name; got {name!r}.")
+        raise CFKVConfigurationError(f"DJANGO_REDIS_LOGGER must be a logger's name; got {name!r}.", VALUE_ERROR,
+                                     "Leave it unset for 'django_cfkv.cache'.")
     return name
 
 
@@ -141,7 +155,9 @@ def _number(opts: dict[str, Any], name: str, *, zero_ok: bool = False, hint: str
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
             value < 0 or (value == 0 and not zero_ok):
         raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS['{name}'] must be a number "
-                                     f"{'of 0 or more' if zero_ok else 'above 0'}{hint}; got {value!r}.")
+                                     f"{'of 0 or more' if zero_ok else 'above 0'}{hint}; got {value!r}.",
+                                     VALUE_ERROR, f"A number without quotes, or leave it unset for "
+                                                  f"{OPTION_DEFAULTS[name]!r}.")
     return value
 
 
@@ -149,5 +165,6 @@ def _flag(opts: dict[str, Any], name: str) -> bool:
     """Return OPTIONS[name] if it is True or False (a string such as "false" would read as True)."""
     if not isinstance(opts[name], bool):
         raise CFKVConfigurationError(
-            f"CloudflareKVCache OPTIONS['{name}'] must be True or False; got {opts[name]!r}.")
+            f"CloudflareKVCache OPTIONS['{name}'] must be True or False; got {opts[name]!r}.", VALUE_ERROR,
+            f"True or False, without quotes (the string {opts[name]!r} is not read as either).")
     return opts[name]
