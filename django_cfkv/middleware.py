@@ -8,7 +8,6 @@ of rate limiting (identity, counting, the 429 and its headers) lives in
 :mod:`django_cfkv.ratelimit`; its names stay importable from here.
 """
 
-from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.deprecation import MiddlewareMixin
@@ -27,6 +26,7 @@ from .ratelimit import (  # noqa: F401  (re-exported: they lived here)
     limit_view,
     limited_response,
 )
+from .ratelimit.limiter import MISCONFIGURED
 
 USAGES = "_cfkv_ratelimit_usages"  # the request attribute carrying what was counted to the response
 
@@ -36,8 +36,9 @@ class RateLimitMiddleware(MiddlewareMixin):
 
     Works in sync and async stacks. Put it after AuthenticationMiddleware when
     a rule keys on ``user``. A failing store never turns a request into a
-    500 (``FAIL_OPEN`` decides); a request with no client address to count an
-    ``ip`` key by raises ImproperlyConfigured (``django_cfkv.E118``).
+    500 (``FAIL_OPEN`` decides); a configuration mistake does: a refused token,
+    an alias or cache that does not exist, or a request with no client address
+    to count an ``ip`` key by (``django_cfkv.E118``).
     """
 
     def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
@@ -55,8 +56,8 @@ class RateLimitMiddleware(MiddlewareMixin):
     def _check(self, request: HttpRequest) -> list[Usage]:
         try:
             return check_request(request)
-        except ImproperlyConfigured:
-            raise  # no client address to count by: every client would share one count, so say so loudly
+        except MISCONFIGURED:
+            raise  # a mistake to fix, not an outage (no client address, a refused token...): FAIL_OPEN never hides it
         except Exception as exc:  # never a 500 because the store failed
             get_limiter().log_failure(exc)
             return []

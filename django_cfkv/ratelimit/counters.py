@@ -48,7 +48,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .. import clock
-from ..exceptions import KVBulkError, KVError
+from ..exceptions import KVAuthError, KVBulkError, KVError, KVNotFoundError
 from ..types import KV
 from .shards import TTL_MARGIN, shard_count, shard_item, shard_prefix, window
 
@@ -180,6 +180,10 @@ class ShardedCounter:
     def _read(self, shard: _Shard) -> None:
         try:
             page = self.kv.list_keys(prefix=shard.prefix)
+        except (KVAuthError, KVNotFoundError):
+            with self._lock:
+                shard.next_read = float("-inf")  # the next request meets the error too, until it is fixed
+            raise
         except KVError as exc:
             self._failed(exc, "read")
             with self._lock:

@@ -3,8 +3,9 @@
 :func:`get_limiter` returns it, building it on first use; it is forgotten
 (its pending counts written first) when a setting it depends on changes, and
 after a fork. :func:`check_request` and :func:`count_request` count one
-request, for the middleware and the decorator; neither ever raises because
-counting failed (``FAIL_OPEN`` decides instead).
+request, for the middleware and the decorator; neither raises because KV
+failed (``FAIL_OPEN`` decides instead), only for a mistake in configuration
+or a refused token (:data:`MISCONFIGURED`).
 """
 
 import logging
@@ -17,14 +18,18 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 from .. import clock, conf
-from ..exceptions import KVError
-from .counters import LOG_EVERY, CacheCounter, ShardedCounter
+from ..exceptions import KVAuthError, KVError, KVNotFoundError
+from .counters import LOG_EVERY, OUTAGE_BACKOFF, CacheCounter, ShardedCounter
 from .identity import client_address, client_hash, identify
 from .options import compile_settings
 from .rules import Rule
 from .shards import window
 
 logger = logging.getLogger("django_cfkv.ratelimit")
+
+# Mistakes to fix, not outages: FAIL_OPEN never hides them (a wrong BACKEND, a missing id or alias,
+# a refused token, a namespace that does not exist); they propagate like any configuration error.
+MISCONFIGURED = (ImproperlyConfigured, KVAuthError, KVNotFoundError)
 
 
 class Usage(NamedTuple):
@@ -63,6 +68,7 @@ class Limiter:
         self._counter: Counter | None = None
         self._counter_lock = threading.Lock()
         self._logged_at = float("-inf")
+        self._mistake: tuple[float, BaseException] | None = None  # (until when, a MISCONFIGURED error)
 
     @property
     def counter(self) -> Counter:
@@ -96,14 +102,20 @@ class Limiter:
         """Count one request by ``identity`` against ``rule`` (or, with ``increment=False``, only look at
         its count); return its Usage.
 
-        Never raises: when the store fails (or a CACHE that is not in CACHES,
-        which ``manage.py check`` reports), FAIL_OPEN decides (True: allow,
-        still enforcing this process's own count on KV; False: refuse).
+        When the store fails, FAIL_OPEN decides (True: allow, still enforcing
+        this process's own count on KV; False: refuse); a configuration or
+        authentication error (MISCONFIGURED) is raised instead.
         """
         now = self._now() if now is None else now
+        mistake = self._mistake
+        if mistake is not None and clock.monotonic() < mistake[0]:
+            raise mistake[1].with_traceback(None)  # every request fails alike, without asking KV each time
         try:
             count, end, reachable = self.counter.hit(
                 rule.name, client_hash(f"{rule.partition}|{identity}"), rule.limit, rule.period, now, increment)
+        except MISCONFIGURED as exc:
+            self._mistake = (clock.monotonic() + OUTAGE_BACKOFF, exc)
+            raise
         except Exception as exc:
             self.log_failure(exc)
             count, end, reachable = 0, window(now, rule.period)[2], False

@@ -1,5 +1,6 @@
 """The fault matrix on the rate limiter: under each of Cloudflare's documented failures
-(tests/support/faults.py) the middleware and the decorator follow FAIL_OPEN, log, and never answer 500.
+(tests/support/faults.py) the middleware and the decorator follow FAIL_OPEN, log, and never answer 500;
+a refused token or a namespace that does not exist is a mistake to fix, raised whatever FAIL_OPEN says.
 """
 
 import logging
@@ -8,7 +9,8 @@ import pytest
 from django.test import Client
 
 from django_cfkv import ratelimit as rl
-from tests.support.faults import warned
+from django_cfkv.exceptions import KVAuthError, KVNotFoundError
+from tests.support.faults import FAULTS, warned
 
 LIMITER_MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -17,7 +19,11 @@ LIMITER_MIDDLEWARE = [
 ]
 
 
+MISTAKES = ["401", "403", "missing_namespace"]  # a refused token, a namespace that does not exist
+
+
 @pytest.mark.parametrize("fail_open", [True, False])
+@pytest.mark.parametrize("fault", [name for name in FAULTS if name not in MISTAKES], indirect=True)
 def test_limiter_under_fault_follows_fail_open_and_never_500s(fault, settings, caplog, fail_open):
     settings.ROOT_URLCONF = "tests.ratelimit.urls"
     settings.MIDDLEWARE = LIMITER_MIDDLEWARE
@@ -37,3 +43,23 @@ def test_limiter_under_fault_follows_fail_open_and_never_500s(fault, settings, c
     else:
         assert codes == [429] * 5 and decorated == [429] * 3
     assert warned(caplog, "django_cfkv.ratelimit")
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+@pytest.mark.parametrize("fault", MISTAKES, indirect=True)
+def test_a_refused_token_or_missing_namespace_is_an_error_not_a_pass(fault, settings, fail_open):
+    settings.ROOT_URLCONF = "tests.ratelimit.urls"
+    settings.MIDDLEWARE = LIMITER_MIDDLEWARE
+    settings.CFKV_RATELIMIT = {"ALIAS": "faulty", "FAIL_OPEN": fail_open, "RULES": [
+        {"path": r"^/login/$", "methods": ["POST"], "rate": "3/m", "key": "ip"}]}
+    expected = KVNotFoundError if fault == "missing_namespace" else KVAuthError
+    try:
+        client = Client()
+        for _ in range(2):  # every request meets it, not only the first of a window
+            with pytest.raises(expected):
+                client.post("/login/")
+        with pytest.raises(expected):
+            client.get("/decorated/")
+        assert client.get("/open/").status_code == 200  # a request no rule counts is untouched
+    finally:
+        rl.reset_limiter()

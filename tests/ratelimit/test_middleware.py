@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
@@ -122,14 +123,15 @@ def test_unreachable_kv_fails_closed_when_asked(closed_port):
         assert Client().get("/login/").status_code == 200  # rules that do not match are untouched
 
 
-def test_broken_key_function_or_cache_never_become_500():
+def test_broken_key_function_never_becomes_500_but_a_missing_cache_is_an_error():
     rule = {"path": r"^/login/$", "rate": "3/h", "key": "tests.ratelimit.urls.broken_key"}
     with override_settings(CFKV_RATELIMIT={"RULES": [rule]}):
         assert statuses(Client(), 2) == [200, 200]
     with override_settings(CFKV_RATELIMIT={"RULES": [rule], "FAIL_OPEN": False}):
         assert statuses(Client(), 1) == [429]
-    with limits(CACHE="no-such-cache"):
-        assert statuses(Client(), 2) == [200, 200]
+    with limits(CACHE="no-such-cache"):  # a mistake in settings, not an outage: FAIL_OPEN does not hide it
+        with pytest.raises(ImproperlyConfigured, match="no-such-cache"):
+            statuses(Client(), 1)
 
 
 def test_invalid_rules_are_skipped_at_request_time(caplog):
