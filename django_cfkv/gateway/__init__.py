@@ -8,13 +8,25 @@ for it (``manage.py cfkv gateway init DIR``) and says how to deploy it.
 """
 
 import importlib.resources
+import json
 import os
 import pathlib
 import re
 
-__all__ = ["COMPATIBILITY_DATE", "deploy_instructions", "worker_source", "wrangler_toml", "write_project"]
+__all__ = ["COMPATIBILITY_DATE", "WRANGLER_VERSION", "deploy_instructions", "package_json", "worker_source",
+           "wrangler_toml", "write_project"]
 
 COMPATIBILITY_DATE = "2026-04-01"
+# The wrangler the gateway is tested with (tests/gateway/package.json): the project pins it, so `npx wrangler`
+# runs this version rather than whatever is newest the day someone deploys.
+WRANGLER_VERSION = "4.86.0"
+# .dev.vars holds the token `wrangler dev` reads; .wrangler/ its local KV and caches.
+GITIGNORE = """# Written by django-cfkv's `cfkv gateway init`.
+# .dev.vars holds the gateway token for `wrangler dev`: a secret, never commit it.
+.dev.vars
+.wrangler/
+node_modules/
+"""
 NAMESPACE_PLACEHOLDER = "REPLACE_WITH_YOUR_NAMESPACE_ID"
 # --binding: wrangler otherwise suggests the title ("cfkv") as the binding, and
 # the Worker reads env.KV.
@@ -72,17 +84,31 @@ service = "{name}"
 """
 
 
+def package_json(name: str = "cfkv-gateway") -> str:
+    """Return the ``package.json`` text pinning wrangler to WRANGLER_VERSION for a gateway named ``name``."""
+    _check(name, None)
+    return json.dumps({
+        "name": name,
+        "private": True,
+        "scripts": {"dev": "wrangler dev", "deploy": "wrangler deploy"},
+        "devDependencies": {"wrangler": WRANGLER_VERSION},
+    }, indent=2) + "\n"
+
+
 def write_project(directory: "str | os.PathLike[str]", *, namespace_id: str | None = None,
                   name: str = "cfkv-gateway", force: bool = False) -> list[pathlib.Path]:
-    """Write ``worker.js`` and ``wrangler.toml`` into ``directory``; return their paths.
+    """Write ``worker.js``, ``wrangler.toml``, ``package.json`` (wrangler pinned) and ``.gitignore`` (for
+    ``.dev.vars`` and ``.wrangler/``) into ``directory``; return their paths.
 
-    Refuses (FileExistsError) to overwrite either file unless ``force``; in
+    Refuses (FileExistsError) to overwrite any of them unless ``force``; in
     that case nothing is written.
     """
     directory = pathlib.Path(directory)
     files = {
         directory / "worker.js": worker_source(),
         directory / "wrangler.toml": wrangler_toml(name, namespace_id),
+        directory / "package.json": package_json(name),
+        directory / ".gitignore": GITIGNORE,
     }
     if not force:
         for path in files:
@@ -97,13 +123,18 @@ def write_project(directory: "str | os.PathLike[str]", *, namespace_id: str | No
 def deploy_instructions(name: str, namespace_id: str | None) -> str:
     """Return the exact steps to deploy the gateway and point Django at it."""
     _check(name, namespace_id)
-    steps = []
+    steps = [f"Install the wrangler version this project pins ({WRANGLER_VERSION}), from the project directory:\n"
+             "     npm install"]
     if namespace_id is None:
         steps.append(
             "Create the namespace and put its id in wrangler.toml (binding KV and var CFKV_NAMESPACE_ID):\n"
             f"     {CREATE_NAMESPACE}"
         )
     steps += [
+        "Optional, try it on your machine first (a local KV, no account needed): put a token in .dev.vars\n"
+        "     (git ignores it), run wrangler dev and point BASE_URL at http://127.0.0.1:8799/client/v4:\n"
+        '     echo "CFKV_GATEWAY_TOKEN=$(python -c \'import secrets; print(secrets.token_urlsafe(32))\')" > .dev.vars\n'
+        "     npx wrangler dev --ip 127.0.0.1 --port 8799",
         "Deploy the Worker (from the project directory; wrangler asks you to log in once):\n"
         "     npx wrangler deploy",
         "Make a long random token and store it as the gateway's secret:\n"

@@ -10,7 +10,9 @@ Needs `npm ci --prefix tests/gateway`; a missing install fails, never skips.
 
 import base64
 import json
+import pathlib
 import socket
+import subprocess
 import threading
 import time
 from http.client import HTTPResponse
@@ -730,7 +732,7 @@ def test_cloudflare_s_own_refusal_still_names_the_api_token_permission(cfkv_emul
 def test_write_project(tmp_path):
     target = tmp_path / "gw"
     paths = gateway_pkg.write_project(target, namespace_id="0123456789abcdef0123456789abcdef", name="my-gw")
-    assert [p.name for p in paths] == ["worker.js", "wrangler.toml"]
+    assert [p.name for p in paths] == ["worker.js", "wrangler.toml", "package.json", ".gitignore"]
     assert (target / "worker.js").read_text() == (gateway_pkg.pathlib.Path(gateway_pkg.__file__).parent
                                                   / "worker.js").read_text()
     toml = (target / "wrangler.toml").read_text()
@@ -758,6 +760,25 @@ def test_write_project(tmp_path):
     assert gateway_pkg.NAMESPACE_PLACEHOLDER in (target / "wrangler.toml").read_text()
     with pytest.raises(ValueError):
         gateway_pkg.write_project(tmp_path / "x", name="Bad Name")
+
+
+def test_gateway_project_keeps_its_secret_out_of_git_and_pins_the_tested_wrangler(tmp_path):
+    target = tmp_path / "gw"
+    gateway_pkg.write_project(target)
+    subprocess.run(["git", "init", "-q", str(target)], check=True)
+    (target / ".dev.vars").write_text("CFKV_GATEWAY_TOKEN=local-secret\n")  # what wrangler dev reads
+    (target / ".wrangler" / "state").mkdir(parents=True)
+    (target / ".wrangler" / "state" / "kv.sqlite").write_text("local KV")
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=target, check=True,
+                            capture_output=True, text=True).stdout
+    assert sorted(line[3:] for line in status.splitlines()) == [
+        ".gitignore", "package.json", "worker.js", "wrangler.toml"]
+    tested = json.loads((pathlib.Path(__file__).parent / "package.json").read_text())["devDependencies"]["wrangler"]
+    pinned = json.loads((target / "package.json").read_text())["devDependencies"]["wrangler"]
+    assert pinned == tested == gateway_pkg.WRANGLER_VERSION == "4.86.0"
+    steps = gateway_pkg.deploy_instructions("cfkv-gateway", None)
+    assert steps.index("npm install") < steps.index("npx wrangler kv namespace create")
+    assert "npx wrangler dev" in steps and ".dev.vars" in steps
 
 
 def test_deploy_instructions():
