@@ -77,7 +77,8 @@ def get(result: Report, now: float) -> list[str]:
     return lines + [value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)]
 
 
-def stats(report: Report) -> list[str]:
+def stats(report: Report, *, local: bool = False) -> list[str]:
+    """Return the lines of ``cfkv stats``; ``local``: the embedded store, which makes no API calls."""
     lines = [f"{report['keys']} keys in CFKV alias {report['alias']!r}"
              + (f" with prefix {report['prefix']!r}" if report["prefix"] else ""),
              f"\n{'kind':<10} {'keys':>8} {'size':>10}"]
@@ -89,8 +90,8 @@ def stats(report: Report) -> list[str]:
         size = "unknown" if row["count"] and not row["bytes_known"] else filesize(row["bytes"])
         lines.append(f"{kind:<10} {row['count']:>8} {size:>10}{note}")
     if unknown and not report["sizes_read"]:
-        lines.append("Sizes not recorded in metadata are unknown: --sizes reads those values "
-                     "(about 1 API call per 100 keys).")
+        cost = "from the SQLite file" if local else "(about 1 API call per 100 keys)"
+        lines.append(f"Sizes not recorded in metadata are unknown: --sizes reads those values {cost}.")
     lines.append("\nexpires")
     lines += [f"  {_EXPIRY_LABELS[bucket]:<26} {count:>8}" for bucket, count in report["expiry"].items()]
     if report["largest"]:

@@ -19,6 +19,7 @@ from ... import clock, conf, get_kv, inspect, maintenance, transport
 from ...cli import render
 from ...cli.parser import add_arguments as add_subcommands
 from ...exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError
+from ...local import LocalKV
 from ...types import KV, KeyInfo
 
 Options = dict[str, Any]
@@ -69,7 +70,7 @@ class Command(BaseCommand):
             raise CommandError(f"No key {inspect.display_key(key)!r} in CFKV alias {self.alias!r}.")
         if options["raw"]:
             return self._write_bytes(entry.value)
-        info = KeyInfo(key, entry.expiration, entry.metadata)
+        info = KeyInfo(key, self._expiration(key, entry.expiration), entry.metadata)
         result = {**inspect.describe(info), **inspect.decode(key, entry.value, entry.metadata),
                   "size": len(entry.value)}
         self._report(options, result, lambda: render.get(result, clock.now()))
@@ -122,7 +123,7 @@ class Command(BaseCommand):
         report = inspect.summarize(self.kv, options["prefix"], read_sizes=options["sizes"],
                                    largest=options["top"], progress=self._progress("listed"))
         report = {"alias": self.alias, **report, "api_calls": _calls_since(before)}
-        self._report(options, report, lambda: render.stats(report))
+        self._report(options, report, lambda: render.stats(report, local=isinstance(self.kv, LocalKV)))
 
     def handle_sweep(self, options: Options) -> None:
         kinds = inspect.SWEEP_KINDS if options["kind"] == "all" else (options["kind"],)
@@ -204,6 +205,17 @@ class Command(BaseCommand):
     @property
     def kv(self) -> KV:
         return get_kv(self.alias)
+
+    def _expiration(self, key: str, stated: int | None) -> int | None:
+        """Return a key's KV expiry: as the value's answer stated it, else as a listing shows it.
+
+        The Worker gateway cannot state it (a KV binding's read does not return
+        it) and Cloudflare leaves it out when there is none: one list call tells.
+        """
+        if stated is not None or isinstance(self.kv, LocalKV):  # LocalKV always states it
+            return stated
+        page = self.kv.list_keys(prefix=key, limit=10)  # the key itself sorts first among those it prefixes
+        return next((info.expiration for info in page.keys if info.name == key), None)
 
     def _report(self, options: Options, report: dict[str, Any], text: Callable[[], list[str]]) -> None:
         """Print ``report`` as JSON with ``--json``, else as the lines ``text()`` renders."""
