@@ -153,6 +153,14 @@ class NearKV:
         return raw
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        found, wanted = self._remembered(keys)
+        if wanted:
+            generation = self.near.generation()
+            self._fill(found, wanted, self.fresh.get_many(wanted), generation)
+        return found
+
+    def _remembered(self, keys: Iterable[str]) -> tuple[dict[str, bytes], list[str]]:
+        """Return ({key: value} answered from memory, [keys to read from KV])."""
         found: dict[str, bytes] = {}
         wanted: list[str] = []
         for key in keys:
@@ -161,13 +169,12 @@ class NearKV:
                 wanted.append(key)
             elif raw is not None:
                 found[key] = raw
-        if wanted:
-            generation = self.near.generation()
-            fetched = self.fresh.get_many(wanted)
-            for key in wanted:
-                self.near.fill(key, fetched.get(key), generation)
-            found.update(fetched)
-        return found
+        return found, wanted
+
+    def _fill(self, found: dict[str, bytes], wanted: list[str], fetched: dict[str, bytes], generation: int) -> None:
+        for key in wanted:
+            self.near.fill(key, fetched.get(key), generation)
+        found.update(fetched)
 
     def put(self, key: str, value: bytes | str, **kwargs: Any) -> None:
         try:
@@ -190,6 +197,47 @@ class NearKV:
     def delete_many(self, keys: list[str]) -> None:
         try:
             return self.fresh.delete_many(keys)
+        finally:
+            self.near.invalidate_many(keys)
+
+    # The async twins: the same memory, the KV object's own async calls.
+
+    async def aget(self, key: str) -> bytes | None:
+        raw = self.near.get(key)
+        if raw is MISSING:
+            generation = self.near.generation()
+            raw = await self.fresh.aget(key)
+            self.near.fill(key, raw, generation)
+        return raw
+
+    async def aget_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        found, wanted = self._remembered(keys)
+        if wanted:
+            generation = self.near.generation()
+            self._fill(found, wanted, await self.fresh.aget_many(wanted), generation)
+        return found
+
+    async def aput(self, key: str, value: bytes | str, **kwargs: Any) -> None:
+        try:
+            return await self.fresh.aput(key, value, **kwargs)
+        finally:
+            self.near.invalidate(key)
+
+    async def aput_many(self, items: list[Mapping[str, Any]]) -> None:
+        try:
+            return await self.fresh.aput_many(items)
+        finally:
+            self.near.invalidate_many([item["key"] for item in items])
+
+    async def adelete(self, key: str) -> None:
+        try:
+            return await self.fresh.adelete(key)
+        finally:
+            self.near.invalidate(key)
+
+    async def adelete_many(self, keys: list[str]) -> None:
+        try:
+            return await self.fresh.adelete_many(keys)
         finally:
             self.near.invalidate_many(keys)
 

@@ -22,7 +22,7 @@ from .entries import Entries, bulk_refused, key_lock
 from .extras import DjangoRedisExtras
 from .failures import Guard
 from .keys import cache_prefix, made_key, to_kv_key
-from .stampede import Stampede, Store
+from .stampede import AStore, Stampede, Store
 
 logger = logging.getLogger("django_cfkv.cache")
 
@@ -199,40 +199,52 @@ class CloudflareKVCache(DjangoRedisExtras):
         except (KVAPIError, KVValueError) as exc:
             if not bulk_refused(exc):
                 raise
-            logger.warning("Bulk read of %d keys on CFKV alias %r refused (%s); reading them one by one.",
-                           len(by_kv_key), self._alias, exc)
+            self._log_bulk_refused(len(by_kv_key), exc)
             entries = {k: self._guard("get_many", None, self._entries.read, k) for k in by_kv_key}
             return {by_kv_key[k]: entry.value for k, entry in entries.items() if entry is not None}
         return {by_kv_key[k]: entry.value for k, entry in self._entries.live(found).items()}
+
+    def _log_bulk_refused(self, n: int, exc: KVError) -> None:
+        logger.warning("Bulk read of %d keys on CFKV alias %r refused (%s); reading them one by one.",
+                       n, self._alias, exc)
 
     def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
                  version: int | None = None) -> list[Any]:
         """Store many values: one bulk call per 10,000. Return the keys that were not stored."""
         if not data:
             return []
+        by_kv_key, items = self._set_many_items(data, timeout, version)
+        if items is None:
+            self._guard("set_many", None, self._entries.kv.delete_many, list(by_kv_key))
+            return []
+        try:
+            self._entries.kv.put_many(items)
+        except KVError as exc:
+            return self._not_stored(data, by_kv_key, exc)
+        return []
+
+    def _set_many_items(self, data: Mapping[Any, Any], timeout: Any,
+                        version: int | None) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """Return ({KV key: key}, the items to write), the items None when the timeout has passed (delete them)."""
         expires = self._expires(timeout)
         by_kv_key = {self.kv_key(key, version): key for key in data}
         if expires is not None and expires <= clock.now():
-            self._guard("set_many", None, self._entries.kv.delete_many, list(by_kv_key))
-            return []
+            return by_kv_key, None
         codec = self._entries.codec
-        items = [self._entries.item(k, codec.dumps(data[key], expires, kv_key=k, key=key), expires)
-                 for k, key in by_kv_key.items()]
-        try:
-            self._entries.kv.put_many(items)
-        except KVBulkError as exc:
-            # A partial failure is Django's "keys not stored"; a failed call may be ignored.
-            if not exc.partial and not self._guard.ignores(exc):
-                raise
-            if not exc.partial:
-                self._guard.log_ignored("set_many", exc)
-            return [by_kv_key[k] for k in exc.keys if k in by_kv_key] or list(data)
-        except KVError as exc:  # the call itself failed (connection, timeout): nothing is known stored
+        return by_kv_key, [self._entries.item(k, codec.dumps(data[key], expires, kv_key=k, key=key), expires)
+                           for k, key in by_kv_key.items()]
+
+    def _not_stored(self, data: Mapping[Any, Any], by_kv_key: dict[str, Any], exc: KVError) -> list[Any]:
+        """Return the keys a failed bulk write left unstored, or raise ``exc``: a partial failure is Django's
+        "keys not stored"; a failed call (connection, timeout: nothing known stored) may be ignored."""
+        partial = isinstance(exc, KVBulkError) and exc.partial
+        if not partial:
             if not self._guard.ignores(exc):
-                raise
+                raise exc
             self._guard.log_ignored("set_many", exc)
-            return list(data)
-        return []
+        if isinstance(exc, KVBulkError):
+            return [by_kv_key[k] for k in exc.keys if k in by_kv_key] or list(data)
+        return list(data)
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> int | None:  # type: ignore[override]
         """Delete many keys; return how many held a live entry, as django-redis does (None for no keys, as
@@ -327,8 +339,9 @@ class CloudflareKVCache(DjangoRedisExtras):
                 await self.aset(key, value, timeout, version=version)
             return value
         kv_key = self.kv_key(key, version)
-        entry = await sync_to_async(self._guard)("get_or_set", None, self._entries.read, kv_key)
-        return await self._stampede.aget_or_compute(kv_key, entry, acompute, self._store_computed(key, kv_key, timeout))
+        entry = await self._guard.acall("get_or_set", None, self._entries.aread, kv_key)
+        return await self._stampede.aget_or_compute(kv_key, entry, acompute,
+                                                    self._astore_computed(key, kv_key, timeout))
 
     def _store_computed(self, key: Any, kv_key: str, timeout: Any) -> Store:
         """Return how stampede protection stores a value it computed for ``kv_key`` (guarded, as get_or_set)."""
@@ -337,24 +350,105 @@ class CloudflareKVCache(DjangoRedisExtras):
 
         return store
 
-    # Async twins that keep the bulk and protected implementations
+    def _astore_computed(self, key: Any, kv_key: str, timeout: Any) -> AStore:
+        """The async twin of :meth:`_store_computed`."""
+        async def store(value: Any, delta: float) -> None:
+            await self._guard.acall("get_or_set", None, self._entries.astore, kv_key, value, self._expires(timeout),
+                                    delta, key)
+
+        return store
+
+    # Django's async cache API. Each awaits the KV object's async twins (on the event loop with the
+    # async extra), with the same calls, IGNORE_EXCEPTIONS, near cache and stampede protection as its
+    # blocking namesake. Read-modify-writes (add, touch, incr, set with nx or xx) and clear() run their
+    # blocking namesake in a thread, as Django's defaults do: they hold a per-key threading lock
+    # across their two calls, which a coroutine may not hold across an await.
+
+    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        entry = await self._guard.acall("get", None, self._entries.aread, self.kv_key(key, version))
+        return default if entry is None else entry.value
+
+    async def aset(  # type: ignore[override]  # as set()
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, *,
+        nx: bool = False, xx: bool = False,
+    ) -> bool | None:
+        if nx or xx:
+            return await sync_to_async(self.set, thread_sensitive=True)(key, value, timeout, version, nx=nx, xx=xx)
+        kv_key = self.kv_key(key, version)
+        await self._guard.acall("set", None, self._entries.astore, kv_key, value, self._expires(timeout), None, key)
+        return None
+
+    async def adelete(self, key: Any, version: int | None = None) -> bool:
+        return await self._guard.acall("delete", False, self._adelete, self.kv_key(key, version))
+
+    async def _adelete(self, kv_key: str) -> bool:
+        existed = await self._entries.alive_metadata(kv_key)
+        await (await self._entries.akv()).adelete(kv_key)
+        return existed
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        return await self._guard.acall("has_key", False, self._entries.alive_metadata, self.kv_key(key, version))
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        return await sync_to_async(self.get_many, thread_sensitive=True)(keys, version=version)
+        by_kv_key = {self.kv_key(key, version): key for key in keys}
+        if not by_kv_key:
+            return {}
+        kv = await self._entries.akv()
+        try:
+            found: dict[str, bytes] = await self._guard.acall("get_many", {}, kv.aget_many, list(by_kv_key))
+        except (KVAPIError, KVValueError) as exc:
+            if not bulk_refused(exc):
+                raise
+            self._log_bulk_refused(len(by_kv_key), exc)
+            entries = {k: await self._guard.acall("get_many", None, self._entries.aread, k) for k in by_kv_key}
+            return {by_kv_key[k]: entry.value for k, entry in entries.items() if entry is not None}
+        return {by_kv_key[k]: entry.value for k, entry in self._entries.live(found).items()}
 
     async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
                         version: int | None = None) -> list[Any]:
-        return await sync_to_async(self.set_many, thread_sensitive=True)(data, timeout, version=version)
+        if not data:
+            return []
+        by_kv_key, items = self._set_many_items(data, timeout, version)
+        kv = await self._entries.akv()
+        if items is None:
+            await self._guard.acall("set_many", None, kv.adelete_many, list(by_kv_key))
+            return []
+        try:
+            await kv.aput_many(items)
+        except KVError as exc:
+            return self._not_stored(data, by_kv_key, exc)
+        return []
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> int | None:  # type: ignore[override]
-        return await sync_to_async(self.delete_many, thread_sensitive=True)(keys, version=version)
+        kv_keys = list(dict.fromkeys(self.kv_key(key, version) for key in keys))
+        if not kv_keys:
+            return None
+        return await self._guard.acall("delete_many", None, self._adelete_many, kv_keys)
+
+    async def _adelete_many(self, kv_keys: list[str]) -> int:
+        live = await self._entries.acount_live(kv_keys)
+        await (await self._entries.akv()).adelete_many(kv_keys)
+        return live
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,
                           version: int | None = None) -> Any:
-        return await sync_to_async(self.get_or_set, thread_sensitive=True)(key, default, timeout, version=version)
+        kv_key = self.kv_key(key, version)
+        entry = await self._guard.acall("get_or_set", None, self._entries.aread, kv_key)
+        if self._stampede is None or not callable(default):
+            if entry is not None:
+                return entry.value
+            value = default() if callable(default) else default  # called on the loop, as Django's aget_or_set does
+            await self._guard.acall("get_or_set", None, self._entries.astore, kv_key, value, self._expires(timeout),
+                                    None, key)
+            return value
 
-    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        return await sync_to_async(self.has_key, thread_sensitive=True)(key, version=version)
+        async def acompute() -> Any:
+            return default()
+
+        return await self._stampede.aget_or_compute(kv_key, entry, acompute,
+                                                    self._astore_computed(key, kv_key, timeout))
+
+    # Read-modify-writes: their blocking namesakes, in a thread
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return await sync_to_async(self.incr, thread_sensitive=True)(key, delta, version=version)

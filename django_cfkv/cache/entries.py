@@ -10,7 +10,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 from .. import clock, limits, metadata
-from ..conf import get_kv
+from ..conf import aget_kv, get_kv
 from ..exceptions import KVAPIError, KVError, KVValueError
 from ..nearcache import NearCache, NearKV, near_cache
 from .codec import Entry, EntryCodec, SignatureError, parse_fields
@@ -50,6 +50,14 @@ class Entries:
         kv, near = get_kv(self.alias), self.near()
         return kv if near is None else NearKV(kv, near)
 
+    async def akv(self) -> Any:
+        """As :attr:`kv`, from async code (a first use builds the KV object in a worker thread)."""
+        kv, near = await aget_kv(self.alias), self.near()
+        return kv if near is None else NearKV(kv, near)
+
+    async def _afresh(self, fresh: bool) -> Any:
+        return await aget_kv(self.alias) if fresh else await self.akv()
+
     def near(self) -> NearCache | None:
         """Return the near cache this cache's key space shares in this process, or None (off)."""
         return near_cache(self.space, *self.near_bounds)
@@ -65,6 +73,9 @@ class Entries:
     def put(self, kv_key: str, text: str, expires: float | None) -> None:
         self.kv.put(**self.item(kv_key, text, expires))
 
+    async def aput(self, kv_key: str, text: str, expires: float | None) -> None:
+        await (await self.akv()).aput(**self.item(kv_key, text, expires))
+
     def store(self, kv_key: str, value: Any, expires: float | None, delta: float | None, key: Any) -> None:
         """Write ``value`` under ``kv_key``, or delete the key if ``expires`` is already past. One call."""
         if expires is not None and expires <= clock.now():
@@ -72,18 +83,31 @@ class Entries:
             return
         self.put(kv_key, self.codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
 
+    async def astore(self, kv_key: str, value: Any, expires: float | None, delta: float | None, key: Any) -> None:
+        """The async twin of :meth:`store`."""
+        if expires is not None and expires <= clock.now():
+            await (await self.akv()).adelete(kv_key)
+            return
+        await self.aput(kv_key, self.codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
+
     def read_raw(self, kv_key: str, fresh: bool = False) -> tuple[bytes, Entry] | tuple[None, None]:
         """Return (entry text, Entry) when the key holds a live entry, else (None, None). One call.
 
         ``fresh`` skips the near cache: read-modify-write operations read KV.
         """
-        raw = (get_kv(self.alias) if fresh else self.kv).get(kv_key)
+        return self._live_raw(kv_key, (get_kv(self.alias) if fresh else self.kv).get(kv_key))
+
+    def _live_raw(self, kv_key: str, raw: bytes | None) -> tuple[bytes, Entry] | tuple[None, None]:
         entry = None if raw is None else self.decode(kv_key, raw)
-        return (raw, entry) if entry is not None and entry.is_live(clock.now()) else (None, None)
+        return (raw, entry) if raw is not None and entry is not None and entry.is_live(clock.now()) else (None, None)
 
     def read(self, kv_key: str, fresh: bool = False) -> Entry | None:
         """Return the live Entry under ``kv_key``, or None. One call."""
         return self.read_raw(kv_key, fresh)[1]
+
+    async def aread(self, kv_key: str, fresh: bool = False) -> Entry | None:
+        """The async twin of :meth:`read`."""
+        return self._live_raw(kv_key, await (await self._afresh(fresh)).aget(kv_key))[1]
 
     def decode(self, kv_key: str, raw: bytes) -> Entry | None:
         """Return the Entry that ``raw`` holds, or None (logged) if it is not one this cache may read.
@@ -113,8 +137,11 @@ class Entries:
 
     def live_metadata(self, kv_key: str, fresh: bool = False) -> bool:
         """Return True if the key holds an unexpired entry, from its metadata alone. One call."""
-        meta = (get_kv(self.alias) if fresh else self.kv).get_metadata(kv_key)
-        return isinstance(meta, dict) and metadata.read(meta).is_live(clock.now())
+        return _live_metadata((get_kv(self.alias) if fresh else self.kv).get_metadata(kv_key))
+
+    async def alive_metadata(self, kv_key: str, fresh: bool = False) -> bool:
+        """The async twin of :meth:`live_metadata`."""
+        return _live_metadata(await (await self._afresh(fresh)).aget_metadata(kv_key))
 
     def count_live(self, kv_keys: list[str]) -> int:
         """Return how many of ``kv_keys`` hold an unexpired entry, read from KV: ceil(n/100) bulk reads.
@@ -133,6 +160,18 @@ class Entries:
         now = clock.now()
         return sum(_live_text(raw, now) for raw in found.values())
 
+    async def acount_live(self, kv_keys: list[str]) -> int:
+        """The async twin of :meth:`count_live`."""
+        kv = await aget_kv(self.alias)
+        try:
+            found = await kv.aget_many(kv_keys)
+        except (KVAPIError, KVValueError) as exc:
+            if not bulk_refused(exc):
+                raise
+            return sum([await self.alive_metadata(kv_key, fresh=True) for kv_key in kv_keys])
+        now = clock.now()
+        return sum(_live_text(raw, now) for raw in found.values())
+
     def delete_streamed(self, names: Iterable[str]) -> int:
         """Delete ``names`` as they are listed, one bulk call per 10,000, so memory stays bounded
         and an interrupted run has already deleted what it passed; return how many."""
@@ -145,6 +184,11 @@ class Entries:
         if batch:
             kv.delete_many(batch)
         return count + len(batch)
+
+
+def _live_metadata(meta: Any) -> bool:
+    """Return True if ``meta`` (a key's metadata) says it holds an unexpired cache entry."""
+    return isinstance(meta, dict) and metadata.read(meta).is_live(clock.now())
 
 
 def _live_text(raw: bytes, now: float) -> bool:

@@ -12,7 +12,7 @@ django-redis does instead: an error "Exception ignored" with the traceback, on
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..exceptions import KVBulkError, KVConnectionError, KVError, KVMalformedResponseError, KVRateLimitError
@@ -48,6 +48,16 @@ class Guard:
         """Return ``func(*args)``, or ``fallback`` (logged) if it failed in a way this cache ignores."""
         try:
             return func(*args)
+        except KVError as exc:
+            if not self.ignores(exc):
+                raise
+            self.log_ignored(operation, exc)
+            return fallback
+
+    async def acall(self, operation: str, fallback: F, func: Callable[..., Awaitable[T]], *args: Any) -> T | F:
+        """The async twin of calling the guard: ``await func(*args)``, or ``fallback`` (logged) as above."""
+        try:
+            return await func(*args)
         except KVError as exc:
             if not self.ignores(exc):
                 raise

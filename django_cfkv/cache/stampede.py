@@ -15,8 +15,6 @@ import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from .. import clock
 from ..transport import CallCounter
 from .codec import Entry
@@ -28,6 +26,7 @@ stampede_events = CallCounter()
 uniform: Callable[[], float] = random.random
 
 Store = Callable[[Any, float], None]  # write a computed value and how long it took
+AStore = Callable[[Any, float], Awaitable[None]]  # the same, awaited
 
 _MISSING = object()
 _flights: dict[Hashable, Any] = {}  # flight key -> _Flight (threads) or asyncio.Future (one event loop)
@@ -87,8 +86,8 @@ class Stampede:
             _land(flight_key, flight, value)  # a failure releases the waiters with nothing
 
     async def aget_or_compute(self, kv_key: str, entry: Entry | None, acompute: Callable[[], Awaitable[Any]],
-                              store: Store) -> Any:
-        """The async twin of get_or_compute, for coroutine functions (``store`` runs in a thread).
+                              store: AStore) -> Any:
+        """The async twin of get_or_compute, for coroutine functions.
 
         The first caller on this event loop computes; the others await an
         asyncio.Future it made (at most STAMPEDE_WAIT seconds, holding no
@@ -121,7 +120,7 @@ class Stampede:
             start = clock.monotonic()
             value = await acompute()
             delta = clock.monotonic() - start
-            await sync_to_async(store)(value, delta)
+            await store(value, delta)
             return value
         finally:
             if leader:  # a failure (or cancellation) releases the waiters with nothing

@@ -118,7 +118,9 @@ def test_async_failed_computation_releases_the_waiters(kvcache, settings):
 
     stampede_events.reset()
     results = asyncio.run(scenario())
-    assert isinstance(results[0], RuntimeError) and results[1:] == ["second try"] * 3
+    # The leader is whichever read finished first (reads are awaited together, not one after another).
+    assert [type(r) for r in results].count(RuntimeError) == 1
+    assert [r for r in results if not isinstance(r, RuntimeError)] == ["second try"] * 3
     assert len(calls) == 4  # each waiter, released with nothing, computed once itself
     assert stampede_events.snapshot() == {"computed": 4, "waited": 3}
 

@@ -1,10 +1,11 @@
 """The cache when KV fails. The fault matrix: get, set, add, touch, delete, has_key, get_many, set_many and
-get_or_set under each of Cloudflare's documented failures (tests/support/faults.py), each asserting a typed
-error or, with IGNORE_EXCEPTIONS, the documented degradation, logged. Beyond it: what IGNORE_EXCEPTIONS never
-hides (incr, a refused token, a configuration error), django-redis' extras, and acknowledged writes readable
-once the fault clears.
+get_or_set, and the async twins that await KV natively, under each of Cloudflare's documented failures
+(tests/support/faults.py), each asserting a typed error or, with IGNORE_EXCEPTIONS, the documented degradation,
+logged. Beyond it: what IGNORE_EXCEPTIONS never hides (incr, a refused token, a configuration error), django-redis'
+extras, and acknowledged writes readable once the fault clears.
 """
 
+import asyncio
 import logging
 
 import pytest
@@ -24,12 +25,21 @@ CACHE_OPS = {
     "has_key": (lambda c: c.has_key("k"), False),
     "touch": (lambda c: c.touch("k", 300), False),
     "get_or_set": (lambda c: c.get_or_set("k", lambda: "computed", 300), "computed"),
+    # Django's async API, awaited natively (tests/cache/test_async.py): the same outcomes.
+    "aget": (lambda c: asyncio.run(c.aget("k", "default")), "default"),
+    "aset": (lambda c: asyncio.run(c.aset("k", {"v": 1}, 300)), None),
+    "aget_many": (lambda c: asyncio.run(c.aget_many(["a", "b"])), {}),
+    "aset_many": (lambda c: asyncio.run(c.aset_many({"a": 1, "b": 2}, 300)), ["a", "b"]),
+    "adelete": (lambda c: asyncio.run(c.adelete("k")), False),
+    "ahas_key": (lambda c: asyncio.run(c.ahas_key("k")), False),
+    "adelete_many": (lambda c: asyncio.run(c.adelete_many(["a", "b"])), None),
+    "aget_or_set": (lambda c: asyncio.run(c.aget_or_set("k", lambda: "computed", 300)), "computed"),
 }
 
 
 # What the operations that read a value answer for a miss. A value read is raw bytes: a 200 whose
 # body is not a cache entry is a miss, and nothing is written after it.
-MISS = {"get": "default", "touch": False}
+MISS = {"get": "default", "aget": "default", "touch": False}
 
 
 def _cache_outcome(op, fault, ignore):

@@ -30,7 +30,7 @@ native = pytest.mark.skipif(WITHOUT_EXTRA, reason="CFKV_WITHOUT_ASYNC_EXTRA=1: t
 def test_the_async_extra_is_installed_where_expected():
     assert transport_sync.native_async() is not WITHOUT_EXTRA, (
         "aiohttp (the async extra) is " + ("installed" if WITHOUT_EXTRA else "missing") + ": install "
-        "django-cfkv[async], or set CFKV_WITHOUT_ASYNC_EXTRA=1 in the environment that runs without it")
+        "django-cfkv[async] (make venv does), or set CFKV_WITHOUT_ASYNC_EXTRA=1 where it runs without it")
 
 
 def _value_server(barrier=None):

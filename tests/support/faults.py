@@ -5,7 +5,6 @@ matrix (``fault``): one of Cloudflare's documented failures behind the CFKV alia
 A folder's conftest.py imports the fixtures it uses from here."""
 
 import logging
-import re
 import socket
 import threading
 
@@ -194,18 +193,18 @@ FAULTS = {
     "429_retry_after": ("emulator", True),
     "429_bare": ("emulator", True),
     "503": ("emulator", True),
-    "500": ("responses", True),
-    "502": ("responses", True),
-    "504": ("responses", True),
+    "500": ("scripted", True),
+    "502": ("scripted", True),
+    "504": ("scripted", True),
     "read_timeout": ("socket", True),
     "connect_timeout": ("socket", True),
     "refused": ("socket", True),
     "reset": ("socket", True),
-    "401": ("responses", False),
+    "401": ("scripted", False),
     "403": ("emulator", False),
     "missing_namespace": ("emulator", False),
-    "malformed_200": ("responses", True),  # an answer no KV gives (KVMalformedResponseError): as a 5xx
-    "success_false_200": ("responses", False),
+    "malformed_200": ("scripted", True),  # an answer no KV gives (KVMalformedResponseError): as a 5xx
+    "success_false_200": ("scripted", False),
 }
 TRANSIENT = [name for name, (_, transient) in FAULTS.items() if transient]
 
@@ -233,11 +232,10 @@ def fault(request, settings, emulator, listener, closed_port, slept):
         alias["BASE_URL"] = listener("reset").base_url
     elif name == "refused":
         alias["BASE_URL"] = f"http://127.0.0.1:{closed_port}/client/v4"
-    mock = None
-    if FAULTS[name][0] == "responses":
-        alias.update(ACCOUNT_ID=ACCOUNT, NAMESPACE_ID=NS, API_TOKEN=TOKEN, BASE_URL=CF_BASE)
-        mock = responses.RequestsMock(assert_all_requests_are_fired=False)
-        mock.add_passthru(emulator.base_url)
+    api = None
+    if FAULTS[name][0] == "scripted":  # answers the emulator never gives, from a loopback server
+        from tests.support.scripted import ScriptedAPI
+
         status, body = {
             "500": (500, failure(10001, "service temporarily unavailable")),
             "502": (502, "<html>502 Bad Gateway</html>"),
@@ -246,17 +244,15 @@ def fault(request, settings, emulator, listener, closed_port, slept):
             "malformed_200": (200, "<html>Welcome to the captive portal</html>"),
             "success_false_200": (200, failure(10001, "service temporarily unavailable")),
         }[name]
-        for method in ("GET", "PUT", "POST", "DELETE"):
-            kwargs = {"body": body} if isinstance(body, str) else {"json": body}
-            mock.add(method, re.compile(re.escape(CF_BASE) + ".*"), status=status, **kwargs)
-        mock.start()
+        api = ScriptedAPI(strict=False).__enter__()
+        api.every(status, **({"body": body} if isinstance(body, str) else {"json": body}))
+        alias.update(ACCOUNT_ID=ACCOUNT, NAMESPACE_ID=NS, API_TOKEN=TOKEN, BASE_URL=api.base_url)
     settings.CFKV = {**settings.CFKV, "faulty": alias}
     try:
         yield name
     finally:
-        if mock is not None:
-            mock.stop()
-            mock.reset()
+        if api is not None:
+            api.__exit__(None, None, None)
         emulator.clear_faults()
 
 

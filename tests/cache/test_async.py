@@ -1,0 +1,103 @@
+"""The cache's async methods await the KV object's async twins (with the async extra: on the event loop, no
+thread), making the calls their blocking namesakes make, through the same near cache and stampede protection.
+IGNORE_EXCEPTIONS is held by the fault matrix (tests/cache/test_faults.py), and Django's own async cache tests
+run on them in tests/cache/test_django_suite.py.
+"""
+
+import asyncio
+import threading
+
+import pytest
+
+from django_cfkv.cache import CloudflareKVCache
+from django_cfkv.cache.stampede import stampede_events
+from django_cfkv.client import KVClient
+from tests.cache.conftest import ALIAS
+
+BLOCKING = ("get", "get_with_metadata", "get_metadata", "get_many", "put", "put_many", "delete", "delete_many",
+            "list_keys")
+
+
+@pytest.fixture
+def no_blocking_calls(monkeypatch):
+    """Make each blocking KVClient call fail: an async method that ran its blocking namesake in a thread fails."""
+    for name in BLOCKING:
+        monkeypatch.setattr(KVClient, name, _refused(name))
+
+
+# (blocking operation, its async twin): each pair runs on a cache of its own, and must make the same calls.
+PAIRS = {
+    "set": (lambda c: c.set("k", {"v": 1}, 300), lambda c: c.aset("k", {"v": 1}, 300)),
+    "get": (lambda c: c.get("k"), lambda c: c.aget("k")),
+    "get missing": (lambda c: c.get("nope", "d"), lambda c: c.aget("nope", "d")),
+    "has_key": (lambda c: c.has_key("k"), lambda c: c.ahas_key("k")),
+    "set_many": (lambda c: c.set_many({"a": 1, "b": [2]}, 300), lambda c: c.aset_many({"a": 1, "b": [2]}, 300)),
+    "get_many": (lambda c: c.get_many(["a", "b", "c"]), lambda c: c.aget_many(["a", "b", "c"])),
+    "get_or_set miss": (lambda c: c.get_or_set("g", lambda: "made", 300),
+                        lambda c: c.aget_or_set("g", lambda: "made", 300)),
+    "get_or_set hit": (lambda c: c.get_or_set("g", lambda: "other", 300),
+                       lambda c: c.aget_or_set("g", lambda: "other", 300)),
+    "delete_many": (lambda c: c.delete_many(["a", "b", "z"]), lambda c: c.adelete_many(["a", "b", "z"])),
+    "delete": (lambda c: c.delete("k"), lambda c: c.adelete("k")),
+    "delete missing": (lambda c: c.delete("k"), lambda c: c.adelete("k")),
+    "set past timeout": (lambda c: c.set("p", 1, -1), lambda c: c.aset("p", 1, -1)),
+    "set_many past timeout": (lambda c: c.set_many({"q": 1}, -1), lambda c: c.aset_many({"q": 1}, -1)),
+}
+
+
+@pytest.mark.parametrize("near", [False, True], ids=["kv", "near-cache"])
+def test_async_methods_answer_and_call_as_their_blocking_namesakes(on_emulator, cfkv_calls, monkeypatch, near):
+    options = {"NEAR_CACHE_TIMEOUT": 60} if near else {}
+    blocking = CloudflareKVCache(ALIAS, {"KEY_PREFIX": "blocking", "OPTIONS": options})
+    awaited = CloudflareKVCache(ALIAS, {"KEY_PREFIX": "awaited", "OPTIONS": options})
+    for name, (call, acall) in PAIRS.items():
+        cfkv_calls.reset()
+        expected = call(blocking)
+        expected_calls = cfkv_calls.counts
+        cfkv_calls.reset()
+        with monkeypatch.context() as patch:  # the async twin may not fall back to a blocking call
+            for method in BLOCKING:
+                patch.setattr(KVClient, method, _refused(method))
+            got = asyncio.run(acall(awaited))
+        assert got == expected, name
+        assert cfkv_calls.counts == expected_calls, name
+    if near:  # a read answered from memory costs no call, as in blocking code
+        cfkv_calls.reset()
+        assert asyncio.run(awaited.aget("g")) == "made" and cfkv_calls.total == 0
+
+
+def _refused(name):
+    def call(self, *args, **kwargs):
+        raise AssertionError(f"KVClient.{name}() was called by an async cache method")
+    return call
+
+
+def test_a_write_awaited_forgets_the_near_cached_value(on_emulator, no_blocking_calls, cfkv_calls):
+    cache = CloudflareKVCache(ALIAS, {"OPTIONS": {"NEAR_CACHE_TIMEOUT": 60}})
+
+    async def view():
+        await cache.aset("k", "old", 300)
+        assert await cache.aget("k") == "old"
+        await cache.aset("k", "new", 300)
+        return await cache.aget("k")
+
+    assert asyncio.run(view()) == "new"
+    assert cfkv_calls.counts == {"put": 2, "get": 2}
+
+
+def test_gathered_get_or_set_computes_once(on_emulator, no_blocking_calls):
+    """Stampede protection: coroutines missing one key at once wait for the first one's value."""
+    cache = CloudflareKVCache(ALIAS, {})
+    computed = []
+
+    def compute():
+        computed.append(threading.current_thread())
+        return "value"
+
+    async def view():
+        return await asyncio.gather(*(cache.aget_or_set("hot", compute, 300) for _ in range(5)))
+
+    before = stampede_events.snapshot()
+    assert asyncio.run(view()) == ["value"] * 5
+    assert len(computed) == 1
+    assert stampede_events.snapshot().get("waited", 0) - before.get("waited", 0) == 4
