@@ -6,6 +6,7 @@ run on them in tests/cache/test_django_suite.py.
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -92,6 +93,9 @@ def test_gathered_get_or_set_computes_once(on_emulator, no_blocking_calls):
 
     def compute():
         computed.append(threading.current_thread())
+        # Long enough for the other reads (in flight at once) to answer, so each finds the computation
+        # under way: a read that missed but answered after the value was stored would compute again.
+        time.sleep(0.5)
         return "value"
 
     async def view():
