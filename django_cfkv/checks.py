@@ -307,11 +307,12 @@ def _check_user_keys() -> list[CheckMessage]:
     _, rules, _ = compile_settings(conf.setting("CFKV_RATELIMIT"))
     kinds = {rule.key for rule in rules}
     hint = f"In MIDDLEWARE, put {RATELIMIT_MIDDLEWARE!r} after {AUTH_MIDDLEWARE!r}."
+    where = ("runs before AuthenticationMiddleware" if AUTH_MIDDLEWARE in conf.setting("MIDDLEWARE")
+             else "runs without AuthenticationMiddleware")
     if "user" in kinds:
-        return [Error("RateLimitMiddleware runs before AuthenticationMiddleware, so no request has a user yet: "
-                      "rules with key 'user' count nothing.", id="django_cfkv.E402", hint=hint)]
+        return [Error(f"RateLimitMiddleware {where}, so no request has a user yet: rules with key 'user' count "
+                      "nothing.", id="django_cfkv.E402", hint=hint)]
     if "user_or_ip" in kinds:
-        return [Warning("RateLimitMiddleware runs before AuthenticationMiddleware, so no request has a user yet: "
-                        "rules with key 'user_or_ip' count signed-in users by their address.",
-                        id="django_cfkv.W402", hint=hint)]
+        return [Warning(f"RateLimitMiddleware {where}, so no request has a user yet: rules with key "
+                        "'user_or_ip' count signed-in users by their address.", id="django_cfkv.W402", hint=hint)]
     return []

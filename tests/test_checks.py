@@ -121,6 +121,8 @@ def test_rate_limiting_before_authentication_is_reported_when_a_rule_keys_on_the
     _, hint = reported(output, check_id)
     assert hint.index(LIMITER) < hint.index("after") < hint.index(AUTH)
     assert "402" not in check_output(MIDDLEWARE=[SESSION, AUTH, LIMITER], CFKV_RATELIMIT=rules)
+    message, _ = reported(check_output(MIDDLEWARE=[SESSION, LIMITER], CFKV_RATELIMIT=rules), check_id)
+    assert "runs without AuthenticationMiddleware" in message
     by_ip = {"RULES": [{"path": r"^/api/", "rate": "100/m", "key": "ip"}]}
     assert "402" not in check_output(MIDDLEWARE=[SESSION, LIMITER, AUTH], CFKV_RATELIMIT=by_ip)
 
