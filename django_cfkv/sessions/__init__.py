@@ -51,6 +51,7 @@ What KV cannot do, and how this engine copes:
 The package, one job a module (each imports only those below it):
 
 * ``views``    the "Your sessions" page (``include("django_cfkv.urls")``)
+* ``middleware`` SessionMiddleware: Django's, saving the session awaited in an async stack
 * ``bearer``   BearerSessionMiddleware: ``Authorization: Bearer`` selects a session
 * ``per_user`` a user's sessions: user_sessions(), revoke_session(), revoke_other_sessions(), revoke_all_sessions()
 * ``tokens``   issue_token() and revoke_token(): a token is the key of a session made for it
@@ -64,6 +65,7 @@ The package, one job a module (each imports only those below it):
 * ``index``    the index of a user's sessions: key names, what an entry records (UserSession)
 * ``memory``   this process's memory: sessions it deleted in the last minute, the near cache
 * ``keys``     session ids and the KV key names that hold them (hashed or plain)
+* ``plans``    each operation's calls written once, followed blocking (load) or awaited (aload)
 * ``options``  the engine's settings, checked where they are used
 """
 

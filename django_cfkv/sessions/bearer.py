@@ -7,14 +7,16 @@ API clients, mobile apps and Workers share one session store with browsers.
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.utils.cache import patch_vary_headers
 
 from ..exceptions import KVError
+from . import plans
 from .keys import is_valid_key
+from .plans import Plan, Twin
 from .store import SessionStore
 from .tokens import engine_session_store
 
@@ -66,7 +68,9 @@ class BearerSessionMiddleware:
     a failed refresh is logged and the response kept. A store that cannot be
     reached is a 503 with Retry-After, never a 500. The token is the session
     key, so login() and update_session_auth_hash() keep it (no cycling); a
-    login as another user flushes the session, which ends the token.
+    login as another user flushes the session, which ends the token. In an
+    async stack the session is loaded and saved awaiting KV (aload, asave),
+    with no thread.
     """
 
     sync_capable = True
@@ -95,20 +99,27 @@ class BearerSessionMiddleware:
         token = bearer_token(request)
         if token is None:
             return await self.get_response(request)
-        session = await sync_to_async(self.open_session)(token)
+        session = await self.aopen_session(token)
         if not isinstance(session, SessionStore):
             return self.refuse(request, session)
         self.enter(request, session)
         response = await self.get_response(request)
-        return await sync_to_async(self.leave)(request, session, response)
+        return await self.aleave(request, session, response)
 
     def open_session(self, token: str) -> SessionStore | JsonResponse:
         """Return the loaded SessionStore for ``token``, or the error response to send."""
+        return plans.run(self._open(token), self.session_store.get_kv)
+
+    async def aopen_session(self, token: str) -> SessionStore | JsonResponse:
+        """Async twin of :meth:`open_session`."""
+        return await plans.arun(self._open(token), self.session_store.aget_kv)
+
+    def _open(self, token: str) -> Plan[SessionStore | JsonResponse]:
         if token is MALFORMED:
             return invalid_token("The access token is malformed.")
         session = self.session_store(token)
         try:
-            session.load_now()
+            yield Twin(session.load_now, session.aload_now)
         except KVError:  # SESSION_CFKV_ON_LOAD_ERROR = "raise"
             return unavailable()
         if session.load_failed:
@@ -124,10 +135,19 @@ class BearerSessionMiddleware:
         request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]  # the flag CsrfViewMiddleware honours
 
     def leave(self, request: HttpRequest, session: SessionStore, response: HttpResponseBase) -> HttpResponseBase:
+        return plans.run(self._leave(request, session, response), self.session_store.get_kv)
+
+    async def aleave(self, request: HttpRequest, session: SessionStore, response: HttpResponseBase
+                     ) -> HttpResponseBase:
+        """Async twin of :meth:`leave`."""
+        return await plans.arun(self._leave(request, session, response), self.session_store.aget_kv)
+
+    def _leave(self, request: HttpRequest, session: SessionStore, response: HttpResponseBase
+               ) -> Plan[HttpResponseBase]:
         current: Any = getattr(request, "session", session)  # the view may have put another store there
         if response.status_code < 500 and current.session_key is not None and not current.is_empty():
             try:
-                current.save()
+                yield Twin(current.save, current.asave)
             except UpdateError:
                 raise SessionInterrupted(
                     "The session was deleted before the request completed: the token was "

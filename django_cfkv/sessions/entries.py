@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import metadata
-from ..types import KV
 from . import index, keys, users
 from .codec import Value
+from .plans import KVCall, Plan
 from .state import Indexed, Stored
 from .users import SESSION_KEY
 
@@ -27,48 +27,48 @@ def recorded(data: dict[str, Any], expires: float | None) -> Indexed | None:
     return Indexed(str(user), expires, json.dumps(index.client_fields(data.get(index.CLIENT_KEY)), sort_keys=True))
 
 
-def owner(stored: Stored, user: str) -> str | None:
+def owner(stored: Stored, user: str) -> Plan[str | None]:
     """Return the ``userId`` (as text) naming Django's user ``user`` in the index; None when there is no such user.
 
     Kept on ``stored``: for SESSION_CFKV_USER_FIELD other than "pk" it takes a query.
     """
     if stored.owner is None or stored.owner[0] != user:
-        known = users.worker_user_id(user, stored.user_ref)
+        known = yield from users.worker_user_id(user, stored.user_ref)
         stored.owner = (user, None if known is None else str(known))
     return stored.owner[1]
 
 
-def owner_of(value: Value, fmt: str) -> str | None:
+def owner_of(value: Value, fmt: str) -> Plan[str | None]:
     """Return the ``userId`` (as text) of the user a stored session value belongs to, or None."""
     if fmt == "json":
-        user_ref = users.django_data(value)[1]
+        user_ref = (yield from users.django_data(value))[1]
         return None if user_ref is None else str(user_ref[1])
     user = value.data.get(SESSION_KEY)
-    known = None if user is None else users.worker_user_id(str(user))
+    known = None if user is None else (yield from users.worker_user_id(str(user)))
     return None if known is None else str(known)
 
 
-def rewrite(kv: KV, prefix: str, session_key: str, stored: Stored, data: dict[str, Any], expires: float,
-            created: float | None, now: float) -> None:
+def rewrite(prefix: str, session_key: str, stored: Stored, data: dict[str, Any], expires: float,
+            created: float | None, now: float) -> Plan[None]:
     """Write the session's entry if what it records changed (one PUT); delete a former user's (one bulk delete)."""
     entry = recorded(data, expires)
     if stored.index_known and entry == stored.index:
         return
     ref = keys.hashed_id(session_key)
-    name = None if entry is None else owner(stored, entry.user)
+    name = None if entry is None else (yield from owner(stored, entry.user))
     if entry is not None and name is not None:
-        kv.put(index.entry_key(prefix, name, ref), b"", expiration_ttl=metadata.kv_ttl(expires, now),
-               metadata=index.entry_metadata(expires, created, now, data.get(index.CLIENT_KEY)))
+        yield KVCall("put", index.entry_key(prefix, name, ref), b"", expiration_ttl=metadata.kv_ttl(expires, now),
+                     metadata=index.entry_metadata(expires, created, now, data.get(index.CLIENT_KEY)))
     former = stored.index if stored.index_known else None
     if former is not None and (entry is None or former.user != entry.user):
-        gone = owner(stored, former.user)
+        gone = yield from owner(stored, former.user)
         if gone is not None:
-            kv.delete_many([user_prefix + ref for user_prefix in index.user_prefixes(prefix, gone)])
+            yield KVCall("delete_many", [user_prefix + ref for user_prefix in index.user_prefixes(prefix, gone)])
     stored.index, stored.index_known = entry, True
 
 
 def names(prefix: str, session_key: str, stored: Stored | None,
-          read_owner: Callable[[], str | None] | None = None) -> list[str]:
+          read_owner: Callable[[], Plan[str | None]] | None = None) -> Plan[list[str]]:
     """Return the names the session's entry may have (under SECRET_KEY and each fallback), to delete with it.
 
     Its user is the one ``stored`` knows, else the one ``read_owner()`` finds.
@@ -76,8 +76,8 @@ def names(prefix: str, session_key: str, stored: Stored | None,
     if not index.enabled():
         return []
     if stored is not None and stored.index_known:
-        name = None if stored.index is None else owner(stored, stored.index.user)
+        name = None if stored.index is None else (yield from owner(stored, stored.index.user))
     else:
-        name = None if read_owner is None else read_owner()
+        name = None if read_owner is None else (yield from read_owner())
     ref = keys.hashed_id(session_key)
     return [] if name is None else [user_prefix + ref for user_prefix in index.user_prefixes(prefix, name)]

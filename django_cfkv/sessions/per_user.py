@@ -12,20 +12,23 @@ refused by this process at once, and by other processes and Workers once
 their reads catch up: KV serves a deleted value at other locations for up to
 about 60 seconds, and a listing may miss a session made in the last minute
 or still show one signed out elsewhere for as long.
+
+Each function is one plan (``plans``): the async twins (``auser_sessions``...)
+await the same calls, with no thread.
 """
 
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 
 from .. import clock, conf
 from ..exceptions import CFKVConfigurationError
-from . import index, keys, memory, options
+from ..types import KeyInfo, PageWalk
+from . import index, keys, memory, options, plans
 from .index import UserSession
-from .store import SessionStore
+from .plans import KVCall, Plan
 from .tokens import token_store
 
 _NEVER = datetime.min.replace(tzinfo=timezone.utc)
@@ -40,12 +43,21 @@ def user_sessions(user: Any, *, request: HttpRequest | None = None) -> list[User
     and one made elsewhere in the last minute may be missing, for up to about
     60 seconds (KV's listings are cached that long).
     """
+    return plans.run(_user_sessions(user, request), _kv)
+
+
+async def auser_sessions(user: Any, *, request: HttpRequest | None = None) -> list[UserSession]:
+    """Async twin of :func:`user_sessions`."""
+    return await plans.arun(_user_sessions(user, request), _akv)
+
+
+def _user_sessions(user: Any, request: HttpRequest | None) -> Plan[list[UserSession]]:
     identity = _identity(user)
     if identity is None:
         return []
-    store, now = token_store(), clock.now()
+    now = clock.now()
     found: dict[str, UserSession] = {}
-    for prefix, infos in _listings(store, identity):
+    for prefix, infos in (yield from _listings(identity)):
         for info in infos:
             entry = index.read_entry(info, prefix, now)
             if entry is None or entry.ref in memory.recently_deleted:
@@ -66,18 +78,27 @@ def revoke_session(user: Any, ref: str) -> bool:
     then one bulk delete. Raise ValueError if ``ref`` is not of the form
     user_sessions() gives.
     """
+    return plans.run(_revoke_session(user, ref), _kv)
+
+
+async def arevoke_session(user: Any, ref: str) -> bool:
+    """Async twin of :func:`revoke_session`."""
+    return await plans.arun(_revoke_session(user, ref), _akv)
+
+
+def _revoke_session(user: Any, ref: str) -> Plan[bool]:
     if not index.is_ref(ref):
         raise ValueError("ref must be a reference that user_sessions() returned (64 lowercase hex digits).")
     identity = _identity(user)
     if identity is None:
         return False
-    store = token_store()
-    kv = store.get_kv()
-    names = [info.name for prefix in index.user_prefixes(store.key_prefix(), identity)
-             for info in kv.list_keys(prefix=prefix + ref, limit=10).keys if info.name == prefix + ref]
+    names = []
+    for prefix in index.user_prefixes(token_store().key_prefix(), identity):
+        page = yield KVCall("list_keys", prefix=prefix + ref, limit=10)
+        names += [info.name for info in page.keys if info.name == prefix + ref]
     if not names:
         return False
-    _revoke(store, {ref: names})
+    yield from _revoke({ref: names})
     return True
 
 
@@ -89,8 +110,13 @@ def revoke_other_sessions(request: HttpRequest) -> int:
     next use, by the session auth hash; calling this as well removes them from
     KV and from the user's list at once.
     """
-    keep = _ref_of(request)
-    return _revoke_all(getattr(request, "user", None), keep)
+    return plans.run(_revoke_all(getattr(request, "user", None), _ref_of(request)), _kv)
+
+
+async def arevoke_other_sessions(request: HttpRequest) -> int:
+    """Async twin of :func:`revoke_other_sessions`: the request's user is ``await request.auser()``."""
+    user = await request.auser() if hasattr(request, "auser") else getattr(request, "user", None)
+    return await plans.arun(_revoke_all(user, _ref_of(request)), _akv)
 
 
 def revoke_all_sessions(user: Any) -> int:
@@ -99,31 +125,20 @@ def revoke_all_sessions(user: Any) -> int:
     A request of this user's own is signed out too: its session reads as
     missing in this process from now on (call logout() to start it afresh).
     """
-    return _revoke_all(user, None)
-
-
-async def auser_sessions(user: Any, *, request: HttpRequest | None = None) -> list[UserSession]:
-    """Async twin of :func:`user_sessions`: for now it runs it in a thread (sync_to_async), until KV calls are
-    native async; the call stays the same when they are."""
-    return await sync_to_async(user_sessions)(user, request=request)
-
-
-async def arevoke_session(user: Any, ref: str) -> bool:
-    """Async twin of :func:`revoke_session` (in a thread for now, as :func:`auser_sessions`)."""
-    return await sync_to_async(revoke_session)(user, ref)
-
-
-async def arevoke_other_sessions(request: HttpRequest) -> int:
-    """Async twin of :func:`revoke_other_sessions` (in a thread for now, as :func:`auser_sessions`).
-
-    Load the user first (``await request.auser()``): a thread cannot.
-    """
-    return await sync_to_async(revoke_other_sessions)(request)
+    return plans.run(_revoke_all(user, None), _kv)
 
 
 async def arevoke_all_sessions(user: Any) -> int:
-    """Async twin of :func:`revoke_all_sessions` (in a thread for now, as :func:`auser_sessions`)."""
-    return await sync_to_async(revoke_all_sessions)(user)
+    """Async twin of :func:`revoke_all_sessions`."""
+    return await plans.arun(_revoke_all(user, None), _akv)
+
+
+def _kv() -> Any:
+    return token_store().get_kv()
+
+
+async def _akv() -> Any:
+    return await token_store().aget_kv()
 
 
 def _identity(user: Any) -> str | None:
@@ -143,9 +158,16 @@ def _identity(user: Any) -> str | None:
     return user._meta.pk.value_to_string(user) if field == "pk" else str(getattr(user, field))
 
 
-def _listings(store: type[SessionStore], identity: str) -> list[tuple[str, Any]]:
-    kv = store.get_kv()
-    return [(prefix, kv.iter_keys(prefix=prefix)) for prefix in index.user_prefixes(store.key_prefix(), identity)]
+def _listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
+    """Return each prefix of the user's index with every key listed under it (one list call per 1,000)."""
+    listings = []
+    for prefix in index.user_prefixes(token_store().key_prefix(), identity):
+        infos: list[KeyInfo] = []
+        walk = PageWalk()
+        while not walk.done:
+            infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
+        listings.append((prefix, infos))
+    return listings
 
 
 def _ref_of(request: HttpRequest | None) -> str | None:
@@ -153,32 +175,32 @@ def _ref_of(request: HttpRequest | None) -> str | None:
     return keys.hashed_id(session_key) if isinstance(session_key, str) else None
 
 
-def _revoke_all(user: Any, keep: str | None) -> int:
+def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     """Revoke every session of ``user`` but ``keep``; return how many live ones went."""
     identity = _identity(user)
     if identity is None:
         return 0
-    store, now = token_store(), clock.now()
+    now = clock.now()
     doomed: dict[str, list[str]] = {}
     live = set()
-    for prefix, infos in _listings(store, identity):
+    for prefix, infos in (yield from _listings(identity)):
         for info in infos:
             ref = info.name[len(prefix):]
             if index.is_ref(ref) and ref != keep:
                 doomed.setdefault(ref, []).append(info.name)
                 if index.read_entry(info, prefix, now) is not None:
                     live.add(ref)
-    _revoke(store, doomed)
+    yield from _revoke(doomed)
     return len(live)
 
 
-def _revoke(store: type[SessionStore], doomed: dict[str, list[str]]) -> None:
+def _revoke(doomed: dict[str, list[str]]) -> Plan[None]:
     """Delete the sessions ``doomed`` names (ref -> its index entries), in bulk; refuse them here at once."""
     if not doomed:
         return
-    sessions = [store.ref_key(ref) for ref in doomed]
+    sessions = [token_store().ref_key(ref) for ref in doomed]
     try:
-        store.get_kv().delete_many([*sessions, *(name for names in doomed.values() for name in names)])
+        yield KVCall("delete_many", [*sessions, *(name for names in doomed.values() for name in names)])
     finally:  # refused here even if KV failed: a revocation errs on the side of signing out
         memory.forget_nearby(*sessions)
         for ref in doomed:

@@ -2,7 +2,8 @@
 
 The half of SessionStore that never writes to KV: ``store`` adds saving,
 deleting, moving and sweeping on top. What a read learns (``state``) is what
-save() decides by.
+save() decides by. Each operation is one plan (``plans``), which the blocking
+method follows (``load``) and its async twin awaits (``aload``).
 """
 
 import logging
@@ -13,7 +14,8 @@ from django.contrib.sessions.backends.base import SessionBase
 from .. import clock, conf, limits, nearcache
 from ..exceptions import KVError
 from ..types import KV
-from . import codec, entries, index, keys, memory, options, users
+from . import codec, entries, index, keys, memory, options, plans, users
+from .plans import KVCall, Plan
 from .state import State, Stored
 from .users import SESSION_KEY
 
@@ -41,6 +43,21 @@ class SessionReader(SessionBase):
     def get_kv(cls) -> KV:
         """Return the KV object of SESSION_CFKV_ALIAS."""
         return conf.get_kv(conf.setting("SESSION_CFKV_ALIAS"))
+
+    @classmethod
+    async def aget_kv(cls) -> KV:
+        """Return the KV object of SESSION_CFKV_ALIAS, from async code (conf.aget_kv)."""
+        return await conf.aget_kv(conf.setting("SESSION_CFKV_ALIAS"))
+
+    @classmethod
+    def _run(cls, plan: Plan[plans.R]) -> plans.R:
+        """Follow ``plan`` with blocking KV calls."""
+        return plans.run(plan, cls.get_kv)
+
+    @classmethod
+    async def _arun(cls, plan: Plan[plans.R]) -> plans.R:
+        """Follow ``plan`` awaiting the KV object's twins (no thread per call)."""
+        return await plans.arun(plan, cls.aget_kv)
 
     @classmethod
     def key_prefix(cls) -> str:
@@ -92,7 +109,17 @@ class SessionReader(SessionBase):
         """Load the session unless it is already loaded; return its dict."""
         return self._get_session()  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
 
+    async def aload_now(self) -> dict[str, Any]:
+        """Async twin of :meth:`load_now`."""
+        return await self._aget_session()  # type: ignore[attr-defined]  # SessionBase's
+
     def load(self) -> dict[str, Any]:
+        return self._run(self._load())
+
+    async def aload(self) -> dict[str, Any]:
+        return await self._arun(self._load())
+
+    def _load(self) -> Plan[dict[str, Any]]:
         self._state, self._stored = State.UNREAD, Stored()
         if self.session_key is None:  # no key, or one that failed validation: nothing to read
             return {}
@@ -100,7 +127,7 @@ class SessionReader(SessionBase):
             self._session_key = None
             return {}
         try:
-            raw, from_near = self._get_raw(self.session_key)
+            raw, from_near = yield from self._get_raw(self.session_key)
         except KVError:
             if options.on_load_error() == "raise":
                 raise
@@ -113,21 +140,21 @@ class SessionReader(SessionBase):
         if value is None:
             self._session_key = None
             return {}
-        data, user_ref = users.django_data(value) if self._format == "json" else (value.data, None)
+        data, user_ref = (yield from users.django_data(value)) if self._format == "json" else (value.data, None)
         self._state = State.NEAR if from_near else State.READ
         self._stored = Stored(canonical=self._canonical(data), expires=value.expires, ends=value.ends,
                               created=value.created, extra=value.extra, user_ref=user_ref, user=data.get(SESSION_KEY),
                               index=entries.recorded(data, value.expires), index_known=True)
         return data
 
-    def _get_raw(self, session_key: str) -> tuple[bytes | None, bool]:
+    def _get_raw(self, session_key: str) -> Plan[tuple[bytes | None, bool]]:
         """Return ``(raw value, from_near)`` for ``session_key``: from the near cache (if on) or one GET."""
         kv_key, near = self.kv_key(session_key), memory.near_cache()
         cached: Any = nearcache.MISSING if near is None else near.get(kv_key)
         if cached is not nearcache.MISSING:
             return cached, True
         generation = 0 if near is None else near.generation()
-        raw = self.get_kv().get(kv_key)
+        raw = yield KVCall("get", kv_key)
         if near is not None and raw is not None:  # a miss is not kept: a new session must be seen
             near.fill(kv_key, raw, generation)
         return raw, False
@@ -147,27 +174,33 @@ class SessionReader(SessionBase):
 
     def exists(self, session_key: str) -> bool:
         """Return True if a live session is stored under ``session_key``. One GET."""
+        return self._run(self._exists(session_key))
+
+    async def aexists(self, session_key: str) -> bool:
+        return await self._arun(self._exists(session_key))
+
+    def _exists(self, session_key: str) -> Plan[bool]:
         if not keys.is_valid_key(session_key, self._format) or self.deleted_here(session_key):
             return False
-        return self._read(self._get_raw(session_key)[0], session_key) is not None
+        return self._read((yield from self._get_raw(session_key))[0], session_key) is not None
 
     @staticmethod
     def deleted_here(session_key: str) -> bool:
         """Return True if this process deleted or revoked the session in the last minute (no API call)."""
         return keys.hashed_id(session_key) in memory.recently_deleted
 
-    def _live_in_kv(self, session_key: str) -> bool:
+    def _live_in_kv(self, session_key: str) -> Plan[bool]:
         """Return True if KV itself (one GET, never the near cache) holds this live session."""
-        return self._read(self.get_kv().get(self.kv_key(session_key)), session_key) is not None
+        return self._read((yield KVCall("get", self.kv_key(session_key))), session_key) is not None
 
-    def _owner_in_kv(self, session_key: str) -> str | None:
+    def _owner_in_kv(self, session_key: str) -> Plan[str | None]:
         try:
-            value = self._read(self.get_kv().get(self.kv_key(session_key)), session_key)
+            value = self._read((yield KVCall("get", self.kv_key(session_key))), session_key)
         except KVError as exc:
             logger.warning("The user of a session being deleted could not be read from Workers KV (%s); its entry "
                            "in the user's index is left to expire with it.", type(exc).__name__)
             return None
-        return None if value is None else entries.owner_of(value, self._format)
+        return None if value is None else (yield from entries.owner_of(value, self._format))
 
     def _canonical(self, data: dict[str, Any]) -> str | bytes:
         return codec.canonical(data, self._format, self.serializer)

@@ -8,7 +8,8 @@ index of a user's sessions (``index``) follows each signed-in session there:
 its entry is written before the session, whenever the session's user, expiry
 or client changes (so at sign-in and at each expiry refresh, at most once per
 SESSION_CFKV_REFRESH_INTERVAL, never on every change of data), and deleted
-with it, in the same bulk call.
+with it, in the same bulk call. Each operation is one plan (``plans``): the
+blocking method follows it (``save``), its async twin awaits it (``asave``).
 """
 
 import math
@@ -18,7 +19,9 @@ from django.contrib.sessions.backends.base import CreateError, UpdateError
 
 from .. import clock, conf, metadata
 from ..exceptions import KVError
+from ..types import PageWalk
 from . import codec, entries, keys, memory, users
+from .plans import KVCall, Plan, Twin
 from .reading import SessionReader, logger, security_logger
 from .state import State, Stored
 from .users import SESSION_KEY
@@ -36,17 +39,30 @@ class SessionStore(SessionReader):
     # Writing
 
     def create(self) -> None:
+        self._run(self._create())
+
+    async def acreate(self) -> None:
+        await self._arun(self._create())
+
+    def _create(self) -> Plan[None]:
         self._session_key = self._get_new_session_key()
         # A new key has nothing stored under it to overwrite, even after a failed load.
         self._state = State.NEW
-        self.save(must_create=True)
+        yield Twin(self.save, self.asave, must_create=True)
         self.modified = True
 
     def save(self, must_create: bool = False) -> None:
         """Write the session: one PUT, none when nothing changed and no refresh is due."""
+        self._run(self._save(must_create))
+
+    async def asave(self, must_create: bool = False) -> None:
+        await self._arun(self._save(must_create))
+
+    def _save(self, must_create: bool) -> Plan[None]:
         if self.session_key is None:
-            return self.create()
-        data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]  # SessionBase's
+            return (yield Twin(self.create, self.acreate))
+        data = yield Twin(self._get_session, self._aget_session,  # type: ignore[attr-defined]  # SessionBase's
+                          no_load=must_create)
         session_key = self.session_key
         if session_key is None:  # the load this save made found no live session: there is nothing to update
             raise UpdateError
@@ -55,7 +71,7 @@ class SessionStore(SessionReader):
                 return  # nothing to write: the stored session is untouched
             raise KVError("The session could not be loaded from Workers KV, so it is not saved: "
                           "writing it would replace the stored session with partial data.")
-        if must_create and self._state is not State.NEW and self.exists(session_key):
+        if must_create and self._state is not State.NEW and (yield Twin(self.exists, self.aexists, session_key)):
             raise CreateError
         canonical = self._canonical(data)
         if not must_create and self.deleted_here(session_key):
@@ -63,16 +79,16 @@ class SessionStore(SessionReader):
                 return  # only an expiry refresh: the deletion (logout, revocation) wins
             raise UpdateError
         if must_create or self._state is State.NEW:
-            return self._write(session_key, data, self._next_expiry(new=True), canonical)
+            return (yield from self._write(session_key, data, self._next_expiry(new=True), canonical))
         expires = self._next_expiry(new=False)
         if canonical == self._stored.canonical and expires == self._stored.expires:
             return  # unchanged, and no refresh due
         try:
             # A copy this store did not GET itself may outlive a logout or
             # revocation elsewhere: never write it back without asking KV.
-            if self._state is not State.READ and not self._live_in_kv(session_key):
+            if self._state is not State.READ and not (yield from self._live_in_kv(session_key)):
                 raise UpdateError
-            self._write(session_key, data, expires, canonical)
+            yield from self._write(session_key, data, expires, canonical)
         except KVError as exc:
             if canonical != self._stored.canonical:
                 raise  # a real change is never dropped silently
@@ -98,7 +114,7 @@ class SessionStore(SessionReader):
             return stored.expires
         return expires
 
-    def _write(self, session_key: str, data: dict[str, Any], expires: float, canonical: str | bytes) -> None:
+    def _write(self, session_key: str, data: dict[str, Any], expires: float, canonical: str | bytes) -> Plan[None]:
         """Write the session to KV: one PUT, after its index entry's when that changed (the only place)."""
         now, stored = clock.now(), self._stored
         created = stored.created if stored.created is not None else int(now * 1000)
@@ -106,15 +122,15 @@ class SessionStore(SessionReader):
         if stored.ends is not None:
             envelope["absoluteExpiresAt"] = int(stored.ends * 1000)
         if self._format == "json":
-            value = codec.dumps_json(self._json_envelope(envelope))
+            value = codec.dumps_json((yield from self._json_envelope(envelope)))
         else:
             value = codec.dumps_signed(envelope, self.key_salt_value(), self.serializer, session_key)
         # The index entry first: no signed-in session is ever stored without one.
-        entries.rewrite(self.get_kv(), self.key_prefix(), session_key, stored, data, expires, created, now)
+        yield from entries.rewrite(self.key_prefix(), session_key, stored, data, expires, created, now)
         kv_key = self.kv_key(session_key)
         try:
-            self.get_kv().put(
-                kv_key, value,
+            yield KVCall(
+                "put", kv_key, value,
                 expiration_ttl=metadata.kv_ttl(expires, now),
                 # "size" lets `manage.py cfkv stats` total sizes from listings alone.
                 metadata=metadata.build(metadata.SESSION, expires=expires, size=len(value.encode("utf-8"))),
@@ -127,16 +143,16 @@ class SessionStore(SessionReader):
         stored.created, stored.expires, stored.canonical = created, expires, canonical
         stored.user = data.get(SESSION_KEY)
 
-    def _entries_of(self, session_key: str, stored: Stored | None) -> list[str]:
+    def _entries_of(self, session_key: str, stored: Stored | None) -> Plan[list[str]]:
         """Return the names the session's index entry may have: its user from ``stored``, else from KV (one GET)."""
         if stored is not None and stored.index_known:
-            return entries.names(self.key_prefix(), session_key, stored)
-        return entries.names(self.key_prefix(), session_key, None, lambda: self._owner_in_kv(session_key))
+            return (yield from entries.names(self.key_prefix(), session_key, stored))
+        return (yield from entries.names(self.key_prefix(), session_key, None, lambda: self._owner_in_kv(session_key)))
 
-    def _json_envelope(self, envelope: dict[str, Any]) -> dict[str, Any]:
+    def _json_envelope(self, envelope: dict[str, Any]) -> Plan[dict[str, Any]]:
         """Return the JSON value: the Worker's fields, ``userId`` and Django's data (minus the user id)."""
         data = dict(envelope["data"])
-        user_id = users.worker_user_id(data.pop(SESSION_KEY, None), self._stored.user_ref)
+        user_id = yield from users.worker_user_id(data.pop(SESSION_KEY, None), self._stored.user_ref)
         return {**self._stored.extra, "userId": user_id, **envelope, "data": data}
 
     def set_absolute_expiry(self, seconds: float) -> None:
@@ -146,12 +162,25 @@ class SessionStore(SessionReader):
         value) and written by the next save(), even if nothing else changed.
         """
         self._get_session()  # type: ignore[attr-defined]  # a load replaces what is stored here: load first
+        self._end_in(seconds)
+
+    async def aset_absolute_expiry(self, seconds: float) -> None:
+        """Async twin of :meth:`set_absolute_expiry`."""
+        await self._aget_session()  # type: ignore[attr-defined]  # SessionBase's
+        self._end_in(seconds)
+
+    def _end_in(self, seconds: float) -> None:
         self._stored.ends = clock.now() + seconds
         self._stored.canonical = None
 
     def get_expiry_age(self, **kwargs: Any) -> int:
         """Return Django's expiry age, never past the absolute lifetime (set_absolute_expiry())."""
-        age = super().get_expiry_age(**kwargs)  # loads the session, and with it the end
+        return self._within_end(super().get_expiry_age(**kwargs), kwargs)  # loads the session, and its end
+
+    async def aget_expiry_age(self, **kwargs: Any) -> int:
+        return self._within_end(await super().aget_expiry_age(**kwargs), kwargs)
+
+    def _within_end(self, age: int, kwargs: dict[str, Any]) -> int:
         if kwargs or self._stored.ends is None:
             return age
         return max(0, min(age, math.ceil(self._stored.ends - clock.now())))
@@ -165,22 +194,29 @@ class SessionStore(SessionReader):
         signed-in session. For a session this store did not read, one GET
         first finds its user.
         """
+        self._run(self._delete_session(session_key))
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        await self._arun(self._delete_session(session_key))
+
+    def _delete_session(self, session_key: str | None) -> Plan[None]:
         if session_key is None:
             if self.session_key is None:
                 return
             session_key = self.session_key
         if keys.is_valid_key(session_key, self._format):
             own = session_key == self.session_key
-            self._delete(session_key, self._entries_of(session_key, self._stored if own else None))
+            names = yield from self._entries_of(session_key, self._stored if own else None)
+            yield from self._delete(session_key, names)
         if session_key == self.session_key:
             if self._state in (State.READ, State.NEAR):
                 self._state = State.UNREAD
             self._stored = Stored()
 
-    def _delete(self, session_key: str, entry_names: list[str]) -> None:
-        kv, kv_key = self.get_kv(), self.kv_key(session_key)
+    def _delete(self, session_key: str, entry_names: list[str]) -> Plan[None]:
+        kv_key = self.kv_key(session_key)
         try:
-            kv.delete_many([kv_key, *entry_names]) if entry_names else kv.delete(kv_key)
+            yield KVCall("delete_many", [kv_key, *entry_names]) if entry_names else KVCall("delete", kv_key)
         finally:
             memory.forget_nearby(kv_key)
         memory.recently_deleted.add(keys.hashed_id(session_key))
@@ -196,9 +232,15 @@ class SessionStore(SessionReader):
         only an anonymous session, or one whose ``userId`` names no user: it is
         about to become someone else's, so those fields start afresh.
         """
-        data = self._session  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
+        self._run(self._cycle_key())
+
+    async def acycle_key(self) -> None:
+        await self._arun(self._cycle_key())
+
+    def _cycle_key(self) -> Plan[None]:
+        data = yield Twin(self._get_session, self._aget_session)  # type: ignore[attr-defined]  # SessionBase's
         key, stored = self.session_key, self._stored
-        entry_names = self._entries_of(key, stored) if key and not self.keep_key else []
+        entry_names = (yield from self._entries_of(key, stored)) if key and not self.keep_key else []
         if data.get(SESSION_KEY) is None or data.get(SESSION_KEY) != stored.user:
             stored.created, stored.extra, stored.user_ref = None, {}, None
         if self.keep_key:
@@ -213,13 +255,7 @@ class SessionStore(SessionReader):
         self._session_cache = data
         self.modified = True
         if key:
-            self._delete(key, entry_names)
-
-    async def acycle_key(self) -> None:
-        from asgiref.sync import sync_to_async
-
-        await self._aget_session()  # type: ignore[attr-defined]  # SessionBase's, not in the stubs
-        await sync_to_async(self.cycle_key)()
+            yield from self._delete(key, entry_names)
 
     def flush(self) -> None:
         super().flush()
@@ -238,15 +274,25 @@ class SessionStore(SessionReader):
         the same expiry). Entries without our metadata (sessions a Worker
         wrote) are left to their KV TTL. Return the number of keys deleted.
         """
-        kv, now = cls.get_kv(), clock.now()
+        return cls._run(cls._clear_expired())
+
+    @classmethod
+    async def aclear_expired(cls) -> int:  # type: ignore[override]  # as clear_expired()
+        return await cls._arun(cls._clear_expired())
+
+    @classmethod
+    def _clear_expired(cls) -> Plan[int]:
+        now, prefix, walk = clock.now(), cls.key_prefix(), PageWalk()
         expired = []
-        for info in kv.iter_keys(prefix=cls.key_prefix()):
-            meta = metadata.read(info.metadata)
-            if meta.kind == metadata.SESSION and meta.expires is not None and meta.expires <= now:
-                expired.append(info.name)
+        while not walk.done:
+            page = walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor)))
+            for info in page.keys:
+                meta = metadata.read(info.metadata)
+                if meta.kind == metadata.SESSION and meta.expires is not None and meta.expires <= now:
+                    expired.append(info.name)
         if expired:
             try:
-                kv.delete_many(expired)
+                yield KVCall("delete_many", expired)
             finally:
                 memory.forget_nearby(*expired)
         return len(expired)

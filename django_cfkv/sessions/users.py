@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 
 from .. import conf
 from .codec import Value
+from .plans import Plan, Query
 
 logger = logging.getLogger("django_cfkv.sessions")
 
@@ -22,10 +23,10 @@ SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY = "_auth_user_id", "_auth_use
 UserRef = tuple[str, Any]
 
 
-def worker_user_id(auth_id: str | None, known: UserRef | None = None) -> str | None:
-    """Return the ``userId`` value for Django's user id: a string, as ``_auth_user_id`` is.
+def worker_user_id(auth_id: str | None, known: UserRef | None = None) -> Plan[Any]:
+    """Return the ``userId`` value for Django's user id: a string, as ``_auth_user_id`` is (a plan).
 
-    Under SESSION_CFKV_USER_FIELD it is that field's value as text. A
+    Under SESSION_CFKV_USER_FIELD it is that field's value as text (one query). A
     ``userId`` a Worker wrote (``known``) is kept as it was while the user is unchanged.
     """
     if auth_id is None:
@@ -35,14 +36,19 @@ def worker_user_id(auth_id: str | None, known: UserRef | None = None) -> str | N
     field = conf.setting("SESSION_CFKV_USER_FIELD")
     if field == "pk":
         return str(auth_id)
-    from django.contrib.auth import get_user_model
-
-    value = get_user_model()._default_manager.filter(pk=auth_id).values_list(field, flat=True).first()
+    value = yield Query(_field_of, auth_id, field)
     return None if value is None else str(value)
 
 
-def django_data(value: Value) -> tuple[dict[str, Any], UserRef | None]:
-    """Return the session dict with Django's auth keys for the user ``userId`` names, and how it was found.
+def _field_of(auth_id: str, field: str) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model()._default_manager.filter(pk=auth_id).values_list(field, flat=True).first()
+
+
+def django_data(value: Value) -> Plan[tuple[dict[str, Any], UserRef | None]]:
+    """Return the session dict with Django's auth keys for the user ``userId`` names, and how it was found (a plan:
+    a query finds the user, unless Django wrote the session and users are named by pk).
 
     ``userId`` is authoritative, and names a user only in its exact form
     (see :func:`user_lookup_value`); any other value is an anonymous
@@ -59,7 +65,7 @@ def django_data(value: Value) -> tuple[dict[str, Any], UserRef | None]:
     if lookup is not None and field == "pk" and HASH_SESSION_KEY in data and BACKEND_SESSION_KEY in data:
         auth_id = str(lookup)  # Django's own check of the hash finds the user: no query here
     else:
-        user = None if lookup is None else _find_user(field, lookup, user_id)
+        user = None if lookup is None else (yield Query(_find_user, field, lookup, user_id))
         if user is None:
             data.pop(BACKEND_SESSION_KEY, None)
             data.pop(HASH_SESSION_KEY, None)

@@ -16,16 +16,24 @@ from django_cfkv.testing import RunningEmulator
 from tests.third_party import django_tests_dir
 
 
-def load_session_tests_mixin():
-    """Return Django's SessionTestsMixin, compiled from the sdist's source."""
+def load_django_session_tests(name, **names):
+    """Return the class ``name`` of Django's sessions_tests, compiled from the sdist's source; ``names`` replace
+    what its module imports (``SessionMiddleware=...`` runs its tests on another middleware)."""
     path = django_tests_dir() / "sessions_tests" / "tests.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
     imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and not getattr(n, "level", 0)]
-    mixins = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SessionTestsMixin"]
-    assert len(mixins) == 1, f"SessionTestsMixin not found in {path}"
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    assert len(classes) == 1, f"{name} not found in {path}"
     namespace = {"__name__": "django_sessions_tests"}
-    exec(compile(ast.Module(body=imports + mixins, type_ignores=[]), str(path), "exec"), namespace)
-    return namespace["SessionTestsMixin"]
+    exec(compile(ast.Module(body=imports, type_ignores=[]), str(path), "exec"), namespace)
+    namespace.update(names)
+    exec(compile(ast.Module(body=classes, type_ignores=[]), str(path), "exec"), namespace)
+    return namespace[name]
+
+
+def load_session_tests_mixin():
+    """Return Django's SessionTestsMixin, compiled from the sdist's source."""
+    return load_django_session_tests("SessionTestsMixin")
 
 
 SessionTestsMixin = load_session_tests_mixin()

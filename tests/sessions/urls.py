@@ -1,10 +1,13 @@
 """Views for the session and bearer-token tests (``pytest.mark.urls("tests.sessions.urls")``)."""
 
+import asyncio
+
 from django.contrib.auth import get_user_model, login, logout, update_session_auth_hash
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views.decorators.http import require_POST
 
+from django_cfkv import aget_kv
 from django_cfkv.sessions import issue_token, revoke_other_sessions, revoke_token
 from django_cfkv.testing import get_emulator
 
@@ -27,6 +30,19 @@ async def awhoami(request):
         "n": await request.session.aget("n"),
         "bearer": getattr(request, "session_from_bearer", False),
     })
+
+
+async def abump(request):
+    n = await request.session.aget("n", 0) + 1
+    await request.session.aset("n", n)
+    return JsonResponse({"n": n})
+
+
+async def agathered(request):
+    """Await the session and two KV reads at once (asyncio.gather): one round trip, not three."""
+    kv = await aget_kv()
+    n, a, b = await asyncio.gather(request.session.aget("n"), kv.aget("page:a"), kv.aget("page:b"))
+    return JsonResponse({"n": n, "a": a is not None, "b": b is not None})
 
 
 def read(request):
@@ -99,6 +115,8 @@ urlpatterns = [
     path("change-password/", change_password),
     path("whoami/", whoami),
     path("awhoami/", awhoami),
+    path("abump/", abump),
+    path("agathered/", agathered),
     path("read/", read),
     path("bump/", bump),
     path("post-bump/", post_bump),

@@ -1,0 +1,327 @@
+"""The session engine's async faces, native: each KV call awaited on the request's own event loop, none in a thread.
+
+Django's own async session tests and its session middleware tests run through them, and the
+attacks the sync tests make (a tampered value, a forged key, a revoked token) are made through
+them too.
+"""
+
+import asyncio
+import functools
+import threading
+from contextlib import contextmanager
+from unittest import mock
+
+import pytest
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from django.test import AsyncClient, Client, SimpleTestCase, override_settings
+
+from django_cfkv import get_kv
+from django_cfkv.client import KVClient
+from django_cfkv.sessions import (
+    SessionStore,
+    arevoke_all_sessions,
+    arevoke_other_sessions,
+    auser_sessions,
+    issue_token,
+    revoke_token,
+    user_sessions,
+)
+from django_cfkv.sessions.middleware import SessionMiddleware
+from django_cfkv.testing import RunningEmulator, assert_kv_calls
+
+from .test_bad_input import FORGED
+from .test_django_contract import SessionTestsMixin, load_django_session_tests
+
+OURS = "django_cfkv.sessions.middleware.SessionMiddleware"
+DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
+BEARER_AND_AUTH = [
+    "django_cfkv.bearer.BearerSessionMiddleware", "django.contrib.auth.middleware.AuthenticationMiddleware"]
+
+
+class SeenCalls:
+    """The REST client's calls while watched: blocking ones (by thread name), awaited ones (by thread id), and the
+    most awaited at once."""
+
+    def __init__(self):
+        self.blocking, self.awaited, self.in_flight, self.peak = [], [], 0, 0
+
+
+@contextmanager
+def watched_kv_calls():
+    """Watch KVClient's operations: each blocking one (``_run``) and each awaited one (``_arun``)."""
+    seen, run, arun = SeenCalls(), KVClient._run, KVClient._arun
+
+    def blocking(self, plan):
+        seen.blocking.append(threading.current_thread().name)
+        return run(self, plan)
+
+    async def awaited(self, plan):
+        seen.awaited.append(threading.get_ident())
+        seen.in_flight += 1
+        seen.peak = max(seen.peak, seen.in_flight)
+        try:
+            return await arun(self, plan)
+        finally:
+            seen.in_flight -= 1
+
+    with mock.patch.object(KVClient, "_run", blocking), mock.patch.object(KVClient, "_arun", awaited):
+        yield seen
+
+
+# Django's async session tests, each KV call watched
+
+
+def on_the_loop(test):
+    """Run one of Django's async tests: no blocking KV call, and every awaited one on the test's own thread."""
+
+    @functools.wraps(test)
+    async def run(self):
+        loop_thread = threading.get_ident()
+        with watched_kv_calls() as seen:
+            await test(self)
+        assert seen.blocking == [], f"blocking KV calls (in threads {seen.blocking}) in an async test"
+        assert set(seen.awaited) <= {loop_thread}, "a KV call was awaited off the test's event loop"
+        type(self).awaited_calls += len(seen.awaited)
+        type(self).tests_run += 1
+
+    return run
+
+
+def native_async_tests(mixin):
+    """Return the mixin's async tests (``*_async``), each through on_the_loop(), and what they use."""
+    members = {name: value for name, value in vars(mixin).items() if not name.startswith(("test_", "__"))}
+    tests = {name: on_the_loop(test) for name, test in vars(mixin).items()
+             if name.startswith("test_") and iscoroutinefunction(test)}
+    assert len(tests) >= 20, "Django's SessionTestsMixin has fewer async tests than expected"
+    return {**members, **tests}
+
+
+class EmulatorNativeAsyncSessionTests(SimpleTestCase):
+    """KVClient over HTTP to the emulator, through the awaited calls only."""
+
+    locals().update(native_async_tests(SessionTestsMixin))
+    backend = SessionStore
+    awaited_calls = tests_run = 0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.emulator = RunningEmulator()
+        cls.addClassCleanup(cls.emulator.stop)
+        cls._cfkv = override_settings(CFKV={"default": cls.emulator.alias_settings()})
+        cls._cfkv.enable()
+        cls.addClassCleanup(cls._cfkv.disable)
+        cls.addClassCleanup(cls.check_calls_were_awaited)
+        super().setUpClass()
+
+    @classmethod
+    def check_calls_were_awaited(cls):
+        if cls.tests_run >= 20:  # the whole class ran (not a selection of its tests)
+            assert cls.awaited_calls > 10, f"only {cls.awaited_calls} awaited KV calls: the tests did not reach KV"
+
+
+@override_settings(SESSION_CFKV_FORMAT="json")
+class EmulatorNativeAsyncJSONSessionTests(EmulatorNativeAsyncSessionTests):
+    awaited_calls = tests_run = 0
+
+
+# Django's session middleware tests, on ours: in a sync stack and in an async one
+
+
+class InAsyncStack:
+    """Our SessionMiddleware in an async stack, called as Django's tests call a middleware: the test's view runs in
+    a thread, as Django runs a sync view under ASGI; the middleware awaits the session."""
+
+    def __init__(self, get_response):
+        self.middleware = SessionMiddleware(sync_to_async(get_response))
+        assert iscoroutinefunction(self.middleware)
+
+    def __call__(self, request):
+        return async_to_sync(self.middleware)(request)
+
+    def __getattr__(self, name):
+        return getattr(self.middleware, name)
+
+
+class AsDjangoRunsThem:
+    """Django's middleware tests expect its default engine (one reads the database): the middleware serves any."""
+
+    def setUp(self):
+        engine = override_settings(SESSION_ENGINE="django.contrib.sessions.backends.db")
+        engine.enable()
+        self.addCleanup(engine.disable)
+        super().setUp()
+
+
+class OursInSyncStack(AsDjangoRunsThem, load_django_session_tests("SessionMiddlewareTests",
+                                                                  SessionMiddleware=SessionMiddleware)):
+    pass
+
+
+class OursInAsyncStack(AsDjangoRunsThem, load_django_session_tests("SessionMiddlewareTests",
+                                                                   SessionMiddleware=InAsyncStack)):
+    pass
+
+
+@pytest.mark.urls("tests.sessions.urls")
+@pytest.mark.parametrize(("middleware", "blocking"), [(OURS, False), (DJANGOS, True)])
+def test_in_an_async_stack_ours_saves_the_session_awaiting_kv_djangos_in_a_thread(emu, settings, middleware,
+                                                                                  blocking):
+    settings.MIDDLEWARE = [middleware]
+    with watched_kv_calls() as seen:
+        first = async_to_sync(AsyncClient().get)("/abump/")
+    assert first.json() == {"n": 1} and first.cookies["sessionid"].value
+    assert seen.awaited or blocking
+    assert bool(seen.blocking) is blocking  # Django's saves in its sync thread; ours awaits asave()
+    cookie = {"cookie": f"sessionid={first.cookies['sessionid'].value}"}
+    with watched_kv_calls() as seen:
+        second = async_to_sync(AsyncClient().get)("/abump/", headers=cookie)
+    assert second.json() == {"n": 2} and bool(seen.blocking) is blocking
+
+
+@pytest.mark.urls("tests.sessions.urls")
+def test_ours_answers_a_sync_stack_as_djangos_does(emu, settings):
+    answers = []
+    for middleware in (DJANGOS, OURS):
+        settings.MIDDLEWARE = [middleware]
+        client = Client()
+        first, second = client.get("/bump/"), client.get("/bump/")
+        ended = client.get("/logout/")
+        answers.append([(r.json(), sorted(r.cookies["sessionid"].items()) if "sessionid" in r.cookies else None,
+                         r.headers.get("Vary")) for r in (first, second, ended)])
+        for r in (first, second):  # the key differs; its attributes do not
+            assert r.cookies["sessionid"].value
+    strip = [[(j, [(k, v) for k, v in c if k != "expires"] if c else c, vary) for j, c, vary in a] for a in answers]
+    assert strip[0] == strip[1]
+
+
+# A session load and two KV reads, gathered
+
+
+@pytest.mark.urls("tests.sessions.urls")
+def test_a_view_gathering_the_session_and_two_reads_has_them_in_flight_together(emu, settings):
+    settings.MIDDLEWARE = [OURS]
+    get_kv().put("page:a", b"1")
+    session = SessionStore()
+    session["n"] = 5
+    session.save()
+    with watched_kv_calls() as seen:
+        response = async_to_sync(AsyncClient().get)("/agathered/",
+                                                     headers={"cookie": f"sessionid={session.session_key}"})
+    assert response.json() == {"n": 5, "a": True, "b": False}
+    assert seen.blocking == [] and len(seen.awaited) == 3
+    assert seen.peak == 3  # the session's GET and both reads were sent before any answer came back
+
+
+# The user's sessions, awaited
+
+
+@pytest.mark.django_db
+def test_a_users_sessions_listed_and_revoked_awaiting_kv(emu, user, other):
+    tokens = [issue_token(None, user) for _ in range(3)]
+    issue_token(None, other)
+    with watched_kv_calls() as seen:
+        listed = async_to_sync(auser_sessions)(user)
+    assert sorted(s.ref for s in listed) == sorted(s.ref for s in user_sessions(user))
+    assert len(listed) == 3 and seen.blocking == [] and seen.awaited
+
+    class Request:  # what arevoke_other_sessions() reads of a request: its session and its user, awaited
+        session = SessionStore(tokens[0])
+
+        async def auser(self):
+            return user
+
+    with watched_kv_calls() as seen:
+        assert async_to_sync(arevoke_other_sessions)(Request()) == 2
+        assert async_to_sync(arevoke_all_sessions)(user) == 1
+    assert seen.blocking == [] and seen.awaited
+    assert user_sessions(user) == [] and len(user_sessions(other)) == 1
+
+
+# The attacks of the sync tests, through the async path too
+
+
+@pytest.fixture(params=["sync", "async"])
+def served_as(request, site):
+    """Return ``served_as(cookie=..., token=...)``: the response of Django's stack (sync client, sync view) or of
+    ours in an async stack (AsyncClient, an async view)."""
+    mode = request.param
+    site.MIDDLEWARE = [DJANGOS if mode == "sync" else OURS, *BEARER_AND_AUTH]
+    site.ROOT_URLCONF = "tests.sessions.urls"
+
+    def serve(path="whoami", cookie=None, token=None):
+        headers = {}
+        if cookie is not None:
+            headers["cookie"] = f"sessionid={cookie}"
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        if mode == "sync":
+            return Client().get(f"/{path}/", headers=headers)
+        return async_to_sync(AsyncClient().get)(f"/a{path}/", headers=headers)
+
+    serve.mode = mode
+    return serve
+
+
+def user_of(response):
+    return response.json()["user"] if response.status_code == 200 else response.status_code
+
+
+@pytest.mark.django_db
+def test_a_tampered_signed_session_is_anonymous(served_as, user):
+    token = issue_token(None, user)
+    assert user_of(served_as(cookie=token)) == user.pk and user_of(served_as(token=token)) == user.pk
+    kv, key = get_kv(), SessionStore.kv_key(token)
+    raw = kv.get(key)
+    kv.put(key, raw[:-6] + (b"AAAAAA" if not raw.endswith(b"AAAAAA") else b"BBBBBB"))
+    assert user_of(served_as(cookie=token)) is None
+    assert user_of(served_as(token=token)) == 401
+
+
+@pytest.mark.django_db
+def test_a_namespace_writer_cannot_forge_a_signed_session(served_as, user):
+    chosen = "writerchosenid0123456789abcdefgh"
+    get_kv().put(SessionStore.kv_key(chosen), f'{{"userId": "{user.pk}", "createdAt": 0, "expiresAt": 9e15}}')
+    assert user_of(served_as(cookie=chosen)) is None
+    assert user_of(served_as(token=chosen)) == 401
+
+
+@pytest.mark.django_db
+def test_a_forged_well_formed_cookie_is_not_adopted(served_as):
+    forged = "attackerchosenkey0123456789abcde"
+    response = served_as("bump", cookie=forged)
+    assert response.status_code == 200 and response.cookies["sessionid"].value != forged
+    assert SessionStore(forged).load() == {}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("cookie", [c for c in FORGED if c.isprintable() and c.isascii() and ";" not in c])
+def test_a_forged_cookie_never_reaches_kv(served_as, cookie):
+    with assert_kv_calls(0):
+        response = served_as(cookie=cookie)
+    assert user_of(response) is None
+
+
+@pytest.mark.parametrize("cookie", FORGED)
+def test_invalid_session_keys_cause_no_io_awaited(cookie):
+    async def use():
+        store = SessionStore(cookie)
+        assert store.session_key is None
+        assert await store.aload() == {} and list(await store.aitems()) == []
+        assert await store.aexists(cookie) is False
+        await store.adelete(cookie)
+
+    with assert_kv_calls(0):
+        asyncio.run(use())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("revoke", ["revoke_token", "arevoke_all_sessions"])
+def test_a_revoked_token_is_refused(served_as, user, revoke):
+    token = issue_token(None, user)
+    assert user_of(served_as(token=token)) == user.pk
+    if revoke == "revoke_token":
+        revoke_token(token)
+    else:
+        assert async_to_sync(arevoke_all_sessions)(user) == 1
+    assert user_of(served_as(token=token)) == 401
+    assert user_of(served_as(cookie=token)) is None
