@@ -9,7 +9,6 @@ in a sync stack, and in an async stack makes the store on the event loop and awa
 Any SESSION_ENGINE works; Django's own admin check (admin.E410) accepts it as Django's subclass.
 """
 
-import time
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +20,7 @@ from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
+from .. import clock
 from . import plans
 from .plans import Plan, Twin
 
@@ -62,7 +62,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
                     max_age, expires = None, None
                 else:
                     max_age = yield Twin(session.get_expiry_age, session.aget_expiry_age)
-                    expires = http_date(time.time() + max_age)
+                    expires = http_date(clock.now() + max_age)
                 if response.status_code < 500:  # a 5xx does not save the session
                     try:
                         yield Twin(session.save, session.asave)
