@@ -21,6 +21,7 @@ BENCH_PREFIXES = {  # module -> the "bench" field of its rows
     "bench_gateway": "gateway",
     "bench_cache_stampede": "cache_stampede",
     "bench_cache_signing": "cache_signing",
+    "bench_sessions_async": "sessions_async",
 }
 
 
