@@ -325,3 +325,53 @@ def test_a_revoked_token_is_refused(served_as, user, revoke):
         assert async_to_sync(arevoke_all_sessions)(user) == 1
     assert user_of(served_as(token=token)) == 401
     assert user_of(served_as(cookie=token)) is None
+
+
+# The same calls, blocking or awaited
+
+
+def follow(awaited, target, name, *args):
+    """Call ``target.name(*args)``, or await its async twin ``a<name>`` (in an event loop of async_to_sync's, whose
+    database queries come back to this thread, as under an ASGI server)."""
+    if awaited:
+        return async_to_sync(getattr(target, "a" + name))(*args)
+    return getattr(target, name)(*args)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_awaited_and_blocking_store_make_the_same_calls(emu, settings, cfkv_calls, user, fmt):
+    settings.SESSION_CFKV_FORMAT = fmt
+    spent_by_mode = []
+    for awaited in (False, True):
+        cfkv_calls.reset()
+        steps = []
+        store = SessionStore()
+        store["_auth_user_id"], store["n"] = str(user.pk), 1
+        follow(awaited, store, "create")  # a signed-in session: its index entry, then the session
+        steps.append(dict(cfkv_calls.counts))
+        again = SessionStore(store.session_key)
+        assert follow(awaited, again, "load")["n"] == 1
+        again["n"] = 2
+        follow(awaited, again, "save")
+        follow(awaited, again, "cycle_key")  # the old key and its entry go; the new one is written by the next save
+        follow(awaited, again, "save")
+        assert follow(awaited, again, "exists", again.session_key) is True
+        follow(awaited, again, "delete")
+        assert follow(awaited, again, "exists", again.session_key) is False
+        steps.append(dict(cfkv_calls.counts))
+        spent_by_mode.append(steps)
+    assert spent_by_mode[0] == spent_by_mode[1]
+
+
+@pytest.mark.parametrize("awaited", [False, True])
+def test_clear_expired_awaited_or_not(emu, clock, cfkv_calls, awaited):
+    for age in (1, 3600):
+        store = SessionStore()
+        store["n"] = age
+        store.set_expiry(age)
+        store.save()
+    clock(5)
+    cfkv_calls.reset()
+    assert follow(awaited, SessionStore, "clear_expired") == 1
+    assert cfkv_calls.counts == {"list": 1, "bulk_delete": 1}
