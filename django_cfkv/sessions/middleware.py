@@ -11,7 +11,6 @@ Any SESSION_ENGINE works; Django's own admin check (admin.E410) accepts it as Dj
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
@@ -20,7 +19,7 @@ from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
-from .. import clock
+from .. import clock, conf
 from . import plans
 from .plans import Plan, Twin
 
@@ -50,14 +49,15 @@ class SessionMiddleware(DjangoSessionMiddleware):
             accessed, modified, empty = session.accessed, session.modified, session.is_empty()
         except AttributeError:
             return response
-        if settings.SESSION_COOKIE_NAME in request.COOKIES and empty:
-            response.delete_cookie(settings.SESSION_COOKIE_NAME, path=settings.SESSION_COOKIE_PATH,
-                                   domain=settings.SESSION_COOKIE_DOMAIN, samesite=settings.SESSION_COOKIE_SAMESITE)
+        name, path, domain, samesite = (conf.setting(f"SESSION_COOKIE_{part}")
+                                        for part in ("NAME", "PATH", "DOMAIN", "SAMESITE"))
+        if name in request.COOKIES and empty:
+            response.delete_cookie(name, path=path, domain=domain, samesite=samesite)
             need_vary_cookie = True
         else:
             # A session accessed must be varied on, whether or not it is saved.
             need_vary_cookie = accessed
-            if (modified or settings.SESSION_SAVE_EVERY_REQUEST) and not empty:
+            if (modified or conf.setting("SESSION_SAVE_EVERY_REQUEST")) and not empty:
                 if (yield Twin(session.get_expire_at_browser_close, session.aget_expire_at_browser_close)):
                     max_age, expires = None, None
                 else:
@@ -71,11 +71,9 @@ class SessionMiddleware(DjangoSessionMiddleware):
                             "The request's session was deleted before the request completed. The user may "
                             "have logged out in a concurrent request, for example.")
                     response.set_cookie(
-                        settings.SESSION_COOKIE_NAME, session.session_key, max_age=max_age, expires=expires,
-                        domain=settings.SESSION_COOKIE_DOMAIN, path=settings.SESSION_COOKIE_PATH,
-                        secure=bool(settings.SESSION_COOKIE_SECURE),
-                        httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
-                        samesite=settings.SESSION_COOKIE_SAMESITE)
+                        name, session.session_key, max_age=max_age, expires=expires, domain=domain, path=path,
+                        secure=bool(conf.setting("SESSION_COOKIE_SECURE")),
+                        httponly=bool(conf.setting("SESSION_COOKIE_HTTPONLY")), samesite=samesite)
                     need_vary_cookie = True
         if need_vary_cookie:
             patch_vary_headers(response, ("Cookie",))
