@@ -1,4 +1,5 @@
 # make run: set up and start example_project/ on the embedded store.
+# make run-asgi: the same under ASGI (uvicorn), where the async page's reads run on the event loop.
 # make test: set up and run every test.
 # make docs: build the documentation (docs/_build/html), warnings as errors, internal links checked.
 PYTHON ?= python3.12
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PYENV_VERSION ?= 3.12.1:3.11.7:3.10.13:3.13.0
 
-.PHONY: run test venv lint bench emulator tox clean gateway-deps suites docs mutate
+.PHONY: run run-asgi test venv lint bench emulator tox clean gateway-deps suites docs mutate
 
 $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,11 @@ run: venv
 	$(BIN)/python example_project/manage.py migrate --noinput
 	$(BIN)/python example_project/manage.py demo_user
 	$(BIN)/python example_project/manage.py runserver 127.0.0.1:$(PORT)
+
+run-asgi: venv
+	$(BIN)/python example_project/manage.py migrate --noinput
+	$(BIN)/python example_project/manage.py demo_user
+	$(BIN)/python -m uvicorn --app-dir example_project --host 127.0.0.1 --port $(PORT) --lifespan off demo_site.asgi:application
 
 emulator: venv
 	$(BIN)/python -m django_cfkv.emulator --host 127.0.0.1 --port 8787 --path example_project/emulator.sqlite3

@@ -81,26 +81,27 @@ class Site:
     def url(self, path="/"):
         return self.base_url + path
 
+    def command(self):
+        """Return the command that serves the site on ``self.port``."""
+        return [sys.executable, str(MANAGE), "runserver", "--noreload", f"127.0.0.1:{self.port}"]
+
     def start(self, timeout=30):
         """Start the server and return once it answers."""
         log = open(self.log_path, "a")  # closed by stop()
-        self.process = subprocess.Popen(
-            [sys.executable, str(MANAGE), "runserver", "--noreload", f"127.0.0.1:{self.port}"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
+        self.process = subprocess.Popen(self.command(), env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.process.log = log
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self._close_log()
-                raise AssertionError(f"runserver exited with {self.process.returncode}:\n{self.log()}")
+                raise AssertionError(f"{self.command()[2]} exited with {self.process.returncode}:\n{self.log()}")
             try:
                 requests.get(self.url("/api/"), timeout=2)
                 return self
             except requests.ConnectionError:
                 time.sleep(0.1)
         self.stop()
-        raise AssertionError(f"runserver did not answer within {timeout} s:\n{self.log()}")
+        raise AssertionError(f"{self.command()[2]} did not answer within {timeout} s:\n{self.log()}")
 
     def stop(self):
         """Stop the server process (SIGTERM, then SIGKILL) and wait for it."""
