@@ -11,17 +11,18 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-from .. import clock, metadata
+from .. import clock, limits, metadata
 from ..exceptions import CFKVConfigurationError, KVAPIError, KVBulkError, KVError, KVValueError
+from ..types import KeyPage
 from . import options
 from .codec import retime
-from .entries import Entries, bulk_refused, key_lock
+from .entries import Entries, akey_lock, bulk_refused, key_lock
 from .extras import DjangoRedisExtras
 from .failures import Guard
 from .keys import cache_prefix, made_key, to_kv_key
+from .plans import Call, Plan, arun, delete_listed, run
 from .stampede import AStore, Stampede, Store
 
 logger = logging.getLogger("django_cfkv.cache")
@@ -103,27 +104,44 @@ class CloudflareKVCache(DjangoRedisExtras):
         another process may write the key between the read and the write (threads
         of one process are serialized).
         """
-        if nx and xx:
-            raise ValueError("set() takes nx=True or xx=True, not both.")
-        if nx:
+        if _only_nx(nx, xx):
             return self.add(key, value, timeout, version)
-        kv_key = self.kv_key(key, version)
-        expires = self._expires(timeout)
         if xx:
-            text = self._entries.codec.dumps(value, expires, kv_key=kv_key, key=key)
-            with key_lock(kv_key):
-                return self._guard("set", False, self._replace, kv_key, text, expires)
-        self._guard("set", None, self._entries.store, kv_key, value, expires, None, key)
+            return self._locked("set", False, *self._replace(key, value, timeout, version))
+        self._guard("set", None, self._entries.store, self.kv_key(key, version), value, self._expires(timeout),
+                    None, key)
         return None
 
-    def _replace(self, kv_key: str, text: str, expires: float | None) -> bool:
-        if self._entries.read(kv_key, fresh=True) is None:
-            return False
-        if expires is None or expires > clock.now():
-            self._entries.put(kv_key, text, expires)
-        else:
-            self._entries.kv.delete(kv_key)
-        return True
+    def _replace(self, key: Any, value: Any, timeout: Any, version: int | None) -> tuple[str, Plan[bool]]:
+        """Return (KV key, the plan of set(xx=True))."""
+        kv_key, text, expires = self._entry_text(key, value, timeout, version)
+
+        def plan() -> Plan[bool]:
+            if (yield from self._entries.reading(kv_key, fresh=True))[1] is None:
+                return False
+            if expires is None or expires > clock.now():
+                yield from self._entries.putting(kv_key, text, expires)
+            else:
+                yield Call("delete", (kv_key,))
+            return True
+
+        return kv_key, plan()
+
+    def _entry_text(self, key: Any, value: Any, timeout: Any, version: int | None) -> tuple[str, str, float | None]:
+        """Return (KV key, entry text, exact expiry) of storing ``value`` under ``key``."""
+        kv_key = self.kv_key(key, version)
+        expires = self._expires(timeout)
+        return kv_key, self._entries.codec.dumps(value, expires, kv_key=kv_key, key=key), expires
+
+    def _locked(self, operation: str, fallback: Any, kv_key: str, plan: Plan[Any]) -> Any:
+        """Follow a read-modify-write's plan holding its key's lock, guarded as ``operation``."""
+        with key_lock(kv_key):
+            return self._guard(operation, fallback, run, plan, self._entries)
+
+    async def _alocked(self, operation: str, fallback: Any, kv_key: str, plan: Plan[Any]) -> Any:
+        """The async twin of :meth:`_locked`: the running loop's lock of the key, the plan's calls awaited."""
+        async with akey_lock(kv_key):
+            return await self._guard.acall(operation, fallback, arun, plan, self._entries)
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Store ``value`` unless the key holds a live entry; return True if stored. Two calls.
@@ -132,18 +150,20 @@ class CloudflareKVCache(DjangoRedisExtras):
         serialized by a lock; another process may add the same key at the same
         moment, and both may return True (the last write wins).
         """
-        kv_key = self.kv_key(key, version)
-        expires = self._expires(timeout)
-        text = self._entries.codec.dumps(value, expires, kv_key=kv_key, key=key)
-        with key_lock(kv_key):
-            return self._guard("add", False, self._add, kv_key, text, expires)
+        return self._locked("add", False, *self._add(key, value, timeout, version))
 
-    def _add(self, kv_key: str, text: str, expires: float | None) -> bool:
-        if self._entries.read(kv_key, fresh=True) is not None:
-            return False
-        if expires is None or expires > clock.now():
-            self._entries.put(kv_key, text, expires)
-        return True
+    def _add(self, key: Any, value: Any, timeout: Any, version: int | None) -> tuple[str, Plan[bool]]:
+        """Return (KV key, the plan of add())."""
+        kv_key, text, expires = self._entry_text(key, value, timeout, version)
+
+        def plan() -> Plan[bool]:
+            if (yield from self._entries.reading(kv_key, fresh=True))[1] is not None:
+                return False
+            if expires is None or expires > clock.now():
+                yield from self._entries.putting(kv_key, text, expires)
+            return True
+
+        return kv_key, plan()
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give a live key a new timeout; return False if it is missing. Two calls (KV rewrites the value)."""
@@ -152,17 +172,21 @@ class CloudflareKVCache(DjangoRedisExtras):
     def _set_expiry(self, operation: str, key: Any, expires: float | None, version: int | None) -> bool:
         """Give a live key the exact expiry ``expires`` (None: never; past: delete it); False if it is missing."""
         kv_key = self.kv_key(key, version)
-        with key_lock(kv_key):
-            return self._guard(operation, False, self._retime, kv_key, expires)
+        return self._locked(operation, False, kv_key, self._retime(kv_key, expires))
 
-    def _retime(self, kv_key: str, expires: float | None) -> bool:
-        raw, _entry = self._entries.read_raw(kv_key, fresh=True)
+    async def _aset_expiry(self, operation: str, key: Any, expires: float | None, version: int | None) -> bool:
+        """The async twin of :meth:`_set_expiry`."""
+        kv_key = self.kv_key(key, version)
+        return await self._alocked(operation, False, kv_key, self._retime(kv_key, expires))
+
+    def _retime(self, kv_key: str, expires: float | None) -> Plan[bool]:
+        raw, _entry = yield from self._entries.reading(kv_key, fresh=True)
         if raw is None:
             return False
         if expires is not None and expires <= clock.now():
-            self._entries.kv.delete(kv_key)
+            yield Call("delete", (kv_key,))
         else:
-            self._entries.put(kv_key, retime(raw, expires, kv_key), expires)
+            yield from self._entries.putting(kv_key, retime(raw, expires, kv_key), expires)
         return True
 
     def delete(self, key: Any, version: int | None = None) -> bool:
@@ -274,13 +298,16 @@ class CloudflareKVCache(DjangoRedisExtras):
         """
         kv_key = self.kv_key(key, version)
         with key_lock(kv_key):
-            entry = self._entries.read(kv_key, fresh=True)
-            if entry is None and not ignore_key_check:
-                raise ValueError(f"Key '{key}' not found")
-            value = delta if entry is None else entry.value + delta
-            expires, took = (None, None) if entry is None else (entry.expires, entry.delta)
-            text = self._entries.codec.dumps(value, expires, took, kv_key=kv_key, key=key)
-            self._entries.put(kv_key, text, expires)
+            return run(self._incr(key, kv_key, delta, ignore_key_check), self._entries)
+
+    def _incr(self, key: Any, kv_key: str, delta: int, ignore_key_check: bool) -> Plan[Any]:
+        _raw, entry = yield from self._entries.reading(kv_key, fresh=True)
+        if entry is None and not ignore_key_check:
+            raise ValueError(f"Key '{key}' not found")
+        value = delta if entry is None else entry.value + delta
+        expires, took = (None, None) if entry is None else (entry.expires, entry.delta)
+        text = self._entries.codec.dumps(value, expires, took, kv_key=kv_key, key=key)
+        yield from self._entries.putting(kv_key, text, expires)
         return value
 
     def clear(self) -> int | None:  # type: ignore[override]  # Django's returns None; this says how many
@@ -291,17 +318,18 @@ class CloudflareKVCache(DjangoRedisExtras):
         Under IGNORE_EXCEPTIONS a failure is logged and None returned.
         """
         try:
-            return self._guard("clear", None, self._clear)
+            return self._guard("clear", None, run, self._clear(), self._entries)
         finally:
-            near = self._entries.near()
-            if near is not None:  # the listing may lag: forget everything this process remembers
-                near.clear()
+            self._forget_near()
 
-    def _clear(self) -> int:
+    def _clear(self) -> Plan[int]:
         prefix = cache_prefix(self, self._kv_prefix)
-        return self._entries.delete_streamed(
-            info.name for info in self._entries.kv.iter_keys(prefix=prefix or None)
-            if metadata.read(info.metadata).kind == metadata.CACHE)
+        return delete_listed(prefix or None, limits.LIST_MAX_LIMIT, _cache_entries)
+
+    def _forget_near(self) -> None:
+        near = self._entries.near()
+        if near is not None:  # the listing may lag: forget everything this process remembers
+            near.clear()
 
     def close(self, **kwargs: Any) -> None:
         """Keep the pooled connection: it is shared by the whole process (see get_kv)."""
@@ -360,9 +388,9 @@ class CloudflareKVCache(DjangoRedisExtras):
 
     # Django's async cache API. Each awaits the KV object's async twins (on the event loop with the
     # async extra), with the same calls, IGNORE_EXCEPTIONS, near cache and stampede protection as its
-    # blocking namesake. Read-modify-writes (add, touch, incr, set with nx or xx) and clear() run their
-    # blocking namesake in a thread, as Django's defaults do: they hold a per-key threading lock
-    # across their two calls, which a coroutine may not hold across an await.
+    # blocking namesake. Read-modify-writes (add, touch, incr, set with nx or xx) and clear() follow the
+    # same plan as their namesake (.plans), its calls awaited; a read-modify-write holds its key's
+    # asyncio lock instead of the threading one, which a coroutine may not hold across an await.
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         entry = await self._guard.acall("get", None, self._entries.aread, self.kv_key(key, version))
@@ -372,8 +400,10 @@ class CloudflareKVCache(DjangoRedisExtras):
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, *,
         nx: bool = False, xx: bool = False,
     ) -> bool | None:
-        if nx or xx:
-            return await sync_to_async(self.set, thread_sensitive=True)(key, value, timeout, version, nx=nx, xx=xx)
+        if _only_nx(nx, xx):
+            return await self.aadd(key, value, timeout, version)
+        if xx:
+            return await self._alocked("set", False, *self._replace(key, value, timeout, version))
         kv_key = self.kv_key(key, version)
         await self._guard.acall("set", None, self._entries.astore, kv_key, value, self._expires(timeout), None, key)
         return None
@@ -448,13 +478,38 @@ class CloudflareKVCache(DjangoRedisExtras):
         return await self._stampede.aget_or_compute(kv_key, entry, acompute,
                                                     self._astore_computed(key, kv_key, timeout))
 
-    # Read-modify-writes: their blocking namesakes, in a thread
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return await self._alocked("add", False, *self._add(key, value, timeout, version))
 
-    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        return await sync_to_async(self.incr, thread_sensitive=True)(key, delta, version=version)
+    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return await self._aset_expiry("touch", key, self._expires(timeout), version)
+
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None, *,
+                    ignore_key_check: bool = False) -> Any:
+        kv_key = self.kv_key(key, version)
+        async with akey_lock(kv_key):
+            return await arun(self._incr(key, kv_key, delta, ignore_key_check), self._entries)
 
     async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return await self.aincr(key, -delta, version=version)
 
+    async def aclear(self) -> int | None:  # type: ignore[override]  # as clear()
+        try:
+            return await self._guard.acall("clear", None, arun, self._clear(), self._entries)
+        finally:
+            self._forget_near()
+
     async def aclose(self, **kwargs: Any) -> None:
         return self.close(**kwargs)
+
+
+def _only_nx(nx: bool, xx: bool) -> bool:
+    """Return True if set() stores as add() does (``nx``); refuse both at once."""
+    if nx and xx:
+        raise ValueError("set() takes nx=True or xx=True, not both.")
+    return nx
+
+
+def _cache_entries(page: KeyPage) -> list[str]:
+    """The names on a listed page that hold this library's cache entries (their metadata says so)."""
+    return [info.name for info in page.keys if metadata.read(info.metadata).kind == metadata.CACHE]

@@ -4,17 +4,20 @@ decoded (refusing what this cache may not read, logged), written with their meta
 Reads check each entry's exact expiry; KV's own TTL (at least 60 s) only cleans up.
 """
 
+import asyncio
 import logging
 import threading
-from collections.abc import Hashable, Iterable
+import weakref
+from collections.abc import Hashable
 from typing import Any
 
-from .. import clock, limits, metadata
+from .. import clock, metadata
 from ..conf import aget_kv, get_kv
 from ..exceptions import KVAPIError, KVError, KVValueError
 from ..nearcache import NearCache, NearKV, near_cache
 from .codec import Entry, EntryCodec, SignatureError, parse_fields
 from .keys import fingerprint
+from .plans import Call, KVSource, Plan
 
 logger = logging.getLogger("django_cfkv.cache")
 #: Entries refused for their signature: someone without SECRET_KEY wrote (or moved) them.
@@ -22,7 +25,11 @@ security_logger = logging.getLogger("django.security.SuspiciousCacheEntry")
 
 # Read-modify-write operations (add, touch, incr) take their key's lock, so threads of one
 # process never interleave them. Other processes are not covered: KV has no compare-and-set.
+# Their async twins take an asyncio lock of their key instead, one set per event loop (a coroutine
+# may not hold a thread's lock across an await): coroutines of one loop never interleave them; other
+# loops and threads are as other processes.
 _key_locks = [threading.Lock() for _ in range(64)]
+_akey_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[asyncio.Lock]]" = weakref.WeakKeyDictionary()
 
 
 def bulk_refused(exc: KVError) -> bool:
@@ -35,7 +42,16 @@ def key_lock(kv_key: str) -> threading.Lock:
     return _key_locks[hash(kv_key) % len(_key_locks)]
 
 
-class Entries:
+def akey_lock(kv_key: str) -> asyncio.Lock:
+    """Return the lock the running event loop's read-modify-writes of ``kv_key`` take."""
+    loop = asyncio.get_running_loop()
+    locks = _akey_locks.get(loop)
+    if locks is None:
+        locks = _akey_locks.setdefault(loop, [asyncio.Lock() for _ in range(len(_key_locks))])
+    return locks[hash(kv_key) % len(locks)]
+
+
+class Entries(KVSource):
     """The entries of one cache: its CFKV alias, codec and near cache (``space`` names its key space)."""
 
     def __init__(self, alias: str, codec: EntryCodec, key_prefix: str, space: Hashable,
@@ -55,7 +71,12 @@ class Entries:
         kv, near = await aget_kv(self.alias), self.near()
         return kv if near is None else NearKV(kv, near)
 
-    async def _afresh(self, fresh: bool) -> Any:
+    def kv_for(self, fresh: bool) -> Any:
+        """KV itself when ``fresh`` (read-modify-writes read KV), else :attr:`kv`."""
+        return get_kv(self.alias) if fresh else self.kv
+
+    async def akv_for(self, fresh: bool) -> Any:
+        """As :meth:`kv_for`, from async code."""
         return await aget_kv(self.alias) if fresh else await self.akv()
 
     def near(self) -> NearCache | None:
@@ -90,12 +111,20 @@ class Entries:
             return
         await self.aput(kv_key, self.codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
 
+    def putting(self, kv_key: str, text: str, expires: float | None) -> Plan[None]:
+        """The plan of :meth:`put`."""
+        yield Call("put", (), self.item(kv_key, text, expires))
+
+    def reading(self, kv_key: str, fresh: bool = False) -> Plan[tuple[bytes, Entry] | tuple[None, None]]:
+        """The plan of :meth:`read_raw`."""
+        return self._live_raw(kv_key, (yield Call("get", (kv_key,), fresh=fresh)))
+
     def read_raw(self, kv_key: str, fresh: bool = False) -> tuple[bytes, Entry] | tuple[None, None]:
         """Return (entry text, Entry) when the key holds a live entry, else (None, None). One call.
 
         ``fresh`` skips the near cache: read-modify-write operations read KV.
         """
-        return self._live_raw(kv_key, (get_kv(self.alias) if fresh else self.kv).get(kv_key))
+        return self._live_raw(kv_key, self.kv_for(fresh).get(kv_key))
 
     def _live_raw(self, kv_key: str, raw: bytes | None) -> tuple[bytes, Entry] | tuple[None, None]:
         entry = None if raw is None else self.decode(kv_key, raw)
@@ -107,7 +136,7 @@ class Entries:
 
     async def aread(self, kv_key: str, fresh: bool = False) -> Entry | None:
         """The async twin of :meth:`read`."""
-        return self._live_raw(kv_key, await (await self._afresh(fresh)).aget(kv_key))[1]
+        return self._live_raw(kv_key, await (await self.akv_for(fresh)).aget(kv_key))[1]
 
     def decode(self, kv_key: str, raw: bytes) -> Entry | None:
         """Return the Entry that ``raw`` holds, or None (logged) if it is not one this cache may read.
@@ -137,11 +166,11 @@ class Entries:
 
     def live_metadata(self, kv_key: str, fresh: bool = False) -> bool:
         """Return True if the key holds an unexpired entry, from its metadata alone. One call."""
-        return _live_metadata((get_kv(self.alias) if fresh else self.kv).get_metadata(kv_key))
+        return _live_metadata(self.kv_for(fresh).get_metadata(kv_key))
 
     async def alive_metadata(self, kv_key: str, fresh: bool = False) -> bool:
         """The async twin of :meth:`live_metadata`."""
-        return _live_metadata(await (await self._afresh(fresh)).aget_metadata(kv_key))
+        return _live_metadata(await (await self.akv_for(fresh)).aget_metadata(kv_key))
 
     def count_live(self, kv_keys: list[str]) -> int:
         """Return how many of ``kv_keys`` hold an unexpired entry, read from KV: ceil(n/100) bulk reads.
@@ -171,19 +200,6 @@ class Entries:
             return sum([await self.alive_metadata(kv_key, fresh=True) for kv_key in kv_keys])
         now = clock.now()
         return sum(_live_text(raw, now) for raw in found.values())
-
-    def delete_streamed(self, names: Iterable[str]) -> int:
-        """Delete ``names`` as they are listed, one bulk call per 10,000, so memory stays bounded
-        and an interrupted run has already deleted what it passed; return how many."""
-        kv, batch, count = self.kv, list[str](), 0
-        for name in names:
-            batch.append(name)
-            if len(batch) >= limits.BULK_DELETE_MAX_KEYS:
-                kv.delete_many(batch)
-                count, batch = count + len(batch), []
-        if batch:
-            kv.delete_many(batch)
-        return count + len(batch)
 
 
 def _live_metadata(meta: Any) -> bool:

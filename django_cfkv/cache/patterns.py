@@ -8,14 +8,14 @@ cache (``kind: cache``) match.
 
 import fnmatch
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, NamedTuple
 
 from django.core.cache.backends.base import BaseCache
 
 from .. import clock, limits, metadata
 from ..exceptions import CFKVConfigurationError
-from ..types import iter_pages
+from ..types import KeyPage, aiter_pages, iter_pages
 from .keys import made_key
 
 
@@ -50,16 +50,19 @@ def compile_pattern(cache: BaseCache, kv_prefix: str, pattern: str, version: Any
     return Pattern(glob, literal, head, tail)
 
 
-def matching(kv: Any, pattern: Pattern, itersize: int | None) -> Iterator[str]:
-    """Yield the KV keys of live cache entries matching ``pattern``: one list call per ``itersize``
-    listed keys (see :func:`page_size`)."""
-    limit = page_size(itersize)
-    now = clock.now()
-    for page in iter_pages(kv, pattern.literal or None, limit):
-        for info in page.keys:
-            meta = metadata.read(info.metadata)
-            if meta.kind == metadata.CACHE and meta.is_live(now) and fnmatch.fnmatchcase(info.name, pattern.glob):
-                yield info.name
+def matches(page: KeyPage, pattern: Pattern, now: float) -> list[str]:
+    """Return the KV keys on a listed page that hold live cache entries (at ``now``) matching ``pattern``."""
+    names = []
+    for info in page.keys:
+        meta = metadata.read(info.metadata)
+        if meta.kind == metadata.CACHE and meta.is_live(now) and fnmatch.fnmatchcase(info.name, pattern.glob):
+            names.append(info.name)
+    return names
+
+
+def user_keys_on(page: KeyPage, pattern: Pattern, now: float) -> list[str]:
+    """Return the user keys of the live entries on a listed page matching ``pattern``."""
+    return [key for key in map(pattern.user_key, matches(page, pattern, now)) if key is not None]
 
 
 def page_size(itersize: int | None) -> int:
@@ -73,10 +76,18 @@ def page_size(itersize: int | None) -> int:
 
 
 def user_keys(kv: Any, pattern: Pattern, itersize: int | None) -> Iterator[str]:
-    """Yield the user keys of the live entries matching ``pattern``."""
-    for name in matching(kv, pattern, itersize):
-        key = pattern.user_key(name)
-        if key is not None:
+    """Yield the user keys of the live entries matching ``pattern``: one list call per ``itersize``
+    listed keys (see :func:`page_size`)."""
+    now = clock.now()
+    for page in iter_pages(kv, pattern.literal or None, page_size(itersize)):
+        yield from user_keys_on(page, pattern, now)
+
+
+async def auser_keys(kv: Any, pattern: Pattern, itersize: int | None) -> AsyncIterator[str]:
+    """As :func:`user_keys`, each page awaited."""
+    now = clock.now()
+    async for page in aiter_pages(kv, pattern.literal or None, page_size(itersize)):
+        for key in user_keys_on(page, pattern, now):
             yield key
 
 

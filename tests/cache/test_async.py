@@ -29,6 +29,28 @@ def no_blocking_calls(monkeypatch):
 # (blocking operation, its async twin): each pair runs on a cache of its own, and must make the same calls.
 PAIRS = {
     "set": (lambda c: c.set("k", {"v": 1}, 300), lambda c: c.aset("k", {"v": 1}, 300)),
+    "add existing": (lambda c: c.add("k", 2, 300), lambda c: c.aadd("k", 2, 300)),
+    "add": (lambda c: c.add("n", 1, 300), lambda c: c.aadd("n", 1, 300)),
+    "set nx existing": (lambda c: c.set("k", 3, 300, nx=True), lambda c: c.aset("k", 3, 300, nx=True)),
+    "set nx": (lambda c: c.set("x", 3, 300, nx=True), lambda c: c.aset("x", 3, 300, nx=True)),
+    "set xx missing": (lambda c: c.set("y", 4, 300, xx=True), lambda c: c.aset("y", 4, 300, xx=True)),
+    "set xx": (lambda c: c.set("x", 4, 300, xx=True), lambda c: c.aset("x", 4, 300, xx=True)),
+    "incr": (lambda c: c.incr("n", 5), lambda c: c.aincr("n", 5)),
+    "decr": (lambda c: c.decr("n"), lambda c: c.adecr("n")),
+    "incr creates": (lambda c: c.incr("i", 2, ignore_key_check=True), lambda c: c.aincr("i", 2, ignore_key_check=True)),
+    "touch": (lambda c: c.touch("x", 100), lambda c: c.atouch("x", 100)),
+    "touch missing": (lambda c: c.touch("nope", 100), lambda c: c.atouch("nope", 100)),
+    "ttl": (lambda c: c.ttl("x"), lambda c: c.attl("x")),
+    "expire": (lambda c: c.expire("x", 200), lambda c: c.aexpire("x", 200)),
+    "pexpire": (lambda c: c.pexpire("x", 250_000), lambda c: c.apexpire("x", 250_000)),
+    "ttl after pexpire": (lambda c: c.ttl("x"), lambda c: c.attl("x")),
+    "expire_at": (lambda c: c.expire_at("x", AT), lambda c: c.aexpire_at("x", AT)),
+    "pexpire_at": (lambda c: c.pexpire_at("i", AT * 1000), lambda c: c.apexpire_at("i", AT * 1000)),
+    "persist": (lambda c: c.persist("x"), lambda c: c.apersist("x")),
+    "pttl persisted": (lambda c: c.pttl("x"), lambda c: c.apttl("x")),
+    "pttl missing": (lambda c: c.pttl("nope"), lambda c: c.apttl("nope")),
+    "expire missing": (lambda c: c.expire("nope", 10), lambda c: c.aexpire("nope", 10)),
+    "expire past": (lambda c: c.expire_at("i", 1), lambda c: c.aexpire_at("i", 1)),
     "get": (lambda c: c.get("k"), lambda c: c.aget("k")),
     "get missing": (lambda c: c.get("nope", "d"), lambda c: c.aget("nope", "d")),
     "has_key": (lambda c: c.has_key("k"), lambda c: c.ahas_key("k")),
@@ -38,12 +60,22 @@ PAIRS = {
                         lambda c: c.aget_or_set("g", lambda: "made", 300)),
     "get_or_set hit": (lambda c: c.get_or_set("g", lambda: "other", 300),
                        lambda c: c.aget_or_set("g", lambda: "other", 300)),
+    "keys": (lambda c: c.keys("*"), lambda c: c.akeys("*")),
+    "iter_keys": (lambda c: list(c.iter_keys("*", itersize=10)), lambda c: _collect(c.aiter_keys("*", itersize=10))),
+    "delete_pattern": (lambda c: c.delete_pattern("[ab]"), lambda c: c.adelete_pattern("[ab]")),
     "delete_many": (lambda c: c.delete_many(["a", "b", "z"]), lambda c: c.adelete_many(["a", "b", "z"])),
     "delete": (lambda c: c.delete("k"), lambda c: c.adelete("k")),
     "delete missing": (lambda c: c.delete("k"), lambda c: c.adelete("k")),
     "set past timeout": (lambda c: c.set("p", 1, -1), lambda c: c.aset("p", 1, -1)),
     "set_many past timeout": (lambda c: c.set_many({"q": 1}, -1), lambda c: c.aset_many({"q": 1}, -1)),
+    "clear": (lambda c: c.clear(), lambda c: c.aclear()),
+    "get after clear": (lambda c: c.get_many(["x", "n", "g"]), lambda c: c.aget_many(["x", "n", "g"])),
 }
+AT = int(time.time()) + 3600
+
+
+async def _collect(keys):
+    return [key async for key in keys]
 
 
 @pytest.mark.parametrize("near", [False, True], ids=["kv", "near-cache"])
@@ -63,6 +95,8 @@ def test_async_methods_answer_and_call_as_their_blocking_namesakes(on_emulator, 
         assert got == expected, name
         assert cfkv_calls.counts == expected_calls, name
     if near:  # a read answered from memory costs no call, as in blocking code
+        asyncio.run(awaited.aset("g", "made", 300))
+        asyncio.run(awaited.aget("g"))  # remembered
         cfkv_calls.reset()
         assert asyncio.run(awaited.aget("g")) == "made" and cfkv_calls.total == 0
 
@@ -105,3 +139,32 @@ def test_gathered_get_or_set_computes_once(on_emulator, no_blocking_calls):
     assert asyncio.run(view()) == ["value"] * 5
     assert len(computed) == 1
     assert stampede_events.snapshot().get("waited", 0) - before.get("waited", 0) == 4
+
+
+def test_gathered_aincr_on_one_key_loses_no_update(on_emulator, no_blocking_calls):
+    """Read-modify-writes of one key awaited at once take turns (the key's lock on the event loop), as threads
+    of one process do: none reads the value before another's write of it."""
+    cache = CloudflareKVCache(ALIAS, {})
+
+    async def view():
+        await cache.aset("n", 0, 300)
+        await asyncio.gather(*(cache.aincr("n") for _ in range(5)), *(cache.aadd("a", i, 300) for i in range(3)))
+        return await cache.aget("n"), await cache.aget("a")
+
+    assert asyncio.run(view()) == (5, 0)
+
+
+def test_aiter_keys_is_an_async_iterator_listing_a_page_at_a_time(on_emulator, no_blocking_calls, cfkv_calls):
+    cache = CloudflareKVCache(ALIAS, {})
+
+    async def view():
+        await cache.aset_many({f"k{i:02}": i for i in range(15)}, 300)
+        cfkv_calls.reset()
+        keys = cache.aiter_keys("k*", itersize=10)
+        first = [await anext(keys) for _ in range(10)]
+        listed = cfkv_calls.counts.get("list")
+        return first + [key async for key in keys], listed
+
+    keys, listed_for_the_first_page = asyncio.run(view())
+    assert keys == [f"k{i:02}" for i in range(15)]
+    assert listed_for_the_first_page == 1 and cfkv_calls.counts == {"list": 2}

@@ -1,8 +1,9 @@
 """The cache when KV fails. The fault matrix: get, set, add, touch, delete, has_key, get_many, set_many and
-get_or_set, and the async twins that await KV natively, under each of Cloudflare's documented failures
-(tests/support/faults.py), each asserting a typed error or, with IGNORE_EXCEPTIONS, the documented degradation,
-logged. Beyond it: what IGNORE_EXCEPTIONS never hides (incr, a refused token, a configuration error), django-redis'
-extras, and acknowledged writes readable once the fault clears.
+get_or_set, and the async twins that await KV natively (aadd, atouch and aset(xx=) among them), under each of
+Cloudflare's documented failures (tests/support/faults.py), each asserting a typed error or, with IGNORE_EXCEPTIONS,
+the documented degradation, logged. Beyond it: what IGNORE_EXCEPTIONS never hides (incr and aincr, a refused token,
+a configuration error), django-redis' extras and their async twins, and acknowledged writes readable once the fault
+clears.
 """
 
 import asyncio
@@ -34,12 +35,15 @@ CACHE_OPS = {
     "ahas_key": (lambda c: asyncio.run(c.ahas_key("k")), False),
     "adelete_many": (lambda c: asyncio.run(c.adelete_many(["a", "b"])), None),
     "aget_or_set": (lambda c: asyncio.run(c.aget_or_set("k", lambda: "computed", 300)), "computed"),
+    "aadd": (lambda c: asyncio.run(c.aadd("k", 1, 300)), False),
+    "atouch": (lambda c: asyncio.run(c.atouch("k", 300)), False),
+    "aset_xx": (lambda c: asyncio.run(c.aset("k", 1, 300, xx=True)), False),
 }
 
 
 # What the operations that read a value answer for a miss. A value read is raw bytes: a 200 whose
 # body is not a cache entry is a miss, and nothing is written after it.
-MISS = {"get": "default", "aget": "default", "touch": False}
+MISS = {"get": "default", "aget": "default", "touch": False, "atouch": False, "aset_xx": False}
 
 
 def _cache_outcome(op, fault, ignore):
@@ -113,6 +117,8 @@ def test_ignore_exceptions_logs_never_hides_incr_and_loses_nothing_stored(emulat
         assert "Cache get on CFKV alias 'default' failed and was ignored" in caplog.text
         with pytest.raises(KVAPIError):
             cache.incr("k")  # a silent None would be taken for a count
+        with pytest.raises(KVAPIError):
+            asyncio.run(cache.aincr("k"))
     assert cache.get("k") == "stored"
 
 
@@ -123,14 +129,27 @@ def test_ignore_exceptions_covers_the_extras_when_kv_is_unreachable(settings, cf
     strict = CloudflareKVCache("down", {})
     extras = {"ttl": (lambda c: c.ttl("k"), 0), "keys": (lambda c: c.keys("*"), []),
               "iter_keys": (lambda c: list(c.iter_keys("*")), []),
-              "delete_pattern": (lambda c: c.delete_pattern("k*"), 0), "clear": (lambda c: c.clear(), None)}
+              "delete_pattern": (lambda c: c.delete_pattern("k*"), 0), "clear": (lambda c: c.clear(), None),
+              "expire": (lambda c: c.expire("k", 10), False)}
+    awaited = {"ttl": (lambda c: c.attl("k"), 0), "pttl": (lambda c: c.apttl("k"), 0),
+               "keys": (lambda c: c.akeys("*"), []),
+               "iter_keys": (lambda c: _collect(c.aiter_keys("*")), []),
+               "delete_pattern": (lambda c: c.adelete_pattern("k*"), 0), "clear": (lambda c: c.aclear(), None),
+               "expire": (lambda c: c.aexpire("k", 10), False), "persist": (lambda c: c.apersist("k"), False)}
+    extras.update({f"async {name}": (lambda c, call=call: asyncio.run(call(c)), fallback)
+                   for name, (call, fallback) in awaited.items()})
     for operation, (call, fallback) in extras.items():
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="django_cfkv.cache"):
             assert call(cache) == fallback, operation
-        assert f"Cache {operation} on CFKV alias 'down' failed and was ignored" in caplog.text
+        name = operation.removeprefix("async ")
+        assert f"Cache {name} on CFKV alias 'down' failed and was ignored" in caplog.text
         with pytest.raises(KVConnectionError):
             call(strict)
+
+
+async def _collect(keys):
+    return [key async for key in keys]
 
 
 @pytest.fixture
@@ -197,6 +216,20 @@ def test_iter_keys_under_ignore_exceptions_ends_at_a_failed_page(emulator_cache,
     with on_emulator.faults(rate_503=1.0):
         assert list(keys) == []  # the second page failed: the iteration ends, logged
     assert len(set(first)) == 10
+
+
+def test_aiter_keys_under_ignore_exceptions_ends_at_a_failed_page(emulator_cache, on_emulator):
+    cache = emulator_cache(OPTIONS={"IGNORE_EXCEPTIONS": True})
+    cache.set_many({f"k{i}": i for i in range(15)})
+
+    async def iterate():
+        keys = cache.aiter_keys("k*", itersize=10)
+        first = [await anext(keys) for _ in range(10)]
+        with on_emulator.faults(rate_503=1.0):
+            return first, [key async for key in keys]  # the second page failed: the iteration ends, logged
+
+    first, rest = asyncio.run(iterate())
+    assert len(set(first)) == 10 and rest == []
 
 
 def test_auth_errors_always_raise(settings, cfkv_emulator):
