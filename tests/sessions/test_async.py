@@ -97,9 +97,8 @@ def native_async_tests(mixin):
 
 
 class EmulatorNativeAsyncSessionTests(SimpleTestCase):
-    """KVClient over HTTP to the emulator, through the awaited calls only."""
+    """KVClient over HTTP to the emulator, through the awaited calls only (Django's async tests are added below)."""
 
-    locals().update(native_async_tests(SessionTestsMixin))
     backend = SessionStore
     awaited_calls = tests_run = 0
 
@@ -117,6 +116,11 @@ class EmulatorNativeAsyncSessionTests(SimpleTestCase):
     def check_calls_were_awaited(cls):
         if cls.tests_run >= 20:  # the whole class ran (not a selection of its tests)
             assert cls.awaited_calls > 10, f"only {cls.awaited_calls} awaited KV calls: the tests did not reach KV"
+
+
+for _name, _member in native_async_tests(SessionTestsMixin).items():
+    if _name != "backend":
+        setattr(EmulatorNativeAsyncSessionTests, _name, _member)
 
 
 @override_settings(SESSION_CFKV_FORMAT="json")
@@ -375,3 +379,33 @@ def test_clear_expired_awaited_or_not(emu, clock, cfkv_calls, awaited):
     cfkv_calls.reset()
     assert follow(awaited, SessionStore, "clear_expired") == 1
     assert cfkv_calls.counts == {"list": 1, "bulk_delete": 1}
+
+
+@pytest.mark.django_db
+def test_on_the_embedded_store_the_awaited_store_runs_sqlite_in_django_cfkvs_worker_threads(settings, tmp_path, user):
+    """SQLite calls block, so the embedded store's twins run them in django-cfkv's long-lived worker threads: never
+    on the event loop, nor in a thread of asgiref's sync_to_async."""
+    from django_cfkv.local import LocalKV
+
+    settings.CFKV = {"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}}
+    threads_used = []
+
+    def recorded(method):
+        def call(self, *args, **kwargs):
+            threads_used.append(threading.current_thread().name)
+            return method(self, *args, **kwargs)
+        return call
+
+    names = ("get", "put", "delete", "delete_many", "list_keys")
+    with mock.patch.multiple(LocalKV, **{name: recorded(getattr(LocalKV, name)) for name in names}):
+        store = SessionStore()
+        store["_auth_user_id"], store["n"] = str(user.pk), 1
+        follow(True, store, "create")
+        again = SessionStore(store.session_key)
+        assert follow(True, again, "load")["n"] == 1
+        follow(True, again, "cycle_key")
+        follow(True, again, "save")
+        follow(True, again, "delete")
+        assert follow(True, SessionStore, "clear_expired") == 0
+    assert len(threads_used) >= 6
+    assert all(name.startswith("django-cfkv") for name in threads_used), threads_used
