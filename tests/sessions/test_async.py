@@ -38,6 +38,13 @@ BEARER_AND_AUTH = [
     "django_cfkv.bearer.BearerSessionMiddleware", "django.contrib.auth.middleware.AuthenticationMiddleware"]
 
 
+def with_cookie(client, session_key):
+    """Return the test client (Client or AsyncClient) sending ``sessionid=session_key`` (None: no cookie)."""
+    if session_key is not None:
+        client.cookies["sessionid"] = session_key
+    return client
+
+
 class SeenCalls:
     """The REST client's calls while watched: blocking ones (by thread name), awaited ones (by thread id), and the
     most awaited at once."""
@@ -176,9 +183,8 @@ def test_in_an_async_stack_ours_saves_the_session_awaiting_kv_djangos_in_a_threa
     assert first.json() == {"n": 1} and first.cookies["sessionid"].value
     assert seen.awaited or blocking
     assert bool(seen.blocking) is blocking  # Django's saves in its sync thread; ours awaits asave()
-    cookie = {"cookie": f"sessionid={first.cookies['sessionid'].value}"}
     with watched_kv_calls() as seen:
-        second = async_to_sync(AsyncClient().get)("/abump/", headers=cookie)
+        second = async_to_sync(with_cookie(AsyncClient(), first.cookies["sessionid"].value).get)("/abump/")
     assert second.json() == {"n": 2} and bool(seen.blocking) is blocking
 
 
@@ -209,8 +215,7 @@ def test_a_view_gathering_the_session_and_two_reads_has_them_in_flight_together(
     session["n"] = 5
     session.save()
     with watched_kv_calls() as seen:
-        response = async_to_sync(AsyncClient().get)("/agathered/",
-                                                     headers={"cookie": f"sessionid={session.session_key}"})
+        response = async_to_sync(with_cookie(AsyncClient(), session.session_key).get)("/agathered/")
     assert response.json() == {"n": 5, "a": True, "b": False}
     assert seen.blocking == [] and len(seen.awaited) == 3
     assert seen.peak == 3  # the session's GET and both reads were sent before any answer came back
@@ -253,14 +258,10 @@ def served_as(request, site):
     site.ROOT_URLCONF = "tests.sessions.urls"
 
     def serve(path="whoami", cookie=None, token=None):
-        headers = {}
-        if cookie is not None:
-            headers["cookie"] = f"sessionid={cookie}"
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
         if mode == "sync":
-            return Client().get(f"/{path}/", headers=headers)
-        return async_to_sync(AsyncClient().get)(f"/a{path}/", headers=headers)
+            return with_cookie(Client(), cookie).get(f"/{path}/", headers=headers)
+        return async_to_sync(with_cookie(AsyncClient(), cookie).get)(f"/a{path}/", headers=headers)
 
     serve.mode = mode
     return serve
