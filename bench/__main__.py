@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ["bench_client", "bench_async", "bench_store", "bench_calls", "bench_pageview", "bench_gateway",
-           "bench_cache_stampede", "bench_cache_signing", "bench_sessions_async"]
+BENCHES = ["bench_client", "bench_async", "bench_asgi", "bench_store", "bench_calls", "bench_pageview",
+           "bench_gateway", "bench_cache_stampede", "bench_cache_signing", "bench_sessions_async"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_PREFIXES = {  # module -> the "bench" field of its rows
     "bench_client": "client",
     "bench_async": "async",
+    "bench_asgi": "asgi",
     "bench_store": "store",
     "bench_calls": "calls",
     "bench_pageview": "pageview",
