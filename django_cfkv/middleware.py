@@ -2,8 +2,8 @@
 and :mod:`django_cfkv.bearer`.
 
 RateLimitMiddleware is written once, as Django's ``MiddlewareMixin`` hooks,
-and serves sync and async stacks alike: under ASGI the mixin runs the hooks
-in a thread, where counting may wait for KV. The request and response side
+and serves sync and async stacks alike: in an async stack it counts with the
+same decisions, awaiting KV on the event loop (no thread). The request and response side
 of rate limiting (identity, counting, the 429 and its headers) lives in
 :mod:`django_cfkv.ratelimit`; its names stay importable from here.
 """
@@ -16,6 +16,7 @@ from .bearer import BearerSessionMiddleware  # noqa: F401  (django_cfkv.middlewa
 from .exceptions import Ratelimited
 from .ratelimit import (  # noqa: F401  (re-exported: they lived here)
     Usage,
+    acheck_request,
     add_headers,
     check_request,
     client_value,
@@ -43,7 +44,24 @@ class RateLimitMiddleware(MiddlewareMixin):
 
     def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
         """Count the request against the matching rules; answer 429 when one is over its limit."""
-        usages = self._check(request)
+        try:
+            usages = check_request(request)
+        except Exception as exc:
+            usages = _not_counted(exc)
+        return self._admit(request, usages)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        """In an async stack: as the sync hooks, KV awaited on the event loop rather than the hooks in a thread."""
+        try:
+            usages = await acheck_request(request)
+        except Exception as exc:
+            usages = _not_counted(exc)
+        response = self._admit(request, usages)
+        if response is None:
+            response = await self.get_response(request)  # type: ignore[misc]  # async in an async stack
+        return self.process_response(request, response)
+
+    def _admit(self, request: HttpRequest, usages: list[Usage]) -> HttpResponseBase | None:
         if any(u.limited for u in usages):
             return limited_response(request, usages)  # it carries its headers: nothing left for the response
         setattr(request, USAGES, usages)
@@ -53,18 +71,16 @@ class RateLimitMiddleware(MiddlewareMixin):
         """Add the RateLimit headers of what the request was counted against."""
         return add_headers(response, getattr(request, USAGES, ()))
 
-    def _check(self, request: HttpRequest) -> list[Usage]:
-        try:
-            return check_request(request)
-        except MISCONFIGURED:
-            raise  # a mistake to fix, not an outage (no client address, a refused token...): FAIL_OPEN never hides it
-        except Exception as exc:  # never a 500 because the store failed
-            get_limiter().log_failure(exc)
-            return []
-
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
         """Answer a ``Ratelimited`` raised by a ``@ratelimit`` view with the 429 response."""
         if isinstance(exception, Ratelimited):
             usages = exception.usage if isinstance(exception.usage, (list, tuple)) else []
             return limited_response(request, list(usages), exception)
         return None
+
+
+def _not_counted(exc: Exception) -> list[Usage]:
+    if isinstance(exc, MISCONFIGURED):
+        raise exc  # a mistake to fix, not an outage (no client address, a refused token...): FAIL_OPEN never hides it
+    get_limiter().log_failure(exc)  # never a 500 because the store failed
+    return []

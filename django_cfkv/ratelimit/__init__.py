@@ -45,6 +45,8 @@ from .identity import (
 from .limiter import (
     Limiter,
     Usage,
+    acheck_request,
+    acount_request,
     check_request,
     count_per_request,
     count_request,
@@ -72,7 +74,8 @@ __all__ = [
     "ALL", "CLOUDFLARE_IPV4", "CLOUDFLARE_IPV6", "CLOUDFLARE_WORKERS_CLIENT", "DEFAULTS", "EVICT_SCAN",
     "FIRST_WRITE_DELAY", "LOG_EVERY", "MAX_SHARDS", "MIN_WRITE_COUNT", "OUTAGE_BACKOFF", "PREFIXED_KEYS",
     "RULE_FIELDS", "SHARD_PREFIX", "SIMPLE_KEYS", "TTL_MARGIN", "UNITS", "UNPARSABLE", "UNSAFE", "CacheCounter",
-    "ConfigProblem", "Limiter", "Rule", "ShardedCounter", "Usage", "ViewLimit", "add_headers", "check_request",
+    "ConfigProblem", "Limiter", "Rule", "ShardedCounter", "Usage", "ViewLimit", "acheck_request", "acount_request",
+    "add_headers", "check_request",
     "client_hash", "client_ip", "client_value", "compile_key", "compile_rule", "compile_settings",
     "count_per_request", "count_request", "describe_shard", "get_limiter", "get_usage", "group_ip", "header_values",
     "identify", "is_ratelimited", "limit_view", "limited_response", "looks_like_rate", "meta_name",

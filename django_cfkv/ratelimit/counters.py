@@ -45,11 +45,12 @@ import math
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Generator
 from typing import Any
 
 from .. import clock
 from ..exceptions import KVAuthError, KVBulkError, KVError, KVNotFoundError
-from ..types import KV
+from ..types import KV, KeyPage
 from .shards import TTL_MARGIN, shard_count, shard_item, shard_prefix, window
 
 logger = logging.getLogger("django_cfkv.ratelimit")
@@ -114,6 +115,21 @@ class ShardedCounter:
             increment: bool = True) -> tuple[int, int, bool]:
         """Count one request (or only look, without ``increment``); return ``(count in window, window end,
         KV reachable)``."""
+        shard, end, read = self._claim(policy, client, limit, period, now)
+        if read:
+            self._read(shard)
+        return self._count(shard, end, increment)
+
+    async def ahit(self, policy: str, client: str, limit: int, period: int, now: float,
+                   increment: bool = True) -> tuple[int, int, bool]:
+        """The async twin of :meth:`hit`: the same decisions, its list call awaited (no thread)."""
+        shard, end, read = self._claim(policy, client, limit, period, now)
+        if read:
+            await self._aread(shard)
+        return self._count(shard, end, increment)
+
+    def _claim(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[_Shard, int, bool]:
+        """Return (the shard, its window's end, whether this request reads the other shards' counts)."""
         index, _, end = window(now, period)
         prefix = shard_prefix(policy, client, period, index)
         mono = clock.monotonic()
@@ -125,12 +141,13 @@ class ShardedCounter:
                 shard.next_read = math.inf if self.per_request else mono + self.interval
             elif mono < self._down_until:
                 shard.ok = False
-        if read:
-            self._read(shard)
+        return shard, end, read
+
+    def _count(self, shard: _Shard, end: int, increment: bool) -> tuple[int, int, bool]:
         with self._lock:
             shard.local += increment
-            if shard.local >= MIN_WRITE_COUNT and prefix not in self._dirty:
-                self._dirty.add(prefix)
+            if shard.local >= MIN_WRITE_COUNT and shard.prefix not in self._dirty:
+                self._dirty.add(shard.prefix)
                 if self.background:
                     self._start_flusher()
             return shard.local + shard.remote, end, shard.ok
@@ -180,40 +197,79 @@ class ShardedCounter:
     def _read(self, shard: _Shard) -> None:
         try:
             page = self.kv.list_keys(prefix=shard.prefix)
-        except (KVAuthError, KVNotFoundError):
-            with self._lock:
-                shard.next_read = float("-inf")  # the next request meets the error too, until it is fixed
-            raise
         except KVError as exc:
-            self._failed(exc, "read")
-            with self._lock:
-                shard.ok = False
-            return
+            self._read_failed(shard, exc)
+        else:
+            self._read_page(shard, page)
+
+    async def _aread(self, shard: _Shard) -> None:
+        try:
+            page = await self.kv.alist_keys(prefix=shard.prefix)
+        except KVError as exc:
+            self._read_failed(shard, exc)
+        else:
+            self._read_page(shard, page)
+
+    def _read_page(self, shard: _Shard, page: KeyPage) -> None:
         remote = sum(shard_count(info.metadata) for info in page.keys if info.name != shard.key)
         with self._lock:
             shard.remote, shard.ok = remote, True
 
+    def _read_failed(self, shard: _Shard, exc: KVError) -> None:
+        if isinstance(exc, (KVAuthError, KVNotFoundError)):
+            with self._lock:
+                shard.next_read = float("-inf")  # the next request meets the error too, until it is fixed
+            raise exc
+        self._failed(exc, "read")
+        with self._lock:
+            shard.ok = False
+
     def after_request(self) -> None:
         """Write what the request changed, when counting ``per_request`` (and KV is not known to be down)."""
-        if self.per_request and clock.monotonic() >= self._down_until:
+        if self._writes_per_request():
             self.flush()
+
+    async def aafter_request(self) -> None:
+        """The async twin of :meth:`after_request` (the write awaited)."""
+        if self._writes_per_request():
+            await self.aflush()
+
+    def _writes_per_request(self) -> bool:
+        return self.per_request and clock.monotonic() >= self._down_until
 
     def flush(self) -> int:
         """Write every changed shard of an open window, at most once per interval each (unless
         counting ``per_request``); return how many."""
-        now = clock.now()
-        batch = self._take_batch(now)
+        batch, items = self._batch_items()
         if not batch:
             return 0
-        items = [shard_item(shard.key, count, shard.end, shard.limit, now) for shard, count in batch]
-        failed: set[str] = set()
         try:
             self.kv.put_many(items)
-        except KVBulkError as exc:
-            failed = set(exc.keys) if exc.keys else {item["key"] for item in items}
-            self._failed(exc, "write")
         except KVError as exc:
-            failed = {item["key"] for item in items}
+            return self._written(batch, items, exc)
+        return self._written(batch, items, None)
+
+    async def aflush(self) -> int:
+        """The async twin of :meth:`flush` (the bulk write awaited)."""
+        batch, items = self._batch_items()
+        if not batch:
+            return 0
+        try:
+            await self.kv.aput_many(items)
+        except KVError as exc:
+            return self._written(batch, items, exc)
+        return self._written(batch, items, None)
+
+    def _batch_items(self) -> tuple[list[tuple[_Shard, int]], list[dict[str, Any]]]:
+        now = clock.now()
+        batch = self._take_batch(now)
+        return batch, [shard_item(shard.key, count, shard.end, shard.limit, now) for shard, count in batch]
+
+    def _written(self, batch: list[tuple[_Shard, int]], items: list[dict[str, Any]], exc: KVError | None) -> int:
+        """Take the outcome of a flush's bulk write (``exc``: how it failed); return how many shards it wrote."""
+        failed: set[str] = set()
+        if exc is not None:
+            failed = set(exc.keys) if isinstance(exc, KVBulkError) and exc.keys else {item["key"] for item in items}
             self._failed(exc, "write")
         # KV takes one write per second per key, counted from when a write
         # arrives, which is at most when the call returned: space the next from then.
@@ -315,15 +371,48 @@ class CacheCounter:
             increment: bool = True) -> tuple[int, int, bool]:
         """Count one request (or only look, without ``increment``); return ``(count in window, window end,
         True)``."""
-        index, _, end = window(now, period)
-        key = shard_prefix(policy, client, period, index)[:-1]
-        timeout = math.ceil(end - now) + TTL_MARGIN
-        if not increment:
-            return int(self.cache.get(key, 0) or 0), end, True
-        if self.cache.add(key, 1, timeout):
-            return 1, end, True
+        plan = _cache_count(policy, client, period, now, increment)
         try:
-            return self.cache.incr(key), end, True
-        except ValueError:  # expired between add and incr
-            self.cache.add(key, 1, timeout)
-            return 1, end, True
+            name, args = next(plan)
+            while True:
+                try:
+                    result = getattr(self.cache, name)(*args)
+                except ValueError as exc:
+                    name, args = plan.throw(exc)
+                else:
+                    name, args = plan.send(result)
+        except StopIteration as done:
+            return done.value
+
+    async def ahit(self, policy: str, client: str, limit: int, period: int, now: float,
+                   increment: bool = True) -> tuple[int, int, bool]:
+        """The async twin of :meth:`hit`: the same calls, each the cache's async method (``aadd``, ``aincr``)."""
+        plan = _cache_count(policy, client, period, now, increment)
+        try:
+            name, args = next(plan)
+            while True:
+                try:
+                    result = await getattr(self.cache, "a" + name)(*args)
+                except ValueError as exc:
+                    name, args = plan.throw(exc)
+                else:
+                    name, args = plan.send(result)
+        except StopIteration as done:
+            return done.value
+
+
+def _cache_count(policy: str, client: str, period: int, now: float,
+                 increment: bool) -> Generator[tuple[str, tuple[Any, ...]], Any, tuple[int, int, bool]]:
+    """CacheCounter's counting as a plan: yields (cache method, arguments), is sent each answer."""
+    index, _, end = window(now, period)
+    key = shard_prefix(policy, client, period, index)[:-1]
+    timeout = math.ceil(end - now) + TTL_MARGIN
+    if not increment:
+        return int((yield "get", (key, 0)) or 0), end, True
+    if (yield "add", (key, 1, timeout)):
+        return 1, end, True
+    try:
+        return (yield "incr", (key,)), end, True
+    except ValueError:  # expired between add and incr
+        yield "add", (key, 1, timeout)
+        return 1, end, True

@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
@@ -53,9 +53,8 @@ def limit_view(view: View, rule: Rule | ViewLimit, *, block: bool = True) -> Vie
     """Wrap ``view`` to count each request against ``rule`` (see ``django_cfkv.ratelimit.ratelimit``)."""
     limit = rule if isinstance(rule, ViewLimit) else ViewLimit(rule, None)
 
-    def check(request: HttpRequest) -> list[Usage]:
+    def verdict(request: HttpRequest, usage: Usage | None) -> list[Usage]:
         earlier = getattr(request, "limited", False)  # a stacked decorator's verdict stands
-        usage = limit.usage(request)
         limited = usage is not None and usage.limited
         request.limited = limited or earlier  # type: ignore[attr-defined]
         if limited and block:
@@ -65,14 +64,14 @@ def limit_view(view: View, rule: Rule | ViewLimit, *, block: bool = True) -> Vie
     if iscoroutinefunction(view):
         @wraps(view)
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            usages = await sync_to_async(check)(request)  # counting may call KV: not on the event loop
+            usages = verdict(request, await limit.ausage(request))  # KV awaited on the event loop
             return _with_headers(await view(request, *args, **kwargs), usages)
 
         return async_wrapper
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        usages = check(request)
+        usages = verdict(request, limit.usage(request))
         return _with_headers(view(request, *args, **kwargs), usages)
 
     return wrapper

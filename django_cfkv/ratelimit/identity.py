@@ -232,11 +232,17 @@ def request_address(request: HttpRequest, limiter: AddressSource) -> str:
     return address
 
 
-def identify(request: HttpRequest, rule: Rule, limiter: AddressSource) -> str | None:
-    """Return the identity ``rule`` counts this request under, or None when the rule does not apply."""
+#: ``identify(user=)`` not given: the user is ``request.user``.
+UNREAD: Any = object()
+
+
+def identify(request: HttpRequest, rule: Rule, limiter: AddressSource, user: Any = UNREAD) -> str | None:
+    """Return the identity ``rule`` counts this request under, or None when the rule does not apply.
+
+    ``user``, when given, is the request's user (as async code reads it, ``await request.auser()``)."""
     kind, arg = rule.key, rule.key_arg
     if kind in ("user", "user_or_ip"):
-        user = getattr(request, "user", None)
+        user = getattr(request, "user", None) if user is UNREAD else user
         if user is not None and user.is_authenticated:
             return f"user:{user.pk}"
         if kind == "user":

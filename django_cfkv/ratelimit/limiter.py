@@ -5,7 +5,8 @@
 after a fork. :func:`check_request` and :func:`count_request` count one
 request, for the middleware and the decorator; neither raises because KV
 failed (``FAIL_OPEN`` decides instead), only for a mistake in configuration
-or a refused token (:data:`MISCONFIGURED`).
+or a refused token (:data:`MISCONFIGURED`). Their async twins :func:`acheck_request` and
+:func:`acount_request` make the same decisions and await the counter's KV calls on the event loop.
 """
 
 import logging
@@ -14,13 +15,14 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 from .. import clock, conf
 from ..exceptions import KVAuthError, KVError, KVNotFoundError
 from .counters import LOG_EVERY, OUTAGE_BACKOFF, CacheCounter, ShardedCounter
-from .identity import client_address, client_hash, identify
+from .identity import UNREAD, callable_path, client_address, client_hash, identify
 from .options import compile_settings
 from .rules import Rule
 from .shards import window
@@ -54,6 +56,9 @@ class Counter(Protocol):
     def hit(self, policy: str, client: str, limit: int, period: int, now: float,
             increment: bool = True) -> tuple[int, int, bool]: ...
 
+    async def ahit(self, policy: str, client: str, limit: int, period: int, now: float,
+                   increment: bool = True) -> tuple[int, int, bool]: ...
+
 
 class Limiter:
     """The configured limiter: options, rules and a counter, built from ``CFKV_RATELIMIT``."""
@@ -78,6 +83,12 @@ class Limiter:
                 if self._counter is None:
                     self._counter = self._build_counter()
         return self._counter
+
+    async def acounter(self) -> Counter:
+        """As :attr:`counter`, from async code: a first use builds the KV object in a worker thread."""
+        if self._counter is None and not self.options["CACHE"]:
+            await conf.aget_kv(self.options["ALIAS"])
+        return self.counter
 
     def _build_counter(self) -> Counter:
         if self.options["CACHE"]:
@@ -106,19 +117,40 @@ class Limiter:
         this process's own count on KV; False: refuse); a configuration or
         authentication error (MISCONFIGURED) is raised instead.
         """
-        now = self._now() if now is None else now
+        now = self._start(now)
+        try:
+            counted = self.counter.hit(rule.name, _client(rule, identity), rule.limit, rule.period, now, increment)
+        except Exception as exc:
+            counted = self._not_counted(exc, rule, now)
+        return self._usage(rule, now, counted)
+
+    async def ahit(self, rule: Rule, identity: str, now: float | None = None, *, increment: bool = True) -> Usage:
+        """The async twin of :meth:`hit`: the same decisions, the counter's KV calls awaited."""
+        now = self._start(now)
+        try:
+            counter = await self.acounter()
+            counted = await counter.ahit(rule.name, _client(rule, identity), rule.limit, rule.period, now, increment)
+        except Exception as exc:
+            counted = self._not_counted(exc, rule, now)
+        return self._usage(rule, now, counted)
+
+    def _start(self, now: float | None) -> float:
+        """Return the time to count at; raise the configuration mistake met in the last few seconds."""
         mistake = self._mistake
         if mistake is not None and clock.monotonic() < mistake[0]:
             raise mistake[1].with_traceback(None)  # every request fails alike, without asking KV each time
-        try:
-            count, end, reachable = self.counter.hit(
-                rule.name, client_hash(f"{rule.partition}|{identity}"), rule.limit, rule.period, now, increment)
-        except MISCONFIGURED as exc:
+        return self._now() if now is None else now
+
+    def _not_counted(self, exc: Exception, rule: Rule, now: float) -> tuple[int, int, bool]:
+        """Raise a configuration mistake (remembered for a few seconds); log an outage and return its count."""
+        if isinstance(exc, MISCONFIGURED):
             self._mistake = (clock.monotonic() + OUTAGE_BACKOFF, exc)
-            raise
-        except Exception as exc:
-            self.log_failure(exc)
-            count, end, reachable = 0, window(now, rule.period)[2], False
+            raise exc
+        self.log_failure(exc)
+        return 0, window(now, rule.period)[2], False
+
+    def _usage(self, rule: Rule, now: float, counted: tuple[int, int, bool]) -> Usage:
+        count, end, reachable = counted
         limited = count > rule.limit or (not reachable and not self.fail_open)
         return Usage(rule.name, rule.limit, rule.period, count, max(1, math.ceil(end - now)), limited)
 
@@ -138,11 +170,19 @@ class Limiter:
 
     def after_request(self) -> None:
         """Write the request's counts now when the counter works per request (tests); never raises."""
-        counter = self._counter
-        after = getattr(counter, "after_request", None)
+        after = getattr(self._counter, "after_request", None)
         if after is not None:
             try:
                 after()
+            except Exception as exc:
+                self.log_failure(exc)
+
+    async def aafter_request(self) -> None:
+        """The async twin of :meth:`after_request` (the write awaited)."""
+        after = getattr(self._counter, "aafter_request", None)
+        if after is not None:
+            try:
+                await after()
             except Exception as exc:
                 self.log_failure(exc)
 
@@ -212,18 +252,60 @@ def count_request(request: HttpRequest, rules: Iterable[Rule], *, increment: boo
     limiter = get_limiter()
     usages = []
     for rule in rules:
-        try:
-            identity = identify(request, rule, limiter)
-        except ImproperlyConfigured:
-            raise  # a setting to fix (no client address), not an outage
-        except Exception as exc:  # a user's key callable, or a broken request
-            limiter.log_failure(exc)
-            usages.append(limiter.unavailable(rule))
-            continue
-        if identity is not None:
+        identity = _identity(limiter, rule, request)
+        if isinstance(identity, Usage):
+            usages.append(identity)
+        elif identity is not None:
             usages.append(limiter.hit(rule, identity, increment=increment))
     limiter.after_request()
     return usages
+
+
+async def acount_request(request: HttpRequest, rules: Iterable[Rule], *, increment: bool = True) -> list[Usage]:
+    """The async twin of :func:`count_request`: the same decisions, KV awaited on the event loop."""
+    limiter = get_limiter()
+    usages = []
+    for rule in rules:
+        identity = await _aidentity(limiter, rule, request)
+        if isinstance(identity, Usage):
+            usages.append(identity)
+        elif identity is not None:
+            usages.append(await limiter.ahit(rule, identity, increment=increment))
+    await limiter.aafter_request()
+    return usages
+
+
+def _identity(limiter: Limiter, rule: Rule, request: HttpRequest, user: Any = UNREAD) -> str | Usage | None:
+    """Return who the request counts as under ``rule``, None if the rule does not apply, or the Usage of a
+    request that could not be identified (logged). No client address raises ImproperlyConfigured."""
+    try:
+        return identify(request, rule, limiter, user)
+    except ImproperlyConfigured:
+        raise  # a setting to fix (no client address), not an outage
+    except Exception as exc:  # a user's key callable, or a broken request
+        limiter.log_failure(exc)
+        return limiter.unavailable(rule)
+
+
+async def _aidentity(limiter: Limiter, rule: Rule, request: HttpRequest) -> str | Usage | None:
+    """As :func:`_identity`, from async code. A key the project's own code computes (a callable key or
+    RATELIMIT_IP_META_KEY) runs in a thread, as Django runs sync code: it may query the database. The
+    user is read with ``request.auser()``."""
+    ip_key = rule.key in ("ip", "user_or_ip")
+    if rule.key == "callable" or (ip_key and callable_path(limiter.options.get("IP_META_KEY"))):
+        return await sync_to_async(_identity)(limiter, rule, request)
+    user = UNREAD
+    if rule.key in ("user", "user_or_ip") and hasattr(request, "auser"):
+        try:
+            user = await request.auser()
+        except Exception as exc:  # the session or user store failed: as a failed identification
+            limiter.log_failure(exc)
+            return limiter.unavailable(rule)
+    return _identity(limiter, rule, request, user)
+
+
+def _client(rule: Rule, identity: str) -> str:
+    return client_hash(f"{rule.partition}|{identity}")
 
 
 def check_request(request: HttpRequest) -> list[Usage]:
@@ -232,3 +314,11 @@ def check_request(request: HttpRequest) -> list[Usage]:
     if not limiter.enabled:
         return []
     return count_request(request, limiter.matching(request.path_info, request.method or ""))
+
+
+async def acheck_request(request: HttpRequest) -> list[Usage]:
+    """The async twin of :func:`check_request`."""
+    limiter = get_limiter()
+    if not limiter.enabled:
+        return []
+    return await acount_request(request, limiter.matching(request.path_info, request.method or ""))

@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from .limiter import Usage, count_request, get_limiter
+from .limiter import Usage, acount_request, count_request, get_limiter
 from .rules import ConfigProblem, Rule, compile_rule, looks_like_rate, parse_rate
 
 #: Every method: ``method=ALL`` (the default); django-ratelimit's ``(None,)`` means the same.
@@ -58,6 +59,17 @@ class ViewLimit(NamedTuple):
         if rule is None:
             return None
         usages = count_request(request, [rule], increment=increment)
+        return usages[0] if usages else None
+
+    async def ausage(self, request: HttpRequest, *, increment: bool = True) -> Usage | None:
+        """The async twin of :meth:`usage`: KV awaited on the event loop. A rate the project's own code
+        decides per request is asked in a thread, as Django runs sync code (it may query the database)."""
+        if not get_limiter().enabled:
+            return None
+        rule = self.rule_for(request) if self.rate is None else await sync_to_async(self.rule_for)(request)
+        if rule is None:
+            return None
+        usages = await acount_request(request, [rule], increment=increment)
         return usages[0] if usages else None
 
 

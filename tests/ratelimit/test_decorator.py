@@ -8,6 +8,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from django_cfkv import ratelimit as rl
+from django_cfkv.client import KVClient
 from django_cfkv.exceptions import Ratelimited
 
 pytestmark = pytest.mark.usefixtures("site")
@@ -171,3 +172,28 @@ def test_exception_class_setting_replaces_ratelimited():
     with override_settings(RATELIMIT_EXCEPTION_CLASS="django.core.exceptions.SuspiciousOperation"):
         with pytest.raises(SuspiciousOperation):
             view(RequestFactory().get("/"))
+
+
+def test_decorator_on_an_async_view_counts_natively_as_on_a_sync_view(cfkv_emulator, cfkv_calls, monkeypatch):
+    """Both views are limited to 2/h by ip: the async one makes the same KV calls with no blocking call."""
+    made = []
+    alias = cfkv_emulator.alias_settings(MAX_RETRIES=0)
+    with override_settings(CFKV={"default": alias}, MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"]):
+        rl.count_per_request(True)
+        try:
+            cfkv_calls.reset()
+            sync = statuses(Client(), 3, "/decorated/"), cfkv_calls.counts
+            cfkv_calls.reset()
+            with monkeypatch.context() as patch:
+                for name in ("list_keys", "put_many", "get", "get_many", "put"):
+                    patch.setattr(KVClient, name, lambda self, *a, name=name, **k: made.append(name))
+
+                async def run():
+                    client = AsyncClient()
+                    return [(await client.get("/decorated-async/")).status_code for _ in range(3)]
+
+                awaited = async_to_sync(run)(), cfkv_calls.counts
+        finally:
+            rl.count_per_request(False)
+    assert made == []
+    assert awaited == sync and sync[0] == [200, 200, 429]

@@ -1,6 +1,7 @@
 """RateLimitMiddleware through Django's test client, in sync and async stacks: which requests count, strict
 mode, and failures that never become a 500."""
 
+import contextlib
 import logging
 import threading
 
@@ -10,7 +11,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
+from django_cfkv.client import KVClient
 from django_cfkv.middleware import RateLimitMiddleware
+from django_cfkv.ratelimit import count_per_request
 
 pytestmark = pytest.mark.usefixtures("site")
 
@@ -138,3 +141,66 @@ def test_invalid_rules_are_skipped_at_request_time(caplog):
     with override_settings(CFKV_RATELIMIT={"RULES": [{"path": "(", "rate": "1/h"}, LOGIN_RULE]}):
         assert statuses(Client(), 4) == [200, 200, 200, 429]
     assert "CFKV_RATELIMIT['RULES'][0] has an invalid path regex" in caplog.text
+
+
+# The async stack counts natively: the same decisions and KV calls as the sync stack, no blocking call
+
+BLOCKING = ("get", "get_with_metadata", "get_metadata", "get_many", "put", "put_many", "delete", "delete_many",
+            "list_keys")
+
+
+@pytest.fixture
+def blocking_calls(monkeypatch):
+    """Return ``blocking_calls(refuse)``: a context in which each blocking KVClient call is recorded and fails
+    (an async path that ran its blocking namesake in a thread shows up in the list it returns)."""
+    @contextlib.contextmanager
+    def refuse():
+        made = []
+        with monkeypatch.context() as patch:
+            for name in BLOCKING:
+                patch.setattr(KVClient, name, _refused(name, made))
+            yield made
+
+    return refuse
+
+
+def _refused(name, made):
+    def call(self, *args, **kwargs):
+        made.append(name)
+        raise AssertionError(f"KVClient.{name}() was called on an async path")
+    return call
+
+
+@contextlib.contextmanager
+def counted_per_request():
+    count_per_request(True)  # each request's writes happen before its response: the same calls every run
+    try:
+        yield
+    finally:
+        count_per_request(False)
+
+
+def _run_async(paths, method="post"):
+    async def run():
+        client = AsyncClient()
+        return [(await getattr(client, method)(path)).status_code for path in paths]
+
+    return async_to_sync(run)()
+
+
+def test_async_stack_counts_natively_with_the_calls_of_the_sync_stack(cfkv_emulator, cfkv_calls, blocking_calls):
+    seen = {}
+    for stack in ("sync", "async"):
+        alias = cfkv_emulator.alias_settings(MAX_RETRIES=0)  # a fresh namespace: both count from zero
+        with override_settings(CFKV={"default": alias}, CFKV_RATELIMIT={"RULES": [LOGIN_RULE]},
+                               MIDDLEWARE=["django_cfkv.middleware.RateLimitMiddleware"]), counted_per_request():
+            cfkv_calls.reset()
+            if stack == "sync":
+                got = statuses(Client(), 5)
+            else:
+                with blocking_calls() as made:
+                    got = _run_async(["/login/"] * 5)
+                assert made == []
+            seen[stack] = got, cfkv_calls.counts
+    assert seen["async"] == seen["sync"]
+    assert seen["sync"][0] == [200, 200, 200, 429, 429] and seen["sync"][1]["list"] == 1
