@@ -204,3 +204,19 @@ def test_async_stack_counts_natively_with_the_calls_of_the_sync_stack(cfkv_emula
             seen[stack] = got, cfkv_calls.counts
     assert seen["async"] == seen["sync"]
     assert seen["sync"][0] == [200, 200, 200, 429, 429] and seen["sync"][1]["list"] == 1
+
+
+def test_async_stack_counts_a_user_key_by_the_awaited_user(db, django_user_model):
+    """In an async stack the user is read with ``await request.auser()``: ``request.user`` would query the
+    database on the event loop, which Django refuses (and the limiter would count nothing)."""
+    user = django_user_model.objects.create_user("ada")
+    rule = {"path": r"^/login/$", "methods": ["POST"], "rate": "2/h", "key": "user"}
+
+    async def run():
+        client = AsyncClient()
+        await client.aforce_login(user)
+        signed_in = [(await client.post("/login/")).status_code for _ in range(3)]
+        return signed_in, (await AsyncClient().post("/login/")).status_code
+
+    with override_settings(CFKV_RATELIMIT={"RULES": [rule]}):
+        assert async_to_sync(run)() == ([200, 200, 429], 200)  # an anonymous request has no user to count
