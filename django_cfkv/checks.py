@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from . import conf
 from .exceptions import CFKVConfigurationError
@@ -274,41 +275,53 @@ def check_caches(app_configs: object = None, **kwargs: Any) -> list[CheckMessage
 
 # Middleware order
 
-SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
-BEARER_MIDDLEWARE = "django_cfkv.middleware.BearerSessionMiddleware"
-RATELIMIT_MIDDLEWARE = "django_cfkv.middleware.RateLimitMiddleware"
 
 
 @register(Tags.compatibility)
 def check_middleware_order(app_configs: object = None, **kwargs: Any) -> list[CheckMessage]:
     """Check that BearerSessionMiddleware follows SessionMiddleware, and RateLimitMiddleware follows
-    AuthenticationMiddleware when a rule keys on the user."""
+    AuthenticationMiddleware when a rule keys on the user. Entries are compared by class, so a subclass
+    (django_cfkv.sessions.middleware.SessionMiddleware, a site's own RateLimitMiddleware) or another import
+    path of the same class counts as what it is."""
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.contrib.sessions.middleware import SessionMiddleware
+
+    from .middleware import BearerSessionMiddleware, RateLimitMiddleware
+
     middleware = list(conf.setting("MIDDLEWARE") or ())
+    session, auth = _position(middleware, SessionMiddleware), _position(middleware, AuthenticationMiddleware)
+    bearer, limiter = _position(middleware, BearerSessionMiddleware), _position(middleware, RateLimitMiddleware)
     errors: list[CheckMessage] = []
-    if _before(middleware, BEARER_MIDDLEWARE, SESSION_MIDDLEWARE):
+    if bearer is not None and session is not None and bearer < session:
         errors.append(Error(
             "BearerSessionMiddleware comes before SessionMiddleware, which then replaces the bearer token's "
             "session with the cookie's: every bearer token is ignored.", id="django_cfkv.E401",
-            hint=f"In MIDDLEWARE, put {BEARER_MIDDLEWARE!r} right after {SESSION_MIDDLEWARE!r}."))
-    if _before(middleware, RATELIMIT_MIDDLEWARE, AUTH_MIDDLEWARE) or (
-            RATELIMIT_MIDDLEWARE in middleware and AUTH_MIDDLEWARE not in middleware):
-        errors += _check_user_keys()
+            hint=f"In MIDDLEWARE, put {middleware[bearer]!r} right after {middleware[session]!r}."))
+    if limiter is not None and (auth is None or limiter < auth):
+        errors += _check_user_keys(middleware[limiter], None if auth is None else middleware[auth])
     return errors
 
 
-def _before(middleware: list[str], first: str, then: str) -> bool:
-    return first in middleware and then in middleware and middleware.index(first) < middleware.index(then)
+def _position(middleware: list[str], cls: type) -> int | None:
+    """Return the index of the first MIDDLEWARE entry that is ``cls`` or a subclass (None if there is none)."""
+    for index, path in enumerate(middleware):
+        try:
+            entry = import_string(path)
+        except ImportError:  # Django's own check reports a path that does not import
+            continue
+        if isinstance(entry, type) and issubclass(entry, cls):
+            return index
+    return None
 
 
-def _check_user_keys() -> list[CheckMessage]:
+def _check_user_keys(limiter: str, auth: str | None) -> list[CheckMessage]:
     from .ratelimit import compile_settings
 
     _, rules, _ = compile_settings(conf.setting("CFKV_RATELIMIT"))
     kinds = {rule.key for rule in rules}
-    hint = f"In MIDDLEWARE, put {RATELIMIT_MIDDLEWARE!r} after {AUTH_MIDDLEWARE!r}."
-    where = ("runs before AuthenticationMiddleware" if AUTH_MIDDLEWARE in conf.setting("MIDDLEWARE")
-             else "runs without AuthenticationMiddleware")
+    hint = f"In MIDDLEWARE, put {limiter!r} after {auth or AUTH_MIDDLEWARE!r}."
+    where = "runs before AuthenticationMiddleware" if auth else "runs without AuthenticationMiddleware"
     if "user" in kinds:
         return [Error(f"RateLimitMiddleware {where}, so no request has a user yet: rules with key 'user' count "
                       "nothing.", id="django_cfkv.E402", hint=hint)]

@@ -12,6 +12,7 @@ from django.test import override_settings
 
 from django_cfkv import get_kv
 from django_cfkv.exceptions import CFKVConfigurationError
+from django_cfkv.middleware import RateLimitMiddleware
 
 KV_CACHE = "django_cfkv.cache.CloudflareKVCache"
 SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
@@ -112,6 +113,33 @@ def test_bearer_middleware_before_session_middleware_is_an_error_naming_the_orde
     _, hint = reported(output, "django_cfkv.E401")
     assert hint.index(BEARER) < hint.index("right after") < hint.index(SESSION)
     assert "E401" not in check_output(SESSION_ENGINE="django_cfkv.sessions", MIDDLEWARE=[SESSION, BEARER, AUTH])
+
+
+OUR_SESSION = "django_cfkv.sessions.middleware.SessionMiddleware"
+BEARER_ELSEWHERE = "django_cfkv.sessions.bearer.BearerSessionMiddleware"
+
+
+@pytest.mark.parametrize(("session", "bearer"), [(OUR_SESSION, BEARER), (SESSION, BEARER_ELSEWHERE),
+                                                 (OUR_SESSION, BEARER_ELSEWHERE)])
+def test_the_order_is_checked_by_class_whatever_path_or_subclass_names_it(session, bearer):
+    """django-cfkv's async-capable SessionMiddleware and the bearer middleware's other import path are the
+    same middleware to the order check."""
+    _, hint = reported(check_output(SESSION_ENGINE="django_cfkv.sessions", MIDDLEWARE=[bearer, session, AUTH]),
+                       "django_cfkv.E401")
+    assert hint.index(bearer) < hint.index("right after") < hint.index(session)
+    assert "E401" not in check_output(SESSION_ENGINE="django_cfkv.sessions", MIDDLEWARE=[session, bearer, AUTH])
+
+
+def test_a_sites_own_rate_limit_middleware_is_checked_as_the_one_it_extends():
+    rules = {"RULES": [{"path": r"^/api/", "rate": "100/m", "key": "user"}]}
+    own = "tests.test_checks.SiteRateLimitMiddleware"
+    _, hint = reported(check_output(MIDDLEWARE=[SESSION, own, AUTH], CFKV_RATELIMIT=rules), "django_cfkv.E402")
+    assert hint.index(own) < hint.index("after") < hint.index(AUTH)
+    assert "402" not in check_output(MIDDLEWARE=[SESSION, AUTH, own], CFKV_RATELIMIT=rules)
+
+
+class SiteRateLimitMiddleware(RateLimitMiddleware):
+    """A site's subclass, as the example project has."""
 
 
 @pytest.mark.parametrize("key, check_id", [("user", "django_cfkv.E402"), ("user_or_ip", "django_cfkv.W402")])
