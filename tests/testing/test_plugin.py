@@ -64,7 +64,9 @@ def test_example_project(pytester):
 
     assert _outcomes(output) == EXPECTED, output
     assert re.search(r"^plugins: .*django-cfkv", output, re.MULTILINE), output
-    assert output.count("KVNetworkBlocked: 1 KV API call(s) to api.cloudflare.com were stopped during this "
+    # The ERRORS section (the short summary repeats it, cut short or not: pytest cuts it except under CI=true).
+    errors = output.split(" ERRORS ", 1)[1].split(" FAILURES ", 1)[0]
+    assert errors.count("KVNetworkBlocked: 1 KV API call(s) to api.cloudflare.com were stopped during this "
                         "test, and the code under test caught") == 2, output  # the blocking call and the awaited
     assert "KVNetworkBlocked: A KV API call to api.cloudflare.com was stopped: tests must not leave" in output
     assert "production-token" not in output
