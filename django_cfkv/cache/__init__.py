@@ -25,6 +25,8 @@ Where each part lives:
 
 ==============  ==============================================================
 ``backend``     CloudflareKVCache: Django's cache API (the facade)
+``aio``         its async methods (aget, aset...), the blocking ones' twins
+``base``        what both share: keys, expiries, read-modify-write plans
 ``extras``      django-redis' extra methods (ttl, expire, keys, delete_pattern...)
 ``options``     OPTIONS: defaults and checks
 ``keys``        Django key -> KV key (prefixes, escaping, HASH_LONG_KEYS)
