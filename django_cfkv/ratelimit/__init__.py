@@ -6,7 +6,9 @@ Where each part lives:
 * :mod:`~django_cfkv.ratelimit.options`: the ``CFKV_RATELIMIT`` setting, its defaults and its mistakes
 * :mod:`~django_cfkv.ratelimit.identity`: who a request counts as (addresses, trusted proxies, folded values)
 * :mod:`~django_cfkv.ratelimit.shards`: fixed windows, the KV keys that count them, and what they hold
-* :mod:`~django_cfkv.ratelimit.counters`: counting on KV without lost updates, or with a cache's atomic incr
+* :mod:`~django_cfkv.ratelimit.counters`: counting on KV without lost updates
+* :mod:`~django_cfkv.ratelimit.flushing`: writing the counts' shards to KV, backing off when it fails
+* :mod:`~django_cfkv.ratelimit.strict`: strict mode, counting with a cache's atomic incr
 * :mod:`~django_cfkv.ratelimit.limiter`: the process-wide limiter that counts a request against its rules
 * :mod:`~django_cfkv.ratelimit.response`: the RateLimit headers and the 429
 * :mod:`~django_cfkv.ratelimit.usage`: limits given in code: ``get_usage()``, ``is_ratelimited()``

@@ -40,43 +40,29 @@ When a limit must be exact, set ``CACHE`` to a Django cache with an atomic
 """
 
 import itertools
-import logging
 import math
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Generator
-from typing import Any
 
 from .. import clock
-from ..exceptions import KVAuthError, KVBulkError, KVError, KVNotFoundError
+from ..exceptions import KVAuthError, KVError, KVNotFoundError
 from ..types import KV, KeyPage
-from .shards import TTL_MARGIN, shard_count, shard_item, shard_prefix, window
+from .flushing import FIRST_WRITE_DELAY, LOG_EVERY, OUTAGE_BACKOFF, Shard, ShardWriter, logger
+from .shards import shard_count, shard_prefix, window
+from .strict import CacheCounter
 
-logger = logging.getLogger("django_cfkv.ratelimit")
+__all__ = [
+    "EVICT_SCAN", "FIRST_WRITE_DELAY", "LOG_EVERY", "MAX_SHARDS", "MIN_WRITE_COUNT", "OUTAGE_BACKOFF",
+    "CacheCounter", "ShardedCounter", "logger",
+]
 
-FIRST_WRITE_DELAY = 0.1  # seconds: a burst's first requests go out in one write, not one each
-OUTAGE_BACKOFF = 5.0  # seconds without KV calls after a failure
-LOG_EVERY = 30.0  # seconds between two "KV unreachable" log lines
 MIN_WRITE_COUNT = 2  # a shard is written once it counts this many requests: a client seen once costs no write
 MAX_SHARDS = 10_000  # shards kept in memory per process (a few MB)
 EVICT_SCAN = 64  # least recently used shards looked at for one that is closed or has nothing to write
 
 
-class _Shard:
-    """One (policy, client, window) as this process counts it."""
-
-    __slots__ = ("prefix", "key", "end", "limit", "local", "remote", "next_read", "ok", "written_at", "due")
-
-    def __init__(self, prefix: str, writer: str, end: int, limit: int) -> None:
-        self.prefix, self.key, self.end, self.limit = prefix, prefix + writer, end, limit
-        self.local = self.remote = 0  # this process's requests; the other shards' counts, as last read
-        self.next_read = self.written_at = float("-inf")
-        self.due = clock.monotonic() + FIRST_WRITE_DELAY  # when the background thread first writes it
-        self.ok = True
-
-
-class ShardedCounter:
+class ShardedCounter(ShardWriter):
     """Count on KV with one shard per process; see the module docstring.
 
     Thread-safe. A daemon thread writes changed shards in the background, so
@@ -102,7 +88,7 @@ class ShardedCounter:
         self.process = secrets.token_hex(4)
         self._serial = itertools.count()  # each shard built gets its own key: see _shard()
         self._lock = threading.Condition()
-        self._shards: OrderedDict[str, _Shard] = OrderedDict()  # least recently hit first
+        self._shards: OrderedDict[str, Shard] = OrderedDict()  # least recently hit first
         self._tokens = self._capacity = max(1.0, self.list_budget) if self.list_budget > 0 else 0.0
         self._tokens_at = clock.monotonic()
         self._dirty: set[str] = set()
@@ -128,7 +114,7 @@ class ShardedCounter:
             await self._aread(shard)
         return self._count(shard, end, increment)
 
-    def _claim(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[_Shard, int, bool]:
+    def _claim(self, policy: str, client: str, limit: int, period: int, now: float) -> tuple[Shard, int, bool]:
         """Return (the shard, its window's end, whether this request reads the other shards' counts)."""
         index, _, end = window(now, period)
         prefix = shard_prefix(policy, client, period, index)
@@ -143,7 +129,7 @@ class ShardedCounter:
                 shard.ok = False
         return shard, end, read
 
-    def _count(self, shard: _Shard, end: int, increment: bool) -> tuple[int, int, bool]:
+    def _count(self, shard: Shard, end: int, increment: bool) -> tuple[int, int, bool]:
         with self._lock:
             shard.local += increment
             if shard.local >= MIN_WRITE_COUNT and shard.prefix not in self._dirty:
@@ -152,7 +138,7 @@ class ShardedCounter:
                     self._start_flusher()
             return shard.local + shard.remote, end, shard.ok
 
-    def _shard(self, prefix: str, end: int, limit: int, now: float) -> _Shard:
+    def _shard(self, prefix: str, end: int, limit: int, now: float) -> Shard:
         # Called with the lock held: the shard of ``prefix``, now the most recently hit.
         shard = self._shards.get(prefix)
         if shard is not None:
@@ -161,7 +147,7 @@ class ShardedCounter:
         # A new key for every shard built, never the key of one dropped from memory earlier: that
         # key keeps its stored count, and the first read adds it in, so no write lowers a count.
         writer = f"{self.process}.{next(self._serial):x}"
-        shard = self._shards[prefix] = _Shard(prefix, writer, end, limit)
+        shard = self._shards[prefix] = Shard(prefix, writer, end, limit)
         if len(self._shards) > self.max_shards:
             self._evict(now)
         return shard
@@ -194,7 +180,7 @@ class ShardedCounter:
             del self._shards[victim]
             self._dirty.discard(victim)
 
-    def _read(self, shard: _Shard) -> None:
+    def _read(self, shard: Shard) -> None:
         try:
             page = self.kv.list_keys(prefix=shard.prefix)
         except KVError as exc:
@@ -202,7 +188,7 @@ class ShardedCounter:
         else:
             self._read_page(shard, page)
 
-    async def _aread(self, shard: _Shard) -> None:
+    async def _aread(self, shard: Shard) -> None:
         try:
             page = await self.kv.alist_keys(prefix=shard.prefix)
         except KVError as exc:
@@ -210,12 +196,12 @@ class ShardedCounter:
         else:
             self._read_page(shard, page)
 
-    def _read_page(self, shard: _Shard, page: KeyPage) -> None:
+    def _read_page(self, shard: Shard, page: KeyPage) -> None:
         remote = sum(shard_count(info.metadata) for info in page.keys if info.name != shard.key)
         with self._lock:
             shard.remote, shard.ok = remote, True
 
-    def _read_failed(self, shard: _Shard, exc: KVError) -> None:
+    def _read_failed(self, shard: Shard, exc: KVError) -> None:
         if isinstance(exc, (KVAuthError, KVNotFoundError)):
             with self._lock:
                 shard.next_read = float("-inf")  # the next request meets the error too, until it is fixed
@@ -223,196 +209,3 @@ class ShardedCounter:
         self._failed(exc, "read")
         with self._lock:
             shard.ok = False
-
-    def after_request(self) -> None:
-        """Write what the request changed, when counting ``per_request`` (and KV is not known to be down)."""
-        if self._writes_per_request():
-            self.flush()
-
-    async def aafter_request(self) -> None:
-        """The async twin of :meth:`after_request` (the write awaited)."""
-        if self._writes_per_request():
-            await self.aflush()
-
-    def _writes_per_request(self) -> bool:
-        return self.per_request and clock.monotonic() >= self._down_until
-
-    def flush(self) -> int:
-        """Write every changed shard of an open window, at most once per interval each (unless
-        counting ``per_request``); return how many."""
-        batch, items = self._batch_items()
-        if not batch:
-            return 0
-        try:
-            self.kv.put_many(items)
-        except KVError as exc:
-            return self._written(batch, items, exc)
-        return self._written(batch, items, None)
-
-    async def aflush(self) -> int:
-        """The async twin of :meth:`flush` (the bulk write awaited)."""
-        batch, items = self._batch_items()
-        if not batch:
-            return 0
-        try:
-            await self.kv.aput_many(items)
-        except KVError as exc:
-            return self._written(batch, items, exc)
-        return self._written(batch, items, None)
-
-    def _batch_items(self) -> tuple[list[tuple[_Shard, int]], list[dict[str, Any]]]:
-        now = clock.now()
-        batch = self._take_batch(now)
-        return batch, [shard_item(shard.key, count, shard.end, shard.limit, now) for shard, count in batch]
-
-    def _written(self, batch: list[tuple[_Shard, int]], items: list[dict[str, Any]], exc: KVError | None) -> int:
-        """Take the outcome of a flush's bulk write (``exc``: how it failed); return how many shards it wrote."""
-        failed: set[str] = set()
-        if exc is not None:
-            failed = set(exc.keys) if isinstance(exc, KVBulkError) and exc.keys else {item["key"] for item in items}
-            self._failed(exc, "write")
-        # KV takes one write per second per key, counted from when a write
-        # arrives, which is at most when the call returned: space the next from then.
-        done = clock.monotonic()
-        with self._lock:
-            for shard, _ in batch:
-                shard.written_at, shard.due = done, done + self.interval
-                if shard.key in failed:
-                    self._dirty.add(shard.prefix)
-        return len(batch) - len(failed)
-
-    def _take_batch(self, now: float) -> list[tuple[_Shard, int]]:
-        # The shards to write now, with their counts; closed windows are forgotten on the way.
-        mono = clock.monotonic()
-        with self._lock:
-            batch = []
-            for prefix in list(self._dirty):
-                shard = self._shards.get(prefix)
-                if shard is None or shard.end <= now:
-                    self._dirty.discard(prefix)
-                elif self.per_request or mono >= shard.written_at + self.interval:
-                    self._dirty.discard(prefix)
-                    shard.written_at = mono
-                    shard.due = mono + self.interval
-                    batch.append((shard, shard.local))
-            for prefix in [p for p, s in self._shards.items() if s.end + TTL_MARGIN <= now]:
-                del self._shards[prefix]
-        return batch
-
-    def _failed(self, exc: KVError, action: str) -> None:
-        mono = clock.monotonic()
-        # A 429 about one key or call says nothing of the others: only a spent
-        # account quota (or an outage) keeps every counter off KV for longer.
-        retry_after = getattr(exc, "retry_after", None) if getattr(exc, "account_wide", False) else None
-        pause = max(OUTAGE_BACKOFF, float(retry_after or 0))
-        with self._lock:
-            self._down_until = max(self._down_until, mono + pause)
-            log = mono - self._logged_at >= LOG_EVERY
-            if log:
-                self._logged_at = mono
-        if log:
-            logger.error("Rate limiting could not %s Workers KV (%s); counting locally for %.0f s.",
-                         action, exc, pause)
-
-    def _start_flusher(self) -> None:
-        # Called with the lock held.
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="cfkv-ratelimit-flush", daemon=True)
-            self._thread.start()
-        self._lock.notify()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                while not self._dirty and not self._stop.is_set():
-                    self._lock.wait()
-                if self._stop.is_set():
-                    return  # close() writes what is pending
-                due = min((self._shards[p].due for p in self._dirty if p in self._shards), default=0.0)
-                delay = max(due, self._down_until) - clock.monotonic()
-                if delay > 0:
-                    self._lock.wait(min(delay, self.interval * 5))
-                    continue
-            try:
-                self.flush()
-            except Exception:  # the thread must outlive any bug
-                logger.exception("Rate-limit flush failed.")
-
-    def close(self) -> None:
-        """Stop counting: end the background thread, then write what is pending before returning,
-        so no write lands later (in the next test, or after a reload) unless KV is known to be down."""
-        self._stop.set()
-        with self._lock:
-            self._lock.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=2)  # an in-flight flush finishes; a waiting thread returns at once
-        if clock.monotonic() < self._down_until:
-            return
-        if self.background:  # KV takes one write per second per key: wait (at most an interval) until allowed
-            with self._lock:
-                ready = max((self._shards[p].written_at + self.interval for p in self._dirty
-                             if p in self._shards), default=-math.inf)
-            if ready > clock.monotonic():
-                clock.sleep(min(ready - clock.monotonic(), self.interval))
-        try:
-            self.flush()
-        except Exception:
-            logger.exception("Rate-limit flush failed.")
-
-
-class CacheCounter:
-    """Strict mode: count exactly with a Django cache's atomic ``add`` and ``incr`` (Redis, Memcached)."""
-
-    def __init__(self, cache: Any) -> None:
-        self.cache = cache
-
-    def hit(self, policy: str, client: str, limit: int, period: int, now: float,
-            increment: bool = True) -> tuple[int, int, bool]:
-        """Count one request (or only look, without ``increment``); return ``(count in window, window end,
-        True)``."""
-        plan = _cache_count(policy, client, period, now, increment)
-        try:
-            name, args = next(plan)
-            while True:
-                try:
-                    result = getattr(self.cache, name)(*args)
-                except ValueError as exc:
-                    name, args = plan.throw(exc)
-                else:
-                    name, args = plan.send(result)
-        except StopIteration as done:
-            return done.value
-
-    async def ahit(self, policy: str, client: str, limit: int, period: int, now: float,
-                   increment: bool = True) -> tuple[int, int, bool]:
-        """The async twin of :meth:`hit`: the same calls, each the cache's async method (``aadd``, ``aincr``)."""
-        plan = _cache_count(policy, client, period, now, increment)
-        try:
-            name, args = next(plan)
-            while True:
-                try:
-                    result = await getattr(self.cache, "a" + name)(*args)
-                except ValueError as exc:
-                    name, args = plan.throw(exc)
-                else:
-                    name, args = plan.send(result)
-        except StopIteration as done:
-            return done.value
-
-
-def _cache_count(policy: str, client: str, period: int, now: float,
-                 increment: bool) -> Generator[tuple[str, tuple[Any, ...]], Any, tuple[int, int, bool]]:
-    """CacheCounter's counting as a plan: yields (cache method, arguments), is sent each answer."""
-    index, _, end = window(now, period)
-    key = shard_prefix(policy, client, period, index)[:-1]
-    timeout = math.ceil(end - now) + TTL_MARGIN
-    if not increment:
-        return int((yield "get", (key, 0)) or 0), end, True
-    if (yield "add", (key, 1, timeout)):
-        return 1, end, True
-    try:
-        return (yield "incr", (key,)), end, True
-    except ValueError:  # expired between add and incr
-        yield "add", (key, 1, timeout)
-        return 1, end, True
