@@ -56,23 +56,7 @@ def cached(timeout: float | None, *, key: str | Callable[..., str] | None = None
             name = key or f"{func.__module__}.{func.__qualname__}"
             return f"cached:{name}:{_arguments_key(args, kwargs)}"
 
-        wrapper: Any
-        if inspect.iscoroutinefunction(func):
-            @functools.wraps(func)
-            async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                cache, k = caches[alias], cache_key(args, kwargs)
-                if isinstance(cache, CloudflareKVCache):
-                    return await cache._aget_or_compute(k, lambda: func(*args, **kwargs), timeout, version)
-                value = await cache.aget(k, _MISSING, version=version)
-                if value is _MISSING:
-                    value = await func(*args, **kwargs)
-                    await cache.aset(k, value, timeout, version=version)
-                return value
-        else:
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return caches[alias].get_or_set(cache_key(args, kwargs), lambda: func(*args, **kwargs),
-                                                timeout, version=version)
+        wrapper = _wrapper(func, cache_key, alias, timeout, version)
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:
             """Delete the cached result for these arguments; return True if there was one."""
@@ -86,6 +70,30 @@ def cached(timeout: float | None, *, key: str | Callable[..., str] | None = None
         return wrapper
 
     return decorator
+
+
+def _wrapper(func: Callable[..., Any], cache_key: Callable[[tuple[Any, ...], dict[str, Any]], str], alias: str,
+             timeout: float | None, version: int | None) -> Any:
+    """Return ``func`` wrapped to answer from the cache under ``cache_key(args, kwargs)``: a coroutine
+    function awaits the cache (CloudflareKVCache's stampede protection included), others call get_or_set."""
+    wrapper: Any
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            cache, k = caches[alias], cache_key(args, kwargs)
+            if isinstance(cache, CloudflareKVCache):
+                return await cache._aget_or_compute(k, lambda: func(*args, **kwargs), timeout, version)
+            value = await cache.aget(k, _MISSING, version=version)
+            if value is _MISSING:
+                value = await func(*args, **kwargs)
+                await cache.aset(k, value, timeout, version=version)
+            return value
+    else:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return caches[alias].get_or_set(cache_key(args, kwargs), lambda: func(*args, **kwargs),
+                                            timeout, version=version)
+    return wrapper
 
 
 _LONG_ARGUMENTS = 200

@@ -64,6 +64,36 @@ class CacheOptions(NamedTuple):
 def parse(params: Mapping[str, Any]) -> CacheOptions:
     """Return the checked OPTIONS of a ``CACHES`` entry; raise CFKVConfigurationError saying what to fix."""
     options = dict(params.get("OPTIONS") or {})
+    _check_names(options)
+    opts = {**OPTION_DEFAULTS, **_django_redis_settings(options), **options}
+    try:
+        codec = EntryCodec(opts["SERIALIZER"], opts["COMPRESS_MIN_BYTES"])
+    except ValueError as exc:
+        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS: {exc}", VALUE_ERROR,
+                                     "SERIALIZER is 'pickle' or 'json'; COMPRESS_MIN_BYTES a number of bytes or "
+                                     "None.") from exc
+    kv_prefix = opts["KV_PREFIX"]
+    if not isinstance(kv_prefix, str) or len(kv_prefix.encode()) > 128:
+        raise CFKVConfigurationError("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.", VALUE_ERROR,
+                                     "Leave it unset for 'cache:'.")
+    return CacheOptions(
+        codec=codec,
+        kv_prefix=kv_prefix,
+        hash_long_keys=_flag(opts, "HASH_LONG_KEYS"),
+        ignore_exceptions=_flag(opts, "IGNORE_EXCEPTIONS"),
+        log_ignored_exceptions=(None if opts["LOG_IGNORED_EXCEPTIONS"] is None
+                                else _flag(opts, "LOG_IGNORED_EXCEPTIONS")),
+        logger_name=_logger_name(),
+        stampede_protection=_flag(opts, "STAMPEDE_PROTECTION"),
+        stampede_beta=_number(opts, "STAMPEDE_BETA", zero_ok=True, hint=" (0: no early recomputation)"),
+        stampede_wait=_number(opts, "STAMPEDE_WAIT", zero_ok=True, hint=" seconds (0: never wait)"),
+        near_bounds=_near_bounds(opts),
+    )
+
+
+def _check_names(options: Mapping[str, Any]) -> None:
+    """Raise CFKVConfigurationError for an OPTIONS name CloudflareKVCache does not take: Django's culling,
+    django-redis' own, a serializer class, or an unknown one."""
     for culling in ("MAX_ENTRIES", "CULL_FREQUENCY"):
         if culling in options:
             raise CFKVConfigurationError(
@@ -91,30 +121,6 @@ def parse(params: Mapping[str, Any]) -> CacheOptions:
             NAME_ERROR, "Remove or correct it. Django's own TIMEOUT, KEY_PREFIX and VERSION go beside OPTIONS, "
             "not in it."
         )
-    opts = {**OPTION_DEFAULTS, **_django_redis_settings(options), **options}
-    try:
-        codec = EntryCodec(opts["SERIALIZER"], opts["COMPRESS_MIN_BYTES"])
-    except ValueError as exc:
-        raise CFKVConfigurationError(f"CloudflareKVCache OPTIONS: {exc}", VALUE_ERROR,
-                                     "SERIALIZER is 'pickle' or 'json'; COMPRESS_MIN_BYTES a number of bytes or "
-                                     "None.") from exc
-    kv_prefix = opts["KV_PREFIX"]
-    if not isinstance(kv_prefix, str) or len(kv_prefix.encode()) > 128:
-        raise CFKVConfigurationError("OPTIONS['KV_PREFIX'] must be a str of at most 128 bytes.", VALUE_ERROR,
-                                     "Leave it unset for 'cache:'.")
-    return CacheOptions(
-        codec=codec,
-        kv_prefix=kv_prefix,
-        hash_long_keys=_flag(opts, "HASH_LONG_KEYS"),
-        ignore_exceptions=_flag(opts, "IGNORE_EXCEPTIONS"),
-        log_ignored_exceptions=(None if opts["LOG_IGNORED_EXCEPTIONS"] is None
-                                else _flag(opts, "LOG_IGNORED_EXCEPTIONS")),
-        logger_name=_logger_name(),
-        stampede_protection=_flag(opts, "STAMPEDE_PROTECTION"),
-        stampede_beta=_number(opts, "STAMPEDE_BETA", zero_ok=True, hint=" (0: no early recomputation)"),
-        stampede_wait=_number(opts, "STAMPEDE_WAIT", zero_ok=True, hint=" seconds (0: never wait)"),
-        near_bounds=_near_bounds(opts),
-    )
 
 
 def _django_redis_settings(options: Mapping[str, Any]) -> dict[str, Any]:
