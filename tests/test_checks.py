@@ -203,13 +203,16 @@ def test_a_relative_local_path_without_base_dir_is_a_warning():
 
 # clearsessions
 
-def test_clearsessions_with_kv_down_is_a_sentence_not_a_traceback():
+@pytest.mark.parametrize("apps", [
+    ["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions", "django_cfkv"],  # as the docs
+    ["django_cfkv", "django.contrib.contenttypes", "django.contrib.auth"],
+])
+def test_clearsessions_with_kv_down_is_a_sentence_not_a_traceback(apps):
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     down = {"ACCOUNT_ID": "a", "NAMESPACE_ID": "n", "API_TOKEN": "t", "MAX_RETRIES": 0, "TIMEOUT": 0.5,
             "BASE_URL": f"http://127.0.0.1:{port}/client/v4"}
-    apps = ["django_cfkv", "django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions"]
     with override_settings(INSTALLED_APPS=apps, CFKV={"default": down}, SESSION_ENGINE="django_cfkv.sessions"):
         with pytest.raises(CommandError, match=r"^Expired sessions were not cleared: Workers KV failed \(") as caught:
             call_command("clearsessions")

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from django.contrib.sessions.backends.base import CreateError, UpdateError
+from django.core.management.base import CommandError
 
 from .. import clock, conf, metadata
 from ..exceptions import KVError
@@ -26,7 +27,16 @@ from .reading import SessionReader, logger, security_logger
 from .state import State, Stored
 from .users import SESSION_KEY
 
-__all__ = ["SessionStore", "logger", "security_logger"]
+__all__ = ["ExpiredSessionsNotCleared", "SessionStore", "logger", "security_logger"]
+
+
+class ExpiredSessionsNotCleared(KVError, CommandError):
+    """clear_expired() failed on KV. A KVError as any, and a CommandError, so that ``manage.py clearsessions``
+    (Django's own command, whichever app provides it) ends with this sentence instead of a traceback."""
+
+    def __init__(self, cause: KVError) -> None:
+        super().__init__(f"Expired sessions were not cleared: Workers KV failed ({cause}). Expired sessions stay "
+                         "until the next run; run clearsessions again once KV answers.", status=cause.status)
 
 
 class SessionStore(SessionReader):
@@ -274,11 +284,17 @@ class SessionStore(SessionReader):
         the same expiry). Entries without our metadata (sessions a Worker
         wrote) are left to their KV TTL. Return the number of keys deleted.
         """
-        return cls._run(cls._clear_expired())
+        try:
+            return cls._run(cls._clear_expired())
+        except KVError as exc:
+            raise ExpiredSessionsNotCleared(exc) from exc
 
     @classmethod
     async def aclear_expired(cls) -> int:  # type: ignore[override]  # as clear_expired()
-        return await cls._arun(cls._clear_expired())
+        try:
+            return await cls._arun(cls._clear_expired())
+        except KVError as exc:
+            raise ExpiredSessionsNotCleared(exc) from exc
 
     @classmethod
     def _clear_expired(cls) -> Plan[int]:

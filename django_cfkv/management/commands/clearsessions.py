@@ -1,22 +1,9 @@
-"""manage.py clearsessions, as Django's, where a KV failure is a sentence instead of a traceback.
+"""manage.py clearsessions for sites that leave out django.contrib.sessions (KV sessions do not use its table).
 
-Django runs the command of the first app in INSTALLED_APPS that has one:
-this one runs when ``django_cfkv`` is listed before ``django.contrib.sessions``
-(or when that app, whose table KV sessions do not use, is not installed).
+Where both apps are installed, Django runs the command of the first one listed; either way a KV failure ends
+in one sentence, since SessionStore.clear_expired() raises ExpiredSessionsNotCleared, a CommandError.
 """
 
-from typing import Any
+from django.contrib.sessions.management.commands.clearsessions import Command
 
-from django.contrib.sessions.management.commands import clearsessions
-from django.core.management.base import CommandError
-
-from ...exceptions import KVError
-
-
-class Command(clearsessions.Command):
-    def handle(self, **options: Any) -> None:
-        try:
-            super().handle(**options)
-        except KVError as exc:
-            raise CommandError(f"Expired sessions were not cleared: Workers KV failed ({exc}). Expired "
-                               "sessions stay until the next run; run clearsessions again once KV answers.") from exc
+__all__ = ["Command"]
