@@ -37,7 +37,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's SessionMiddleware, except that under ASGI it awaits the session's save rather
+    # than making it in a thread (make run-asgi); under WSGI it does exactly what Django's does.
+    "django_cfkv.sessions.middleware.SessionMiddleware",
     # Right after SessionMiddleware: "Authorization: Bearer <token>" selects the session.
     "django_cfkv.middleware.BearerSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
