@@ -2,8 +2,8 @@
 
 ``MIDDLEWARE = ["django_cfkv.sessions.middleware.SessionMiddleware", ...]`` in place of
 ``django.contrib.sessions.middleware.SessionMiddleware``. Django's middleware has only sync hooks:
-under ASGI, Django runs them in its one thread for sync code (``thread_sensitive``), shared by every
-request of the process, so each session save waits its turn there. This one answers the same
+under ASGI, Django runs them in a worker thread (``thread_sensitive``, one per request), so each
+session save holds a thread while it waits for KV. This one answers the same
 in a sync stack, and in an async stack makes the store on the event loop and awaits the save
 (``asave``), so a request whose views and middleware are async uses no thread for its session.
 Any SESSION_ENGINE works; Django's own admin check (admin.E410) accepts it as Django's subclass.
