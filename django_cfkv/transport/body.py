@@ -25,7 +25,8 @@ async def aread_body(response: Any, attempt: Attempt) -> bytes:
     """Return the body of an aiohttp ClientResponse, or raise ResponseTooLargeError."""
     capped = Capped(attempt, response.status, response.headers)
     if not capped.full:
-        async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+        read = response.content.read  # what iter_chunked() awaits, without its iterator (less CPU per call)
+        while chunk := await read(CHUNK_BYTES):
             if not capped.add(chunk):
                 break
     return capped.body()
