@@ -19,24 +19,20 @@ The tests that cannot pass on KV are listed, each with its reason, in tests/thir
 :func:`expected_failures`).
 """
 
-import builtins
 import contextlib
 import importlib.util
 import sys
 import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
-
-from django.utils.module_loading import import_string
 
 from django_cfkv.cache import CloudflareKVCache
 from django_cfkv.exceptions import KVConnectionError
+from tests.support import peer_suites
+from tests.support.peer_suites import SKIP_LIST, ExpectedFailure
 from tests.third_party import django_redis_tests_dir
 
 SUITE = "django-redis"
-SKIP_LIST = Path(__file__).resolve().parents[2] / "third_party_skips.txt"
 MODULES = ("test_backend", "test_cache_options", "test_session")
 
 # Each test runs on every store and entry format (its OPTIONS): "<store>-<format>".
@@ -126,23 +122,9 @@ class VirtualTime:
         return getattr(time, name)
 
 
-@contextlib.contextmanager
-def names_mapped() -> Iterator[None]:
-    """Make the name map's modules importable inside the block; restore what those names were after.
-
-    Only these names: modules that anything else imports meanwhile stay imported (mock.patch.dict on
-    sys.modules would drop them, and a second import would make a second copy of their classes).
-    """
-    saved = {name: sys.modules.get(name) for name in NAME_MAP}
-    sys.modules.update(NAME_MAP)
-    try:
-        yield
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+def names_mapped() -> contextlib.AbstractContextManager[None]:
+    """Make the name map's modules importable inside the block; restore what those names were after."""
+    return peer_suites.names_mapped(NAME_MAP)
 
 
 def load() -> dict[str, types.ModuleType]:
@@ -169,53 +151,9 @@ def exported(name: str) -> dict[str, object]:
 
 # The list of tests that cannot pass here.
 
-class ExpectedFailure(NamedTuple):
-    """One line of the skip list: a test (``file::Class::test`` or ``file::test``, optionally ``[config]``),
-    the exception it fails with here, and why."""
-
-    test: str
-    exception: str
-    reason: str
-
-    @property
-    def path(self) -> str:
-        return self.test.split("[", 1)[0]
-
-    @property
-    def configuration(self) -> str | None:
-        return self.test[len(self.path) + 1:-1] if "[" in self.test else None
-
-    @property
-    def error(self) -> type[BaseException]:
-        """The exception class the test fails with here (a built-in one, or a dotted path)."""
-        return exception_class(self.exception)
-
-
-def exception_class(name: str) -> object:
-    """Return the exception class a skip-list line names: a built-in one, or the dotted path of another."""
-    try:
-        return import_string(name) if "." in name else getattr(builtins, name, None)
-    except ImportError:
-        return None
-
-
-def expected_failures(suite: str = SUITE, path: Path = SKIP_LIST) -> list[ExpectedFailure]:
-    """Return the skip list's lines for ``suite``: ``suite | test | exception | reason`` (``#`` comments)."""
-    found = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = [field.strip() for field in line.split("|")]
-        if len(fields) != 4 or not all(fields):
-            raise ValueError(f"{path.name}:{number}: expected 'suite | test | exception | reason', got {line!r}")
-        error = exception_class(fields[2])
-        if not (isinstance(error, type) and issubclass(error, BaseException)):
-            kind = "an exception class" if "." in fields[2] else "a built-in exception"
-            raise ValueError(f"{path.name}:{number}: {fields[2]!r} is not {kind}")
-        if fields[0] == suite:
-            found.append(ExpectedFailure(*fields[1:]))
-    return found
+def expected_failures(path: Path = SKIP_LIST) -> list[ExpectedFailure]:
+    """Return the skip list's lines for django-redis' suite."""
+    return peer_suites.expected_failures(SUITE, path)
 
 
 def check_listed(listed: list[ExpectedFailure], modules: dict[str, types.ModuleType]) -> None:

@@ -17,10 +17,8 @@ of tests/cache/django_redis/suite.py, under the suite name ``django-ratelimit``)
 import contextlib
 import importlib.util
 import inspect
-import sys
 import types
 import unittest
-from collections.abc import Iterator
 
 from django.http import HttpRequest
 
@@ -35,7 +33,8 @@ from django_cfkv.ratelimit import (
     ratelimit,
     request_address,
 )
-from tests.cache.django_redis.suite import ExpectedFailure, expected_failures
+from tests.support import peer_suites
+from tests.support.peer_suites import ExpectedFailure, expected_failures
 from tests.third_party import django_ratelimit_tests_file
 
 SUITE = "django-ratelimit"
@@ -68,19 +67,9 @@ NAME_MAP: dict[str, types.ModuleType] = {
 }
 
 
-@contextlib.contextmanager
-def names_mapped() -> Iterator[None]:
+def names_mapped() -> contextlib.AbstractContextManager[None]:
     """Make the name map's modules (and, once loaded, the test module) importable inside the block."""
-    saved = {name: sys.modules.get(name) for name in NAME_MAP}
-    sys.modules.update(NAME_MAP)
-    try:
-        yield
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+    return peer_suites.names_mapped(NAME_MAP)
 
 
 def load() -> types.ModuleType:
