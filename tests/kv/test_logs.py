@@ -17,7 +17,8 @@ KEY = f"session:{SESSION_ID}"
 
 
 class _Everything(logging.Handler):
-    """Every record the test's own thread makes (the in-process emulator logs from its threads)."""
+    """Every record the test's own thread makes, or django-cfkv's worker threads (where awaited calls run
+    without the async extra); not the in-process emulator's, which logs from its own threads."""
 
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -25,7 +26,7 @@ class _Everything(logging.Handler):
         self._thread = threading.get_ident()
 
     def emit(self, record):
-        if record.thread == self._thread:
+        if record.thread == self._thread or (record.threadName or "").startswith("django-cfkv"):
             self.records.append(record)
 
 
