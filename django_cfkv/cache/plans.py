@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from .. import limits
 from ..exceptions import KVError
+from ..plans import afollow, follow
 from ..types import KeyPage, PageWalk
 
 R = TypeVar("R")
@@ -40,34 +41,19 @@ class KVSource:
 
 
 def run(plan: Plan[R], source: KVSource) -> R:
-    """Follow ``plan``, making each call with the KV object's blocking method."""
-    try:
-        call = next(plan)
-        while True:
-            try:
-                result = getattr(source.kv_for(call.fresh), call.method)(*call.args, **call.kwargs)
-            except KVError as exc:  # the plan may mend it (a bulk read refused) or let it rise
-                call = plan.throw(exc)
-            else:
-                call = plan.send(result)
-    except StopIteration as done:
-        return done.value
+    """Follow ``plan``, making each call with the KV object's blocking method; a KVError is the plan's to mend
+    (a bulk read refused) or let rise."""
+    return follow(plan, lambda call: getattr(source.kv_for(call.fresh), call.method)(*call.args, **call.kwargs),
+                  KVError)
 
 
 async def arun(plan: Plan[R], source: KVSource) -> R:
     """Follow ``plan``, awaiting each call's async twin (``a`` + the method's name)."""
-    try:
-        call = next(plan)
-        while True:
-            try:
-                kv = await source.akv_for(call.fresh)
-                result = await getattr(kv, "a" + call.method)(*call.args, **call.kwargs)
-            except KVError as exc:
-                call = plan.throw(exc)
-            else:
-                call = plan.send(result)
-    except StopIteration as done:
-        return done.value
+    async def perform(call: Call) -> Any:
+        kv = await source.akv_for(call.fresh)
+        return await getattr(kv, "a" + call.method)(*call.args, **call.kwargs)
+
+    return await afollow(plan, perform, KVError)
 
 
 def delete_listed(prefix: str | None, limit: int, select: Callable[[KeyPage], Iterable[str]]) -> Plan[int]:

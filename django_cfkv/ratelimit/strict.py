@@ -5,6 +5,7 @@ import math
 from collections.abc import Generator
 from typing import Any
 
+from ..plans import afollow, follow
 from .shards import TTL_MARGIN, shard_prefix, window
 
 
@@ -18,34 +19,14 @@ class CacheCounter:
             increment: bool = True) -> tuple[int, int, bool]:
         """Count one request (or only look, without ``increment``); return ``(count in window, window end,
         True)``."""
-        plan = _cache_count(policy, client, period, now, increment)
-        try:
-            name, args = next(plan)
-            while True:
-                try:
-                    result = getattr(self.cache, name)(*args)
-                except ValueError as exc:
-                    name, args = plan.throw(exc)
-                else:
-                    name, args = plan.send(result)
-        except StopIteration as done:
-            return done.value
+        return follow(_cache_count(policy, client, period, now, increment),
+                      lambda call: getattr(self.cache, call[0])(*call[1]), ValueError)
 
     async def ahit(self, policy: str, client: str, limit: int, period: int, now: float,
                    increment: bool = True) -> tuple[int, int, bool]:
         """The async twin of :meth:`hit`: the same calls, each the cache's async method (``aadd``, ``aincr``)."""
-        plan = _cache_count(policy, client, period, now, increment)
-        try:
-            name, args = next(plan)
-            while True:
-                try:
-                    result = await getattr(self.cache, "a" + name)(*args)
-                except ValueError as exc:
-                    name, args = plan.throw(exc)
-                else:
-                    name, args = plan.send(result)
-        except StopIteration as done:
-            return done.value
+        return await afollow(_cache_count(policy, client, period, now, increment),
+                             lambda call: getattr(self.cache, "a" + call[0])(*call[1]), ValueError)
 
 
 def _cache_count(policy: str, client: str, period: int, now: float,

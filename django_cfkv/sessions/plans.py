@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
+from ..plans import afollow, follow
+
 R = TypeVar("R")
 
 
@@ -75,30 +77,11 @@ class Twin(Step):
 
 
 def run(plan: Plan[R], kv: Callable[[], Any]) -> R:
-    """Follow ``plan`` with blocking calls (``kv()`` returns the KV object); return its result."""
-    try:
-        step = next(plan)
-        while True:
-            try:
-                result = step.run(kv)
-            except Exception as exc:  # not handled here: the plan sees it raised where it made the call
-                step = plan.throw(exc)
-            else:
-                step = plan.send(result)
-    except StopIteration as done:
-        return done.value
+    """Follow ``plan`` with blocking calls (``kv()`` returns the KV object); return its result. Whatever a
+    step raises, the plan sees raised where it made the call."""
+    return follow(plan, lambda step: step.run(kv))
 
 
 async def arun(plan: Plan[R], kv: Callable[[], Awaitable[Any]]) -> R:
     """Follow ``plan`` awaiting each call (``await kv()`` returns the KV object); return its result."""
-    try:
-        step = next(plan)
-        while True:
-            try:
-                result = await step.arun(kv)
-            except Exception as exc:  # as in run()
-                step = plan.throw(exc)
-            else:
-                step = plan.send(result)
-    except StopIteration as done:
-        return done.value
+    return await afollow(plan, lambda step: step.arun(kv))
