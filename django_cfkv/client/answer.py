@@ -33,11 +33,20 @@ class Answer(Protocol):
     def json(self) -> Any: ...
 
 
+def decoded(response: Answer) -> Any:
+    """Return the answer's JSON, or raise ValueError: json's errors and UnicodeDecodeError are ValueErrors, and so
+    here is nesting deeper than Python's recursion limit (whoever answers chooses the depth)."""
+    try:
+        return response.json()
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def envelope(response: Answer, call: KVRequest) -> dict[str, Any]:
     """Return the decoded JSON envelope, or raise KVAPIError if it is not one or says ``success: false``."""
     try:
-        data = response.json()
-    except ValueError:  # json's errors, and UnicodeDecodeError, are ValueErrors
+        data = decoded(response)
+    except ValueError:
         raise KVMalformedResponseError("Workers KV answered with something that is not JSON.",
                                        status=response.status_code, ray_id=response.headers.get("cf-ray")) from None
     if not isinstance(data, dict) or not isinstance(data.get("success"), bool):

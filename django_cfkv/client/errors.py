@@ -8,7 +8,7 @@ from typing import Any
 
 from ..exceptions import KVAPIError, KVAuthError, KVError, KVNotFoundError, KVRateLimitError
 from ..transport.quota import account_block, parse_retry_after
-from .answer import Answer, describe, error_items
+from .answer import Answer, decoded, describe, error_items
 from .request import KVRequest
 
 KEY_NOT_FOUND = 10009
@@ -19,7 +19,7 @@ def error_for(response: Answer, call: KVRequest) -> KVError:
     """Map an error answer (status >= 300) to the one exception class that fits it."""
     status = response.status_code
     try:
-        body = response.json()
+        body = decoded(response)
     except ValueError:
         body = None
     errors = error_items(body, call.keys)

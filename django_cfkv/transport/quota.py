@@ -20,7 +20,8 @@ from ..exceptions import KVRateLimitError
 logger = logging.getLogger("django_cfkv")
 
 LOW_BUDGET = 100  # warn when Cloudflare says fewer calls than this remain in the window
-_RATELIMIT_RE = re.compile(r"\br=(\d+)(?:.*?\bt=(\d+))?")
+# At most 9 digits: budgets are about 1,200, and int() refuses numbers past 4,300 digits.
+_RATELIMIT_RE = re.compile(r"\br=(\d{1,9})\b(?:.*?\bt=(\d{1,9})\b)?")
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -112,6 +112,21 @@ def test_malformed_200_is_a_kvapierror_naming_the_problem(loose_scripted, script
         OPS[op](scripted_client)
 
 
+@pytest.mark.parametrize("status", [200, 500])
+def test_json_nested_past_the_recursion_limit_is_a_kvapierror(loose_scripted, scripted_client, status):
+    """200 KB of brackets is far inside the answer cap, and json.loads raises RecursionError on it."""
+    loose_scripted.every(status, body=b"[" * 100_000)
+    with pytest.raises(KVAPIError):
+        scripted_client.put("k", b"v")
+
+
+@pytest.mark.parametrize("header", ['"default";r=' + "9" * 5_000 + ";t=30", '"default";r=50;t=' + "9" * 5_000])
+def test_a_ratelimit_header_number_too_long_for_int_is_ignored(loose_scripted, scripted_client, header):
+    """Python refuses int() of more than 4,300 digits; the budget header is read on every answer."""
+    loose_scripted.every(200, json=_envelope(None), headers={"Ratelimit": header})
+    scripted_client.put("k", b"v")
+
+
 def test_a_malformed_expiration_header_is_a_kvapierror(scripted, scripted_client):
     scripted.get("/values/k", body=b"v", headers={"expiration": "later"})
     with pytest.raises(KVAPIError, match="malformed expiration"):
