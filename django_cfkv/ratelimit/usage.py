@@ -66,7 +66,8 @@ class ViewLimit(NamedTuple):
         decides per request is asked in a thread, as Django runs sync code (it may query the database)."""
         if not get_limiter().enabled:
             return None
-        rule = self.rule_for(request) if self.rate is None else await sync_to_async(self.rule_for)(request)
+        projects_code = self.rate is not None and self.rate is not _never  # it may query the database
+        rule = await sync_to_async(self.rule_for)(request) if projects_code else self.rule_for(request)
         if rule is None:
             return None
         usages = await acount_request(request, [rule], increment=increment)

@@ -60,6 +60,21 @@ def test_decorator_on_an_async_view():
     assert responses[0]["RateLimit-Policy"] == '"tests.ratelimit.urls.decorated_async";q=2;w=3600'
 
 
+def test_an_async_view_with_no_rate_asks_no_thread(monkeypatch):
+    """rate=None never limits: nothing of the project's runs, so nothing is sent to a thread."""
+    def no_thread(function):
+        raise AssertionError(f"sync_to_async({function!r}) for a view with rate=None")
+
+    monkeypatch.setattr("django_cfkv.ratelimit.usage.sync_to_async", no_thread)
+
+    @rl.ratelimit(key="ip", rate=None, group="never")
+    async def view(request):
+        return HttpResponse()
+
+    request = RequestFactory().get("/")
+    assert async_to_sync(view)(request).status_code == 200 and request.limited is False
+
+
 def test_a_view_under_two_limits_is_limited_once_either_is_over():
     client = Client()
     assert [client.get("/stacked/").content for _ in range(2)] == [b"fine", b"limited"]
