@@ -180,6 +180,44 @@ def test_cache_counter_is_exact():
     assert counter.hit("p", "c", 5, 60, now + 60)[0] == 1  # next window
 
 
+@pytest.mark.parametrize("awaited", [False, True], ids=["blocking", "awaited"])
+def test_cache_counter_counts_when_its_key_expires_between_add_and_incr(awaited):
+    """Strict mode's add, then incr, on the cache's blocking or async methods: an incr that finds the key gone
+    (it expired in between, so Django's incr raises ValueError) starts the count again with add."""
+    from asgiref.sync import async_to_sync
+    from django.core.cache.backends.locmem import LocMemCache
+
+    calls = []
+
+    class ExpiringCache(LocMemCache):
+        def add(self, key, value, timeout=None, version=None):
+            calls.append("add")
+            return super().add(key, value, timeout, version)
+
+        def incr(self, key, delta=1, version=None):
+            calls.append("incr")
+            self.delete(key)  # the window's key expires here
+            return super().incr(key, delta, version)
+
+        async def aadd(self, key, value, timeout=None, version=None):
+            calls.append("aadd")
+            return self.add(key, value, timeout, version)
+
+        async def aincr(self, key, delta=1, version=None):
+            calls.append("aincr")
+            return self.incr(key, delta, version)
+
+    cache = ExpiringCache("strict-mode-expiry", {})
+    cache.clear()  # LocMemCache's entries belong to its name, for the whole process
+    counter = rl.CacheCounter(cache)
+    hit = async_to_sync(counter.ahit) if awaited else counter.hit
+    now = clock.now()
+    assert hit("p", "c", 5, 3600, now)[0] == 1
+    assert hit("p", "c", 5, 3600, now)[0] == 1  # incr found nothing: a fresh count
+    awaited_calls = ["aadd", "add", "aadd", "add", "aincr", "incr", "aadd", "add"]
+    assert calls == (awaited_calls if awaited else ["add", "add", "incr", "add"])
+
+
 def test_a_cap_below_one_shard_still_counts(tmp_path):
     counter = rl.ShardedCounter(LocalKV(tmp_path / "kv.sqlite3"), background=False, list_budget=0, max_shards=0)
     assert [counter.hit("p", "c", 5, 3600, clock.now())[0] for _ in range(3)] == [1, 2, 3]
