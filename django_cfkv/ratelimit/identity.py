@@ -71,7 +71,8 @@ def parse_networks(items: object) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-def _address(text: object) -> IPAddress | None:
+def parse_address(text: object) -> IPAddress | None:
+    """Return ``text`` as an address (``::ffff:a.b.c.d`` as the IPv4 client it is), or None."""
     try:
         ip = ipaddress.ip_address(str(text).strip())
     except ValueError:
@@ -100,34 +101,35 @@ def client_ip(remote_addr: object, forwarded: str | None = None, *, trusted: Ite
     over many counts. A header from an untrusted peer never changes the answer.
     """
     trusted = tuple(trusted)
-    peer = _address(remote_addr)
+    peer = parse_address(remote_addr)
     as_is = str(remote_addr or "unknown") if peer is None else str(peer)
     # With hops, a peer without an address (a proxy on a Unix socket) is still the proxy in front.
     if peer is None and not hops:
         return as_is
-    if not forwarded or not forwarded.strip() or not (hops or (peer is not None and _is_proxy(peer, trusted))):
+    if not forwarded or not forwarded.strip() or not (hops or (peer is not None and is_trusted_proxy(peer, trusted))):
         return as_is
     parts = forwarded.split(",")
     if hops and len(parts) < hops:
         return as_is  # a chain shorter than the proxies in front did not come through them
     last = None
     for depth, part in enumerate(reversed(parts), 1):
-        ip = _address(part)
+        ip = parse_address(part)
         if ip is None:
             break
         last = ip
-        if depth == hops or (not hops and not _is_proxy(ip, trusted)):
+        if depth == hops or (not hops and not is_trusted_proxy(ip, trusted)):
             break
     return UNPARSABLE if last is None else str(last)
 
 
-def _is_proxy(ip: IPAddress, trusted: tuple[IPNetwork, ...]) -> bool:
+def is_trusted_proxy(ip: IPAddress, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Return True if ``ip`` is in ``trusted``; a Worker of another zone (CLOUDFLARE_WORKERS_CLIENT) never is."""
     return ip != CLOUDFLARE_WORKERS_CLIENT and any(ip in net for net in trusted)
 
 
 def group_ip(ip: object, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str:
     """Return ``ip`` as the network that counts as one client (an IPv6 /64 by default)."""
-    address = _address(ip)
+    address = parse_address(ip)
     if address is None:
         return str(ip)
     prefix = ipv4_prefix if address.version == 4 else ipv6_prefix

@@ -12,7 +12,6 @@ text to show escaped, never to trust.
 """
 
 import functools
-import ipaddress
 import re
 from typing import Any
 
@@ -20,6 +19,7 @@ from django.contrib.auth.signals import user_logged_in
 from django.http import HttpRequest
 
 from ..ratelimit import CLOUDFLARE_WORKERS_CLIENT, get_limiter, parse_networks
+from ..ratelimit.identity import is_trusted_proxy, parse_address
 from . import index
 from .store import SessionStore
 from .users import SESSION_KEY
@@ -49,14 +49,11 @@ def _cloudflare() -> tuple[Any, ...]:
 
 
 def came_through_cloudflare(request: HttpRequest) -> bool:
-    """Return True if the TCP peer is one of Cloudflare's addresses (not a Worker of another zone)."""
-    try:
-        peer = ipaddress.ip_address(str(request.META.get("REMOTE_ADDR", "")).strip())
-    except ValueError:
-        return False
-    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
-        peer = peer.ipv4_mapped
-    return peer != CLOUDFLARE_WORKERS_CLIENT and any(peer in net for net in _cloudflare())
+    """Return True if the TCP peer is one of Cloudflare's addresses, for a client's request: not a Worker's
+    subrequest from another zone, which Cloudflare marks with CF-Connecting-IP CLOUDFLARE_WORKERS_CLIENT."""
+    peer = parse_address(request.META.get("REMOTE_ADDR", ""))
+    client = parse_address(request.META.get("HTTP_CF_CONNECTING_IP", ""))
+    return peer is not None and is_trusted_proxy(peer, _cloudflare()) and client != CLOUDFLARE_WORKERS_CLIENT
 
 
 def location(request: HttpRequest) -> str:

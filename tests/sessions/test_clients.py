@@ -43,6 +43,9 @@ def test_cf_ipcountry_is_believed_only_from_cloudflares_addresses(settings):
     assert location(request("198.51.100.7", HTTP_CF_IPCOUNTRY="DE")) == "198.51.100.7"  # sent by the client
     assert location(request(WORKER_OF_ANOTHER_ZONE, HTTP_CF_IPCOUNTRY="DE")) == "2a06:98c0:3600::/64"
     assert location(request(CLOUDFLARE_EDGE, HTTP_CF_IPCOUNTRY="<script>")) == CLOUDFLARE_EDGE
+    # A Worker of another zone calls through an edge address; Cloudflare names it in CF-Connecting-IP.
+    assert location(request(CLOUDFLARE_EDGE, HTTP_CF_CONNECTING_IP=WORKER_OF_ANOTHER_ZONE,
+                            HTTP_CF_IPCOUNTRY="DE")) != "DE"
 
 
 def test_the_network_is_the_client_as_the_rate_limiter_groups_it(settings):
