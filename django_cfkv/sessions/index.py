@@ -111,7 +111,7 @@ def user_prefixes(prefix: str, identity: str) -> list[str]:
 
 def entry_key(prefix: str, identity: str, ref: str) -> str:
     """Return the KV key of the index entry of session ``ref`` for the user ``identity`` (under SECRET_KEY)."""
-    return user_prefixes(prefix, identity)[0] + ref
+    return f"{prefix}{USER_SEGMENT}{owner_name(identity, _index_key(_secrets()[0]))}:{ref}"
 
 
 def is_ref(value: object) -> bool:

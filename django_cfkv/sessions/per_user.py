@@ -65,7 +65,7 @@ def _user_sessions(user: Any, request: HttpRequest | None) -> Plan[list[UserSess
             known = found.get(entry.ref)  # listed under SECRET_KEY and a fallback: the latest write wins
             if known is None or (entry.last_seen or _NEVER) > (known.last_seen or _NEVER):
                 found[entry.ref] = entry
-    current = _ref_of(request)
+    current = ref_of(request)
     listed = [replace(entry, current=True) if entry.ref == current else entry for entry in found.values()]
     return sorted(listed, key=lambda entry: (entry.current, entry.last_seen or _NEVER), reverse=True)
 
@@ -110,13 +110,13 @@ def revoke_other_sessions(request: HttpRequest) -> int:
     next use, by the session auth hash; calling this as well removes them from
     KV and from the user's list at once.
     """
-    return plans.run(_revoke_all(getattr(request, "user", None), _ref_of(request)), _kv)
+    return plans.run(_revoke_all(getattr(request, "user", None), ref_of(request)), _kv)
 
 
 async def arevoke_other_sessions(request: HttpRequest) -> int:
     """Async twin of :func:`revoke_other_sessions`: the request's user is ``await request.auser()``."""
     user = await request.auser() if hasattr(request, "auser") else getattr(request, "user", None)
-    return await plans.arun(_revoke_all(user, _ref_of(request)), _akv)
+    return await plans.arun(_revoke_all(user, ref_of(request)), _akv)
 
 
 def revoke_all_sessions(user: Any) -> int:
@@ -170,7 +170,8 @@ def _listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
     return listings
 
 
-def _ref_of(request: HttpRequest | None) -> str | None:
+def ref_of(request: HttpRequest | None) -> str | None:
+    """Return the ref of the request's own session, or None when it has none."""
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     return keys.hashed_id(session_key) if isinstance(session_key, str) else None
 

@@ -155,9 +155,8 @@ class SessionStore(SessionReader):
 
     def _entries_of(self, session_key: str, stored: Stored | None) -> Plan[list[str]]:
         """Return the names the session's index entry may have: its user from ``stored``, else from KV (one GET)."""
-        if stored is not None and stored.index_known:
-            return (yield from entries.names(self.key_prefix(), session_key, stored))
-        return (yield from entries.names(self.key_prefix(), session_key, None, lambda: self._owner_in_kv(session_key)))
+        read_owner = lambda: self._owner_in_kv(session_key)  # noqa: E731  only when ``stored`` does not know
+        return (yield from entries.names(self.key_prefix(), session_key, stored, read_owner))
 
     def _json_envelope(self, envelope: dict[str, Any]) -> Plan[dict[str, Any]]:
         """Return the JSON value: the Worker's fields, ``userId`` and Django's data (minus the user id)."""

@@ -18,8 +18,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
 from ..exceptions import KVError
-from . import index, keys
-from .per_user import revoke_other_sessions, revoke_session, user_sessions
+from . import index
+from .per_user import ref_of, revoke_other_sessions, revoke_session, user_sessions
 
 
 @method_decorator([csrf_protect, never_cache], name="dispatch")
@@ -46,10 +46,9 @@ class UserSessionsView(LoginRequiredMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         action, ref = request.POST.get("action"), request.POST.get("ref", "")
-        own = request.session.session_key
         if action not in ("one", "others") or (action == "one" and not index.is_ref(ref)):
             return HttpResponseBadRequest("Choose a session to sign out, or all the others.")
-        if action == "one" and own is not None and ref == keys.hashed_id(own):
+        if action == "one" and ref == ref_of(request):
             return HttpResponseBadRequest("This is the session you are using: log out instead.")
         try:
             if action == "others":
