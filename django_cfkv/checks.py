@@ -1,6 +1,5 @@
 """System checks: configuration mistakes reported by ``manage.py check``, with hints."""
 
-import math
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -8,7 +7,7 @@ from urllib.parse import urlsplit
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from . import conf
+from . import conf, limits
 from .exceptions import CFKVConfigurationError
 from .transport import checked_token
 
@@ -218,7 +217,7 @@ def _check_session_numbers() -> list[CheckMessage]:
          "Seconds a process may serve a session from memory; 0 (the default) turns it off."),
     ):
         value = conf.setting(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not limits.is_seconds(value, zero_ok=True):
             errors.append(Error(f"{name} is {value!r}; it must be a number of seconds >= 0.", id=error_id,
                                 hint=hint))
     return errors

@@ -9,7 +9,6 @@ module's one ``setting_changed`` receiver and one fork hook run them, so
 """
 
 import functools
-import math
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -19,7 +18,7 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from . import client, local, threads, transport
+from . import client, limits, local, threads, transport
 from .exceptions import CFKVConfigurationError
 
 BACKENDS = ("cloudflare", "local")
@@ -139,23 +138,18 @@ def local_path(alias: str, config: dict[str, Any]) -> str:
     return os.path.abspath(path)
 
 
-def _seconds(value: Any, *, zero_ok: bool = False) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and (value >= 0 if zero_ok else value > 0))
-
-
 def alias_problems(alias: str, config: dict[str, Any]) -> list[CFKVConfigurationError]:
     """Return what is wrong with an alias' numbers (TIMEOUT, DEADLINE, BUSY_TIMEOUT, MAX_RETRIES), each with
     its check id and hint: they would otherwise reach requests or SQLite and fail on every call."""
     problems = []
     timeout = config.get("TIMEOUT")
     values = tuple(timeout) if isinstance(timeout, (tuple, list)) else (timeout, timeout)
-    if len(values) != 2 or not all(_seconds(v) for v in values):
+    if len(values) != 2 or not all(limits.is_seconds(v) for v in values):
         problems.append(CFKVConfigurationError(
             f"CFKV[{alias!r}]['TIMEOUT'] must be seconds > 0 or a (connect, read) pair, not {timeout!r}.",
             "django_cfkv.E006", "For example TIMEOUT = 10 or TIMEOUT = (5, 30): numbers, not strings."))
     for name, example, error_id in (("DEADLINE", 30, "django_cfkv.E009"), ("BUSY_TIMEOUT", 5, "django_cfkv.E010")):
-        if not _seconds(config.get(name)):
+        if not limits.is_seconds(config.get(name)):
             problems.append(CFKVConfigurationError(
                 f"CFKV[{alias!r}][{name!r}] must be a number of seconds > 0, not {config.get(name)!r}.",
                 error_id, f"For example {name} = {example}, or leave it unset for the default."))

@@ -7,7 +7,7 @@ Source: shared reference on the KV REST API, section 5 (Cloudflare's published l
 
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import clock
 from .exceptions import KVValueError
@@ -128,6 +128,12 @@ def validate_expiry(expiration: float | None = None, expiration_ttl: float | Non
             )
         return int(expiration)
     return None
+
+
+def is_seconds(value: object, *, zero_ok: bool = False) -> TypeGuard[int | float]:
+    """Return True if ``value`` is a number of seconds a setting may hold: finite, > 0 (>= 0 with ``zero_ok``),
+    not a bool (True is 1 to Python, never a duration a user meant)."""
+    return _is_finite_number(value) and (value >= 0 if zero_ok else value > 0)  # type: ignore[operator]
 
 
 def _is_finite_number(value: object) -> bool:

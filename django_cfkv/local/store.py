@@ -16,7 +16,6 @@ as writes from several processes do.
 import base64
 import binascii
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,8 +67,7 @@ class LocalKV(AsyncTwins):
             # SQLite gives each connection (so each thread) its own in-memory database.
             raise KVValueError("LocalKV needs a file path: an in-memory SQLite database is not shared "
                                "between threads. Use a temporary file instead.")
-        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or \
-                not math.isfinite(busy_timeout) or busy_timeout <= 0:
+        if not limits.is_seconds(busy_timeout):
             raise CFKVConfigurationError(f"BUSY_TIMEOUT must be a number of seconds > 0, not {busy_timeout!r}.",
                                          "django_cfkv.E010")
         self.path = str(path)

@@ -11,11 +11,10 @@ call, retries and waits included, at most ``deadline`` seconds. A Retry-After lo
 what is left is not waited for: the answer is given up on at once.
 """
 
-import math
 import random
 from collections.abc import Mapping
 
-from .. import clock
+from .. import clock, limits
 from ..exceptions import CFKVConfigurationError
 from .quota import parse_retry_after
 
@@ -38,8 +37,7 @@ def checked_timeout(timeout: float | tuple[float, float]) -> Timeout:
 
 def checked_deadline(deadline: object) -> float:
     """Return ``deadline`` as seconds, or raise the configuration error saying what to set."""
-    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline) \
-            or deadline <= 0:
+    if not limits.is_seconds(deadline):
         raise CFKVConfigurationError(f"DEADLINE must be a number of seconds > 0, not {deadline!r}.",
                                      "django_cfkv.E009",
                                      "For example DEADLINE = 30, or leave it unset for the default.")
