@@ -182,9 +182,10 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
 
 def _sessions_in_kv() -> bool:
     """Return True if sessions live in KV: SESSION_ENGINE is a KV engine, or bearer tokens are used."""
+    from .middleware import BearerSessionMiddleware
     from .sessions.tokens import engine_session_store
 
-    if "django_cfkv.middleware.BearerSessionMiddleware" in conf.setting("MIDDLEWARE"):
+    if _position(list(conf.setting("MIDDLEWARE") or ()), BearerSessionMiddleware) is not None:
         return True
     try:
         engine_session_store()

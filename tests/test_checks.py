@@ -81,6 +81,16 @@ def test_the_session_alias_is_checked_only_where_sessions_live_in_kv():
     assert "'default'" in message and "'cache'" in hint
 
 
+@pytest.mark.parametrize("bearer", [BEARER, "django_cfkv.sessions.bearer.BearerSessionMiddleware",
+                                    "django_cfkv.bearer.BearerSessionMiddleware"])
+def test_bearer_tokens_need_the_session_alias_by_any_import_path_of_the_middleware(bearer):
+    """Bearer tokens keep sessions in KV even when cookie sessions do not."""
+    cfkv = {"cache": {"BACKEND": "local", "PATH": os.devnull + ".x"}}  # no "default" alias
+    output = check_output(CFKV=cfkv, SESSION_ENGINE="django.contrib.sessions.backends.db",
+                          MIDDLEWARE=[SESSION, bearer, AUTH])
+    reported(output, "django_cfkv.E206")
+
+
 # The cache
 
 def test_a_cache_location_naming_no_alias_is_a_check_error():
