@@ -39,19 +39,24 @@ def item(item: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def batches(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Split bulk-write items into requests of <= 10,000 pairs and <= 100 MB."""
-    batch: list[dict[str, Any]] = []
+def batches(items: list[dict[str, Any]]) -> Iterator[tuple[list[str], str]]:
+    """Split bulk-write items into requests of <= 10,000 pairs and <= 100 MB: each one's keys and JSON body.
+
+    Each item is encoded once, to measure it and to send it (the body is the items' compact JSON array).
+    """
+    keys: list[str] = []
+    parts: list[str] = []
     size = 2
     for entry in items:
-        entry_size = len(json.dumps(entry, separators=(",", ":"))) + 1
-        if batch and (len(batch) >= limits.BULK_WRITE_MAX_ITEMS or size + entry_size > limits.BULK_WRITE_MAX_BYTES):
-            yield batch
-            batch, size = [], 2
-        batch.append(entry)
-        size += entry_size
-    if batch:
-        yield batch
+        text = json.dumps(entry, separators=(",", ":"))
+        if parts and (len(parts) >= limits.BULK_WRITE_MAX_ITEMS or size + len(text) + 1 > limits.BULK_WRITE_MAX_BYTES):
+            yield keys, "[" + ",".join(parts) + "]"
+            keys, parts, size = [], [], 2
+        keys.append(entry["key"])
+        parts.append(text)
+        size += len(text) + 1
+    if parts:
+        yield keys, "[" + ",".join(parts) + "]"
 
 
 def chunks(seq: list[str], size: int) -> Iterator[list[str]]:

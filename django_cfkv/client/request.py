@@ -92,7 +92,8 @@ def delete(key: str) -> KVRequest:
 def bulk_put(items: Iterable[Mapping[str, Any]]) -> list[KVRequest]:
     """Write many items: one call per 10,000 pairs or 100 MB, every item validated before any is sent."""
     batches = list(bulk.batches([bulk.item(item) for item in items]))
-    return [_json("PUT", "/bulk", "bulk_put", batch, [i["key"] for i in batch]) for batch in batches]
+    return [KVRequest("PUT", "/bulk", "bulk_put", body=body, content_type="application/json", keys=tuple(keys))
+            for keys, body in batches]
 
 
 def bulk_delete(keys: Iterable[str]) -> list[KVRequest]:
