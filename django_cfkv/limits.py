@@ -7,6 +7,7 @@ Source: shared reference on the KV REST API, section 5 (Cloudflare's published l
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any, TypeGuard
 
 from . import clock
@@ -64,6 +65,14 @@ def validate_key(key: object) -> str:
             "Use a shorter key (or hash it).", code=KEY_TOO_LONG, too_large=True
         )
     return key
+
+
+def validate_keys(keys: Iterable[str]) -> list[str]:
+    """Return ``keys`` without repeats, in order, each validated (a bulk call's keys)."""
+    unique = list(dict.fromkeys(keys))
+    for key in unique:
+        validate_key(key)
+    return unique
 
 
 def validate_value(value: object) -> bytes:

@@ -82,7 +82,7 @@ def get_metadata(key: str) -> Plan[Any]:
 def get_many(keys: Iterable[str]) -> Plan[dict[str, bytes]]:
     """{key: bytes} for the keys that exist, in ceil(n/100) bulk calls (text values only)."""
     found: dict[str, bytes] = {}
-    for chunk in bulk.chunks(request.unique_keys(keys), limits.BULK_GET_MAX_KEYS):
+    for chunk in bulk.chunks(limits.validate_keys(keys), limits.BULK_GET_MAX_KEYS):
         found.update((yield from _bulk_get(chunk)))
     return found
 

@@ -38,14 +38,6 @@ class KVRequest:
         return None if self.content_type is None else {"Content-Type": self.content_type}
 
 
-def unique_keys(keys: Iterable[str]) -> list[str]:
-    """Return ``keys`` without repeats, in order, each validated."""
-    keys = list(dict.fromkeys(keys))
-    for key in keys:
-        limits.validate_key(key)
-    return keys
-
-
 def get_value(key: str) -> KVRequest:
     """Read one value: raw bytes, not an envelope."""
     return KVRequest("GET", f"/values/{encode_key(key)}", "get", keys=(key,), max_bytes=limits.MAX_VALUE_BYTES)
@@ -98,7 +90,7 @@ def bulk_put(items: Iterable[Mapping[str, Any]]) -> list[KVRequest]:
 
 def bulk_delete(keys: Iterable[str]) -> list[KVRequest]:
     """Delete many keys: one call per 10,000, every key validated before any is sent."""
-    chunks = bulk.chunks(unique_keys(keys), limits.BULK_DELETE_MAX_KEYS)
+    chunks = bulk.chunks(limits.validate_keys(keys), limits.BULK_DELETE_MAX_KEYS)
     return [_json("POST", "/bulk/delete", "bulk_delete", chunk, chunk) for chunk in chunks]
 
 

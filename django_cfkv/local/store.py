@@ -117,9 +117,7 @@ class LocalKV(AsyncTwins):
     @store_errors
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """Return {key: bytes} for the keys that exist. Values must be UTF-8 text, as on KV's bulk get."""
-        keys = list(dict.fromkeys(keys))
-        for key in keys:
-            limits.validate_key(key)
+        keys = limits.validate_keys(keys)
         now = clock.now()
         found: dict[str, bytes] = {}
         for key in keys:
@@ -216,9 +214,7 @@ class LocalKV(AsyncTwins):
     @store_errors
     def delete_many(self, keys: Iterable[str]) -> None:
         """Delete every key in ``keys``."""
-        keys = list(keys)
-        for key in keys:
-            limits.validate_key(key)
+        keys = limits.validate_keys(keys)
         conn = self.db.connection()
         with transaction(conn):
             conn.executemany(
