@@ -115,11 +115,10 @@ def alias_config(alias: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise CFKVConfigurationError(f"CFKV[{alias!r}] must be a dict of settings.", "django_cfkv.E001")
     merged = dict(ALIAS_DEFAULTS)
-    for name, env in ENV_FALLBACKS.items():
-        if os.environ.get(env):
+    for name in (*ENV_FALLBACKS, "NAMESPACE_ID"):
+        env = env_var(alias, name)
+        if env and os.environ.get(env):
             merged[name] = os.environ[env]
-    if alias == "default" and os.environ.get(NAMESPACE_ENV):
-        merged["NAMESPACE_ID"] = os.environ[NAMESPACE_ENV]
     merged.update(raw)
     return merged
 
@@ -172,7 +171,7 @@ def build_kv(alias: str) -> Any:
     if backend == "cloudflare":
         missing = [n for n in ("ACCOUNT_ID", "NAMESPACE_ID", "API_TOKEN") if not config.get(n)]
         if missing:
-            hints = ", ".join(n + (f" (or ${env_var(alias, n)})" if env_var(alias, n) else "") for n in missing)
+            hints = ", ".join(n + (f" (or ${env})" if (env := env_var(alias, n)) else "") for n in missing)
             raise CFKVConfigurationError(f"CFKV[{alias!r}] needs {hints} to reach Cloudflare.", "django_cfkv.E002")
         return client.KVClient(
             config["ACCOUNT_ID"], config["NAMESPACE_ID"], config["API_TOKEN"],
