@@ -46,7 +46,7 @@ class AsyncMethods:
 
     async def aget_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """Return {key: bytes} for the keys that exist, in ceil(n/100) bulk calls (UTF-8 values only)."""
-        return await self._arun(plans.get_many(keys))
+        return await self._arun(plans.get_many(list(keys)))  # read here, not in a worker thread
 
     async def alist_keys(self, prefix: str | None = None, limit: int = 1000, cursor: str | None = None) -> KeyPage:
         """Return one KeyPage (up to ``limit`` keys, 10..1000); cursor None on the last page."""
@@ -60,7 +60,7 @@ class AsyncMethods:
 
     async def aput_many(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Write many items, one bulk call per 10,000 pairs or 100 MB; KVBulkError names every key not written."""
-        await self._arun(plans.put_many(items))
+        await self._arun(plans.put_many(list(items)))  # as aget_many
 
     async def adelete(self, key: str) -> None:
         """Delete one key; deleting a missing key is not an error. One call."""
@@ -68,7 +68,7 @@ class AsyncMethods:
 
     async def adelete_many(self, keys: Iterable[str]) -> None:
         """Delete keys in one bulk call per 10,000; KVBulkError names any left behind."""
-        await self._arun(plans.delete_many(keys))
+        await self._arun(plans.delete_many(list(keys)))  # as aget_many
 
     async def alist_namespaces(self) -> list[dict[str, Any]]:
         """Return every namespace of the account as [{"id", "title", ...}]."""

@@ -75,6 +75,30 @@ def test_awaited_reads_run_at_once(monkeypatch, how):
 
 
 @native
+@pytest.mark.parametrize("how", [pytest.param("native", marks=native), "threads"])
+@pytest.mark.parametrize("call", ["aget_many", "aput_many", "adelete_many"])
+def test_a_callers_generator_is_read_on_the_callers_thread(monkeypatch, how, call):
+    """A generator may hold what belongs to its thread (an ORM iterator's connection): it is read where it was
+    awaited, never in the worker thread a call runs in without the async extra."""
+    if how == "threads":
+        monkeypatch.setattr(transport_sync, "native_async", lambda: False)
+    read_on = []
+
+    def keys():
+        read_on.append(threading.get_ident())
+        yield "k"
+
+    argument = ({"key": key, "value": "v"} for key in keys()) if call == "aput_many" else keys()
+    with _value_server() as server:
+        client = _client(server, max_retries=0)
+        try:
+            asyncio.run(getattr(client, call)(argument))
+        except Exception:  # noqa: BLE001  the server's answers do not matter here, only where the keys were read
+            pass
+        client.close()
+    assert read_on == [threading.get_ident()]
+
+
 def test_one_pooled_connection_set_per_loop_closed_when_the_loop_ends():
     with _value_server() as server:
         client = _client(server)
