@@ -11,16 +11,7 @@ from django.test import Client, RequestFactory, override_settings
 from django_cfkv import ratelimit as rl
 from django_cfkv.middleware import identify
 
-LOGIN_RULE = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/h", "key": "ip"}
-
-
-def limits(**options):
-    return override_settings(CFKV_RATELIMIT={"RULES": [LOGIN_RULE], **options})
-
-
-def statuses(client, n, path="/login/", method="post", **extra):
-    return [getattr(client, method)(path, **extra).status_code for _ in range(n)]
-
+from .helpers import limits, statuses
 
 # Addresses and proxies
 

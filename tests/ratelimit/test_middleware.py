@@ -15,17 +15,9 @@ from django_cfkv.client import KVClient
 from django_cfkv.middleware import RateLimitMiddleware
 from django_cfkv.ratelimit import count_per_request
 
+from .helpers import LOGIN_RULE, limits, statuses
+
 pytestmark = pytest.mark.usefixtures("site")
-
-LOGIN_RULE = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/h", "key": "ip"}
-
-
-def limits(**options):
-    return override_settings(CFKV_RATELIMIT={"RULES": [LOGIN_RULE], **options})
-
-
-def statuses(client, n, path="/login/", method="post", **extra):
-    return [getattr(client, method)(path, **extra).status_code for _ in range(n)]
 
 
 # Sync and async stacks

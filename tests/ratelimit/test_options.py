@@ -9,7 +9,7 @@ from django.test import override_settings
 from django_cfkv import ratelimit as rl
 from django_cfkv.checks import check_ratelimit_setting
 
-LOGIN_RULE = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/h", "key": "ip"}
+from .helpers import LOGIN_RULE
 
 
 def test_compile_settings_keeps_good_rules_and_reports_bad_ones():

@@ -8,17 +8,9 @@ from django.test import Client, override_settings
 
 from django_cfkv import clock
 
+from .helpers import limits, statuses
+
 pytestmark = pytest.mark.usefixtures("site")
-
-LOGIN_RULE = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/h", "key": "ip"}
-
-
-def limits(**options):
-    return override_settings(CFKV_RATELIMIT={"RULES": [LOGIN_RULE], **options})
-
-
-def statuses(client, n, path="/login/", method="post", **extra):
-    return [getattr(client, method)(path, **extra).status_code for _ in range(n)]
 
 
 def test_allowed_responses_carry_ratelimit_headers():

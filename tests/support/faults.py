@@ -185,7 +185,6 @@ def emulator(cfkv_emulator):
 # The fault matrix: one of Cloudflare's documented failures (shared reference, sections 1-4) served by the
 # emulator's fault injection, by `responses`, or by a misbehaving loopback socket.
 
-CF_BASE = "https://api.cloudflare.com/client/v4"
 RETRY = {"MAX_RETRIES": 1, "TIMEOUT": 0.15}
 
 # name: (where the fault comes from, is it transient (IGNORE_EXCEPTIONS hides it) per the error tree)
@@ -206,7 +205,6 @@ FAULTS = {
     "malformed_200": ("scripted", True),  # an answer no KV gives (KVMalformedResponseError): as a 5xx
     "success_false_200": ("scripted", False),
 }
-TRANSIENT = [name for name, (_, transient) in FAULTS.items() if transient]
 
 
 @pytest.fixture(params=list(FAULTS))
