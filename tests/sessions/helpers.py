@@ -6,11 +6,12 @@ import time
 import uuid
 
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.test import Client, override_settings
 
 from django_cfkv import get_kv
 from django_cfkv.local import LocalKV
 from django_cfkv.sessions import SessionStore, issue_token
+from django_cfkv.testing import RunningEmulator
 
 
 def auth(token):
@@ -93,3 +94,16 @@ def edge_cached_settings(tmp_path):
     """Return a CFKV setting whose default alias is an EdgeCachedKV."""
     return {"default": {"BACKEND": f"{EdgeCachedKV.__module__}.EdgeCachedKV",
                         "OPTIONS": {"path": str(tmp_path / "kv.sqlite3")}}}
+
+
+class OnItsOwnEmulator:
+    """For a test class: the "default" alias is an emulator of the class's own, over HTTP, for all its tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.emulator = RunningEmulator()
+        cls.addClassCleanup(cls.emulator.stop)
+        cls._cfkv = override_settings(CFKV={"default": cls.emulator.alias_settings()})
+        cls._cfkv.enable()
+        cls.addClassCleanup(cls._cfkv.disable)
+        super().setUpClass()

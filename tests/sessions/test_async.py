@@ -27,8 +27,9 @@ from django_cfkv.sessions import (
     user_sessions,
 )
 from django_cfkv.sessions.middleware import SessionMiddleware
-from django_cfkv.testing import RunningEmulator, assert_kv_calls
+from django_cfkv.testing import assert_kv_calls
 
+from .helpers import OnItsOwnEmulator
 from .test_bad_input import FORGED
 from .test_django_contract import SessionTestsMixin, load_django_session_tests
 
@@ -103,7 +104,7 @@ def native_async_tests(mixin):
     return {**members, **tests}
 
 
-class EmulatorNativeAsyncSessionTests(SimpleTestCase):
+class EmulatorNativeAsyncSessionTests(OnItsOwnEmulator, SimpleTestCase):
     """KVClient over HTTP to the emulator, through the awaited calls only (Django's async tests are added below)."""
 
     backend = SessionStore
@@ -111,13 +112,8 @@ class EmulatorNativeAsyncSessionTests(SimpleTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.emulator = RunningEmulator()
-        cls.addClassCleanup(cls.emulator.stop)
-        cls._cfkv = override_settings(CFKV={"default": cls.emulator.alias_settings()})
-        cls._cfkv.enable()
-        cls.addClassCleanup(cls._cfkv.disable)
-        cls.addClassCleanup(cls.check_calls_were_awaited)
         super().setUpClass()
+        cls.addClassCleanup(cls.check_calls_were_awaited)
 
     @classmethod
     def check_calls_were_awaited(cls):

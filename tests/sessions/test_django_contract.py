@@ -12,8 +12,9 @@ import ast
 from django.test import SimpleTestCase, override_settings
 
 from django_cfkv.sessions import SessionStore
-from django_cfkv.testing import RunningEmulator
 from tests.third_party import django_tests_dir
+
+from .helpers import OnItsOwnEmulator
 
 
 def load_django_session_tests(name, **names):
@@ -48,25 +49,12 @@ class LocalKVJSONSessionTests(SessionTestsMixin, SimpleTestCase):
     backend = SessionStore
 
 
-class EmulatorSessionTests(SessionTestsMixin, SimpleTestCase):
+class EmulatorSessionTests(OnItsOwnEmulator, SessionTestsMixin, SimpleTestCase):
     """KVClient over HTTP to the emulator: the same contract with real API calls."""
 
     backend = SessionStore
 
-    @classmethod
-    def setUpClass(cls):
-        cls.emulator = RunningEmulator()
-        cls.addClassCleanup(cls.emulator.stop)
-        cls._cfkv = override_settings(CFKV={"default": cls.emulator.alias_settings()})
-        cls._cfkv.enable()
-        cls.addClassCleanup(cls._cfkv.disable)
-        super().setUpClass()
 
-
+@override_settings(SESSION_CFKV_FORMAT="json")
 class EmulatorJSONSessionTests(EmulatorSessionTests):
-    @classmethod
-    def setUpClass(cls):
-        cls._json = override_settings(SESSION_CFKV_FORMAT="json")
-        cls._json.enable()
-        cls.addClassCleanup(cls._json.disable)
-        super().setUpClass()
+    pass
