@@ -133,6 +133,7 @@ def test_read_token_reads_but_cannot_write(gw, http):
     ok_result(http.post(url(gw, "/bulk/get"), json={"keys": ["ro-key"]}, headers=read))
     for method, path, kwargs in [
         ("PUT", "/values/ro-key", {"data": b"v2"}),
+        ("PUT", "/values/ro-key", {"files": {"value": (None, "v2"), "metadata": (None, "{}")}}),
         ("DELETE", "/values/ro-key", {}),
         ("PUT", "/bulk", {"json": [{"key": "ro-key", "value": "v2"}]}),
         ("POST", "/bulk/delete", {"json": ["ro-key"]}),

@@ -279,7 +279,7 @@ def test_a_tampered_signed_session_is_anonymous(served_as, user):
 
 
 @pytest.mark.django_db
-def test_a_namespace_writer_cannot_forge_a_signed_session(served_as, user):
+def test_a_namespace_writer_cannot_forge_a_signed_session_through_either_stack(served_as, user):
     chosen = "writerchosenid0123456789abcdefgh"
     get_kv().put(SessionStore.kv_key(chosen), f'{{"userId": "{user.pk}", "createdAt": 0, "expiresAt": 9e15}}')
     assert user_of(served_as(cookie=chosen)) is None

@@ -102,6 +102,23 @@ def test_a_signed_value_written_before_the_binding_is_still_read(site):
     assert SessionStore(key).load() == {"n": 7}
 
 
+def test_a_signed_value_written_before_the_binding_can_be_copied_until_it_is_saved(site):
+    """The binding's limit, from a namespace writer's side: a value written before it names no key, so it is
+    read under any key until it is next saved (the save binds it) or expires."""
+    victim, attacker_id = "olderthanthebinding0123456789abc", "attackerchosenid0123456789abcdef"
+    envelope = {"createdAt": 1, "expiresAt": int((time.time() + 600) * 1000), "data": {"n": 7}}
+    kv = get_kv()
+    kv.put(SessionStore.kv_key(victim), signing.dumps(
+        envelope, salt=SessionStore.key_salt_value(), serializer=SessionStore().serializer, compress=True))
+    kv.put(SessionStore.kv_key(attacker_id), kv.get(SessionStore.kv_key(victim)))
+    assert SessionStore(attacker_id).load() == {"n": 7}  # read under the key the writer chose
+    saved = SessionStore(victim)
+    saved["n"] = 8
+    saved.save()  # the victim's next save binds its value to its key
+    kv.put(SessionStore.kv_key(attacker_id), kv.get(SessionStore.kv_key(victim)))
+    assert SessionStore(attacker_id).load() == {}
+
+
 def test_a_64_hex_key_name_is_never_a_session_id():
     assert not is_valid_key(hashed_id("x" * 32), "json") and not is_valid_key("0" * 64, "json")
     assert len(hashed_id("abc")) == 64 and hashed_id("abc") == hashed_id("abc").lower()
