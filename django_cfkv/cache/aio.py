@@ -138,12 +138,19 @@ class AsyncCacheAPI(CacheBase):
         """Return the cached value, or await ``acompute()``, store and return it (``@cached`` on a
         coroutine function: get_or_set takes only a plain callable)."""
         if self._stampede is None:
-            value = await self.aget(key, _MISSING, version=version)
-            if value is _MISSING:
-                value = await acompute()
-                await self.aset(key, value, timeout, version=version)
-            return value
+            return await aget_or_compute(self, key, acompute, timeout, version)
         kv_key = self.kv_key(key, version)
         entry = await self._guard.acall("get_or_set", None, self._entries.aread, kv_key)
         return await self._stampede.aget_or_compute(kv_key, entry, acompute,
                                                     self._astore_computed(key, kv_key, timeout))
+
+
+async def aget_or_compute(cache: Any, key: Any, acompute: Callable[[], Awaitable[Any]], timeout: Any,
+                          version: int | None) -> Any:
+    """Any Django cache's value, or ``await acompute()`` stored and returned: what Django's get_or_set does,
+    for a coroutine (``@cached`` on ``async def``, on a cache without stampede protection)."""
+    value = await cache.aget(key, _MISSING, version=version)
+    if value is _MISSING:
+        value = await acompute()
+        await cache.aset(key, value, timeout, version=version)
+    return value

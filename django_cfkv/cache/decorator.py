@@ -14,9 +14,8 @@ from typing import Any, Protocol
 from django.core.cache import caches
 from django.db.models import Model
 
+from .aio import aget_or_compute
 from .backend import CloudflareKVCache
-
-_MISSING = object()
 
 
 class CachedFunction(Protocol):
@@ -83,11 +82,7 @@ def _wrapper(func: Callable[..., Any], cache_key: Callable[[tuple[Any, ...], dic
             cache, k = caches[alias], cache_key(args, kwargs)
             if isinstance(cache, CloudflareKVCache):
                 return await cache._aget_or_compute(k, lambda: func(*args, **kwargs), timeout, version)
-            value = await cache.aget(k, _MISSING, version=version)
-            if value is _MISSING:
-                value = await func(*args, **kwargs)
-                await cache.aset(k, value, timeout, version=version)
-            return value
+            return await aget_or_compute(cache, k, lambda: func(*args, **kwargs), timeout, version)
     else:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
