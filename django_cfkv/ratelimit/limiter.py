@@ -147,7 +147,7 @@ class Limiter:
             self._mistake = (clock.monotonic() + OUTAGE_BACKOFF, exc)
             raise exc
         self.log_failure(exc)
-        return 0, window(now, rule.period)[2], False
+        return _uncounted(rule, now)
 
     def _usage(self, rule: Rule, now: float, counted: tuple[int, int, bool]) -> Usage:
         count, end, reachable = counted
@@ -157,8 +157,7 @@ class Limiter:
     def unavailable(self, rule: Rule, now: float | None = None) -> Usage:
         """Return the Usage for a request that could not be counted (FAIL_OPEN decides)."""
         now = self._now() if now is None else now
-        end = window(now, rule.period)[2]
-        return Usage(rule.name, rule.limit, rule.period, 0, max(1, math.ceil(end - now)), not self.fail_open)
+        return self._usage(rule, now, _uncounted(rule, now))
 
     def log_failure(self, exc: BaseException) -> None:
         """Log a failure to count, at most once per LOG_EVERY seconds."""
@@ -322,3 +321,8 @@ async def acheck_request(request: HttpRequest) -> list[Usage]:
     if not limiter.enabled:
         return []
     return await acount_request(request, limiter.matching(request.path_info, request.method or ""))
+
+
+def _uncounted(rule: Rule, now: float) -> tuple[int, int, bool]:
+    """What a request KV could not count holds: no count, the window's end, unreachable (FAIL_OPEN decides)."""
+    return 0, window(now, rule.period)[2], False
