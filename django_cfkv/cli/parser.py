@@ -4,7 +4,7 @@ import argparse
 from collections.abc import Callable
 
 #: Subcommands that change nothing: each takes ``--json``.
-READ_ONLY = ("ls", "get", "stats", "ping", "sweep")
+_READ_ONLY = ("ls", "get", "stats", "ping", "sweep")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,9 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--alias", default="default", help='CFKV alias (default "default")')
-        if name in READ_ONLY:
+        if name in _READ_ONLY:
             p.add_argument("--json", action="store_true", help=f"print JSON (schema: {JSON_SCHEMA_DOCS})")
-        skip_checks_here(p)
+        _skip_checks_here(p)
         return p
 
     for add in (_keys, _upkeep, _servers):
@@ -29,7 +29,7 @@ _Command = Callable[[str, str], argparse.ArgumentParser]
 JSON_SCHEMA_DOCS = "https://django-cfkv.readthedocs.io/en/latest/reference/command.html"
 
 
-def skip_checks_here(parser: argparse.ArgumentParser) -> None:
+def _skip_checks_here(parser: argparse.ArgumentParser) -> None:
     """Let Django's ``--skip-checks`` follow the subcommand too (``cfkv ping --skip-checks``)."""
     # SUPPRESS: unless given here, the value given before the subcommand (or Django's default) stands.
     parser.add_argument("--skip-checks", action="store_true", default=argparse.SUPPRESS,
@@ -77,7 +77,7 @@ def _upkeep(command: _Command, sub: "argparse._SubParsersAction[argparse.Argumen
     p.add_argument("--drop", action="store_true", help="delete them instead: their users sign in again")
     p.add_argument("--dry-run", action="store_true", help="count only; change nothing")
     p.add_argument("--json", action="store_true", help="print JSON")
-    skip_checks_here(p)
+    _skip_checks_here(p)
 
     help_text = "List a user's sessions (cookie sessions and bearer tokens), or sign the user out of every one."
     p = sub.add_parser("sessions", help=help_text, description=help_text)
@@ -104,4 +104,4 @@ def _servers(command: _Command, sub: "argparse._SubParsersAction[argparse.Argume
     p.add_argument("--namespace-id", help="the KV namespace id (default: the alias' NAMESPACE_ID)")
     p.add_argument("--name", default="cfkv-gateway", help="Worker name (default cfkv-gateway)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
-    skip_checks_here(p)
+    _skip_checks_here(p)

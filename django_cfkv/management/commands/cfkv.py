@@ -256,7 +256,7 @@ class Command(BaseCommand):
         return progress
 
     def _sweep_progress(self) -> Callable[[int, int], None] | None:
-        if self._progress("") is None:
+        if not _isatty(getattr(self.stderr, "_out", None)):
             return None
 
         def progress(scanned: int, deleted: int) -> None:
