@@ -17,7 +17,7 @@ from ..exceptions import KVAPIError, KVError, KVValueError
 from ..nearcache import NearCache, NearKV, near_cache
 from .codec import Entry, EntryCodec, SignatureError, parse_fields
 from .keys import fingerprint
-from .plans import Call, KVSource, Plan
+from .plans import Call, KVSource, Plan, arun, run
 
 logger = logging.getLogger("django_cfkv.cache")
 #: Entries refused for their signature: someone without SECRET_KEY wrote (or moved) them.
@@ -91,28 +91,23 @@ class Entries(KVSource):
             item["expiration_ttl"] = metadata.kv_ttl(expires, clock.now())
         return item
 
-    def put(self, kv_key: str, text: str, expires: float | None) -> None:
-        self.kv.put(**self.item(kv_key, text, expires))
-
-    async def aput(self, kv_key: str, text: str, expires: float | None) -> None:
-        await (await self.akv()).aput(**self.item(kv_key, text, expires))
-
-    def store(self, kv_key: str, value: Any, expires: float | None, delta: float | None, key: Any) -> None:
+    def storing(self, kv_key: str, value: Any, expires: float | None, delta: float | None, key: Any) -> Plan[None]:
         """Write ``value`` under ``kv_key``, or delete the key if ``expires`` is already past. One call."""
         if expires is not None and expires <= clock.now():
-            self.kv.delete(kv_key)
+            yield Call("delete", (kv_key,))
             return
-        self.put(kv_key, self.codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
+        yield from self.putting(kv_key, self.codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
+
+    def store(self, kv_key: str, value: Any, expires: float | None, delta: float | None, key: Any) -> None:
+        """Follow :meth:`storing` blocking."""
+        run(self.storing(kv_key, value, expires, delta, key), self)
 
     async def astore(self, kv_key: str, value: Any, expires: float | None, delta: float | None, key: Any) -> None:
         """The async twin of :meth:`store`."""
-        if expires is not None and expires <= clock.now():
-            await (await self.akv()).adelete(kv_key)
-            return
-        await self.aput(kv_key, self.codec.dumps(value, expires, delta, kv_key=kv_key, key=key), expires)
+        await arun(self.storing(kv_key, value, expires, delta, key), self)
 
     def putting(self, kv_key: str, text: str, expires: float | None) -> Plan[None]:
-        """The plan of :meth:`put`."""
+        """Write the entry text ``text`` under ``kv_key``. One call."""
         yield Call("put", (), self.item(kv_key, text, expires))
 
     def reading(self, kv_key: str, fresh: bool = False) -> Plan[tuple[bytes, Entry] | tuple[None, None]]:
@@ -124,6 +119,7 @@ class Entries(KVSource):
 
         ``fresh`` skips the near cache: read-modify-write operations read KV.
         """
+        # Not through :meth:`reading`: a read served by the near cache costs microseconds, a plan's loop as many.
         return self._live_raw(kv_key, self.kv_for(fresh).get(kv_key))
 
     def _live_raw(self, kv_key: str, raw: bytes | None) -> tuple[bytes, Entry] | tuple[None, None]:
