@@ -74,7 +74,6 @@ def test_awaited_reads_run_at_once(monkeypatch, how):
     assert server.accepted == 3 and len(in_threads) == (3 if how == "threads" else 0)
 
 
-@native
 @pytest.mark.parametrize("how", [pytest.param("native", marks=native), "threads"])
 @pytest.mark.parametrize("call", ["aget_many", "aput_many", "adelete_many"])
 def test_a_callers_generator_is_read_on_the_callers_thread(monkeypatch, how, call):
@@ -99,6 +98,7 @@ def test_a_callers_generator_is_read_on_the_callers_thread(monkeypatch, how, cal
     assert read_on == [threading.get_ident()]
 
 
+@native
 def test_one_pooled_connection_set_per_loop_closed_when_the_loop_ends():
     with _value_server() as server:
         client = _client(server)
