@@ -53,11 +53,16 @@ class LoopSessions:
     def __repr__(self) -> str:
         return "<LoopSessions>"  # never the token
 
+    def current(self) -> aiohttp.ClientSession | None:
+        """Return the running loop's open session, or None when :meth:`get` must make one."""
+        session = self._sessions.get(asyncio.get_running_loop())
+        return None if session is None or session.closed else session
+
     async def get(self) -> aiohttp.ClientSession:
         """Return the running loop's session, made on first use and closed when the loop ends."""
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None or session.closed:
+        session = self.current()
+        if session is None:
+            loop = asyncio.get_running_loop()
             connector = aiohttp.TCPConnector(limit=POOL_SIZE, timeout_ceil_threshold=_NEVER_ROUNDED)
             session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
@@ -144,11 +149,14 @@ async def run(sessions: LoopSessions, steps: Steps[R]) -> R:
 
 async def _attempt(sessions: LoopSessions, attempt: Attempt) -> Outcome:
     """Send one attempt and read its body within its window; return the Answer or the KVError."""
-    session = await sessions.get()
+    session = sessions.current() or await sessions.get()
     url = attempt.url + ("?" + urlencode(attempt.params) if attempt.params else "")  # as requests encodes them
     left = max(0.001, attempt.ends - clock.monotonic())  # never 0: aiohttp reads 0 as no limit
-    timeout = aiohttp.ClientTimeout(total=left, sock_connect=attempt.timeout[0], sock_read=attempt.timeout[1],
-                                    ceil_threshold=_NEVER_ROUNDED)
+    connect, read = attempt.timeout
+    # A connect or read timer that cannot end before the total is left out (with the default DEADLINE the
+    # read timer never can): aiohttp sets the read timer again on every chunk it reads.
+    timeout = aiohttp.ClientTimeout(total=left, sock_connect=connect if connect < left else None,
+                                    sock_read=read if read < left else None, ceil_threshold=_NEVER_ROUNDED)
     try:
         async with session.request(attempt.method, yarl.URL(url, encoded=True), data=attempt.data,
                                    headers=attempt.headers, timeout=timeout, allow_redirects=False) as response:

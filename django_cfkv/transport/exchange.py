@@ -20,8 +20,7 @@ No I/O: this module reads the clock, statuses and headers.
 import json
 import logging
 from collections.abc import Generator, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .. import clock, limits
 from ..exceptions import KVConnectionError, KVError, KVMalformedResponseError, KVTimeout
@@ -51,8 +50,7 @@ class Answer:
         return json.loads(self.content)  # its errors (and UnicodeDecodeError) are ValueErrors, as requests' are
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(NamedTuple):  # a tuple: made once per attempt, at a fifth of a frozen dataclass's cost
     """Send this request once, within ``timeout`` (connect, read) and by ``ends`` on clock.monotonic()."""
 
     method: str
@@ -71,8 +69,7 @@ class Attempt:
         return where(self.method, self.endpoint, self.url)
 
 
-@dataclass(frozen=True)
-class Wait:
+class Wait(NamedTuple):
     """Sleep this many seconds before the next attempt."""
 
     seconds: float

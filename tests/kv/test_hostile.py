@@ -72,6 +72,24 @@ def test_a_dripped_answer_is_cut_at_the_attempts_deadline(client_on, answer):
     assert elapsed < 4, elapsed  # the drip would take 12 s
 
 
+def _silent(conn, request):
+    for _ in range(30):  # says nothing for 3 s, then hangs up
+        if conn.stopped():
+            break
+        time.sleep(0.1)
+    return False
+
+
+def test_a_silent_server_is_left_after_the_read_timeout_not_the_whole_window(client_on):
+    """TIMEOUT=(5, 0.3): the attempt's window is 5.3 s, but an answer that does not start within the read
+    timeout ends the attempt at 0.3 s, as requests' read timeout does."""
+    with HostileServer(_silent) as server:
+        client = client_on(server, timeout=(5, 0.3))
+        elapsed, error = _timed(lambda: client.get("k"))
+    assert isinstance(error, KVTimeout), error
+    assert elapsed < 2, elapsed
+
+
 def test_the_call_deadline_covers_every_retry(client_on, slept):
     """DEADLINE bounds the whole call: attempts that each stay within their timeout cannot add up."""
     with HostileServer(_drip_body) as server:
