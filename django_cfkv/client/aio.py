@@ -7,7 +7,7 @@ raises what its namesake raises, counts its calls in the same counters, and obey
 retry policy, deadline and quota: they are the same steps.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 from ..transport.exchange import Steps
@@ -25,8 +25,8 @@ class AsyncMethods:
     def _steps(self, plan: Plan[R]) -> Steps[R]:
         raise NotImplementedError
 
-    async def _arun(self, plan: Plan[R]) -> R:
-        return await self.transport.arun(self._steps(plan))
+    def _arun(self, plan: Plan[R]) -> Awaitable[R]:
+        return self.transport.arun(self._steps(plan))  # awaited by the caller: no coroutine of its own
 
     async def aclose(self) -> None:
         """Close the running event loop's pooled connections (they are closed when the loop ends anyway)."""

@@ -8,8 +8,7 @@ batch that fits KV's limits.
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import limits
 from . import bulk
@@ -18,8 +17,7 @@ from .urls import encode_key
 NAMESPACES_PER_PAGE = 100
 
 
-@dataclass(frozen=True)
-class KVRequest:
+class KVRequest(NamedTuple):  # a tuple: made for every call, at a fraction of a frozen dataclass's cost
     """One call, as any HTTP library can send it."""
 
     method: str

@@ -1,5 +1,6 @@
 """The REST API's URLs: an account's, a namespace's, and a key as one path segment."""
 
+import re
 from urllib.parse import quote
 
 from .. import limits
@@ -7,12 +8,16 @@ from .. import limits
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")  # what quote() never encodes: such a key is its own encoding
+
+
 def encode_key(key: str) -> str:
     """Percent-encode ``key`` for a URL path with nothing left safe, after validating it.
 
     Nothing is left safe (not even ``/``), so no key can reach another path.
     """
-    return quote(limits.validate_key(key), safe="")
+    key = limits.validate_key(key)  # refuses "." and "..", which are unreserved
+    return key if _UNRESERVED.fullmatch(key) else quote(key, safe="")
 
 
 def account_url(base_url: str, account_id: str) -> str:

@@ -18,7 +18,7 @@ so the blocking and the async way of sending share them; the rest send:
 """
 
 from .accounting import CallCounter, calls, request_hooks
-from .exchange import CHUNK_BYTES, Answer, Attempt, BaseTransport, ResponseTooLargeError, Run, Wait
+from .exchange import CHUNK_BYTES, Answer, Attempt, BaseTransport, ResponseTooLargeError, Wait
 from .logs import RedactKVURLs
 from .policy import (
     BACKOFF_BASE,
@@ -35,7 +35,7 @@ from .session import POOL_SIZE, checked_token
 from .sync import Transport, native_async
 
 __all__ = [
-    "Answer", "Attempt", "BaseTransport", "Run", "Wait", "native_async",
+    "Answer", "Attempt", "BaseTransport", "Wait", "native_async",
     "BACKOFF_BASE", "BACKOFF_CAP", "CHUNK_BYTES", "DEFAULT_DEADLINE", "DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT",
     "LOW_BUDGET", "POOL_SIZE", "RETRY_STATUSES", "CallCounter", "Quota", "RedactKVURLs", "ResponseTooLargeError",
     "RetryPolicy", "Transport", "account_block", "calls", "checked_deadline", "checked_token", "parse_ratelimit",

@@ -8,35 +8,43 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
+_lock = threading.Lock()  # one for every counter, so :func:`record` counts a call twice under one
+
 
 class CallCounter:
     """Thread-safe count of API calls by endpoint; ``total`` sums them."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
 
     def record(self, endpoint: str) -> None:
-        with self._lock:
+        with _lock:
             self._counts[endpoint] += 1
 
     def snapshot(self) -> dict[str, int]:
         """Return a plain dict copy of the counts so far."""
-        with self._lock:
+        with _lock:
             return dict(self._counts)
 
     @property
     def total(self) -> int:
-        with self._lock:
+        with _lock:
             return sum(self._counts.values())
 
     def reset(self) -> None:
-        with self._lock:
+        with _lock:
             self._counts.clear()
 
 
 #: Every call made by every client in this process; tests and benchmarks read it.
 calls = CallCounter()
+
+
+def record(counter: CallCounter, endpoint: str) -> None:
+    """Count one call in ``counter`` (a transport's) and in the process's :data:`calls`, under one lock."""
+    with _lock:
+        counter._counts[endpoint] += 1
+        calls._counts[endpoint] += 1
 
 #: The seam for tools that watch or police calls (django_cfkv.testing keeps tests on loopback
 #: with it): callables run as ``hook(method, url)`` before each call is sent. One may raise to

@@ -1,7 +1,7 @@
 """Await one API call with aiohttp (the ``async`` extra): one pooled session per event loop, closed with its loop.
 
 Imported only when aiohttp is installed (see :meth:`Transport.arun
-<django_cfkv.transport.Transport.arun>`). :func:`run` follows a call's steps
+<django_cfkv.transport.Transport.arun>`). :meth:`LoopSessions.run` follows a call's steps
 (:mod:`.exchange`: the one retry loop) on the running event loop, with no thread: it sends
 each attempt here and awaits each wait through :func:`django_cfkv.clock.asleep`.
 
@@ -36,7 +36,7 @@ import yarl
 from .. import __version__, clock
 from ..exceptions import KVError
 from .body import aread_body
-from .exchange import POOL_SIZE, Answer, Attempt, Outcome, R, Run, Steps, failed
+from .exchange import POOL_SIZE, Answer, Attempt, Outcome, R, Steps, failed
 
 _NEVER_ROUNDED = math.inf  # aiohttp rounds timeouts up to whole seconds past its threshold; not ours
 
@@ -47,15 +47,21 @@ class LoopSessions:
     def __init__(self, token: str) -> None:
         self._token = token
         self._lock = threading.Lock()  # loops may run in several threads (asgiref's async_to_sync)
-        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = \
-            weakref.WeakKeyDictionary()
+        # A session holds its loop, so a weak mapping could never let one go: the sessions of loops
+        # that ended (closed with them) are dropped whenever a loop makes its session.
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._last: tuple[asyncio.AbstractEventLoop | None, aiohttp.ClientSession | None] = (None, None)
 
     def __repr__(self) -> str:
         return "<LoopSessions>"  # never the token
 
     def current(self) -> aiohttp.ClientSession | None:
         """Return the running loop's open session, or None when :meth:`get` must make one."""
-        session = self._sessions.get(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        last_loop, session = self._last  # the last call's loop: under an ASGI server, the only one
+        if last_loop is not loop:
+            session = self._sessions.get(loop)
+            self._last = (loop, session)
         return None if session is None or session.closed else session
 
     async def get(self) -> aiohttp.ClientSession:
@@ -68,14 +74,31 @@ class LoopSessions:
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
                 headers={"Authorization": f"Bearer {self._token}", "User-Agent": f"django-cfkv/{__version__}"})
             with self._lock:
+                self._sessions = {lp: s for lp, s in self._sessions.items() if not s.closed}
                 self._sessions[loop] = session
+                self._last = (loop, session)
             await _loop_end(loop).add(session)
         return session
+
+    async def run(self, steps: Steps[R]) -> R:
+        """Follow a call's steps on the running loop: send each attempt with its session, await each wait."""
+        outcome: Outcome = None
+        while True:
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, Attempt):
+                outcome = await _attempt(self.current() or await self.get(), step)
+            else:
+                await clock.asleep(step.seconds)
+                outcome = None
 
     async def aclose(self) -> None:
         """Close the running loop's session now (a new one is made on next use)."""
         with self._lock:
             session = self._sessions.pop(asyncio.get_running_loop(), None)
+            self._last = (None, None)
         if session is not None:
             await session.close()
 
@@ -83,7 +106,8 @@ class LoopSessions:
         """Forget every loop's session (this may run in any thread): each loop closes its own, when it next
         makes a session or when it ends, on its own thread (aiohttp's sessions are not thread-safe)."""
         with self._lock:
-            sessions, self._sessions = list(self._sessions.items()), weakref.WeakKeyDictionary()
+            sessions, self._sessions = list(self._sessions.items()), {}
+            self._last = (None, None)
         for loop, session in sessions:
             _loop_end(loop).retire(session)
 
@@ -96,8 +120,8 @@ class _LoopEnd:
     def __init__(self) -> None:
         self.sessions: set[aiohttp.ClientSession] = set()
         self.retired: set[aiohttp.ClientSession] = set()  # forgotten (from any thread), not yet closed
-        self.started = self.ended = False
-        self._watch = self.watch()
+        self.ended = False
+        self._watch: AsyncGenerator[None, None] | None = None  # it holds the loop while it runs, never after
 
     def retire(self, session: aiohttp.ClientSession) -> None:
         with _loop_ends_lock:
@@ -105,8 +129,8 @@ class _LoopEnd:
 
     async def add(self, session: aiohttp.ClientSession) -> None:
         """Hold ``session`` until the loop ends; close the sessions retired meanwhile (this runs in the loop)."""
-        if not self.started:
-            self.started = True
+        if self._watch is None:
+            self._watch = self.watch()
             await self._watch.asend(None)  # started in the running loop, so its shutdown closes it
         with _loop_ends_lock:
             retired, self.retired = self.retired, set()
@@ -121,6 +145,9 @@ class _LoopEnd:
             self.ended = True
             for session in self.sessions:
                 await session.close()
+            # Each session holds the loop, and so does this generator (asyncio's finalizer): the loop
+            # is let go, and with it its entry in _loop_ends.
+            self.sessions, self._watch = set(), None
 
 
 _loop_ends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEnd] = weakref.WeakKeyDictionary()
@@ -136,20 +163,8 @@ def _loop_end(loop: asyncio.AbstractEventLoop) -> _LoopEnd:
         return end
 
 
-async def run(sessions: LoopSessions, steps: Steps[R]) -> R:
-    """Follow a call's steps on the running loop: send each attempt with aiohttp, await each wait."""
-    call = Run(steps)
-    for step in call:
-        if isinstance(step, Attempt):
-            call.outcome = await _attempt(sessions, step)
-        else:
-            await clock.asleep(step.seconds)
-    return call.result
-
-
-async def _attempt(sessions: LoopSessions, attempt: Attempt) -> Outcome:
+async def _attempt(session: aiohttp.ClientSession, attempt: Attempt) -> Outcome:
     """Send one attempt and read its body within its window; return the Answer or the KVError."""
-    session = sessions.current() or await sessions.get()
     url = attempt.url + ("?" + urlencode(attempt.params) if attempt.params else "")  # as requests encodes them
     left = max(0.001, attempt.ends - clock.monotonic())  # never 0: aiohttp reads 0 as no limit
     connect, read = attempt.timeout

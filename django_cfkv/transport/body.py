@@ -24,6 +24,8 @@ def read_body(response: Any, attempt: Attempt) -> bytes:
 async def aread_body(response: Any, attempt: Attempt) -> bytes:
     """Return the body of an aiohttp ClientResponse, or raise ResponseTooLargeError."""
     capped = Capped(attempt, response.status, response.headers)
+    if capped.bounded:
+        return await response.read()
     if not capped.full:
         read = response.content.read  # what iter_chunked() awaits, without its iterator (less CPU per call)
         while chunk := await read(CHUNK_BYTES):

@@ -9,18 +9,24 @@ sends and sleeps: :class:`~django_cfkv.transport.sync.Transport` with requests, 
 :mod:`django_cfkv.transport.aio` with aiohttp, so the blocking and the async client share one
 retry loop::
 
-    run = Run(transport.exchange("GET", url, endpoint="get"))
-    for step in run:
-        run.outcome = send(step) if isinstance(step, Attempt) else sleep(step.seconds)
-    answer = run.result
+    steps, outcome = transport.exchange("GET", url, endpoint="get"), None
+    while True:
+        try:
+            step = steps.send(outcome)  # the first send is None: it starts the call
+        except StopIteration as done:
+            return done.value  # the final answer
+        outcome = send(step) if isinstance(step, Attempt) else sleep(step.seconds)
+
+A driver sends the steps itself, with no iterator of ours between: this loop runs once per
+attempt of every call, and each layer it does not pass through is CPU the call does not spend.
 
 No I/O: this module reads the clock, statuses and headers.
 """
 
 import json
 import logging
-from collections.abc import Generator, Iterator, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar
+from collections.abc import Generator, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 from .. import clock, limits
 from ..exceptions import KVConnectionError, KVError, KVMalformedResponseError, KVTimeout
@@ -81,25 +87,6 @@ Outcome = Any
 Steps = Generator[Step, Outcome, R]
 
 
-class Run(Generic[R]):
-    """One run of a call's steps: iterate it for the steps, set ``outcome`` after each, read ``result``."""
-
-    def __init__(self, steps: Steps[R]) -> None:
-        self.steps = steps
-        self.outcome: Outcome = None
-        self.result: R
-
-    def __iter__(self) -> Iterator[Step]:
-        while True:
-            try:
-                step = self.steps.send(self.outcome)
-            except StopIteration as done:
-                self.result = done.value
-                return
-            self.outcome = None
-            yield step
-
-
 class ResponseTooLargeError(KVMalformedResponseError):
     """An answer larger than any Workers KV can give (it was not read whole)."""
 
@@ -111,6 +98,9 @@ class Capped:
         declared = headers.get("Content-Length", "")
         self.attempt, self.status = attempt, status
         self.full = declared.isdigit() and int(declared) > attempt.max_bytes  # refused on its header alone
+        # A declared length within the cap, and no encoding to inflate it: an HTTP parser reads no more,
+        # so the body may be read whole.
+        self.bounded = declared.isdigit() and not self.full and "Content-Encoding" not in headers
         self.size = 0
         self.chunks: list[bytes] = []
 
@@ -183,16 +173,16 @@ class BaseTransport:
         the answer at once, for the caller to raise. A body over ``max_bytes``
         is a ResponseTooLargeError, not retried.
         """
-        accounting.before_call(method, url)
+        if accounting.request_hooks:
+            accounting.before_call(method, url)
         self.quota.check()
         attempts = self.policy.start(idempotent)
         while True:
-            started, window = clock.monotonic(), attempts.window(self.timeout)
+            window = attempts.window(self.timeout)
             if window is None:
                 raise KVTimeout(f"Workers KV did not answer {where(method, endpoint, url)}: the call's deadline "
                                 f"({self.deadline:g} s) passed.")
-            self.calls.record(endpoint)
-            accounting.calls.record(endpoint)
+            accounting.record(self.calls, endpoint)
             outcome = yield Attempt(method, url, endpoint, params, data, headers, max_bytes, *window)
             if isinstance(outcome, KVConnectionError):
                 delay = attempts.after_error()
@@ -201,13 +191,15 @@ class BaseTransport:
             elif isinstance(outcome, KVError):
                 raise outcome
             else:
-                logger.debug("KV %s %s -> %s in %.1f ms", method, endpoint, outcome.status_code,
-                             (clock.monotonic() - started) * 1000)
+                status = outcome.status_code
+                if logger.isEnabledFor(logging.DEBUG):  # the clock is read for the log line only
+                    logger.debug("KV %s %s -> %s in %.1f ms", method, endpoint, status,
+                                 (clock.monotonic() - attempts.started) * 1000)
                 self.quota.note(outcome.headers)
-                delay = attempts.after_answer(outcome.status_code, outcome.headers)
+                delay = attempts.after_answer(status, outcome.headers)
                 if delay is None:
-                    if idempotent:  # a refusal it stopped retrying may speak for the whole account
-                        self.quota.note_refusal(outcome.status_code, outcome.headers)
+                    if idempotent and status == 429:  # a refusal it stopped retrying may speak for the account
+                        self.quota.note_refusal(status, outcome.headers)
                     return outcome
                 logger.info("KV %s %s got HTTP %s; retrying in %.2f s", method, endpoint, outcome.status_code, delay)
             yield Wait(attempts.wait(delay))

@@ -11,6 +11,7 @@ call, retries and waits included, at most ``deadline`` seconds. A Retry-After lo
 what is left is not waited for: the answer is given up on at once.
 """
 
+import math
 import random
 from collections.abc import Mapping
 
@@ -56,8 +57,9 @@ class RetryPolicy:
         return f"<RetryPolicy max_retries={self.max_retries} deadline={self.deadline}>"
 
     def start(self, idempotent: bool = True) -> "Attempts":
-        """Return the attempts of one call starting now; only an idempotent call is ever retried."""
-        return Attempts(self, idempotent, clock.monotonic() + self.deadline)
+        """Return the attempts of one call (its deadline runs from its first attempt); only an
+        idempotent call is ever retried."""
+        return Attempts(self, idempotent)
 
     def backoff(self, retry: int) -> float:
         """Return the wait before retry number ``retry`` (0 first): capped exponential, with jitter."""
@@ -72,10 +74,11 @@ class RetryPolicy:
 class Attempts:
     """One call's attempts: how many retries so far, and the wall-clock deadline of them all."""
 
-    def __init__(self, policy: RetryPolicy, idempotent: bool, deadline: float) -> None:
+    def __init__(self, policy: RetryPolicy, idempotent: bool) -> None:
         self.policy = policy
         self.idempotent = idempotent
-        self.deadline = deadline  # on clock.monotonic()
+        self.deadline = math.inf  # on clock.monotonic(), from the first window
+        self.started = 0.0  # when the latest attempt started, on clock.monotonic()
         self.retries = 0
 
     def window(self, timeout: Timeout) -> tuple[float, Timeout] | None:
@@ -83,8 +86,10 @@ class Attempts:
 
         The attempt ends at most connect + read seconds from now, and never after the deadline.
         """
-        started = clock.monotonic()
-        ends = min(self.deadline, started + sum(timeout))
+        started = self.started = clock.monotonic()  # one reading of the clock for both
+        if not self.retries:  # the first attempt: the call's deadline runs from now
+            self.deadline = started + self.policy.deadline
+        ends = min(self.deadline, started + timeout[0] + timeout[1])
         left = ends - started
         if left <= 0:
             return None

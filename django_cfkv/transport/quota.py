@@ -47,7 +47,8 @@ def parse_ratelimit(value: str | None) -> tuple[int, int | None] | None:
     match = _RATELIMIT_RE.search(value or "")
     if not match:
         return None
-    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
+    remaining, reset = match.groups()
+    return int(remaining), int(reset) if reset else None
 
 
 def account_block(status: int, headers: Mapping[str, str]) -> float:
@@ -81,6 +82,8 @@ class Quota:
 
     def check(self) -> None:
         """Raise KVRateLimitError, sending nothing, while Cloudflare refuses every call of the account."""
+        if not self._blocked_until:  # never blocked: the common case reads no clock
+            return
         blocked = self._blocked_until - clock.monotonic()
         if blocked > 0:  # spare the round trip and the quota
             raise KVRateLimitError(
@@ -95,8 +98,7 @@ class Quota:
         if parsed is None:
             return
         self.budget = (parsed[0], parsed[1], clock.now())
-        now = clock.monotonic()
-        if parsed[0] < LOW_BUDGET and now - self._last_warning > 30:
+        if parsed[0] < LOW_BUDGET and (now := clock.monotonic()) - self._last_warning > 30:
             self._last_warning = now
             logger.warning(
                 "Cloudflare API budget is low: %d calls left in this window (resets in %s s). "

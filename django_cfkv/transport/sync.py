@@ -13,6 +13,7 @@ give. requests' failures become KVConnectionError or KVTimeout, naming the host 
 import functools
 import importlib.util
 import threading
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -21,7 +22,7 @@ from .. import clock, limits, threads
 from ..exceptions import KVError
 from . import deadline
 from .body import read_body
-from .exchange import Attempt, BaseTransport, Outcome, R, Run, Steps, failed
+from .exchange import Attempt, BaseTransport, Outcome, R, Steps, failed
 from .logs import install_filter
 from .policy import DEFAULT_DEADLINE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from .session import SharedSession
@@ -63,22 +64,25 @@ class Transport(BaseTransport):
 
     def run(self, steps: Steps[R]) -> R:
         """Follow a call's steps, blocking: send each attempt with requests, sleep each wait."""
-        run = Run(steps)
-        for step in run:
+        outcome: Outcome = None
+        while True:
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return done.value
             if isinstance(step, Attempt):
-                run.outcome = self._attempt(step)
+                outcome = self._attempt(step)
             else:
                 clock.sleep(step.seconds)
-        return run.result
+                outcome = None
 
-    async def arun(self, steps: Steps[R]) -> R:
-        """Follow a call's steps from async code: with aiohttp when installed, else :meth:`run` in a thread."""
+    def arun(self, steps: Steps[R]) -> Awaitable[R]:
+        """Return what follows a call's steps when awaited: with aiohttp when installed, else :meth:`run` in a
+        thread. (Not a coroutine itself: the caller awaits the one it returns, one layer fewer per call.)"""
         loops = self._loops or self._loop_sessions()
         if loops is None:
-            return await threads.run(self.run, steps)
-        from . import aio
-
-        return await aio.run(loops, steps)
+            return threads.run(self.run, steps)
+        return loops.run(steps)
 
     def _loop_sessions(self) -> "LoopSessions | None":
         """Return the aiohttp sessions (one per event loop) this transport awaits with, or None without aiohttp."""

@@ -9,6 +9,7 @@ import gc
 import os
 import threading
 import warnings
+import weakref
 
 import pytest
 from django.test import override_settings
@@ -115,6 +116,25 @@ def test_one_pooled_connection_set_per_loop_closed_when_the_loop_ends():
         asyncio.run(calls())  # a new loop: a new session
         assert server.accepted > first_loop
         _wait_for(lambda: server.hung_up == server.accepted)
+        client.close()
+
+
+@native
+def test_an_ended_loop_is_let_go():
+    """Code that calls from sync code runs a new event loop each time (asyncio.run, asgiref's
+    async_to_sync without a running loop): the loops that ended, and their sessions, are not kept."""
+    with _value_server() as server:
+        client = _client(server)
+        ended = []
+
+        async def call():
+            assert await client.aget("k") == b"v"
+            ended.append(weakref.ref(asyncio.get_running_loop()))
+
+        for _ in range(10):
+            asyncio.run(call())
+        gc.collect()
+        assert sum(loop() is not None for loop in ended) <= 1  # the last one, until another loop calls
         client.close()
 
 

@@ -6,6 +6,7 @@ bytes, sending more than KV can hold, or listing keys in circles. The client's
 tests run on the blocking client and on the async one (``as_mode``).
 """
 
+import gzip
 import io
 import time
 
@@ -146,6 +147,23 @@ def test_a_64_mib_answer_is_never_read_whole(client_on, op, with_length):
     assert server.sent < len(server.requests) * (limits.MAX_RESPONSE_BYTES + 16 * MiB)
     if with_length:
         assert server.sent < 16 * MiB  # refused on the header alone
+
+
+def _bomb(conn, request):
+    """A small compressed answer, truthful about its own length, that inflates to 64 MiB."""
+    body = gzip.compress(b"\0" * 64 * MiB, compresslevel=9)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Encoding: gzip\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return False
+
+
+def test_a_compressed_answer_is_capped_as_it_inflates(client_on):
+    """A declared length within the cap is read whole only when nothing inflates it: the cap counts
+    the bytes the caller would be given, not the bytes on the wire."""
+    with HostileServer(_bomb) as server:
+        client = client_on(server)
+        with pytest.raises(ResponseTooLargeError):
+            client.get("k")
 
 
 # (d) A listing that goes round in circles is stopped, for every caller.

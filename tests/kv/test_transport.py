@@ -176,6 +176,7 @@ def test_policy_gives_up_after_max_retries_and_says_how_long_to_wait_before_each
 
 def test_policy_waits_no_longer_than_the_deadline_and_gives_up_past_it(frozen):
     attempts = _policy(max_retries=5, deadline=3.0).start()
+    assert attempts.window((5.0, 30.0)) == (103.0, (3.0, 3.0))  # the deadline runs from the first attempt
     assert attempts.after_answer(503, {"Retry-After": "2.5"}) == 2.5
     assert attempts.after_answer(503, {"Retry-After": "3"}) is None  # would end past the deadline
     frozen[0] += 2.9
