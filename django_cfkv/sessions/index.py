@@ -105,13 +105,16 @@ def user_prefixes(prefix: str, identity: str) -> list[str]:
     Entries written before a key rotation are found while the old key is in
     SECRET_KEY_FALLBACKS (each costs its own listing); new ones use SECRET_KEY.
     """
-    names = dict.fromkeys(owner_name(identity, _index_key(secret)) for secret in _secrets())
-    return [f"{prefix}{USER_SEGMENT}{name}:" for name in names]
+    return list(dict.fromkeys(_user_prefix(prefix, identity, secret) for secret in _secrets()))
 
 
 def entry_key(prefix: str, identity: str, ref: str) -> str:
     """Return the KV key of the index entry of session ``ref`` for the user ``identity`` (under SECRET_KEY)."""
-    return f"{prefix}{USER_SEGMENT}{owner_name(identity, _index_key(_secrets()[0]))}:{ref}"
+    return _user_prefix(prefix, identity, _secrets()[0]) + ref
+
+
+def _user_prefix(prefix: str, identity: str, secret: str) -> str:
+    return f"{prefix}{USER_SEGMENT}{owner_name(identity, _index_key(secret))}:"
 
 
 def is_ref(value: object) -> bool:

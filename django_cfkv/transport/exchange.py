@@ -53,7 +53,9 @@ class Answer:
         self.status_code, self.headers, self.content = status_code, headers, content
 
     def json(self) -> Any:
-        return json.loads(self.content)  # its errors (and UnicodeDecodeError) are ValueErrors, as requests' are
+        # Cloudflare answers in UTF-8: decoded here, json need not guess the encoding. Its errors (and
+        # UnicodeDecodeError) are ValueErrors, as requests' are.
+        return json.loads(self.content.decode())
 
 
 class Attempt(NamedTuple):  # a tuple: made once per attempt, at a fifth of a frozen dataclass's cost
