@@ -17,7 +17,8 @@ def encode_key(key: str) -> str:
     Nothing is left safe (not even ``/``), so no key can reach another path.
     """
     key = limits.validate_key(key)  # refuses "." and "..", which are unreserved
-    return key if _UNRESERVED.fullmatch(key) else quote(key, safe="")
+    # A str subclass goes through quote(), which returns a plain str: its own __str__ never reaches a URL.
+    return key if type(key) is str and _UNRESERVED.fullmatch(key) else quote(key, safe="")
 
 
 def account_url(base_url: str, account_id: str) -> str:

@@ -60,8 +60,9 @@ class LoopSessions:
         loop = asyncio.get_running_loop()
         last_loop, session = self._last  # the last call's loop: under an ASGI server, the only one
         if last_loop is not loop:
-            session = self._sessions.get(loop)
-            self._last = (loop, session)
+            with self._lock:  # so close(), in another thread, cannot come between the read and the write
+                session = self._sessions.get(loop)
+                self._last = (loop, session)
         return None if session is None or session.closed else session
 
     async def get(self) -> aiohttp.ClientSession:
@@ -132,8 +133,8 @@ class _LoopEnd:
         if self._watch is None:
             self._watch = self.watch()
             await self._watch.asend(None)  # started in the running loop, so its shutdown closes it
-        with _loop_ends_lock:
-            retired, self.retired = self.retired, set()
+        with _loop_ends_lock:  # ``session`` itself may have been retired meanwhile: it serves this call first
+            retired, self.retired = self.retired - {session}, self.retired & {session}
         for old in retired:
             await old.close()
         self.sessions = {s for s in self.sessions if not s.closed} | {session}

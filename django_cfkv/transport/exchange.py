@@ -98,11 +98,12 @@ class Capped:
 
     def __init__(self, attempt: Attempt, status: int, headers: Mapping[str, str]) -> None:
         declared = headers.get("Content-Length", "")
+        digits = declared.isascii() and declared.isdigit()  # isdigit() alone takes "²", which int() refuses
         self.attempt, self.status = attempt, status
-        self.full = declared.isdigit() and int(declared) > attempt.max_bytes  # refused on its header alone
+        self.full = digits and int(declared) > attempt.max_bytes  # refused on its header alone
         # A declared length within the cap, and no encoding to inflate it: an HTTP parser reads no more,
         # so the body may be read whole.
-        self.bounded = declared.isdigit() and not self.full and "Content-Encoding" not in headers
+        self.bounded = digits and not self.full and "Content-Encoding" not in headers
         self.size = 0
         self.chunks: list[bytes] = []
 

@@ -18,6 +18,11 @@ from django_cfkv import aget_kv, conf, get_kv, threads
 from django_cfkv.client import KVClient
 from django_cfkv.local import LocalKV
 from django_cfkv.transport import sync as transport_sync
+
+try:
+    from django_cfkv.transport import aio as transport_aio
+except ImportError:  # without the async extra (the tests that use it are skipped there)
+    transport_aio = None
 from tests.support.faults import ACCOUNT, NS, TOKEN
 from tests.support.hostile import HostileServer, envelope, reply
 
@@ -170,6 +175,55 @@ def test_close_from_another_thread_closes_each_loops_connections_on_that_loop(te
         assert server.accepted == 2
         test_loop.run(client.aclose())
         _wait_for(lambda: server.hung_up == 2)
+
+
+@native
+def test_close_from_another_thread_during_a_loops_lookup_is_not_undone(test_loop):
+    """close() may run while a loop is looking its session up: after it, the loop's next call makes a new
+    session rather than keep using the one close() forgot."""
+    with _value_server() as server:
+        client = _client(server)
+        assert test_loop.run(client.aget("k")) == b"v"
+        sessions, closers = client.transport._loops, []
+
+        class CloseDuringLookup(dict):
+            def get(self, loop, default=None):
+                found = super().get(loop, default)
+                closers.append(threading.Thread(target=client.close))  # a settings change, in another thread
+                closers[-1].start()
+                closers[-1].join(0.2)  # it runs now, unless the lookup holds it off
+                return found
+
+        sessions._sessions = CloseDuringLookup(sessions._sessions)
+        sessions._last = (None, None)  # a call on another loop came between: this loop looks its session up
+        assert test_loop.run(client.aget("k")) == b"v"
+        for closer in closers:
+            closer.join()
+        assert test_loop.run(client.aget("k")) == b"v"
+        assert server.accepted == 2  # the call after close() made a new session
+        test_loop.run(client.aclose())
+
+
+@native
+def test_close_while_a_loop_makes_its_session_leaves_that_call_working(test_loop, monkeypatch):
+    """close() may run just after a loop stored its new session: that call still has an open session, and
+    the loop closes the forgotten one when it makes the next."""
+    with _value_server() as server:
+        client = _client(server)
+        loop_end = transport_aio._loop_end
+        closed = []
+
+        def closed_meanwhile(loop):
+            if not closed:
+                closed.append(client.close())  # a settings change, in another thread, at this moment
+            return loop_end(loop)
+
+        monkeypatch.setattr(transport_aio, "_loop_end", closed_meanwhile)
+        assert test_loop.run(client.aget("k")) == b"v"
+        assert test_loop.run(client.aget("k")) == b"v"
+        _wait_for(lambda: server.hung_up == 1)  # the first session, closed when the second was made
+        assert server.accepted == 2
+        test_loop.run(client.aclose())
 
 
 class _Recording(LocalKV):

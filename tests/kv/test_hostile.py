@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from django_cfkv import inspect, limits, types
 from django_cfkv.client import KVClient
-from django_cfkv.exceptions import KVAPIError, KVTimeout
+from django_cfkv.exceptions import KVAPIError, KVConnectionError, KVError, KVTimeout
 from django_cfkv.sessions import SessionStore
 from django_cfkv.transport import ResponseTooLargeError
 from tests.support.faults import ACCOUNT, NS, TOKEN
@@ -164,6 +164,24 @@ def test_a_compressed_answer_is_capped_as_it_inflates(client_on):
         client = client_on(server)
         with pytest.raises(ResponseTooLargeError):
             client.get("k")
+
+
+def _odd_length(conn, request):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: \xb2\r\n"
+                 b"Connection: close\r\n\r\ndata")
+    return False
+
+
+def test_a_content_length_of_other_digits_is_no_bare_error(client_on):
+    """"\xb2" reads as "²", a digit to str.isdigit() but not to int(): the answer is read to its end
+    (requests ignores the header) or refused as a KVError (aiohttp refuses it), never a ValueError."""
+    with HostileServer(_odd_length) as server:
+        client = client_on(server)
+        try:
+            outcome = client.get("k")
+        except KVError as exc:
+            outcome = exc
+    assert outcome == b"data" or isinstance(outcome, KVConnectionError)
 
 
 # (d) A listing that goes round in circles is stopped, for every caller.

@@ -70,3 +70,26 @@ def test_value_calls_only_touch_their_own_path(key):
         client.get(key)
         [call] = api.calls
         assert urlsplit(call.request.url).path == urlsplit(base).path + "/values/" + expected_segment(key)
+
+
+class _Sly(str):
+    """A key whose own text, when formatted into a URL, is another path."""
+
+    def __str__(self):
+        return "../../../tokens"
+
+    def __format__(self, spec):
+        return "../../../tokens"
+
+
+@pytest.mark.parametrize("key", [_Sly("plain"), _Sly("with space")])
+def test_a_str_subclass_key_reaches_only_its_own_path(key):
+    """The path is built from the key's characters, never from a subclass's __str__ or __format__."""
+    assert type(encode_key(key)) is str
+    assert encode_key(key) == expected_segment(str.__str__(key))
+    base = "https://api.cloudflare.com/client/v4/accounts/a/storage/kv/namespaces/n"
+    with responses.RequestsMock() as api:
+        api.add(responses.GET, re.compile(re.escape(base) + "/.*"), body=b"v")
+        KVClient("a", "n", "t", max_retries=0).get(key)
+        [call] = api.calls
+    assert urlsplit(call.request.url).path == urlsplit(base).path + "/values/" + expected_segment(str.__str__(key))
