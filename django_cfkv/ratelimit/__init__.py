@@ -11,7 +11,7 @@ Where each part lives:
 * :mod:`~django_cfkv.ratelimit.strict`: strict mode, counting with a cache's atomic incr
 * :mod:`~django_cfkv.ratelimit.limiter`: the process-wide limiter that counts a request against its rules
 * :mod:`~django_cfkv.ratelimit.response`: the RateLimit headers and the 429
-* :mod:`~django_cfkv.ratelimit.usage`: limits given in code: ``get_usage()``, ``is_ratelimited()``
+* :mod:`~django_cfkv.ratelimit.usage`: limits given in code: ``get_usage()``, ``is_ratelimited()``, their ``a`` twins
 * :mod:`~django_cfkv.ratelimit.decorator`: ``@ratelimit``
 
 :class:`django_cfkv.middleware.RateLimitMiddleware` applies the configured
@@ -70,14 +70,24 @@ from .rules import (
     parse_rate,
 )
 from .shards import SHARD_PREFIX, TTL_MARGIN, describe_shard, shard_prefix, window
-from .usage import ALL, UNSAFE, ViewLimit, get_usage, is_ratelimited, view_group, view_limit
+from .usage import (
+    ALL,
+    UNSAFE,
+    ViewLimit,
+    aget_usage,
+    ais_ratelimited,
+    get_usage,
+    is_ratelimited,
+    view_group,
+    view_limit,
+)
 
 __all__ = [
     "ALL", "CLOUDFLARE_IPV4", "CLOUDFLARE_IPV6", "CLOUDFLARE_WORKERS_CLIENT", "DEFAULTS", "EVICT_SCAN",
     "FIRST_WRITE_DELAY", "LOG_EVERY", "MAX_SHARDS", "MIN_WRITE_COUNT", "OUTAGE_BACKOFF", "PREFIXED_KEYS",
     "RULE_FIELDS", "SHARD_PREFIX", "SIMPLE_KEYS", "TTL_MARGIN", "UNITS", "UNPARSABLE", "UNSAFE", "CacheCounter",
     "ConfigProblem", "Limiter", "Rule", "ShardedCounter", "Usage", "ViewLimit", "acheck_request", "acount_request",
-    "add_headers", "check_request",
+    "add_headers", "aget_usage", "ais_ratelimited", "check_request",
     "client_hash", "client_ip", "client_value", "compile_key", "compile_rule", "compile_settings",
     "count_per_request", "count_request", "describe_shard", "get_limiter", "get_usage", "group_ip", "header_values",
     "identify", "is_ratelimited", "limit_view", "limited_response", "looks_like_rate", "meta_name",

@@ -116,10 +116,15 @@ def get_usage(request: HttpRequest, group: str | None = None, fn: Callable[..., 
 
     ``increment=True`` counts the request; without it the count is only read.
     """
-    usage = view_limit(group, key, rate, method, fn).usage(request, increment=increment)
-    if usage is None:
-        return None
-    return {"count": usage.count, "limit": usage.limit, "should_limit": usage.limited, "time_left": usage.reset}
+    return _as_dict(view_limit(group, key, rate, method, fn).usage(request, increment=increment))
+
+
+async def aget_usage(request: HttpRequest, group: str | None = None, fn: Callable[..., Any] | None = None,
+                     key: Any = None, rate: Rate = None, method: str | Iterable[str] | None = ALL,
+                     increment: bool = False) -> dict[str, Any] | None:
+    """The async twin of :func:`get_usage` (django-ratelimit has none): the count is read, or counted,
+    awaiting KV on the event loop."""
+    return _as_dict(await view_limit(group, key, rate, method, fn).ausage(request, increment=increment))
 
 
 def is_ratelimited(request: HttpRequest, group: str | None = None, fn: Callable[..., Any] | None = None,
@@ -130,6 +135,23 @@ def is_ratelimited(request: HttpRequest, group: str | None = None, fn: Callable[
     return usage is not None and usage["should_limit"]
 
 
+async def ais_ratelimited(request: HttpRequest, group: str | None = None, fn: Callable[..., Any] | None = None,
+                          key: Any = None, rate: Rate = None, method: str | Iterable[str] | None = ALL,
+                          increment: bool = False) -> bool:
+    """The async twin of :func:`is_ratelimited`."""
+    usage = await aget_usage(request, group, fn, key, rate, method, increment)
+    return usage is not None and usage["should_limit"]
+
+
+def _as_dict(usage: Usage | None) -> dict[str, Any] | None:
+    """Return a Usage as django-ratelimit's dict."""
+    if usage is None:
+        return None
+    return {"count": usage.count, "limit": usage.limit, "should_limit": usage.limited, "time_left": usage.reset}
+
+
 # As django-ratelimit's: get_usage.ALL, is_ratelimited.UNSAFE...
 get_usage.ALL, get_usage.UNSAFE = ALL, UNSAFE  # type: ignore[attr-defined]
 is_ratelimited.ALL, is_ratelimited.UNSAFE = ALL, UNSAFE  # type: ignore[attr-defined]
+aget_usage.ALL, aget_usage.UNSAFE = ALL, UNSAFE  # type: ignore[attr-defined]
+ais_ratelimited.ALL, ais_ratelimited.UNSAFE = ALL, UNSAFE  # type: ignore[attr-defined]

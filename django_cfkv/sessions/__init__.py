@@ -54,7 +54,7 @@ The package, one job a module (each imports only those below it):
 * ``middleware`` SessionMiddleware: Django's, saving the session awaited in an async stack
 * ``bearer``   BearerSessionMiddleware: ``Authorization: Bearer`` selects a session
 * ``per_user`` a user's sessions: user_sessions(), revoke_session(), revoke_other_sessions(), revoke_all_sessions()
-* ``tokens``   issue_token() and revoke_token(): a token is the key of a session made for it
+* ``tokens``   issue_token() and revoke_token() (and their ``a`` twins): a token is the key of a session made for it
 * ``clients``  the client a session is signed in from (device, location), noted at sign-in
 * ``store``    SessionStore: save, delete, cycle_key, clear_expired
 * ``reading``  SessionStore's base, SessionReader: key names, new keys, load, exists
@@ -84,14 +84,14 @@ from .per_user import (
     user_sessions,
 )
 from .store import SessionStore, logger, security_logger
-from .tokens import engine_session_store, issue_token, revoke_token, token_store
+from .tokens import aissue_token, arevoke_token, engine_session_store, issue_token, revoke_token, token_store
 from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, user_lookup_value
 
 __all__ = [
     "BACKEND_SESSION_KEY", "FORMATS", "HASH_SESSION_KEY", "KEY_LENGTH", "LAYOUTS", "ON_LOAD_ERROR_CHOICES",
-    "SESSION_KEY", "SessionStore", "UserSession", "arevoke_all_sessions", "arevoke_other_sessions",
-    "arevoke_session", "auser_sessions", "decode_value", "engine_session_store", "hashed_id", "is_valid_key",
-    "issue_token", "key_layout", "logger", "revoke_all_sessions", "revoke_other_sessions", "revoke_session",
-    "revoke_token", "security_logger", "session_format", "token_store", "user_index_key", "user_lookup_value",
-    "user_sessions",
+    "SESSION_KEY", "SessionStore", "UserSession", "aissue_token", "arevoke_all_sessions", "arevoke_other_sessions",
+    "arevoke_session", "arevoke_token", "auser_sessions", "decode_value", "engine_session_store", "hashed_id",
+    "is_valid_key", "issue_token", "key_layout", "logger", "revoke_all_sessions", "revoke_other_sessions",
+    "revoke_session", "revoke_token", "security_logger", "session_format", "token_store", "user_index_key",
+    "user_lookup_value", "user_sessions",
 ]

@@ -48,6 +48,42 @@ def issue_token(request: HttpRequest | None, user: Any, *, max_age: int | None =
     """
     from django.contrib.auth.signals import user_logged_in
 
+    session = _token_session(request, user, max_age, backend)
+    session.create()
+    _sign_in(request, user)
+    user_logged_in.send(sender=user.__class__, request=request, user=user)
+    return cast(str, session.session_key)  # create() drew it
+
+
+async def aissue_token(request: HttpRequest | None, user: Any, *, max_age: int | None = None,
+                       backend: str | type | None = None) -> str:
+    """The async twin of :func:`issue_token`, as alogin() is login()'s: the session is written awaiting KV,
+    and ``user_logged_in`` is sent with ``asend()`` (a blocking receiver, such as Django's own that saves
+    ``last_login``, runs in a thread, as Django runs it)."""
+    from django.contrib.auth.signals import user_logged_in
+
+    session = _token_session(request, user, max_age, backend)
+    await session.acreate()
+    _sign_in(request, user)
+    await user_logged_in.asend(sender=user.__class__, request=request, user=user)
+    return cast(str, session.session_key)
+
+
+def revoke_token(token: str) -> None:
+    """Delete the session behind ``token`` (other Cloudflare locations may see it for up to ~60 s)."""
+    if is_valid_key(token):
+        token_store()().delete(token)
+
+
+async def arevoke_token(token: str) -> None:
+    """The async twin of :func:`revoke_token`: the session is deleted awaiting KV."""
+    if is_valid_key(token):
+        await token_store()().adelete(token)
+
+
+def _token_session(request: HttpRequest | None, user: Any, max_age: int | None,
+                   backend: str | type | None) -> SessionStore:
+    """Return the new (unsaved) session a token for ``user`` names, as login() fills one."""
     session = token_store()()
     session[SESSION_KEY] = user._meta.pk.value_to_string(user)
     session[BACKEND_SESSION_KEY] = _backend_for(user, backend)
@@ -58,17 +94,20 @@ def issue_token(request: HttpRequest | None, user: Any, *, max_age: int | None =
         session.set_absolute_expiry(max_age)
     session.keep_key = True  # a token's key is what its client holds
     session.note_client(client_of(request, "bearer"))
-    session.create()
-    if request is not None:
-        request.user = user
-    user_logged_in.send(sender=user.__class__, request=request, user=user)
-    return cast(str, session.session_key)  # create() drew it
+    return session
 
 
-def revoke_token(token: str) -> None:
-    """Delete the session behind ``token`` (other Cloudflare locations may see it for up to ~60 s)."""
-    if is_valid_key(token):
-        token_store()().delete(token)
+def _sign_in(request: HttpRequest | None, user: Any) -> None:
+    """Make ``user`` the request's user, for sync code (``request.user``) and async (``await request.auser()``),
+    as login() and alogin() do."""
+    if request is None:
+        return
+    request.user = user
+    if hasattr(request, "auser"):
+        async def auser() -> Any:
+            return user
+
+        request.auser = auser
 
 
 def _backend_for(user: Any, backend: str | type | None) -> str:

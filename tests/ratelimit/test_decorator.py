@@ -182,6 +182,38 @@ def test_get_usage_reads_without_counting_and_is_ratelimited_counts_when_told():
         rl.get_usage(factory.get("/"), key="ip", rate="1/h")
 
 
+def test_aget_usage_and_ais_ratelimited_answer_as_their_twins_awaiting_kv(cfkv_emulator, cfkv_calls, monkeypatch):
+    """Counted per request (each client's first request reads KV, whatever the clock), the awaited twins make
+    the blocking ones' calls, none of them blocking."""
+    factory, args = RequestFactory(), {"key": "ip", "rate": "1/h"}
+
+    def sequence(get_usage, is_ratelimited, group):
+        cfkv_calls.reset()
+        return [get_usage(factory.get("/"), group, **args)["count"],
+                is_ratelimited(factory.get("/"), group, increment=True, **args),
+                is_ratelimited(factory.get("/"), group, increment=True, **args),
+                get_usage(factory.get("/"), group, **args)["should_limit"],
+                get_usage(factory.get("/"), group, method="POST", **args)], cfkv_calls.counts
+
+    def awaited(function):
+        return lambda *a, **k: async_to_sync(function)(*a, **k)
+
+    blocking = []
+    with override_settings(CFKV={"default": cfkv_emulator.alias_settings(MAX_RETRIES=0)}):
+        rl.count_per_request(True)
+        try:
+            sync = sequence(rl.get_usage, rl.is_ratelimited, "usage-blocking")
+            with monkeypatch.context() as patch:
+                for name in ("list_keys", "put_many", "get", "get_many", "put"):
+                    patch.setattr(KVClient, name, lambda self, *a, name=name, **k: blocking.append(name))
+                native = sequence(awaited(rl.aget_usage), awaited(rl.ais_ratelimited), "usage-awaited")
+        finally:
+            rl.count_per_request(False)
+    assert blocking == []
+    assert native == sync and sync[0] == [0, False, True, True, None] and sync[1]["list"] == 1
+    assert rl.ais_ratelimited.UNSAFE == rl.is_ratelimited.UNSAFE and rl.aget_usage.ALL is rl.get_usage.ALL
+
+
 def test_exception_class_setting_replaces_ratelimited():
     view = rl.ratelimit(key="ip", rate="0/m", group="own-exception")(lambda request: None)
     with override_settings(RATELIMIT_EXCEPTION_CLASS="django.core.exceptions.SuspiciousOperation"):

@@ -19,8 +19,10 @@ from django_cfkv import get_kv
 from django_cfkv.client import KVClient
 from django_cfkv.sessions import (
     SessionStore,
+    aissue_token,
     arevoke_all_sessions,
     arevoke_other_sessions,
+    arevoke_token,
     auser_sessions,
     issue_token,
     revoke_token,
@@ -242,6 +244,61 @@ def test_a_users_sessions_listed_and_revoked_awaiting_kv(emu, user, other):
     assert user_sessions(user) == [] and len(user_sessions(other)) == 1
 
 
+@pytest.mark.django_db
+@pytest.mark.urls("tests.sessions.urls")
+def test_the_async_sessions_page_lists_and_signs_out_awaiting_kv(emu, settings, user):
+    settings.MIDDLEWARE = [OURS, *BEARER_AND_AUTH]
+    laptop, phone = Client(), Client()
+    for browser in (laptop, phone):
+        browser.get(f"/login/{user.pk}/")
+    token = issue_token(None, user)
+    client = with_cookie(AsyncClient(), laptop.cookies["sessionid"].value)
+    with watched_kv_calls() as seen:
+        listed = async_to_sync(client.get)("/async-account/sessions/")
+        signed_out = async_to_sync(client.post)("/async-account/sessions/", {"action": "others"})
+    assert listed.status_code == 200 and listed.content.decode().count('name="ref"') == 2
+    assert signed_out.status_code == 302 and signed_out["Location"].endswith("?signed_out=2")
+    assert seen.blocking == [] and len(seen.awaited) >= 3  # the session, the listing, the sign-out
+    assert phone.get("/whoami/").json()["user"] is None
+    assert Client().get("/whoami/", headers={"authorization": f"Bearer {token}"}).status_code == 401
+    assert laptop.get("/whoami/").json()["user"] == user.pk
+
+
+# Tokens issued and revoked, awaited
+
+
+@pytest.mark.django_db
+def test_a_token_issued_awaiting_kv_is_what_issue_token_makes(emu, cfkv_calls, user, rf):
+    from django.contrib.auth.signals import user_logged_in
+
+    cfkv_calls.reset()
+    issue_token(None, user, max_age=600)
+    blocking_calls, seen_users = cfkv_calls.counts, []
+    user_logged_in.connect(lambda sender, request, user, **kw: seen_users.append(user), weak=False, dispatch_uid="t")
+    request = rf.get("/")
+    request.user, request.auser = None, None  # as AuthenticationMiddleware leaves them: both are replaced
+    try:
+        cfkv_calls.reset()
+        with watched_kv_calls() as seen:
+            token = async_to_sync(aissue_token)(request, user, max_age=600)
+    finally:
+        user_logged_in.disconnect(dispatch_uid="t")
+    assert seen.blocking == [] and seen.awaited and cfkv_calls.counts == blocking_calls
+    assert seen_users == [user] and request.user == user and async_to_sync(request.auser)() == user
+    user.refresh_from_db()
+    assert user.last_login is not None  # Django's own receiver ran
+    stored = SessionStore(token)
+    assert stored["_auth_user_id"] == str(user.pk) and stored["_auth_user_hash"] == user.get_session_auth_hash()
+    assert 0 < stored.get_expiry_age() <= 600  # max_age, not SESSION_COOKIE_AGE (two weeks)
+    assert [s.kind for s in user_sessions(user)] == ["bearer", "bearer"]
+
+
+@pytest.mark.parametrize("token", ["../not-a-token", "", "x" * 5000])
+def test_revoking_what_is_no_token_awaited_sends_nothing(token):
+    with assert_kv_calls(0):
+        async_to_sync(arevoke_token)(token)
+
+
 # The attacks of the sync tests, through the async path too
 
 
@@ -316,12 +373,16 @@ def test_invalid_session_keys_cause_no_io_awaited(cookie):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("revoke", ["revoke_token", "arevoke_all_sessions"])
+@pytest.mark.parametrize("revoke", ["revoke_token", "arevoke_token", "arevoke_all_sessions"])
 def test_a_revoked_token_is_refused(served_as, user, revoke):
     token = issue_token(None, user)
     assert user_of(served_as(token=token)) == user.pk
     if revoke == "revoke_token":
         revoke_token(token)
+    elif revoke == "arevoke_token":
+        with watched_kv_calls() as seen:
+            async_to_sync(arevoke_token)(token)
+        assert seen.blocking == [] and bool(seen.awaited) == isinstance(get_kv(), KVClient)  # LocalKV: no HTTP
     else:
         assert async_to_sync(arevoke_all_sessions)(user) == 1
     assert user_of(served_as(token=token)) == 401

@@ -1,4 +1,5 @@
-"""The "Your sessions" page (``include("django_cfkv.urls")``) and the admin's "Sign out everywhere"."""
+"""The "Your sessions" page (``include("django_cfkv.urls")``), sync and async, and the admin's "Sign out
+everywhere"."""
 
 import re
 
@@ -17,12 +18,20 @@ from .test_user_sessions import FIREFOX, IPHONE, MIDDLEWARE, browser, ref_of
 pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
 PAGE = "/account/sessions/"
+ASYNC_PAGE = "/async-account/sessions/"  # AsyncUserSessionsView
 
 
 @pytest.fixture(autouse=True)
 def site(settings, emu):
     settings.MIDDLEWARE = MIDDLEWARE
     return settings
+
+
+@pytest.fixture(params=[PAGE, ASYNC_PAGE], ids=["sync", "async"])
+def page(request):
+    """The page's path: UserSessionsView, or AsyncUserSessionsView (run by the test client in an event loop of
+    its own, its KV calls awaited there)."""
+    return request.param
 
 
 def csrf_browser(user, agent=FIREFOX):
@@ -32,78 +41,77 @@ def csrf_browser(user, agent=FIREFOX):
     return client
 
 
-def post(client, **data):
-    page = client.get(PAGE)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
-    return client.post(PAGE, {"csrfmiddlewaretoken": token, **data})
+def post(client, page, **data):
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(page).content.decode()).group(1)
+    return client.post(page, {"csrfmiddlewaretoken": token, **data})
 
 
-def test_the_page_is_named_and_needs_a_sign_in(user):
+def test_the_page_is_named_and_needs_a_sign_in(user, page):
     assert reverse("django_cfkv:sessions") == PAGE
-    response = Client().get(PAGE)
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    for response in (Client().get(page), Client().post(page, {"action": "others"})):
+        assert response.status_code == 302 and response["Location"] == f"/accounts/login/?next={page}"
 
 
-def test_the_page_lists_the_users_own_sessions_only(user, other):
+def test_the_page_lists_the_users_own_sessions_only(user, other, page):
     laptop = csrf_browser(user)
     browser(user, IPHONE)
     issue_token(None, user)
     browser(other, "their-secret-device/1.0")
-    page = laptop.get(PAGE)
-    html = page.content.decode()
-    assert page.status_code == 200 and page["Cache-Control"].startswith("max-age=0")
+    shown = laptop.get(page)
+    html = shown.content.decode()
+    assert shown.status_code == 200 and shown["Cache-Control"].startswith("max-age=0")
     assert html.count('name="ref"') == 2  # the others; this session has no button
     assert "This session" in html and "Firefox on Linux" in html and "Safari on iPhone" in html
     assert "(token)" in html and "their-secret-device" not in html and "just now" in html
     assert laptop.cookies["sessionid"].value not in html
 
 
-def test_signing_out_another_session_from_the_page(user):
+def test_signing_out_another_session_from_the_page(user, page):
     laptop, phone = csrf_browser(user), browser(user, IPHONE)
-    response = post(laptop, action="one", ref=ref_of(phone))
-    assert response.status_code == 302 and response["Location"] == PAGE + "?signed_out=1"
+    response = post(laptop, page, action="one", ref=ref_of(phone))
+    assert response.status_code == 302 and response["Location"] == page + "?signed_out=1"
     assert "Signed out of 1 session." in laptop.get(response["Location"]).content.decode()
     assert phone.get("/whoami/").json()["user"] is None
     assert laptop.get("/whoami/").json()["user"] == user.pk
 
 
-def test_signing_out_all_other_sessions_from_the_page(user):
+def test_signing_out_all_other_sessions_from_the_page(user, page):
     laptop, phone = csrf_browser(user), browser(user, IPHONE)
     token = issue_token(None, user)
-    assert post(laptop, action="others")["Location"] == PAGE + "?signed_out=2"
+    assert post(laptop, page, action="others")["Location"] == page + "?signed_out=2"
     assert phone.get("/whoami/").json()["user"] is None
     assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
     assert [s.ref for s in user_sessions(user)] == [ref_of(laptop)]
 
 
 @pytest.mark.parametrize("csrf_middleware", [True, False])
-def test_the_page_refuses_a_post_without_the_csrf_token(user, settings, csrf_middleware):
+def test_the_page_refuses_a_post_without_the_csrf_token(user, settings, csrf_middleware, page):
     if not csrf_middleware:  # the view protects itself on a site without CsrfViewMiddleware
         settings.MIDDLEWARE = [name for name in MIDDLEWARE if "csrf" not in name]
     laptop, phone = csrf_browser(user), browser(user, IPHONE)
-    assert laptop.post(PAGE, {"action": "others"}).status_code == 403
-    assert laptop.post(PAGE, {"action": "one", "ref": ref_of(phone)}).status_code == 403
+    assert laptop.post(page, {"action": "others"}).status_code == 403
+    assert laptop.post(page, {"action": "one", "ref": ref_of(phone)}).status_code == 403
     assert phone.get("/whoami/").json()["user"] == user.pk
 
 
-def test_the_page_refuses_another_users_session_its_own_and_junk(user, other):
+def test_the_page_refuses_another_users_session_its_own_and_junk(user, other, page):
     laptop, theirs = csrf_browser(user), browser(other)
-    assert post(laptop, action="one", ref=ref_of(theirs))["Location"] == PAGE + "?signed_out=0"
+    assert post(laptop, page, action="one", ref=ref_of(theirs))["Location"] == page + "?signed_out=0"
     assert theirs.get("/whoami/").json()["user"] == other.pk
-    assert post(laptop, action="one", ref=ref_of(laptop)).status_code == 400  # log out instead
-    assert post(laptop, action="one", ref="../" + "a" * 61).status_code == 400
-    assert post(laptop, action="everything").status_code == 400
-    assert laptop.get(PAGE + "?signed_out=<b>").content.decode().count("Signed out of") == 0
+    assert post(laptop, page, action="one", ref=ref_of(laptop)).status_code == 400  # log out instead
+    assert post(laptop, page, action="one", ref="../" + "a" * 61).status_code == 400
+    assert post(laptop, page, action="everything").status_code == 400
+    assert laptop.get(page + "?signed_out=<b>").content.decode().count("Signed out of") == 0
 
 
-def test_the_page_says_when_kv_cannot_be_reached(user, emu, settings):
+def test_the_page_says_when_kv_cannot_be_reached(user, emu, settings, page):
     settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 60  # the session itself loads from memory: only the listing fails
     laptop, phone = csrf_browser(user), browser(user, IPHONE)
-    page = laptop.get(PAGE)
+    shown = laptop.get(page)
     with emu.faults(rate_503=1.0):
-        listed = laptop.get(PAGE)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
-        refused = laptop.post(PAGE, {"csrfmiddlewaretoken": token, "action": "one", "ref": ref_of(phone)})
+        listed = laptop.get(page)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', shown.content.decode()).group(1)
+        refused = laptop.post(page, {"csrfmiddlewaretoken": token, "action": "one", "ref": ref_of(phone)})
     assert listed.status_code == 503 and "cannot be listed right now" in listed.content.decode()
     assert listed["Retry-After"] == "5"
     assert refused.status_code == 503 and "Nothing was signed out" in refused.content.decode()

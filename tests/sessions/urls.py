@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 
 from django_cfkv import aget_kv
 from django_cfkv.sessions import issue_token, revoke_other_sessions, revoke_token
+from django_cfkv.sessions.views import AsyncUserSessionsView
 from django_cfkv.testing import get_emulator
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -112,6 +113,7 @@ def change_password(request):
 
 urlpatterns = [
     path("account/", include("django_cfkv.urls")),
+    path("async-account/sessions/", AsyncUserSessionsView.as_view()),
     path("change-password/", change_password),
     path("whoami/", whoami),
     path("awhoami/", awhoami),
