@@ -30,6 +30,7 @@ from . import index, keys, memory, options, plans
 from .index import UserSession
 from .plans import KVCall, Plan
 from .tokens import token_store
+from .users import arequest_user
 
 _NEVER = datetime.min.replace(tzinfo=timezone.utc)
 
@@ -114,8 +115,9 @@ def revoke_other_sessions(request: HttpRequest) -> int:
 
 
 async def arevoke_other_sessions(request: HttpRequest) -> int:
-    """Async twin of :func:`revoke_other_sessions`: the request's user is ``await request.auser()``."""
-    user = await request.auser() if hasattr(request, "auser") else getattr(request, "user", None)
+    """Async twin of :func:`revoke_other_sessions`: the request's user is awaited (``request.auser()``), or
+    the one login() or logout() set since, which Django 5.2 leaves ``auser()`` unaware of."""
+    user = await arequest_user(request) if hasattr(request, "auser") else getattr(request, "user", None)
     return await plans.arun(_revoke_all(user, ref_of(request)), _akv)
 
 

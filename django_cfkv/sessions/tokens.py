@@ -10,7 +10,7 @@ from ..exceptions import CFKVConfigurationError
 from .clients import client_of
 from .keys import is_valid_key
 from .store import SessionStore
-from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, set_request_user
 
 
 def engine_session_store() -> type[SessionStore]:
@@ -50,7 +50,7 @@ def issue_token(request: HttpRequest | None, user: Any, *, max_age: int | None =
 
     session = _token_session(request, user, max_age, backend)
     session.create()
-    _sign_in(request, user)
+    set_request_user(request, user)
     user_logged_in.send(sender=user.__class__, request=request, user=user)
     return cast(str, session.session_key)  # create() drew it
 
@@ -64,7 +64,7 @@ async def aissue_token(request: HttpRequest | None, user: Any, *, max_age: int |
 
     session = _token_session(request, user, max_age, backend)
     await session.acreate()
-    _sign_in(request, user)
+    set_request_user(request, user)
     await user_logged_in.asend(sender=user.__class__, request=request, user=user)
     return cast(str, session.session_key)
 
@@ -95,19 +95,6 @@ def _token_session(request: HttpRequest | None, user: Any, max_age: int | None,
     session.keep_key = True  # a token's key is what its client holds
     session.note_client(client_of(request, "bearer"))
     return session
-
-
-def _sign_in(request: HttpRequest | None, user: Any) -> None:
-    """Make ``user`` the request's user, for sync code (``request.user``) and async (``await request.auser()``),
-    as login() and alogin() do."""
-    if request is None:
-        return
-    request.user = user
-    if hasattr(request, "auser"):
-        async def auser() -> Any:
-            return user
-
-        request.auser = auser
 
 
 def _backend_for(user: Any, backend: str | type | None) -> str:

@@ -12,8 +12,7 @@ the event loop rather than made in the thread Django runs sync views in (one for
 
 from typing import Any
 
-from django.contrib.auth.mixins import LoginRequiredMixin
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth.mixins import AccessMixin, LoginRequiredMixin
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.utils.decorators import method_decorator
@@ -32,6 +31,7 @@ from .per_user import (
     revoke_session,
     user_sessions,
 )
+from .users import arequest_user
 
 NOT_LISTED = "Your sessions cannot be listed right now: the session store did not answer."
 NOT_SIGNED_OUT = "Nothing was signed out: the session store did not answer. Try again in a few seconds."
@@ -102,29 +102,31 @@ class UserSessionsView(LoginRequiredMixin, _SessionsPage, View):
         return self._signed_out(request, count)
 
 
-class AsyncUserSessionsView(_SessionsPage, View):
+class AsyncUserSessionsView(AccessMixin, _SessionsPage, View):
     """:class:`UserSessionsView` as an async view, for a site served by ASGI: the user and the KV calls are
-    awaited. It answers as the sync view does (a sign-in first, CSRF, the 503s)."""
+    awaited. It answers as the sync view does: every method needs a sign-in (``LoginRequiredMixin``'s
+    settings and answer), then CSRF, the 400s and the 503s."""
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
         # Django's decorators wrap an async view natively; around dispatch() they would see a sync method.
         return csrf_protect(never_cache(super().as_view(**initkwargs)))
 
-    async def get(self, request: HttpRequest) -> HttpResponse:
-        user = await _user(request)
+    # django-stubs type dispatch() as sync; an async view's dispatch() returns its handler's coroutine.
+    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+        user = await arequest_user(request)  # request.user is then this user: no blocking query reads it
         if not user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+            return self.handle_no_permission()
+        return await super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    async def get(self, request: HttpRequest) -> HttpResponse:
         try:
-            sessions = await auser_sessions(user, request=request)
+            sessions = await auser_sessions(request.user, request=request)
         except KVError:
             sessions = None
         return self._listed(request, sessions)
 
     async def post(self, request: HttpRequest) -> HttpResponse:
-        user = await _user(request)
-        if not user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
         refused = self._refused(request)
         if refused:
             return refused
@@ -132,15 +134,7 @@ class AsyncUserSessionsView(_SessionsPage, View):
             if request.POST["action"] == "others":
                 count: int | None = await arevoke_other_sessions(request)
             else:
-                count = int(await arevoke_session(user, request.POST["ref"]))
+                count = int(await arevoke_session(request.user, request.POST["ref"]))
         except KVError:
             count = None
         return self._signed_out(request, count)
-
-
-async def _user(request: HttpRequest) -> Any:
-    """Return the request's user, awaited; ``request.user`` becomes it, so a template's ``user`` is this one
-    rather than a second, blocking, database query."""
-    user = await request.auser()
-    request.user = user
-    return user

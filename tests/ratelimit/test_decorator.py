@@ -190,6 +190,7 @@ def test_aget_usage_and_ais_ratelimited_answer_as_their_twins_awaiting_kv(cfkv_e
     def sequence(get_usage, is_ratelimited, group):
         cfkv_calls.reset()
         return [get_usage(factory.get("/"), group, **args)["count"],
+                is_ratelimited(factory.get("/"), group, **args),  # only looks
                 is_ratelimited(factory.get("/"), group, increment=True, **args),
                 is_ratelimited(factory.get("/"), group, increment=True, **args),
                 get_usage(factory.get("/"), group, **args)["should_limit"],
@@ -210,7 +211,7 @@ def test_aget_usage_and_ais_ratelimited_answer_as_their_twins_awaiting_kv(cfkv_e
         finally:
             rl.count_per_request(False)
     assert blocking == []
-    assert native == sync and sync[0] == [0, False, True, True, None] and sync[1]["list"] == 1
+    assert native == sync and sync[0] == [0, False, False, True, True, None] and sync[1]["list"] == 1
     assert rl.ais_ratelimited.UNSAFE == rl.is_ratelimited.UNSAFE and rl.aget_usage.ALL is rl.get_usage.ALL
 
 

@@ -4,10 +4,11 @@ everywhere"."""
 import re
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.auth import get_user_model
 from django.contrib.messages.storage.cookie import CookieStorage
-from django.test import Client, RequestFactory
+from django.test import AsyncClient, Client, RequestFactory
 from django.urls import reverse
 
 from django_cfkv.admin import add_to_user_admin, sign_out_everywhere
@@ -46,10 +47,26 @@ def post(client, page, **data):
     return client.post(page, {"csrfmiddlewaretoken": token, **data})
 
 
-def test_the_page_is_named_and_needs_a_sign_in(user, page):
+def test_the_page_is_named_and_needs_a_sign_in(user, page, settings):
     assert reverse("django_cfkv:sessions") == PAGE
-    for response in (Client().get(page), Client().post(page, {"action": "others"})):
-        assert response.status_code == 302 and response["Location"] == f"/accounts/login/?next={page}"
+    anonymous = Client()
+    for method in ("get", "post", "options", "put", "delete", "head"):
+        response = getattr(anonymous, method)(page)
+        assert response.status_code == 302 and response["Location"] == f"/accounts/login/?next={page}", method
+    settings.LOGIN_URL = "https://sso.example.com/login/"  # another host: it needs the whole URL to come back
+    assert anonymous.get(page + "?x=1")["Location"] == f"https://sso.example.com/login/?next=http%3A//testserver{page}%3Fx%3D1"
+
+
+def test_a_proxys_sign_in_and_sign_out_count_at_once_in_an_async_stack(user, page, settings):
+    """RemoteUserMiddleware logs users in and out after AuthenticationMiddleware: on Django 5.2 that leaves
+    ``request.auser()`` answering with the user it read before, whom the page must not trust."""
+    settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.RemoteUserBackend"]
+    settings.MIDDLEWARE = ["django_cfkv.sessions.middleware.SessionMiddleware", *MIDDLEWARE[1:],
+                           "django.contrib.auth.middleware.RemoteUserMiddleware"]
+    client = AsyncClient()
+    vouched = async_to_sync(client.get)(page, headers={"Remote-User": user.get_username()})
+    dropped = async_to_sync(client.get)(page)  # the proxy no longer vouches: the middleware logs the session out
+    assert (vouched.status_code, dropped.status_code) == (200, 302)
 
 
 def test_the_page_lists_the_users_own_sessions_only(user, other, page):
