@@ -4,7 +4,8 @@ The address comes from the TCP peer unless the peer is a proxy the site
 trusts (:func:`client_ip`), and IPv6 clients count by network
 (:func:`group_ip`). Values a client sends (headers, form fields) are folded
 into the one form a login compares (:func:`client_value`). Whatever the
-identity, KV keys carry only its keyed hash (:func:`client_hash`).
+identity, KV keys carry only its keyed hash (:func:`client_hash`). Async code
+reads the request's user with :func:`arequest_user`.
 """
 
 import hashlib
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 from django.utils.module_loading import import_string
 
 from .. import conf
@@ -234,6 +236,33 @@ def request_address(request: HttpRequest, limiter: AddressSource) -> str:
     return address
 
 
+def set_request_user(request: HttpRequest | None, user: Any) -> None:
+    """Make ``user`` the request's user, for sync code (``request.user``) and async (``await request.auser()``),
+    as login() and alogin() do on Django 6."""
+    if request is None:
+        return
+    request.user = user
+    if hasattr(request, "auser"):
+        async def auser() -> Any:
+            return user
+
+        request.auser = auser
+
+
+async def arequest_user(request: HttpRequest) -> Any:
+    """Return the request's user without a blocking query; ``request.user`` and ``request.auser()`` give it after.
+
+    A ``request.user`` that login(), logout() or their async twins set is the user: on Django 5.2 they leave
+    the user ``request.auser()`` cached, which is then stale (a proxy's RemoteUserMiddleware logs users in
+    and out so). AuthenticationMiddleware's own user, lazy until read, is awaited with ``request.auser()``.
+    """
+    user = getattr(request, "user", None)
+    if user is None or isinstance(user, SimpleLazyObject):
+        user = await request.auser()
+    set_request_user(request, user)
+    return user
+
+
 #: ``identify(user=)`` not given: the user is ``request.user``.
 UNREAD: Any = object()
 
@@ -241,7 +270,7 @@ UNREAD: Any = object()
 def identify(request: HttpRequest, rule: Rule, limiter: AddressSource, user: Any = UNREAD) -> str | None:
     """Return the identity ``rule`` counts this request under, or None when the rule does not apply.
 
-    ``user``, when given, is the request's user (as async code reads it, ``await request.auser()``)."""
+    ``user``, when given, is the request's user (as async code reads it, :func:`arequest_user`)."""
     kind, arg = rule.key, rule.key_arg
     if kind in ("user", "user_or_ip"):
         user = getattr(request, "user", None) if user is UNREAD else user

@@ -22,7 +22,7 @@ from django.http import HttpRequest
 from .. import clock, conf
 from ..exceptions import KVAuthError, KVError, KVNotFoundError
 from .counters import LOG_EVERY, OUTAGE_BACKOFF, CacheCounter, ShardedCounter
-from .identity import UNREAD, callable_path, client_address, client_hash, identify
+from .identity import UNREAD, arequest_user, callable_path, client_address, client_hash, identify
 from .options import compile_settings
 from .rules import Rule
 from .shards import window
@@ -289,14 +289,14 @@ def _identity(limiter: Limiter, rule: Rule, request: HttpRequest, user: Any = UN
 async def _aidentity(limiter: Limiter, rule: Rule, request: HttpRequest) -> str | Usage | None:
     """As :func:`_identity`, from async code. A key the project's own code computes (a callable key or
     RATELIMIT_IP_META_KEY) runs in a thread, as Django runs sync code: it may query the database. The
-    user is read with ``request.auser()``."""
+    user is read with :func:`~django_cfkv.ratelimit.identity.arequest_user`."""
     ip_key = rule.key in ("ip", "user_or_ip")
     if rule.key == "callable" or (ip_key and callable_path(limiter.options.get("IP_META_KEY"))):
         return await sync_to_async(_identity)(limiter, rule, request)
     user = UNREAD
     if rule.key in ("user", "user_or_ip") and hasattr(request, "auser"):
         try:
-            user = await request.auser()
+            user = await arequest_user(request)
         except Exception as exc:  # the session or user store failed: as a failed identification
             limiter.log_failure(exc)
             return limiter.unavailable(rule)

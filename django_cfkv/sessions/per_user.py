@@ -25,12 +25,12 @@ from django.http import HttpRequest
 
 from .. import clock, conf
 from ..exceptions import CFKVConfigurationError
+from ..ratelimit.identity import arequest_user
 from ..types import KeyInfo, PageWalk
 from . import index, keys, memory, options, plans
 from .index import UserSession
 from .plans import KVCall, Plan
 from .tokens import token_store
-from .users import arequest_user
 
 _NEVER = datetime.min.replace(tzinfo=timezone.utc)
 

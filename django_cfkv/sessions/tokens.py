@@ -7,10 +7,11 @@ from django.http import HttpRequest
 
 from .. import conf
 from ..exceptions import CFKVConfigurationError
+from ..ratelimit.identity import set_request_user
 from .clients import client_of
 from .keys import is_valid_key
 from .store import SessionStore
-from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, set_request_user
+from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 
 
 def engine_session_store() -> type[SessionStore]:

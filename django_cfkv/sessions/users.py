@@ -9,8 +9,6 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
-from django.utils.functional import SimpleLazyObject
 
 from .. import conf
 from .codec import Value
@@ -24,32 +22,6 @@ SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY = "_auth_user_id", "_auth_use
 #: (Django's user id, the ``userId`` value it maps to), as a load found them.
 UserRef = tuple[str, Any]
 
-
-def set_request_user(request: HttpRequest | None, user: Any) -> None:
-    """Make ``user`` the request's user, for sync code (``request.user``) and async (``await request.auser()``),
-    as login() and alogin() do on Django 6."""
-    if request is None:
-        return
-    request.user = user
-    if hasattr(request, "auser"):
-        async def auser() -> Any:
-            return user
-
-        request.auser = auser
-
-
-async def arequest_user(request: HttpRequest) -> Any:
-    """Return the request's user without a blocking query; ``request.user`` and ``request.auser()`` give it after.
-
-    A ``request.user`` that login(), logout() or their async twins set is the user: on Django 5.2 they leave
-    the user ``request.auser()`` cached, which is then stale (a proxy's RemoteUserMiddleware logs users in
-    and out so). AuthenticationMiddleware's own user, lazy until read, is awaited with ``request.auser()``.
-    """
-    user = getattr(request, "user", None)
-    if user is None or isinstance(user, SimpleLazyObject):
-        user = await request.auser()
-    set_request_user(request, user)
-    return user
 
 
 def worker_user_id(auth_id: str | None, known: UserRef | None = None) -> Plan[Any]:

@@ -21,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
 from ..exceptions import KVError
+from ..ratelimit.identity import arequest_user
 from . import index
 from .per_user import (
     arevoke_other_sessions,
@@ -31,7 +32,6 @@ from .per_user import (
     revoke_session,
     user_sessions,
 )
-from .users import arequest_user
 
 NOT_LISTED = "Your sessions cannot be listed right now: the session store did not answer."
 NOT_SIGNED_OUT = "Nothing was signed out: the session store did not answer. Try again in a few seconds."

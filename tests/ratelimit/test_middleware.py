@@ -9,8 +9,9 @@ import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
-from django.test import AsyncClient, Client, override_settings
+from django.test import AsyncClient, Client, RequestFactory, override_settings
 
+from django_cfkv import ratelimit as rl
 from django_cfkv.client import KVClient
 from django_cfkv.middleware import RateLimitMiddleware
 from django_cfkv.ratelimit import count_per_request
@@ -212,3 +213,30 @@ def test_async_stack_counts_a_user_key_by_the_awaited_user(db, django_user_model
 
     with override_settings(CFKV_RATELIMIT={"RULES": [rule]}):
         assert async_to_sync(run)() == ([200, 200, 429], 200)  # an anonymous request has no user to count
+
+
+def test_async_stack_counts_the_user_login_or_logout_set_over_a_stale_auser(db, django_user_model):
+    """A proxy's RemoteUserMiddleware logs users in and out after AuthenticationMiddleware; on Django 5.2 that
+    leaves ``request.auser()`` answering with the user it read before. The user ``request.user`` names is
+    counted, in either stack."""
+    from django.contrib.auth.models import AnonymousUser
+
+    ann, bob = (django_user_model.objects.create_user(name) for name in ("ann", "bob"))
+    rule = rl.compile_rule({"rate": "1/h", "key": "user", "group": "stale-auser"})
+    factory = RequestFactory()
+
+    def request(user, stale):
+        made = factory.post("/login/")
+        made.user = user
+
+        async def auser():
+            return stale
+
+        made.auser = auser
+        return made
+
+    assert rl.count_request(request(bob, ann), [rule])[0].count == 1  # blocking: request.user, bob
+    assert async_to_sync(rl.acount_request)(request(bob, ann), [rule], increment=False)[0].count == 1
+    assert async_to_sync(rl.acount_request)(request(ann, bob), [rule], increment=False)[0].count == 0
+    # logged out: no user to count, as for any anonymous request (a "user" key limits signed-in users only)
+    assert async_to_sync(rl.acount_request)(request(AnonymousUser(), bob), [rule], increment=False) == []

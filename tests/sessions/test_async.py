@@ -282,7 +282,7 @@ class AsStaleAsOnDjango52:
 def test_the_request_user_set_by_login_or_logout_wins_over_a_stale_auser(user, other):
     from django.contrib.auth.models import AnonymousUser
 
-    from django_cfkv.sessions.users import arequest_user
+    from django_cfkv.ratelimit.identity import arequest_user
 
     logged_out = AsStaleAsOnDjango52(AnonymousUser(), cached=user)
     assert async_to_sync(arequest_user)(logged_out).is_authenticated is False
