@@ -6,6 +6,9 @@ and calls per second with 1, 16 and 64 in flight (the ratio is httpx's figure ov
 Overhead: KVClient.aget/aput against bare aiohttp making the same calls, one at a time
 (target <= 1.15x, as the blocking client is held to against bare requests) and 16 in flight;
 and against the blocking KVClient.get/put making them from the same process (target <= 1.15x).
+Floor: what any client that keeps aget's duties pays, measured beside them: its pieces (key check,
+call count, the attempt with its timeout and capped read, the budget header, the status) called
+inline, with no plan, steps or retry loop between them.
 Gather: three reads awaited together against an emulator that adds 50 ms to every call take
 one round trip (target <= 1.2), natively and through worker threads (without the extra).
 """
@@ -14,8 +17,11 @@ import asyncio
 import importlib.util
 import uuid
 
-from django_cfkv import threads
+from django_cfkv import clock, limits, threads
 from django_cfkv.client import KVClient
+from django_cfkv.client.urls import encode_key
+from django_cfkv.transport import accounting
+from django_cfkv.transport.exchange import Attempt
 
 from .common import ACCOUNT, TOKEN, ainterleaved, athroughput, emulator, row
 
@@ -91,10 +97,13 @@ async def _run(base_url, n, rounds, total):
     async def sync_get(i):
         client.get(f"s{i % 50}")
 
+    async def floor_get(i):
+        return await _floor_get(client, f"{url}{encode_key(f'c{i % 50}')}")
+
     cases = {"aiohttp put": bare_put, "kvclient aput": lambda i: client.aput(f"c{i}", VALUE),
              "kvclient put": sync_put,
              "aiohttp get": bare_get, "kvclient aget": lambda i: client.aget(f"c{i % 50}"),
-             "kvclient get": sync_get}
+             "floor aget": floor_get, "kvclient get": sync_get}
     httpx = _httpx(headers)
     if httpx is not None:
         async def httpx_put(i):
@@ -119,8 +128,27 @@ async def _run(base_url, n, rounds, total):
     return rows
 
 
+async def _floor_get(client, url):
+    """aget's duties with nothing between them: its pieces called inline (the floor of any client keeping them)."""
+    from django_cfkv.transport import aio
+
+    transport = client.transport
+    accounting.record(transport.calls, "get")
+    attempt = Attempt("GET", url, "get", None, None, None, limits.MAX_VALUE_BYTES,
+                      clock.monotonic() + transport.deadline, transport.timeout)
+    answer = await aio._attempt(transport._loops.current() or await transport._loops.get(), attempt)
+    transport.quota.note(answer.headers)
+    if answer.status_code >= 300:
+        raise RuntimeError(f"floor aget: HTTP {answer.status_code}")
+    return answer.content
+
+
 def _overhead(t):
     rows = []
+    floor, base = t["floor aget"], t["aiohttp get"]
+    for i, what in ((0, "wall"), (1, "cpu")):
+        rows.append(row("async", f"floor of aget (its pieces inline), {what} per op", floor[i] * 1e3, "ms",
+                        baseline="bare aiohttp get", baseline_value=base[i] * 1e3))
     for op in ("put", "get"):
         ours, base = t[f"kvclient a{op}"], t[f"aiohttp {op}"]
         for i, what in ((0, "wall"), (1, "cpu")):
