@@ -46,6 +46,7 @@ def record(counter: CallCounter, endpoint: str) -> None:
         counter._counts[endpoint] += 1
         calls._counts[endpoint] += 1
 
+
 #: The seam for tools that watch or police calls (django_cfkv.testing keeps tests on loopback
 #: with it): callables run as ``hook(method, url)`` before each call is sent. One may raise to
 #: stop the call; nothing is sent then and its error reaches the caller. The package adds none.
