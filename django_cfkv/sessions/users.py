@@ -23,7 +23,6 @@ SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY = "_auth_user_id", "_auth_use
 UserRef = tuple[str, Any]
 
 
-
 def worker_user_id(auth_id: str | None, known: UserRef | None = None) -> Plan[Any]:
     """Return the ``userId`` value for Django's user id: a string, as ``_auth_user_id`` is (a plan).
 

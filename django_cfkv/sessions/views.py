@@ -54,8 +54,10 @@ class _SessionsPage:
     def _listed(self, request: HttpRequest, sessions: list[Any] | None) -> HttpResponse:
         """Render the list (None: KV did not answer)."""
         signed_out = request.GET.get("signed_out", "")
+        # isdigit() alone takes "²", and int() refuses it, or 5,000 digits: either would be a 500
+        count = int(signed_out) if signed_out.isascii() and signed_out.isdigit() and len(signed_out) <= 9 else None
         return self._render(request, {"sessions": sessions or [], "error": None if sessions is not None else NOT_LISTED,
-                                      "signed_out": int(signed_out) if signed_out.isdigit() else None})
+                                      "signed_out": count})
 
     def _signed_out(self, request: HttpRequest, count: int | None) -> HttpResponse:
         """Back to the page saying how many were signed out (None: KV did not answer)."""
