@@ -43,6 +43,13 @@ def shard_count(metadata: object) -> int:
     return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
 
 
+def _is_number(text: str) -> bool:
+    """Whether a key name's part is a period or window index: a name anyone who writes the namespace may
+    choose, so only ASCII digits (isdigit() takes "²", which int() refuses), and at most 12 of them (an
+    index of seconds is 10 digits until the year 2286)."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
 def describe_shard(name: str, metadata: object = None, value: Any = None) -> dict[str, Any] | None:
     """Return what a limiter key holds, from its name and metadata (or value), or None if it is not one.
 
@@ -55,7 +62,7 @@ def describe_shard(name: str, metadata: object = None, value: Any = None) -> dic
         return None
     parts = name[len(SHARD_PREFIX):].rsplit(":", 4)
     process = parts.pop() if len(parts) == 5 else None  # None: a strict-mode cache key
-    if len(parts) != 4 or not (parts[2].isdigit() and parts[3].isdigit()):
+    if len(parts) != 4 or not (_is_number(parts[2]) and _is_number(parts[3])):
         return None
     policy, client, period, index = parts[0], parts[1], int(parts[2]), int(parts[3])
     if period < 1:

@@ -108,8 +108,14 @@ def test_get_decodes_what_the_session_engine_cache_and_limiter_store(kv, setting
     assert data["decoder"] == "django_cfkv.ratelimit.describe_shard"
     assert data["value"]["count"] == 3 and data["value"]["window_end"] == 124 * 60
     # A shard with no expiry but a window closed long ago is an orphan.
+    # A namespace writer's names that look like shards, and are not: shown and swept past, never a crash.
+    planted = ["rl:login:c1:\u00b2:1", "rl:login:c1:60:" + "9" * 400, "rl:login:c1:" + "9" * 13 + ":1"]
+    for name in planted:
+        kv.put(name, "1", metadata={"kind": "ratelimit"})
+        assert run_json("get", name)["key"] == name
     report = run_json("sweep", "--kind", "ratelimit")
     assert report["by_kind"] == {"ratelimit": {"expired": 0, "orphaned": 1}} and report["deleted"] == 1
+    assert all(kv.get(name) == b"1" for name in planted)
 
 
 def test_put_value_file_ttl_and_metadata(kv, tmp_path):

@@ -28,6 +28,8 @@ def test_describe_shard():
     assert rl.describe_shard("rl:g:ab:3600:1")["process"] is None
     assert rl.describe_shard("session:abc", {"kind": "session"}) is None
     assert rl.describe_shard("rl:garbage") is None
+    for hostile in ("rl:g:ab:\u00b2:1", "rl:g:ab:60:\u0661", "rl:g:ab:60:" + "9" * 13, "rl:g:ab:-60:1"):
+        assert rl.describe_shard(hostile) is None  # a namespace writer's name: no shard, never a ValueError
 
 
 def test_a_shard_is_expired_from_the_moment_its_window_ends(monkeypatch):
