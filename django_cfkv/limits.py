@@ -118,7 +118,7 @@ def validate_expiry(expiration: float | None = None, expiration_ttl: float | Non
     """
     now = clock.now() if now is None else now
     if expiration_ttl is not None:
-        if not _is_finite_number(expiration_ttl):
+        if not is_finite_number(expiration_ttl):
             raise KVValueError("expiration_ttl must be a finite number of seconds.", code=INVALID_EXPIRATION_TTL)
         if expiration_ttl < MIN_TTL:
             raise KVValueError(
@@ -127,7 +127,7 @@ def validate_expiry(expiration: float | None = None, expiration_ttl: float | Non
             )
         return int(now + expiration_ttl)
     if expiration is not None:
-        if not _is_finite_number(expiration):
+        if not is_finite_number(expiration):
             raise KVValueError("expiration must be a UNIX time in seconds (a finite number).",
                                code=INVALID_EXPIRATION)
         if expiration < now + MIN_TTL:
@@ -142,10 +142,12 @@ def validate_expiry(expiration: float | None = None, expiration_ttl: float | Non
 def is_seconds(value: object, *, zero_ok: bool = False) -> TypeGuard[int | float]:
     """Return True if ``value`` is a number of seconds a setting may hold: finite, > 0 (>= 0 with ``zero_ok``),
     not a bool (True is 1 to Python, never a duration a user meant)."""
-    return _is_finite_number(value) and (value >= 0 if zero_ok else value > 0)  # type: ignore[operator]
+    return is_finite_number(value) and (value >= 0 if zero_ok else value > 0)
 
 
-def _is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
+    """Return True if ``value`` is a finite number a float holds, not a bool: what JSON anyone wrote (10**400
+    included, for which isfinite() raises) may be read as a time or a count."""
     # NaN and infinity pass every comparison check but cannot become an int.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False

@@ -14,7 +14,7 @@ Nothing here knows Django.
 import math
 from typing import Any, NamedTuple
 
-from .limits import MIN_TTL
+from .limits import MIN_TTL, is_finite_number
 
 CACHE, SESSION, RATELIMIT = "cache", "session", "ratelimit"
 KINDS = (CACHE, SESSION, RATELIMIT)
@@ -76,11 +76,7 @@ def read(metadata: object) -> Metadata:
     kind, expires, size = metadata.get("kind"), metadata.get("expires"), metadata.get("size")
     return Metadata(
         kind if isinstance(kind, str) else None,
-        float(expires) if isinstance(expires, (int, float)) and _is_number(expires) else None,
+        float(expires) if is_finite_number(expires) else None,
         size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         metadata,
     )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

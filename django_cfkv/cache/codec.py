@@ -185,10 +185,12 @@ def parse_fields(raw: bytes | str) -> dict[str, Any]:
     """Return an entry's JSON object without decoding its value."""
     try:
         fields = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Not a cache entry: not JSON text ({exc}).") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested past the limit
+        raise ValueError(f"Not a cache entry: not JSON text ({type(exc).__name__}).") from exc
     if not isinstance(fields, dict) or "expires" not in fields:
         raise ValueError("Not a cache entry: a JSON object with 'expires' was expected.")
+    if any(fields.get(name) is not None and not limits.is_finite_number(fields[name]) for name in ("expires", "delta")):
+        raise ValueError("Not a cache entry: its 'expires' or 'delta' is not a number.")
     return fields
 
 

@@ -26,7 +26,10 @@ def when(expires: float | None, now: float) -> str:
     """Return an expiry as UTC time and distance: "2026-11-20 12:00:00Z (in 3.5 h)", or "never"."""
     if expires is None:
         return "never"
-    stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # a namespace writer's time, past what a datetime holds
+        return f"{expires:g} (not a time)"
     left = expires - now
     return f"{stamp} ({'in ' + span(left) if left > 0 else span(left) + ' ago'})"
 

@@ -111,7 +111,7 @@ def expiration(value: Any, response: Answer) -> int | None:
         return None
     try:
         number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past a float's range
         number = math.nan
     if not math.isfinite(number):
         raise malformed(response, "expiration")

@@ -21,11 +21,9 @@ def _value_expiry(raw: bytes) -> float | None:
     """Return the expiry a value carries itself (a Worker-made session's ``expiresAt``), or None."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a writer's JSON nested past the recursion limit
         return None
     expires = data.get("expiresAt") if isinstance(data, dict) else None
-    if isinstance(expires, bool) or not isinstance(expires, (int, float, str)):
-        return None
     if isinstance(expires, str):
         from django.utils.dateparse import parse_datetime
 
@@ -34,6 +32,8 @@ def _value_expiry(raw: bytes) -> float | None:
         except ValueError:
             parsed = None
         return parsed.timestamp() if parsed is not None and parsed.tzinfo is not None else None
+    if not limits.is_finite_number(expires):
+        return None
     return expires / 1000 if expires > 1e11 else float(expires)  # JavaScript's Date.now() is in ms
 
 

@@ -12,13 +12,13 @@ Two formats (``SESSION_CFKV_FORMAT``):
 """
 
 import json
-import math
 from typing import Any, NamedTuple
 
 from django.core import signing
 from django.utils.module_loading import import_string
 
 from .. import conf
+from ..limits import is_finite_number
 from .keys import hashed_id
 from .options import session_format
 
@@ -80,14 +80,12 @@ def _signed_envelope(raw: str, salt: str) -> Any:
 def _json_envelope(raw: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # a writer's JSON nested past the recursion limit too
         raise ValueError("the session value is not JSON") from exc
 
 
 def _is_number(value: object, optional: bool = False) -> bool:
-    if value is None:
-        return optional
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return optional if value is None else is_finite_number(value)
 
 
 def dumps_signed(envelope: dict[str, Any], salt: str, serializer: Any, session_key: str) -> str:

@@ -26,20 +26,20 @@ id, which no entry may name.
 
 import hashlib
 import hmac
-import math
 import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import conf, metadata
+from .. import conf, limits, metadata
 from ..types import KeyInfo
 from .options import key_layout, user_index
 
 USER_SEGMENT = "user:"  # after the session prefix: what sets index entries apart from sessions
 INDEX_SALT = b"django_cfkv.sessions.user_index"
 OWNER_LENGTH = 32  # hex digits of the owner's HMAC: 128 bits
+LAST_TIME = 32_503_680_000  # 3000-01-01 UTC: a later time in an entry is a writer's, not a session's
 DEVICE_MAX, WHERE_MAX = 64, 64  # characters: the metadata stays under 1,024 bytes whatever a client sends
 VIA = ("cookie", "bearer")
 #: The session data key holding the client a session was signed in from (``{"via", "device", "where"}``).
@@ -151,12 +151,11 @@ def entry_metadata(expires: float, created_ms: float | None, now: float, client:
 
 
 def _time(value: object) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # Years 1970 to 2999 only: a writer's year-9999 time overflows when a template shows it in a time zone east
+    # of UTC (year 1 west of it), and no session is seen, made or ends outside them.
+    if not (limits.is_finite_number(value) and 0 <= value < LAST_TIME):
         return None
-    try:
-        return datetime.fromtimestamp(value, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
+    return datetime.fromtimestamp(value, tz=timezone.utc)
 
 
 def read_entry(info: KeyInfo, user_prefix: str, now: float) -> UserSession | None:

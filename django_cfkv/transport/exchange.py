@@ -98,7 +98,8 @@ class Capped:
 
     def __init__(self, attempt: Attempt, status: int, headers: Mapping[str, str]) -> None:
         declared = headers.get("Content-Length", "")
-        digits = declared.isascii() and declared.isdigit()  # isdigit() alone takes "²", which int() refuses
+        # isdigit() alone takes "²", which int() refuses; and int() refuses 4,300 digits (a length needs 11)
+        digits = declared.isascii() and declared.isdigit() and len(declared) <= 18
         self.attempt, self.status = attempt, status
         self.full = digits and int(declared) > attempt.max_bytes  # refused on its header alone
         # A declared length within the cap, and no encoding to inflate it: an HTTP parser reads no more,

@@ -55,7 +55,7 @@ def _credentials(request):
     if request.content_type == "application/json":
         try:
             data = json.loads(request.body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested past the recursion limit
             return None, None
         if not isinstance(data, dict):
             return None, None

@@ -242,3 +242,24 @@ def test_the_codec_keeps_its_earlier_import_path():
 
     assert (serializers.decode_entry, serializers.SignatureError, serializers.sign) == \
         (decode_entry, SignatureError, sign)
+
+
+NESTED = "[" * 100_000 + "]" * 100_000  # json.loads() raises RecursionError, not ValueError, on it
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "json"])
+@pytest.mark.parametrize("text", [NESTED, '{"expires": "soon", "value": 1}',
+                                  '{"expires": 1' + "0" * 400 + ', "value": 1}',
+                                  '{"expires": null, "delta": "x", "value": 1}'],
+                         ids=["nested", "expires-text", "expires-huge", "delta-text"])
+def test_a_planted_entry_of_deep_json_or_wordy_times_is_a_miss_on_every_read_path(backend, serializer, text):
+    """A namespace writer's JSON: as garbage, never a RecursionError, TypeError or OverflowError (a 500)."""
+    cache = build_cache(OPTIONS={"SERIALIZER": serializer})
+    cache.set("neighbour", "fine")
+    for key in ("k", "n", "t", "g"):
+        plant(cache.kv_key(key), text, metadata=True)
+    assert cache.get("k", "miss") == "miss"
+    assert cache.get_many(["k", "neighbour"]) == {"neighbour": "fine"}
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("n")
+    assert cache.touch("t", 300) is False and cache.get_or_set("g", lambda: "computed") == "computed"

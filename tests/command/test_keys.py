@@ -176,3 +176,17 @@ def test_rm_needs_keys_or_prefix(kv):
         run("rm", "--yes")
     with pytest.raises(CommandError, match="one of the two"):
         run("rm", "a", "--prefix", "b", "--yes")
+
+
+@pytest.mark.parametrize("expires", [1767225600000, 1e17, 1e300, 10**400],
+                         ids=["milliseconds", "1e17", "1e300", "huge"])
+def test_ls_and_get_show_a_planted_expiry_no_date_holds(kv, expires):
+    """A namespace writer's metadata (an expiry in ms by mistake, or past any date): shown, never a crash."""
+    kv.put("cache:planted", "{}", metadata={"kind": "cache", "expires": expires})
+    kv.put("rl:login:c:999999999999:999999999999:p1", "1", metadata={"kind": "ratelimit"})
+    listed = run("ls")
+    assert "cache:planted" in listed and "rl:login:c:999999999999" in listed
+    assert "cache:planted" in run("get", "cache:planted")
+    assert run_json("get", "rl:login:c:999999999999:999999999999:p1")["value"]["window"] == 999999999999
+    assert "rl:login" in run("get", "rl:login:c:999999999999:999999999999:p1")
+

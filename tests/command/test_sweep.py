@@ -95,3 +95,14 @@ def test_sweep_that_leaves_keys_says_to_run_again(emulated_alias, cfkv_emulator)
     assert 0 < left < 50
     assert run_json("sweep")["deleted"] == left
     assert list(kv.iter_keys()) == []
+
+
+@pytest.mark.parametrize("value", ["[" * 100_000, '{"expiresAt": 1' + "0" * 400 + "}", '{"expiresAt": true}'],
+                         ids=["nested", "huge", "bool"])
+def test_sweep_reads_past_a_planted_session_value_it_cannot_use(kv, value):
+    """A namespace writer's session value: no expiry read from it, and the sweep goes on to the rest."""
+    now = time.time()
+    kv.put("session:planted", value)
+    kv.put("session:ended", json.dumps({"userId": "1", "expiresAt": (now - 3600) * 1000}))
+    report = run_json("sweep", "--kind", "sessions")
+    assert report["deleted"] == 1 and kv.get("session:ended") is None and kv.get("session:planted") is not None

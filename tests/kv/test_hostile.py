@@ -166,16 +166,20 @@ def test_a_compressed_answer_is_capped_as_it_inflates(client_on):
             client.get("k")
 
 
-def _odd_length(conn, request):
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: \xb2\r\n"
-                 b"Connection: close\r\n\r\ndata")
-    return False
+def _odd_length(length):
+    def answer(conn, request):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " + length
+                     + b"\r\nConnection: close\r\n\r\ndata")
+        return False
+    return answer
 
 
-def test_a_content_length_of_other_digits_is_no_bare_error(client_on):
-    """"\xb2" reads as "²", a digit to str.isdigit() but not to int(): the answer is read to its end
-    (requests ignores the header) or refused as a KVError (aiohttp refuses it), never a ValueError."""
-    with HostileServer(_odd_length) as server:
+@pytest.mark.parametrize("length", [b"\xb2", b"9" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_content_length_of_other_digits_is_no_bare_error(client_on, length):
+    """"\xb2" reads as "²", a digit to str.isdigit() but not to int(), and int() refuses 5,000 digits: the
+    answer is read to its end (requests ignores the header) or refused as a KVError (aiohttp refuses it),
+    never a ValueError."""
+    with HostileServer(_odd_length(length)) as server:
         client = client_on(server)
         try:
             outcome = client.get("k")

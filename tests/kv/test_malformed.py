@@ -97,6 +97,7 @@ MALFORMED_200 = {
     "get_many": [_envelope([1, 2]), _envelope({"values": [1]}), _envelope(None), _envelope("x")],
     "list_keys": [_envelope({"name": "k"}), _envelope([1]), _envelope([{"name": 5}]), _envelope([{"nom": "k"}]),
                   _envelope([{"name": "k", "expiration": "soon"}]), _envelope([], result_info=[]),
+                  _envelope([{"name": "k", "expiration": 10**400}]),  # no float holds it: OverflowError
                   _envelope([], result_info={"cursor": 5})],
     "put_many": [_envelope([]), _envelope({"unsuccessful_keys": "k"}), _envelope({"unsuccessful_keys": [1]})],
     "list_namespaces": [_envelope({"id": "x"}), _envelope(["x"]), _envelope([{"id": "a"}], result_info={

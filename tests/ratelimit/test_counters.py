@@ -13,6 +13,7 @@ from django_cfkv import clock
 from django_cfkv import ratelimit as rl
 from django_cfkv.exceptions import KVBulkError
 from django_cfkv.local import LocalKV
+from django_cfkv.ratelimit.shards import shard_count
 from django_cfkv.testing import KVCalls
 
 
@@ -54,6 +55,23 @@ def test_counter_sums_other_processes_shards_and_never_writes_theirs(tmp_path):
     for name, meta in keys.items():
         assert meta["kind"] == "ratelimit" and meta["expires"] == rl.window(now, 3600)[2]
         assert rl.describe_shard(name, meta)["count"] == meta["count"]
+    a.close()
+    b.close()
+
+
+def test_a_planted_shard_whose_numbers_no_float_holds_does_not_hide_the_others(tmp_path):
+    """A namespace writer's shard under the client's prefix with ``expires: 10**400`` made reading the metadata
+    raise OverflowError, so the counter never learned the other processes' counts (and let their requests by)."""
+    kv = LocalKV(tmp_path / "kv.sqlite3")
+    a, b = rl.ShardedCounter(kv, background=False), rl.ShardedCounter(kv, background=False)
+    now = clock.now()
+    for _ in range(3):
+        a.hit("p", "c", 10, 3600, now)
+    a.flush()
+    prefix = rl.shard_prefix("p", "c", 3600, rl.window(now, 3600)[0])
+    kv.put(prefix + "planted.0", "", metadata={"kind": "ratelimit", "expires": 10**400, "count": "many"})
+    assert shard_count({"kind": "ratelimit", "expires": 10**400, "count": 4}) == 4
+    assert b.hit("p", "c", 10, 3600, now)[0] == 4  # a's three, and b's own: the planted shard counts none
     a.close()
     b.close()
 

@@ -250,6 +250,21 @@ def test_worker_made_session_expired_or_for_nobody(json_format, user):
     assert Client().get("/whoami/", **auth(nobody)).json()["user"] is None
 
 
+@pytest.mark.parametrize("value", ["[" * 100_000, '{"userId": "1", "expiresAt": 1' + "0" * 400 + "}",
+                                   '{"userId": "1", "createdAt": -1' + "0" * 400 + "}"],
+                         ids=["nested", "huge-expiry", "huge-created"])
+def test_a_planted_session_value_a_float_cannot_hold_or_json_cannot_nest_is_no_session(json_format, user, value):
+    """A namespace writer's value at a session's key: as no session (a cookie gets a new one, a token a 401),
+    never a RecursionError or OverflowError (a 500 on every request that carries it)."""
+    token = "plantedsessionkey0123456789abcde"
+    get_kv().put(SessionStore.kv_key(token), value)
+    client = Client(raise_request_exception=False)
+    assert_invalid_token(client.get("/whoami/", **auth(token)))
+    client.cookies["sessionid"] = token
+    response = client.get("/whoami/")
+    assert response.status_code == 200 and response.json()["user"] is None
+
+
 def inexact_user_ids(pk):
     """Worker-written userId values that some lookup would coerce into the user with this integer pk."""
     return [True if pk == 1 else False, pk + 0.0, pk + 0.9, f"0{pk}", f" {pk}", f"{pk} ", f"+{pk}",

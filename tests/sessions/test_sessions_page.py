@@ -11,6 +11,7 @@ from django.contrib.messages.storage.cookie import CookieStorage
 from django.test import AsyncClient, Client, RequestFactory
 from django.urls import reverse
 
+from django_cfkv import get_kv
 from django_cfkv.admin import add_to_user_admin, sign_out_everywhere
 from django_cfkv.sessions import hashed_id, issue_token, user_sessions
 
@@ -135,6 +136,23 @@ def test_the_page_says_when_kv_cannot_be_reached(user, emu, settings, page):
     assert listed["Retry-After"] == "5"
     assert refused.status_code == 503 and "Nothing was signed out" in refused.content.decode()
     assert phone.get("/whoami/").json()["user"] == user.pk
+
+
+@pytest.mark.parametrize(("zone", "times"), [
+    ("Asia/Tokyo", {"expires": 253402300799}),  # 9999-12-31 23:59:59 UTC: past the year 9999 in Tokyo
+    ("America/Chicago", {"seen": -62135596800}),  # 0001-01-01 UTC: before the year 1 in Chicago
+    ("UTC", {"expires": 10**400, "created": -(10**400)}),  # no float holds them
+], ids=["tokyo", "chicago", "huge"])
+def test_a_planted_entry_with_times_no_page_can_show_is_listed_without_them(user, page, settings, zone, times):
+    """A namespace writer's index entry under the user's prefix: listed with its times unknown, never a 500."""
+    from django_cfkv.sessions import index
+
+    settings.TIME_ZONE = zone
+    laptop = csrf_browser(user)
+    planted = index.user_prefixes("session:", str(user.pk))[0] + hashed_id("plantedsessionkey0123456789abcde")
+    get_kv().put(planted, "", expiration_ttl=3600, metadata={"kind": "session", **times})
+    shown = laptop.get(page)
+    assert shown.status_code == 200 and shown.content.decode().count('name="ref"') == 1
 
 
 def test_times_read_as_people_say_them():
