@@ -157,6 +157,13 @@ def is_finite_number(value: object) -> TypeGuard[int | float]:
         return False
 
 
+def parse_digits(text: str, max_digits: int) -> int | None:
+    """Return the whole number ``text`` spells in at most ``max_digits`` ASCII digits, else None: for text
+    anyone may write (a header, a query string, a key's name). isdigit() alone takes "²", which int()
+    refuses, and int() refuses more than 4,300 digits."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= max_digits else None
+
+
 def validate_list_limit(limit: object) -> int:
     """Return ``limit`` if KV accepts it as a list page size (10..1000)."""
     if isinstance(limit, bool) or not isinstance(limit, int):

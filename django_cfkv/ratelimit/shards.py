@@ -11,6 +11,7 @@ Strict mode's cache key is the same name without ``:<process>.<n>``.
 from typing import Any
 
 from .. import clock
+from ..limits import parse_digits
 from ..metadata import RATELIMIT, kv_ttl
 from ..metadata import build as build_metadata
 from ..metadata import read as read_metadata
@@ -43,13 +44,6 @@ def shard_count(metadata: object) -> int:
     return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
 
 
-def _is_number(text: str) -> bool:
-    """Whether a key name's part is a period or window index: a name anyone who writes the namespace may
-    choose, so only ASCII digits (isdigit() takes "²", which int() refuses), and at most 12 of them (an
-    index of seconds is 10 digits until the year 2286)."""
-    return text.isascii() and text.isdigit() and len(text) <= 12
-
-
 def describe_shard(name: str, metadata: object = None, value: Any = None) -> dict[str, Any] | None:
     """Return what a limiter key holds, from its name and metadata (or value), or None if it is not one.
 
@@ -62,10 +56,12 @@ def describe_shard(name: str, metadata: object = None, value: Any = None) -> dic
         return None
     parts = name[len(SHARD_PREFIX):].rsplit(":", 4)
     process = parts.pop() if len(parts) == 5 else None  # None: a strict-mode cache key
-    if len(parts) != 4 or not (_is_number(parts[2]) and _is_number(parts[3])):
+    if len(parts) != 4:
         return None
-    policy, client, period, index = parts[0], parts[1], int(parts[2]), int(parts[3])
-    if period < 1:
+    # The period and window index are numbers in a name anyone who writes the namespace may choose: at most
+    # 12 digits (an index of seconds is 10 digits until the year 2286).
+    policy, client, period, index = parts[0], parts[1], parse_digits(parts[2], 12), parse_digits(parts[3], 12)
+    if period is None or index is None or period < 1:
         return None
     meta = read_metadata(metadata).fields
     count = meta.get("count")

@@ -21,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
 from ..exceptions import KVError
+from ..limits import parse_digits
 from ..ratelimit.identity import arequest_user
 from . import index
 from .per_user import (
@@ -53,9 +54,7 @@ class _SessionsPage:
 
     def _listed(self, request: HttpRequest, sessions: list[Any] | None) -> HttpResponse:
         """Render the list (None: KV did not answer)."""
-        signed_out = request.GET.get("signed_out", "")
-        # isdigit() alone takes "²", and int() refuses it, or 5,000 digits: either would be a 500
-        count = int(signed_out) if signed_out.isascii() and signed_out.isdigit() and len(signed_out) <= 9 else None
+        count = parse_digits(request.GET.get("signed_out", ""), 9)  # the visitor's text: "²" or 5,000 digits is none
         return self._render(request, {"sessions": sessions or [], "error": None if sessions is not None else NOT_LISTED,
                                       "signed_out": count})
 

@@ -97,14 +97,12 @@ class Capped:
     """A body read in chunks that is refused once it passes ``attempt.max_bytes`` (or declares it will)."""
 
     def __init__(self, attempt: Attempt, status: int, headers: Mapping[str, str]) -> None:
-        declared = headers.get("Content-Length", "")
-        # isdigit() alone takes "²", which int() refuses; and int() refuses 4,300 digits (a length needs 11)
-        digits = declared.isascii() and declared.isdigit() and len(declared) <= 18
+        declared = limits.parse_digits(headers.get("Content-Length", ""), 18)  # the upstream's text
         self.attempt, self.status = attempt, status
-        self.full = digits and int(declared) > attempt.max_bytes  # refused on its header alone
+        self.full = declared is not None and declared > attempt.max_bytes  # refused on its header alone
         # A declared length within the cap, and no encoding to inflate it: an HTTP parser reads no more,
         # so the body may be read whole.
-        self.bounded = digits and not self.full and "Content-Encoding" not in headers
+        self.bounded = declared is not None and not self.full and "Content-Encoding" not in headers
         self.size = 0
         self.chunks: list[bytes] = []
 

@@ -155,3 +155,13 @@ def test_list_limits_kv_takes(limit):
 @pytest.mark.parametrize("limit", [9, 0, -1, 1001, 10**6, 10.0, "10", True, None])
 def test_list_limits_kv_refuses(limit):
     assert refused(limits.validate_list_limit, limit).code == 10028
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0", 0), ("007", 7), ("123456789", 123456789),
+    ("1234567890", None),  # one digit past the cap
+    ("", None), ("-1", None), ("+1", None), (" 1", None), ("1_000", None), ("1.0", None),
+    ("²", None), ("١٢", None), ("9" * 5000, None),  # digits to isdigit() that int() refuses or cannot read
+])
+def test_parse_digits_takes_only_ascii_digits_within_the_cap(text, expected):
+    assert limits.parse_digits(text, 9) == expected
