@@ -1,7 +1,7 @@
 """What an answer holds: the JSON envelope, each call's result checked for its shape, and the
 error items a failure carries (with any key the call named replaced).
 
-No I/O: every function reads an :class:`Answer` (a requests or httpx response fits)
+No I/O: every function reads an :class:`Answer` (a requests response, or the one the async driver makes)
 and returns a result or raises a KVError. An answer of the wrong shape is a
 KVMalformedResponseError (a KVAPIError), never an AttributeError or KeyError that
 would escape IGNORE_EXCEPTIONS and the session engines' fail-open paths.
@@ -19,7 +19,7 @@ from .request import NAMESPACES_PER_PAGE, KVRequest
 
 
 class Answer(Protocol):
-    """The parts of an HTTP response read here (a requests or an httpx response has them)."""
+    """The parts of an HTTP response read here: a requests response has them, and so has the async driver's."""
 
     @property
     def status_code(self) -> int: ...
@@ -30,14 +30,16 @@ class Answer(Protocol):
     @property
     def content(self) -> bytes: ...
 
-    def json(self) -> Any: ...
-
 
 def decoded(response: Answer) -> Any:
     """Return the answer's JSON, or raise ValueError: json's errors and UnicodeDecodeError are ValueErrors, and so
-    here is nesting deeper than Python's recursion limit (whoever answers chooses the depth)."""
+    here is nesting deeper than Python's recursion limit (whoever answers chooses the depth).
+
+    Cloudflare answers in UTF-8, and that is all that is read, by the blocking and the async client alike
+    (requests' own json() would guess UTF-16 or 32 and skip a byte-order mark, where aiohttp's answer would not).
+    """
     try:
-        return response.json()
+        return json.loads(response.content.decode())
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

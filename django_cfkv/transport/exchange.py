@@ -23,7 +23,6 @@ attempt of every call, and each layer it does not pass through is CPU the call d
 No I/O: this module reads the clock, statuses and headers.
 """
 
-import json
 import logging
 from collections.abc import Generator, Mapping
 from typing import Any, NamedTuple, TypeVar
@@ -51,11 +50,6 @@ class Answer:
 
     def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
         self.status_code, self.headers, self.content = status_code, headers, content
-
-    def json(self) -> Any:
-        # Cloudflare answers in UTF-8: decoded here, json need not guess the encoding. Its errors (and
-        # UnicodeDecodeError) are ValueErrors, as requests' are.
-        return json.loads(self.content.decode())
 
 
 class Attempt(NamedTuple):  # a tuple: made once per attempt, at a fifth of a frozen dataclass's cost

@@ -8,6 +8,7 @@ tests run on the blocking client and on the async one (``as_mode``).
 
 import gzip
 import io
+import json
 import time
 
 import pytest
@@ -17,7 +18,7 @@ from django.test import override_settings
 
 from django_cfkv import inspect, limits, types
 from django_cfkv.client import KVClient
-from django_cfkv.exceptions import KVAPIError, KVConnectionError, KVError, KVTimeout
+from django_cfkv.exceptions import KVAPIError, KVConnectionError, KVError, KVMalformedResponseError, KVTimeout
 from django_cfkv.sessions import SessionStore
 from django_cfkv.transport import ResponseTooLargeError
 from tests.support.faults import ACCOUNT, NS, TOKEN
@@ -274,3 +275,41 @@ def test_every_paging_caller_stops_on_alternating_cursors(caller):
             CALLERS[caller]()
     assert "does not move on" in str(info.value)
     assert len([r for r in server.requests if "/keys" in r.path]) <= 3
+
+
+# (e) Cloudflare answers in UTF-8: an answer in any other encoding is malformed, blocking or awaited.
+
+def _listing(body, content_type=None):
+    def answer(conn, request):
+        reply(conn, body=body, headers={"Content-Type": content_type} if content_type else None)
+    return answer
+
+
+def _listing_body(encoding="utf-8", name="k"):
+    return json.dumps(envelope([{"name": name}], result_info={"count": 1, "cursor": ""}),
+                      ensure_ascii=False).encode(encoding, "surrogateescape")
+
+
+ODD_ANSWERS = {  # requests alone would read each: it guesses an encoding, or replaces bytes that are not UTF-8
+    "utf-8-sig, no content type": _listing(_listing_body("utf-8-sig")),
+    "utf-16, no content type": _listing(_listing_body("utf-16")),
+    "utf-32, no content type": _listing(_listing_body("utf-32")),
+    "latin-1 in a name, as JSON": _listing(_listing_body(name="caf\udce9"), "application/json"),
+}
+
+
+@pytest.mark.parametrize("answer", ODD_ANSWERS.values(), ids=ODD_ANSWERS)
+def test_an_answer_not_in_utf8_is_malformed_for_both_clients(client_on, answer):
+    """One upstream's answer means the same to the blocking and the async client: UTF-8 only, as Cloudflare
+    sends. (requests' json() would guess UTF-16 or 32, skip a byte-order mark, or read a byte that is not
+    UTF-8 as U+FFFD, where aiohttp's answer was read as UTF-8.)"""
+    with HostileServer(answer) as server:
+        with pytest.raises(KVMalformedResponseError):
+            client_on(server).list_keys()
+
+
+def test_a_utf8_listing_is_read_by_both_clients(client_on):
+    """The control for the test above: the same answer in UTF-8, with or without its content type, is a listing."""
+    for content_type in (None, "application/json"):
+        with HostileServer(_listing(_listing_body(name="café"), content_type)) as server:
+            assert [key.name for key in client_on(server).list_keys().keys] == ["café"]
