@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from typing import TYPE_CHECKING, Any
 
 from .. import limits
@@ -107,14 +108,20 @@ def json_body(body: bytes) -> Any:
 
 
 def multipart(content_type: str, body: bytes) -> dict[str, bytes]:
-    """Return the parts of a multipart/form-data body by name."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+    """Return the parts of a multipart/form-data body by name.
+
+    With the email package's original policy (compat32): the parts and their bytes are the same as under
+    its HTTP policy, which builds an object per header and took ten times as long (0.8 ms a write with
+    metadata, most of the emulator's time for such a write)."""
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
     )
     if not message.is_multipart():
         raise Reply(400, limits.INVALID_REQUEST, "invalid request: malformed multipart body")
     parts = {}
-    for part in message.iter_parts():
+    for part in message.get_payload():  # a multipart message's payload is its list of parts
+        if not isinstance(part, Message):
+            continue
         name = part.get_param("name", header="content-disposition")
         if name and isinstance(name, str):
             payload = part.get_payload(decode=True)

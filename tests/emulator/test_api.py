@@ -254,3 +254,38 @@ def test_the_store_names_each_refusal_with_cloudflares_code(tmp_path):
         with pytest.raises(KVValueError) as caught:
             call()
         assert (caught.value.code, caught.value.too_large) == (code, too_large), caught.value
+
+
+TRICKY_VALUES = {
+    "every byte": bytes(range(256)) * 4,
+    "line endings": b"a\r\nb\nc\rd\r\n\r\n",
+    "ends in CRLF": b"value\r\n",
+    "ends in LF": b"value\n",
+    "a boundary-like line": b"--\r\n--x--\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{}",
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES.values(), ids=TRICKY_VALUES)
+def test_a_multipart_value_is_stored_byte_for_byte(ns, value):
+    """A value written as a form with metadata (as every client that sends metadata writes it) is read
+    back exactly: the form's parser keeps line endings and bytes that are not text."""
+    s, base = ns
+    r = s.put(f"{base}/values/m", files={"value": ("blob", value, "application/octet-stream"),
+                                         "metadata": (None, '{"n": 1}')})
+    assert r.ok, r.text
+    assert s.get(f"{base}/values/m").content == value
+    assert s.get(f"{base}/metadata/m").json()["result"] == {"n": 1}
+
+
+def test_a_form_field_named_in_rfc_2231_or_quoted_form_is_read(ns):
+    """Part names in the forms' other spellings: quoted with a semicolon inside, and unquoted."""
+    s, base = ns
+    boundary = "XyZ"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=value; filename=\"a;b.bin\"\r\n\r\nv1\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{{\"k\": \"v\"}}\r\n"
+            f"--{boundary}--\r\n").encode()
+    r = s.put(f"{base}/values/q", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.ok, r.text
+    assert s.get(f"{base}/values/q").content == b"v1"
+    assert s.get(f"{base}/metadata/q").json()["result"] == {"k": "v"}
