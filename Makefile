@@ -53,9 +53,9 @@ MUTATE := \
 	django_cfkv/sessions/keys.py=tests/sessions/test_keys.py,tests/sessions/test_threat_model.py \
 	django_cfkv/sessions/codec.py=tests/sessions/test_codec.py,tests/sessions/test_engine.py,tests/sessions/test_keys.py \
 	django_cfkv/cache/codec.py=tests/cache/test_codec.py,tests/cache/test_security.py,tests/cache/test_backend.py \
-	django_cfkv/ratelimit/identity.py=tests/ratelimit/test_identity.py,tests/ratelimit/test_dodges.py \
+	django_cfkv/ratelimit/identity.py=tests/ratelimit/test_identity.py,tests/ratelimit/test_identity_edges.py,tests/ratelimit/test_dodges.py,tests/sessions/test_async.py \
 	django_cfkv/ratelimit/counters.py=tests/ratelimit/test_counters.py,tests/ratelimit/test_dodges.py \
-	django_cfkv/ratelimit/shards.py=tests/ratelimit/test_shards.py,tests/ratelimit/test_counters.py,tests/ratelimit/test_dodges.py \
+	django_cfkv/ratelimit/shards.py=tests/ratelimit/test_shards.py,tests/ratelimit/test_shards_edges.py,tests/ratelimit/test_counters.py,tests/ratelimit/test_dodges.py \
 	django_cfkv/ratelimit/limiter.py=tests/ratelimit/test_limiter.py,tests/ratelimit/test_middleware.py,tests/ratelimit/test_response.py
 
 mutate: venv
