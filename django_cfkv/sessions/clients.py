@@ -61,7 +61,7 @@ def location(request: HttpRequest) -> str:
     country = request.META.get("HTTP_CF_IPCOUNTRY", "").strip().upper()
     if _COUNTRY.fullmatch(country) and came_through_cloudflare(request):
         return country
-    return get_limiter().client_address(request.META)
+    return get_limiter().client_address(request.META, request)  # the request: for a callable IP_META_KEY
 
 
 def client_of(request: HttpRequest | None, via: str) -> dict[str, str]:

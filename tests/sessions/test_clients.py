@@ -56,6 +56,20 @@ def test_the_network_is_the_client_as_the_rate_limiter_groups_it(settings):
     assert location(request("2001:db8:1:2:3:4:5:6")) == "2001:db8:1:2::/64"
 
 
+def real_ip(request):
+    """A RATELIMIT_IP_META_KEY callable, as django-ratelimit's documentation writes one."""
+    return request.META["HTTP_X_REAL_IP"]
+
+
+@pytest.mark.parametrize("meta_key", [real_ip, f"{__name__}.real_ip", "HTTP_X_REAL_IP"],
+                         ids=["callable", "dotted-path", "meta-key"])
+def test_the_network_follows_ratelimits_ip_meta_key(settings, meta_key):
+    """A site moved from django-ratelimit names its client with RATELIMIT_IP_META_KEY: a session's location is
+    that client, as the rate limiter counts it, never the proxy in front."""
+    settings.RATELIMIT_IP_META_KEY = meta_key
+    assert location(request("127.0.0.1", HTTP_X_REAL_IP="203.0.113.5")) == "203.0.113.5"
+
+
 def test_the_client_record(settings):
     record = client_of(request("203.0.113.9", HTTP_USER_AGENT="curl/8.5.0"), "bearer")
     assert record == {"via": "bearer", "device": "curl", "where": "203.0.113.9"}
