@@ -12,17 +12,21 @@ text to show escaped, never to trust.
 """
 
 import functools
+import logging
 import re
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.signals import user_logged_in
 from django.http import HttpRequest
 
 from ..ratelimit import CLOUDFLARE_WORKERS_CLIENT, get_limiter, parse_networks
-from ..ratelimit.identity import is_trusted_proxy, parse_address
+from ..ratelimit.identity import callable_path, is_trusted_proxy, parse_address
 from . import index
 from .store import SessionStore
 from .users import SESSION_KEY
+
+logger = logging.getLogger("django_cfkv")
 
 # First match wins: Edge and Opera say "Chrome" too, Chrome says "Safari", iOS browsers say "Safari".
 _BROWSERS = (("Edg", "Edge"), ("OPR", "Opera"), ("SamsungBrowser", "Samsung Internet"), ("FxiOS", "Firefox"),
@@ -61,15 +65,29 @@ def location(request: HttpRequest) -> str:
     country = request.META.get("HTTP_CF_IPCOUNTRY", "").strip().upper()
     if _COUNTRY.fullmatch(country) and came_through_cloudflare(request):
         return country
-    return get_limiter().client_address(request.META, request)  # the request: for a callable IP_META_KEY
+    try:  # the request: a callable RATELIMIT_IP_META_KEY reads it
+        return get_limiter().client_address(request.META, request)
+    except Exception as exc:  # the project's IP_META_KEY, or no address: the place is unknown, the sign-in goes on
+        logger.warning("The location of a sign-in is unknown: the client's address could not be read (%s).",
+                       type(exc).__name__)
+        return ""
 
 
 def client_of(request: HttpRequest | None, via: str) -> dict[str, str]:
-    """Return the client record of a sign-in by ``request`` (``via`` "cookie" or "bearer")."""
-    if request is None:
+    """Return the client record of a sign-in by ``request`` (``via`` "cookie" or "bearer"); only ``via`` when
+    sessions are not indexed (nothing shows the rest)."""
+    if request is None or not index.enabled():
         return {"via": via}
     return index.client_fields({"via": via, "device": describe_device(request.META.get("HTTP_USER_AGENT", "")),
                                 "where": location(request)})
+
+
+async def aclient_of(request: HttpRequest | None, via: str) -> dict[str, str]:
+    """:func:`client_of` from async code. A RATELIMIT_IP_META_KEY callable is the project's own code and may
+    query the database, so then it runs in a thread, as the rate limiter runs it."""
+    if request is not None and index.enabled() and callable_path(get_limiter().options.get("IP_META_KEY")):
+        return await sync_to_async(client_of)(request, via)
+    return client_of(request, via)
 
 
 def note_sign_in(sender: Any, request: HttpRequest | None = None, user: Any = None, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from .. import conf
 from ..exceptions import CFKVConfigurationError
 from ..ratelimit.identity import set_request_user
-from .clients import client_of
+from .clients import aclient_of, client_of
 from .keys import is_valid_key
 from .store import SessionStore
 from .users import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -49,7 +49,7 @@ def issue_token(request: HttpRequest | None, user: Any, *, max_age: int | None =
     """
     from django.contrib.auth.signals import user_logged_in
 
-    session = _token_session(request, user, max_age, backend)
+    session = _token_session(user, max_age, backend, client_of(request, "bearer"))
     session.create()
     set_request_user(request, user)
     user_logged_in.send(sender=user.__class__, request=request, user=user)
@@ -63,7 +63,7 @@ async def aissue_token(request: HttpRequest | None, user: Any, *, max_age: int |
     ``last_login``, runs in a thread, as Django runs it)."""
     from django.contrib.auth.signals import user_logged_in
 
-    session = _token_session(request, user, max_age, backend)
+    session = _token_session(user, max_age, backend, await aclient_of(request, "bearer"))
     await session.acreate()
     set_request_user(request, user)
     await user_logged_in.asend(sender=user.__class__, request=request, user=user)
@@ -82,9 +82,9 @@ async def arevoke_token(token: str) -> None:
         await token_store()().adelete(token)
 
 
-def _token_session(request: HttpRequest | None, user: Any, max_age: int | None,
-                   backend: str | type | None) -> SessionStore:
-    """Return the new (unsaved) session a token for ``user`` names, as login() fills one."""
+def _token_session(user: Any, max_age: int | None, backend: str | type | None,
+                   client: dict[str, str]) -> SessionStore:
+    """Return the new (unsaved) session a token for ``user`` names, as login() fills one, signed in from ``client``."""
     session = token_store()()
     session[SESSION_KEY] = user._meta.pk.value_to_string(user)
     session[BACKEND_SESSION_KEY] = _backend_for(user, backend)
@@ -94,7 +94,7 @@ def _token_session(request: HttpRequest | None, user: Any, max_age: int | None,
         session.set_expiry(max_age)
         session.set_absolute_expiry(max_age)
     session.keep_key = True  # a token's key is what its client holds
-    session.note_client(client_of(request, "bearer"))
+    session.note_client(client)
     return session
 
 

@@ -1,8 +1,13 @@
 """What a session records of the client it was signed in from: a short device name and a coarse location."""
 
-import pytest
-from django.test import RequestFactory
+import logging
 
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.test import Client, RequestFactory
+
+from django_cfkv.sessions import aissue_token, issue_token, user_sessions
 from django_cfkv.sessions.clients import client_of, describe_device, location
 
 CHROME_ON_ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -68,6 +73,48 @@ def test_the_network_follows_ratelimits_ip_meta_key(settings, meta_key):
     that client, as the rate limiter counts it, never the proxy in front."""
     settings.RATELIMIT_IP_META_KEY = meta_key
     assert location(request("127.0.0.1", HTTP_X_REAL_IP="203.0.113.5")) == "203.0.113.5"
+
+
+def ip_from_the_database(request):
+    """A RATELIMIT_IP_META_KEY callable that queries the database (as one reading a table of proxies would)."""
+    get_user_model().objects.exists()
+    return request.META["HTTP_X_REAL_IP"]
+
+
+@pytest.mark.django_db
+def test_a_sign_in_goes_on_when_the_projects_ip_meta_key_fails(site, user, caplog):
+    """The project's RATELIMIT_IP_META_KEY raising (here a KeyError: a request with no X-Real-IP, such as one
+    that reached the app past its proxy) leaves the sign-in's location unknown: a cookie sign-in, a token
+    issued and a token issued awaiting KV all go on, and the log names the error's kind only."""
+    site.RATELIMIT_IP_META_KEY = real_ip
+    caplog.set_level(logging.DEBUG, logger="django_cfkv")
+    Client(raise_request_exception=True).force_login(user)
+    token = issue_token(RequestFactory().get("/", REMOTE_ADDR="10.0.0.1"), user)
+    async_token = async_to_sync(aissue_token)(RequestFactory().get("/", REMOTE_ADDR="10.0.0.2"), user)
+    assert sorted(s.kind for s in user_sessions(user)) == ["bearer", "bearer", "cookie"]
+    assert {s.location for s in user_sessions(user)} == {""}
+    assert "KeyError" in caplog.text and token not in caplog.text and async_token not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_reading_ip_meta_key_runs_in_a_thread_for_an_awaited_token(site, user):
+    """aissue_token() runs a RATELIMIT_IP_META_KEY callable in a thread, as the rate limiter does, so one that
+    queries the database names the client (on the event loop Django would refuse the query)."""
+    site.RATELIMIT_IP_META_KEY = ip_from_the_database
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_REAL_IP="203.0.113.5")
+    async_to_sync(aissue_token)(request, user)
+    assert [s.location for s in user_sessions(user)] == ["203.0.113.5"]
+
+
+def test_without_the_index_a_sign_in_reads_no_address(settings):
+    """Sessions not indexed (SESSION_CFKV_USER_INDEX off): nothing shows a location, so the project's
+    RATELIMIT_IP_META_KEY is not run for one."""
+    called = []
+    settings.RATELIMIT_IP_META_KEY = lambda request: called.append(request) or "203.0.113.5"
+    settings.SESSION_CFKV_USER_INDEX = False
+    assert client_of(request("10.0.0.1"), "cookie") == {"via": "cookie"} and called == []
+    settings.SESSION_CFKV_USER_INDEX = True
+    assert client_of(request("10.0.0.1"), "cookie")["where"] == "203.0.113.5" and len(called) == 1
 
 
 def test_the_client_record(settings):
