@@ -278,14 +278,34 @@ def test_a_multipart_value_is_stored_byte_for_byte(ns, value):
     assert s.get(f"{base}/metadata/m").json()["result"] == {"n": 1}
 
 
-def test_a_form_field_named_in_rfc_2231_or_quoted_form_is_read(ns):
-    """Part names in the forms' other spellings: quoted with a semicolon inside, and unquoted."""
+FORM_NAMES = {
+    "unquoted": ("value", '"metadata"'),
+    "rfc 2231": ("*=utf-8''value", "*=UTF-8''%6Detadata"),
+    "rfc 2231 with a language": ("*=utf-8'en'value", '"metadata"'),
+}
+
+
+@pytest.mark.parametrize("value_name, metadata_name", FORM_NAMES.values(), ids=FORM_NAMES)
+def test_a_form_field_named_in_another_spelling_is_read(ns, value_name, metadata_name):
+    """Part names in the forms' other spellings: unquoted, and RFC 2231's (as Django's own form parser reads
+    them); a quoted filename holding a semicolon does not end the name."""
     s, base = ns
     boundary = "XyZ"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=value; filename=\"a;b.bin\"\r\n\r\nv1\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{{\"k\": \"v\"}}\r\n"
+    name = {"value": f"name{'' if value_name.startswith('*') else '='}{value_name}",
+            "metadata": f"name{'' if metadata_name.startswith('*') else '='}{metadata_name}"}
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; {name['value']}; filename=\"a;b.bin\"\r\n\r\nv1\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; {name['metadata']}\r\n\r\n{{\"k\": \"v\"}}\r\n"
             f"--{boundary}--\r\n").encode()
     r = s.put(f"{base}/values/q", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.ok, r.text
     assert s.get(f"{base}/values/q").content == b"v1"
     assert s.get(f"{base}/metadata/q").json()["result"] == {"k": "v"}
+
+
+def test_a_part_header_that_is_not_text_is_a_400(ns):
+    """A part's Content-Disposition with a byte that is not ASCII and a bare "*" is an answer (no value
+    field), not a 500 (the HTTP policy raised IndexError on it)."""
+    s, base = ns
+    body = b"--b\r\nContent-Disposition: form-data; \xff*\r\n\r\nv\r\n--b--\r\n"
+    r = s.put(f"{base}/values/q", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400 and errors(r) == [10012]
