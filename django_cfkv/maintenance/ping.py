@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from .. import limits
 from ..client import DEFAULT_BASE_URL
+from ..client.answer import decoded
 from ..types import KV
 
 GATEWAY_SERVICE = "django-cfkv-gateway"
@@ -73,7 +74,7 @@ def gateway_health(kv: KV) -> dict[str, Any] | None:
     root = base_url[: -len("/client/v4")] if base_url.endswith("/client/v4") else base_url
     try:
         response = transport.request("GET", root + GATEWAY_HEALTH_PATH, endpoint="health")
-        data = response.json() if response.status_code == 200 else None
+        data = decoded(response) if response.status_code == 200 else None  # UTF-8 JSON, as every answer is read
     except Exception:  # not a gateway (or not answering this path): that is all we need to know
         return None
     result = data.get("result") if isinstance(data, dict) and data.get("success") is True else None
