@@ -157,6 +157,16 @@ def is_finite_number(value: object) -> TypeGuard[int | float]:
         return False
 
 
+def loads_json(text: str | bytes) -> Any:
+    """Return the JSON value of ``text`` anyone may have written (a namespace writer, an upstream, a client), or
+    raise ValueError: json's errors and UnicodeDecodeError are ValueErrors, and so here is nesting deeper than
+    Python's recursion limit (``"[" * 100000``), for which json raises RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def parse_digits(text: str, max_digits: int) -> int | None:
     """Return the whole number ``text`` spells in at most ``max_digits`` ASCII digits, else None: for text
     anyone may write (a header, a query string, a key's name). isdigit() alone takes "²", which int()

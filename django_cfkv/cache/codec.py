@@ -175,7 +175,7 @@ def load_entry(raw: bytes | str, kv_key: str, *, require_signature: bool = False
         value = pickle.loads(_b64(fields["pickle"]))
     elif "zlib" in fields:
         payload = _inflate(_b64(fields["zlib"]))
-        value = pickle.loads(payload) if fields.get("format") == "pickle" else json.loads(payload)
+        value = pickle.loads(payload) if fields.get("format") == "pickle" else limits.loads_json(payload)
     else:
         raise ValueError("Not a cache entry: it has no 'value', 'pickle' or 'zlib' field.")
     return Entry(value, fields.get("expires"), fields.get("delta"))
@@ -184,8 +184,8 @@ def load_entry(raw: bytes | str, kv_key: str, *, require_signature: bool = False
 def parse_fields(raw: bytes | str) -> dict[str, Any]:
     """Return an entry's JSON object without decoding its value."""
     try:
-        fields = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested past the limit
+        fields = limits.loads_json(raw)
+    except ValueError as exc:
         raise ValueError(f"Not a cache entry: not JSON text ({type(exc).__name__}).") from exc
     if not isinstance(fields, dict) or "expires" not in fields:
         raise ValueError("Not a cache entry: a JSON object with 'expires' was expected.")

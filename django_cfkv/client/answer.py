@@ -32,16 +32,12 @@ class Answer(Protocol):
 
 
 def decoded(response: Answer) -> Any:
-    """Return the answer's JSON, or raise ValueError: json's errors and UnicodeDecodeError are ValueErrors, and so
-    here is nesting deeper than Python's recursion limit (whoever answers chooses the depth).
+    """Return the answer's JSON, or raise ValueError (see :func:`~django_cfkv.limits.loads_json`).
 
     Cloudflare answers in UTF-8, and that is all that is read, by the blocking and the async client alike
     (requests' own json() would guess UTF-16 or 32 and skip a byte-order mark, where aiohttp's answer would not).
     """
-    try:
-        return json.loads(response.content.decode())
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    return limits.loads_json(response.content.decode())
 
 
 def envelope(response: Answer, call: KVRequest) -> dict[str, Any]:

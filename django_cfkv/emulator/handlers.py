@@ -7,7 +7,6 @@ follow Miniflare, Cloudflare's own local emulator.
 
 import base64
 import binascii
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -112,7 +111,7 @@ def _parse_metadata(raw: bytes) -> Any:
     if len(raw) > limits.MAX_METADATA_BYTES:
         raise Reply(413, 10047, f"invalid metadata: metadata is at most {limits.MAX_METADATA_BYTES} bytes")
     try:
-        return json.loads(raw)
+        return limits.loads_json(raw)
     except ValueError:
         raise Reply(400, 10047, "invalid metadata: not JSON") from None
 
@@ -218,7 +217,7 @@ def _bulk_value(store: LocalKV, key: str, kind: str, with_metadata: bool) -> Any
     try:
         value: Any = entry.value.decode("utf-8")
         if kind == "json":
-            value = json.loads(value)
+            value = limits.loads_json(value)
     except (UnicodeDecodeError, ValueError):
         raise Reply(400, 10012, f"malformed value: {key!r} is not {kind}") from None
     if not with_metadata:

@@ -103,7 +103,7 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
 
 def json_body(body: bytes) -> Any:
     try:
-        return json.loads(body or b"null")
+        return limits.loads_json(body or b"null")
     except ValueError:
         raise Reply(400, limits.INVALID_REQUEST, "invalid request: the body is not JSON") from None
 

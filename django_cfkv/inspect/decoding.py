@@ -12,6 +12,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.module_loading import import_string
 
 from .. import conf
+from ..limits import loads_json
 from .entries import display_key, kind_of
 
 logger = logging.getLogger("django_cfkv")
@@ -37,8 +38,8 @@ def decode_generic(raw: bytes) -> tuple[str, Any]:
     except UnicodeDecodeError:
         return "bytes", base64.b64encode(raw).decode("ascii")
     try:
-        return "json", json.loads(text)
-    except ValueError:
+        return "json", loads_json(text)
+    except ValueError:  # not JSON, or nested past what json reads
         return "text", text
 
 

@@ -1,6 +1,5 @@
 """Sweeping: deleting entries past their own expiry that KV has not removed yet."""
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,8 +19,8 @@ SWEEP_GRACE = 60
 def _value_expiry(raw: bytes) -> float | None:
     """Return the expiry a value carries itself (a Worker-made session's ``expiresAt``), or None."""
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: a writer's JSON nested past the recursion limit
+        data = limits.loads_json(raw)
+    except ValueError:
         return None
     expires = data.get("expiresAt") if isinstance(data, dict) else None
     if isinstance(expires, str):

@@ -18,7 +18,7 @@ from django.core import signing
 from django.utils.module_loading import import_string
 
 from .. import conf
-from ..limits import is_finite_number
+from ..limits import is_finite_number, loads_json
 from .keys import hashed_id
 from .options import session_format
 
@@ -79,8 +79,8 @@ def _signed_envelope(raw: str, salt: str) -> Any:
 
 def _json_envelope(raw: str) -> Any:
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # a writer's JSON nested past the recursion limit too
+        return loads_json(raw)
+    except ValueError as exc:
         raise ValueError("the session value is not JSON") from exc
 
 

@@ -263,3 +263,12 @@ def test_a_planted_entry_of_deep_json_or_wordy_times_is_a_miss_on_every_read_pat
     with pytest.raises(ValueError, match="not found"):
         cache.incr("n")
     assert cache.touch("t", 300) is False and cache.get_or_set("g", lambda: "computed") == "computed"
+
+
+def test_a_planted_compressed_entry_of_deep_json_is_a_miss(backend):
+    """The JSON serializer's entries are unsigned, so anyone who writes the namespace may plant a compressed one
+    whose inflated JSON is nested past the recursion limit: a miss, never a RecursionError (a 500)."""
+    cache = build_cache(OPTIONS={"SERIALIZER": "json"})
+    payload = base64.b64encode(zlib.compress(NESTED.encode())).decode()
+    plant(cache.kv_key("z"), json.dumps({"expires": None, "zlib": payload, "format": "json"}), metadata=True)
+    assert cache.get("z", "miss") == "miss" and cache.get_many(["z"]) == {}

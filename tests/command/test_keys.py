@@ -190,3 +190,13 @@ def test_ls_and_get_show_a_planted_expiry_no_date_holds(kv, expires):
     assert run_json("get", "rl:login:c:999999999999:999999999999:p1")["value"]["window"] == 999999999999
     assert "rl:login" in run("get", "rl:login:c:999999999999:999999999999:p1")
 
+
+
+@pytest.mark.parametrize("name", ["note", "cache:planted", "session:planted"])
+def test_get_shows_a_planted_value_of_json_nested_past_the_recursion_limit_as_text(kv, name):
+    """A namespace writer's value of "[" * 100000, of no kind or under a kind's prefix: shown as text,
+    never a RecursionError out of the command."""
+    nested = "[" * 100_000
+    kv.put(name, nested)
+    data = run_json("get", name)
+    assert data["format"] == "text" and data["value"] == nested

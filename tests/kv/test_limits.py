@@ -165,3 +165,20 @@ def test_list_limits_kv_refuses(limit):
 ])
 def test_parse_digits_takes_only_ascii_digits_within_the_cap(text, expected):
     assert limits.parse_digits(text, 9) == expected
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, b"{" + b'"a":{' * 100_000, "nope", b"\xff", ""])
+def test_loads_json_refuses_what_json_cannot_read_with_a_value_error(text):
+    """JSON nested past the recursion limit is a ValueError (json raises RecursionError), as bad JSON and
+    bytes that are not UTF-8 are."""
+    with pytest.raises(ValueError):
+        limits.loads_json(text)
+
+
+def test_loads_json_reads_json():
+    assert limits.loads_json(b'{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+    deep = limits.loads_json("[" * 500 + "]" * 500)  # deep, but within what json reads
+    for _ in range(499):
+        assert len(deep) == 1
+        deep = deep[0]
+    assert deep == []
