@@ -17,10 +17,11 @@ then closes its own (asyncio closes a forgotten async generator on the loop that
 As with the requests session: the token is in the headers, set once; no cookie is kept;
 redirects are not followed; the proxy and .netrc settings of the environment are not read
 (aiohttp's ``trust_env`` would read them on every call, in a thread). An attempt is bounded
-by the wall clock: aiohttp's total timeout (the time left in the attempt's window) covers
-connecting, sending, and reading the status, headers and body, so a dripped answer is cut at
-the window's end. URLs go to aiohttp as built (``encoded=True``): the key is one
-percent-encoded segment, which aiohttp must not quote again or normalise.
+by the wall clock: the loop's :class:`~.aio_deadline.Deadlines` cancel it at its window's end,
+whatever it is doing (connecting, sending, or reading the status, headers or body), so a
+dripped answer is cut there; aiohttp's own timers bound only connecting and, when shorter
+than the window, the wait for each read. URLs go to aiohttp as built (``encoded=True``): the
+key is one percent-encoded segment, which aiohttp must not quote again or normalise.
 """
 
 import asyncio
@@ -28,6 +29,7 @@ import math
 import threading
 import weakref
 from collections.abc import AsyncGenerator
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -35,10 +37,18 @@ import yarl
 
 from .. import __version__, clock
 from ..exceptions import KVError
+from .aio_deadline import Deadlines
 from .body import aread_body
 from .exchange import POOL_SIZE, Answer, Attempt, Outcome, R, Steps, failed
 
 _NEVER_ROUNDED = math.inf  # aiohttp rounds timeouts up to whole seconds past its threshold; not ours
+
+
+class Pool(NamedTuple):
+    """One client's connections on one event loop, and the ends of the attempts in flight on it."""
+
+    session: aiohttp.ClientSession
+    deadlines: Deadlines
 
 
 class LoopSessions:
@@ -49,37 +59,38 @@ class LoopSessions:
         self._lock = threading.Lock()  # loops may run in several threads (asgiref's async_to_sync)
         # A session holds its loop, so a weak mapping could never let one go: the sessions of loops
         # that ended (closed with them) are dropped whenever a loop makes its session.
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
-        self._last: tuple[asyncio.AbstractEventLoop | None, aiohttp.ClientSession | None] = (None, None)
+        self._sessions: dict[asyncio.AbstractEventLoop, Pool] = {}
+        self._last: tuple[asyncio.AbstractEventLoop | None, Pool | None] = (None, None)
 
     def __repr__(self) -> str:
         return "<LoopSessions>"  # never the token
 
-    def current(self) -> aiohttp.ClientSession | None:
-        """Return the running loop's open session, or None when :meth:`get` must make one."""
+    def current(self) -> Pool | None:
+        """Return the running loop's pool (its session open), or None when :meth:`get` must make one."""
         loop = asyncio.get_running_loop()
-        last_loop, session = self._last  # the last call's loop: under an ASGI server, the only one
+        last_loop, pool = self._last  # the last call's loop: under an ASGI server, the only one
         if last_loop is not loop:
             with self._lock:  # so close(), in another thread, cannot come between the read and the write
-                session = self._sessions.get(loop)
-                self._last = (loop, session)
-        return None if session is None or session.closed else session
+                pool = self._sessions.get(loop)
+                self._last = (loop, pool)
+        return None if pool is None or pool.session.closed else pool
 
-    async def get(self) -> aiohttp.ClientSession:
-        """Return the running loop's session, made on first use and closed when the loop ends."""
-        session = self.current()
-        if session is None:
+    async def get(self) -> Pool:
+        """Return the running loop's pool, its session made on first use and closed when the loop ends."""
+        pool = self.current()
+        if pool is None:
             loop = asyncio.get_running_loop()
             connector = aiohttp.TCPConnector(limit=POOL_SIZE, timeout_ceil_threshold=_NEVER_ROUNDED)
             session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
                 headers={"Authorization": f"Bearer {self._token}", "User-Agent": f"django-cfkv/{__version__}"})
+            pool = Pool(session, Deadlines(loop))
             with self._lock:
-                self._sessions = {lp: s for lp, s in self._sessions.items() if not s.closed}
-                self._sessions[loop] = session
-                self._last = (loop, session)
+                self._sessions = {lp: p for lp, p in self._sessions.items() if not p.session.closed}
+                self._sessions[loop] = pool
+                self._last = (loop, pool)
             await _loop_end(loop).add(session)
-        return session
+        return pool
 
     async def run(self, steps: Steps[R]) -> R:
         """Follow a call's steps on the running loop: send each attempt with its session, await each wait."""
@@ -98,10 +109,10 @@ class LoopSessions:
     async def aclose(self) -> None:
         """Close the running loop's session now (a new one is made on next use)."""
         with self._lock:
-            session = self._sessions.pop(asyncio.get_running_loop(), None)
+            pool = self._sessions.pop(asyncio.get_running_loop(), None)
             self._last = (None, None)
-        if session is not None:
-            await session.close()
+        if pool is not None:
+            await pool.session.close()
 
     def close(self) -> None:
         """Forget every loop's session (this may run in any thread): each loop closes its own, when it next
@@ -109,8 +120,8 @@ class LoopSessions:
         with self._lock:
             sessions, self._sessions = list(self._sessions.items()), {}
             self._last = (None, None)
-        for loop, session in sessions:
-            _loop_end(loop).retire(session)
+        for loop, pool in sessions:
+            _loop_end(loop).retire(pool.session)
 
 
 class _LoopEnd:
@@ -164,25 +175,36 @@ def _loop_end(loop: asyncio.AbstractEventLoop) -> _LoopEnd:
         return end
 
 
-async def _attempt(session: aiohttp.ClientSession, attempt: Attempt) -> Outcome:
+async def _attempt(pool: Pool, attempt: Attempt) -> Outcome:
     """Send one attempt and read its body within its window; return the Answer or the KVError."""
     url = attempt.url + ("?" + urlencode(attempt.params) if attempt.params else "")  # as requests encodes them
     left = max(0.001, attempt.ends - clock.monotonic())  # never 0: aiohttp reads 0 as no limit
     connect, read = attempt.timeout
-    # A connect or read timer that cannot end before the total is left out (with the default DEADLINE the
-    # read timer never can): aiohttp sets the read timer again on every chunk it reads.
-    timeout = aiohttp.ClientTimeout(total=left, sock_connect=connect if connect < left else None,
+    task = asyncio.current_task()
+    # A connect or read timer that cannot end before the window is left out (with the default DEADLINE the
+    # read timer never can): aiohttp sets the read timer again on every chunk it reads. Outside a task
+    # (nothing to cancel) aiohttp's own total timeout keeps the window.
+    timeout = aiohttp.ClientTimeout(total=None if task else left, sock_connect=connect if connect < left else None,
                                     sock_read=read if read < left else None, ceil_threshold=_NEVER_ROUNDED)
+    if task:
+        pool.deadlines.start(task, left)
     try:
-        async with session.request(attempt.method, yarl.URL(url, encoded=True), data=attempt.data,
-                                   headers=attempt.headers, timeout=timeout, allow_redirects=False) as response:
+        async with pool.session.request(attempt.method, yarl.URL(url, encoded=True), data=attempt.data,
+                                        headers=attempt.headers, timeout=timeout, allow_redirects=False) as response:
             try:
                 body = await aread_body(response, attempt)
-            except KVError:
-                response.close()  # not read whole: the connection is not reused
+            except BaseException:  # too large, or cut: not read whole, so the connection is not reused
+                response.close()
                 raise
             return Answer(response.status, response.headers, body)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return failed(attempt, exc, timed_out=isinstance(exc, asyncio.TimeoutError))
     except KVError as exc:  # an answer too large
         return exc
+    except asyncio.CancelledError:
+        if task is None or not pool.deadlines.was_cut(task):
+            raise  # the caller's cancel, not the window's end
+        return failed(attempt, asyncio.TimeoutError(), timed_out=True)
+    finally:
+        if task:
+            pool.deadlines.end(task)

@@ -7,6 +7,7 @@ embedded store's SQLite calls run in the process's long-lived worker threads; an
 import asyncio
 import gc
 import os
+import sys
 import threading
 import warnings
 import weakref
@@ -16,6 +17,7 @@ from django.test import override_settings
 
 from django_cfkv import aget_kv, conf, get_kv, threads
 from django_cfkv.client import KVClient
+from django_cfkv.exceptions import KVTimeout
 from django_cfkv.local import LocalKV
 from django_cfkv.transport import sync as transport_sync
 
@@ -24,7 +26,7 @@ try:
 except ImportError:  # without the async extra (the tests that use it are skipped there)
     transport_aio = None
 from tests.support.faults import ACCOUNT, NS, TOKEN
-from tests.support.hostile import HostileServer, envelope, reply
+from tests.support.hostile import HostileServer, drip, envelope, reply
 
 # The native path needs the async extra. One tox environment runs without it, and says so: there these
 # tests are skipped, and every other async test of the suite runs through worker threads instead.
@@ -224,6 +226,95 @@ def test_close_while_a_loop_makes_its_session_leaves_that_call_working(test_loop
         _wait_for(lambda: server.hung_up == 1)  # the first session, closed when the second was made
         assert server.accepted == 2
         test_loop.run(client.aclose())
+
+
+# An attempt's window on the event loop: one timer per loop cuts every attempt in flight at its end
+# (transport/aio_deadline.py); hostile.py's tests check the cut itself, on both clients.
+
+def _dripping_or_value(conn, request):
+    """The first read drips its body a byte every 0.1 s (2.4 s in all); every other read answers at once."""
+    if request.path.endswith("/slow"):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n")
+        drip(conn, b"x" * 24, interval=0.1)
+        return False
+    reply(conn, body=b"v")
+
+
+@native
+def test_a_cut_attempt_leaves_its_task_as_it_was_and_others_on_the_loop_run_on():
+    """TIMEOUT=(0.3, 0.3): the dripped read is a KVTimeout at about 0.6 s while reads beside it answer; its
+    task then carries no cancel (a later await is not cancelled, asyncio.timeout still works in it)."""
+    with HostileServer(_dripping_or_value) as server:
+        client = _client(server, timeout=(0.3, 0.3), max_retries=0)
+
+        async def slow():
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(KVTimeout):
+                await client.aget("slow")
+            elapsed = loop.time() - started
+            await asyncio.sleep(0.05)  # not cancelled
+            if hasattr(asyncio, "timeout"):  # Python 3.11+: the task's cancel count is back where it was
+                assert asyncio.current_task().cancelling() == 0
+                async with asyncio.timeout(1):
+                    await asyncio.sleep(0)
+            return elapsed
+
+        async def both():
+            slow_read = asyncio.ensure_future(slow())
+            quick = [await client.aget("k") for _ in range(20)]
+            elapsed = await slow_read
+            await client.aclose()
+            return quick, elapsed
+
+        quick, elapsed = asyncio.run(both())
+    assert quick == [b"v"] * 20
+    assert 0.5 < elapsed < 1.5, elapsed  # the window (0.6 s), give or take one look of the timer
+
+
+@native
+def test_the_callers_cancel_during_an_attempt_is_a_cancel_not_a_timeout():
+    """A caller's own timeout (wait_for) ends the call as a cancel: the window's timer does not take it for
+    its own and make it a KVTimeout, and the client goes on working."""
+    with HostileServer(_dripping_or_value) as server:
+        client = _client(server, timeout=(0.3, 0.3), max_retries=0)
+
+        async def run():
+            with pytest.raises(asyncio.TimeoutError) as raised:
+                await asyncio.wait_for(client.aget("slow"), 0.1)
+            value = await client.aget("k")
+            await client.aclose()
+            return raised.value, value
+
+        error, value = asyncio.run(run())
+    assert not isinstance(error, KVTimeout) and value == b"v"
+
+
+@native
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10's tasks do not count cancels (aio_deadline.py)")
+def test_a_cancel_that_comes_with_the_windows_end_still_cancels(monkeypatch):
+    """The window's end and a cancel from elsewhere in the same moment: the cancel is not swallowed."""
+    from django_cfkv.transport import aio_deadline
+
+    look = aio_deadline.Deadlines._look
+
+    def look_and_cancel(self):
+        cut_before = dict(self._cut)
+        look(self)
+        for task in set(self._cut) - set(cut_before):
+            task.cancel()  # the caller's own cancel, asked in the same loop iteration
+
+    monkeypatch.setattr(aio_deadline.Deadlines, "_look", look_and_cancel)
+    with HostileServer(_dripping_or_value) as server:
+        client = _client(server, timeout=(0.3, 0.3), max_retries=0)
+
+        async def run():
+            task = asyncio.ensure_future(client.aget("slow"))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await client.aclose()
+
+        asyncio.run(run())
 
 
 class _Recording(LocalKV):

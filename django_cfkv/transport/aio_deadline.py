@@ -1,0 +1,65 @@
+"""The wall-clock end of each attempt awaited on an event loop, kept by one timer for them all.
+
+aiohttp's own total timeout arms a timer per request and re-enters it at every read:
+against a loopback emulator that was about a tenth of an awaited call's CPU
+(bench/bench_async.py). Here an attempt only notes its task and when it must end; while
+any is in flight, one timer per loop looks every :data:`TICK` seconds and cancels the task
+of each attempt past its end, which the attempt then reports as a timeout. So an attempt
+may run up to TICK past its end: nothing next to a window of seconds.
+
+A cancel the attempt did not ask for (the caller's own timeout, a server shutting down) stays a
+cancel, even in the moment the window ends: Python 3.11's tasks count the cancels asked of them,
+and only this one is taken back, as ``asyncio.timeout`` does. Python 3.10's tasks keep no count,
+so there a cancel that comes in that same moment ends the attempt as its timeout.
+
+No I/O, and no aiohttp: this module reads the loop's clock and cancels tasks.
+"""
+
+import asyncio
+
+TICK = 0.05  # seconds between looks while attempts are in flight
+
+
+class Deadlines:
+    """The attempts in flight on one event loop, by task, and when each must end (on the loop's clock)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ends: dict[asyncio.Task[object], float] = {}
+        self._cut: dict[asyncio.Task[object], int] = {}  # tasks cancelled here: their cancel count before
+        self._armed = False
+
+    def start(self, task: asyncio.Task[object], seconds: float) -> None:
+        """Note that ``task`` is making an attempt that must end within ``seconds``."""
+        self._ends[task] = self._loop.time() + seconds
+        if not self._armed:
+            self._armed = True
+            self._loop.call_later(TICK, self._look)
+
+    def was_cut(self, task: asyncio.Task[object]) -> bool:
+        """Say whether the CancelledError ``task`` just got is this deadline's (then it is taken back).
+
+        A cancel from anywhere else, even one that came with this one, is not: it must go on.
+        """
+        before = self._cut.pop(task, None)
+        if before is None:
+            return False
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: tasks count the cancels asked of them
+        return uncancel is None or uncancel() <= before
+
+    def end(self, task: asyncio.Task[object]) -> None:
+        """Forget ``task``'s attempt (it is over, however it ended)."""
+        self._ends.pop(task, None)  # a task cut is no longer there
+        if self._cut:  # cut, but the attempt ended some other way: its cancel is taken back all the same
+            self.was_cut(task)
+
+    def _look(self) -> None:
+        now = self._loop.time()
+        late = [task for task, ends in self._ends.items() if ends <= now]
+        for task in late:
+            del self._ends[task]
+            self._cut[task] = task.cancelling() if hasattr(task, "cancelling") else 0
+            task.cancel()
+        self._armed = bool(self._ends)
+        if self._armed:
+            self._loop.call_later(TICK, self._look)
