@@ -178,16 +178,16 @@ def _loop_end(loop: asyncio.AbstractEventLoop) -> _LoopEnd:
 async def _attempt(pool: Pool, attempt: Attempt) -> Outcome:
     """Send one attempt and read its body within its window; return the Answer or the KVError."""
     url = attempt.url + ("?" + urlencode(attempt.params) if attempt.params else "")  # as requests encodes them
-    left = max(0.001, attempt.ends - clock.monotonic())  # never 0: aiohttp reads 0 as no limit
+    left = attempt.ends - clock.monotonic()
     connect, read = attempt.timeout
     task = asyncio.current_task()
+    if task is None:  # as aiohttp's own timeouts need
+        raise RuntimeError("Workers KV calls are awaited in an asyncio task (the window of each is kept by one).")
     # A connect or read timer that cannot end before the window is left out (with the default DEADLINE the
-    # read timer never can): aiohttp sets the read timer again on every chunk it reads. Outside a task
-    # (nothing to cancel) aiohttp's own total timeout keeps the window.
-    timeout = aiohttp.ClientTimeout(total=None if task else left, sock_connect=connect if connect < left else None,
+    # read timer never can): aiohttp sets the read timer again on every chunk it reads.
+    timeout = aiohttp.ClientTimeout(sock_connect=connect if connect < left else None,
                                     sock_read=read if read < left else None, ceil_threshold=_NEVER_ROUNDED)
-    if task:
-        pool.deadlines.start(task, left)
+    pool.deadlines.start(task, left)
     try:
         async with pool.session.request(attempt.method, yarl.URL(url, encoded=True), data=attempt.data,
                                         headers=attempt.headers, timeout=timeout, allow_redirects=False) as response:
@@ -202,9 +202,8 @@ async def _attempt(pool: Pool, attempt: Attempt) -> Outcome:
     except KVError as exc:  # an answer too large
         return exc
     except asyncio.CancelledError:
-        if task is None or not pool.deadlines.was_cut(task):
+        if not pool.deadlines.was_cut(task):
             raise  # the caller's cancel, not the window's end
         return failed(attempt, asyncio.TimeoutError(), timed_out=True)
     finally:
-        if task:
-            pool.deadlines.end(task)
+        pool.deadlines.end(task)

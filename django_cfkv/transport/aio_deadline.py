@@ -21,17 +21,20 @@ TICK = 0.05  # seconds between looks while attempts are in flight
 
 
 class Deadlines:
-    """The attempts in flight on one event loop, by task, and when each must end (on the loop's clock)."""
+    """The attempts in flight on one event loop, by task: when each must end (on the loop's clock), and the
+    cancels its task had been asked for when it started."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._ends: dict[asyncio.Task[object], float] = {}
-        self._cut: dict[asyncio.Task[object], int] = {}  # tasks cancelled here: their cancel count before
+        self._ends: dict[asyncio.Task[object], tuple[float, int]] = {}
+        self._cut: dict[asyncio.Task[object], int] = {}  # tasks cancelled here: their cancels before the attempt
         self._armed = False
 
     def start(self, task: asyncio.Task[object], seconds: float) -> None:
         """Note that ``task`` is making an attempt that must end within ``seconds``."""
-        self._ends[task] = self._loop.time() + seconds
+        # The cancels asked before the attempt, as asyncio.timeout notes them on entry: one asked in the same
+        # loop iteration as the cut, before it, is not the cut's to take back.
+        self._ends[task] = (self._loop.time() + seconds, task.cancelling() if _COUNTED else 0)
         if not self._armed:
             self._armed = True
             self._loop.call_later(TICK, self._look)
@@ -44,8 +47,7 @@ class Deadlines:
         before = self._cut.pop(task, None)
         if before is None:
             return False
-        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: tasks count the cancels asked of them
-        return uncancel is None or uncancel() <= before
+        return not _COUNTED or task.uncancel() <= before
 
     def end(self, task: asyncio.Task[object]) -> None:
         """Forget ``task``'s attempt (it is over, however it ended)."""
@@ -54,12 +56,17 @@ class Deadlines:
             self.was_cut(task)
 
     def _look(self) -> None:
-        now = self._loop.time()
-        late = [task for task, ends in self._ends.items() if ends <= now]
-        for task in late:
-            del self._ends[task]
-            self._cut[task] = task.cancelling() if hasattr(task, "cancelling") else 0
-            task.cancel()
-        self._armed = bool(self._ends)
-        if self._armed:
-            self._loop.call_later(TICK, self._look)
+        try:
+            now = self._loop.time()
+            late = [(task, before) for task, (ends, before) in self._ends.items() if ends <= now]
+            for task, before in late:
+                del self._ends[task]
+                task.cancel()
+                self._cut[task] = before  # once cancelled: a task that refused is not taken for cut
+        finally:  # whatever a task's cancel() did, the attempts still in flight are looked at again
+            self._armed = bool(self._ends)
+            if self._armed:
+                self._loop.call_later(TICK, self._look)
+
+
+_COUNTED = hasattr(asyncio.Task, "uncancel")  # Python 3.11+: tasks count the cancels asked of them

@@ -317,6 +317,101 @@ def test_a_cancel_that_comes_with_the_windows_end_still_cancels(monkeypatch):
         asyncio.run(run())
 
 
+@native
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10's tasks do not count cancels (aio_deadline.py)")
+def test_a_cancel_asked_just_before_the_windows_end_still_cancels(monkeypatch):
+    """The other order: a caller's cancel (asyncio.timeout, a TaskGroup, a server's shutdown) asked in the loop
+    iteration where the window ends, before the timer looks, is not taken for the window's own."""
+    from django_cfkv.transport import aio_deadline
+
+    look = aio_deadline.Deadlines._look
+
+    def cancel_then_look(self):
+        for task, (ends, _) in list(self._ends.items()):
+            if ends <= self._loop.time():
+                task.cancel()  # the caller's own cancel, asked first
+        look(self)
+
+    monkeypatch.setattr(aio_deadline.Deadlines, "_look", cancel_then_look)
+    with HostileServer(_dripping_or_value) as server:
+        client = _client(server, timeout=(0.3, 0.3), max_retries=0)
+
+        async def run():
+            task = asyncio.ensure_future(client.aget("slow"))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await client.aclose()
+            return task.cancelling()
+
+        assert asyncio.run(run()) == 1  # the caller's one cancel, not taken back
+
+
+@native
+def test_a_task_whose_cancel_fails_does_not_stop_the_windows_of_the_others():
+    """A task of a kind whose cancel() raises (an instrumented task factory): the loop reports the error, and
+    the attempts after it are still cut at their windows' end."""
+    failed_once = []
+
+    class Stubborn(asyncio.Task):
+        def cancel(self, *args, **kwargs):
+            if not failed_once:
+                failed_once.append(self)
+                raise RuntimeError("this task cannot be cancelled")
+            return super().cancel(*args, **kwargs)
+
+    with HostileServer(_dripping_or_value) as server:
+        client = _client(server, timeout=(0.3, 0.3), max_retries=0)
+
+        async def run():
+            loop = asyncio.get_running_loop()
+            reported = []
+            loop.set_exception_handler(lambda loop, context: reported.append(context.get("exception")))
+            loop.set_task_factory(lambda loop, coro, **kwargs: Stubborn(coro, loop=loop, **kwargs))
+            stubborn = asyncio.ensure_future(client.aget("slow"))  # its cut fails: it drips on to its end
+            await asyncio.sleep(0.1)
+            started = loop.time()
+            with pytest.raises(KVTimeout):
+                await asyncio.ensure_future(client.aget("slow"))
+            elapsed = loop.time() - started
+            stubborn.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stubborn
+            await client.aclose()
+            return reported, elapsed
+
+        reported, elapsed = asyncio.run(run())
+    assert failed_once and any(isinstance(e, RuntimeError) for e in reported), reported
+    assert elapsed < 1.5, elapsed  # its window, 0.6 s, not the 2.4 s drip
+
+
+@native
+def test_an_awaited_call_outside_a_task_is_a_clear_error():
+    """Driven by hand from a loop callback, with no task to cancel at the window's end (aiohttp's own timeouts
+    need one too): a RuntimeError that says so, at once."""
+    with _value_server() as server:
+        client = _client(server, max_retries=0)
+
+        async def run():
+            await client.aget("k")  # the loop's pool exists
+            coro, outcome = client.aget("k"), []
+            asyncio.get_running_loop().call_soon(lambda: outcome.append(_first_step(coro)))
+            await asyncio.sleep(0.05)
+            await client.aclose()
+            return outcome
+
+        [error] = asyncio.run(run())
+    assert isinstance(error, RuntimeError) and "asyncio task" in str(error)
+
+
+def _first_step(coro):
+    try:
+        coro.send(None)
+    except BaseException as exc:  # noqa: BLE001 - returned for the test to judge
+        return exc
+    coro.close()
+    return None
+
+
 class _Recording(LocalKV):
     """LocalKV that notes the thread each blocking read runs in."""
 
