@@ -16,6 +16,7 @@ No I/O, and no aiohttp: this module reads the loop's clock and cancels tasks.
 """
 
 import asyncio
+import sys
 
 TICK = 0.05  # seconds between looks while attempts are in flight
 
@@ -34,7 +35,10 @@ class Deadlines:
         """Note that ``task`` is making an attempt that must end within ``seconds``."""
         # The cancels asked before the attempt, as asyncio.timeout notes them on entry: one asked in the same
         # loop iteration as the cut, before it, is not the cut's to take back.
-        self._ends[task] = (self._loop.time() + seconds, task.cancelling() if _COUNTED else 0)
+        before = 0
+        if sys.version_info >= (3, 11):  # 3.10's tasks keep no count
+            before = task.cancelling()
+        self._ends[task] = (self._loop.time() + seconds, before)
         if not self._armed:
             self._armed = True
             self._loop.call_later(TICK, self._look)
@@ -47,7 +51,7 @@ class Deadlines:
         before = self._cut.pop(task, None)
         if before is None:
             return False
-        return not _COUNTED or task.uncancel() <= before
+        return sys.version_info < (3, 11) or task.uncancel() <= before  # 3.11+ counts the cancels asked
 
     def end(self, task: asyncio.Task[object]) -> None:
         """Forget ``task``'s attempt (it is over, however it ended)."""
@@ -68,5 +72,3 @@ class Deadlines:
             if self._armed:
                 self._loop.call_later(TICK, self._look)
 
-
-_COUNTED = hasattr(asyncio.Task, "uncancel")  # Python 3.11+: tasks count the cancels asked of them
