@@ -1,8 +1,8 @@
 """The wall-clock end of each attempt awaited on an event loop, kept by one timer for them all.
 
 aiohttp's own total timeout arms a timer per request and re-enters it at every read:
-against a loopback emulator that was about a tenth of an awaited call's CPU
-(bench/bench_async.py). Here an attempt only notes its task and when it must end; while
+against a loopback emulator that was about 10 µs, a twentieth, of an awaited call's CPU
+(docs/explanation/performance.md). Here an attempt only notes its task and when it must end; while
 any is in flight, one timer per loop looks every :data:`TICK` seconds and cancels the task
 of each attempt past its end, which the attempt then reports as a timeout. So an attempt
 may run up to TICK past its end: nothing next to a window of seconds.
@@ -71,4 +71,3 @@ class Deadlines:
             self._armed = bool(self._ends)
             if self._armed:
                 self._loop.call_later(TICK, self._look)
-
