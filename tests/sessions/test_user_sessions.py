@@ -465,6 +465,7 @@ def test_the_worker_code_is_the_code_the_docs_show():
     shown = re.search(r"```js\n(.*?)```", page[page.index("## From a Worker"):], re.S).group(1)
     source = WORKER.read_text()
     functions = re.findall(r"^(?:export )?async function (\w+)\(.*?^\}$", shown, re.M | re.S)
-    assert {"userPrefix", "indexSession", "listSessions", "revokeSession", "revokeAllSessions"} <= set(functions)
+    assert {"userPrefix", "indexSession", "listSessions", "revokeSession", "revokeAllSessions",
+            "deleteSession"} <= set(functions)
     for block in re.findall(r"^(?:export )?async function \w+\(.*?^\}$", shown, re.M | re.S):
         assert block in source, block

@@ -88,6 +88,15 @@ export async function revokeAllSessions(env, userId) {
   return sessions.length;
 }
 
+// Sign one session out by its key (sessionKey(id)): the session, and its entry in its user's index.
+export async function deleteSession(env, key) {
+  const session = await env.SESSIONS.get(key, "json").catch(() => null); // a signed value is not JSON
+  await env.SESSIONS.delete(key);
+  if (session?.userId != null && env.USER_INDEX_KEY && env.SESSION_KEY_LAYOUT !== "plain") {
+    await env.SESSIONS.delete((await userPrefix(env, session.userId)) + key.slice("session:".length));
+  }
+}
+
 export async function createSession(env, user) {
   const id = crypto.randomUUID();
   const now = Date.now();
@@ -121,14 +130,6 @@ export async function refresh(env, id, session) {
   return next;
 }
 
-export async function deleteSession(env, id) {
-  const key = await keyOf(env, id);
-  const session = await env.SESSIONS.get(key, "json").catch(() => null); // a signed value is not JSON
-  await env.SESSIONS.delete(key);
-  if (session?.userId != null && env.USER_INDEX_KEY && env.SESSION_KEY_LAYOUT !== "plain") {
-    await env.SESSIONS.delete((await userPrefix(env, session.userId)) + key.slice("session:".length));
-  }
-}
 
 async function users(request, env, url) {
   const m = /^\/users\/([^/]+)\/sessions(?:\/([^/]+))?$/.exec(url.pathname);
@@ -156,7 +157,7 @@ export default {
         return Response.json(session && (await refresh(env, id, session)));
       }
       if (request.method === "DELETE") {
-        await deleteSession(env, id);
+        await deleteSession(env, await keyOf(env, id));
         return Response.json({ deleted: true });
       }
     }
