@@ -116,6 +116,8 @@ def test_settings_changes_empty_every_near_cache(settings):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# It forks as a pre-fork server (gunicorn) does, with the suite's threads running: the child only reads and exits.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_a_forked_child_starts_empty():
     near = near_cache("space", 60)
     filled(near, "a", b"1")
