@@ -232,7 +232,7 @@ def test_close_while_a_loop_makes_its_session_leaves_that_call_working(test_loop
 # (transport/aio_deadline.py); hostile.py's tests check the cut itself, on both clients.
 
 def _dripping_or_value(conn, request):
-    """The first read drips its body a byte every 0.1 s (2.4 s in all); every other read answers at once."""
+    """A read of "slow" drips its body, a byte every 0.1 s (2.4 s in all); every other read answers at once."""
     if request.path.endswith("/slow"):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n")
         drip(conn, b"x" * 24, interval=0.1)
