@@ -297,6 +297,8 @@ async def _aidentity(limiter: Limiter, rule: Rule, request: HttpRequest) -> str 
     if rule.key in ("user", "user_or_ip") and hasattr(request, "auser"):
         try:
             user = await arequest_user(request)
+        except ImproperlyConfigured:
+            raise  # a setting to fix (SESSION_CFKV_ALIAS...), as _identity raises it, not an outage
         except Exception as exc:  # the session or user store failed: as a failed identification
             limiter.log_failure(exc)
             return limiter.unavailable(rule)

@@ -7,6 +7,7 @@ traffic does.
 """
 
 import hashlib
+import inspect
 import re
 from collections.abc import Collection
 from re import Pattern
@@ -50,6 +51,15 @@ def looks_like_rate(value: object) -> bool:
     return isinstance(value, str) and re.match(r"^\s*[0-9]+\s*/", value) is not None
 
 
+def plain_callable(func: Any, what: str, check_id: str) -> Any:
+    """Return ``func`` unless it is an ``async def``: keys and rates are computed by plain calls (in a thread
+    under ASGI, where they may query the database), and a coroutine would be counted, not awaited."""
+    if inspect.iscoroutinefunction(func):
+        raise ConfigProblem(f"The rate-limit {what} {getattr(func, '__qualname__', func)!r} is an async function.",
+                            check_id, "Write it as a plain def: it is called in a thread in an async stack.")
+    return func
+
+
 # Rules
 
 
@@ -84,7 +94,7 @@ def compile_key(key: object) -> tuple[str, Any]:
         raise ConfigProblem(f"The rate-limit key {key!r} is a rate.", "django_cfkv.E104",
                             f"Give it as rate={key!r} and the key as key=, such as key='ip'.")
     if callable(key):
-        return "callable", key
+        return "callable", plain_callable(key, "key", "django_cfkv.E105")
     if isinstance(key, str):
         if key in SIMPLE_KEYS:
             return key, None
@@ -104,7 +114,7 @@ def compile_key(key: object) -> tuple[str, Any]:
             except ImportError as exc:
                 raise ConfigProblem(f"Rate-limit key {key!r} cannot be imported: {exc}", "django_cfkv.E105")
             if callable(func):
-                return "callable", func
+                return "callable", plain_callable(func, "key", "django_cfkv.E105")
     if key is None:
         raise ConfigProblem("A rate-limit rule needs a key.", "django_cfkv.E105",
                             'Give key= as "ip", "user", "user_or_ip", "header:<name>", "get:<name>", '

@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
 from .limiter import Usage, acount_request, count_request, get_limiter
-from .rules import ConfigProblem, Rule, compile_rule, looks_like_rate, parse_rate
+from .rules import ConfigProblem, Rule, compile_rule, looks_like_rate, parse_rate, plain_callable
 
 #: Every method: ``method=ALL`` (the default); django-ratelimit's ``(None,)`` means the same.
 ALL = None
@@ -44,7 +44,7 @@ class ViewLimit(NamedTuple):
             return rule
         rate = self.rate
         if isinstance(rate, str):
-            rate = import_string(rate)
+            rate = plain_callable(import_string(rate), "rate", "django_cfkv.E104")
         rate = rate(rule.name, request) if callable(rate) else rate
         if rate is None:
             return None
@@ -91,6 +91,8 @@ def view_limit(group: str | None, key: Any, rate: Rate, method: str | Iterable[s
     if rate is None:
         rate = _never
     decided = callable(rate) or (isinstance(rate, str) and "." in rate)  # per request
+    if callable(rate):
+        plain_callable(rate, "rate", "django_cfkv.E104")
     rule = compile_rule({"rate": "1/s" if decided else rate, "key": key, "methods": methods, "group": group})
     return ViewLimit(rule, rate if decided else None)
 

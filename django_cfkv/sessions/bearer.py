@@ -16,7 +16,7 @@ from django.utils.cache import patch_vary_headers
 from ..exceptions import KVError
 from . import plans
 from .keys import is_valid_key
-from .plans import Plan, Twin
+from .plans import Finished, Plan, Twin
 from .store import SessionStore
 from .tokens import engine_session_store
 
@@ -147,7 +147,7 @@ class BearerSessionMiddleware:
         current: Any = getattr(request, "session", session)  # the view may have put another store there
         if response.status_code < 500 and current.session_key is not None and not current.is_empty():
             try:
-                yield Twin(current.save, current.asave)
+                yield Finished(current.save, current.asave)  # a client gone still has it saved
             except UpdateError:
                 raise SessionInterrupted(
                     "The session was deleted before the request completed: the token was "

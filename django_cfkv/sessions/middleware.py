@@ -6,7 +6,10 @@ under ASGI, Django runs them in a worker thread (``thread_sensitive``, one per r
 session save holds a thread while it waits for KV. This one answers the same
 in a sync stack, and in an async stack makes the store on the event loop and awaits the save
 (``asave``), so a request whose views and middleware are async uses no thread for its session.
-Any SESSION_ENGINE works; Django's own admin check (admin.E410) accepts it as Django's subclass.
+As with Django's, a save once begun is finished even if the client goes away meanwhile (the request is
+cancelled then; the cancel is raised when the save is done). Any SESSION_ENGINE works: an engine that
+overrides ``save()`` but not ``asave()`` has its ``save()`` run in a thread, as Django's middleware runs
+it. Django's own admin check (admin.E410) accepts it as Django's subclass.
 """
 
 from typing import Any
@@ -21,7 +24,7 @@ from django.utils.http import http_date
 
 from .. import clock, conf
 from . import plans
-from .plans import Plan, Twin
+from .plans import Finished, Plan, Twin
 
 
 class SessionMiddleware(DjangoSessionMiddleware):
@@ -65,7 +68,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
                     expires = http_date(clock.now() + max_age)
                 if response.status_code < 500:  # a 5xx does not save the session
                     try:
-                        yield Twin(session.save, session.asave)
+                        yield Finished(session.save, session.asave)  # a client gone still has it saved
                     except UpdateError:
                         raise SessionInterrupted(
                             "The request's session was deleted before the request completed. The user may "

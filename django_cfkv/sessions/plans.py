@@ -12,12 +12,17 @@ database runs in a thread, as Django's ORM requires; only the JSON format's sess
 wrote and SESSION_CFKV_USER_FIELD other than "pk" make one.
 """
 
+import asyncio
+import functools
+import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from ..plans import afollow, follow
+
+logger = logging.getLogger("django_cfkv.sessions")
 
 R = TypeVar("R")
 
@@ -63,7 +68,9 @@ class Query(Step):
 
 class Twin(Step):
     """A method of the store (or any session) and its async twin (``save`` and ``asave``): a subclass's
-    override of either is the one called."""
+    override of either is the one called. Awaited, a blocking method overridden below its twin (an engine
+    that overrides ``save()`` only, as engines were written before Django 5) runs in a thread, as Django's
+    own async methods run it: its twin would skip the override."""
 
     def __init__(self, blocking: Callable[..., Any], awaited: Callable[..., Awaitable[Any]], *args: Any,
                  **kwargs: Any) -> None:
@@ -73,7 +80,55 @@ class Twin(Step):
         return self.blocking(*self.args, **self.kwargs)
 
     async def arun(self, kv: Callable[[], Awaitable[Any]]) -> Any:
+        if _overridden_below(self.blocking, self.awaited):
+            return await sync_to_async(self.blocking)(*self.args, **self.kwargs)
         return await self.awaited(*self.args, **self.kwargs)
+
+
+class Finished(Twin):
+    """A Twin that, once begun, runs to its end even if the request is cancelled meanwhile (its client went
+    away): a session's save lands or fails whole, as in Django's middleware, whose save runs in a thread
+    that nothing stops. The cancel is raised when it is done."""
+
+    async def arun(self, kv: Callable[[], Awaitable[Any]]) -> Any:
+        return await finished(super().arun(kv))
+
+
+async def finished(awaitable: Awaitable[R]) -> R:
+    """Await ``awaitable`` to its end, even through cancels of the caller; then raise the cancel, if any."""
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait((task,))  # a cancel of the caller ends this wait, never the task
+        except asyncio.CancelledError:
+            cancelled = True
+    if not cancelled:
+        return task.result()
+    if not task.cancelled() and task.exception() is not None:  # the caller hears of its cancel only
+        logger.warning("A session write finished after its request was cancelled, and failed (%s).",
+                       type(task.exception()).__name__)
+    raise asyncio.CancelledError
+
+
+def _overridden_below(blocking: Callable[..., Any], awaited: Callable[..., Any]) -> bool:
+    """Return True if ``blocking`` (a bound method) is defined in a subclass of the class defining ``awaited``."""
+    owner, name, aname = (getattr(awaited, "__self__", None), getattr(blocking, "__name__", None),
+                          getattr(awaited, "__name__", None))
+    if owner is None or name is None or aname is None:
+        return False
+    return _defined_first(owner if isinstance(owner, type) else type(owner), name, aname)
+
+
+@functools.cache
+def _defined_first(cls: type, name: str, aname: str) -> bool:
+    """Return True if, in ``cls``'s method resolution order, ``name`` is defined before ``aname``."""
+    for klass in cls.__mro__:
+        if aname in vars(klass):
+            return False
+        if name in vars(klass):
+            return True
+    return False
 
 
 def run(plan: Plan[R], kv: Callable[[], Any]) -> R:

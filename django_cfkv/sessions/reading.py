@@ -6,6 +6,7 @@ save() decides by. Each operation is one plan (``plans``), which the blocking
 method follows (``load``) and its async twin awaits (``aload``).
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -33,6 +34,7 @@ class SessionReader(SessionBase):
         options.key_layout()  # a bad SESSION_CFKV_KEY_LAYOUT fails here, not at the first read
         self._state = State.UNREAD
         self._stored = Stored()
+        self._loading: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         super().__init__(session_key)
 
     @classmethod
@@ -111,7 +113,23 @@ class SessionReader(SessionBase):
 
     async def aload_now(self) -> dict[str, Any]:
         """Async twin of :meth:`load_now`."""
-        return await self._aget_session()  # type: ignore[attr-defined]  # SessionBase's
+        return await self._aget_session()
+
+    async def _aget_session(self, no_load: bool = False) -> dict[str, Any]:
+        """SessionBase's, except that calls gathered before the session is loaded share one load: each its own
+        would cost a GET apiece, and the last to finish would replace what the others had already changed."""
+        self.accessed = True
+        try:
+            return self._session_cache
+        except AttributeError:
+            pass
+        loop = asyncio.get_running_loop()
+        if self._loading is None or self._loading[0] is not loop:  # a lock serves the loop it was made in
+            self._loading = (loop, asyncio.Lock())
+        async with self._loading[1]:
+            if not hasattr(self, "_session_cache"):  # else loaded while this call waited
+                self._session_cache = {} if self.session_key is None or no_load else await self.aload()
+        return self._session_cache
 
     def load(self) -> dict[str, Any]:
         return self._run(self._load())

@@ -175,7 +175,7 @@ class SessionStore(SessionReader):
 
     async def aset_absolute_expiry(self, seconds: float) -> None:
         """Async twin of :meth:`set_absolute_expiry`."""
-        await self._aget_session()  # type: ignore[attr-defined]  # SessionBase's
+        await self._aget_session()
         self._end_in(seconds)
 
     def _end_in(self, seconds: float) -> None:

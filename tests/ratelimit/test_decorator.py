@@ -157,6 +157,21 @@ def test_rates_per_request_none_tuple_callable_and_dotted_path():
     assert [dotted(factory.get("/")) for _ in range(3)] == [False, False, True]
 
 
+async def async_rate(group, request):
+    return "5/m"
+
+
+def test_an_async_rate_is_refused_with_the_check_id_and_a_hint():
+    """Rates per request are plain calls: an async one would be a coroutine where a rate goes, on every request."""
+    with pytest.raises(rl.ConfigProblem, match="async function") as info:
+        rl.ratelimit(key="ip", rate=async_rate, group="async-rate")(lambda request: request.limited)
+    assert info.value.id == "django_cfkv.E104" and "plain def" in info.value.hint
+    dotted = rl.ratelimit(key="ip", rate="tests.ratelimit.test_decorator.async_rate", group="async-dotted")(
+        lambda request: request.limited)
+    with pytest.raises(rl.ConfigProblem, match="async function"):
+        dotted(RequestFactory().get("/"))
+
+
 def test_counts_are_partitioned_by_rate_and_method_as_django_ratelimit_partitions_them():
     factory = RequestFactory()
     # Stacked rules on one view share its group: GET and POST, and two rates, still count apart.

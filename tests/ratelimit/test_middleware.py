@@ -130,6 +130,24 @@ def test_broken_key_function_never_becomes_500_but_a_missing_cache_is_an_error()
             statuses(Client(), 1)
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_a_mistake_met_reading_the_user_is_raised_in_either_stack(settings, fail_open):
+    """A setting to fix found while a "user" rule reads the session (here SESSION_CFKV_ALIAS naming no
+    alias) is raised in both stacks, never passed or answered 429 as an outage would be."""
+    settings.SESSION_ENGINE = "django_cfkv.sessions"
+    settings.SESSION_CFKV_ALIAS = "no-such-alias"
+    rule = {"path": r"^/login/$", "methods": ["POST"], "rate": "3/m", "key": "user_or_ip"}
+    cookie = "abcdefghijklmnopqrstuvwxyz012345"  # a well-formed session id: the session is read
+    sync_client, async_client = Client(), AsyncClient()
+    sync_client.cookies["sessionid"] = async_client.cookies["sessionid"] = cookie
+    with override_settings(CFKV_RATELIMIT={"FAIL_OPEN": fail_open, "RULES": [rule]}):
+        with pytest.raises(ImproperlyConfigured, match="no-such-alias"):
+            sync_client.post("/login/")
+        with pytest.raises(ImproperlyConfigured, match="no-such-alias"):
+            async_to_sync(async_client.post)("/login/")
+
+
 def test_invalid_rules_are_skipped_at_request_time(caplog):
     with override_settings(CFKV_RATELIMIT={"RULES": [{"path": "(", "rate": "1/h"}, LOGIN_RULE]}):
         assert statuses(Client(), 4) == [200, 200, 200, 429]

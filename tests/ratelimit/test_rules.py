@@ -103,3 +103,15 @@ def test_bad_rules_name_their_check_id(spec, check_id):
     with pytest.raises(rl.ConfigProblem) as info:
         rl.compile_rule(spec, 0)
     assert info.value.id == check_id
+
+
+async def _async_key(group, request):
+    return "never awaited"
+
+
+def test_an_async_key_is_refused_with_the_check_id_and_a_hint():
+    """Keys are plain calls: an async one would count every request under its coroutine's text."""
+    for key in (_async_key, "tests.ratelimit.test_rules._async_key"):
+        with pytest.raises(rl.ConfigProblem, match="async function") as info:
+            rl.compile_rule({"path": r"^/api/", "rate": "5/m", "key": key})
+        assert info.value.id == "django_cfkv.E105" and "plain def" in info.value.hint

@@ -7,17 +7,20 @@ them too.
 
 import asyncio
 import functools
+import logging
 import threading
 from contextlib import contextmanager
 from unittest import mock
 
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from django.http import HttpResponse
 from django.test import AsyncClient, Client, SimpleTestCase, override_settings
 from django.utils.functional import SimpleLazyObject
 
 from django_cfkv import get_kv
 from django_cfkv.client import KVClient
+from django_cfkv.exceptions import KVConnectionError
 from django_cfkv.sessions import (
     SessionStore,
     aissue_token,
@@ -503,3 +506,125 @@ def test_on_the_embedded_store_the_awaited_store_runs_sqlite_in_django_cfkvs_wor
         assert follow(True, SessionStore, "clear_expired") == 0
     assert len(threads_used) >= 6
     assert all(name.startswith("django-cfkv") for name in threads_used), threads_used
+
+
+# Concurrency, cancels and overrides: what the awaited paths must keep as the blocking ones keep it
+
+
+def test_changes_gathered_before_the_session_is_loaded_share_one_load_and_are_all_saved(emu, cfkv_calls):
+    first = SessionStore()
+    first["n"] = 0
+    first.save()
+    cfkv_calls.reset()
+    store = SessionStore(first.session_key)
+
+    async def view():  # each aset() loads the session first: with a load apiece, the last one loaded wins
+        await asyncio.gather(store.aset("a", 1), store.aset("b", 2), store.aget("n"))
+        await store.asave()
+
+    async_to_sync(view)()
+    assert dict(cfkv_calls.counts) == {"get": 1, "put": 1}
+    assert SessionStore(first.session_key).load() == {"n": 0, "a": 1, "b": 2}
+
+
+class HeldWrite:
+    """KVClient.aput held until released: a save in flight, at the moment the client of the request goes away."""
+
+    def __init__(self, monkeypatch):
+        self.started, self.release, aput = asyncio.Event(), asyncio.Event(), KVClient.aput
+
+        async def held_aput(client, *args, **kwargs):
+            self.started.set()
+            await self.release.wait()
+            return await aput(client, *args, **kwargs)
+
+        monkeypatch.setattr(KVClient, "aput", held_aput)
+
+    async def cancel_in_flight(self, task):
+        """Cancel ``task`` (as Django's ASGI handler does on http.disconnect) while its write is held; then let
+        the write go, and return whether the task ended cancelled."""
+        await self.started.wait()
+        task.cancel()
+        await asyncio.sleep(0.01)  # the cancel is delivered while the write is held
+        self.release.set()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("middleware", ["cookie", "bearer"])
+def test_a_request_whose_client_goes_away_mid_save_still_saves_its_session(emu, monkeypatch, user, middleware):
+    """As Django's middleware, whose save runs in a thread nothing stops, a save once begun lands whole."""
+    from django.test import AsyncRequestFactory
+
+    from django_cfkv.bearer import BearerSessionMiddleware
+
+    if middleware == "cookie":
+        stored = SessionStore()
+        stored["n"] = 1
+        stored.save()
+        key, headers, wrap = stored.session_key, {"cookie": f"sessionid={stored.session_key}"}, SessionMiddleware
+    else:
+        key = issue_token(None, user)
+        headers, wrap = {"authorization": f"Bearer {key}"}, BearerSessionMiddleware
+
+    async def view(request):
+        await request.session.aset("n", 2)  # a change the view has made, and the client will not hear of
+        return HttpResponse("ok")
+
+    async def serve():
+        held = HeldWrite(monkeypatch)
+        return await held.cancel_in_flight(asyncio.ensure_future(wrap(view)(
+            AsyncRequestFactory().get("/", headers=headers))))
+
+    assert async_to_sync(serve)() is True  # the cancel still reaches the request, once the save is done
+    assert SessionStore(key).load()["n"] == 2
+
+
+def test_a_save_that_fails_after_its_request_is_cancelled_is_logged_without_the_session(emu, monkeypatch, caplog):
+    from django.test import AsyncRequestFactory
+
+    stored = SessionStore()
+    stored["n"] = 1
+    stored.save()
+
+    async def refused(client, *args, **kwargs):
+        raise KVConnectionError("Could not reach Workers KV for PUT put.")
+
+    monkeypatch.setattr(KVClient, "aput", refused)
+
+    async def view(request):
+        await request.session.aset("n", 2)
+        return HttpResponse("ok")
+
+    async def serve():
+        held = HeldWrite(monkeypatch)
+        return await held.cancel_in_flight(asyncio.ensure_future(SessionMiddleware(view)(
+            AsyncRequestFactory().get("/", headers={"cookie": f"sessionid={stored.session_key}"}))))
+
+    with caplog.at_level(logging.DEBUG):
+        assert async_to_sync(serve)() is True  # the cancel, not the failure, reaches the cancelled request
+    assert "failed (KVConnectionError)" in caplog.text
+    assert stored.session_key not in caplog.text and SessionStore(stored.session_key).load()["n"] == 1
+
+
+@pytest.mark.parametrize("middleware", [DJANGOS, OURS])
+def test_an_engine_that_overrides_only_save_has_it_called_in_an_async_stack(settings, middleware):
+    """Any SESSION_ENGINE: an override of save() alone is not skipped by the awaited save (it runs in a thread)."""
+    from django.test import AsyncRequestFactory
+    from django.utils.module_loading import import_string
+
+    from . import engine_with_own_save
+
+    settings.SESSION_ENGINE = "tests.sessions.engine_with_own_save"
+    engine_with_own_save.SAVES.clear()
+
+    async def view(request):
+        await request.session.aset("n", 1)
+        return HttpResponse("ok")
+
+    response = async_to_sync(import_string(middleware)(view))(AsyncRequestFactory().get("/"))
+    assert response.cookies["sessionid"].value and engine_with_own_save.SAVES
