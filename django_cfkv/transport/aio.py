@@ -11,8 +11,9 @@ and each ``async_to_sync`` or ``asyncio.run()`` gets its own. Each is closed whe
 ends: it is held open by an async generator, which ``asyncio.run()``, asgiref, uvicorn and
 every runner that calls ``loop.shutdown_asyncgens()`` close before the loop stops, and whose
 ``finally`` closes the session; so no connection outlives its loop and no ResourceWarning is
-left behind. ``close()`` (settings changed, from any thread) forgets them all, and each loop
-then closes its own (asyncio closes a forgotten async generator on the loop that started it).
+left behind. ``close()`` (settings changed, from any thread) lets them all go, and each loop
+closes its own once the calls still using it end (:class:`Pool`). A loop closed by hand, without
+shutting its async generators down, is let go at the next pool made or ``close()``.
 
 As with the requests session: the token is in the headers, set once; no cookie is kept;
 redirects are not followed; the proxy and .netrc settings of the environment are not read
@@ -29,7 +30,6 @@ import math
 import threading
 import weakref
 from collections.abc import AsyncGenerator
-from typing import NamedTuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -39,16 +39,33 @@ from .. import __version__, clock
 from ..exceptions import KVError
 from .aio_deadline import Deadlines
 from .body import aread_body
-from .exchange import POOL_SIZE, Answer, Attempt, Outcome, R, Steps, failed
+from .exchange import ACCEPT_ENCODING, POOL_SIZE, Answer, Attempt, Outcome, R, Steps, failed
 
 _NEVER_ROUNDED = math.inf  # aiohttp rounds timeouts up to whole seconds past its threshold; not ours
 
 
-class Pool(NamedTuple):
-    """One client's connections on one event loop, and the ends of the attempts in flight on it."""
+class Pool:
+    """One client's connections on one event loop, and the attempts in flight on it.
 
-    session: aiohttp.ClientSession
-    deadlines: Deadlines
+    A pool that is let go (``retired``: the client closed, from any thread) is never closed under the
+    attempts still using it, which aiohttp would abort: it is closed on its loop when the last of them
+    ends, or when the loop next makes a pool, or when the loop ends.
+    """
+
+    __slots__ = ("deadlines", "retired", "session", "_closing")
+
+    def __init__(self, session: aiohttp.ClientSession, deadlines: Deadlines) -> None:
+        self.session, self.deadlines, self.retired = session, deadlines, False
+        self._closing: asyncio.Task[None] | None = None  # held, so the loop does not drop the task
+
+    @property
+    def idle(self) -> bool:
+        return not self.deadlines.in_flight
+
+    def close_soon(self) -> None:
+        """Close the session in a task of the running loop (from code that cannot await)."""
+        if not self.session.closed and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.session.close())
 
 
 class LoopSessions:
@@ -57,8 +74,8 @@ class LoopSessions:
     def __init__(self, token: str) -> None:
         self._token = token
         self._lock = threading.Lock()  # loops may run in several threads (asgiref's async_to_sync)
-        # A session holds its loop, so a weak mapping could never let one go: the sessions of loops
-        # that ended (closed with them) are dropped whenever a loop makes its session.
+        # A session holds its loop, so a weak mapping could never let one go: the pools of loops that
+        # ended or were let go are dropped whenever a loop makes its pool, and by close().
         self._sessions: dict[asyncio.AbstractEventLoop, Pool] = {}
         self._last: tuple[asyncio.AbstractEventLoop | None, Pool | None] = (None, None)
 
@@ -66,14 +83,14 @@ class LoopSessions:
         return "<LoopSessions>"  # never the token
 
     def current(self) -> Pool | None:
-        """Return the running loop's pool (its session open), or None when :meth:`get` must make one."""
+        """Return the running loop's pool (in use), or None when :meth:`get` must make one."""
         loop = asyncio.get_running_loop()
         last_loop, pool = self._last  # the last call's loop: under an ASGI server, the only one
         if last_loop is not loop:
-            with self._lock:  # so close(), in another thread, cannot come between the read and the write
+            with self._lock:
                 pool = self._sessions.get(loop)
                 self._last = (loop, pool)
-        return None if pool is None or pool.session.closed else pool
+        return None if pool is None or pool.retired or pool.session.closed else pool
 
     async def get(self) -> Pool:
         """Return the running loop's pool, its session made on first use and closed when the loop ends."""
@@ -83,13 +100,17 @@ class LoopSessions:
             connector = aiohttp.TCPConnector(limit=POOL_SIZE, timeout_ceil_threshold=_NEVER_ROUNDED)
             session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                headers={"Authorization": f"Bearer {self._token}", "User-Agent": f"django-cfkv/{__version__}"})
+                headers={"Authorization": f"Bearer {self._token}", "User-Agent": f"django-cfkv/{__version__}",
+                         "Accept-Encoding": ACCEPT_ENCODING})
+            _send_once(session)
             pool = Pool(session, Deadlines(loop))
             with self._lock:
-                self._sessions = {lp: p for lp, p in self._sessions.items() if not p.session.closed}
+                self._sessions = {lp: p for lp, p in self._sessions.items() if not (p.retired or lp.is_closed())}
                 self._sessions[loop] = pool
                 self._last = (loop, pool)
-            await _loop_end(loop).add(session)
+            end = _loop_end(loop)
+            end.pools.add(pool)  # before any await: a cancel from here on leaves it to the loop's end
+            await end.start(pool)
         return pool
 
     async def run(self, steps: Steps[R]) -> R:
@@ -107,21 +128,33 @@ class LoopSessions:
                 outcome = None
 
     async def aclose(self) -> None:
-        """Close the running loop's session now (a new one is made on next use)."""
+        """Close the running loop's session: now, or once the calls still using it end (a new one is made
+        on next use)."""
         with self._lock:
             pool = self._sessions.pop(asyncio.get_running_loop(), None)
             self._last = (None, None)
         if pool is not None:
-            await pool.session.close()
+            pool.retired = True
+            if pool.idle:
+                await pool.session.close()
 
     def close(self) -> None:
-        """Forget every loop's session (this may run in any thread): each loop closes its own, when it next
-        makes a session or when it ends, on its own thread (aiohttp's sessions are not thread-safe)."""
+        """Let every loop's session go (this may run in any thread): each is closed on its own loop (aiohttp's
+        sessions are not thread-safe), once the calls using it end (see :class:`Pool`)."""
         with self._lock:
-            sessions, self._sessions = list(self._sessions.items()), {}
+            pools, self._sessions = list(self._sessions.values()), {}
             self._last = (None, None)
-        for loop, pool in sessions:
-            _loop_end(loop).retire(pool.session)
+        for pool in pools:
+            pool.retired = True
+        _forget_closed_loops()
+
+
+def _send_once(session: aiohttp.ClientSession) -> None:
+    """Have aiohttp send each request once: it sends a GET, PUT or DELETE again, uncounted, when the
+    connection fails before an answer (RFC 9112's retry of idempotent requests). The steps retry what is
+    to be retried, counted and within the deadline, as the blocking client (urllib3 sends once) does."""
+    if "_retry_connection" in aiohttp.ClientSession.ATTRS:  # aiohttp's own switch (its test client turns it off)
+        session._retry_connection = False
 
 
 class _LoopEnd:
@@ -130,36 +163,30 @@ class _LoopEnd:
     a client dropped without closing still has its connections closed with the loop."""
 
     def __init__(self) -> None:
-        self.sessions: set[aiohttp.ClientSession] = set()
-        self.retired: set[aiohttp.ClientSession] = set()  # forgotten (from any thread), not yet closed
+        self.pools: set[Pool] = set()
         self.ended = False
         self._watch: AsyncGenerator[None, None] | None = None  # it holds the loop while it runs, never after
 
-    def retire(self, session: aiohttp.ClientSession) -> None:
-        with _loop_ends_lock:
-            self.retired.add(session)
-
-    async def add(self, session: aiohttp.ClientSession) -> None:
-        """Hold ``session`` until the loop ends; close the sessions retired meanwhile (this runs in the loop)."""
+    async def start(self, serving: Pool) -> None:
+        """Watch for the loop's end (this runs in the loop), and close the pools let go that no call uses
+        (``serving``, just made, serves its call first even if it was let go meanwhile)."""
         if self._watch is None:
             self._watch = self.watch()
             await self._watch.asend(None)  # started in the running loop, so its shutdown closes it
-        with _loop_ends_lock:  # ``session`` itself may have been retired meanwhile: it serves this call first
-            retired, self.retired = self.retired - {session}, self.retired & {session}
-        for old in retired:
-            await old.close()
-        self.sessions = {s for s in self.sessions if not s.closed} | {session}
+        self.pools = {pool for pool in self.pools if not pool.session.closed}
+        for pool in [pool for pool in self.pools if pool.retired and pool.idle and pool is not serving]:
+            await pool.session.close()
 
     async def watch(self) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
             self.ended = True
-            for session in self.sessions:
-                await session.close()
+            for pool in self.pools:
+                await pool.session.close()
             # Each session holds the loop, and so does this generator (asyncio's finalizer): the loop
             # is let go, and with it its entry in _loop_ends.
-            self.sessions, self._watch = set(), None
+            self.pools, self._watch = set(), None
 
 
 _loop_ends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEnd] = weakref.WeakKeyDictionary()
@@ -168,11 +195,20 @@ _loop_ends_lock = threading.Lock()
 
 def _loop_end(loop: asyncio.AbstractEventLoop) -> _LoopEnd:
     """Return ``loop``'s one _LoopEnd: held as long as the loop is, so its sessions are closed by its shutdown."""
+    _forget_closed_loops()
     with _loop_ends_lock:
         end = _loop_ends.get(loop)
         if end is None or end.ended:  # a loop may run on after shutting its async generators down
             end = _loop_ends[loop] = _LoopEnd()
         return end
+
+
+def _forget_closed_loops() -> None:
+    """Drop what is kept for loops closed without shutting their async generators down (a hand-run loop's
+    ``close()``): their sessions hold them, so nothing else would ever let them go."""
+    with _loop_ends_lock:
+        for loop in [loop for loop in _loop_ends if loop.is_closed()]:
+            del _loop_ends[loop]
 
 
 async def _attempt(pool: Pool, attempt: Attempt) -> Outcome:
@@ -207,3 +243,5 @@ async def _attempt(pool: Pool, attempt: Attempt) -> Outcome:
         return failed(attempt, asyncio.TimeoutError(), timed_out=True)
     finally:
         pool.deadlines.end(task)
+        if pool.retired and pool.idle:  # the client let it go while this attempt used it
+            pool.close_soon()

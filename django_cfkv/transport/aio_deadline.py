@@ -30,6 +30,7 @@ class Deadlines:
         self._ends: dict[asyncio.Task[object], tuple[float, int]] = {}
         self._cut: dict[asyncio.Task[object], int] = {}  # tasks cancelled here: their cancels before the attempt
         self._armed = False
+        self.in_flight = 0  # attempts started and not ended (a cut one included, until it ends)
 
     def start(self, task: asyncio.Task[object], seconds: float) -> None:
         """Note that ``task`` is making an attempt that must end within ``seconds``."""
@@ -39,6 +40,7 @@ class Deadlines:
         if sys.version_info >= (3, 11):  # 3.10's tasks keep no count
             before = task.cancelling()
         self._ends[task] = (self._loop.time() + seconds, before)
+        self.in_flight += 1
         if not self._armed:
             self._armed = True
             self._loop.call_later(TICK, self._look)
@@ -55,6 +57,7 @@ class Deadlines:
 
     def end(self, task: asyncio.Task[object]) -> None:
         """Forget ``task``'s attempt (it is over, however it ended)."""
+        self.in_flight -= 1
         self._ends.pop(task, None)  # a task cut is no longer there
         if self._cut:  # cut, but the attempt ended some other way: its cancel is taken back all the same
             self.was_cut(task)

@@ -14,7 +14,7 @@ __all__ = ["CHUNK_BYTES", "ResponseTooLargeError", "aread_body", "read_body"]
 def read_body(response: Any, attempt: Attempt) -> bytes:
     """Return the body of a streamed requests.Response, or raise ResponseTooLargeError."""
     capped = Capped(attempt, response.status_code, response.headers)
-    if not capped.full:
+    if not capped.unread:
         for chunk in response.iter_content(CHUNK_BYTES):
             if not capped.add(chunk):
                 break
@@ -26,7 +26,7 @@ async def aread_body(response: Any, attempt: Attempt) -> bytes:
     capped = Capped(attempt, response.status, response.headers)
     if capped.bounded:
         return await response.read()
-    if not capped.full:
+    if not capped.unread:
         read = response.content.read  # what iter_chunked() awaits, without its iterator (less CPU per call)
         while chunk := await read(CHUNK_BYTES):
             if not capped.add(chunk):

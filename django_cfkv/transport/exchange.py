@@ -38,6 +38,10 @@ from .quota import Quota
 logger = logging.getLogger("django_cfkv")
 
 CHUNK_BYTES = 64 * 1024  # what a body reader asks the socket for at a time
+# The encodings asked for, and the only ones read: both HTTP libraries inflate these alike (requests
+# would also ask for br or zstd when a module for them is installed, and aiohttp for others).
+ACCEPT_ENCODING = "gzip, deflate"
+_READ_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
 POOL_SIZE = 32  # connections a pool keeps to one host (per process, or per event loop)
 R = TypeVar("R")
 
@@ -94,9 +98,14 @@ class Capped:
         declared = limits.parse_digits(headers.get("Content-Length", ""), 18)  # the upstream's text
         self.attempt, self.status = attempt, status
         self.full = declared is not None and declared > attempt.max_bytes  # refused on its header alone
+        encoding = headers.get("Content-Encoding")
+        # One the client did not ask for (x-gzip, "gzip, gzip", br) one HTTP library inflates and the other
+        # hands over as it came: neither reads it, so no compressed bytes are ever taken for a value.
+        self.encoding = None if encoding is None or encoding.strip().lower() in _READ_ENCODINGS else encoding
         # A declared length within the cap, and no encoding to inflate it: an HTTP parser reads no more,
         # so the body may be read whole.
-        self.bounded = declared is not None and not self.full and "Content-Encoding" not in headers
+        self.bounded = declared is not None and not self.full and encoding is None
+        self.unread = self.full or self.encoding is not None  # refused before a byte of the body is read
         self.size = 0
         self.chunks: list[bytes] = []
 
@@ -109,7 +118,12 @@ class Capped:
         return not self.full
 
     def body(self) -> bytes:
-        """Return the body read, or raise ResponseTooLargeError if it was over the cap."""
+        """Return the body read; raise ResponseTooLargeError if it was over the cap, or
+        KVMalformedResponseError if it came in an encoding the client does not read."""
+        if self.encoding is not None:
+            raise KVMalformedResponseError(
+                f"Workers KV answered {self.attempt.named} in an encoding the client did not ask for "
+                f"({self.encoding[:40]!r}), so it was not read. Check BASE_URL.", status=self.status)
         if self.full:
             raise ResponseTooLargeError(
                 f"Workers KV's answer to {self.attempt.named} is larger than any KV can give "

@@ -28,8 +28,9 @@ def parse_retry_after(value: str | None) -> float | None:
     """Return Retry-After in seconds (delta or HTTP date), at most Cloudflare's 5-minute block; or None."""
     if not value:
         return None
+    first = value.partition(",")[0].strip()  # a header sent twice: requests joins the two, aiohttp gives the first
     try:
-        seconds = float(value)
+        seconds = float(first if first.isdigit() else value)
     except ValueError:
         try:
             seconds = parsedate_to_datetime(value).timestamp() - clock.now()

@@ -18,7 +18,7 @@ import requests
 from .. import __version__
 from ..exceptions import CFKVConfigurationError
 from .deadline import DeadlineAdapter
-from .exchange import POOL_SIZE
+from .exchange import ACCEPT_ENCODING, POOL_SIZE
 
 
 def checked_token(token: str) -> str:
@@ -75,6 +75,7 @@ class SharedSession:
         session.headers.update({
             "Authorization": f"Bearer {self._token}",
             "User-Agent": f"django-cfkv/{__version__}",
+            "Accept-Encoding": ACCEPT_ENCODING,
         })
         adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         session.mount("https://", adapter)

@@ -9,6 +9,7 @@ import gc
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 
@@ -492,3 +493,95 @@ def _wait_for(condition, timeout=5.0):
     while not condition():
         assert time.monotonic() < ends, "the server never saw it"
         time.sleep(0.01)
+
+
+# Letting a loop's session go: never under the calls still using it, never keeping an ended loop
+
+
+def _slow_value(conn, request):
+    time.sleep(0.4)
+    reply(conn, body=b"v")
+
+
+@native
+@pytest.mark.parametrize("how", ["aclose", "close_in_another_thread"])
+def test_closing_the_pool_lets_the_calls_in_flight_finish(how):
+    """aiohttp aborts a closed session's connections and cancels the calls queued for one: the pool is closed
+    once the calls using it end, as the blocking client's calls in flight survive close()."""
+    with HostileServer(_slow_value) as server:
+        server._sock.listen(128)
+        client = _client(server, max_retries=0)
+
+        async def run():
+            calls = [asyncio.ensure_future(client.aget(f"k{i}")) for i in range(40)]  # 32 sent, 8 queued
+            await asyncio.sleep(0.1)
+            if how == "aclose":
+                await client.aclose()
+            else:
+                await asyncio.to_thread(client.close)  # a settings change
+                assert await client.aget("other") == b"v"  # the loop's next call makes the new session
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        results = asyncio.run(run())
+        client.close()
+        _wait_for(lambda: server.hung_up == server.accepted)  # and each pool was closed, with its loop
+    assert [r if isinstance(r, bytes) else type(r).__name__ for r in results] == [b"v"] * 40
+
+
+@native
+def test_a_loop_closed_without_shutting_its_async_generators_down_is_let_go():
+    """A hand-run loop (run_until_complete, then close()) never runs the close of its async generators."""
+    with _value_server() as server:
+        client = _client(server)
+        loops = []
+        for _ in range(3):
+            loop = asyncio.new_event_loop()
+            assert loop.run_until_complete(client.aget("k")) == b"v"
+            loop.close()
+            loops.append(weakref.ref(loop))
+            del loop
+        client.close()
+        del client
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)  # the loop's end never closed them: the collector does
+            gc.collect()
+        _wait_for(lambda: server.hung_up == server.accepted == 3)
+    assert sum(ref() is not None for ref in loops) == 0
+
+
+@native
+def test_close_after_a_loop_ended_does_not_keep_the_loop():
+    with _value_server() as server:
+        client = _client(server)
+        loops = []
+
+        async def call():
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+            return await client.aget("k")
+
+        for _ in range(5):
+            assert asyncio.run(call()) == b"v"
+            client.close()  # a settings change between two asyncio.run()
+        client = None  # dropped
+        gc.collect()
+    assert sum(ref() is not None for ref in loops) == 0
+
+
+@native
+def test_a_call_cancelled_while_its_pool_is_made_leaves_no_connection_after_its_loop():
+    with _value_server() as server:
+        client = _client(server, max_retries=0)
+
+        async def run():
+            assert await client.aget("k") == b"v"
+            await asyncio.to_thread(client.close)  # a settings change
+            call = asyncio.ensure_future(client.aget("k"))
+            await asyncio.sleep(0)  # it is closing the session let go
+            call.cancel()  # the client of the request went away
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert await client.aget("k") == b"v"
+
+        asyncio.run(run())
+        _wait_for(lambda: server.hung_up == server.accepted == 2)  # asyncio.run() ended: none of its left open
+        client.close()

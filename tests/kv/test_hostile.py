@@ -16,9 +16,16 @@ from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from django_cfkv import inspect, limits, types
+from django_cfkv import clock, inspect, limits, types
 from django_cfkv.client import KVClient
-from django_cfkv.exceptions import KVAPIError, KVConnectionError, KVError, KVMalformedResponseError, KVTimeout
+from django_cfkv.exceptions import (
+    KVAPIError,
+    KVConnectionError,
+    KVError,
+    KVMalformedResponseError,
+    KVRateLimitError,
+    KVTimeout,
+)
 from django_cfkv.sessions import SessionStore
 from django_cfkv.transport import ResponseTooLargeError
 from tests.support.faults import ACCOUNT, NS, TOKEN
@@ -165,6 +172,71 @@ def test_a_compressed_answer_is_capped_as_it_inflates(client_on):
         client = client_on(server)
         with pytest.raises(ResponseTooLargeError):
             client.get("k")
+
+
+def _encoded(encoding, body):
+    def answer(conn, request):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Encoding: " + encoding
+                     + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        return False
+    return answer
+
+
+ODD_ENCODINGS = {
+    "x-gzip": (b"x-gzip", gzip.compress(b"value")),
+    "gzip twice": (b"gzip, gzip", gzip.compress(gzip.compress(b"value"))),
+    "br, not asked for": (b"br", b"\x0b\x02\x80value\x03"),
+}
+
+
+@pytest.mark.parametrize(("encoding", "body"), ODD_ENCODINGS.values(), ids=ODD_ENCODINGS)
+def test_an_answer_in_an_encoding_not_asked_for_is_never_taken_for_the_value(client_on, encoding, body):
+    """Only gzip and deflate are asked for (both HTTP libraries inflate them alike); requests inflates x-gzip
+    and stacked gzip where aiohttp hands the compressed bytes over: neither client reads such an answer."""
+    with HostileServer(_encoded(encoding, body)) as server:
+        client = client_on(server)
+        with pytest.raises(KVError) as info:
+            client.get("k")
+        assert "value" not in str(info.value)
+        assert all(r.headers.get("accept-encoding") == "gzip, deflate" for r in server.requests)
+        if encoding != b"br":  # aiohttp refuses br itself, before the client sees it (a KVConnectionError)
+            assert isinstance(info.value, KVMalformedResponseError) and len(server.requests) == 1
+
+
+def _hang_up(conn, request):
+    return False  # reads the request and closes the connection without an answer
+
+
+@pytest.mark.parametrize("op", ["get", "put", "delete"])
+def test_every_request_sent_is_counted(client_on, monkeypatch, op):
+    """aiohttp sends an idempotent request again, uncounted, when the connection closes before an answer:
+    the client's own retries are the only ones, counted against the quota, on both clients."""
+    async def no_wait(seconds):
+        return None
+
+    monkeypatch.setattr(clock, "sleep", lambda seconds: None)
+    monkeypatch.setattr(clock, "asleep", no_wait)
+    with HostileServer(_hang_up) as server:
+        client = client_on(server, max_retries=1)
+        with pytest.raises(KVConnectionError):
+            getattr(client, op)(*(("k", b"v") if op == "put" else ("k",)))
+        assert client.transport.calls.total == len(server.requests) == 2
+
+
+def _retry_after_twice(conn, request):
+    body = json.dumps({"success": False, "errors": [{"code": 10013, "message": "rate"}], "result": None}).encode()
+    conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 60\r\n"
+                 b"Retry-After: 60\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return False
+
+
+def test_a_retry_after_sent_twice_means_what_it_says_once(client_on):
+    """requests joins a header sent twice ("60, 60"), aiohttp gives the first: both clients read 60 s."""
+    with HostileServer(_retry_after_twice) as server:
+        client = client_on(server, max_retries=3)
+        with pytest.raises(KVRateLimitError) as info:
+            client.get("k")
+        assert info.value.retry_after == 60 and len(server.requests) == 1  # longer than what is left: not waited
 
 
 def _odd_length(length):
