@@ -11,6 +11,9 @@ What it promises, and what it does not:
   (least recently used go first), each kept at most ``timeout`` seconds.
 * This process's own writes and deletes invalidate at once, so this
   process reads its own writes (a read racing with a write is not kept).
+  A write that got no answer (it failed, timed out, or its caller was
+  cancelled) may still land: no read of its keys is kept for
+  :data:`UNSETTLED_SECONDS` after it.
 * Other processes' writes are seen only once the entry ages out: a near
   cache adds up to ``timeout`` seconds of staleness on top of KV's own (reads
   at other Cloudflare locations may already be ~60 s stale).
@@ -22,9 +25,10 @@ Values are kept as the raw bytes read from KV (``None`` for a missing key),
 so callers decode a fresh copy on every hit and still check exact expiry.
 """
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import clock, conf
@@ -36,6 +40,9 @@ MISSING = object()
 
 DEFAULT_MAX_ENTRIES = 1000
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+#: Seconds after a write that got no answer during which no read of its keys is kept: KV may still apply it
+#: (Cloudflare's own propagation takes up to 60 s).
+UNSETTLED_SECONDS = 60.0
 
 
 class NearCache:
@@ -61,6 +68,7 @@ class NearCache:
         self._entries: OrderedDict[str, tuple[float, bytes | None, int]] = OrderedDict()
         self._bytes = 0
         self._generation = 0
+        self._unsettled: dict[str, float] = {}  # key -> clock.monotonic() until which no read of it is kept
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -93,7 +101,7 @@ class NearCache:
         if size > self.max_bytes:
             return
         with self._lock:
-            if generation != self._generation:
+            if generation != self._generation or (self._unsettled and self._is_unsettled(key)):
                 return
             self._drop(key)
             self._entries[key] = (clock.monotonic(), raw, size)
@@ -114,6 +122,20 @@ class NearCache:
             for key in keys:
                 self._drop(key)
 
+    def unsettle(self, keys: Iterable[str]) -> None:
+        """Forget ``keys``, and keep no read of them for UNSETTLED_SECONDS: a write of them got no answer."""
+        now = clock.monotonic()
+        with self._lock:
+            self._generation += 1
+            self._unsettled = {key: until for key, until in self._unsettled.items() if until > now}
+            for key in keys:
+                self._drop(key)
+                self._unsettled[key] = now + UNSETTLED_SECONDS
+
+    def _is_unsettled(self, key: str) -> bool:
+        until = self._unsettled.get(key)
+        return until is not None and clock.monotonic() < until
+
     def clear(self) -> None:
         """Forget everything (and any read in flight)."""
         with self._lock:
@@ -132,7 +154,8 @@ class NearKV:
 
     ``get`` and ``get_many`` answer from memory when they can; ``put``,
     ``put_many``, ``delete`` and ``delete_many`` forget their keys once KV has
-    answered (or failed), so no read in flight can bring back an old value.
+    answered, so no read in flight can bring back an old value; and when it has
+    not (failed, timed out, cancelled), keep no read of them for a while.
     Everything else (metadata, listings) goes to KV unchanged. ``fresh`` is
     the KV object itself, for reads that must not be served from memory
     (read-modify-write operations).
@@ -176,29 +199,32 @@ class NearKV:
             self.near.fill(key, fetched.get(key), generation)
         found.update(fetched)
 
-    def put(self, key: str, value: bytes | str, **kwargs: Any) -> None:
+    @contextlib.contextmanager
+    def _writing(self, keys: list[str]) -> Iterator[None]:
+        """Forget ``keys`` once the write of them is answered; if it is not (failed, timed out, cancelled),
+        it may still land, so no read of them is kept for a while (``NearCache.unsettle``)."""
         try:
+            yield
+        except BaseException:
+            self.near.unsettle(keys)
+            raise
+        self.near.invalidate_many(keys)
+
+    def put(self, key: str, value: bytes | str, **kwargs: Any) -> None:
+        with self._writing([key]):
             return self.fresh.put(key, value, **kwargs)
-        finally:
-            self.near.invalidate(key)
 
     def put_many(self, items: list[Mapping[str, Any]]) -> None:
-        try:
+        with self._writing([item["key"] for item in items]):
             return self.fresh.put_many(items)
-        finally:
-            self.near.invalidate_many([item["key"] for item in items])
 
     def delete(self, key: str) -> None:
-        try:
+        with self._writing([key]):
             return self.fresh.delete(key)
-        finally:
-            self.near.invalidate(key)
 
     def delete_many(self, keys: list[str]) -> None:
-        try:
+        with self._writing(list(keys)):
             return self.fresh.delete_many(keys)
-        finally:
-            self.near.invalidate_many(keys)
 
     # The async twins: the same memory, the KV object's own async calls.
 
@@ -218,28 +244,20 @@ class NearKV:
         return found
 
     async def aput(self, key: str, value: bytes | str, **kwargs: Any) -> None:
-        try:
+        with self._writing([key]):
             return await self.fresh.aput(key, value, **kwargs)
-        finally:
-            self.near.invalidate(key)
 
     async def aput_many(self, items: list[Mapping[str, Any]]) -> None:
-        try:
+        with self._writing([item["key"] for item in items]):
             return await self.fresh.aput_many(items)
-        finally:
-            self.near.invalidate_many([item["key"] for item in items])
 
     async def adelete(self, key: str) -> None:
-        try:
+        with self._writing([key]):
             return await self.fresh.adelete(key)
-        finally:
-            self.near.invalidate(key)
 
     async def adelete_many(self, keys: list[str]) -> None:
-        try:
+        with self._writing(list(keys)):
             return await self.fresh.adelete_many(keys)
-        finally:
-            self.near.invalidate_many(keys)
 
 
 _registry: dict[Hashable, NearCache] = {}

@@ -93,21 +93,10 @@ class AsyncCacheAPI(CacheBase):
 
     async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT,
                           version: int | None = None) -> Any:
-        kv_key = self.kv_key(key, version)
-        entry = await self._guard.acall("get_or_set", None, self._entries.aread, kv_key)
-        if self._stampede is None or not callable(default):
-            if entry is not None:
-                return entry.value
-            value = default() if callable(default) else default  # called on the loop, as Django's aget_or_set does
-            await self._guard.acall("get_or_set", None, self._entries.astore, kv_key, value, self._expires(timeout),
-                                    None, key)
-            return value
-
         async def acompute() -> Any:
-            return default()
+            return default() if callable(default) else default  # called on the loop, as Django's aget_or_set does
 
-        return await self._stampede.aget_or_compute(kv_key, entry, acompute,
-                                                    self._astore_computed(key, kv_key, timeout))
+        return await self._aget_or_compute(key, acompute, timeout, version, protect=callable(default))
 
     async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         return await self._alocked("add", False, *self._add(key, value, timeout, version))
@@ -134,15 +123,21 @@ class AsyncCacheAPI(CacheBase):
         return self.close(**kwargs)
 
     async def _aget_or_compute(self, key: Any, acompute: Callable[[], Awaitable[Any]], timeout: Any,
-                               version: int | None) -> Any:
-        """Return the cached value, or await ``acompute()``, store and return it (``@cached`` on a
-        coroutine function: get_or_set takes only a plain callable)."""
-        if self._stampede is None:
-            return await aget_or_compute(self, key, acompute, timeout, version)
+                               version: int | None, protect: bool = True) -> Any:
+        """Return the cached value, or await ``acompute()``, store and return it, guarded as get_or_set (also
+        ``@cached`` on a coroutine function: get_or_set takes only a plain callable). ``protect``: with the
+        cache's stampede protection, if it has one."""
         kv_key = self.kv_key(key, version)
         entry = await self._guard.acall("get_or_set", None, self._entries.aread, kv_key)
-        return await self._stampede.aget_or_compute(kv_key, entry, acompute,
-                                                    self._astore_computed(key, kv_key, timeout))
+        if self._stampede is not None and protect:
+            return await self._stampede.aget_or_compute(kv_key, entry, acompute,
+                                                        self._astore_computed(key, kv_key, timeout))
+        if entry is not None:
+            return entry.value
+        value = await acompute()
+        await self._guard.acall("get_or_set", None, self._entries.astore, kv_key, value, self._expires(timeout),
+                                None, key)
+        return value
 
 
 async def aget_or_compute(cache: Any, key: Any, acompute: Callable[[], Awaitable[Any]], timeout: Any,

@@ -59,8 +59,12 @@ def near_cache() -> nearcache.NearCache | None:
     return nearcache.near_cache(space, conf.setting("SESSION_CFKV_NEAR_CACHE_TIMEOUT"))
 
 
-def forget_nearby(*kv_keys: str) -> None:
-    """Drop keys this process just wrote or deleted from the near cache (after the write: no read may refill)."""
+def forget_nearby(*kv_keys: str, answered: bool = True) -> None:
+    """Drop keys this process just wrote or deleted from the near cache (after the write: no read may refill).
+    A write that got no answer may still land: then no read of them is kept for a while (NearCache.unsettle)."""
     near = near_cache()
     if near is not None:
-        near.invalidate_many(kv_keys)
+        if answered:
+            near.invalidate_many(kv_keys)
+        else:
+            near.unsettle(kv_keys)

@@ -168,3 +168,89 @@ def test_aiter_keys_is_an_async_iterator_listing_a_page_at_a_time(on_emulator, n
     keys, listed_for_the_first_page = asyncio.run(view())
     assert keys == [f"k{i:02}" for i in range(15)]
     assert listed_for_the_first_page == 1 and cfkv_calls.counts == {"list": 2}
+
+
+# Read-modify-writes take turns across threads and event loops, as the blocking ones take turns across threads
+
+
+def _in_threads(target, count=4):
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
+def test_incr_from_loops_in_four_threads_loses_no_update(on_emulator):
+    """Async views under WSGI and async_to_sync run a loop per thread: their aincr()s take turns on the key
+    with each other and with a thread's incr(), as four threads' incr()s do."""
+    cache = CloudflareKVCache(ALIAS, {})
+    cache.set("n", 0, 300)
+    _in_threads(lambda: [cache.incr("n") for _ in range(10)])
+    assert cache.get("n") == 40
+
+    async def increments():
+        for _ in range(10):
+            await cache.aincr("n")
+
+    cache.set("n", 0, 300)
+    _in_threads(lambda: asyncio.run(increments()), count=3)
+    assert cache.get("n") == 30
+    cache.set("n", 0, 300)
+    mixed = [threading.Thread(target=lambda: asyncio.run(increments())),
+             threading.Thread(target=lambda: [cache.incr("n") for _ in range(10)])]
+    for thread in mixed:
+        thread.start()
+    for thread in mixed:
+        thread.join(60)
+    assert cache.get("n") == 20
+
+
+def test_a_blocking_incr_in_the_loops_own_thread_does_not_wait_for_that_loops_coroutine(on_emulator):
+    """A sync call inside an async view blocks its loop: waiting there for a coroutine of that loop that holds
+    the key would never end, so it goes on (as before the key's lock was shared with threads)."""
+    cache = CloudflareKVCache(ALIAS, {})
+    cache.set("n", 0, 300)
+
+    async def view():
+        holder = asyncio.ensure_future(cache.aincr("n"))
+        await asyncio.sleep(0)  # the coroutine holds the key, awaiting KV
+        blocking = cache.incr("n")  # in the loop's own thread
+        return blocking, await holder
+
+    answers = []
+    loop_thread = threading.Thread(target=lambda: answers.append(asyncio.run(view())), daemon=True)
+    loop_thread.start()
+    loop_thread.join(10)
+    assert not loop_thread.is_alive(), "the blocking incr waited for a coroutine of its own thread's loop"
+    assert sorted(answers[0]) in ([1, 1], [1, 2])  # both ran; these two were not serialized
+
+
+def test_cached_on_async_def_without_stampede_protection_fails_as_the_sync_one_does(settings, cfkv_emulator, caplog):
+    """IGNORE_EXCEPTIONS: the same value, and the same records (a get_or_set that failed), as a sync function's."""
+    import logging
+
+    from django_cfkv.cache import cached
+
+    down = {**cfkv_emulator.alias_settings(MAX_RETRIES=0), "BASE_URL": "http://127.0.0.1:9/client/v4"}
+    settings.CFKV = {**settings.CFKV, "down": down}
+    settings.CACHES = {**settings.CACHES, "down": {
+        "BACKEND": "django_cfkv.cache.CloudflareKVCache", "LOCATION": "down",
+        "OPTIONS": {"IGNORE_EXCEPTIONS": True, "STAMPEDE_PROTECTION": False}}}
+
+    @cached(60, alias="down", key="report")
+    def report():
+        return "computed"
+
+    @cached(60, alias="down", key="report")
+    async def areport():
+        return "computed"
+
+    seen = {}
+    for name, call in (("sync", report), ("async", lambda: asyncio.run(areport()))):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="django_cfkv.cache"):
+            seen[name] = (call(), [(r.levelname, r.getMessage().split(" failed")[0]) for r in caplog.records
+                                   if r.name == "django_cfkv.cache"])
+    assert seen["async"] == seen["sync"] and seen["sync"][0] == "computed"
+    assert [message for _, message in seen["sync"][1]] == ["Cache get_or_set on CFKV alias 'down'"] * 2

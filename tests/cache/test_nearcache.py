@@ -12,7 +12,8 @@ from django.core.cache import caches
 from django_cfkv import clock as cfkv_clock
 from django_cfkv import get_kv, metadata
 from django_cfkv.cache.codec import EntryCodec
-from django_cfkv.nearcache import MISSING, NearCache, near_cache
+from django_cfkv.exceptions import KVTimeout
+from django_cfkv.nearcache import MISSING, UNSETTLED_SECONDS, NearCache, near_cache
 from django_cfkv.sessions import SessionStore
 from django_cfkv.testing import connections_opened
 
@@ -90,6 +91,74 @@ def test_invalidate_forgets_and_refuses_a_read_that_started_before():
     filled(near, "b", b"1")
     near.clear()
     assert len(near) == 0 and near._bytes == 0
+
+
+def test_a_write_that_got_no_answer_keeps_reads_of_its_keys_out_for_a_while(clock):
+    """It may still land: a read made meanwhile may be of the old value, so none is kept until KV has surely
+    applied it (UNSETTLED_SECONDS); other keys are kept as before."""
+    near = NearCache(600)
+    filled(near, "k", b"old")
+    near.unsettle(["k"])
+    assert near.get("k") is MISSING
+    filled(near, "k", b"old")  # read while the write may still land
+    filled(near, "other", b"o")
+    assert near.get("k") is MISSING and near.get("other") == b"o"
+    clock(UNSETTLED_SECONDS)
+    filled(near, "k", b"new")
+    assert near.get("k") == b"new"
+
+
+def _cancelled_or_timed_out_write(mode):
+    """A server whose PUTs take 0.5 s to answer and then apply; a read answers what is stored."""
+    from tests.support.hostile import HostileServer, envelope, reply
+
+    state, landed = {}, threading.Event()
+
+    def answer(conn, request):
+        if request.method == "PUT":
+            time.sleep(0.5)  # KV takes its time; the write lands all the same
+            state["raw"] = state["next"]
+            landed.set()
+            reply(conn, 200, envelope(None))
+        else:
+            reply(conn, 200, state["raw"])
+
+    return HostileServer(answer), state, landed
+
+
+@pytest.mark.parametrize("mode", ["blocking, timed out", "awaited, cancelled"])
+def test_a_write_that_got_no_answer_leaves_no_old_value_near(settings, mode):
+    """A write that timed out (blocking) or whose caller was cancelled (awaited: under ASGI a client that goes
+    away cancels the view) may still reach KV: a read made meanwhile must not keep the old value near."""
+    import asyncio
+
+    from django_cfkv.cache import CloudflareKVCache
+    from tests.support.faults import ACCOUNT, NS, TOKEN
+
+    server, state, landed = _cancelled_or_timed_out_write(mode)
+    with server:
+        settings.CFKV = {**settings.CFKV, "slow": {"ACCOUNT_ID": ACCOUNT, "NAMESPACE_ID": NS, "API_TOKEN": TOKEN,
+                                                   "BASE_URL": server.base_url, "MAX_RETRIES": 0, "TIMEOUT": 0.2}}
+        cache = CloudflareKVCache("slow", {"OPTIONS": {"NEAR_CACHE_TIMEOUT": 600}})
+        codec, kv_key = cache._entries.codec, cache.kv_key("k")
+        state["raw"] = codec.dumps("old", None, kv_key=kv_key).encode()
+        state["next"] = codec.dumps("new", None, kv_key=kv_key).encode()
+        assert cache.get("k") == "old"  # near now
+        if mode.startswith("blocking"):
+            with pytest.raises(KVTimeout):
+                cache.set("k", "new", None)
+            cache.get("k")  # a read while the write may still be in flight at KV (of "old", unless it landed)
+        else:
+            async def view():
+                write = asyncio.ensure_future(cache.aset("k", "new", None))
+                await asyncio.sleep(0.1)
+                write.cancel()  # the PUT is on its way
+                await asyncio.gather(write, return_exceptions=True)
+                await cache.aget("k")  # a read while the write may still be in flight at KV
+
+            asyncio.run(view())
+        assert landed.wait(5)
+        assert cache.get("k") == "new"
 
 
 def test_bad_bounds_are_refused():
