@@ -68,7 +68,10 @@ class NearCache:
         self._entries: OrderedDict[str, tuple[float, bytes | None, int]] = OrderedDict()
         self._bytes = 0
         self._generation = 0
-        self._unsettled: dict[str, float] = {}  # key -> clock.monotonic() until which no read of it is kept
+        # key -> clock.monotonic() until which no read of it is kept, oldest first; past max_entries keys, no
+        # read of any key is kept until ``_all_unsettled``
+        self._unsettled: OrderedDict[str, float] = OrderedDict()
+        self._all_unsettled = 0.0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -101,7 +104,8 @@ class NearCache:
         if size > self.max_bytes:
             return
         with self._lock:
-            if generation != self._generation or (self._unsettled and self._is_unsettled(key)):
+            if generation != self._generation or (
+                    (self._unsettled or self._all_unsettled) and self._unsettled_now(key)):
                 return
             self._drop(key)
             self._entries[key] = (clock.monotonic(), raw, size)
@@ -125,16 +129,27 @@ class NearCache:
     def unsettle(self, keys: Iterable[str]) -> None:
         """Forget ``keys``, and keep no read of them for UNSETTLED_SECONDS: a write of them got no answer."""
         now = clock.monotonic()
+        until = now + UNSETTLED_SECONDS
         with self._lock:
             self._generation += 1
-            self._unsettled = {key: until for key, until in self._unsettled.items() if until > now}
+            self._settle(now)
             for key in keys:
                 self._drop(key)
-                self._unsettled[key] = now + UNSETTLED_SECONDS
+                self._unsettled[key] = until
+                self._unsettled.move_to_end(key)  # the map stays in the order its ends come
+            if len(self._unsettled) > self.max_entries:  # an outage: keep no read at all for a while
+                self._unsettled.clear()
+                self._all_unsettled = until
 
-    def _is_unsettled(self, key: str) -> bool:
-        until = self._unsettled.get(key)
-        return until is not None and clock.monotonic() < until
+    def _settle(self, now: float) -> None:
+        """Forget the keys whose writes have surely landed by now (the oldest first, so this stops at once)."""
+        while self._unsettled and next(iter(self._unsettled.values())) <= now:
+            self._unsettled.popitem(last=False)
+
+    def _unsettled_now(self, key: str) -> bool:
+        now = clock.monotonic()
+        self._settle(now)
+        return now < self._all_unsettled or key in self._unsettled
 
     def clear(self) -> None:
         """Forget everything (and any read in flight)."""

@@ -5,11 +5,10 @@ Reads check each entry's exact expiry; KV's own TTL (at least 60 s) only cleans 
 """
 
 import asyncio
-import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import Hashable
 from typing import Any
 
 from .. import clock, metadata
@@ -24,14 +23,14 @@ logger = logging.getLogger("django_cfkv.cache")
 #: Entries refused for their signature: someone without SECRET_KEY wrote (or moved) them.
 security_logger = logging.getLogger("django.security.SuspiciousCacheEntry")
 
-# Read-modify-write operations (add, touch, incr) take their key's lock, so threads, and event loops in
-# threads, of one process never interleave them. Other processes are not covered: KV has no compare-and-set.
-# Their async twins queue on an asyncio lock of their key in their loop (in order, the loop never blocked),
-# then hold the key's thread lock, taken without blocking the loop: a thread's incr and any loop's aincr
-# of one key take turns. A blocking call made in a loop's own thread while a coroutine of that loop holds
-# the key goes on without it: waiting there would never end.
+# Read-modify-write operations (add, touch, incr) take their key's lock, so threads of one
+# process never interleave them. Other processes are not covered: KV has no compare-and-set.
+# Their async twins take an asyncio lock of their key instead, one set per event loop: coroutines of
+# one loop never interleave them; other loops and threads are as other processes. (A thread's lock
+# held across an await was tried and left: threads' waits starve a coroutine that may only poll it, a
+# loop closed or stopped with its coroutine holding the key holds it from every thread, and a blocking
+# call in the loop's own thread would deadlock.)
 _key_locks = [threading.Lock() for _ in range(64)]
-_held_by_loop_of = [0] * len(_key_locks)  # the thread whose loop's coroutine holds each lock, else 0
 _akey_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[asyncio.Lock]]" = weakref.WeakKeyDictionary()
 
 
@@ -40,36 +39,18 @@ def bulk_refused(exc: KVError) -> bool:
     return isinstance(exc, KVValueError) or (isinstance(exc, KVAPIError) and exc.status == 400)
 
 
-@contextlib.contextmanager
-def key_lock(kv_key: str) -> Iterator[None]:
-    """Hold the lock this process's read-modify-writes of ``kv_key`` take (see above)."""
-    stripe = hash(kv_key) % len(_key_locks)
-    if _held_by_loop_of[stripe] == threading.get_ident():  # by a coroutine this thread's own loop runs
-        yield
-        return
-    with _key_locks[stripe]:
-        yield
+def key_lock(kv_key: str) -> threading.Lock:
+    """Return the lock this process's read-modify-writes of ``kv_key`` take."""
+    return _key_locks[hash(kv_key) % len(_key_locks)]
 
 
-@contextlib.asynccontextmanager
-async def akey_lock(kv_key: str) -> AsyncIterator[None]:
-    """Hold ``kv_key``'s lock from a coroutine: first in the running loop's queue, then the thread lock."""
-    stripe = hash(kv_key) % len(_key_locks)
+def akey_lock(kv_key: str) -> asyncio.Lock:
+    """Return the lock the running event loop's read-modify-writes of ``kv_key`` take."""
     loop = asyncio.get_running_loop()
     locks = _akey_locks.get(loop)
     if locks is None:
         locks = _akey_locks.setdefault(loop, [asyncio.Lock() for _ in range(len(_key_locks))])
-    async with locks[stripe]:
-        lock, delay = _key_locks[stripe], 0.001
-        while not lock.acquire(blocking=False):  # held by a thread or another loop: look again, never block
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 0.05)
-        _held_by_loop_of[stripe] = threading.get_ident()
-        try:
-            yield
-        finally:
-            _held_by_loop_of[stripe] = 0
-            lock.release()
+    return locks[hash(kv_key) % len(locks)]
 
 
 class Entries(KVSource):

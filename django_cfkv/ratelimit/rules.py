@@ -54,7 +54,7 @@ def looks_like_rate(value: object) -> bool:
 def plain_callable(func: Any, what: str, check_id: str) -> Any:
     """Return ``func`` unless it is an ``async def``: keys and rates are computed by plain calls (in a thread
     under ASGI, where they may query the database), and a coroutine would be counted, not awaited."""
-    if inspect.iscoroutinefunction(func):
+    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__):  # or such an object
         raise ConfigProblem(f"The rate-limit {what} {getattr(func, '__qualname__', func)!r} is an async function.",
                             check_id, "Write it as a plain def: it is called in a thread in an async stack.")
     return func

@@ -129,6 +129,7 @@ class SessionReader(SessionBase):
         async with self._loading[1]:
             if not hasattr(self, "_session_cache"):  # else loaded while this call waited
                 self._session_cache = {} if self.session_key is None or no_load else await self.aload()
+        self._loading = None  # loaded: nothing left to share, and the store keeps no loop (it may be copied)
         return self._session_cache
 
     def load(self) -> dict[str, Any]:

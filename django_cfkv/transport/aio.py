@@ -110,7 +110,11 @@ class LoopSessions:
                 self._last = (loop, pool)
             end = _loop_end(loop)
             end.pools.add(pool)  # before any await: a cancel from here on leaves it to the loop's end
-            await end.start(pool)
+            pool.deadlines.in_flight += 1  # promised to this call's attempt: an aclose() meanwhile lets it go
+            try:
+                await end.start(pool)
+            finally:
+                pool.deadlines.in_flight -= 1
         return pool
 
     async def run(self, steps: Steps[R]) -> R:

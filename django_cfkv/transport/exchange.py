@@ -41,7 +41,7 @@ CHUNK_BYTES = 64 * 1024  # what a body reader asks the socket for at a time
 # The encodings asked for, and the only ones read: both HTTP libraries inflate these alike (requests
 # would also ask for br or zstd when a module for them is installed, and aiohttp for others).
 ACCEPT_ENCODING = "gzip, deflate"
-_READ_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
+_READ_ENCODINGS = frozenset({"gzip", "deflate", "identity", ""})  # "": an empty header, no encoding to both
 POOL_SIZE = 32  # connections a pool keeps to one host (per process, or per event loop)
 R = TypeVar("R")
 

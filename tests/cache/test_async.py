@@ -170,45 +170,12 @@ def test_aiter_keys_is_an_async_iterator_listing_a_page_at_a_time(on_emulator, n
     assert listed_for_the_first_page == 1 and cfkv_calls.counts == {"list": 2}
 
 
-# Read-modify-writes take turns across threads and event loops, as the blocking ones take turns across threads
-
-
-def _in_threads(target, count=4):
-    threads = [threading.Thread(target=target) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-
-
-def test_incr_from_loops_in_four_threads_loses_no_update(on_emulator):
-    """Async views under WSGI and async_to_sync run a loop per thread: their aincr()s take turns on the key
-    with each other and with a thread's incr(), as four threads' incr()s do."""
-    cache = CloudflareKVCache(ALIAS, {})
-    cache.set("n", 0, 300)
-    _in_threads(lambda: [cache.incr("n") for _ in range(10)])
-    assert cache.get("n") == 40
-
-    async def increments():
-        for _ in range(10):
-            await cache.aincr("n")
-
-    cache.set("n", 0, 300)
-    _in_threads(lambda: asyncio.run(increments()), count=3)
-    assert cache.get("n") == 30
-    cache.set("n", 0, 300)
-    mixed = [threading.Thread(target=lambda: asyncio.run(increments())),
-             threading.Thread(target=lambda: [cache.incr("n") for _ in range(10)])]
-    for thread in mixed:
-        thread.start()
-    for thread in mixed:
-        thread.join(60)
-    assert cache.get("n") == 20
+# A coroutine holding a key, and a blocking call in its loop's own thread
 
 
 def test_a_blocking_incr_in_the_loops_own_thread_does_not_wait_for_that_loops_coroutine(on_emulator):
-    """A sync call inside an async view blocks its loop: waiting there for a coroutine of that loop that holds
-    the key would never end, so it goes on (as before the key's lock was shared with threads)."""
+    """A sync call inside an async view blocks its loop: were it to wait for a coroutine of that loop holding
+    the key, it would wait for ever. (Coroutines hold their loop's lock of the key, never the threads' lock.)"""
     cache = CloudflareKVCache(ALIAS, {})
     cache.set("n", 0, 300)
 

@@ -108,6 +108,27 @@ def test_a_write_that_got_no_answer_keeps_reads_of_its_keys_out_for_a_while(cloc
     assert near.get("k") == b"new"
 
 
+def test_writes_without_answers_in_an_outage_keep_the_near_cache_bounded(clock):
+    """Past max_entries keys awaiting their writes' fate, no read of any key is kept for a while, rather than
+    a map that grows with the outage."""
+    near = NearCache(600, max_entries=10)
+    for i in range(25):
+        near.unsettle([f"session-{i}"])
+        assert len(near._unsettled) <= 10
+    filled(near, "never-written", b"v")
+    assert near.get("never-written") is MISSING
+    clock(UNSETTLED_SECONDS)
+    filled(near, "never-written", b"v")
+    near.unsettle(["k"])
+    clock(UNSETTLED_SECONDS / 2)
+    near.unsettle(["j"])
+    clock(UNSETTLED_SECONDS / 2)
+    filled(near, "k", b"v")
+    filled(near, "j", b"v")
+    assert near.get("never-written") == b"v" and near.get("k") == b"v" and near.get("j") is MISSING
+    assert list(near._unsettled) == ["j"]  # the settled ones are forgotten, oldest first
+
+
 def _cancelled_or_timed_out_write(mode):
     """A server whose PUTs take 0.5 s to answer and then apply; a read answers what is stored."""
     from tests.support.hostile import HostileServer, envelope, reply

@@ -585,3 +585,21 @@ def test_a_call_cancelled_while_its_pool_is_made_leaves_no_connection_after_its_
         asyncio.run(run())
         _wait_for(lambda: server.hung_up == server.accepted == 2)  # asyncio.run() ended: none of its left open
         client.close()
+
+
+@native
+def test_aclose_while_a_call_makes_its_pool_lets_that_call_use_it():
+    with _value_server() as server:
+        client = _client(server, max_retries=0)
+
+        async def run():
+            assert await client.aget("k") == b"v"
+            await asyncio.to_thread(client.close)  # a settings change lets the pool go
+            call = asyncio.ensure_future(client.aget("k"))
+            await asyncio.sleep(0)  # the call is in its pool's making, closing the one let go
+            await client.aclose()
+            return await asyncio.gather(call, return_exceptions=True)
+
+        assert asyncio.run(run()) == [b"v"]
+        _wait_for(lambda: server.hung_up == server.accepted)
+        client.close()

@@ -203,6 +203,11 @@ def test_an_answer_in_an_encoding_not_asked_for_is_never_taken_for_the_value(cli
             assert isinstance(info.value, KVMalformedResponseError) and len(server.requests) == 1
 
 
+def test_an_empty_content_encoding_is_no_encoding(client_on):
+    with HostileServer(_encoded(b"", b"value")) as server:
+        assert client_on(server).get("k") == b"value"
+
+
 def _hang_up(conn, request):
     return False  # reads the request and closes the connection without an answer
 

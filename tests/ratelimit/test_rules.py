@@ -109,9 +109,14 @@ async def _async_key(group, request):
     return "never awaited"
 
 
+class _AsyncKey:
+    async def __call__(self, group, request):
+        return "never awaited"
+
+
 def test_an_async_key_is_refused_with_the_check_id_and_a_hint():
     """Keys are plain calls: an async one would count every request under its coroutine's text."""
-    for key in (_async_key, "tests.ratelimit.test_rules._async_key"):
+    for key in (_async_key, "tests.ratelimit.test_rules._async_key", _AsyncKey()):
         with pytest.raises(rl.ConfigProblem, match="async function") as info:
             rl.compile_rule({"path": r"^/api/", "rate": "5/m", "key": key})
         assert info.value.id == "django_cfkv.E105" and "plain def" in info.value.hint

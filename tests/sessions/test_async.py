@@ -527,6 +527,19 @@ def test_changes_gathered_before_the_session_is_loaded_share_one_load_and_are_al
     assert SessionStore(first.session_key).load() == {"n": 0, "a": 1, "b": 2}
 
 
+def test_a_store_loaded_awaiting_kv_can_still_be_copied_and_pickled(emu):
+    """As one loaded blocking: Django's setUpTestData deep-copies what a test class keeps."""
+    import copy
+    import pickle
+
+    first = SessionStore()
+    first["n"] = 1
+    first.save()
+    store = SessionStore(first.session_key)
+    assert async_to_sync(store.aget)("n") == 1
+    assert copy.deepcopy(store)["n"] == 1 and pickle.loads(pickle.dumps(store))["n"] == 1
+
+
 class HeldWrite:
     """KVClient.aput held until released: a save in flight, at the moment the client of the request goes away."""
 
