@@ -567,22 +567,32 @@ class HeldWrite:
         return False
 
 
+def request_with(cookie=None, **headers):
+    """An ASGI request with the session cookie set as parsed (Django 5.2 reads "<id>," from a cookie header
+    its test factory builds)."""
+    from django.test import AsyncRequestFactory
+
+    request = AsyncRequestFactory().get("/", headers=headers)
+    if cookie is not None:
+        request.COOKIES = {"sessionid": cookie}
+    return request
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("middleware", ["cookie", "bearer"])
 def test_a_request_whose_client_goes_away_mid_save_still_saves_its_session(emu, monkeypatch, user, middleware):
     """As Django's middleware, whose save runs in a thread nothing stops, a save once begun lands whole."""
-    from django.test import AsyncRequestFactory
-
     from django_cfkv.bearer import BearerSessionMiddleware
 
     if middleware == "cookie":
         stored = SessionStore()
         stored["n"] = 1
         stored.save()
-        key, headers, wrap = stored.session_key, {"cookie": f"sessionid={stored.session_key}"}, SessionMiddleware
+        key, wrap = stored.session_key, SessionMiddleware
+        request = request_with(cookie=key)
     else:
-        key = issue_token(None, user)
-        headers, wrap = {"authorization": f"Bearer {key}"}, BearerSessionMiddleware
+        key, wrap = issue_token(None, user), BearerSessionMiddleware
+        request = request_with(authorization=f"Bearer {key}")
 
     async def view(request):
         await request.session.aset("n", 2)  # a change the view has made, and the client will not hear of
@@ -590,19 +600,17 @@ def test_a_request_whose_client_goes_away_mid_save_still_saves_its_session(emu, 
 
     async def serve():
         held = HeldWrite(monkeypatch)
-        return await held.cancel_in_flight(asyncio.ensure_future(wrap(view)(
-            AsyncRequestFactory().get("/", headers=headers))))
+        return await held.cancel_in_flight(asyncio.ensure_future(wrap(view)(request)))
 
     assert async_to_sync(serve)() is True  # the cancel still reaches the request, once the save is done
-    assert SessionStore(key).load()["n"] == 2
+    assert SessionStore(key).load()["n"] == 2 and request.session.session_key == key  # saved where it was
 
 
 def test_a_save_that_fails_after_its_request_is_cancelled_is_logged_without_the_session(emu, monkeypatch, caplog):
-    from django.test import AsyncRequestFactory
-
     stored = SessionStore()
     stored["n"] = 1
     stored.save()
+    request = request_with(cookie=stored.session_key)
 
     async def refused(client, *args, **kwargs):
         raise KVConnectionError("Could not reach Workers KV for PUT put.")
@@ -615,12 +623,11 @@ def test_a_save_that_fails_after_its_request_is_cancelled_is_logged_without_the_
 
     async def serve():
         held = HeldWrite(monkeypatch)
-        return await held.cancel_in_flight(asyncio.ensure_future(SessionMiddleware(view)(
-            AsyncRequestFactory().get("/", headers={"cookie": f"sessionid={stored.session_key}"}))))
+        return await held.cancel_in_flight(asyncio.ensure_future(SessionMiddleware(view)(request)))
 
     with caplog.at_level(logging.DEBUG):
         assert async_to_sync(serve)() is True  # the cancel, not the failure, reaches the cancelled request
-    assert "failed (KVConnectionError)" in caplog.text
+    assert "failed (KVConnectionError)" in caplog.text and request.session.session_key == stored.session_key
     assert stored.session_key not in caplog.text and SessionStore(stored.session_key).load()["n"] == 1
 
 
