@@ -141,6 +141,17 @@ class NearCache:
                 self._unsettled.clear()
                 self._all_unsettled = until
 
+    @contextlib.contextmanager
+    def writing(self, keys: Iterable[str]) -> Iterator[None]:
+        """Around a write of ``keys``: forget them once it is answered; if it is not (failed, timed out,
+        cancelled), it may still land, so keep no read of them for a while (:meth:`unsettle`)."""
+        try:
+            yield
+        except BaseException:
+            self.unsettle(keys)
+            raise
+        self.invalidate_many(keys)
+
     def _settle(self, now: float) -> None:
         """Forget the keys whose writes have surely landed by now (the oldest first, so this stops at once)."""
         while self._unsettled and next(iter(self._unsettled.values())) <= now:
@@ -214,16 +225,8 @@ class NearKV:
             self.near.fill(key, fetched.get(key), generation)
         found.update(fetched)
 
-    @contextlib.contextmanager
-    def _writing(self, keys: list[str]) -> Iterator[None]:
-        """Forget ``keys`` once the write of them is answered; if it is not (failed, timed out, cancelled),
-        it may still land, so no read of them is kept for a while (``NearCache.unsettle``)."""
-        try:
-            yield
-        except BaseException:
-            self.near.unsettle(keys)
-            raise
-        self.near.invalidate_many(keys)
+    def _writing(self, keys: list[str]) -> contextlib.AbstractContextManager[None]:
+        return self.near.writing(keys)
 
     def put(self, key: str, value: bytes | str, **kwargs: Any) -> None:
         with self._writing([key]):

@@ -1,5 +1,6 @@
 """What this process remembers about sessions: those it deleted in the last minute, and the near cache."""
 
+import contextlib
 import threading
 
 from .. import clock, conf, nearcache
@@ -59,12 +60,14 @@ def near_cache() -> nearcache.NearCache | None:
     return nearcache.near_cache(space, conf.setting("SESSION_CFKV_NEAR_CACHE_TIMEOUT"))
 
 
-def forget_nearby(*kv_keys: str, answered: bool = True) -> None:
-    """Drop keys this process just wrote or deleted from the near cache (after the write: no read may refill).
-    A write that got no answer may still land: then no read of them is kept for a while (NearCache.unsettle)."""
+def forget_nearby(*kv_keys: str) -> None:
+    """Drop keys this process just wrote or deleted from the near cache (after the write: no read may refill)."""
     near = near_cache()
     if near is not None:
-        if answered:
-            near.invalidate_many(kv_keys)
-        else:
-            near.unsettle(kv_keys)
+        near.invalidate_many(kv_keys)
+
+
+def writing(*kv_keys: str) -> contextlib.AbstractContextManager[None]:
+    """Around a write or delete of ``kv_keys``: the near cache's rule for them (NearCache.writing), if on."""
+    near = near_cache()
+    return contextlib.nullcontext() if near is None else near.writing(kv_keys)

@@ -201,11 +201,10 @@ def _revoke(doomed: dict[str, list[str]]) -> Plan[None]:
     """Delete the sessions ``doomed`` names (ref -> its index entries), in bulk; refuse them here at once."""
     if not doomed:
         return
-    sessions, answered = [token_store().ref_key(ref) for ref in doomed], False
+    sessions = [token_store().ref_key(ref) for ref in doomed]
     try:
-        yield KVCall("delete_many", [*sessions, *(name for names in doomed.values() for name in names)])
-        answered = True
+        with memory.writing(*sessions):
+            yield KVCall("delete_many", [*sessions, *(name for names in doomed.values() for name in names)])
     finally:  # refused here even if KV failed: a revocation errs on the side of signing out
-        memory.forget_nearby(*sessions, answered=answered)
         for ref in doomed:
             memory.recently_deleted.add(ref)

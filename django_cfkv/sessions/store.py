@@ -137,17 +137,14 @@ class SessionStore(SessionReader):
             value = codec.dumps_signed(envelope, self.key_salt_value(), self.serializer, session_key)
         # The index entry first: no signed-in session is ever stored without one.
         yield from entries.rewrite(self.key_prefix(), session_key, stored, data, expires, created, now)
-        kv_key, answered = self.kv_key(session_key), False
-        try:
+        kv_key = self.kv_key(session_key)
+        with memory.writing(kv_key):
             yield KVCall(
                 "put", kv_key, value,
                 expiration_ttl=metadata.kv_ttl(expires, now),
                 # "size" lets `manage.py cfkv stats` total sizes from listings alone.
                 metadata=metadata.build(metadata.SESSION, expires=expires, size=len(value.encode("utf-8"))),
             )
-            answered = True
-        finally:
-            memory.forget_nearby(kv_key, answered=answered)
         memory.recently_deleted.discard(keys.hashed_id(session_key))  # a deleted key is written only when created anew
         # Data this store read is still known to be in KV; data it never read (a new key, a blind save) is not.
         self._state = State.READ if self._state in (State.READ, State.NEAR) else State.UNREAD
@@ -224,12 +221,9 @@ class SessionStore(SessionReader):
             self._stored = Stored()
 
     def _delete(self, session_key: str, entry_names: list[str]) -> Plan[None]:
-        kv_key, answered = self.kv_key(session_key), False
-        try:
+        kv_key = self.kv_key(session_key)
+        with memory.writing(kv_key):
             yield KVCall("delete_many", [kv_key, *entry_names]) if entry_names else KVCall("delete", kv_key)
-            answered = True
-        finally:
-            memory.forget_nearby(kv_key, answered=answered)
         memory.recently_deleted.add(keys.hashed_id(session_key))
 
     def cycle_key(self) -> None:

@@ -567,16 +567,23 @@ def test_close_after_a_loop_ended_does_not_keep_the_loop():
     assert sum(ref() is not None for ref in loops) == 0
 
 
+async def _a_call_making_its_pool(client):
+    """Return a call (its task) caught making its loop's new pool: a settings change let the old one go, and
+    the call is closing it."""
+    assert await client.aget("k") == b"v"
+    await asyncio.to_thread(client.close)  # a settings change lets the pool go
+    call = asyncio.ensure_future(client.aget("k"))
+    await asyncio.sleep(0)  # the call is in its pool's making, closing the one let go
+    return call
+
+
 @native
 def test_a_call_cancelled_while_its_pool_is_made_leaves_no_connection_after_its_loop():
     with _value_server() as server:
         client = _client(server, max_retries=0)
 
         async def run():
-            assert await client.aget("k") == b"v"
-            await asyncio.to_thread(client.close)  # a settings change
-            call = asyncio.ensure_future(client.aget("k"))
-            await asyncio.sleep(0)  # it is closing the session let go
+            call = await _a_call_making_its_pool(client)
             call.cancel()  # the client of the request went away
             with pytest.raises(asyncio.CancelledError):
                 await call
@@ -593,10 +600,7 @@ def test_aclose_while_a_call_makes_its_pool_lets_that_call_use_it():
         client = _client(server, max_retries=0)
 
         async def run():
-            assert await client.aget("k") == b"v"
-            await asyncio.to_thread(client.close)  # a settings change lets the pool go
-            call = asyncio.ensure_future(client.aget("k"))
-            await asyncio.sleep(0)  # the call is in its pool's making, closing the one let go
+            call = await _a_call_making_its_pool(client)
             await client.aclose()
             return await asyncio.gather(call, return_exceptions=True)
 
