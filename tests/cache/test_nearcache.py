@@ -134,9 +134,11 @@ def _cancelled_or_timed_out_write(mode):
     from tests.support.hostile import HostileServer, envelope, reply
 
     state, landed = {}, threading.Event()
+    state["received"] = threading.Event()
 
     def answer(conn, request):
         if request.method == "PUT":
+            state["received"].set()
             time.sleep(0.5)  # KV takes its time; the write lands all the same
             state["raw"] = state["next"]
             landed.set()
@@ -172,7 +174,7 @@ def test_a_write_that_got_no_answer_leaves_no_old_value_near(settings, mode):
         else:
             async def view():
                 write = asyncio.ensure_future(cache.aset("k", "new", None))
-                await asyncio.sleep(0.1)
+                assert await asyncio.to_thread(state["received"].wait, 5)
                 write.cancel()  # the PUT is on its way
                 await asyncio.gather(write, return_exceptions=True)
                 await cache.aget("k")  # a read while the write may still be in flight at KV
@@ -287,6 +289,32 @@ def test_session_logout_here_is_seen_at_once_and_elsewhere_after_the_timeout(emu
     assert load(elsewhere) == {"user": "b"}  # the documented staleness
     clock(30)
     assert load(elsewhere) == {}
+
+
+def test_a_session_write_that_got_no_answer_keeps_reads_of_it_out_of_the_near_cache(emu, settings, monkeypatch):
+    """It may still land: the session's next reads go to KV until it surely has (UNSETTLED_SECONDS)."""
+    from django_cfkv.client import KVClient
+    from django_cfkv.exceptions import KVConnectionError
+
+    settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = 600
+    key = saved_session(cart=[1])
+    assert load(key) == {"cart": [1]}  # near now
+
+    def no_answer(client, *args, **kwargs):
+        raise KVConnectionError("Could not reach Workers KV for PUT put.")
+
+    session = SessionStore(key)
+    session["cart"] = [2]
+    with monkeypatch.context() as patched:
+        patched.setattr(KVClient, "put", no_answer)
+        with pytest.raises(KVConnectionError):
+            session.save()
+    load(key)  # a read while the write may still land
+    seen = []
+    get = KVClient.get
+    monkeypatch.setattr(KVClient, "get", lambda client, *a, **k: seen.append(a) or get(client, *a, **k))
+    load(key)
+    assert seen, "the read was answered from the near cache"
 
 
 def test_session_cycle_key_and_flush_forget_the_old_key(emu, settings):
