@@ -10,6 +10,10 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 
+from .text import one_line
+
+RAY_ID_MAX = 64  # Cloudflare's are about 20 characters
+
 
 class KVError(Exception):
     """Base class for every failure talking to Workers KV."""
@@ -20,7 +24,8 @@ class KVError(Exception):
         self.message = message
         self.status = status
         self.errors = list(errors or [])
-        self.ray_id = ray_id
+        # The answer's cf-ray header, as any server sent it: shown in the text, so one line, cut short.
+        self.ray_id = None if ray_id is None else one_line(ray_id[:RAY_ID_MAX])
         # The envelope's "result" on an error (a bulk call's unsuccessful_keys). The response
         # itself is not kept: its request carries the API token, and exceptions get pickled.
         self.result = result

@@ -4,10 +4,18 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from ..text import json_text, multiline, one_line
+
 Report = dict[str, Any]
 
 _EXPIRY_LABELS = {"expired": "expired, not yet removed", "lt_1h": "< 1 h", "lt_1d": "< 1 d", "lt_7d": "< 7 d",
                   "later": ">= 7 d", "never": "never"}
+
+
+def as_json(report: Any) -> str:
+    """Return a report (made JSON-able) as ``--json`` prints it: indented, non-ASCII kept as it is, and no
+    character that a terminal acts on, which JSON escapes as it escapes the rest."""
+    return json_text(json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def span(seconds: float) -> str:
@@ -52,18 +60,19 @@ def api_calls(calls: dict[str, int]) -> list[str]:
 
 def ls(report: Report, now: float) -> list[str]:
     rows = report["keys"]
-    width = min(72, max([len(r["key"]) for r in rows] + [3]))  # 72: a hashed session key
+    keys = [one_line(r["key"]) for r in rows]  # a namespace writer's text: nothing in it reaches the terminal raw
+    width = min(72, max([len(key) for key in keys] + [3]))  # 72: a hashed session key
     lines = [f"{'KEY':<{width}}  {'KIND':<9}  {'EXPIRES':<40}  METADATA"]
-    for r in rows:
-        meta = "" if r["metadata"] is None else json.dumps(r["metadata"], separators=(",", ":"))
-        lines.append(f"{r['key']:<{width}}  {r['kind']:<9}  {when(r['expires'], now):<40}  {meta}".rstrip())
+    for key, r in zip(keys, rows, strict=True):
+        meta = "" if r["metadata"] is None else json.dumps(r["metadata"], separators=(",", ":"))  # ASCII
+        lines.append(f"{key:<{width}}  {r['kind']:<9}  {when(r['expires'], now):<40}  {meta}".rstrip())
     tail = "; more not shown (raise --limit)" if report["more"] else ""
     return lines + [f"{len(rows)} key{'' if len(rows) == 1 else 's'}{tail}"]
 
 
 def get(result: Report, now: float) -> list[str]:
     how = result["format"] if result["decoder"] == "generic" else f"decoded by {result['decoder']}"
-    lines = [f"key:       {result['key']}", f"kind:      {result['kind']} ({how})",
+    lines = [f"key:       {one_line(result['key'])}", f"kind:      {result['kind']} ({how})",
              f"expires:   {when(result['expires'], now)}"
              + ("  [expired: readers treat it as missing]" if result["expired"] else "")]
     if result["kv_expiration"] != result["expires"]:
@@ -77,12 +86,13 @@ def get(result: Report, now: float) -> list[str]:
     else:
         lines.append("value:")
     value = result["value"]
-    return lines + [value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)]
+    return lines + [multiline(value) if isinstance(value, str)
+                    else json_text(json.dumps(value, indent=2, ensure_ascii=False))]
 
 
 def stats(report: Report, *, local: bool = False) -> list[str]:
     """Return the lines of ``cfkv stats``; ``local``: the embedded store, which makes no API calls."""
-    lines = [f"{report['keys']} keys in CFKV alias {report['alias']!r}"
+    lines = [f"{report['keys']} key{'' if report['keys'] == 1 else 's'} in CFKV alias {report['alias']!r}"
              + (f" with prefix {report['prefix']!r}" if report["prefix"] else ""),
              f"\n{'kind':<10} {'keys':>8} {'size':>10}"]
     unknown = 0
@@ -99,7 +109,8 @@ def stats(report: Report, *, local: bool = False) -> list[str]:
     lines += [f"  {_EXPIRY_LABELS[bucket]:<26} {count:>8}" for bucket, count in report["expiry"].items()]
     if report["largest"]:
         lines.append("\nlargest keys")
-        lines += [f"  {filesize(row['bytes']):>10}  {row['kind']:<9}  {row['key']}" for row in report["largest"]]
+        lines += [f"  {filesize(row['bytes']):>10}  {row['kind']:<9}  {one_line(row['key'])}"
+                  for row in report["largest"]]
     return lines + api_calls(report["api_calls"])
 
 
@@ -151,8 +162,8 @@ def ping(report: Report) -> list[str]:
         lines.append("  The probe read did not see its write yet (KV reads may lag up to 60 s).")
     gateway = report["gateway"]
     if gateway:
-        lines.append(f"Talking to the django-cfkv Worker gateway, version {gateway['version']}, "
-                     f"namespace {gateway['namespace_id']}.")
+        lines.append(f"Talking to the django-cfkv Worker gateway, version {one_line(str(gateway['version']))}, "
+                     f"namespace {one_line(str(gateway['namespace_id']))}.")  # as the gateway said
     budget = report["budget"]
     if budget:
         lines.append(f"API budget: {budget['remaining']} calls left in this window "

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .. import limits
 from ..exceptions import KVAPIError, KVMalformedResponseError
+from ..text import one_line
 from ..types import KeyInfo, KeyPage
 from .request import NAMESPACES_PER_PAGE, KVRequest
 
@@ -99,7 +100,7 @@ def describe(errors: list[dict[str, Any]]) -> str:
     """Return error items as one line of text, at most about 500 characters."""
     if not errors:
         return "no error details"
-    text = "; ".join(f"code {e.get('code')}: {e.get('message')}" for e in errors)
+    text = one_line("; ".join(f"code {e.get('code')}: {e.get('message')}" for e in errors))  # the server's words
     return text if len(text) <= 500 else text[:500] + "..."
 
 

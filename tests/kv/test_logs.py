@@ -123,3 +123,24 @@ def test_a_key_a_server_echoes_into_an_error_is_not_in_the_exception(emulator, a
     made.close()
     text = str(info.value) + repr(info.value) + repr(info.value.errors)
     assert "<key>" in text and not [s for s in _secrets() if s in text]
+
+
+# A server's words: escape sequences (clear the screen, set the clipboard), a carriage return and
+# a newline that would forge a log line, and a bidi override.
+FORGED = "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\r\nINFO django_cfkv: KV GET get -> 200\u202e"
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_a_servers_words_are_shown_on_one_line_with_nothing_a_terminal_acts_on(scripted, scripted_client, status):
+    """Error text ends up in logs and on terminals (``manage.py cfkv``): what a server said is kept in it,
+    escaped, so it can neither forge a log line nor drive the terminal that shows it."""
+    from django_cfkv.exceptions import KVAPIError
+
+    scripted.every(status, json={"success": False, "errors": [{"code": 10001, "message": FORGED}]},
+                   headers={"cf-ray": "8f1a2b3c\x1b]0;title\x07-LHR" + "9" * 500})
+    with pytest.raises(KVAPIError) as info:
+        scripted_client.get("k")
+    text = str(info.value)
+    assert r"\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\r\nINFO django_cfkv: KV GET get -> 200\u202e" in text
+    assert all(char.isprintable() for char in text + repr(info.value)), text
+    assert r"[cf-ray 8f1a2b3c\x1b]0;title\x07-LHR99" in text and len(info.value.ray_id) < 100

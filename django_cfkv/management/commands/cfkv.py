@@ -20,6 +20,7 @@ from ...cli import render
 from ...cli.parser import add_arguments as add_subcommands
 from ...exceptions import KVBulkError, KVConnectionError, KVError, KVRateLimitError
 from ...local import LocalKV
+from ...text import multiline, one_line
 from ...types import KV, KeyInfo
 
 Options = dict[str, Any]
@@ -69,6 +70,10 @@ class Command(BaseCommand):
         if entry is None:
             raise CommandError(f"No key {inspect.display_key(key)!r} in CFKV alias {self.alias!r}.")
         if options["raw"]:
+            if _isatty(self.stdout) and not _shows_as_is(entry.value):  # what a namespace writer stored
+                raise CommandError(f"The value of {inspect.display_key(key)!r} holds bytes a terminal would act "
+                                   f"on, so --raw does not write it here: redirect it, as in "
+                                   f"`manage.py cfkv get KEY --raw > value.bin`, or leave out --raw to see it escaped.")
             return self._write_bytes(entry.value)
         info = KeyInfo(key, self._expiration(key, entry.expiration), entry.metadata)
         result = {**inspect.describe(info), **inspect.decode(key, entry.value, entry.metadata),
@@ -108,7 +113,7 @@ class Command(BaseCommand):
         where = f"CFKV alias {self.alias!r}" + (f" with prefix {prefix!r}" if prefix else "")
         if options["dry_run"]:
             for key in shown:
-                self.stdout.write(key)
+                self.stdout.write(one_line(key))
             return self.stdout.write(f"Would delete {what} from {where}.")
         if not keys:
             return self.stdout.write(f"Nothing to delete from {where}.")
@@ -220,7 +225,7 @@ class Command(BaseCommand):
     def _report(self, options: Options, report: dict[str, Any], text: Callable[[], list[str]]) -> None:
         """Print ``report`` as JSON with ``--json``, else as the lines ``text()`` renders."""
         if options["json"]:
-            self.stdout.write(json.dumps(inspect.jsonable(report), indent=2, ensure_ascii=False))
+            self.stdout.write(render.as_json(inspect.jsonable(report)))
         else:
             self._lines(text())
 
@@ -287,6 +292,15 @@ class Command(BaseCommand):
             token = None
         token = token.strip() if isinstance(token, str) else None  # as the client sends it
         return text.replace(token, "[API token]") if token and len(token) >= 4 else text
+
+
+def _shows_as_is(data: bytes) -> bool:
+    """Return True if ``data`` is text a terminal only prints (no escape sequence, no control character)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return multiline(text) == text
 
 
 def _isatty(stream: Any) -> bool:
