@@ -4,6 +4,9 @@ from django_cfkv import conf, nearcache
 from django_cfkv.sessions import memory as session_memory
 from tests.support.twins import as_mode, awaited, test_loop  # noqa: F401 (fixtures: the async twins, every folder)
 
+# Every test fails if a secret or a session id it made shows in a log record, an error's text or a command's output.
+pytest_plugins = ["tests.support.secret_sweep"]
+
 
 @pytest.fixture(autouse=True)
 def _fresh_clients():
