@@ -36,7 +36,7 @@ from django_cfkv.sessions import (
 from tests.gateway.server import GatewayServer
 
 from .helpers import edge_cached_settings, logged_in_with, spent
-from .test_worker import WORKER
+from .test_worker import WORKER, bearer
 
 pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db]
 
@@ -435,14 +435,15 @@ def test_django_lists_and_revokes_a_session_a_worker_made(shared, user):
     assert session.ref == hashed_id(made["id"]) and (session.device, session.location) == ("Workers app", "NL")
     assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {made['id']}").json()["user"] == user.pk
     assert revoke_session(user, session.ref) is True
-    assert worker(shared, "GET", f"/sessions/{made['id']}") is None
+    assert worker(shared, "GET", "/session", headers=bearer(made["id"])) is None
     assert worker(shared, "GET", f"/users/{user.pk}/sessions") == []
 
 
 def test_a_worker_refresh_moves_the_entry_with_the_session(shared, user, settings):
     settings.SESSION_COOKIE_AGE = 600  # shorter than the Worker's week: its refresh slides it
     laptop = browser(user)
-    assert worker(shared, "GET", f"/sessions/{laptop.cookies['sessionid'].value}")["userId"] == str(user.pk)
+    laptop_id = bearer(laptop.cookies["sessionid"].value)
+    assert worker(shared, "GET", "/session", headers=laptop_id)["userId"] == str(user.pk)
     names = {info.name: info for info in get_kv().iter_keys()}
     entry = names[index_entry_name(user, ref_of(laptop))]
     session = names[SessionStore.kv_key(laptop.cookies["sessionid"].value)]
@@ -450,7 +451,7 @@ def test_a_worker_refresh_moves_the_entry_with_the_session(shared, user, setting
     assert entry.expiration > time.time() + 6 * 24 * 3600
     [listed] = user_sessions(user)
     assert listed.expires.timestamp() > time.time() + 6 * 24 * 3600 and listed.device == "Firefox on Linux"
-    worker(shared, "DELETE", f"/sessions/{laptop.cookies['sessionid'].value}")  # the Worker's logout
+    worker(shared, "DELETE", "/session", headers=laptop_id)  # the Worker's logout
     assert entry_names() == [] and laptop.get("/whoami/").json()["user"] is None
 
 

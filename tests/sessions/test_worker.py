@@ -49,8 +49,13 @@ def shared_namespace(settings, gateway):
     ]
 
 
+def bearer(session_id):
+    return {"Authorization": f"Bearer {session_id}"}
+
+
 def worker_get(gateway, session_id):
-    response = requests.get(f"{gateway.extra_url}/sessions/{session_id}", timeout=10)
+    """The Worker's view of a session: its id goes in a header, never in the URL (urllib3 logs URLs)."""
+    response = requests.get(f"{gateway.extra_url}/session", headers=bearer(session_id), timeout=10)
     response.raise_for_status()
     return response.json()
 
@@ -81,7 +86,7 @@ def test_worker_reads_a_token_django_issued_and_null_once_revoked(gateway, user)
 
 def test_worker_logout_ends_the_session_for_django(gateway, user):
     token = issue_token(None, user)
-    requests.delete(f"{gateway.extra_url}/sessions/{token}", timeout=10).raise_for_status()
+    requests.delete(f"{gateway.extra_url}/session", headers=bearer(token), timeout=10).raise_for_status()
     assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
 
 

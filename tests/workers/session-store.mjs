@@ -11,8 +11,9 @@
 // keeps each session's entry in its user's index as Django does, and lists and
 // revokes a user's sessions with the functions docs/howto/user-sessions.md shows.
 //   POST   /sessions                        {userId, email, client?} -> {id}
-//   GET    /sessions/<id>                   -> the session (refreshed), or null
-//   DELETE /sessions/<id>                   -> {deleted: true}
+//   GET    /session   Authorization: Bearer <id>  -> the session (refreshed), or null
+//   DELETE /session   Authorization: Bearer <id>  -> {deleted: true}
+// (the id travels in a header, as a cookie or a token does, never in a URL: URLs get logged)
 //   GET    /users/<userId>/sessions         -> [{ref, via, created, seen, expires, device, where}]
 //   DELETE /users/<userId>/sessions/<ref>   -> {revoked: true | false}
 //   DELETE /users/<userId>/sessions         -> {revoked: <count>}
@@ -149,9 +150,9 @@ export default {
       const id = await createSession(env, { id: userId, email, client });
       return Response.json({ id });
     }
-    const m = /^\/sessions\/([^/]+)$/.exec(url.pathname);
-    if (m) {
-      const id = decodeURIComponent(m[1]);
+    const bearer = /^Bearer (\S+)$/.exec(request.headers.get("Authorization") ?? "");
+    if (url.pathname === "/session" && bearer) {
+      const id = bearer[1];
       if (request.method === "GET") {
         const session = await getSession(env, id);
         return Response.json(session && (await refresh(env, id, session)));
