@@ -6,8 +6,9 @@ reprs or output. This plugin (``pytest_plugins`` in tests/conftest.py) checks it
 * It knows each test's secrets. Strings of 20 characters or more from
   ``django.utils.crypto.get_random_string`` (session ids come from there, as do CSRF secrets and password
   salts) and the tokens ``issue_token``/``aissue_token`` return are registered for the test that made them
-  (fixtures included); ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS``, each ``CFKV`` alias' ``API_TOKEN`` and
-  ``CLOUDFLARE_API_TOKEN`` (8 characters or more) are read from the settings in force whenever text is said.
+  (fixtures included); ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS``, each ``CFKV`` alias' ``API_TOKEN``,
+  ``CLOUDFLARE_API_TOKEN`` (8 characters or more) and the user index key derived from ``SECRET_KEY`` (what
+  ``user_index_key()`` gives a Worker) are read from the settings in force whenever text is said.
 * It hears everything said: each call to a logger's debug() ... log() (levels that are off included; the
   logger's own ``RedactKVURLs`` filter applied first, as logging applies it; the text of an exc_info
   exception and its causes too), the text (str and repr) of every ``KVError``, ``ImproperlyConfigured``
@@ -122,6 +123,18 @@ def sweeping(name: str) -> Iterator[Sweep]:
         _current = outer
 
 
+_index_keys: dict[str, str] = {}
+
+
+def _index_key_of(secret_key: str) -> str:
+    """The user index key a Worker is given (django_cfkv.sessions.user_index_key()) for a SECRET_KEY."""
+    if secret_key not in _index_keys:
+        from django_cfkv.sessions.index import _index_key
+
+        _index_keys[secret_key] = _index_key(secret_key).hex()
+    return _index_keys[secret_key]
+
+
 def _settings_secrets() -> list[tuple[str, str]]:
     """The secrets in the settings in force now: SECRET_KEY and its fallbacks, every alias' API_TOKEN."""
     found: list[tuple[str, str]] = []
@@ -133,9 +146,11 @@ def _settings_secrets() -> list[tuple[str, str]]:
         key = getattr(settings, "SECRET_KEY", None)
         if isinstance(key, str):
             found.append((key, "SECRET_KEY"))
+            found.append((_index_key_of(key), "user index key (user_index_key(), from SECRET_KEY)"))
         for old in getattr(settings, "SECRET_KEY_FALLBACKS", None) or ():
             if isinstance(old, str):
                 found.append((old, "SECRET_KEY_FALLBACKS entry"))
+                found.append((_index_key_of(old), "user index key from a SECRET_KEY_FALLBACKS entry"))
         config = getattr(settings, "CFKV", None)
         if isinstance(config, dict):
             for alias, options in config.items():

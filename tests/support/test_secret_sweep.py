@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from django_cfkv.exceptions import CFKVConfigurationError, KVAPIError, KVError
-from django_cfkv.sessions import issue_token, keys
+from django_cfkv.sessions import issue_token, keys, user_index_key
 from django_cfkv.transport import logs
 from tests.support import secret_sweep
 
@@ -88,6 +88,14 @@ def test_a_configuration_error_and_a_command_error_naming_the_api_token(settings
         CFKVConfigurationError("API_TOKEN is refused")
     assert _kinds(sweep) == [(f"the {form}() of {cls} (as made)", "API_TOKEN of CFKV['default']")
                              for cls in ("CFKVConfigurationError", "CommandError") for form in ("str", "repr")]
+
+
+def test_the_secret_key_and_the_user_index_key_a_worker_is_given(settings):
+    settings.SECRET_KEY = "another-test-secret-key-0123456789"
+    with secret_sweep.sweeping("index key") as sweep:
+        logging.getLogger("tests.sweep.quiet").debug("index key %s", user_index_key())
+        logging.getLogger("tests.sweep.quiet").debug("signing with %s", settings.SECRET_KEY)
+    assert [kind for _, kind in _kinds(sweep)] == ["user index key (user_index_key(), from SECRET_KEY)", "SECRET_KEY"]
 
 
 class _Echo(BaseCommand):
