@@ -367,6 +367,10 @@ _originals: dict[str, Any] = {}
 _WATCHED: tuple[type, ...] = ()  # the exception classes whose text is watched
 
 
+def installed() -> bool:
+    return bool(_originals)
+
+
 def install() -> None:
     """Put the wrappers in place, for the test session."""
     if _originals:

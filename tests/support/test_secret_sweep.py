@@ -21,6 +21,19 @@ pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _wrappers():
+    """The sweep's wrappers, also in a run that leaves the plugin out (-p no:tests.support.secret_sweep)."""
+    if secret_sweep.installed():
+        yield
+        return
+    secret_sweep.install()
+    try:
+        yield
+    finally:
+        secret_sweep.uninstall()
+
+
 def _kinds(sweep):
     return [(where, kind) for where, kind, _ in sweep.findings]
 
