@@ -21,6 +21,7 @@ from django.http import HttpRequest
 
 from .. import clock, conf
 from ..exceptions import KVAuthError, KVError, KVNotFoundError
+from ..text import one_line
 from .counters import LOG_EVERY, OUTAGE_BACKOFF, CacheCounter, ShardedCounter
 from .identity import UNREAD, arequest_user, callable_path, client_address, client_hash, identify
 from .options import compile_settings
@@ -164,7 +165,8 @@ class Limiter:
         mono = clock.monotonic()
         if mono - self._logged_at >= LOG_EVERY:
             self._logged_at = mono
-            logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, exc,
+            # The error may quote what a client sent (Django's for a malformed body quotes its Content-Type).
+            logger.error("Rate limiting failed (%s: %s); FAIL_OPEN=%s.", type(exc).__name__, one_line(str(exc)),
                          self.fail_open, exc_info=not isinstance(exc, KVError))
 
     def after_request(self) -> None:

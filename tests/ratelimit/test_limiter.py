@@ -95,3 +95,18 @@ def test_failures_to_count_are_logged_once_per_30_s_with_a_traceback_only_for_a_
         limiter.log_failure(exc)
     [record] = caplog.records
     assert not record.exc_info  # KV failing is no bug: one line, no traceback
+
+
+@pytest.mark.usefixtures("site")
+def test_a_clients_malformed_body_reaches_the_failure_log_as_one_line_of_escapes(caplog):
+    """A rule keyed on a POST field reads request.POST, and Django's error for a malformed multipart
+    body quotes the client's Content-Type: in the log it shows as escapes, never as a terminal
+    sequence or a second log line."""
+    rule = {"path": r"^/login/$", "rate": "3/h", "key": "post:username"}
+    forged = "multipart/form-data; boundary=\x1b]52;c;cHduZWQ=\x07\x1b[2K\r\n\x9b31m\u202eforged"
+    with override_settings(CFKV_RATELIMIT={"RULES": [rule]}), caplog.at_level(logging.ERROR):
+        assert Client().post("/login/", "x", content_type=forged).status_code == 200
+    [record] = [r for r in caplog.records if r.getMessage().startswith("Rate limiting failed")]
+    message = record.getMessage()
+    assert message.isprintable(), message
+    assert "\\x1b]52;c;cHduZWQ=\\x07\\x1b[2K\\r\\n\\x9b31m\\u202eforged" in message
