@@ -10,6 +10,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 from .. import clock, limits, metadata
 from ..exceptions import CFKVConfigurationError, KVBulkError, KVError
+from ..text import one_line
 from ..types import KeyPage
 from . import options
 from .codec import retime
@@ -165,7 +166,7 @@ class CacheBase(DjangoRedisExtras):
     def _incr(self, key: Any, kv_key: str, delta: int, ignore_key_check: bool) -> Plan[Any]:
         _raw, entry = yield from self._entries.reading(kv_key, fresh=True)
         if entry is None and not ignore_key_check:
-            raise ValueError(f"Key '{key}' not found")
+            raise ValueError(f"Key '{one_line(str(key))}' not found")  # the key may hold what a client sent
         value = delta if entry is None else entry.value + delta
         expires, took = (None, None) if entry is None else (entry.expires, entry.delta)
         text = self._entries.codec.dumps(value, expires, took, kv_key=kv_key, key=key)

@@ -238,6 +238,16 @@ def test_incr_ignore_key_check_creates_the_key_at_delta_without_expiry(make_cach
         cache.incr("absent")
 
 
+def test_incr_of_a_missing_key_names_it_in_one_line_of_escapes(make_cache):
+    """A key a site builds from a request (its path, which WSGI percent-decodes) is shown escaped: no terminal
+    sequence or second line reaches a traceback or a log through the error's text."""
+    cache = make_cache()
+    path = "/\x1b]52;c;cHduZWQ=\x07\x1b[2K\r\nERROR forged\u202e"
+    with pytest.raises(ValueError) as caught:
+        cache.incr(f"hits:{path}")
+    assert str(caught.value) == "Key 'hits:/\\x1b]52;c;cHduZWQ=\\x07\\x1b[2K\\r\\nERROR forged\\u202e' not found"
+
+
 def test_close_keeps_the_pooled_connection(emulator_cache):
     cache = emulator_cache()
     kv = get_kv()
