@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from .. import clock
 from ..local import LocalKV, LocalNamespaces
+from ..text import one_line
 from . import routes
 from .faults import Faults
 from .wire import REASONS, Answer, Call, Reply, envelope, error_answer, json_answer, read_body, redact
@@ -81,7 +82,7 @@ class EmulatorApp:
         except Reply as reply:
             return error_answer(reply, headers)
         except Exception:  # a bug or a locked database: answer as Cloudflare would, not by hanging up
-            logger.exception("The emulator failed on %s %s", method, redact(path))
+            logger.exception("The emulator failed on %s", one_line(f"{method} {redact(path)}"))  # as a client sent
             return error_answer(Reply(500, 10001, "service temporarily unavailable"), headers)
 
     def _answer(self, method: str, path: str, environ: Mapping[str, Any]) -> Answer:

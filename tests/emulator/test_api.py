@@ -320,3 +320,26 @@ def test_json_nested_past_the_recursion_limit_is_a_400(ns, route):
     send = s.put if route == "bulk" else s.post
     r = send(f"{base}/{route}", data=nested, headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
+
+
+def test_a_failure_is_logged_with_the_requests_path_as_one_line_of_escapes(tmp_path, monkeypatch, caplog):
+    """A client of the emulator chooses the path it asks for (any byte but a space or a line end, read as
+    Latin-1): a failure's log line shows it escaped."""
+    import logging
+    import sqlite3
+
+    from django_cfkv.emulator import EmulatorApp
+
+    app = EmulatorApp(tmp_path / "kv.sqlite3")
+
+    def locked(*args):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(app, "_answer", locked)
+    path = "/client/v4/accounts/a\x1b]52;c;cHduZWQ=\x07\x1b[2K\x9b31m/storage/kv/namespaces/n/keys"
+    with caplog.at_level(logging.ERROR):
+        status, _, _ = app.handle({"REQUEST_METHOD": "GET", "PATH_INFO": path, "RAW_URI": path})
+    assert status == 500
+    [record] = [r for r in caplog.records if r.getMessage().startswith("The emulator failed on")]
+    assert record.getMessage().isprintable(), record.getMessage()
+    assert "a\\x1b]52;c;cHduZWQ=\\x07\\x1b[2K\\x9b31m/storage" in record.getMessage()
