@@ -13,35 +13,38 @@ what is shown changes: values, keys and ``--json`` output still carry every char
 No I/O, nothing Django.
 """
 
-_JSON_KEPT = frozenset("\n ")  # json.dumps' own layout (indent): never inside a string, where it is escaped
+from collections.abc import Callable
 
-
-def _escaped(char: str) -> str:
-    return repr(char)[1:-1]  # as repr writes it: \n, \x1b, \u202e
+_JSON_KEPT = "\n "  # json.dumps' own layout (indent): never inside a string, where it is escaped
 
 
 def one_line(text: str) -> str:
     """Return ``text`` as one line that shows every character: each one not printable, newlines
     included, written as its escape (``\\x1b``, ``\\n``, ``\\u202e``)."""
-    if text.isprintable():  # the common case: nothing to escape
-        return text
-    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+    return _shown(text, "", _escaped)
 
 
 def multiline(text: str) -> str:
     """Return ``text`` (a value, which may run over several lines) with its newlines and tabs kept and
     every other character that is not printable written as its escape."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() or char in "\n\t" else _escaped(char) for char in text)
+    return _shown(text, "\n\t", _escaped)
 
 
 def json_text(dumped: str) -> str:
     """Return JSON text (``json.dumps(..., ensure_ascii=False)``) with every character that is not
     printable inside its strings written as a JSON escape, so it reads the same and decodes to the same."""
-    if dumped.isprintable():
-        return dumped
-    return "".join(char if char.isprintable() or char in _JSON_KEPT else _json_escaped(char) for char in dumped)
+    return _shown(dumped, _JSON_KEPT, _json_escaped)
+
+
+def _shown(text: str, kept: str, escaped: Callable[[str], str]) -> str:
+    """Return ``text`` with each character that is neither printable nor in ``kept`` as ``escaped`` writes it."""
+    if text.isprintable():  # the common case: nothing to escape
+        return text
+    return "".join(char if char.isprintable() or char in kept else escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    return repr(char)[1:-1]  # as repr writes it: \n, \x1b, \u202e
 
 
 def _json_escaped(char: str) -> str:
