@@ -38,6 +38,8 @@ from typing import Any
 
 import pytest
 
+from django_cfkv.transport.logs import RedactKVURLs
+
 GENERATED_MIN = 20  # get_random_string results at least this long are secrets (session ids have 32)
 TOKEN_MIN = 16  # issued tokens shorter than this are not taken for secrets
 SETTING_MIN = 8  # SECRET_KEY and API tokens shorter than this are placeholders ("t", "token")
@@ -264,7 +266,7 @@ def _heard(logger: logging.Logger, level: Any, msg: Any, args: tuple, kwargs: di
         try:
             record = logging.LogRecord(logger.name, level if isinstance(level, int) else 0, "", 0, msg, args, None)
             for one in logger.filters:  # the package's redaction, as Logger.handle() applies it
-                if type(one).__name__ == "RedactKVURLs":
+                if isinstance(one, RedactKVURLs):
                     one.filter(record)
             text = record.getMessage()
         except Exception:  # a record logging cannot format either: it says nothing readable
