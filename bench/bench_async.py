@@ -6,6 +6,8 @@ and calls per second with 1, 16 and 64 in flight (the ratio is httpx's figure ov
 Overhead: KVClient.aget/aput against bare aiohttp making the same calls, one at a time
 (target <= 1.15x, as the blocking client is held to against bare requests) and 16 in flight;
 and against the blocking KVClient.get/put making them from the same process (target <= 1.15x).
+One at a time, the cases take turns call by call, in a new random order each turn, and each
+figure is the median of its calls (common.ainterleaved_calls).
 Floor: what any client that keeps aget's duties pays, measured beside them: its pieces (key check,
 call count, the attempt with its timeout and capped read, the budget header, the status) called
 inline, with no plan, steps or retry loop between them.
@@ -25,7 +27,7 @@ from django_cfkv.client.urls import encode_key
 from django_cfkv.transport import accounting
 from django_cfkv.transport.exchange import Attempt
 
-from .common import ACCOUNT, TOKEN, ainterleaved, athroughput, emulator, row
+from .common import ACCOUNT, TOKEN, ainterleaved, ainterleaved_calls, athroughput, emulator, row
 
 VALUE = b"x" * 512
 IN_FLIGHT = (1, 16, 64)
@@ -35,9 +37,9 @@ LATENCY_MS = 50
 def run(smoke=False):
     if importlib.util.find_spec("aiohttp") is None:
         return [row("async", "async client", 0, "", note="aiohttp (the async extra) not installed: not measured")]
-    n, rounds, total = (20, 1, 64) if smoke else (300, 5, 1600)
+    n, total = (20, 64) if smoke else (3000, 1600)
     with emulator() as base_url:
-        rows = asyncio.run(_run(base_url, n, rounds, total))
+        rows = asyncio.run(_run(base_url, n, total))
     with emulator("--latency-ms", str(LATENCY_MS)) as base_url:
         rows += asyncio.run(_gather(base_url, 2 if smoke else 10))
     return rows
@@ -87,7 +89,7 @@ async def _gather(base_url, n):
     return rows
 
 
-async def _run(base_url, n, rounds, total):
+async def _run(base_url, n, total):
     import aiohttp
 
     ns = uuid.uuid4().hex
@@ -131,7 +133,7 @@ async def _run(base_url, n, rounds, total):
         for fn in cases.values():  # warm up every path (connections, imports), and write what the gets read
             for i in range(60):
                 await fn(i)
-        rows = _overhead(await ainterleaved(cases, n, rounds))
+        rows = _overhead(await ainterleaved_calls(cases, n))
         rows += await _in_flight(cases, total)
     finally:
         await bare.close()

@@ -86,6 +86,24 @@ async def ainterleaved(cases, n, rounds):
     return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in samples.items()}
 
 
+async def ainterleaved_calls(cases, n):
+    """As ainterleaved(), one call at a time: call i of every case, in a new random order, before call i + 1 of
+    any. Return each case's median (wall, cpu) seconds per call. A shared machine's speed drifts over seconds, so
+    rounds of hundreds of calls each can meet different weather; neighbouring calls meet the same."""
+    import random
+
+    names, samples = list(cases), {name: ([], []) for name in cases}
+    for i in range(n):
+        random.shuffle(names)
+        for name in names:
+            wall, cpu = time.perf_counter(), time.process_time()
+            await cases[name](i)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            samples[name][0].append(wall)
+            samples[name][1].append(cpu)
+    return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in samples.items()}
+
+
 async def athroughput(fn, in_flight, total):
     """Await ``total`` calls of fn(i), ``in_flight`` at a time; return (calls per second, cpu seconds per call)."""
     import asyncio
