@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -90,8 +91,6 @@ async def ainterleaved_calls(cases, n):
     """As ainterleaved(), one call at a time: call i of every case, in a new random order, before call i + 1 of
     any. Return each case's median (wall, cpu) seconds per call. A shared machine's speed drifts over seconds, so
     rounds of hundreds of calls each can meet different weather; neighbouring calls meet the same."""
-    import random
-
     names, samples = list(cases), {name: ([], []) for name in cases}
     for i in range(n):
         random.shuffle(names)
