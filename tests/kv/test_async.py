@@ -274,6 +274,37 @@ def test_a_cut_attempt_leaves_its_task_as_it_was_and_others_on_the_loop_run_on()
 
 
 @native
+def test_every_awaited_attempt_has_its_clients_own_timers(monkeypatch):
+    """As the blocking client's test_every_call_has_a_timeout: aiohttp gets the connect and read timers that can
+    end within the window, and no total timer (the window is kept by the loop's one timer). The timers are kept
+    per pair, so two clients with different TIMEOUTs in one process each get their own."""
+    import aiohttp
+
+    seen = []
+    original = aiohttp.ClientSession.request
+
+    def spy(self, method, url, **kwargs):
+        seen.append(kwargs["timeout"])
+        return original(self, method, url, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "request", spy)
+
+    async def reads(server):
+        clients = [_client(server), _client(server, timeout=(1.0, 2.0)), _client(server)]
+        for client in clients:
+            assert await client.aget("k") == b"v"
+            await client.aclose()
+
+    with _value_server() as server:
+        asyncio.run(reads(server))
+    first, short, again = seen
+    # Default (5, 30) within a 30 s deadline: the read timer could not end before the window, so it is left out.
+    assert (first.total, first.sock_connect, first.sock_read) == (None, 5.0, None)
+    assert (short.total, short.sock_connect, short.sock_read) == (None, 1.0, 2.0)  # a 3 s window holds both
+    assert again == first
+
+
+@native
 def test_the_callers_cancel_during_an_attempt_is_a_cancel_not_a_timeout():
     """A caller's own timeout (wait_for) ends the call as a cancel: the window's timer does not take it for
     its own and make it a KVTimeout, and the client goes on working."""
