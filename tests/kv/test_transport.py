@@ -207,6 +207,27 @@ def test_low_budget_is_logged(scripted_client, scripted, caplog):
     assert "12 calls left" in caplog.text
 
 
+def test_the_budget_is_the_last_answers_and_is_looked_at_for_the_warning_once_a_second(
+        scripted_client, scripted, caplog, monkeypatch):
+    """The header is kept on every answer and read when asked for; a low one warns within a second of the
+    last look (and at once when the clock was set back), never later."""
+    now = [float(NOW)]
+    monkeypatch.setattr(cfkv_clock, "now", lambda: now[0])
+    for remaining in (500, 12, 11, 10):
+        scripted.get("/values/k", body=b"v", headers={"Ratelimit": f'"default";r={remaining};t=30'})
+    for seconds, warned, remaining in ((0.0, None, 500), (0.5, None, 12), (1.0, "11 calls left", 11)):
+        now[0] = NOW + seconds
+        caplog.clear()
+        scripted_client.get("k")
+        assert scripted_client.transport.budget == (remaining, 30, NOW + seconds)
+        assert (warned in caplog.text) if warned else "calls left" not in caplog.text
+    scripted_client.transport.quota._last_warning = -1e9  # past the 30 s between warnings
+    now[0] = NOW - 60.0  # set back: looked at at once
+    caplog.clear()
+    scripted_client.get("k")
+    assert "10 calls left" in caplog.text
+
+
 def test_repr_and_errors_never_show_the_token(closed_port, as_mode, slept):
     made = KVClient(ACCOUNT, NS, TOKEN, base_url=f"http://127.0.0.1:{closed_port}/client/v4", max_retries=0)
     client = as_mode(made)
