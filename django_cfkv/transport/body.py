@@ -6,7 +6,7 @@ is :class:`~django_cfkv.transport.exchange.Capped`'s, for both.
 
 from typing import Any
 
-from .exchange import CHUNK_BYTES, Attempt, Capped, ResponseTooLargeError
+from .exchange import CHUNK_BYTES, Attempt, Capped, ResponseTooLargeError, read_whole
 
 __all__ = ["CHUNK_BYTES", "ResponseTooLargeError", "aread_body", "read_body"]
 
@@ -23,9 +23,9 @@ def read_body(response: Any, attempt: Attempt) -> bytes:
 
 async def aread_body(response: Any, attempt: Attempt) -> bytes:
     """Return the body of an aiohttp ClientResponse, or raise ResponseTooLargeError."""
-    capped = Capped(attempt, response.status, response.headers)
-    if capped.bounded:
+    if read_whole(response.headers, attempt.max_bytes):
         return await response.read()
+    capped = Capped(attempt, response.status, response.headers)
     if not capped.unread:
         read = response.content.read  # what iter_chunked() awaits, without its iterator (less CPU per call)
         while chunk := await read(CHUNK_BYTES):

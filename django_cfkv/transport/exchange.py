@@ -102,9 +102,6 @@ class Capped:
         # One the client did not ask for (x-gzip, "gzip, gzip", br) one HTTP library inflates and the other
         # hands over as it came: neither reads it, so no compressed bytes are ever taken for a value.
         self.encoding = None if encoding is None or encoding.strip().lower() in _READ_ENCODINGS else encoding
-        # A declared length within the cap, and no encoding to inflate it: an HTTP parser reads no more,
-        # so the body may be read whole.
-        self.bounded = declared is not None and not self.full and encoding is None
         self.unread = self.full or self.encoding is not None  # refused before a byte of the body is read
         self.size = 0
         self.chunks: list[bytes] = []
@@ -129,6 +126,14 @@ class Capped:
                 f"Workers KV's answer to {self.attempt.named} is larger than any KV can give "
                 f"({self.attempt.max_bytes} bytes), so it was not read. Check BASE_URL.", status=self.status)
         return b"".join(self.chunks)
+
+
+def read_whole(headers: Mapping[str, str], max_bytes: int) -> bool:
+    """Say whether an answer's body may be read whole, unchunked: its declared length is within the cap,
+    and no encoding inflates it (an HTTP parser reads no more than that length). Asked before a
+    :class:`Capped` is made, which such an answer needs none of."""
+    declared = limits.parse_digits(headers.get("Content-Length", ""), 18)  # the upstream's text
+    return declared is not None and declared <= max_bytes and "Content-Encoding" not in headers
 
 
 def failed(attempt: Attempt, cause: BaseException, timed_out: bool) -> KVConnectionError:
