@@ -10,11 +10,11 @@ retry policy, deadline and quota: they are the same steps.
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
-from ..transport.exchange import Steps
+from ..transport.exchange import Finish, Steps
 from ..transport.sync import Transport
 from ..types import KeyPage, ValueWithMetadata
 from . import plans
-from .plans import Plan, R
+from .plans import Call, Plan
 
 
 class AsyncMethods:
@@ -22,11 +22,11 @@ class AsyncMethods:
 
     transport: Transport
 
-    def _steps(self, plan: Plan[R]) -> Steps[R]:
+    def _steps(self, operation: Plan[Any] | Call) -> tuple[Steps[Any], Finish]:
         raise NotImplementedError
 
-    def _arun(self, plan: Plan[R]) -> Awaitable[R]:
-        return self.transport.arun(self._steps(plan))  # awaited by the caller: no coroutine of its own
+    def _arun(self, operation: Plan[Any] | Call) -> Awaitable[Any]:
+        return self.transport.arun(*self._steps(operation))  # awaited by the caller: no coroutine of its own
 
     async def aclose(self) -> None:
         """Close the running event loop's pooled connections (they are closed when the loop ends anyway)."""

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..transport import DEFAULT_DEADLINE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Transport
-from ..transport.exchange import Steps
+from ..transport.exchange import Finish, Steps
 from ..types import KeyPage, Paging, ValueWithMetadata
 from . import plans
 from .aio import AsyncMethods
-from .plans import Plan, R
+from .plans import Call, Plan
 from .urls import DEFAULT_BASE_URL, account_url, namespace_url
 
 
@@ -49,11 +49,11 @@ class KVClient(AsyncMethods, Paging):
         """Close pooled connections (those of every event loop too)."""
         self.transport.close()
 
-    def _steps(self, plan: Plan[R]) -> Steps[R]:
-        return plans.steps(plan, self.transport, self._url, self._account_url)
+    def _steps(self, operation: Plan[Any] | Call) -> tuple[Steps[Any], Finish]:
+        return plans.steps(operation, self.transport, self._url, self._account_url)
 
-    def _run(self, plan: Plan[R]) -> R:
-        return self.transport.run(self._steps(plan))
+    def _run(self, operation: Plan[Any] | Call) -> Any:
+        return self.transport.run(*self._steps(operation))
 
     # Reads
 

@@ -31,6 +31,7 @@ import math
 import threading
 import weakref
 from collections.abc import AsyncGenerator
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -40,7 +41,7 @@ from .. import __version__, clock
 from ..exceptions import KVError
 from .aio_deadline import Deadlines
 from .body import aread_body
-from .exchange import ACCEPT_ENCODING, POOL_SIZE, Answer, Attempt, Outcome, R, Steps, failed
+from .exchange import ACCEPT_ENCODING, POOL_SIZE, Answer, Attempt, Finish, Outcome, Steps, failed
 
 _NEVER_ROUNDED = math.inf  # aiohttp rounds timeouts up to whole seconds past its threshold; not ours
 
@@ -118,14 +119,15 @@ class LoopSessions:
                 pool.deadlines.in_flight -= 1
         return pool
 
-    async def run(self, steps: Steps[R]) -> R:
-        """Follow a call's steps on the running loop: send each attempt with its session, await each wait."""
+    async def run(self, steps: Steps[Any], finish: Finish = None) -> Any:
+        """Follow a call's steps on the running loop: send each attempt with its session, await each wait.
+        Return their end, or what ``finish`` makes of it."""
         outcome: Outcome = None
         while True:
             try:
                 step = steps.send(outcome)
             except StopIteration as done:
-                return done.value
+                return done.value if finish is None else finish(done.value)
             if isinstance(step, Attempt):
                 outcome = await _attempt(self.current() or await self.get(), step)
             else:

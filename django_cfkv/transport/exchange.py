@@ -24,7 +24,7 @@ No I/O: this module reads the clock, statuses and headers.
 """
 
 import logging
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from .. import clock, limits
@@ -85,6 +85,8 @@ Step = Attempt | Wait
 #: What a driver gives back for a step: an Attempt's answer, or the KVError it failed with; None after a Wait.
 Outcome = Any
 Steps = Generator[Step, Outcome, R]
+#: What a driver makes of the steps' end, when they are an operation's one call (None: the end is the result).
+Finish = Callable[[Any], Any] | None
 
 
 class ResponseTooLargeError(KVMalformedResponseError):

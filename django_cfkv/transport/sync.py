@@ -22,7 +22,7 @@ from .. import clock, limits, threads
 from ..exceptions import KVError
 from . import deadline
 from .body import read_body
-from .exchange import Attempt, BaseTransport, Outcome, R, Steps, failed
+from .exchange import Attempt, BaseTransport, Finish, Outcome, Steps, failed
 from .logs import install_filter
 from .policy import DEFAULT_DEADLINE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from .session import SharedSession
@@ -62,27 +62,29 @@ class Transport(BaseTransport):
         return self.run(self.exchange(method, url, endpoint=endpoint, idempotent=idempotent, max_bytes=max_bytes,
                                       **kwargs))
 
-    def run(self, steps: Steps[R]) -> R:
-        """Follow a call's steps, blocking: send each attempt with requests, sleep each wait."""
+    def run(self, steps: Steps[Any], finish: Finish = None) -> Any:
+        """Follow a call's steps, blocking: send each attempt with requests, sleep each wait. Return their end,
+        or what ``finish`` makes of it."""
         outcome: Outcome = None
         while True:
             try:
                 step = steps.send(outcome)
             except StopIteration as done:
-                return done.value
+                return done.value if finish is None else finish(done.value)
             if isinstance(step, Attempt):
                 outcome = self._attempt(step)
             else:
                 clock.sleep(step.seconds)
                 outcome = None
 
-    def arun(self, steps: Steps[R]) -> Awaitable[R]:
-        """Return what follows a call's steps when awaited: with aiohttp when installed, else :meth:`run` in a
-        thread. (Not a coroutine itself: the caller awaits the one it returns, one layer fewer per call.)"""
+    def arun(self, steps: Steps[Any], finish: Finish = None) -> Awaitable[Any]:
+        """Return what follows a call's steps when awaited (see :meth:`run`): with aiohttp when installed, else
+        :meth:`run` in a thread. (Not a coroutine itself: the caller awaits the one it returns, one layer fewer
+        per call.)"""
         loops = self._loops or self._loop_sessions()
         if loops is None:
-            return threads.run(self.run, steps)
-        return loops.run(steps)
+            return threads.run(self.run, steps, finish)
+        return loops.run(steps, finish)
 
     def _loop_sessions(self) -> "LoopSessions | None":
         """Return the aiohttp sessions (one per event loop) this transport awaits with, or None without aiohttp."""
