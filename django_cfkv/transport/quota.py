@@ -105,7 +105,7 @@ class Quota:
         """Keep an answer's Ratelimit header; warn (at most every 30 s) when it says the budget is low.
 
         Every answer has one, and it is read only when asked for (:attr:`budget`) or, for the warning, at most
-        once a second: reading it on every answer cost about 10 µs of CPU a call between real calls.
+        once a second: not on every call, for a figure seldom asked for (see docs/explanation/performance.md).
         """
         header = headers.get("Ratelimit")
         if header is None:
