@@ -10,7 +10,6 @@ retry policy, deadline and quota: they are the same steps.
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
-from ..transport.exchange import Finish, Steps
 from ..transport.sync import Transport
 from ..types import KeyPage, ValueWithMetadata
 from . import plans
@@ -21,12 +20,12 @@ class AsyncMethods:
     """The awaited half of :class:`~django_cfkv.client.KVClient` (``aiter_keys`` is ``Paging``'s)."""
 
     transport: Transport
-
-    def _steps(self, operation: Plan[Any] | Call) -> tuple[Steps[Any], Finish]:
-        raise NotImplementedError
+    _url: str
+    _account_url: str
 
     def _arun(self, operation: Plan[Any] | Call) -> Awaitable[Any]:
-        return self.transport.arun(*self._steps(operation))  # awaited by the caller: no coroutine of its own
+        # Awaited by the caller: no coroutine of its own.
+        return self.transport.arun(*plans.steps(operation, self.transport, self._url, self._account_url))
 
     async def aclose(self) -> None:
         """Close the running event loop's pooled connections (they are closed when the loop ends anyway)."""

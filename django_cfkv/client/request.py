@@ -8,6 +8,7 @@ batch that fits KV's limits.
 import json
 import os
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .. import limits
@@ -15,6 +16,9 @@ from . import bulk
 from .urls import encode_key
 
 NAMESPACES_PER_PAGE = 100
+# Read-only: every call with such a body shares one (the HTTP libraries copy what they send).
+_OCTETS = MappingProxyType({"Content-Type": "application/octet-stream"})
+_JSON = MappingProxyType({"Content-Type": "application/json"})
 
 
 class KVRequest(NamedTuple):  # a tuple: made for every call, at a fraction of a frozen dataclass's cost
@@ -25,15 +29,11 @@ class KVRequest(NamedTuple):  # a tuple: made for every call, at a fraction of a
     endpoint: str  # the name the call is counted under
     params: dict[str, Any] | None = None
     body: bytes | str | None = None
-    content_type: str | None = None
+    headers: Mapping[str, str] | None = None  # its Content-Type, when it has a body
     keys: tuple[str, ...] = ()  # the keys it names: replaced with <key> in a server's error text
     idempotent: bool = True  # retried on a transient failure
     account: bool = False
     max_bytes: int = limits.MAX_RESPONSE_BYTES  # the largest answer read
-
-    @property
-    def headers(self) -> dict[str, str] | None:
-        return None if self.content_type is None else {"Content-Type": self.content_type}
 
 
 def get_value(key: str) -> KVRequest:
@@ -69,10 +69,11 @@ def put(key: str, value: bytes | str, *, expiration: float | None = None, expira
     limits.validate_expiry(expiration, expiration_ttl)
     params = _expiry_params(expiration, expiration_ttl)
     if meta is None:
-        return KVRequest("PUT", path, "put", params=params, body=value, content_type="application/octet-stream",
+        return KVRequest("PUT", path, "put", params=params, body=value, headers=_OCTETS,
                          keys=(key,))
     body, content_type = form(value, meta)
-    return KVRequest("PUT", path, "put", params=params, body=body, content_type=content_type, keys=(key,))
+    return KVRequest("PUT", path, "put", params=params, body=body, headers={"Content-Type": content_type},
+                     keys=(key,))
 
 
 def delete(key: str) -> KVRequest:
@@ -82,7 +83,7 @@ def delete(key: str) -> KVRequest:
 def bulk_put(items: Iterable[Mapping[str, Any]]) -> list[KVRequest]:
     """Write many items: one call per 10,000 pairs or 100 MB, every item validated before any is sent."""
     batches = list(bulk.batches([bulk.item(item) for item in items]))
-    return [KVRequest("PUT", "/bulk", "bulk_put", body=body, content_type="application/json", keys=tuple(keys))
+    return [KVRequest("PUT", "/bulk", "bulk_put", body=body, headers=_JSON, keys=tuple(keys))
             for keys, body in batches]
 
 
@@ -104,7 +105,7 @@ def create_namespace(title: str) -> KVRequest:
 def _json(method: str, path: str, endpoint: str, data: Any, keys: Iterable[str], **options: Any) -> KVRequest:
     # Compact, so bulk size limits are measured on what is sent.
     return KVRequest(method, path, endpoint, body=json.dumps(data, separators=(",", ":")),
-                     content_type="application/json", keys=tuple(keys), **options)
+                     headers=_JSON, keys=tuple(keys), **options)
 
 
 def form(value: bytes, metadata: str) -> tuple[bytes, str]:

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..transport import DEFAULT_DEADLINE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Transport
-from ..transport.exchange import Finish, Steps
 from ..types import KeyPage, Paging, ValueWithMetadata
 from . import plans
 from .aio import AsyncMethods
@@ -49,11 +48,8 @@ class KVClient(AsyncMethods, Paging):
         """Close pooled connections (those of every event loop too)."""
         self.transport.close()
 
-    def _steps(self, operation: Plan[Any] | Call) -> tuple[Steps[Any], Finish]:
-        return plans.steps(operation, self.transport, self._url, self._account_url)
-
     def _run(self, operation: Plan[Any] | Call) -> Any:
-        return self.transport.run(*self._steps(operation))
+        return self.transport.run(*plans.steps(operation, self.transport, self._url, self._account_url))
 
     # Reads
 

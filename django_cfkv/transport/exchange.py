@@ -32,7 +32,15 @@ from ..exceptions import KVConnectionError, KVError, KVMalformedResponseError, K
 from . import accounting
 from .accounting import CallCounter
 from .logs import where
-from .policy import DEFAULT_DEADLINE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, RetryPolicy, Timeout, checked_timeout
+from .policy import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Attempts,
+    RetryPolicy,
+    Timeout,
+    checked_timeout,
+)
 from .quota import Quota
 
 logger = logging.getLogger("django_cfkv")
@@ -130,14 +138,6 @@ class Capped:
         return b"".join(self.chunks)
 
 
-def read_whole(headers: Mapping[str, str], max_bytes: int) -> bool:
-    """Say whether an answer's body may be read whole, unchunked: its declared length is within the cap,
-    and no encoding inflates it (an HTTP parser reads no more than that length). Asked before a
-    :class:`Capped` is made, which such an answer needs none of."""
-    declared = limits.parse_digits(headers.get("Content-Length", ""), 18)  # the upstream's text
-    return declared is not None and declared <= max_bytes and "Content-Encoding" not in headers
-
-
 def failed(attempt: Attempt, cause: BaseException, timed_out: bool) -> KVConnectionError:
     """Return (and log) the KVConnectionError, or KVTimeout, for an attempt that got no answer.
 
@@ -193,7 +193,7 @@ class BaseTransport:
         if accounting.request_hooks:
             accounting.before_call(method, url)
         self.quota.check()
-        attempts = self.policy.start(idempotent)
+        attempts = Attempts(self.policy, idempotent)
         while True:
             window = attempts.window(self.timeout)
             if window is None:

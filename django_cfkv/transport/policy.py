@@ -56,11 +56,6 @@ class RetryPolicy:
     def __repr__(self) -> str:
         return f"<RetryPolicy max_retries={self.max_retries} deadline={self.deadline}>"
 
-    def start(self, idempotent: bool = True) -> "Attempts":
-        """Return the attempts of one call (its deadline runs from its first attempt); only an
-        idempotent call is ever retried."""
-        return Attempts(self, idempotent)
-
     def backoff(self, retry: int) -> float:
         """Return the wait before retry number ``retry`` (0 first): capped exponential, with jitter."""
         delay = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** retry))
@@ -72,7 +67,8 @@ class RetryPolicy:
 
 
 class Attempts:
-    """One call's attempts: how many retries so far, and the wall-clock deadline of them all."""
+    """One call's attempts under ``policy``: how many retries so far, and the wall-clock deadline of them all
+    (it runs from the first attempt's window). Only an ``idempotent`` call is ever retried."""
 
     def __init__(self, policy: RetryPolicy, idempotent: bool) -> None:
         self.policy = policy

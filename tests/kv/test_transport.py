@@ -13,6 +13,7 @@ from django_cfkv import clock as cfkv_clock
 from django_cfkv.client import KVClient
 from django_cfkv.exceptions import KVAPIError, KVConnectionError, KVRateLimitError, KVTimeout
 from django_cfkv.transport import RetryPolicy, parse_retry_after
+from django_cfkv.transport.policy import Attempts
 from tests.support.faults import ACCOUNT, BASE, NS, TOKEN, envelope, failure
 
 NOW = 1_900_000_000  # a whole second: HTTP dates carry no fraction
@@ -158,16 +159,16 @@ def _policy(max_retries=2, deadline=10.0):
 @pytest.mark.parametrize("status, retried", [(429, True), (500, True), (502, True), (503, True), (504, True),
                                              (200, False), (400, False), (401, False), (404, False)])
 def test_policy_retries_only_what_a_retry_can_mend(frozen, status, retried):
-    assert (_policy().start().after_answer(status, {}) is not None) == retried
+    assert (Attempts(_policy(), True).after_answer(status, {}) is not None) == retried
 
 
 def test_policy_never_retries_a_call_that_is_not_idempotent(frozen):
-    attempts = _policy().start(idempotent=False)
+    attempts = Attempts(_policy(), idempotent=False)
     assert attempts.after_answer(503, {}) is None and attempts.after_error() is None
 
 
 def test_policy_gives_up_after_max_retries_and_says_how_long_to_wait_before_each(frozen):
-    attempts = _policy(max_retries=2).start()
+    attempts = Attempts(_policy(max_retries=2), True)
     waits = []
     while (delay := attempts.after_answer(503, {"Retry-After": "1"} if waits else {})) is not None:
         waits.append(attempts.wait(delay))
@@ -175,7 +176,7 @@ def test_policy_gives_up_after_max_retries_and_says_how_long_to_wait_before_each
 
 
 def test_policy_waits_no_longer_than_the_deadline_and_gives_up_past_it(frozen):
-    attempts = _policy(max_retries=5, deadline=3.0).start()
+    attempts = Attempts(_policy(max_retries=5, deadline=3.0), True)
     assert attempts.window((5.0, 30.0)) == (103.0, (3.0, 3.0))  # the deadline runs from the first attempt
     assert attempts.after_answer(503, {"Retry-After": "2.5"}) == 2.5
     assert attempts.after_answer(503, {"Retry-After": "3"}) is None  # would end past the deadline
@@ -186,7 +187,7 @@ def test_policy_waits_no_longer_than_the_deadline_and_gives_up_past_it(frozen):
 
 
 def test_policy_window_bounds_an_attempt_by_its_timeouts_and_the_deadline(frozen):
-    attempts = _policy(deadline=4.0).start()
+    attempts = Attempts(_policy(deadline=4.0), True)
     assert attempts.window((1.0, 2.0)) == (103.0, (1.0, 2.0))
     assert attempts.window((5.0, 30.0)) == (104.0, (4.0, 4.0))
 
