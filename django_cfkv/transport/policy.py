@@ -85,11 +85,15 @@ class Attempts:
         started = self.started = clock.monotonic()  # one reading of the clock for both
         if not self.retries:  # the first attempt: the call's deadline runs from now
             self.deadline = started + self.policy.deadline
-        ends = min(self.deadline, started + timeout[0] + timeout[1])
+        connect, read = timeout
+        ends = started + connect + read
+        if started < ends <= self.deadline:  # the common case: the attempt's own timers, as set
+            return ends, timeout
+        ends = self.deadline
         left = ends - started
         if left <= 0:
             return None
-        return ends, (min(timeout[0], left), min(timeout[1], left))
+        return ends, (min(connect, left), min(read, left))
 
     def after_error(self) -> float | None:
         """After a connection error or timeout: return the seconds to wait before trying again, or None."""
