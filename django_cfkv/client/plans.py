@@ -99,10 +99,6 @@ def _answer(response: Answer, call: KVRequest) -> Answer:
     return response
 
 
-def _acknowledged(response: Answer, call: KVRequest) -> None:
-    answer.envelope(response, call)  # a 200 without success: true is not an acknowledged write (or delete)
-
-
 # Reads
 
 def get(key: str) -> Call:
@@ -158,13 +154,14 @@ def list_keys(prefix: str | None, limit: int, cursor: str | None) -> Call:
 def put(key: str, value: bytes | str, *, expiration: float | None = None, expiration_ttl: float | None = None,
         metadata: Any = None) -> Call:
     """Write one value. One call."""
+    # The envelope is read (a 200 without success: true is not an acknowledged write); the client drops it.
     return Call(request.put(key, value, expiration=expiration, expiration_ttl=expiration_ttl, metadata=metadata),
-                _acknowledged)
+                answer.envelope)
 
 
 def delete(key: str) -> Call:
     """Delete one key; a missing key is not an error. One call."""
-    return Call(request.delete(key), _acknowledged, miss_is_none=True)
+    return Call(request.delete(key), answer.envelope, miss_is_none=True)  # a 200 without success: true did not delete
 
 
 def put_many(items: Iterable[Mapping[str, Any]]) -> Plan[None]:
