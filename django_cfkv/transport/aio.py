@@ -92,7 +92,7 @@ class LoopSessions:
             with self._lock:
                 pool = self._sessions.get(loop)
                 self._last = (loop, pool)
-        return None if pool is None or pool.retired or pool.session.closed else pool
+        return None if pool is None or pool.retired else pool  # every pool closed is first let go (retired)
 
     async def get(self) -> Pool:
         """Return the running loop's pool, its session made on first use and closed when the loop ends."""
@@ -190,6 +190,7 @@ class _LoopEnd:
         finally:
             self.ended = True
             for pool in self.pools:
+                pool.retired = True  # a call the loop runs after its shutdown makes a new one
                 await pool.session.close()
             # Each session holds the loop, and so does this generator (asyncio's finalizer): the loop
             # is let go, and with it its entry in _loop_ends.
