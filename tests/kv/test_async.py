@@ -147,6 +147,23 @@ def test_an_ended_loop_is_let_go():
 
 
 @native
+def test_a_loop_that_runs_on_after_shutting_its_async_generators_down_gets_a_new_pool():
+    """That shutdown closed the loop's pool: the next call on the loop must not be sent with its closed session."""
+    with _value_server() as server:
+        client = _client(server)
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(client.aget("k")) == b"v"
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            assert loop.run_until_complete(client.aget("k")) == b"v"
+            assert server.accepted == 2  # a new session, with its own connection
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+        client.close()
+
+
+@native
 def test_a_client_dropped_without_closing_leaves_no_resource_warning():
     """The loop's end closes every session made in it, so nothing is left for the garbage collector."""
     with _value_server() as server, warnings.catch_warnings(record=True) as caught:
