@@ -65,11 +65,11 @@ def put(key: str, value: bytes | str, *, expiration: float | None = None, expira
     """Write one value: a raw body, or multipart/form-data when there is metadata."""
     path = f"/values/{encode_key(key)}"
     value = limits.validate_value(value)
+    meta = limits.encode_metadata(metadata)
     params = None
     if expiration is not None or expiration_ttl is not None:  # most writes have neither: no calls for them
         limits.validate_expiry(expiration, expiration_ttl)
         params = _expiry_params(expiration, expiration_ttl)
-    meta = limits.encode_metadata(metadata)
     if meta is None:
         return KVRequest("PUT", path, "put", params=params, body=value, headers=_OCTETS, keys=(key,))
     body, content_type = form(value, meta)

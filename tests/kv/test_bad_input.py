@@ -208,6 +208,15 @@ def test_bad_metadata_says_what_to_fix(meta):
     assert seen == []
 
 
+def test_a_write_with_bad_metadata_and_a_bad_expiry_names_the_metadata():
+    """Metadata is checked before the expiry, as it always was: the error names the same mistake."""
+    client = KVClient(ACCOUNT, NS, TOKEN, max_retries=0)
+    mock, seen = _recording_api()
+    with mock, pytest.raises(KVValueError) as caught:
+        client.put("k", b"v", expiration_ttl=1, metadata={"x": float("nan")})
+    assert caught.value.code == 10047 and seen == []  # INVALID_METADATA, and nothing sent
+
+
 ttl_strategy = st.one_of(
     st.integers(min_value=-10**12, max_value=10**12), st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([None, "60", "abc", True, False, [], 59, 59.999, 60, 60.0, 61]),
