@@ -62,12 +62,15 @@ def steps(operation: "Plan[Any] | Call", transport: BaseTransport, namespace_url
     """Return the transport's steps for ``operation``, and what makes its result of their end (None: the end
     is its result). An answer of status 300 or more is raised as the KVError it maps to (a key miss included)."""
     if isinstance(operation, Call):  # most operations: their one call's steps, with nothing between
-        call = operation.request
-        return transport.exchange(
-            call.method, (account_url if call.account else namespace_url) + call.path, endpoint=call.endpoint,
-            idempotent=call.idempotent, max_bytes=call.max_bytes, params=call.params, data=call.body,
-            headers=call.headers), operation.answered
+        return _sent(operation.request, transport, namespace_url, account_url), operation.answered
     return _followed(operation, transport, namespace_url, account_url), None
+
+
+def _sent(call: KVRequest, transport: BaseTransport, namespace_url: str, account_url: str) -> Steps[Answer]:
+    """The transport's steps for one call: its attempts, sent and retried; they end with its final answer."""
+    return transport.exchange(call.method, (account_url if call.account else namespace_url) + call.path,
+                              endpoint=call.endpoint, idempotent=call.idempotent, max_bytes=call.max_bytes,
+                              params=call.params, data=call.body, headers=call.headers)
 
 
 def _followed(plan: Plan[R], transport: BaseTransport, namespace_url: str, account_url: str) -> Steps[R]:
@@ -77,7 +80,7 @@ def _followed(plan: Plan[R], transport: BaseTransport, namespace_url: str, accou
         call = next(plan)
         while True:
             try:
-                response = yield from steps(Call(call, _answer), transport, namespace_url, account_url)[0]
+                response = yield from _sent(call, transport, namespace_url, account_url)
                 if response.status_code >= 300:
                     raise errors.error_for(response, call)
             except KVError as exc:  # the plan may mend it (a key miss, an answer too large) or name it (bulk runs)
