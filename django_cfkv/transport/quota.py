@@ -46,10 +46,12 @@ def parse_retry_after(value: str | None) -> float | None:
 def parse_ratelimit(value: str | None) -> tuple[int, int | None] | None:
     """Parse Cloudflare's ``Ratelimit: "default";r=50;t=30`` into (remaining, reset_seconds)."""
     match = _RATELIMIT_RE.search(value or "")
-    if not match:
-        return None
-    remaining, reset = match.groups()
-    return int(remaining), int(reset) if reset else None
+    return None if match is None else _numbers(match)
+
+
+def _numbers(match: re.Match[str]) -> tuple[int, int | None]:
+    """(remaining, reset_seconds) of a Ratelimit header the regular expression matched."""
+    return int(match[1]), int(match[2]) if match[2] else None
 
 
 def account_block(status: int, headers: Mapping[str, str]) -> float:
@@ -86,7 +88,7 @@ class Quota:
         if self._seen is None:
             return None
         match, seen_at = self._seen
-        return int(match[1]), int(match[2]) if match[2] else None, seen_at
+        return (*_numbers(match), seen_at)
 
     def check(self) -> None:
         """Raise KVRateLimitError, sending nothing, while Cloudflare refuses every call of the account."""
@@ -117,7 +119,7 @@ class Quota:
             logger.warning(
                 "Cloudflare API budget is low: %d calls left in this window (resets in %s s). "
                 "Past it every call is refused for 5 minutes; see 'Scaling past the REST quota'.",
-                remaining, int(match[2]) if match[2] else None,
+                remaining, _numbers(match)[1],
             )
 
     def note_refusal(self, status: int, headers: Mapping[str, str]) -> None:
