@@ -84,6 +84,7 @@ def _upkeep(command: _Command, sub: "argparse._SubParsersAction[argparse.Argumen
     p.add_argument("--user", required=True, metavar="USERNAME", help="the user, by the user model's USERNAME_FIELD")
     p.add_argument("--revoke", action="store_true", help="sign the user out everywhere (Sign out everywhere)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _skip_checks_here(p)
 
     p = command("ping", "Check the token and namespace; show latency and the API budget left.")
     p.add_argument("--read-only", action="store_true", help="no probe write: one list call only")

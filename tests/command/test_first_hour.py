@@ -1,5 +1,6 @@
 """manage.py cfkv as a new user meets it: what it says must be true of the store it talks to."""
 
+import argparse
 import io
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -9,6 +10,7 @@ import pytest
 from django.core.management import ManagementUtility
 
 from django_cfkv import get_kv
+from django_cfkv.management.commands.cfkv import Command as Cfkv
 from tests.command.helpers import run, run_json, seed
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -48,6 +50,25 @@ def test_skip_checks_works_before_or_after_the_subcommand(argv, local_alias, set
     status, output = manage("cfkv", *argv)
     assert status == 0, output
     assert "E202" not in output
+
+
+def _leaf_parsers(parser, argv=()):
+    """Yield (argv, parser) for every subcommand and gateway action of ``parser``."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        yield argv, parser
+    for action in subparsers:
+        for name, child in action.choices.items():
+            yield from _leaf_parsers(child, (*argv, name))
+
+
+def test_every_subcommand_takes_skip_checks_after_it():
+    parser = Cfkv().create_parser("manage.py", "cfkv")
+    leaves = dict(_leaf_parsers(parser))
+    assert ("sessions",) in leaves and ("gateway", "init") in leaves
+    missing = [" ".join(argv) for argv, leaf in leaves.items()
+               if "--skip-checks" not in leaf._option_string_actions]
+    assert missing == []
 
 
 def test_stats_on_the_embedded_store_speaks_of_no_api_calls(local_alias):
