@@ -147,3 +147,69 @@ def test_the_tutorial_reaches_its_sessions_cache_and_429(tmp_path, emulator):
     script = "import re\n" + textwrap.dedent(TRY_IT)
     assert "TRIED-IT" in run(project, "shell", "--no-imports", "-c", script, env=env)
     assert (project / "cfkv.sqlite3").exists(), "the store is beside manage.py, where the tutorial says"
+
+
+TESTING = "docs/howto/testing.md"
+
+# What the testing page asks of the tutorial's project: a cached profile page, and a cache that answers misses
+# while KV is down.
+PROFILE_PAGE = """
+from django.core.cache import cache
+from django.http import HttpResponse
+
+
+def profile(request, name):
+    html = cache.get(f"profile:{name}")
+    if html is None:
+        html = f"<h1>{name}</h1>"
+        cache.set(f"profile:{name}", html, 60)
+    return HttpResponse(html)
+
+
+urlpatterns += [path("profile/<str:name>/", profile)]
+"""
+IGNORE_EXCEPTIONS = 'CACHES["default"]["OPTIONS"] = {"IGNORE_EXCEPTIONS": True}'
+
+
+def _testing_snippets():
+    """Return the testing page's pytest files: {path: source}, by each block's first line or first test."""
+    text = (ROOT / TESTING).read_text(encoding="utf-8")
+    files = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        named = re.match(r"# (tests/\S+\.py)\n", block)
+        if named:
+            files[named.group(1)] = block
+        elif block.startswith("def test_login_is_limited"):
+            files["tests/test_login.py"] = block
+    return files
+
+
+def pytest_in(project, *args, env):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_testing_pages_pytest_tests_pass_in_the_tutorials_project(tmp_path, emulator):
+    files = _testing_snippets()
+    assert {"tests/test_profile.py", "tests/test_login.py", "tests/live/test_kv_live.py"} <= set(files)
+    project = new_project(tmp_path, [TUTORIAL], emulator)
+    urls = re.search(r"```python\n(# mysite/urls\.py\n.*?)```", (ROOT / TUTORIAL).read_text(encoding="utf-8"), re.S)
+    (project / "mysite" / "urls.py").write_text(urls.group(1) + PROFILE_PAGE)
+    settings = project / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\n" + IGNORE_EXCEPTIONS + "\n")
+    (project / "mysite" / "live_settings.py").write_text('from .settings import *\n\nCFKV = {"default": {}}\n')
+    (project / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = mysite.settings\n")
+    for path, source in files.items():
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / path).write_text(source)
+    env = user_env(emulator)  # CFKV_NAMESPACE_ID is set: the live test runs, not skipped
+
+    status, output = pytest_in(project, "tests", "--ignore=tests/live", env=env)
+    assert status == 0 and "5 passed" in output, output
+    # The live test against the tutorial's settings: CFKV names the local store, and the test says so.
+    status, output = pytest_in(project, "tests/live", env=env)
+    assert status == 1 and "the default CFKV alias is not Cloudflare's REST API" in output, output
+    # As the page says to run it: CFKV's default alias from the environment (here the emulator stands in).
+    status, output = pytest_in(project, "tests/live", "--ds=mysite.live_settings", env=env)
+    assert status == 0 and "1 passed" in output, output
