@@ -78,7 +78,12 @@ def validate_keys(keys: Iterable[str]) -> list[str]:
 def validate_value(value: object) -> bytes:
     """Return ``value`` as bytes, or raise KVValueError if it is too large or not bytes/str."""
     if isinstance(value, str):
-        value = value.encode("utf-8")
+        try:
+            value = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise KVValueError(
+                "KV values given as text must be valid UTF-8 (the value contains a lone surrogate); give bytes."
+            ) from exc
     elif isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
     elif not isinstance(value, bytes):
@@ -157,6 +162,19 @@ def is_finite_number(value: object) -> TypeGuard[int | float]:
         return math.isfinite(float(value))
     except OverflowError:  # an int too large to be a time
         return False
+
+
+def dumps_json(value: Any, **options: Any) -> str:
+    """Return ``value`` as compact JSON text that encodes as UTF-8: other scripts as they are, and a lone
+    surrogate (text no UTF-8 can hold, as a ``json.loads`` of ``"\\ud800"`` gives) as its ``\\u`` escape, which
+    JSON readers decode back to the same text."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, **options)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value, separators=(",", ":"), **options)
+    return text
 
 
 def loads_json(text: str | bytes) -> Any:

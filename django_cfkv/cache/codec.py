@@ -96,7 +96,7 @@ class EntryCodec:
             payload: bytes | str = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         else:
             try:
-                payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                payload = limits.dumps_json(value, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise TypeError(
                     f"Cannot cache {type(value).__name__} for key {key!r} with SERIALIZER 'json' ({exc}). "
@@ -202,7 +202,7 @@ def retime(raw: bytes | str, expires: float | None, kv_key: str) -> str:
     body, signed = verified_body(raw, kv_key)
     fields = parse_fields(body)
     fields["expires"] = _round(expires)
-    text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    text = limits.dumps_json(fields)
     return sign(text, kv_key) if signed else text
 
 

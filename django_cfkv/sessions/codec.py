@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from django.core import signing
 from django.utils.module_loading import import_string
 
-from .. import conf
+from .. import conf, limits
 from ..limits import is_finite_number, loads_json
 from .keys import hashed_id
 from .options import session_format
@@ -96,7 +96,7 @@ def dumps_signed(envelope: dict[str, Any], salt: str, serializer: Any, session_k
 
 def dumps_json(envelope: dict[str, Any]) -> str:
     """Return the JSON value of ``envelope`` (compact, UTF-8 text as it is)."""
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    return limits.dumps_json(envelope)
 
 
 def canonical(data: dict[str, Any], fmt: str, serializer: Any) -> str | bytes:

@@ -72,6 +72,13 @@ def test_json_entries_are_what_a_worker_reads(make_cache):
     assert cache.get("greeting") == {"text": "héllo", "n": [1, 2]}
 
 
+def test_text_no_utf8_can_hold_is_cached_as_its_json_escape(make_cache):
+    cache = make_cache(OPTIONS={"SERIALIZER": "json"})
+    value = {"q": json.loads('"\\ud800"'), "text": "héllo"}  # a lone surrogate, as a JSON body can carry
+    cache.set("k", value, None)
+    assert cache.get("k") == value and json.loads(get_kv().get(cache.kv_key("k")))["value"] == value
+
+
 def test_pickled_entries_are_text_so_get_many_works_in_bulk(make_cache):
     cache = make_cache()
     values = {f"k{i}": (i, b"\x00\xff", {i}) for i in range(5)}

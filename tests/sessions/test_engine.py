@@ -126,6 +126,15 @@ def test_unreadable_json_value_is_an_empty_session_and_logged(settings, caplog, 
 # The JSON format
 
 
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_text_no_utf8_can_hold_is_saved_and_loaded_back(settings, fmt):
+    settings.SESSION_CFKV_FORMAT = fmt
+    session = SessionStore()
+    session["q"] = json.loads('"\\ud800"')  # a lone surrogate, as a request's JSON body can carry
+    session.save()
+    assert SessionStore(session.session_key).load()["q"] == "\ud800"
+
+
 @pytest.mark.django_db
 def test_json_value_is_what_a_worker_reads(settings):
     settings.SESSION_CFKV_FORMAT = "json"
