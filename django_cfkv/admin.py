@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model, logout
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .exceptions import KVError
+from .exceptions import CFKVConfigurationError, KVError
 from .sessions import revoke_all_sessions
 
 
@@ -30,6 +30,10 @@ def sign_out_everywhere(modeladmin: admin.ModelAdmin, request: HttpRequest, quer
     except KVError as exc:
         modeladmin.message_user(request, f"Not every session was signed out: Workers KV did not answer "
                                          f"({type(exc).__name__}). Try again.", messages.ERROR)
+        return
+    except CFKVConfigurationError as exc:  # the index is off, or sessions are in the plain layout
+        modeladmin.message_user(request, f"No session was signed out: {exc.message} {exc.hint or ''}".rstrip(),
+                                messages.ERROR)
         return
     if any(user.pk == getattr(request.user, "pk", None) for user in users):
         logout(request)  # this request's session is gone: start afresh rather than fail saving it

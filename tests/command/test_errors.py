@@ -52,3 +52,21 @@ def test_the_token_never_appears_in_any_output(settings, gateway):
         outputs.append(str(caught.value))
     assert outputs[0] and len(outputs) == 29
     assert not [text for text in outputs if token in text]
+
+
+def test_a_value_that_is_not_utf8_text_is_a_command_error_that_writes_nothing(local_alias):
+    with pytest.raises(CommandError, match="valid UTF-8"):
+        run("put", "k", "\udcff")  # a byte of a non-UTF-8 argument, as Python decodes argv
+    assert get_kv().get("k") is None
+
+
+def test_a_session_id_the_operator_types_is_never_echoed_whole(local_alias):
+    key = "session:k3x9w2m8q7v1p0z5r4t6y8u2i1o3a5s7"  # a usable id, as the plain layout stores it
+    outputs = [run("put", key, "v"), run("ls", "--prefix", key), run("ls", "--prefix", key, "--json"),
+               run("stats", "--prefix", key), run("stats", "--prefix", key, "--json"),
+               run("rm", "--prefix", key, "--dry-run")]
+    for output in outputs:
+        assert "session:k3x9…" in output and "k3x9w2m8" not in output, output
+    almost = "session:1b4e28ba-2fa1-41d2-883f-0016d3cca427"[:-1]  # a Worker's id but its last digit
+    for output in (run("ls", "--prefix", almost, "--json"), run("stats", "--prefix", almost)):
+        assert "session:1b4e…" in output and "1b4e28ba" not in output, output

@@ -2,8 +2,10 @@
 
 import io
 import json
+import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
@@ -68,3 +70,18 @@ def test_without_the_user_index_it_says_what_to_set(user, settings):
     settings.SESSION_CFKV_USER_INDEX = False
     with pytest.raises(CommandError, match="SESSION_CFKV_USER_INDEX is False"):
         cfkv("--user", "ann")
+
+
+@pytest.mark.parametrize("field, username, says", [
+    ("email", "shared@example.com", "Several users have email 'shared@example.com'"),  # Django warns (auth.W004)
+    ("id", "abc", "'abc' is not a value id can hold"),
+])
+def test_a_username_that_names_no_one_user_is_an_error_that_changes_nothing(user, other, monkeypatch, cfkv_calls,
+                                                                            field, username, says):
+    get_user_model().objects.filter(pk__in=[user.pk, other.pk]).update(email="shared@example.com")
+    monkeypatch.setattr(get_user_model(), "USERNAME_FIELD", field)
+    laptop = browser(user)
+    spent(cfkv_calls)
+    with pytest.raises(CommandError, match=re.escape(says)):
+        cfkv("--user", username, "--revoke")
+    assert spent(cfkv_calls) == {} and laptop.get("/whoami/").json()["user"] == user.pk

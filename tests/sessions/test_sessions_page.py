@@ -204,3 +204,16 @@ def test_sign_out_everywhere_signs_the_selected_users_out(user, other):
     assert Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
     assert theirs.get("/whoami/").json()["user"] == other.pk
     assert hashed_id(theirs.cookies["sessionid"].value) in {s.ref for s in user_sessions(other)}
+
+
+@pytest.mark.parametrize("setting, value", [("SESSION_CFKV_USER_INDEX", False), ("SESSION_CFKV_KEY_LAYOUT", "plain")])
+def test_sign_out_everywhere_without_the_index_says_what_to_set_and_signs_no_one_out(user, settings, setting, value):
+    staff = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    laptop = browser(user)
+    setattr(settings, setting, value)
+    request = admin_request(staff)
+    sign_out_everywhere(UserAdmin(get_user_model(), AdminSite()), request, get_user_model().objects.filter(pk=user.pk))
+    [message] = [m.message for m in request._messages]
+    assert message.startswith("No session was signed out: ") and setting in message
+    delattr(settings, setting)
+    assert laptop.get("/whoami/").json()["user"] == user.pk

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import clock, conf, get_kv, inspect, maintenance, transport
@@ -58,7 +58,7 @@ class Command(BaseCommand):
             raise CommandError("--limit must be at least 1.")
         entries, more = inspect.list_entries(self.kv, options["prefix"], limit, self._progress("listed"))
         now = clock.now()
-        report = {"alias": self.alias, "prefix": options["prefix"],
+        report = {"alias": self.alias, "prefix": _shown(options["prefix"]),
                   "keys": [inspect.describe(info, now) for info in entries], "more": more}
         self._report(options, report, lambda: render.ls(report, now))
 
@@ -98,7 +98,7 @@ class Command(BaseCommand):
         self.kv.put(options["key"], value, expiration_ttl=options["ttl"], metadata=metadata)
         size = len(value.encode("utf-8") if isinstance(value, str) else value)
         ttl = f", expires in {render.span(options['ttl'])}" if options["ttl"] else ""
-        self.stdout.write(f"Stored {options['key']!r} ({size} bytes{ttl}).")
+        self.stdout.write(f"Stored {inspect.display_key(options['key'])!r} ({size} bytes{ttl}).")
 
     def handle_rm(self, options: Options) -> None:
         keys, prefix = options["keys"], options["prefix"]
@@ -110,7 +110,7 @@ class Command(BaseCommand):
             keys = [info.name for info in listed]
             shown = [inspect.display_key(info.name, info.metadata) for info in listed]
         what = f"{len(keys)} key{'' if len(keys) == 1 else 's'}"
-        where = f"CFKV alias {self.alias!r}" + (f" with prefix {prefix!r}" if prefix else "")
+        where = f"CFKV alias {self.alias!r}" + (f" with prefix {_shown(prefix)!r}" if prefix else "")
         if options["dry_run"]:
             for key in shown:
                 self.stdout.write(one_line(key))
@@ -127,7 +127,8 @@ class Command(BaseCommand):
         before = transport.calls.snapshot()
         report = inspect.summarize(self.kv, options["prefix"], read_sizes=options["sizes"],
                                    largest=options["top"], progress=self._progress("listed"))
-        report = {"alias": self.alias, **report, "api_calls": _calls_since(before)}
+        report = {"alias": self.alias, **report, "prefix": _shown(report["prefix"]),
+                  "api_calls": _calls_since(before)}
         self._report(options, report, lambda: render.stats(report, local=isinstance(self.kv, LocalKV)))
 
     def handle_sweep(self, options: Options) -> None:
@@ -161,6 +162,12 @@ class Command(BaseCommand):
         except model.DoesNotExist:
             raise CommandError(f"No user whose {model.USERNAME_FIELD} is {username!r}: nothing was listed or "
                                "signed out.") from None
+        except model.MultipleObjectsReturned:
+            raise CommandError(f"Several users have {model.USERNAME_FIELD} {username!r}: nothing was listed or "
+                               "signed out. Sign them out from the admin's user list.") from None
+        except (ValueError, ValidationError):
+            raise CommandError(f"{username!r} is not a value {model.USERNAME_FIELD} can hold: nothing was listed "
+                               "or signed out.") from None
         before = transport.calls.snapshot()
         listed, revoked = ([], revoke_all_sessions(user)) if options["revoke"] else (user_sessions(user), None)
         report = {"alias": self.alias, "user": username, "revoked": revoked, "api_calls": _calls_since(before),
@@ -312,6 +319,17 @@ def _isatty(stream: Any) -> bool:
 
 def _epoch(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
+
+
+def _shown(prefix: str | None) -> str | None:
+    """Return a prefix the operator gave, fit to show: a session key's prefix past its first four characters is
+    cut short, as a usable id is (most of an id is as good as all of it)."""
+    if prefix is None:
+        return None
+    sessions = conf.setting("SESSION_CFKV_KEY_PREFIX")
+    if sessions and prefix.startswith(sessions) and len(prefix) > len(sessions) + 4:
+        return prefix[:len(sessions) + 4] + "…"
+    return inspect.display_key(prefix)
 
 
 def _calls_since(before: dict[str, int]) -> dict[str, int]:
