@@ -172,11 +172,24 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
         from django.contrib.auth import get_user_model
         from django.core.exceptions import FieldDoesNotExist
 
+        hint = "Use 'pk', or a unique field that cannot be null (a custom user model's email, say)."
+        meta = get_user_model()._meta
         try:
-            get_user_model()._meta.get_field(field)
+            user_field = meta.get_field(field)
         except (FieldDoesNotExist, TypeError):
             errors.append(Error(f"SESSION_CFKV_USER_FIELD is {field!r}, which is not a field of the user model.",
-                                id="django_cfkv.E204", hint="Use 'pk', or a unique field such as 'email'."))
+                                id="django_cfkv.E204", hint=hint))
+        else:
+            # Users sharing a value (several users without an email, say) would share one index of sessions:
+            # listing or signing out one would list or sign out the others. Unique as Django's auth.E003 takes it.
+            unique = getattr(user_field, "unique", False) or any(
+                constraint.fields == (field,) for constraint in meta.total_unique_constraints)
+            shared = not unique or getattr(user_field, "null", True)
+            if shared and conf.setting("SESSION_CFKV_USER_INDEX") is not False:  # without the index, no harm
+                errors.append(Error(
+                    f"SESSION_CFKV_USER_FIELD is {field!r}, which several users may share (the field is not "
+                    "unique, or may be null): each user's sessions are indexed under its value.",
+                    id="django_cfkv.E204", hint=hint))
     return errors
 
 

@@ -5,14 +5,19 @@ import os
 import socket
 
 import pytest
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import caches
 from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
+from django.db import models
 from django.test import override_settings
+from django.test.utils import isolate_apps
 
 from django_cfkv import get_kv
+from django_cfkv.checks import check_session_settings
 from django_cfkv.exceptions import CFKVConfigurationError
 from django_cfkv.middleware import RateLimitMiddleware
+from django_cfkv.sessions import per_user
 
 KV_CACHE = "django_cfkv.cache.CloudflareKVCache"
 SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
@@ -65,12 +70,47 @@ def reported(output, check_id):
     ("SESSION_CFKV_KEY_LAYOUT", "Hashed", "django_cfkv.E201"),
     ("SESSION_CFKV_ON_LOAD_ERROR", "ignore", "django_cfkv.E203"),
     ("SESSION_CFKV_USER_FIELD", "mail", "django_cfkv.E204"),
+    ("SESSION_CFKV_USER_FIELD", "email", "django_cfkv.E204"),  # Django's User: several users may have no email
     ("SESSION_CFKV_USER_INDEX", "yes", "django_cfkv.E205"),
 ])
 def test_every_session_setting_that_breaks_requests_is_a_check_error(name, value, check_id):
     output = check_output(SESSION_ENGINE="django_cfkv.sessions", **{name: value})
     message, _ = reported(output, check_id)
     assert name in message and repr(value) in message
+
+
+def test_a_unique_user_field_that_cannot_be_null_names_users():
+    output = check_output(SESSION_ENGINE="django_cfkv.sessions", SESSION_CFKV_USER_FIELD="username")
+    assert "E204" not in output
+
+
+def test_a_shared_user_field_is_no_error_without_the_index():  # a userId several users have names no one
+    output = check_output(SESSION_ENGINE="django_cfkv.sessions", SESSION_CFKV_USER_FIELD="email",
+                          SESSION_CFKV_USER_INDEX=False)
+    assert "E204" not in output
+
+
+@isolate_apps("django_cfkv")
+def test_user_fields_unique_by_a_constraint_or_a_relation_name_users_as_the_index_does(monkeypatch, settings):
+    class Badge(models.Model):  # noqa: DJ008 (a test's model, never shown)
+        class Meta:
+            app_label = "django_cfkv"
+
+    class BadgeUser(AbstractBaseUser):
+        email = models.EmailField()
+        badge = models.OneToOneField(Badge, on_delete=models.CASCADE)
+        USERNAME_FIELD = "email"
+
+        class Meta:
+            app_label = "django_cfkv"
+            constraints = [models.UniqueConstraint(fields=["email"], name="one_email")]
+
+    monkeypatch.setattr("django.contrib.auth.get_user_model", lambda: BadgeUser)
+    for field in ("email", "badge"):
+        settings.SESSION_CFKV_USER_FIELD = field
+        assert "E204" not in str(check_session_settings())
+    # The index writes a user's entries under a query's value: a related field's id, which a look-up must match.
+    assert per_user._identity(BadgeUser(pk=3, email="a@example.com", badge=Badge(pk=7))) == "7"
 
 
 def test_the_session_alias_is_checked_only_where_sessions_live_in_kv():

@@ -157,7 +157,8 @@ def _identity(user: Any) -> str | None:
     if user is None or not getattr(user, "is_authenticated", False) or user.pk is None:
         return None
     field = conf.setting("SESSION_CFKV_USER_FIELD")
-    return user._meta.pk.value_to_string(user) if field == "pk" else str(getattr(user, field))
+    # As the index's entries are written (a query's values_list): a related user field gives its id, not its object.
+    return user._meta.pk.value_to_string(user) if field == "pk" else str(user.serializable_value(field))
 
 
 def _listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
