@@ -109,6 +109,12 @@ def new_project(tmp_path, pages, emulator):
     return tmp_path
 
 
+def tutorial_urls():
+    """Return the tutorial's mysite/urls.py, as the page gives it."""
+    text = (ROOT / TUTORIAL).read_text(encoding="utf-8")
+    return re.search(r"```python\n(# mysite/urls\.py\n.*?)```", text, re.S).group(1)
+
+
 def user_env(emulator):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "CFKV_", "DJANGO_SETTINGS"))}
     env.update(CLOUDFLARE_ACCOUNT_ID="first-hour", CLOUDFLARE_API_TOKEN="any-token", CFKV_NAMESPACE_ID="first-hour",
@@ -138,9 +144,7 @@ def test_each_page_pasted_into_a_fresh_project_checks_migrates_and_signs_in(page
 
 def test_the_tutorial_reaches_its_sessions_cache_and_429(tmp_path, emulator):
     project = new_project(tmp_path, [TUTORIAL], emulator)
-    text = (ROOT / TUTORIAL).read_text(encoding="utf-8")
-    urls = re.search(r"```python\n(# mysite/urls\.py\n.*?)```", text, re.S).group(1)
-    (project / "mysite" / "urls.py").write_text(urls)
+    (project / "mysite" / "urls.py").write_text(tutorial_urls())
     env = user_env(emulator)
     run(project, "check", "--fail-level", "WARNING", env=env)
     run(project, "migrate", "--no-input", env=env)
@@ -194,8 +198,7 @@ def test_the_testing_pages_pytest_tests_pass_in_the_tutorials_project(tmp_path, 
     files = _testing_snippets()
     assert {"tests/test_profile.py", "tests/test_login.py", "tests/live/test_kv_live.py"} <= set(files)
     project = new_project(tmp_path, [TUTORIAL], emulator)
-    urls = re.search(r"```python\n(# mysite/urls\.py\n.*?)```", (ROOT / TUTORIAL).read_text(encoding="utf-8"), re.S)
-    (project / "mysite" / "urls.py").write_text(urls.group(1) + PROFILE_PAGE)
+    (project / "mysite" / "urls.py").write_text(tutorial_urls() + PROFILE_PAGE)
     settings = project / "mysite" / "settings.py"
     settings.write_text(settings.read_text() + "\n" + IGNORE_EXCEPTIONS + "\n")
     (project / "mysite" / "live_settings.py").write_text('from .settings import *\n\nCFKV = {"default": {}}\n')
