@@ -10,6 +10,7 @@ to run; it is never skipped.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -64,14 +65,30 @@ def fetch_all():
         f"django-ratelimit-{DJANGO_RATELIMIT}": lambda into: _from_wheel(
             "django-ratelimit", DJANGO_RATELIMIT, into, "django_ratelimit/"),
     }
+    return fetch_missing(wanted)
+
+
+def fetch_missing(wanted):
+    """Call ``wanted[name](folder)`` for each suite ``name`` not yet in place; return the names fetched."""
     fetched = []
     for name, fetch in wanted.items():
         root = SUITES / name
         if (root / ".complete").exists():
             continue
-        root.mkdir(parents=True, exist_ok=True)
-        fetch(root)
-        (root / ".complete").touch()
+        # Extracted beside its place and renamed into it whole: tox environments run in parallel
+        # (`tox run-parallel`) may fetch the same suite at once, and none may read a half-written one.
+        SUITES.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=SUITES, prefix=f".{name}-") as tmp:
+            fetch(Path(tmp))
+            (Path(tmp) / ".complete").touch()
+            if root.exists() and not (root / ".complete").exists():
+                shutil.rmtree(root)  # a fetch interrupted before this module renamed whole folders
+            try:
+                Path(tmp).rename(root)
+            except OSError:
+                if not (root / ".complete").exists():
+                    raise
+                continue  # another process put it in place first
         fetched.append(name)
     return fetched
 
