@@ -21,11 +21,12 @@ def move_plain_sessions(store: Any, *, drop: bool = False, dry_run: bool = False
     (moved by an earlier run), is only deleted. ``drop`` deletes them all
     (everyone they belong to signs in again); ``dry_run`` changes nothing.
     Run it again after an interruption: it finishes the job.
+    Each signed-in session's entry in its user's index is written with it.
     API calls: ceil(listed/1000) lists, ceil(moved/100) bulk reads, then one
-    bulk write and one bulk delete per 10,000.
+    bulk write per 10,000 sessions and entries, and one bulk delete per 10,000.
     Return {"dry_run", "drop", "found", "moved", "deleted"}.
     """
-    from ..sessions import is_valid_key, key_layout
+    from ..sessions import entries, is_valid_key, key_layout, plans
 
     if key_layout() == "plain":
         raise CFKVConfigurationError("SESSION_CFKV_KEY_LAYOUT is 'plain', so sessions already live under "
@@ -48,8 +49,12 @@ def move_plain_sessions(store: Any, *, drop: bool = False, dry_run: bool = False
               # KV refuses an expiry under 60 s away; the exact one travels in the value.
               "expiration": None if info.expiration is None else max(info.expiration, math.ceil(now) + 61)}
              for info in to_move if info.name in values]
+    # Each signed-in session's entry in its user's index, in the same bulk write and before its session, as
+    # the store writes them: the user's list and "Sign out everywhere" find it at once.
+    moved = {info.name[len(prefix):]: values[info.name] for info in to_move if info.name in values}
+    index_items = plans.run(entries.for_moved(store, moved, now), store.get_kv)
     if items:
-        kv.put_many(items)
+        kv.put_many([*index_items, *items])
     kv.delete_many([info.name for info in plain])
     report.update(moved=len(items), deleted=len(plain))
     return report

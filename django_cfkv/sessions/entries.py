@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import metadata
-from . import index, keys, users
+from . import codec, index, keys, users
 from .codec import Value
+from .options import session_format
 from .plans import KVCall, Plan
 from .state import Indexed, Stored
 from .users import SESSION_KEY
@@ -81,3 +82,28 @@ def names(prefix: str, session_key: str, stored: Stored | None,
         name = None if read_owner is None else (yield from read_owner())
     ref = keys.hashed_id(session_key)
     return [] if name is None else [user_prefix + ref for user_prefix in index.user_prefixes(prefix, name)]
+
+
+def for_moved(store: Any, moved: dict[str, bytes], now: float) -> Plan[list[dict[str, Any]]]:
+    """Return the bulk-write items of the index entries of signed-in sessions moved to ``store``'s keys.
+
+    ``moved`` maps each session id to its stored value. A value that cannot
+    be read, has no user or has expired gets no entry (a query per user when
+    SESSION_CFKV_USER_FIELD is not "pk").
+    """
+    if not index.enabled():
+        return []
+    items, prefix, fmt = [], store.key_prefix(), session_format()
+    for session_key, raw in moved.items():
+        try:
+            value = codec.parse(raw, fmt, store.key_salt_value(), session_key)
+        except ValueError:
+            continue  # the store cannot read it either
+        name = yield from owner_of(value, fmt)
+        if name is None or value.expires is None or value.expires <= now:
+            continue
+        items.append({"key": index.entry_key(prefix, name, keys.hashed_id(session_key)), "value": b"",
+                      "expiration_ttl": metadata.kv_ttl(value.expires, now),
+                      "metadata": index.entry_metadata(value.expires, value.created, now,
+                                                       value.data.get(index.CLIENT_KEY))})
+    return items

@@ -11,6 +11,7 @@ import time
 import zlib
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.core import signing
 from django.core.management import call_command
@@ -18,7 +19,7 @@ from django.core.management.base import CommandError
 
 from django_cfkv import get_kv, inspect
 from django_cfkv.checks import check_session_settings
-from django_cfkv.sessions import SessionStore, hashed_id, is_valid_key
+from django_cfkv.sessions import SessionStore, hashed_id, is_valid_key, revoke_all_sessions, user_sessions
 from django_cfkv.sessions.keys import new_key
 
 from .helpers import logged_in_with, populate
@@ -191,11 +192,11 @@ def test_display_key_cuts_only_session_keys_holding_an_id():
 # Sessions written in the plain layout, after an upgrade
 
 
-def old_layout_site(site):
+def old_layout_site(site, fmt="json"):
     """Sessions made under the plain layout (a login, a token, a Worker's and an expired one), then the upgrade."""
-    site.SESSION_CFKV_FORMAT = "json"
+    site.SESSION_CFKV_FORMAT = fmt
     site.SESSION_CFKV_KEY_LAYOUT = "plain"
-    admin, ids = populate("json")
+    admin, ids = populate(fmt)
     dead = SessionStore()
     dead["n"] = 1
     dead.set_expiry(1)
@@ -218,13 +219,25 @@ def test_migrate_sessions_moves_every_live_session_once(site, clock, cfkv_calls)
     assert logged_in_with(ids[0]) == (admin.pk, admin.pk)  # the browser's login
     assert logged_in_with(ids[2])[1] == admin.pk  # a token
     assert logged_in_with(ids[4])[1] == admin.pk  # a Worker's session
-    # The Worker's session, refreshed by its use above, now has its entry in its user's index too.
     after = {info.name: info for info in kv.iter_keys() if not info.name.startswith("session:user:")}
     assert sorted(after) == sorted(SessionStore.kv_key(i) for i in ids)
     moved = after[SessionStore.kv_key(ids[2])]
     old = before["session:" + ids[2]]
     assert moved.metadata == old.metadata and moved.expiration == old.expiration
     assert json.loads(run("migrate-sessions", "--json"))["found"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "signed"])
+def test_migrated_sessions_are_in_their_users_index_at_once(site, fmt):
+    admin, ids, _ = old_layout_site(site, fmt)
+    ann = get_user_model().objects.get(username="ann")
+    run("migrate-sessions")
+    # Before any of them is used again: the browser's login, the token (and the Worker's session) are listed.
+    signed_in = 3 if fmt == "json" else 2
+    assert len(user_sessions(admin)) == signed_in and len(user_sessions(ann)) == 1
+    assert revoke_all_sessions(admin) == signed_in
+    assert logged_in_with(ids[0]) == (None, None) and logged_in_with(ids[2]) == (None, None)
+    assert logged_in_with(ids[3])[1] == ann.pk
 
 
 def test_migrate_sessions_dry_run_drop_and_rerun(site):
