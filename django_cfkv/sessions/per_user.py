@@ -15,9 +15,6 @@ or still show one signed out elsewhere for as long.
 
 Each function is one plan (``plans``): the async twins (``auser_sessions``...)
 await the same calls, with no thread.
-
-When a user's SESSION_CFKV_USER_FIELD value changes, their index follows it
-before the user is saved (:func:`follow_user_field`).
 """
 
 from dataclasses import replace
@@ -26,13 +23,13 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from .. import clock, conf, metadata
+from .. import clock, conf
 from ..exceptions import CFKVConfigurationError
 from ..ratelimit.identity import arequest_user
 from ..types import KeyInfo, PageWalk
 from . import index, keys, memory, options, plans
 from .index import UserSession
-from .plans import KVCall, Plan, Query
+from .plans import KVCall, Plan
 from .tokens import token_store
 
 _NEVER = datetime.min.replace(tzinfo=timezone.utc)
@@ -212,57 +209,3 @@ def _revoke(doomed: dict[str, list[str]]) -> Plan[None]:
     finally:  # refused here even if KV failed: a revocation errs on the side of signing out
         for ref in doomed:
             memory.recently_deleted.add(ref)
-
-
-def follow_user_field(sender: Any, instance: Any, raw: bool = False, using: str | None = None,
-                      update_fields: Any = None, **kwargs: Any) -> None:
-    """Move the user's index to their new SESSION_CFKV_USER_FIELD value, before the save that changes it (pre_save).
-
-    Else their sessions would stay listed under the former value: out of their
-    own list and "Sign out everywhere", and in the list of the value's next
-    holder. In the signed format the sessions stay signed in, and their
-    entries move (one list call per 1,000, one bulk write, one bulk delete).
-    In the JSON format a session's ``userId`` still names the former value,
-    so it is anonymous from now on, and would name that value's next holder:
-    the sessions are deleted with their entries (a Worker's too). A KV error
-    stops the save, so nothing is changed and the save can be tried again.
-    """
-    field = conf.setting("SESSION_CFKV_USER_FIELD")
-    if raw or field == "pk" or instance._state.adding or instance.pk is None or not index.enabled():
-        return
-    attname = instance._meta.get_field(field).attname
-    if attname in instance.get_deferred_fields() or (update_fields is not None and attname not in update_fields
-                                                      and field not in update_fields):
-        return  # this save leaves the value as it is
-    plans.run(_follow(sender, using, instance.pk, str(instance.serializable_value(field)), field), _kv)
-
-
-def _former_value(model: Any, using: str | None, pk: Any, field: str) -> Any:
-    return model._default_manager.using(using).filter(pk=pk).values_list(field, flat=True).first()
-
-
-def _follow(model: Any, using: str | None, pk: Any, new: str, field: str) -> Plan[None]:
-    former = yield Query(_former_value, model, using, pk, field)
-    if former is None or str(former) == new:
-        return
-    listed = yield from _listings(str(former))
-    names = {info.name: (prefix, info) for prefix, infos in listed for info in infos
-             if index.is_ref(info.name[len(prefix):])}
-    if not names:
-        return
-    if options.session_format() == "json":
-        doomed: dict[str, list[str]] = {}
-        for name, (prefix, _) in names.items():
-            doomed.setdefault(name[len(prefix):], []).append(name)
-        yield from _revoke(doomed)
-        return
-    now, prefix, moved = clock.now(), token_store().key_prefix(), {}
-    for name, (user_prefix, info) in names.items():
-        entry, ref = metadata.read(info.metadata), name[len(user_prefix):]
-        if index.read_entry(info, user_prefix, now) is not None and entry.expires is not None:
-            moved[index.entry_key(prefix, new, ref)] = {"key": index.entry_key(prefix, new, ref), "value": b"",
-                                                        "metadata": info.metadata,
-                                                        "expiration_ttl": metadata.kv_ttl(entry.expires, now)}
-    if moved:
-        yield KVCall("put_many", list(moved.values()))
-    yield KVCall("delete_many", list(names))
