@@ -45,13 +45,16 @@ def move_plain_sessions(store: Any, *, drop: bool = False, dry_run: bool = False
         report["moved"] = len(to_move)
         return report
     values = read_values(kv, [info.name for info in to_move])
+    live = [info for info in to_move if info.name in values]
+    # KV refuses an expiry under 60 s away; the exact one travels in the value.
+    expiry = {info.name: None if info.expiration is None else max(info.expiration, math.ceil(now) + 61)
+              for info in live}
     items = [{"key": target[info.name], "value": values[info.name], "metadata": info.metadata,
-              # KV refuses an expiry under 60 s away; the exact one travels in the value.
-              "expiration": None if info.expiration is None else max(info.expiration, math.ceil(now) + 61)}
-             for info in to_move if info.name in values]
-    # Each signed-in session's entry in its user's index, in the same bulk write and before its session, as
-    # the store writes them: the user's list and "Sign out everywhere" find it at once.
-    moved = {info.name[len(prefix):]: values[info.name] for info in to_move if info.name in values}
+              "expiration": expiry[info.name]} for info in live]
+    # Each signed-in session's entry in its user's index, written before its session (in the same bulk write,
+    # unless the writes take several), as the store writes them: the user's list and "Sign out everywhere"
+    # find it at once. The entry expires with its session.
+    moved = {info.name[len(prefix):]: (values[info.name], expiry[info.name]) for info in live}
     index_items = plans.run(entries.for_moved(store, moved, now), store.get_kv)
     if items:
         kv.put_many([*index_items, *items])

@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .. import metadata
+from .. import limits, metadata
+from ..exceptions import KVValueError
 from . import codec, index, keys, users
 from .codec import Value
 from .options import session_format
@@ -84,17 +85,19 @@ def names(prefix: str, session_key: str, stored: Stored | None,
     return [] if name is None else [user_prefix + ref for user_prefix in index.user_prefixes(prefix, name)]
 
 
-def for_moved(store: Any, moved: dict[str, bytes], now: float) -> Plan[list[dict[str, Any]]]:
+def for_moved(store: Any, moved: dict[str, tuple[bytes, int | None]], now: float) -> Plan[list[dict[str, Any]]]:
     """Return the bulk-write items of the index entries of signed-in sessions moved to ``store``'s keys.
 
-    ``moved`` maps each session id to its stored value. A value that cannot
-    be read, has no user or has expired gets no entry (a query per user when
-    SESSION_CFKV_USER_FIELD is not "pk").
+    ``moved`` maps each session id to its stored value and the KV expiry it
+    is moved with, which its entry gets too. A value that cannot be read, has
+    no user or has expired gets no entry, nor one whose metadata KV would
+    refuse (whatever a writer put in the value). Naming the user takes a query
+    per session, unless users are named by pk and Django wrote the session.
     """
     if not index.enabled():
         return []
     items, prefix, fmt = [], store.key_prefix(), session_format()
-    for session_key, raw in moved.items():
+    for session_key, (raw, expiration) in moved.items():
         try:
             value = codec.parse(raw, fmt, store.key_salt_value(), session_key)
         except ValueError:
@@ -102,8 +105,11 @@ def for_moved(store: Any, moved: dict[str, bytes], now: float) -> Plan[list[dict
         name = yield from owner_of(value, fmt)
         if name is None or value.expires is None or value.expires <= now:
             continue
+        meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY))
+        try:
+            limits.encode_metadata(meta)
+        except KVValueError:
+            continue
         items.append({"key": index.entry_key(prefix, name, keys.hashed_id(session_key)), "value": b"",
-                      "expiration_ttl": metadata.kv_ttl(value.expires, now),
-                      "metadata": index.entry_metadata(value.expires, value.created, now,
-                                                       value.data.get(index.CLIENT_KEY))})
+                      "expiration": expiration, "metadata": meta})
     return items

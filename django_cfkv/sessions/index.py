@@ -14,7 +14,7 @@ prefix. Finding a user's sessions is a listing of that prefix, one call per
 
 The metadata (``{"kind": "session", "expires", "created", "seen", "via",
 "device", "where"}``) holds no session id, token or user id, and stays far
-under KV's 1,024 bytes: the device description is cut to 64 characters. The
+under KV's 1,024 bytes: the device and place are cut to 64 characters and 256 bytes of JSON. The
 entry carries its session's exact expiry and KV TTL, so it goes when the
 session goes, and ``clearsessions`` and ``cfkv sweep`` remove what KV's TTL
 leaves (the entry's kind is "session"). The store writes an entry before its
@@ -26,6 +26,7 @@ id, which no entry may name.
 
 import hashlib
 import hmac
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -126,12 +127,16 @@ def is_ref(value: object) -> bool:
 
 
 def clean_text(value: object, limit: int) -> str:
-    """Return ``value`` as one line of printable text of at most ``limit`` characters ("" if not text)."""
+    """Return ``value`` as one line of printable text of at most ``limit`` characters, and at most ``4 * limit``
+    bytes as JSON, as KV measures metadata ("" if not text)."""
     if not isinstance(value, str):
         return ""
     text = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in value[:limit * 4])
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+    text = text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+    while len(json.dumps(text)) > 4 * limit:  # JSON escapes an emoji (a Worker's field) as 12 bytes
+        text = text[:-2].rstrip() + "…"
+    return text
 
 
 def client_fields(value: object) -> dict[str, str]:

@@ -240,6 +240,28 @@ def test_migrated_sessions_are_in_their_users_index_at_once(site, fmt):
     assert logged_in_with(ids[3])[1] == ann.pk
 
 
+def test_values_a_writer_planted_cannot_stop_the_move_or_its_index(site, clock):
+    admin, _, _ = old_layout_site(site)
+    clock(2)  # the expired session is left out
+    now_ms = int(time.time() * 1000)
+    emoji = "\U0001f600" * 64  # 12 bytes each in JSON: 1,536 bytes in the two fields
+    planted = {"0b6f1c2e-1111-4222-8333-444455556666": {"userId": str(admin.pk), "expiresAt": 1e300},
+               "0b6f1c2e-1111-4222-8333-444455556667": {
+                   "userId": str(admin.pk), "expiresAt": now_ms + 3_600_000,
+                   "data": {"_cfkv_client": {"via": "bearer", "device": emoji, "where": emoji}}}}
+    for session_id, value in planted.items():
+        get_kv().put("session:" + session_id, json.dumps(value), expiration_ttl=3600)
+    assert json.loads(run("migrate-sessions", "--json"))["moved"] == 7
+    listed = user_sessions(admin)
+    assert len(listed) == 5  # the login, the token, the Worker's session and the two planted ones
+    assert any(entry.device.startswith("\U0001f600") and entry.device.endswith("…") for entry in listed)
+    expirations = {info.name: info.expiration for info in get_kv().iter_keys(prefix="session:")}
+    entries = [name for name in expirations if name.startswith("session:user:")]
+    assert len(entries) == 6  # and ann's token
+    for name in entries:  # each entry expires with its session, whatever expiresAt says
+        assert expirations[name] == expirations["session:" + name.rsplit(":", 1)[1]] is not None
+
+
 def test_migrate_sessions_dry_run_drop_and_rerun(site):
     _, ids, _ = old_layout_site(site)
     kv = get_kv()
