@@ -9,13 +9,15 @@ WHOLE = "line\n" * 1000
 
 def test_a_suite_fetched_by_two_processes_at_once_is_never_seen_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr(third_party, "SUITES", tmp_path)
-    late_starts, late_half_written = threading.Event(), threading.Event()
+    late_began, late_starts, late_half_written = threading.Event(), threading.Event(), threading.Event()
     late_may_finish = threading.Event()
 
     def fetch_whole(into):
+        assert late_began.wait(10)
         (into / "tests.py").write_text(WHOLE)
 
     def fetch_late(into):  # began before the other fetch put the suite in place
+        late_began.set()
         late_starts.wait(10)
         with open(into / "tests.py", "w") as out:
             out.write(WHOLE[:100])
@@ -34,6 +36,7 @@ def test_a_suite_fetched_by_two_processes_at_once_is_never_seen_half_written(tmp
         # The first fetcher's tests now read the suite while the late one is still writing.
         assert (tmp_path / "suite" / "tests.py").read_text() == WHOLE
     finally:
+        late_began.set()
         late_starts.set()
         late_may_finish.set()
         late.join(10)
