@@ -7,8 +7,14 @@ class CfkvConfig(AppConfig):
 
     def ready(self) -> None:
         from django.apps import apps
+        from django.db.models.signals import post_save, pre_save
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .sessions import value_change
+
+        # Any sender: a save through a proxy or a subclass of the user model is a save of a user too.
+        pre_save.connect(value_change.note_former_value, dispatch_uid="django_cfkv.sessions.note_former_value")
+        post_save.connect(value_change.follow_saved_value, dispatch_uid="django_cfkv.sessions.follow_saved_value")
 
         if apps.is_installed("django.contrib.admin"):
             from .admin import add_to_user_admin

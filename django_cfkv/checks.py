@@ -5,7 +5,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
-from django.utils.module_loading import import_string
 
 from . import conf, limits
 from .exceptions import CFKVConfigurationError
@@ -193,23 +192,11 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
     return errors
 
 
-def _sessions_in_kv() -> bool:
-    """Return True if sessions live in KV: SESSION_ENGINE is a KV engine, or bearer tokens are used."""
-    from .middleware import BearerSessionMiddleware
-    from .sessions.tokens import engine_session_store
-
-    if _position(list(conf.setting("MIDDLEWARE") or ()), BearerSessionMiddleware) is not None:
-        return True
-    try:
-        engine_session_store()
-    except (ImportError, CFKVConfigurationError):
-        return False
-    return True
-
-
 def _check_session_alias() -> list[CheckMessage]:
     alias = conf.setting("SESSION_CFKV_ALIAS")
-    if not (conf.is_set("SESSION_CFKV_ALIAS") or _sessions_in_kv()):
+    from .sessions.value_change import sessions_in_kv
+
+    if not (conf.is_set("SESSION_CFKV_ALIAS") or sessions_in_kv()):
         return []  # sessions are elsewhere: the default alias need not exist
     try:
         aliases = conf.get_config()
@@ -303,8 +290,8 @@ def check_middleware_order(app_configs: object = None, **kwargs: Any) -> list[Ch
     from .middleware import BearerSessionMiddleware, RateLimitMiddleware
 
     middleware = list(conf.setting("MIDDLEWARE") or ())
-    session, auth = _position(middleware, SessionMiddleware), _position(middleware, AuthenticationMiddleware)
-    bearer, limiter = _position(middleware, BearerSessionMiddleware), _position(middleware, RateLimitMiddleware)
+    session, auth, bearer, limiter = (conf.middleware_position(middleware, cls) for cls in (
+        SessionMiddleware, AuthenticationMiddleware, BearerSessionMiddleware, RateLimitMiddleware))
     errors: list[CheckMessage] = []
     if bearer is not None and session is not None and bearer < session:
         errors.append(Error(
@@ -314,18 +301,6 @@ def check_middleware_order(app_configs: object = None, **kwargs: Any) -> list[Ch
     if limiter is not None and (auth is None or limiter < auth):
         errors += _check_user_keys(middleware[limiter], None if auth is None else middleware[auth])
     return errors
-
-
-def _position(middleware: list[str], cls: type) -> int | None:
-    """Return the index of the first MIDDLEWARE entry that is ``cls`` or a subclass (None if there is none)."""
-    for index, path in enumerate(middleware):
-        try:
-            entry = import_string(path)
-        except ImportError:  # Django's own check reports a path that does not import
-            continue
-        if isinstance(entry, type) and issubclass(entry, cls):
-            return index
-    return None
 
 
 def _check_user_keys(limiter: str, auth: str | None) -> list[CheckMessage]:

@@ -91,6 +91,18 @@ def setting(name: str) -> Any:
                    "conf.DJANGO_SETTINGS.")
 
 
+def middleware_position(middleware: list[str], cls: type) -> int | None:
+    """Return the index of the first MIDDLEWARE entry that is ``cls`` or a subclass (None if there is none)."""
+    for index, path in enumerate(middleware):
+        try:
+            entry = import_string(path)
+        except ImportError:  # Django's own check reports a path that does not import
+            continue
+        if isinstance(entry, type) and issubclass(entry, cls):
+            return index
+    return None
+
+
 @functools.cache
 def get_config() -> dict[str, Any]:
     """Return ``settings.CFKV``; with no such setting, one "default" alias from the environment."""

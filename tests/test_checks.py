@@ -110,7 +110,7 @@ def test_user_fields_unique_by_a_constraint_or_a_relation_name_users_as_the_inde
         settings.SESSION_CFKV_USER_FIELD = field
         assert "E204" not in str(check_session_settings())
     # The index writes a user's entries under a query's value: a related field's id, which a look-up must match.
-    assert per_user._identity(BadgeUser(pk=3, email="a@example.com", badge=Badge(pk=7))) == "7"
+    assert per_user.user_identity(BadgeUser(pk=3, email="a@example.com", badge=Badge(pk=7))) == "7"
 
 
 def test_the_session_alias_is_checked_only_where_sessions_live_in_kv():

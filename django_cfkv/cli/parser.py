@@ -83,6 +83,8 @@ def _upkeep(command: _Command, sub: "argparse._SubParsersAction[argparse.Argumen
     p = sub.add_parser("sessions", help=help_text, description=help_text)
     p.add_argument("--user", required=True, metavar="USERNAME", help="the user, by the user model's USERNAME_FIELD")
     p.add_argument("--revoke", action="store_true", help="sign the user out everywhere (Sign out everywhere)")
+    p.add_argument("--former", metavar="VALUE", help="first move the index kept under the user's former "
+                   "SESSION_CFKV_USER_FIELD value to their current one (after a change no save signal saw)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _skip_checks_here(p)
 

@@ -140,17 +140,25 @@ def migrate_sessions(report: Report) -> list[str]:
 def sessions(report: Report, now: float) -> list[str]:
     """A user's sessions, the most recently seen first; or, after --revoke, how many were signed out."""
     user, rows = report["user"], report["sessions"]
+    followed = [] if report["followed"] is None else [_followed(user, report["followed"], report["format"])]
     if report["revoked"] is not None:
         count = report["revoked"]
-        return [f"Signed {user!r} out of {count} session{'' if count == 1 else 's'}. Another Cloudflare location "
-                "may still accept them for up to a minute."] + api_calls(report["api_calls"])
-    lines = [f"{len(rows)} session{'' if len(rows) == 1 else 's'} of {user!r} in CFKV alias {report['alias']!r}"
-             + (":" if rows else ".")]
+        return followed + [f"Signed {user!r} out of {count} session{'' if count == 1 else 's'}. Another Cloudflare "
+                           "location may still accept them for up to a minute."] + api_calls(report["api_calls"])
+    lines = followed + [f"{len(rows)} session{'' if len(rows) == 1 else 's'} of {user!r} in CFKV alias "
+                        f"{report['alias']!r}" + (":" if rows else ".")]
     for r in rows:
         seen = "last seen unknown" if r["last_seen"] is None else f"last seen {span(now - r['last_seen'])} ago"
         lines += [f"  {r['kind'] or 'session'}: {r['device'] or 'unknown device'}, {r['location'] or 'unknown place'}",
                   f"    {seen}; expires {when(r['expires'], now)}; ref {r['ref']}"]
     return lines + api_calls(report["api_calls"])
+
+
+def _followed(user: str, count: int, fmt: str) -> str:
+    if fmt == "json":  # sessions naming the former value are anonymous: see sessions.value_change
+        return (f"Removed the index under {user!r}'s former value; signed out {count} session"
+                f"{'' if count == 1 else 's'} a Worker wrote naming it.")
+    return f"Moved {count} session{'' if count == 1 else 's'} from {user!r}'s former value to the current one."
 
 
 def ping(report: Report) -> list[str]:

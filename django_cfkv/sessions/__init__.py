@@ -53,6 +53,7 @@ The package, one job a module (each imports only those below it):
 * ``views``    the "Your sessions" page (``include("django_cfkv.urls")``)
 * ``middleware`` SessionMiddleware: Django's, saving the session awaited in an async stack
 * ``bearer``   BearerSessionMiddleware: ``Authorization: Bearer`` selects a session
+* ``value_change`` a user's index follows a change of their SESSION_CFKV_USER_FIELD value (save signals)
 * ``per_user`` a user's sessions: user_sessions(), revoke_session(), revoke_other_sessions(), revoke_all_sessions()
 * ``tokens``   issue_token() and revoke_token() (and their ``a`` twins): a token is the key of a session made for it
 * ``clients``  the client a session is signed in from (device, location), noted at sign-in

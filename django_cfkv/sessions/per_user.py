@@ -17,6 +17,7 @@ Each function is one plan (``plans``): the async twins (``auser_sessions``...)
 await the same calls, with no thread.
 """
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -32,7 +33,7 @@ from .index import UserSession
 from .plans import KVCall, Plan
 from .tokens import token_store
 
-_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+NEVER = datetime.min.replace(tzinfo=timezone.utc)
 
 
 def user_sessions(user: Any, *, request: HttpRequest | None = None) -> list[UserSession]:
@@ -53,22 +54,22 @@ async def auser_sessions(user: Any, *, request: HttpRequest | None = None) -> li
 
 
 def _user_sessions(user: Any, request: HttpRequest | None) -> Plan[list[UserSession]]:
-    identity = _identity(user)
+    identity = user_identity(user)
     if identity is None:
         return []
     now = clock.now()
     found: dict[str, UserSession] = {}
-    for prefix, infos in (yield from _listings(identity)):
+    for prefix, infos in (yield from listings(identity)):
         for info in infos:
             entry = index.read_entry(info, prefix, now)
             if entry is None or entry.ref in memory.recently_deleted:
                 continue
             known = found.get(entry.ref)  # listed under SECRET_KEY and a fallback: the latest write wins
-            if known is None or (entry.last_seen or _NEVER) > (known.last_seen or _NEVER):
+            if known is None or (entry.last_seen or NEVER) > (known.last_seen or NEVER):
                 found[entry.ref] = entry
     current = ref_of(request)
     listed = [replace(entry, current=True) if entry.ref == current else entry for entry in found.values()]
-    return sorted(listed, key=lambda entry: (entry.current, entry.last_seen or _NEVER), reverse=True)
+    return sorted(listed, key=lambda entry: (entry.current, entry.last_seen or NEVER), reverse=True)
 
 
 def revoke_session(user: Any, ref: str) -> bool:
@@ -90,7 +91,7 @@ async def arevoke_session(user: Any, ref: str) -> bool:
 def _revoke_session(user: Any, ref: str) -> Plan[bool]:
     if not index.is_ref(ref):
         raise ValueError("ref must be a reference that user_sessions() returned (64 lowercase hex digits).")
-    identity = _identity(user)
+    identity = user_identity(user)
     if identity is None:
         return False
     names = []
@@ -99,7 +100,7 @@ def _revoke_session(user: Any, ref: str) -> Plan[bool]:
         names += [info.name for info in page.keys if info.name == prefix + ref]
     if not names:
         return False
-    yield from _revoke({ref: names})
+    yield from revoke({ref: names})
     return True
 
 
@@ -143,7 +144,7 @@ async def _akv() -> Any:
     return await token_store().aget_kv()
 
 
-def _identity(user: Any) -> str | None:
+def user_identity(user: Any) -> str | None:
     """Return the ``userId`` (as text) that names ``user`` in the index, or None for an anonymous user."""
     if not options.user_index():
         raise CFKVConfigurationError(
@@ -161,16 +162,16 @@ def _identity(user: Any) -> str | None:
     return user._meta.pk.value_to_string(user) if field == "pk" else str(user.serializable_value(field))
 
 
-def _listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
+def listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
     """Return each prefix of the user's index with every key listed under it (one list call per 1,000)."""
-    listings = []
+    found = []
     for prefix in index.user_prefixes(token_store().key_prefix(), identity):
         infos: list[KeyInfo] = []
         walk = PageWalk()
         while not walk.done:
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
-        listings.append((prefix, infos))
-    return listings
+        found.append((prefix, infos))
+    return found
 
 
 def ref_of(request: HttpRequest | None) -> str | None:
@@ -181,31 +182,32 @@ def ref_of(request: HttpRequest | None) -> str | None:
 
 def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     """Revoke every session of ``user`` but ``keep``; return how many live ones went."""
-    identity = _identity(user)
+    identity = user_identity(user)
     if identity is None:
         return 0
     now = clock.now()
     doomed: dict[str, list[str]] = {}
     live = set()
-    for prefix, infos in (yield from _listings(identity)):
+    for prefix, infos in (yield from listings(identity)):
         for info in infos:
             ref = info.name[len(prefix):]
             if index.is_ref(ref) and ref != keep:
                 doomed.setdefault(ref, []).append(info.name)
                 if index.read_entry(info, prefix, now) is not None:
                     live.add(ref)
-    yield from _revoke(doomed)
+    yield from revoke(doomed)
     return len(live)
 
 
-def _revoke(doomed: dict[str, list[str]]) -> Plan[None]:
-    """Delete the sessions ``doomed`` names (ref -> its index entries), in bulk; refuse them here at once."""
-    if not doomed:
+def revoke(doomed: dict[str, list[str]], also: Sequence[str] = ()) -> Plan[None]:
+    """Delete the sessions ``doomed`` names (ref -> its index entries) and the keys ``also``, in one bulk call;
+    refuse the sessions here at once."""
+    if not (doomed or also):
         return
     sessions = [token_store().ref_key(ref) for ref in doomed]
     try:
         with memory.writing(*sessions):
-            yield KVCall("delete_many", [*sessions, *(name for names in doomed.values() for name in names)])
+            yield KVCall("delete_many", [*sessions, *(name for names in doomed.values() for name in names), *also])
     finally:  # refused here even if KV failed: a revocation errs on the side of signing out
         for ref in doomed:
             memory.recently_deleted.add(ref)

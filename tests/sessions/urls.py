@@ -103,6 +103,14 @@ def read_then_kv_refuses(request):
     return response
 
 
+def change_email(request):
+    """Change the signed-in user's email (SESSION_CFKV_USER_FIELD in those tests), and note it in the session."""
+    request.user.email = request.GET["to"]
+    request.user.save()
+    request.session["email_changed"] = True
+    return JsonResponse({"user": request.user.pk})
+
+
 def change_password(request):
     """Set a new password and keep this session signed in; sign out the user's other sessions at once."""
     request.user.set_password(request.GET["to"])
@@ -115,6 +123,7 @@ urlpatterns = [
     path("account/", include("django_cfkv.urls")),
     path("async-account/sessions/", AsyncUserSessionsView.as_view()),
     path("change-password/", change_password),
+    path("change-email/", change_email),
     path("whoami/", whoami),
     path("awhoami/", awhoami),
     path("abump/", abump),

@@ -154,7 +154,8 @@ class Command(BaseCommand):
     def handle_sessions(self, options: Options) -> None:
         from django.contrib.auth import get_user_model
 
-        from ...sessions import revoke_all_sessions, user_sessions
+        from ...sessions import revoke_all_sessions, session_format, user_sessions
+        from ...sessions.value_change import follow_former_value
 
         model, username = get_user_model(), options["user"]
         try:
@@ -169,8 +170,10 @@ class Command(BaseCommand):
             raise CommandError(f"{username!r} is not a value {model.USERNAME_FIELD} can hold: nothing was listed "
                                "or signed out.") from None
         before = transport.calls.snapshot()
+        followed = None if options["former"] is None else follow_former_value(user, options["former"])
         listed, revoked = ([], revoke_all_sessions(user)) if options["revoke"] else (user_sessions(user), None)
         report = {"alias": self.alias, "user": username, "revoked": revoked, "api_calls": _calls_since(before),
+                  "followed": followed, "format": session_format(),
                   "sessions": [{"ref": s.ref, "kind": s.kind, "device": s.device, "location": s.location,
                                 **{name: _epoch(getattr(s, name)) for name in ("created", "last_seen", "expires")}}
                                for s in listed]}

@@ -1,0 +1,214 @@
+"""A user whose SESSION_CFKV_USER_FIELD value changes: once the change is committed their index follows it, so
+every session of theirs stays in their list and in "Sign out everywhere", and none is left under the former value
+for its next holder. Each test commits for real (transaction=True): the move runs when the save's
+transaction commits, and never for one that fails or is rolled back."""
+
+import contextlib
+import logging
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+from django.test import Client
+from django.test.utils import isolate_apps
+
+from django_cfkv import get_kv
+from django_cfkv.sessions import SessionStore, hashed_id, index, revoke_all_sessions, user_sessions
+
+from .helpers import spent, worker_session
+
+pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def by_email(settings, tmp_path):
+    """Users named by email, on a namespace of each test's own (the emulator's, where a test asks for it)."""
+    settings.SESSION_CFKV_USER_FIELD = "email"
+    settings.CFKV = {"default": {"BACKEND": "local", "PATH": str(tmp_path / "kv.sqlite3")}}
+
+
+@contextlib.contextmanager
+def queries(expected):
+    """Count the queries made inside (Django's own count logs each query's SQL, a password hash included)."""
+    made = []
+    with connection.execute_wrapper(lambda execute, sql, *args: made.append(sql) or execute(sql, *args)):
+        yield
+    assert len(made) == expected, made
+
+
+def signed_in(user):
+    client = Client()
+    client.get(f"/login/{user.pk}/")
+    assert client.get("/whoami/").json()["user"] == user.pk
+    return client
+
+
+def index_entries(user_id=None):
+    prefix = SessionStore.key_prefix() + index.USER_SEGMENT
+    if user_id is not None:
+        prefix = index.user_prefixes(SessionStore.key_prefix(), user_id)[0]
+    return [info.name for info in get_kv().list_keys(prefix=prefix).keys]
+
+
+def test_a_hijacker_who_changes_the_email_is_still_signed_out_everywhere(user):
+    owner, hijacker = signed_in(user), signed_in(user)
+    response = hijacker.get("/change-email/", {"to": "mallory@example.net"})
+    assert response.status_code == 200
+    assert hijacker.get("/whoami/").json()["user"] == user.pk
+    user.refresh_from_db()
+    assert len(user_sessions(user)) == 2  # both sessions, signed in still, listed under the new value
+    assert index_entries("ann@example.com") == []
+    assert revoke_all_sessions(user) == 2
+    assert hijacker.get("/whoami/").json()["user"] is None
+    assert owner.get("/whoami/").json()["user"] is None
+    assert index_entries() == []
+
+
+def test_the_former_values_next_holder_sees_none_of_the_sessions(user):
+    signed_in(user)
+    user.email = "ann@new.example.com"
+    user.save()
+    newcomer = get_user_model().objects.create_user("newcomer", "ann@example.com", "pw")
+    assert user_sessions(newcomer) == []
+    assert revoke_all_sessions(newcomer) == 0
+    assert len(user_sessions(user)) == 1
+
+
+@isolate_apps("django_cfkv")
+def test_a_save_through_a_proxy_of_the_user_model_moves_it_too(user):
+    class StaffMember(User):
+        class Meta:
+            proxy = True
+            app_label = "django_cfkv"
+
+    signed_in(user)
+    staff = StaffMember.objects.get(pk=user.pk)
+    staff.email = "ann@new.example.com"
+    staff.save()
+    user.refresh_from_db()
+    assert len(user_sessions(user)) == 1
+    assert index_entries("ann@example.com") == []
+
+
+def test_a_save_rolled_back_or_refused_moves_nothing(settings, user, other):
+    signed_in(user)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        user.email = "ann@new.example.com"
+        user.save()
+        raise RuntimeError("the view failed after the save")
+    user.refresh_from_db()
+    assert user.email == "ann@example.com" and len(user_sessions(user)) == 1
+    # Named by a unique field, a save of another user's value is refused by the database.
+    settings.SESSION_CFKV_USER_FIELD = "username"
+    signed_in(user)
+    user.username = other.username
+    with pytest.raises(IntegrityError):
+        user.save()
+    user.refresh_from_db()
+    assert len(user_sessions(user)) == 1
+    assert user_sessions(other) == []
+
+
+def test_a_transaction_that_puts_the_value_back_moves_nothing(user):
+    signed_in(user)
+    with transaction.atomic():
+        user.email = "ann@new.example.com"
+        user.save()
+        user.email = "ann@example.com"
+        user.save()
+    assert len(user_sessions(user)) == 1
+    assert len(index_entries("ann@example.com")) == 1
+
+
+def test_entries_under_a_fallback_key_move_with_the_latest_of_each(settings, user, clock):
+    signed_in(user)
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-for-these-tests"
+    clock(120)
+    again = signed_in(user)  # listed under the new key only
+    assert len(user_sessions(user)) == 2
+    user.email = "ann@new.example.com"
+    user.save()
+    listed = user_sessions(user)
+    assert len(listed) == 2 and listed[0].ref == hashed_id(again.cookies["sessionid"].value)
+    assert all(name.startswith(index.user_prefixes(SessionStore.key_prefix(), "ann@new.example.com")[0])
+               for name in index_entries())
+
+
+def test_in_the_json_format_a_workers_sessions_naming_the_former_value_are_deleted(settings, user):
+    settings.SESSION_CFKV_FORMAT = "json"
+    browser = signed_in(user)
+    worker_id, _ = worker_session("ann@example.com")  # a Worker's session, with no auth hash of Django's
+    get_kv().put(index.entry_key(SessionStore.key_prefix(), "ann@example.com", hashed_id(worker_id)), b"",
+                 expiration_ttl=3600, metadata={"kind": "session", "expires": 4_000_000_000, "via": "bearer"})
+    # The request that makes the change writes its own session after it: no 400.
+    assert browser.get("/change-email/", {"to": "ann@new.example.com"}).status_code == 200
+    assert get_kv().get(SessionStore.kv_key(worker_id)) is None
+    assert index_entries("ann@example.com") == []
+    # The former value's next holder is signed in by neither session that named it.
+    newcomer = get_user_model().objects.create_user("newcomer", "ann@example.com", "pw")
+    assert browser.get("/whoami/").json()["user"] is None
+    worker = Client()
+    worker.cookies["sessionid"] = worker_id
+    assert worker.get("/whoami/").json()["user"] is None
+    assert user_sessions(newcomer) == []
+
+
+@pytest.mark.parametrize("fmt, calls", [("signed", {"list": 1, "bulk_put": 1, "bulk_delete": 1}),
+                                        ("json", {"list": 1, "bulk_get": 1, "bulk_delete": 1})])
+def test_a_move_costs_a_listing_and_two_bulk_calls(settings, emu, cfkv_calls, user, fmt, calls):
+    settings.SESSION_CFKV_FORMAT = fmt
+    signed_in(user), signed_in(user)
+    spent(cfkv_calls)
+    user.email = "ann@new.example.com"
+    user.save()
+    assert spent(cfkv_calls) == calls
+    with queries(2):  # the value before the save, and the save
+        user.first_name = "Ann"
+        user.save()
+    with queries(1):  # as login() saves: this save leaves the value alone
+        user.save(update_fields=["last_login"])
+    get_user_model().objects.create_user("cat", "cat@example.com", "pw")
+    assert spent(cfkv_calls) == {}
+
+
+def test_a_kv_failure_after_the_commit_is_logged_and_the_command_moves_it(emu, user, caplog, capsys):
+    browser = signed_in(user)
+    user.email = "ann@new.example.com"
+    with emu.faults(rate_503=1.0), caplog.at_level(logging.INFO, logger="django_cfkv"):
+        user.save()  # committed: a KV failure cannot undo it
+    assert get_user_model().objects.get(pk=user.pk).email == "ann@new.example.com"
+    warning, = [record for record in caplog.records if record.levelno == logging.WARNING
+                and "index could not follow" in record.getMessage()]
+    message = warning.getMessage()
+    assert "cfkv sessions --user" in message and "ann@example.com" not in message
+    assert browser.cookies["sessionid"].value not in caplog.text
+    assert user_sessions(user) == []  # still under the former value
+    call_command("cfkv", "sessions", "--user", "ann", "--former", "ann@example.com")
+    assert "Moved 1 session from 'ann'" in capsys.readouterr().out
+    assert len(user_sessions(user)) == 1
+    assert index_entries("ann@example.com") == []
+
+
+def test_nothing_moves_when_users_are_named_by_pk_or_not_indexed(settings, emu, cfkv_calls, user):
+    settings.SESSION_CFKV_USER_FIELD = "pk"
+    signed_in(user)
+    spent(cfkv_calls)
+    with queries(1):
+        user.email = "ann@new.example.com"
+        user.save()
+    settings.SESSION_CFKV_USER_FIELD, settings.SESSION_CFKV_USER_INDEX = "email", False
+    user.email = "ann@other.example.com"
+    user.save()
+    assert spent(cfkv_calls) == {}
+
+
+def test_nothing_is_called_when_sessions_are_not_in_kv(settings, emu, cfkv_calls, user):
+    signed_in(user)
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    spent(cfkv_calls)
+    user.email = "ann@new.example.com"
+    user.save()
+    assert spent(cfkv_calls) == {}
