@@ -8,6 +8,11 @@ the database is read (one query, unless ``update_fields`` leaves the field out);
 when the save changes it, the index moves once the transaction commits, so a save
 that fails or is rolled back moves nothing:
 
+Each session listed is read first, and only the user's own are touched: the
+value may be another user's now, or have been (two users swapping emails in one
+transaction), and a session not readable yet (KV's lag after a sign-in
+elsewhere) keeps its entry where it is.
+
 * signed format: the sessions name their user by pk and stay signed in; each live
   entry is written under the new value, with its metadata and expiry (the latest
   one when SECRET_KEY_FALLBACKS lists it twice), and the former ones are deleted.
@@ -18,12 +23,12 @@ that fails or is rolled back moves nothing:
   holder: it is deleted. The former entries are deleted.
 
 API calls: a list call per 1,000 entries (per key while SECRET_KEY_FALLBACKS is
-set), one bulk write (signed) or one bulk read per 100 sessions (json), and one
-bulk delete. Nothing is called when the value is unchanged, or when sessions are
-not in KV. A KV failure after the commit cannot undo the save: it is logged, the
-sessions stay where they were, and ``manage.py cfkv sessions --user <username>
---former <value>`` moves them. So does a change that sends no signal (``QuerySet.update()``,
-raw SQL). KV's listings lag writes by up to about 60 seconds, so an entry written
+set), a bulk read per 100 sessions, a bulk write (signed) and a bulk delete.
+Nothing is called when the value is unchanged, or when sessions are not in KV.
+A KV failure after the commit cannot undo the save: it is logged, the sessions
+stay where they were, and ``manage.py cfkv sessions --user <username> --former
+<value>`` moves them. So does a change that sends no signal
+(``QuerySet.update()``, raw SQL). KV's listings lag writes by up to about 60 seconds, so an entry written
 under the former value in the minute before the move (or by a request that read
 the user before the commit) may stay there.
 """
@@ -40,7 +45,7 @@ from .bearer import BearerSessionMiddleware
 from .per_user import NEVER, listings, revoke, user_identity
 from .plans import KVCall, Plan, run
 from .tokens import engine_session_store, token_store
-from .users import HASH_SESSION_KEY
+from .users import HASH_SESSION_KEY, SESSION_KEY
 
 logger = logging.getLogger("django_cfkv.sessions")
 
@@ -100,7 +105,7 @@ def _after_commit(model: Any, using: str | None, pk: Any, former: str) -> None:
     if current is None or str(current) == former:
         return  # the user is gone, or a later save of the transaction put the value back
     try:
-        moved = run(move_index(former, str(current)), lambda: token_store().get_kv())
+        moved = run(move_index(former, str(current), str(pk)), lambda: token_store().get_kv())
     except KVError as exc:
         logger.warning(
             "A user's %s changed, but their sessions' index could not follow it (%s): their sessions stay listed "
@@ -112,12 +117,17 @@ def _after_commit(model: Any, using: str | None, pk: Any, former: str) -> None:
                     field, moved, pk)
 
 
-def move_index(former: str, current: str) -> Plan[int]:
-    """Move the index listed under the ``userId`` ``former`` to ``current`` (a plan). Return how many entries
-    moved; in the json format, how many sessions naming ``former`` with no auth hash of Django's were deleted.
+def move_index(former: str, current: str, auth_id: str) -> Plan[int]:
+    """Move the index listed under the ``userId`` ``former`` to ``current``, for the sessions of Django's user
+    ``auth_id`` (a plan). Return how many entries moved; in the json format, how many sessions a Worker wrote
+    naming ``former`` were deleted.
+
+    Each session is read first: an entry is moved only when its session is this user's (another user may
+    hold the value now, or have held it, as when two users swap emails in one transaction), and an entry
+    whose session cannot be read yet (KV's lag after a sign-in elsewhere) is left where it is.
     """
-    now, prefix = clock.now(), token_store().key_prefix()
-    latest: dict[str, tuple[index.UserSession, Any]] = {}
+    now, prefix, fmt, store = clock.now(), token_store().key_prefix(), options.session_format(), token_store()
+    latest: dict[str, tuple[index.UserSession | None, Any]] = {}
     names: dict[str, list[str]] = {}
     for user_prefix, infos in (yield from listings(former)):
         for info in infos:
@@ -125,22 +135,43 @@ def move_index(former: str, current: str) -> Plan[int]:
             if not index.is_ref(ref):
                 continue
             names.setdefault(ref, []).append(info.name)
-            entry = index.read_entry(info, user_prefix, now)
-            known = latest.get(ref)
-            if entry is not None and (known is None or (entry.last_seen or NEVER) > (known[0].last_seen or NEVER)):
+            entry, known = index.read_entry(info, user_prefix, now), latest.get(ref, (None, None))[0]
+            if ref not in latest or (entry is not None and (known is None or (entry.last_seen or NEVER)
+                                                            > (known.last_seen or NEVER))):
                 latest[ref] = (entry, info.metadata)
     if not names:
         return 0
-    if options.session_format() == "json":
-        doomed = yield from _naming_former(list(names), former)
-        yield from revoke({ref: names.pop(ref) for ref in doomed}, also=[n for found in names.values() for n in found])
-        return len(doomed)
-    items = [item for ref, (entry, meta) in latest.items()
-             if (item := _moved_entry(index.entry_key(prefix, current, ref), entry, meta, now))]
+    found = yield KVCall("get_many", [store.ref_key(ref) for ref in names])
+    items: list[dict[str, Any]] = []
+    doomed: dict[str, list[str]] = {}
+    gone: list[str] = []
+    for ref, (entry, meta) in latest.items():
+        value = _read(found.get(store.ref_key(ref)), fmt, store.key_salt_value())
+        if value is None:
+            continue
+        if fmt == "json":  # a session naming ``former`` is anonymous from now on
+            if str(value.extra.get("userId")) != former:
+                continue
+            if HASH_SESSION_KEY in value.data:
+                gone += names[ref]  # Django's: its auth hash signs in no other user
+            else:
+                doomed[ref] = names[ref]  # a Worker's would sign in the value's next holder
+        elif str(value.data.get(SESSION_KEY)) == auth_id:
+            item = None if entry is None else _moved_entry(index.entry_key(prefix, current, ref), entry, meta, now)
+            items += [item] if item else []
+            gone += names[ref]
     if items:
         yield KVCall("put_many", items)
-    yield KVCall("delete_many", [name for found in names.values() for name in found])
-    return len(items)
+    yield from revoke(doomed, also=gone)
+    return len(doomed) if fmt == "json" else len(items)
+
+
+def _read(raw: bytes | None, fmt: str, salt: str) -> Any:
+    """Return the session value in ``raw``, or None when it is missing or cannot be read."""
+    try:
+        return None if raw is None else codec.parse(raw, fmt, salt)
+    except ValueError:
+        return None
 
 
 def follow_former_value(user: Any, former: str) -> int:
@@ -149,7 +180,7 @@ def follow_former_value(user: Any, former: str) -> int:
     current = user_identity(user)
     if current is None or current == former:
         return 0
-    return run(move_index(former, current), lambda: token_store().get_kv())
+    return run(move_index(former, current, str(user.pk)), lambda: token_store().get_kv())
 
 
 def _moved_entry(key: str, entry: index.UserSession, meta: Any, now: float) -> dict[str, Any] | None:
@@ -162,21 +193,3 @@ def _moved_entry(key: str, entry: index.UserSession, meta: Any, now: float) -> d
         return None
     ttl = metadata.kv_ttl(entry.expires.timestamp(), now)
     return {"key": key, "value": b"", "metadata": meta, "expiration_ttl": ttl}
-
-
-def _naming_former(refs: list[str], former: str) -> Plan[list[str]]:
-    """Return the refs of json sessions that name ``former`` and carry no auth hash of Django's (a Worker's)."""
-    store = token_store()
-    found = yield KVCall("get_many", [store.ref_key(ref) for ref in refs])
-    doomed = []
-    for ref in refs:
-        raw = found.get(store.ref_key(ref))
-        if raw is None:
-            continue
-        try:
-            value = codec.parse(raw, "json", store.key_salt_value())
-        except ValueError:
-            continue  # anonymous to the store as well
-        if str(value.extra.get("userId")) == former and HASH_SESSION_KEY not in value.data:
-            doomed.append(ref)
-    return doomed
