@@ -16,6 +16,7 @@ from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.core import signing
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from django_cfkv import get_kv, inspect
 from django_cfkv.checks import check_session_settings
@@ -238,6 +239,18 @@ def test_migrated_sessions_are_in_their_users_index_at_once(site, fmt):
     assert revoke_all_sessions(admin) == signed_in
     assert logged_in_with(ids[0]) == (None, None) and logged_in_with(ids[2]) == (None, None)
     assert logged_in_with(ids[3])[1] == ann.pk
+
+
+@pytest.mark.parametrize("fmt, field, queries", [("signed", "pk", 0), ("json", "pk", 1), ("signed", "username", 3)])
+def test_naming_moved_sessions_users_queries_only_what_a_session_does_not_say(site, fmt, field, queries):
+    """As documented: a query per signed-in session, unless users are named by pk and Django wrote the session
+    (the Worker's session, in the json format, names its user without Django's auth hash)."""
+    old_layout_site(site, fmt)
+    site.SESSION_CFKV_USER_FIELD = field
+    made = []
+    with connection.execute_wrapper(lambda execute, sql, *args: made.append(sql) or execute(sql, *args)):
+        run("migrate-sessions")
+    assert len(made) == queries
 
 
 def test_values_a_writer_planted_cannot_stop_the_move_or_its_index(site, clock):
