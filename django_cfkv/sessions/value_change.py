@@ -106,7 +106,7 @@ def _after_commit(model: Any, using: str | None, pk: Any, former: str) -> None:
         return  # the user is gone, or a later save of the transaction put the value back
     try:
         moved = run(move_index(former, str(current), str(pk)), lambda: token_store().get_kv())
-    except KVError as exc:
+    except (KVError, CFKVConfigurationError) as exc:  # the save is committed: raising now would not undo it
         logger.warning(
             "A user's %s changed, but their sessions' index could not follow it (%s): their sessions stay listed "
             "under the former value. Run: manage.py cfkv sessions --user <username> --former <the former value> "

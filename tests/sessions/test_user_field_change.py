@@ -229,3 +229,13 @@ def test_nothing_is_called_when_sessions_are_not_in_kv(settings, emu, cfkv_calls
     user.email = "ann@new.example.com"
     user.save()
     assert spent(cfkv_calls) == {}
+
+
+def test_a_settings_mistake_found_after_the_commit_is_logged_not_raised_from_save(settings, user, caplog):
+    signed_in(user)
+    settings.SESSION_CFKV_ALIAS = "nowhere"  # manage.py check names it (E001); the save has committed by then
+    user.email = "ann@new.example.com"
+    with caplog.at_level(logging.WARNING, logger="django_cfkv"):
+        user.save()
+    assert get_user_model().objects.get(pk=user.pk).email == "ann@new.example.com"
+    assert "index could not follow it" in caplog.text and "'nowhere'" in caplog.text
