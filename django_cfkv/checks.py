@@ -192,11 +192,23 @@ def check_session_settings(app_configs: object = None, **kwargs: Any) -> list[Ch
     return errors
 
 
+def _sessions_in_kv() -> bool:
+    """Return True if sessions live in KV: SESSION_ENGINE is a KV engine, or bearer tokens are used."""
+    from .middleware import BearerSessionMiddleware
+    from .sessions.tokens import engine_session_store
+
+    if conf.middleware_position(list(conf.setting("MIDDLEWARE") or ()), BearerSessionMiddleware) is not None:
+        return True
+    try:
+        engine_session_store()
+    except (ImportError, CFKVConfigurationError):
+        return False
+    return True
+
+
 def _check_session_alias() -> list[CheckMessage]:
     alias = conf.setting("SESSION_CFKV_ALIAS")
-    from .sessions.value_change import sessions_in_kv
-
-    if not (conf.is_set("SESSION_CFKV_ALIAS") or sessions_in_kv()):
+    if not (conf.is_set("SESSION_CFKV_ALIAS") or _sessions_in_kv()):
         return []  # sessions are elsewhere: the default alias need not exist
     try:
         aliases = conf.get_config()

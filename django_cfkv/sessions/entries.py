@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import limits, metadata
 from ..exceptions import KVValueError
-from . import codec, index, keys, users
+from . import codec, index, keys, memory, users
 from .codec import Value
 from .options import session_format
 from .plans import KVCall, Plan
@@ -34,7 +34,7 @@ def owner(stored: Stored, user: str) -> Plan[str | None]:
 
     Kept on ``stored``: for SESSION_CFKV_USER_FIELD other than "pk" it takes a query.
     """
-    if stored.owner is None or stored.owner[0] != user:
+    if stored.owner is None or stored.owner[0] != user or stored.owner[1] in memory.former_user_values:
         known = yield from users.worker_user_id(user, stored.user_ref)
         stored.owner = (user, None if known is None else str(known))
     return stored.owner[1]

@@ -173,3 +173,34 @@ def read_entry(info: KeyInfo, user_prefix: str, now: float) -> UserSession | Non
     return UserSession(ref=ref, kind=client["via"] or None, created=_time(fields.get("created")),
                        last_seen=_time(fields.get("seen")), expires=_time(meta.expires),
                        device=client["device"], location=client["where"])
+
+
+# What a move of a user's index wrote (sessions.value_change): KV lists a key up to a minute after its write, so a
+# second change within that minute finds the entries the first one moved in this marker, read by its name.
+
+MOVED = "moved"  # after a user's prefix: not a ref, so no listing of sessions takes it for an entry
+MOVED_TTL = 120  # seconds: past KV's listing lag (about 60 s)
+
+
+def moved_key(prefix: str, identity: str) -> str:
+    """Return the key of the marker of the last move of an index to the user ``identity`` (under SECRET_KEY)."""
+    return _user_prefix(prefix, identity, _secrets()[0]) + MOVED
+
+
+def moved_marker(prefix: str, identity: str, entries: list[tuple[str, Any]], now: float) -> dict[str, Any]:
+    """Return the bulk-write item of the marker of a move to ``identity``: each entry's name and metadata."""
+    text = json.dumps([[name, meta] for name, meta in entries], separators=(",", ":"))
+    return {"key": moved_key(prefix, identity), "value": text, "expiration_ttl": MOVED_TTL,
+            "metadata": metadata.build(metadata.SESSION, expires=now + MOVED_TTL)}
+
+
+def read_moved(raw: bytes | None, user_prefix: str) -> list[KeyInfo]:
+    """Return the entries a move marker names under ``user_prefix`` (nothing from a marker that is not one)."""
+    try:
+        items = json.loads(raw) if raw is not None else []
+    except ValueError:
+        return []
+    items = items if isinstance(items, list) else []
+    return [KeyInfo(name, None, meta) for name, meta in (item for item in items if isinstance(item, list) and
+                                                          len(item) == 2)
+            if isinstance(name, str) and name.startswith(user_prefix)]

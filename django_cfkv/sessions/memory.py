@@ -6,16 +6,8 @@ import threading
 from .. import clock, conf, nearcache
 
 
-class RecentlyDeleted:
-    """Sessions this process deleted in the last minute, by the SHA-256 of their id (``keys.hashed_id``, the
-    ``ref`` a user's list gives): read as missing, never written back here.
-
-    KV may serve a deleted value for up to ~60 s, so without this a token
-    revoked or a session logged out here could still be read, and refreshed,
-    by the next request in this same process. It costs no API call (a
-    recently deleted key is not even read); other processes are covered only
-    by KV reads, with KV's ~60 s staleness.
-    """
+class Recent:
+    """Strings this process noted in the last minute (the latest 10,000): ``key in recent``."""
 
     TTL, MAX = 60.0, 10_000
 
@@ -48,10 +40,19 @@ class RecentlyDeleted:
         return when is not None and clock.monotonic() - when <= self.TTL
 
 
-recently_deleted = RecentlyDeleted()
+#: Sessions this process deleted in the last minute, by the SHA-256 of their id (``keys.hashed_id``, the
+#: ``ref`` a user's list gives): read as missing, never written back here. KV may serve a deleted value for up
+#: to ~60 s, so without this a token revoked or a session logged out here could still be read, and refreshed,
+#: by the next request in this same process. It costs no API call (a recently deleted key is not even read);
+#: other processes are covered only by KV reads, with KV's ~60 s staleness.
+recently_deleted = Recent()
+#: ``userId`` values (as text) that a user of this process left in the last minute: a store that read one
+#: before the change asks the database again, so it does not write the session back under the former value.
+former_user_values = Recent()
 # A test pointing CFKV or the session settings elsewhere starts with nothing deleted.
-conf.on_reset(recently_deleted.clear, settings=("CFKV", "SESSION_*"))
-conf.on_reset(recently_deleted.after_fork, after_fork=True)
+for _recent in (recently_deleted, former_user_values):
+    conf.on_reset(_recent.clear, settings=("CFKV", "SESSION_*"))
+    conf.on_reset(_recent.after_fork, after_fork=True)
 
 
 def near_cache() -> nearcache.NearCache | None:

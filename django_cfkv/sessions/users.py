@@ -11,6 +11,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from .. import conf
+from . import memory
 from .codec import Value
 from .plans import Plan, Query
 
@@ -31,7 +32,7 @@ def worker_user_id(auth_id: str | None, known: UserRef | None = None) -> Plan[An
     """
     if auth_id is None:
         return None
-    if known and known[0] == auth_id:
+    if known and known[0] == auth_id and str(known[1]) not in memory.former_user_values:
         return known[1]  # unchanged: keep the Worker's value as it wrote it
     field = conf.setting("SESSION_CFKV_USER_FIELD")
     if field == "pk":

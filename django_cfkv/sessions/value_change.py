@@ -4,9 +4,10 @@ Index entries are named after the user's value (``index.owner_name``), so a user
 whose value changes would keep their sessions under the former one: out of their
 own list and "Sign out everywhere", and in the list of the value's next holder.
 Before a user is saved (the user model, a proxy or a subclass of it) the value in
-the database is read (one query, unless ``update_fields`` leaves the field out);
+the database is read (one query, unless ``update_fields`` leaves the field out;
+locked for the transaction inside one, so a concurrent change commits first);
 when the save changes it, the index moves once the transaction commits, so a save
-that fails or is rolled back moves nothing:
+that fails or is rolled back moves nothing.
 
 Each session listed is read first, and only the user's own are touched: the
 value may be another user's now, or have been (two users swapping emails in one
@@ -16,35 +17,43 @@ elsewhere) keeps its entry where it is.
 * signed format: the sessions name their user by pk and stay signed in; each live
   entry is written under the new value, with its metadata and expiry (the latest
   one when SECRET_KEY_FALLBACKS lists it twice), and the former ones are deleted.
-* json format: a session's ``userId`` still names the former value, so it is
-  anonymous from now on. One Django wrote carries its auth hash, which no other
-  user's matches: it is left to expire, so the request that made the change can
-  still write its own. Any other (a Worker's) would sign in the value's next
-  holder: it is deleted. The former entries are deleted.
+* json format: a session's ``userId`` names the value. One Django signed the
+  user in on (its auth hash is theirs) is rewritten to name the new value, and its
+  entry moves: it stays signed in. One with no auth hash (a Worker's) is deleted:
+  it would sign in the value's next holder. One whose hash is another user's is
+  left alone: Django signs no one else in on it.
+
+KV lists a key up to a minute after its write, so a move also writes a marker
+(``index.moved_key``) naming the entries it wrote, which a second change within
+that minute reads by its name. A request of this process that read the former
+value before the change asks the database again before it writes its session
+(``memory.former_user_values``).
 
 API calls: a list call per 1,000 entries (per key while SECRET_KEY_FALLBACKS is
-set), a bulk read per 100 sessions, a bulk write (signed) and a bulk delete.
-Nothing is called when the value is unchanged, or when sessions are not in KV.
-A KV failure after the commit cannot undo the save: it is logged, the sessions
-stay where they were, and ``manage.py cfkv sessions --user <username> --former
-<value>`` moves them. So does a change that sends no signal
-(``QuerySet.update()``, raw SQL). KV's listings lag writes by up to about 60 seconds, so an entry written
-under the former value in the minute before the move (or by a request that read
-the user before the commit) may stay there.
+set), one read of the marker, a bulk read per 100 sessions, a bulk write and a
+bulk delete; when nothing is listed, the list and the read only. A KV failure
+after the commit cannot undo the save: it is logged, the sessions stay where
+they were, and ``manage.py cfkv sessions --user <username> --former <value>``
+moves them. So does a change that sends no signal (``QuerySet.update()``,
+``bulk_update()``, raw SQL, fixtures, a data migration's historical model, a
+save of a parent model of the user model). A session a request of another
+process writes under the former value after the move, having read the user
+before the change, stays there.
 """
 
+import json
 import logging
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import transaction
 
 from .. import clock, conf, limits, metadata
 from ..exceptions import CFKVConfigurationError, KVError, KVValueError
-from . import codec, index, options
-from .bearer import BearerSessionMiddleware
+from . import codec, index, memory, options
 from .per_user import NEVER, listings, revoke, user_identity
 from .plans import KVCall, Plan, run
-from .tokens import engine_session_store, token_store
+from .tokens import token_store
 from .users import HASH_SESSION_KEY, SESSION_KEY
 
 logger = logging.getLogger("django_cfkv.sessions")
@@ -52,25 +61,19 @@ logger = logging.getLogger("django_cfkv.sessions")
 _FORMER = "_cfkv_former_user_value"  # set on the instance between its pre_save and post_save
 
 
-def sessions_in_kv() -> bool:
-    """Return True if sessions live in KV: SESSION_ENGINE is a KV engine, or bearer tokens are used."""
-    if conf.middleware_position(list(conf.setting("MIDDLEWARE") or ()), BearerSessionMiddleware) is not None:
-        return True
-    try:
-        engine_session_store()
-    except (ImportError, CFKVConfigurationError):
-        return False
-    return True
-
-
 def _field(sender: Any) -> str | None:
-    """Return SESSION_CFKV_USER_FIELD when a save of ``sender`` may move an index, else None."""
+    """Return SESSION_CFKV_USER_FIELD when a save of ``sender`` may move an index, else None (a mistake in
+    these settings included: ``manage.py check`` reports it, and a user's save must not fail on it)."""
     from django.contrib.auth import get_user_model
 
     field = conf.setting("SESSION_CFKV_USER_FIELD")
     if field == "pk" or not isinstance(sender, type) or not issubclass(sender, get_user_model()):
         return None
-    return field if index.enabled() else None
+    try:
+        sender._meta.get_field(field)
+        return field if index.enabled() else None
+    except (CFKVConfigurationError, FieldDoesNotExist):
+        return None
 
 
 def note_former_value(sender: Any, instance: Any, raw: bool = False, using: str | None = None,
@@ -83,7 +86,10 @@ def note_former_value(sender: Any, instance: Any, raw: bool = False, using: str 
     attname = instance._meta.get_field(field).attname
     if raw or instance.pk is None or (update_fields is not None and not {field, attname} & set(update_fields)):
         return
-    former = sender._base_manager.using(using).filter(pk=instance.pk).values_list(field, flat=True).first()
+    rows = sender._base_manager.using(using).filter(pk=instance.pk)
+    if transaction.get_connection(using).in_atomic_block:
+        rows = rows.select_for_update()  # a concurrent change commits first, and its value is the former one
+    former = rows.values_list(field, flat=True).first()
     if former is not None:
         instance.__dict__[_FORMER] = str(former)
 
@@ -91,7 +97,8 @@ def note_former_value(sender: Any, instance: Any, raw: bool = False, using: str 
 def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
     """post_save: when the save changed the user's value, move their index once the transaction commits."""
     former = instance.__dict__.pop(_FORMER, None)
-    if former is None or str(instance.serializable_value(_field(sender) or "pk")) == former:
+    field = _field(sender)
+    if former is None or field is None or str(instance.serializable_value(field)) == former:
         return
     pk = instance.pk
     transaction.on_commit(lambda: _after_commit(sender, using, pk, former), using=using)
@@ -99,13 +106,11 @@ def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **k
 
 def _after_commit(model: Any, using: str | None, pk: Any, former: str) -> None:
     field = _field(model)
-    if field is None or not sessions_in_kv():
-        return
-    current = model._base_manager.using(using).filter(pk=pk).values_list(field, flat=True).first()
-    if current is None or str(current) == former:
+    user = None if field is None else model._base_manager.using(using).filter(pk=pk).first()
+    if user is None or user_identity(user) == former:
         return  # the user is gone, or a later save of the transaction put the value back
     try:
-        moved = run(move_index(former, str(current), str(pk)), lambda: token_store().get_kv())
+        moved = run(move_index(former, user), lambda: token_store().get_kv())
     except (KVError, CFKVConfigurationError) as exc:  # the save is committed: raising now would not undo it
         logger.warning(
             "A user's %s changed, but their sessions' index could not follow it (%s): their sessions stay listed "
@@ -113,23 +118,38 @@ def _after_commit(model: Any, using: str | None, pk: Any, former: str) -> None:
             "(user pk %s).",
             field, exc, pk)
     else:
-        logger.info("A user's %s changed, and their sessions' index followed it (%d sessions; user pk %s).",
+        logger.info("A user's %s changed, and their sessions' index followed it (%d sessions moved; user pk %s).",
                     field, moved, pk)
 
 
-def move_index(former: str, current: str, auth_id: str) -> Plan[int]:
-    """Move the index listed under the ``userId`` ``former`` to ``current``, for the sessions of Django's user
-    ``auth_id`` (a plan). Return how many entries moved; in the json format, how many sessions a Worker wrote
-    naming ``former`` were deleted.
+def follow_former_value(user: Any, former: str) -> int:
+    """Move the index kept under ``user``'s former value to their current one (``manage.py cfkv sessions --user
+    U --former V``): after a change no signal saw, or a move that failed. Return how many sessions moved.
 
-    Each session is read first: an entry is moved only when its session is this user's (another user may
-    hold the value now, or have held it, as when two users swap emails in one transaction), and an entry
-    whose session cannot be read yet (KV's lag after a sign-in elsewhere) is left where it is.
+    Raise ValueError when another user holds ``former`` now: what is listed under it may be theirs.
     """
-    now, prefix, fmt, store = clock.now(), token_store().key_prefix(), options.session_format(), token_store()
+    field = conf.setting("SESSION_CFKV_USER_FIELD")
+    if field != "pk" and type(user)._base_manager.filter(**{field: former}).exclude(pk=user.pk).exists():
+        raise ValueError(f"Another user's {field} is that value now: their sessions are listed under it.")
+    if user_identity(user) in (None, former):
+        return 0
+    return run(move_index(former, user), lambda: token_store().get_kv())
+
+
+def move_index(former: str, user: Any) -> Plan[int]:
+    """Move the index listed under the ``userId`` ``former`` to ``user``'s current one, with the marker of a move
+    to ``former`` (a plan); return how many sessions moved. Only the user's own sessions are touched (see above).
+    """
+    now, fmt, store = clock.now(), options.session_format(), token_store()
+    current, auth_id, hashes = user_identity(user), user._meta.pk.value_to_string(user), _auth_hashes(user)
+    memory.former_user_values.add(former)  # stores of this process that read it re-read the user's value
+    prefixes, marker = index.user_prefixes(store.key_prefix(), former), index.moved_key(store.key_prefix(), former)
+    listed = yield from listings(former)
+    # What a move to ``former`` in the last minutes wrote, which KV may not list yet: its marker says.
+    listed.append((prefixes[0], index.read_moved((yield KVCall("get", marker)), prefixes[0])))
     latest: dict[str, tuple[index.UserSession | None, Any]] = {}
     names: dict[str, list[str]] = {}
-    for user_prefix, infos in (yield from listings(former)):
+    for user_prefix, infos in listed:
         for info in infos:
             ref = info.name[len(user_prefix):]
             if not index.is_ref(ref):
@@ -139,31 +159,47 @@ def move_index(former: str, current: str, auth_id: str) -> Plan[int]:
             if ref not in latest or (entry is not None and (known is None or (entry.last_seen or NEVER)
                                                             > (known.last_seen or NEVER))):
                 latest[ref] = (entry, info.metadata)
-    if not names:
+    if not names or current is None:
         return 0
     found = yield KVCall("get_many", [store.ref_key(ref) for ref in names])
-    items: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
+    sessions: list[dict[str, Any]] = []
     doomed: dict[str, list[str]] = {}
     gone: list[str] = []
     for ref, (entry, meta) in latest.items():
-        value = _read(found.get(store.ref_key(ref)), fmt, store.key_salt_value())
-        if value is None:
+        raw = found.get(store.ref_key(ref))
+        value = _read(raw, fmt, store.key_salt_value())
+        if raw is None or value is None:
             continue
-        if fmt == "json":  # a session naming ``former`` is anonymous from now on
-            if str(value.extra.get("userId")) != former:
-                continue
-            if HASH_SESSION_KEY in value.data:
-                gone += names[ref]  # Django's: its auth hash signs in no other user
-            else:
+        if fmt == "json":
+            signed_in_by = value.data.get(HASH_SESSION_KEY)  # Django's auth hash: whose session it is
+            if str(value.extra.get("userId")) != former or (signed_in_by is not None and signed_in_by not in hashes):
+                continue  # another user's (now or before a password change): Django refuses it to anyone else
+            renamed = None if signed_in_by is None else _renamed(raw, value, current, now)
+            if renamed is None:
                 doomed[ref] = names[ref]  # a Worker's would sign in the value's next holder
-        elif str(value.data.get(SESSION_KEY)) == auth_id:
-            item = None if entry is None else _moved_entry(index.entry_key(prefix, current, ref), entry, meta, now)
-            items += [item] if item else []
-            gone += names[ref]
-    if items:
-        yield KVCall("put_many", items)
-    yield from revoke(doomed, also=gone)
-    return len(doomed) if fmt == "json" else len(items)
+                continue
+            sessions.append({"key": store.ref_key(ref), **renamed})
+        elif str(value.data.get(SESSION_KEY)) != auth_id:
+            continue
+        item = None if entry is None else _moved_entry(index.entry_key(store.key_prefix(), current, ref), entry,
+                                                        meta, now)
+        entries += [item] if item else []
+        gone += names[ref]
+    if entries or sessions:
+        moved = index.moved_marker(store.key_prefix(), current, [(item["key"], item["metadata"]) for item in entries],
+                                   now)
+        yield KVCall("put_many", entries + sessions + [moved])  # an entry before its session, as the store writes
+    yield from revoke(doomed, also=list(dict.fromkeys([*gone, marker])))
+    return len(entries)
+
+
+def _auth_hashes(user: Any) -> set[str]:
+    """The session auth hashes Django signs ``user`` in with (SECRET_KEY's, and each fallback's)."""
+    if not hasattr(user, "get_session_auth_hash"):
+        return set()
+    fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())
+    return {user.get_session_auth_hash(), *fallbacks()}
 
 
 def _read(raw: bytes | None, fmt: str, salt: str) -> Any:
@@ -174,13 +210,15 @@ def _read(raw: bytes | None, fmt: str, salt: str) -> Any:
         return None
 
 
-def follow_former_value(user: Any, former: str) -> int:
-    """Move the index kept under ``user``'s former value to their current one (``manage.py cfkv sessions --user
-    U --former V``): after a change no signal saw, or a move that failed. Return what :func:`move_index` does."""
-    current = user_identity(user)
-    if current is None or current == former:
-        return 0
-    return run(move_index(former, current, str(user.pk)), lambda: token_store().get_kv())
+def _renamed(raw: bytes, value: codec.Value, current: str, now: float) -> dict[str, Any] | None:
+    """Return the bulk-write fields of a json session rewritten to name ``current``; None when it has expired."""
+    if value.expires is None or value.expires <= now:
+        return None
+    envelope = json.loads(raw)
+    envelope["userId"] = current
+    text = codec.dumps_json(envelope)
+    return {"value": text, "expiration_ttl": metadata.kv_ttl(value.expires, now),
+            "metadata": metadata.build(metadata.SESSION, expires=value.expires, size=len(text.encode("utf-8")))}
 
 
 def _moved_entry(key: str, entry: index.UserSession, meta: Any, now: float) -> dict[str, Any] | None:

@@ -170,7 +170,10 @@ class Command(BaseCommand):
             raise CommandError(f"{username!r} is not a value {model.USERNAME_FIELD} can hold: nothing was listed "
                                "or signed out.") from None
         before = transport.calls.snapshot()
-        followed = None if options["former"] is None else follow_former_value(user, options["former"])
+        try:
+            followed = None if options["former"] is None else follow_former_value(user, options["former"])
+        except ValueError as exc:
+            raise CommandError(f"{exc} Nothing was moved, listed or signed out.") from None
         listed, revoked = ([], revoke_all_sessions(user)) if options["revoke"] else (user_sessions(user), None)
         report = {"alias": self.alias, "user": username, "revoked": revoked, "api_calls": _calls_since(before),
                   "followed": followed, "format": session_format(),
