@@ -183,8 +183,11 @@ def ref_of(request: HttpRequest | None) -> str | None:
 def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     """Revoke every session of ``user`` but ``keep``; return how many live ones went."""
     identity = user_identity(user)
-    if identity is None:
-        return 0
+    return 0 if identity is None else (yield from revoke_listed(identity, keep))
+
+
+def revoke_listed(identity: str, keep: str | None = None) -> Plan[int]:
+    """Revoke every session listed under the ``userId`` ``identity`` but ``keep``; return how many live ones went."""
     now = clock.now()
     doomed: dict[str, list[str]] = {}
     live = set()

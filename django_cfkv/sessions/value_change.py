@@ -45,13 +45,13 @@ import json
 import logging
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import transaction
 
 from .. import clock, conf, limits, metadata
 from ..exceptions import CFKVConfigurationError, KVError, KVValueError
 from . import codec, index, memory, options
-from .per_user import NEVER, listings, revoke, user_identity
+from .per_user import NEVER, listings, revoke, revoke_listed, user_identity
 from .plans import KVCall, Plan, run
 from .tokens import token_store
 from .users import HASH_SESSION_KEY, SESSION_KEY
@@ -61,19 +61,41 @@ logger = logging.getLogger("django_cfkv.sessions")
 _FORMER = "_cfkv_former_user_value"  # set on the instance between its pre_save and post_save
 
 
-def _field(sender: Any) -> str | None:
-    """Return SESSION_CFKV_USER_FIELD when a save of ``sender`` may move an index, else None (a mistake in
-    these settings included: ``manage.py check`` reports it, and a user's save must not fail on it)."""
+def user_models() -> list[Any]:
+    """Return the user model and every proxy and subclass of it (none when no user model is installed)."""
+    from django.apps import apps
     from django.contrib.auth import get_user_model
 
+    try:
+        user_model = get_user_model()
+    except ImproperlyConfigured:
+        return []
+    return [model for model in apps.get_models() if issubclass(model, user_model)]
+
+
+def _indexed_users(sender: Any) -> bool:
+    """Return True if ``sender`` is the user model (or a proxy or subclass of it) and sessions are indexed (not
+    when these settings hold a mistake: ``manage.py check`` reports it, and a user's save must not fail on it)."""
+    from django.contrib.auth import get_user_model
+
+    if not isinstance(sender, type) or not issubclass(sender, get_user_model()):
+        return False
+    try:
+        return index.enabled() and conf.setting("SESSION_CFKV_ALIAS") in conf.get_config()
+    except CFKVConfigurationError:
+        return False  # a site using KV for its cache alone may have no alias for sessions
+
+
+def _field(sender: Any) -> str | None:
+    """Return SESSION_CFKV_USER_FIELD when a save of ``sender`` may move an index, else None."""
     field = conf.setting("SESSION_CFKV_USER_FIELD")
-    if field == "pk" or not isinstance(sender, type) or not issubclass(sender, get_user_model()):
+    if field == "pk" or not _indexed_users(sender):  # "pk" first: every save of every model asks
         return None
     try:
         sender._meta.get_field(field)
-        return field if index.enabled() else None
-    except (CFKVConfigurationError, FieldDoesNotExist):
+    except FieldDoesNotExist:
         return None
+    return field
 
 
 def note_former_value(sender: Any, instance: Any, raw: bool = False, using: str | None = None,
@@ -104,22 +126,35 @@ def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **k
     transaction.on_commit(lambda: _after_commit(sender, using, pk, former), using=using)
 
 
+def sign_out_deleted_user(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
+    """post_delete: sign a deleted user out everywhere once the deletion commits. Their sessions would stay until
+    they expire, and in the json format a Worker's would sign in whoever is given their value (or pk) next."""
+    identity = user_identity(instance) if _indexed_users(sender) and instance.pk is not None else None
+    if identity is not None:
+        pk = instance.pk
+        transaction.on_commit(lambda: _follow(f"user pk {pk} was deleted", revoke_listed(identity)), using=using)
+
+
 def _after_commit(model: Any, using: str | None, pk: Any, former: str) -> None:
     field = _field(model)
     user = None if field is None else model._base_manager.using(using).filter(pk=pk).first()
-    if user is None or user_identity(user) == former:
-        return  # the user is gone, or a later save of the transaction put the value back
+    if user is None:  # deleted in the same transaction: its sessions are listed under the value it had before
+        _follow(f"user pk {pk} was deleted", revoke_listed(former))
+    elif user_identity(user) != former:  # else a later save of the transaction put the value back
+        _follow(f"user pk {pk}'s {field} changed", move_index(former, user))
+
+
+def _follow(change: str, plan: Plan[int]) -> None:
+    """Run the plan that makes a user's sessions follow ``change``; log what a KV failure left behind."""
     try:
-        moved = run(move_index(former, user), lambda: token_store().get_kv())
-    except (KVError, CFKVConfigurationError) as exc:  # the save is committed: raising now would not undo it
+        count = run(plan, lambda: token_store().get_kv())
+    except (KVError, CFKVConfigurationError) as exc:  # the change is committed: raising now would not undo it
         logger.warning(
-            "A user's %s changed, but their sessions' index could not follow it (%s): their sessions stay listed "
-            "under the former value. Run: manage.py cfkv sessions --user <username> --former <the former value> "
-            "(user pk %s).",
-            field, exc, pk)
+            "A user's sessions could not follow a change (%s): %s. They stay listed under the value the user had; "
+            "run: manage.py cfkv sessions --user <username> --former <that value> (or sign the user out "
+            "everywhere).", change, exc)
     else:
-        logger.info("A user's %s changed, and their sessions' index followed it (%d sessions moved; user pk %s).",
-                    field, moved, pk)
+        logger.info("A user's sessions followed a change (%s): %d sessions.", change, count)
 
 
 def follow_former_value(user: Any, former: str) -> int:

@@ -269,7 +269,7 @@ def test_a_kv_failure_after_the_commit_is_logged_and_the_command_moves_it(emu, u
         user.save()  # committed: a KV failure cannot undo it
     assert get_user_model().objects.get(pk=user.pk).email == "ann@new.example.com"
     warning, = [record for record in caplog.records if record.levelno == logging.WARNING
-                and "index could not follow" in record.getMessage()]
+                and "could not follow a change" in record.getMessage()]
     message = warning.getMessage()
     assert "cfkv sessions --user" in message and "ann@example.com" not in message
     assert browser.cookies["sessionid"].value not in caplog.text
@@ -304,9 +304,50 @@ def test_a_site_with_no_sessions_in_kv_pays_a_listing_and_a_read_for_a_change(se
 
 def test_a_settings_mistake_found_after_the_commit_is_logged_not_raised_from_save(settings, user, caplog):
     signed_in(user)
-    settings.SESSION_CFKV_ALIAS = "nowhere"  # manage.py check names it (E001); the save has committed by then
+    settings.CFKV = {"default": {"BACKEND": "cloudflare"}}  # manage.py check names it; the save has committed then
     user.email = "ann@new.example.com"
     with caplog.at_level(logging.WARNING, logger="django_cfkv"):
         user.save()
     assert get_user_model().objects.get(pk=user.pk).email == "ann@new.example.com"
-    assert "index could not follow it" in caplog.text and "'nowhere'" in caplog.text
+    assert "could not follow a change" in caplog.text and "ACCOUNT_ID" in caplog.text
+
+
+@pytest.mark.parametrize("field", ["email", "pk"])
+@pytest.mark.parametrize("changed_first", [False, True])
+def test_a_deleted_user_is_signed_out_everywhere(settings, user, field, changed_first):
+    """Else a json session a Worker wrote (no auth hash) would sign in whoever is given the value next."""
+    settings.SESSION_CFKV_FORMAT, settings.SESSION_CFKV_USER_FIELD = "json", field
+    user_id = "ann@example.com" if field == "email" else str(user.pk)
+    browser = signed_in(user)
+    worker_id, _ = worker_session(user_id)
+    get_kv().put(index.entry_key(SessionStore.key_prefix(), user_id, hashed_id(worker_id)), b"",
+                 expiration_ttl=3600, metadata={"kind": "session", "expires": 4_000_000_000, "via": "bearer"})
+    with transaction.atomic():
+        if changed_first:
+            user.email = "ann@new.example.com"
+            user.save()
+        user.delete()
+    assert raw_session(worker_id) is None and raw_session(browser.cookies["sessionid"].value) is None
+    assert index_entries() == []
+    newcomer = get_user_model().objects.create_user("newcomer", "ann@example.com", "pw")
+    worker = Client()
+    worker.cookies["sessionid"] = worker_id
+    assert worker.get("/whoami/").json()["user"] is None
+    assert user_sessions(newcomer) == []
+
+
+def test_only_deletions_of_users_are_heard_so_other_models_keep_djangos_fast_delete():
+    from django.contrib.auth.models import Permission
+    from django.db.models.signals import post_delete
+
+    assert post_delete.has_listeners(User) and not post_delete.has_listeners(Permission)
+
+
+def test_a_site_with_no_kv_alias_for_sessions_is_left_alone(settings, user, caplog):
+    settings.CFKV = {"cache": {"BACKEND": "local", "PATH": settings.CFKV["default"]["PATH"]}}
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    with caplog.at_level(logging.DEBUG, logger="django_cfkv"):
+        user.email = "ann@new.example.com"
+        user.save()
+        user.delete()
+    assert caplog.records == []
