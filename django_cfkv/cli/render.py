@@ -140,7 +140,7 @@ def migrate_sessions(report: Report) -> list[str]:
 def sessions(report: Report, now: float) -> list[str]:
     """A user's sessions, the most recently seen first; or, after --revoke, how many were signed out."""
     user, rows = report["user"], report["sessions"]
-    followed = [] if report["followed"] is None else [_followed(user, report["followed"], report["format"])]
+    followed = [] if report["followed"] is None else [_followed(user, report["followed"])]
     if report["revoked"] is not None:
         count = report["revoked"]
         return followed + [f"Signed {user!r} out of {count} session{'' if count == 1 else 's'}. Another Cloudflare "
@@ -154,10 +154,7 @@ def sessions(report: Report, now: float) -> list[str]:
     return lines + api_calls(report["api_calls"])
 
 
-def _followed(user: str, count: int, fmt: str) -> str:
-    if fmt == "json":  # sessions naming the former value are anonymous: see sessions.value_change
-        return (f"Removed the index under {user!r}'s former value; signed out {count} session"
-                f"{'' if count == 1 else 's'} a Worker wrote naming it.")
+def _followed(user: str, count: int) -> str:
     return f"Moved {count} session{'' if count == 1 else 's'} from {user!r}'s former value to the current one."
 
 

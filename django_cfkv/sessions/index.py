@@ -197,7 +197,7 @@ def moved_marker(prefix: str, identity: str, entries: list[tuple[str, Any]], now
 def read_moved(raw: bytes | None, user_prefix: str) -> list[KeyInfo]:
     """Return the entries a move marker names under ``user_prefix`` (nothing from a marker that is not one)."""
     try:
-        items = json.loads(raw) if raw is not None else []
+        items = limits.loads_json(raw) if raw is not None else []
     except ValueError:
         return []
     items = items if isinstance(items, list) else []

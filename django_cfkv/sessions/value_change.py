@@ -21,7 +21,9 @@ elsewhere) keeps its entry where it is.
   user in on (its auth hash is theirs) is rewritten to name the new value, and its
   entry moves: it stays signed in. One with no auth hash (a Worker's) is deleted:
   it would sign in the value's next holder. One whose hash is another user's is
-  left alone: Django signs no one else in on it.
+  left alone: Django signs no one else in on it. One this process deleted in the
+  last minute is not written back (KV may still serve it); one another process
+  deleted in that minute may be, under the new value (documented).
 
 KV lists a key up to a minute after its write, so a move also writes a marker
 (``index.moved_key``) naming the entries it wrote, which a second change within
@@ -45,7 +47,7 @@ import json
 import logging
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
 from django.db import transaction
 
 from .. import clock, conf, limits, metadata
@@ -129,7 +131,8 @@ def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **k
 def sign_out_deleted_user(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
     """post_delete: sign a deleted user out everywhere once the deletion commits. Their sessions would stay until
     they expire, and in the json format a Worker's would sign in whoever is given their value (or pk) next."""
-    identity = user_identity(instance) if _indexed_users(sender) and instance.pk is not None else None
+    usable = conf.setting("SESSION_CFKV_USER_FIELD") == "pk" or _field(sender) is not None  # no typo'd field
+    identity = user_identity(instance) if usable and _indexed_users(sender) and instance.pk is not None else None
     if identity is not None:
         pk = instance.pk
         transaction.on_commit(lambda: _follow(f"user pk {pk} was deleted", revoke_listed(identity)), using=using)
@@ -148,11 +151,13 @@ def _follow(change: str, plan: Plan[int]) -> None:
     """Run the plan that makes a user's sessions follow ``change``; log what a KV failure left behind."""
     try:
         count = run(plan, lambda: token_store().get_kv())
-    except (KVError, CFKVConfigurationError) as exc:  # the change is committed: raising now would not undo it
+    except Exception as exc:  # the change is committed: raising now would not undo it, and would fail the request
+        # A KV or settings error says what to fix; anything else (a value a namespace writer planted) by its type.
+        reason = str(exc) if isinstance(exc, (KVError, CFKVConfigurationError)) else type(exc).__name__
         logger.warning(
-            "A user's sessions could not follow a change (%s): %s. They stay listed under the value the user had; "
-            "run: manage.py cfkv sessions --user <username> --former <that value> (or sign the user out "
-            "everywhere).", change, exc)
+            "A user's sessions could not follow a change (%s): %s. They stay listed under the value the user had "
+            "(the user's history in the admin shows it); run: manage.py cfkv sessions --user <username> --former "
+            "<that value>, or sign the user out everywhere.", change, reason)
     else:
         logger.info("A user's sessions followed a change (%s): %d sessions.", change, count)
 
@@ -164,7 +169,11 @@ def follow_former_value(user: Any, former: str) -> int:
     Raise ValueError when another user holds ``former`` now: what is listed under it may be theirs.
     """
     field = conf.setting("SESSION_CFKV_USER_FIELD")
-    if field != "pk" and type(user)._base_manager.filter(**{field: former}).exclude(pk=user.pk).exists():
+    try:
+        held = type(user)._base_manager.filter(**{field: former}).exclude(pk=user.pk).exists()
+    except (ValueError, TypeError, ValidationError):
+        held = False  # not a value the field can hold: no user holds it
+    if held:
         raise ValueError(f"Another user's {field} is that value now: their sessions are listed under it.")
     if user_identity(user) in (None, former):
         return 0
@@ -204,11 +213,12 @@ def move_index(former: str, user: Any) -> Plan[int]:
     for ref, (entry, meta) in latest.items():
         raw = found.get(store.ref_key(ref))
         value = _read(raw, fmt, store.key_salt_value())
-        if raw is None or value is None:
+        if raw is None or value is None or ref in memory.recently_deleted:  # KV may serve a deleted one for ~60 s
             continue
         if fmt == "json":
             signed_in_by = value.data.get(HASH_SESSION_KEY)  # Django's auth hash: whose session it is
-            if str(value.extra.get("userId")) != former or (signed_in_by is not None and signed_in_by not in hashes):
+            if str(value.extra.get("userId")) != former or (signed_in_by is not None and (
+                    not isinstance(signed_in_by, str) or signed_in_by not in hashes)):
                 continue  # another user's (now or before a password change): Django refuses it to anyone else
             renamed = None if signed_in_by is None else _renamed(raw, value, current, now)
             if renamed is None:
@@ -217,14 +227,15 @@ def move_index(former: str, user: Any) -> Plan[int]:
             sessions.append({"key": store.ref_key(ref), **renamed})
         elif str(value.data.get(SESSION_KEY)) != auth_id:
             continue
-        item = None if entry is None else _moved_entry(index.entry_key(store.key_prefix(), current, ref), entry,
-                                                        meta, now)
+        item = _moved_entry(index.entry_key(store.key_prefix(), current, ref), None if entry is None else meta,
+                            value, now)
         entries += [item] if item else []
         gone += names[ref]
     if entries or sessions:
         moved = index.moved_marker(store.key_prefix(), current, [(item["key"], item["metadata"]) for item in entries],
                                    now)
-        yield KVCall("put_many", entries + sessions + [moved])  # an entry before its session, as the store writes
+        with memory.writing(*(session["key"] for session in sessions)):  # the near cache forgets what it held
+            yield KVCall("put_many", entries + sessions + [moved])  # an entry before its session, as the store does
     yield from revoke(doomed, also=list(dict.fromkeys([*gone, marker])))
     return len(entries)
 
@@ -256,13 +267,15 @@ def _renamed(raw: bytes, value: codec.Value, current: str, now: float) -> dict[s
             "metadata": metadata.build(metadata.SESSION, expires=value.expires, size=len(text.encode("utf-8")))}
 
 
-def _moved_entry(key: str, entry: index.UserSession, meta: Any, now: float) -> dict[str, Any] | None:
-    """Return the bulk-write item of an entry under its new name, or None when KV would refuse its metadata."""
-    if entry.expires is None:
+def _moved_entry(key: str, meta: Any, value: codec.Value, now: float) -> dict[str, Any] | None:
+    """Return the bulk-write item of a session's entry under its new name: its metadata ``meta`` if it was live,
+    else what the store would write; None when the session has expired or KV would refuse the metadata."""
+    if value.expires is None or value.expires <= now:
         return None
+    if meta is None:
+        meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY))
     try:
         limits.encode_metadata(meta)
     except KVValueError:
         return None
-    ttl = metadata.kv_ttl(entry.expires.timestamp(), now)
-    return {"key": key, "value": b"", "metadata": meta, "expiration_ttl": ttl}
+    return {"key": key, "value": b"", "metadata": meta, "expiration_ttl": metadata.kv_ttl(value.expires, now)}

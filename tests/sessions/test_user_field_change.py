@@ -17,7 +17,15 @@ from django.test import Client
 from django.test.utils import isolate_apps
 
 from django_cfkv import get_kv
-from django_cfkv.sessions import SessionStore, hashed_id, index, issue_token, revoke_all_sessions, user_sessions
+from django_cfkv.sessions import (
+    SessionStore,
+    hashed_id,
+    index,
+    issue_token,
+    revoke_all_sessions,
+    revoke_session,
+    user_sessions,
+)
 
 from .helpers import spent, worker_session
 
@@ -351,3 +359,126 @@ def test_a_site_with_no_kv_alias_for_sessions_is_left_alone(settings, user, capl
         user.save()
         user.delete()
     assert caplog.records == []
+
+
+class Lag:
+    """KV as Cloudflare lists and reads it within a minute: keys written in that minute are not listed yet, and keys
+    deleted in it are still listed and still read (the value a location cached)."""
+
+    def __init__(self, monkeypatch, hide_new=True, keep_deleted=True):
+        self.kv = kv = get_kv()
+        self.written, self.deleted_infos, self.deleted_values = set(), {}, {}
+        real_put, real_put_many, real_list = kv.put, kv.put_many, kv.list_keys
+        real_delete, real_delete_many, real_get_many = kv.delete, kv.delete_many, kv.get_many
+
+        def remember(keys):
+            for key in keys:
+                for info in real_list(prefix=key).keys:
+                    if info.name == key:
+                        self.deleted_infos[key] = info
+                value = real_get_many([key]).get(key)
+                if value is not None:
+                    self.deleted_values[key] = value
+
+        def put(key, *args, **kwargs):
+            self.written.add(key)
+            return real_put(key, *args, **kwargs)
+
+        def put_many(items):
+            items = list(items)
+            self.written.update(item["key"] for item in items)
+            return real_put_many(items)
+
+        def delete(key):
+            if keep_deleted:
+                remember([key])
+            return real_delete(key)
+
+        def delete_many(keys):
+            keys = list(keys)
+            if keep_deleted:
+                remember(keys)
+            return real_delete_many(keys)
+
+        def list_keys(prefix=None, limit=1000, cursor=None):
+            page = real_list(prefix=prefix, limit=limit, cursor=cursor)
+            keys = [i for i in page.keys if not (hide_new and i.name in self.written)]
+            names = {i.name for i in keys}
+            keys += [i for n, i in self.deleted_infos.items() if n.startswith(prefix or "") and n not in names]
+            return page._replace(keys=keys)
+
+        def get_many(keys):
+            keys = list(keys)
+            found = real_get_many(keys)
+            return {**{k: v for k, v in self.deleted_values.items() if k in keys}, **found}
+
+        for name, fn in [("put", put), ("put_many", put_many), ("delete", delete), ("delete_many", delete_many),
+                         ("list_keys", list_keys), ("get_many", get_many)]:
+            monkeypatch.setattr(kv, name, fn)
+
+
+def test_in_the_json_format_a_session_revoked_in_the_last_minute_is_not_brought_back(settings, user, monkeypatch):
+    """The owner signs the hijacker out, then changes the email, while KV still lists and serves what was revoked."""
+    settings.SESSION_CFKV_FORMAT = "json"
+    owner, hijacker = signed_in(user), signed_in(user)
+    hijack_key = hijacker.cookies["sessionid"].value
+    Lag(monkeypatch, hide_new=False)
+    assert revoke_session(user, hashed_id(hijack_key)) is True
+    assert owner.get("/change-email/", {"to": "ann@new.example.com"}).status_code == 200
+    monkeypatch.undo()
+    assert raw_session(hijack_key) is None
+    assert hijacker.get("/whoami/").json()["user"] is None and owner.get("/whoami/").json()["user"] == user.pk
+
+
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_values_a_namespace_writer_planted_cannot_fail_the_save_or_stop_the_move(settings, user, fmt):
+    settings.SESSION_CFKV_FORMAT = fmt
+    browser = signed_in(user)
+    get_kv().put(index.moved_key(SessionStore.key_prefix(), "ann@example.com"), "[" * 100_000)  # a forged marker
+    worker_id, value = worker_session("ann@example.com")
+    value["data"] = {"_auth_user_hash": []}  # not a hash
+    get_kv().put(SessionStore.kv_key(worker_id), json.dumps(value), expiration_ttl=3600)
+    get_kv().put(index.entry_key(SessionStore.key_prefix(), "ann@example.com", hashed_id(worker_id)), b"",
+                 expiration_ttl=3600, metadata={"kind": "session", "expires": 4_000_000_000})
+    # An entry of the user's own session that says no expiry: the session's own is written with it.
+    get_kv().put(index.entry_key(SessionStore.key_prefix(), "ann@example.com", hashed_id(browser.cookies["sessionid"]
+                                                                                          .value)),
+                 b"", expiration_ttl=3600, metadata={"kind": "session", "seen": 1})
+    user.email = "ann@new.example.com"
+    user.save()
+    assert [s.ref for s in user_sessions(user)] == [hashed_id(browser.cookies["sessionid"].value)]
+    assert browser.get("/whoami/").json()["user"] == user.pk
+
+
+def test_a_typo_in_the_user_field_does_not_fail_a_users_deletion(settings, user):
+    settings.SESSION_CFKV_USER_FIELD = "emial"
+    user.delete()
+    assert not get_user_model().objects.filter(pk=user.pk).exists()
+
+
+def test_the_command_refuses_a_pk_another_user_has(settings, user, other):
+    settings.SESSION_CFKV_FORMAT, settings.SESSION_CFKV_USER_FIELD = "json", "pk"
+    worker_id, _ = worker_session(str(other.pk))
+    get_kv().put(index.entry_key(SessionStore.key_prefix(), str(other.pk), hashed_id(worker_id)), b"",
+                 expiration_ttl=3600, metadata={"kind": "session", "expires": 4_000_000_000, "via": "bearer"})
+    with pytest.raises(CommandError, match="Another user's pk is that value now"):
+        call_command("cfkv", "sessions", "--user", "ann", "--former", str(other.pk))
+    assert raw_session(worker_id) is not None
+
+
+def test_the_command_says_what_it_moved_in_the_json_format(settings, user, capsys):
+    settings.SESSION_CFKV_FORMAT = "json"
+    browser = signed_in(user)
+    get_user_model().objects.filter(pk=user.pk).update(email="ann@new.example.com")
+    call_command("cfkv", "sessions", "--user", "ann", "--former", "ann@example.com")
+    assert "Moved 1 session from 'ann'" in capsys.readouterr().out
+    assert browser.get("/whoami/").json()["user"] == user.pk
+
+
+def test_a_rewritten_session_is_not_served_stale_from_the_near_cache(settings, user):
+    settings.SESSION_CFKV_FORMAT, settings.SESSION_CFKV_NEAR_CACHE_TIMEOUT = "json", 60
+    browser = signed_in(user)
+    assert browser.get("/whoami/").json()["user"] == user.pk  # now in this process's near cache
+    user.email = "ann@new.example.com"
+    user.save()
+    assert browser.get("/whoami/").json()["user"] == user.pk
