@@ -113,7 +113,7 @@ def note_former_value(sender: Any, instance: Any, raw: bool = False, using: str 
     rows = sender._base_manager.using(using).filter(pk=instance.pk)
     if transaction.get_connection(using).in_atomic_block:
         rows = rows.select_for_update()  # a concurrent change commits first, and its value is the former one
-    former = rows.values_list(field, flat=True).first()
+    former = next(iter(rows.values_list(field, flat=True)), None)  # no LIMIT: some databases refuse it FOR UPDATE
     if former is not None:
         instance.__dict__[_FORMER] = str(former)
 
