@@ -154,7 +154,7 @@ class Command(BaseCommand):
     def handle_sessions(self, options: Options) -> None:
         from django.contrib.auth import get_user_model
 
-        from ...sessions import revoke_all_sessions, session_format, user_sessions
+        from ...sessions import revoke_all_sessions, user_sessions
         from ...sessions.value_change import follow_former_value
 
         model, username = get_user_model(), options["user"]
@@ -176,7 +176,7 @@ class Command(BaseCommand):
             raise CommandError(f"{exc} Nothing was moved, listed or signed out.") from None
         listed, revoked = ([], revoke_all_sessions(user)) if options["revoke"] else (user_sessions(user), None)
         report = {"alias": self.alias, "user": username, "revoked": revoked, "api_calls": _calls_since(before),
-                  "followed": followed, "format": session_format(),
+                  "followed": followed,
                   "sessions": [{"ref": s.ref, "kind": s.kind, "device": s.device, "location": s.location,
                                 **{name: _epoch(getattr(s, name)) for name in ("created", "last_seen", "expires")}}
                                for s in listed]}
