@@ -473,6 +473,9 @@ def test_the_command_says_what_it_moved_in_the_json_format(settings, user, capsy
     call_command("cfkv", "sessions", "--user", "ann", "--former", "ann@example.com")
     assert "Moved 1 session from 'ann'" in capsys.readouterr().out
     assert browser.get("/whoami/").json()["user"] == user.pk
+    call_command("cfkv", "sessions", "--user", "ann", "--former", "ann@example.com", "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert report["followed"] == 0 and len(report["sessions"]) == 1  # moved already: nothing left under it
 
 
 def test_a_rewritten_session_is_not_served_stale_from_the_near_cache(settings, user):
