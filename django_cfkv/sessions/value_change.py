@@ -43,7 +43,6 @@ process writes under the former value after the move, having read the user
 before the change, stays there.
 """
 
-import json
 import logging
 from typing import Any
 
@@ -155,9 +154,9 @@ def _follow(change: str, plan: Plan[int]) -> None:
         # A KV or settings error says what to fix; anything else (a value a namespace writer planted) by its type.
         reason = str(exc) if isinstance(exc, (KVError, CFKVConfigurationError)) else type(exc).__name__
         logger.warning(
-            "A user's sessions could not follow a change (%s): %s. They stay listed under the value the user had "
-            "(the user's history in the admin shows it); run: manage.py cfkv sessions --user <username> --former "
-            "<that value>, or sign the user out everywhere.", change, reason)
+            "A user's sessions could not follow a change (%s): %s. They stay listed under the value the user had; "
+            "run: manage.py cfkv sessions --user <username> --former <that value>, or sign the user out "
+            "everywhere.", change, reason)
     else:
         logger.info("A user's sessions followed a change (%s): %d sessions.", change, count)
 
@@ -260,7 +259,7 @@ def _renamed(raw: bytes, value: codec.Value, current: str, now: float) -> dict[s
     """Return the bulk-write fields of a json session rewritten to name ``current``; None when it has expired."""
     if value.expires is None or value.expires <= now:
         return None
-    envelope = json.loads(raw)
+    envelope = limits.loads_json(raw)  # read once already by codec.parse, as any writer's value is
     envelope["userId"] = current
     text = codec.dumps_json(envelope)
     return {"value": text, "expiration_ttl": metadata.kv_ttl(value.expires, now),
