@@ -6,7 +6,9 @@ index (:mod:`~django_cfkv.sessions.index`), so these functions list one prefix
 of the namespace, never the whole of it.
 
 API calls: listing a user's sessions costs one list call per 1,000 of them
-(per key while SECRET_KEY_FALLBACKS is set); a revocation adds one bulk
+(per key while SECRET_KEY_FALLBACKS is set), and one read more while users
+are named by a field that can change (SESSION_CFKV_USER_FIELD other than
+"pk": the marker of a move, :func:`moved`); a revocation adds one bulk
 delete per 10,000 keys (each session and its entry). Revoked sessions are
 refused by this process at once, and by other processes and Workers once
 their reads catch up: KV serves a deleted value at other locations for up to
@@ -95,9 +97,11 @@ def _revoke_session(user: Any, ref: str) -> Plan[bool]:
     if identity is None:
         return False
     names = []
-    for prefix in index.user_prefixes(token_store().key_prefix(), identity):
+    prefixes = index.user_prefixes(token_store().key_prefix(), identity)
+    for prefix in prefixes:
         page = yield KVCall("list_keys", prefix=prefix + ref, limit=10)
         names += [info.name for info in page.keys if info.name == prefix + ref]
+    names += [info.name for info in (yield from moved(identity)) if info.name == prefixes[0] + ref]
     if not names:
         return False
     yield from revoke({ref: names})
@@ -163,15 +167,29 @@ def user_identity(user: Any) -> str | None:
 
 
 def listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
-    """Return each prefix of the user's index with every key listed under it (one list call per 1,000)."""
+    """Return each prefix of the user's index with every key listed under it (one list call per 1,000), and the
+    entries the last move of an index to ``identity`` wrote (:func:`moved`)."""
     found = []
-    for prefix in index.user_prefixes(token_store().key_prefix(), identity):
+    prefixes = index.user_prefixes(token_store().key_prefix(), identity)
+    for prefix in prefixes:
         infos: list[KeyInfo] = []
         walk = PageWalk()
         while not walk.done:
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
         found.append((prefix, infos))
+    found.append((prefixes[0], (yield from moved(identity))))
     return found
+
+
+def moved(identity: str) -> Plan[list[KeyInfo]]:
+    """Return the entries the last move of an index to ``identity`` wrote (``sessions.value_change``): KV lists a
+    key up to a minute after its write, so they are read from the move's marker. One read while users are named by
+    a field that can change; none for a pk."""
+    if conf.setting("SESSION_CFKV_USER_FIELD") == "pk":
+        return []
+    prefix = token_store().key_prefix()
+    raw = yield KVCall("get", index.moved_key(prefix, identity))
+    return index.read_moved(raw, index.user_prefixes(prefix, identity)[0])
 
 
 def ref_of(request: HttpRequest | None) -> str | None:
@@ -196,8 +214,8 @@ def revoke_listed(identity: str, keep: str | None = None) -> Plan[int]:
             ref = info.name[len(prefix):]
             if index.is_ref(ref) and ref != keep:
                 doomed.setdefault(ref, []).append(info.name)
-                if index.read_entry(info, prefix, now) is not None:
-                    live.add(ref)
+                if index.read_entry(info, prefix, now) is not None and ref not in memory.recently_deleted:
+                    live.add(ref)  # not one signed out here in the last minute, which KV may list still
     yield from revoke(doomed)
     return len(live)
 
@@ -210,7 +228,9 @@ def revoke(doomed: dict[str, list[str]], also: Sequence[str] = ()) -> Plan[None]
     sessions = [token_store().ref_key(ref) for ref in doomed]
     try:
         with memory.writing(*sessions):
-            yield KVCall("delete_many", [*sessions, *(name for names in doomed.values() for name in names), *also])
+            # A name may come twice: listed, and in a move's marker.
+            yield KVCall("delete_many", list(dict.fromkeys([*sessions, *(n for names in doomed.values() for n in names),
+                                                            *also])))
     finally:  # refused here even if KV failed: a revocation errs on the side of signing out
         for ref in doomed:
             memory.recently_deleted.add(ref)

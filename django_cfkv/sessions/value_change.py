@@ -26,8 +26,9 @@ elsewhere) keeps its entry where it is.
   deleted in that minute may be, under the new value (documented).
 
 KV lists a key up to a minute after its write, so a move also writes a marker
-(``index.moved_key``) naming the entries it wrote, which a second change within
-that minute reads by its name. A request of this process that read the former
+(``index.moved_key``) naming the entries it wrote, which every listing of the
+user's sessions within that minute reads by its name (``per_user.moved``): the
+user's list, each sign-out and a second change find them. A request of this process that read the former
 value before the change asks the database again before it writes its session
 (``memory.former_user_values``).
 
@@ -186,10 +187,7 @@ def move_index(former: str, user: Any) -> Plan[int]:
     now, fmt, store = clock.now(), options.session_format(), token_store()
     current, auth_id, hashes = user_identity(user), user._meta.pk.value_to_string(user), _auth_hashes(user)
     memory.former_user_values.add(former)  # stores of this process that read it re-read the user's value
-    prefixes, marker = index.user_prefixes(store.key_prefix(), former), index.moved_key(store.key_prefix(), former)
-    listed = yield from listings(former)
-    # What a move to ``former`` in the last minutes wrote, which KV may not list yet: its marker says.
-    listed.append((prefixes[0], index.read_moved((yield KVCall("get", marker)), prefixes[0])))
+    listed = yield from listings(former)  # with what a move to ``former`` in the last minutes wrote
     latest: dict[str, tuple[index.UserSession | None, Any]] = {}
     names: dict[str, list[str]] = {}
     for user_prefix, infos in listed:
@@ -235,7 +233,7 @@ def move_index(former: str, user: Any) -> Plan[int]:
                                    now)
         with memory.writing(*(session["key"] for session in sessions)):  # the near cache forgets what it held
             yield KVCall("put_many", entries + sessions + [moved])  # an entry before its session, as the store does
-    yield from revoke(doomed, also=list(dict.fromkeys([*gone, marker])))
+    yield from revoke(doomed, also=[*gone, index.moved_key(store.key_prefix(), former)])
     return len(entries)
 
 

@@ -430,6 +430,34 @@ def test_in_the_json_format_a_session_revoked_in_the_last_minute_is_not_brought_
     assert hijacker.get("/whoami/").json()["user"] is None and owner.get("/whoami/").json()["user"] == user.pk
 
 
+def test_in_the_minute_after_a_change_the_list_and_every_sign_out_find_the_moved_sessions(user, monkeypatch):
+    """The hijacker changes the email; the owner signs them out at once, while KV does not list the moved entries."""
+    hijacker, laptop = signed_in(user), signed_in(user)
+    hijack_ref, laptop_ref = (hashed_id(c.cookies["sessionid"].value) for c in (hijacker, laptop))
+    Lag(monkeypatch)
+    assert hijacker.get("/change-email/", {"to": "ann@new.example.com"}).status_code == 200
+    user.refresh_from_db()
+    assert index_entries("ann@new.example.com") == []  # KV lists none of them yet
+    assert {session.ref for session in user_sessions(user)} == {hijack_ref, laptop_ref}
+    assert revoke_session(user, laptop_ref) is True
+    assert revoke_all_sessions(user) == 1
+    monkeypatch.undo()
+    assert hijacker.get("/whoami/").json()["user"] is None and laptop.get("/whoami/").json()["user"] is None
+    assert index_entries() == [] and user_sessions(user) == []
+
+
+def test_with_a_user_field_each_listing_and_sign_out_reads_the_last_moves_marker(settings, emu, cfkv_calls, user):
+    laptop, phone = signed_in(user), signed_in(user)
+    spent(cfkv_calls)
+    [_, ref] = sorted(session.ref for session in user_sessions(user))
+    assert spent(cfkv_calls) == {"list": 1, "get": 1}
+    assert revoke_session(user, ref) is True
+    assert spent(cfkv_calls) == {"list": 1, "get": 1, "bulk_delete": 1}
+    assert revoke_all_sessions(user) == 1
+    assert spent(cfkv_calls) == {"list": 1, "get": 1, "bulk_delete": 1}
+    assert laptop.get("/whoami/").json()["user"] is None and phone.get("/whoami/").json()["user"] is None
+
+
 @pytest.mark.parametrize("fmt", ["signed", "json"])
 def test_values_a_namespace_writer_planted_cannot_fail_the_save_or_stop_the_move(settings, user, fmt):
     settings.SESSION_CFKV_FORMAT = fmt
