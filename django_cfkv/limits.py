@@ -177,11 +177,24 @@ def dumps_json(value: Any, **options: Any) -> str:
     return text
 
 
+_DECODER = json.JSONDecoder()
+
+
 def loads_json(text: str | bytes) -> Any:
     """Return the JSON value of ``text`` anyone may have written (a namespace writer, an upstream, a client), or
     raise ValueError: json's errors and UnicodeDecodeError are ValueErrors, and so here is nesting deeper than
     Python's recursion limit (``"[" * 100000``), for which json raises RecursionError."""
     try:
+        if type(text) is str:
+            # What json.loads() ends in, without its layers: text with no space around it (every answer and
+            # value this package reads) is read at once, 3 to 4 µs less per write's answer. Anything else
+            # (space around it, not JSON) is json.loads()'s.
+            try:
+                value, end = _DECODER.raw_decode(text)
+            except ValueError:
+                value, end = None, -1
+            if end == len(text):
+                return value
         return json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None

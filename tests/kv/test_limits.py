@@ -4,7 +4,9 @@ Every expected value is written here from the rules, never read from django_cfkv
 moved by one byte, a comparison turned round or an error code changed must fail a test.
 """
 
+import json
 import math
+import re
 
 import pytest
 
@@ -173,6 +175,20 @@ def test_loads_json_refuses_what_json_cannot_read_with_a_value_error(text):
     bytes that are not UTF-8 are."""
     with pytest.raises(ValueError):
         limits.loads_json(text)
+
+
+@pytest.mark.parametrize("text", [
+    '{"success":true,"errors":[],"messages":[],"result":null}', " {} ", "\t[1]\n", "{}{}", "{} x", "1 2", "\ufeff{}",
+    "NaN", '"\\ud800"', '{"a":1,"a":2}', "", " ", "[", "tru", "1e400", "-0", '"x"',
+])
+def test_loads_json_reads_str_as_json_loads_does(text):
+    try:
+        expected = json.loads(text)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc).split(":")[0])):
+            limits.loads_json(text)
+    else:
+        assert repr(limits.loads_json(text)) == repr(expected)
 
 
 def test_loads_json_reads_json():
