@@ -175,8 +175,9 @@ def read_entry(info: KeyInfo, user_prefix: str, now: float) -> UserSession | Non
                        device=client["device"], location=client["where"])
 
 
-# What a move of a user's index wrote (sessions.value_change): KV lists a key up to a minute after its write, so a
-# second change within that minute finds the entries the first one moved in this marker, read by its name.
+# What a move of a user's index wrote (sessions.value_change): KV lists a key up to a minute after its write, so every
+# listing of the user's sessions (per_user.moved) reads the entries the last move wrote from this marker, by its name.
+# It names the user who moved (their pk): whoever else holds the value, before or after them, reads none of it.
 
 MOVED = "moved"  # after a user's prefix: not a ref, so no listing of sessions takes it for an entry
 MOVED_TTL = 120  # seconds: past KV's listing lag (about 60 s)
@@ -187,20 +188,24 @@ def moved_key(prefix: str, identity: str) -> str:
     return _user_prefix(prefix, identity, _secrets()[0]) + MOVED
 
 
-def moved_marker(prefix: str, identity: str, entries: list[tuple[str, Any]], now: float) -> dict[str, Any]:
-    """Return the bulk-write item of the marker of a move to ``identity``: each entry's name and metadata."""
-    text = json.dumps([[name, meta] for name, meta in entries], separators=(",", ":"))
+def moved_marker(prefix: str, identity: str, owner: str, entries: list[tuple[str, Any]], now: float) -> dict[str, Any]:
+    """Return the bulk-write item of the marker of the user ``owner``'s (pk as text) move to ``identity``: each entry's
+    name and metadata."""
+    text = json.dumps({"user": owner, "entries": [[name, meta] for name, meta in entries]}, separators=(",", ":"))
     return {"key": moved_key(prefix, identity), "value": text, "expiration_ttl": MOVED_TTL,
             "metadata": metadata.build(metadata.SESSION, expires=now + MOVED_TTL)}
 
 
-def read_moved(raw: bytes | None, user_prefix: str) -> list[KeyInfo]:
-    """Return the entries a move marker names under ``user_prefix`` (nothing from a marker that is not one)."""
+def read_moved(raw: bytes | None, user_prefix: str, owner: str) -> list[KeyInfo]:
+    """Return the entries the move marker ``raw`` of the user ``owner`` (pk as text) names under ``user_prefix``:
+    nothing from another user's marker, or from a value that is not one."""
     try:
-        items = limits.loads_json(raw) if raw is not None else []
+        marker = limits.loads_json(raw) if raw is not None else None
     except ValueError:
         return []
-    items = items if isinstance(items, list) else []
+    if not isinstance(marker, dict) or marker.get("user") != owner or not isinstance(marker.get("entries"), list):
+        return []
+    items = marker["entries"]
     return [KeyInfo(name, None, meta) for name, meta in (item for item in items if isinstance(item, list) and
                                                           len(item) == 2)
             if isinstance(name, str) and name.startswith(user_prefix)]

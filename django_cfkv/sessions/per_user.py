@@ -42,10 +42,11 @@ def user_sessions(user: Any, *, request: HttpRequest | None = None) -> list[User
     """Return the user's live sessions, cookie and bearer alike, the most recently seen first.
 
     With ``request``, the session of that request is marked ``current``.
-    One list call per 1,000 sessions. Sessions signed out in this process
-    are left out at once; a session signed out elsewhere may still be listed,
-    and one made elsewhere in the last minute may be missing, for up to about
-    60 seconds (KV's listings are cached that long).
+    One list call per 1,000 sessions, and one read with a user field that can
+    change (the marker of the user's last change of it). Sessions signed out
+    in this process are left out at once; a session signed out elsewhere may
+    still be listed, and one made elsewhere in the last minute may be missing,
+    for up to about 60 seconds (KV's listings are cached that long).
     """
     return plans.run(_user_sessions(user, request), _kv)
 
@@ -61,7 +62,7 @@ def _user_sessions(user: Any, request: HttpRequest | None) -> Plan[list[UserSess
         return []
     now = clock.now()
     found: dict[str, UserSession] = {}
-    for prefix, infos in (yield from listings(identity)):
+    for prefix, infos in (yield from listings(identity, user_pk(user))):
         for info in infos:
             entry = index.read_entry(info, prefix, now)
             if entry is None or entry.ref in memory.recently_deleted:
@@ -78,8 +79,10 @@ def revoke_session(user: Any, ref: str) -> bool:
     """Sign the user out of the session ``ref`` names (a ``ref`` from user_sessions()).
 
     Return False when the user has no such session. Only the user's own
-    sessions can be revoked: ``ref`` must be in their index. One list call,
-    then one bulk delete. Raise ValueError if ``ref`` is not of the form
+    sessions can be revoked: ``ref`` must be in their index. One list call
+    (and, with a user field that can change, one read of the marker of the
+    user's last change of it when the session is not listed yet), then one
+    bulk delete. Raise ValueError if ``ref`` is not of the form
     user_sessions() gives.
     """
     return plans.run(_revoke_session(user, ref), _kv)
@@ -101,7 +104,8 @@ def _revoke_session(user: Any, ref: str) -> Plan[bool]:
     for prefix in prefixes:
         page = yield KVCall("list_keys", prefix=prefix + ref, limit=10)
         names += [info.name for info in page.keys if info.name == prefix + ref]
-    names += [info.name for info in (yield from moved(identity)) if info.name == prefixes[0] + ref]
+    if prefixes[0] + ref not in names:  # maybe moved to this value in the last minute, and not listed yet
+        names += [info.name for info in (yield from moved(identity, user_pk(user))) if info.name == prefixes[0] + ref]
     if not names:
         return False
     yield from revoke({ref: names})
@@ -166,9 +170,15 @@ def user_identity(user: Any) -> str | None:
     return user._meta.pk.value_to_string(user) if field == "pk" else str(user.serializable_value(field))
 
 
-def listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
-    """Return each prefix of the user's index with every key listed under it (one list call per 1,000), and the
-    entries the last move of an index to ``identity`` wrote (:func:`moved`)."""
+def user_pk(user: Any) -> str:
+    """Return the user's pk as text, as a session names its user (``_auth_user_id``) and a move marker its mover."""
+    return str(user._meta.pk.value_to_string(user))
+
+
+def listings(identity: str, owner: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
+    """Return each prefix of the index listed under the ``userId`` ``identity`` with every key listed under it (one
+    list call per 1,000), and the entries the last move of the user ``owner``'s (pk as text) index to it wrote
+    (:func:`moved`)."""
     found = []
     prefixes = index.user_prefixes(token_store().key_prefix(), identity)
     for prefix in prefixes:
@@ -177,19 +187,19 @@ def listings(identity: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
         while not walk.done:
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
         found.append((prefix, infos))
-    found.append((prefixes[0], (yield from moved(identity))))
+    found.append((prefixes[0], (yield from moved(identity, owner))))
     return found
 
 
-def moved(identity: str) -> Plan[list[KeyInfo]]:
-    """Return the entries the last move of an index to ``identity`` wrote (``sessions.value_change``): KV lists a
-    key up to a minute after its write, so they are read from the move's marker. One read while users are named by
-    a field that can change; none for a pk."""
+def moved(identity: str, owner: str) -> Plan[list[KeyInfo]]:
+    """Return the entries the last move of the user ``owner``'s (pk as text) index to ``identity`` wrote
+    (``sessions.value_change``): KV lists a key up to a minute after its write, so they are read from the move's
+    marker. One read while users are named by a field that can change; none for a pk."""
     if conf.setting("SESSION_CFKV_USER_FIELD") == "pk":
         return []
     prefix = token_store().key_prefix()
     raw = yield KVCall("get", index.moved_key(prefix, identity))
-    return index.read_moved(raw, index.user_prefixes(prefix, identity)[0])
+    return index.read_moved(raw, index.user_prefixes(prefix, identity)[0], owner)
 
 
 def ref_of(request: HttpRequest | None) -> str | None:
@@ -201,22 +211,25 @@ def ref_of(request: HttpRequest | None) -> str | None:
 def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     """Revoke every session of ``user`` but ``keep``; return how many live ones went."""
     identity = user_identity(user)
-    return 0 if identity is None else (yield from revoke_listed(identity, keep))
+    return 0 if identity is None else (yield from revoke_listed(identity, user_pk(user), keep))
 
 
-def revoke_listed(identity: str, keep: str | None = None) -> Plan[int]:
-    """Revoke every session listed under the ``userId`` ``identity`` but ``keep``; return how many live ones went."""
+def revoke_listed(identity: str, owner: str, keep: str | None = None) -> Plan[int]:
+    """Revoke every session listed under the ``userId`` ``identity`` (the user ``owner``'s, pk as text) but ``keep``;
+    return how many live ones went."""
     now = clock.now()
     doomed: dict[str, list[str]] = {}
     live = set()
-    for prefix, infos in (yield from listings(identity)):
+    for prefix, infos in (yield from listings(identity, owner)):
         for info in infos:
             ref = info.name[len(prefix):]
             if index.is_ref(ref) and ref != keep:
                 doomed.setdefault(ref, []).append(info.name)
-                if index.read_entry(info, prefix, now) is not None and ref not in memory.recently_deleted:
-                    live.add(ref)  # not one signed out here in the last minute, which KV may list still
-    yield from revoke(doomed)
+                if index.read_entry(info, prefix, now) is not None:
+                    live.add(ref)
+    # Signed out everywhere: a move's marker would list them again, elsewhere, for the rest of its life.
+    marker = [index.moved_key(token_store().key_prefix(), identity)] if doomed and keep is None else []
+    yield from revoke(doomed, also=marker)
     return len(live)
 
 

@@ -9,6 +9,7 @@ import logging
 import time
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -17,11 +18,15 @@ from django.test import Client
 from django.test.utils import isolate_apps
 
 from django_cfkv import get_kv
+from django_cfkv.exceptions import KVConnectionError
 from django_cfkv.sessions import (
     SessionStore,
+    arevoke_all_sessions,
+    auser_sessions,
     hashed_id,
     index,
     issue_token,
+    memory,
     revoke_all_sessions,
     revoke_session,
     user_sessions,
@@ -369,7 +374,7 @@ class Lag:
         self.kv = kv = get_kv()
         self.written, self.deleted_infos, self.deleted_values = set(), {}, {}
         real_put, real_put_many, real_list = kv.put, kv.put_many, kv.list_keys
-        real_delete, real_delete_many, real_get_many = kv.delete, kv.delete_many, kv.get_many
+        real_delete, real_delete_many, real_get, real_get_many = kv.delete, kv.delete_many, kv.get, kv.get_many
 
         def remember(keys):
             for key in keys:
@@ -407,13 +412,17 @@ class Lag:
             keys += [i for n, i in self.deleted_infos.items() if n.startswith(prefix or "") and n not in names]
             return page._replace(keys=keys)
 
+        def get(key):
+            found = real_get(key)
+            return self.deleted_values.get(key) if found is None else found
+
         def get_many(keys):
             keys = list(keys)
             found = real_get_many(keys)
             return {**{k: v for k, v in self.deleted_values.items() if k in keys}, **found}
 
         for name, fn in [("put", put), ("put_many", put_many), ("delete", delete), ("delete_many", delete_many),
-                         ("list_keys", list_keys), ("get_many", get_many)]:
+                         ("list_keys", list_keys), ("get", get), ("get_many", get_many)]:
             monkeypatch.setattr(kv, name, fn)
 
 
@@ -430,20 +439,23 @@ def test_in_the_json_format_a_session_revoked_in_the_last_minute_is_not_brought_
     assert hijacker.get("/whoami/").json()["user"] is None and owner.get("/whoami/").json()["user"] == user.pk
 
 
-def test_in_the_minute_after_a_change_the_list_and_every_sign_out_find_the_moved_sessions(user, monkeypatch):
-    """The hijacker changes the email; the owner signs them out at once, while KV does not list the moved entries."""
-    hijacker, laptop = signed_in(user), signed_in(user)
-    hijack_ref, laptop_ref = (hashed_id(c.cookies["sessionid"].value) for c in (hijacker, laptop))
+@pytest.mark.parametrize("sign_out", ["one", "all"])
+def test_in_the_minute_after_a_change_the_list_and_each_sign_out_find_the_moved_sessions(user, monkeypatch, sign_out):
+    """The hijacker changes the email; the owner signs them out at once, while KV lists none of the moved entries."""
+    hijacker, owner = signed_in(user), signed_in(user)
+    hijack_ref, owner_ref = (hashed_id(c.cookies["sessionid"].value) for c in (hijacker, owner))
     Lag(monkeypatch)
     assert hijacker.get("/change-email/", {"to": "ann@new.example.com"}).status_code == 200
     user.refresh_from_db()
     assert index_entries("ann@new.example.com") == []  # KV lists none of them yet
-    assert {session.ref for session in user_sessions(user)} == {hijack_ref, laptop_ref}
-    assert revoke_session(user, laptop_ref) is True
-    assert revoke_all_sessions(user) == 1
+    assert {session.ref for session in user_sessions(user)} == {hijack_ref, owner_ref}
+    if sign_out == "one":
+        assert revoke_session(user, hijack_ref) is True
+    else:
+        assert revoke_all_sessions(user) == 2
     monkeypatch.undo()
-    assert hijacker.get("/whoami/").json()["user"] is None and laptop.get("/whoami/").json()["user"] is None
-    assert index_entries() == [] and user_sessions(user) == []
+    assert hijacker.get("/whoami/").json()["user"] is None
+    assert owner.get("/whoami/").json()["user"] == (user.pk if sign_out == "one" else None)
 
 
 def test_with_a_user_field_each_listing_and_sign_out_reads_the_last_moves_marker(settings, emu, cfkv_calls, user):
@@ -452,10 +464,80 @@ def test_with_a_user_field_each_listing_and_sign_out_reads_the_last_moves_marker
     [_, ref] = sorted(session.ref for session in user_sessions(user))
     assert spent(cfkv_calls) == {"list": 1, "get": 1}
     assert revoke_session(user, ref) is True
-    assert spent(cfkv_calls) == {"list": 1, "get": 1, "bulk_delete": 1}
+    assert spent(cfkv_calls) == {"list": 1, "bulk_delete": 1}  # listed already: no marker read for it
     assert revoke_all_sessions(user) == 1
     assert spent(cfkv_calls) == {"list": 1, "get": 1, "bulk_delete": 1}
     assert laptop.get("/whoami/").json()["user"] is None and phone.get("/whoami/").json()["user"] is None
+
+
+def marker_of(identity):
+    return get_kv().get(index.moved_key(SessionStore.key_prefix(), identity))
+
+
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_two_users_who_swap_emails_in_the_minute_still_find_and_sign_out_their_own(settings, user, other, fmt,
+                                                                                  monkeypatch):
+    """Bob's move away from bob@ leaves Ann's marker there, written a moment before by her move to bob@."""
+    settings.SESSION_CFKV_FORMAT = fmt
+    ann, bob = signed_in(user), signed_in(other)
+    Lag(monkeypatch, keep_deleted=False)
+    with transaction.atomic():
+        user.email, other.email = "swap@example.com", "ann@example.com"
+        user.save(), other.save()
+        user.email = "bob@example.com"
+        user.save()
+    user.refresh_from_db(), other.refresh_from_db()
+    assert [s.ref for s in user_sessions(user)] == [hashed_id(ann.cookies["sessionid"].value)]
+    assert [s.ref for s in user_sessions(other)] == [hashed_id(bob.cookies["sessionid"].value)]
+    assert revoke_all_sessions(user) == 1
+    monkeypatch.undo()
+    assert ann.get("/whoami/").json()["user"] is None and bob.get("/whoami/").json()["user"] == other.pk
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_the_next_holder_of_a_value_reads_nothing_of_the_former_holders_marker(user, monkeypatch, twin):
+    """Ann moves ann@ -> v@ -> w@ within the minute; Mallory takes v@, then w@ once Ann is deleted, while both of
+    Ann's markers live. Nothing of Ann's is listed for her, and her sign-outs end nothing of Ann's."""
+    ann = signed_in(user)
+    Lag(monkeypatch, keep_deleted=False)
+    user.email = "v@example.com"
+    user.save()
+    user.email = "w@example.com"
+    user.save()
+    assert marker_of("v@example.com") is not None and marker_of("w@example.com") is not None
+    mallory = get_user_model().objects.create_user("mallory", "v@example.com", "pw")
+    memory.recently_deleted.clear()  # another process
+    if twin == "sync":
+        assert user_sessions(mallory) == [] and revoke_all_sessions(mallory) == 0
+    else:
+        assert async_to_sync(auser_sessions)(mallory) == [] and async_to_sync(arevoke_all_sessions)(mallory) == 0
+    monkeypatch.undo()
+    assert ann.get("/whoami/").json()["user"] == user.pk
+    user.delete()
+    mallory.email = "w@example.com"
+    mallory.save()
+    assert user_sessions(mallory) == [] and ann.get("/whoami/").json()["user"] is None
+
+
+def test_signing_out_everywhere_deletes_the_move_marker_that_would_list_them_again_elsewhere(user, monkeypatch):
+    signed_in(user), signed_in(user)
+    Lag(monkeypatch, keep_deleted=False)
+    user.email = "v@example.com"
+    user.save()
+    assert revoke_all_sessions(user) == 2
+    memory.recently_deleted.clear()  # another process
+    assert marker_of("v@example.com") is None and user_sessions(user) == []
+
+
+def test_a_sign_out_everywhere_retried_after_a_kv_failure_counts_what_it_signed_out(user, monkeypatch):
+    browser = signed_in(user)
+    kv = get_kv()
+    monkeypatch.setattr(kv, "delete_many", lambda keys: (_ for _ in ()).throw(KVConnectionError("KV is down")))
+    with pytest.raises(KVConnectionError):
+        revoke_all_sessions(user)
+    monkeypatch.undo()
+    assert revoke_all_sessions(user) == 1
+    assert browser.get("/whoami/").json()["user"] is None
 
 
 @pytest.mark.parametrize("fmt", ["signed", "json"])
