@@ -196,15 +196,15 @@ def moved_marker(prefix: str, identity: str, owner: str, entries: list[tuple[str
             "metadata": metadata.build(metadata.SESSION, expires=now + MOVED_TTL)}
 
 
-def read_moved(raw: bytes | None, user_prefix: str, owner: str) -> list[KeyInfo]:
-    """Return the entries the move marker ``raw`` of the user ``owner`` (pk as text) names under ``user_prefix``:
-    nothing from another user's marker, or from a value that is not one."""
+def read_moved(raw: bytes | None, user_prefix: str, owner: str) -> list[KeyInfo] | None:
+    """Return the entries the move marker ``raw`` of the user ``owner`` (pk as text) names under ``user_prefix``;
+    None when ``raw`` is no marker of theirs (another user's, none, or a value that is not one)."""
     try:
         marker = limits.loads_json(raw) if raw is not None else None
     except ValueError:
-        return []
+        return None
     if not isinstance(marker, dict) or marker.get("user") != owner or not isinstance(marker.get("entries"), list):
-        return []
+        return None
     items = marker["entries"]
     return [KeyInfo(name, None, meta) for name, meta in (item for item in items if isinstance(item, list) and
                                                           len(item) == 2)

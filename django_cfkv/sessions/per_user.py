@@ -62,7 +62,7 @@ def _user_sessions(user: Any, request: HttpRequest | None) -> Plan[list[UserSess
         return []
     now = clock.now()
     found: dict[str, UserSession] = {}
-    for prefix, infos in (yield from listings(identity, user_pk(user))):
+    for prefix, infos in (yield from listings(identity, user_pk(user)))[0]:
         for info in infos:
             entry = index.read_entry(info, prefix, now)
             if entry is None or entry.ref in memory.recently_deleted:
@@ -105,7 +105,8 @@ def _revoke_session(user: Any, ref: str) -> Plan[bool]:
         page = yield KVCall("list_keys", prefix=prefix + ref, limit=10)
         names += [info.name for info in page.keys if info.name == prefix + ref]
     if prefixes[0] + ref not in names:  # maybe moved to this value in the last minute, and not listed yet
-        names += [info.name for info in (yield from moved(identity, user_pk(user))) if info.name == prefixes[0] + ref]
+        marked = (yield from moved(identity, user_pk(user))) or []
+        names += [info.name for info in marked if info.name == prefixes[0] + ref]
     if not names:
         return False
     yield from revoke({ref: names})
@@ -175,10 +176,10 @@ def user_pk(user: Any) -> str:
     return str(user._meta.pk.value_to_string(user))
 
 
-def listings(identity: str, owner: str) -> Plan[list[tuple[str, list[KeyInfo]]]]:
+def listings(identity: str, owner: str) -> Plan[tuple[list[tuple[str, list[KeyInfo]]], bool]]:
     """Return each prefix of the index listed under the ``userId`` ``identity`` with every key listed under it (one
     list call per 1,000), and the entries the last move of the user ``owner``'s (pk as text) index to it wrote
-    (:func:`moved`)."""
+    (:func:`moved`); and whether a marker of that move is there."""
     found = []
     prefixes = index.user_prefixes(token_store().key_prefix(), identity)
     for prefix in prefixes:
@@ -187,16 +188,18 @@ def listings(identity: str, owner: str) -> Plan[list[tuple[str, list[KeyInfo]]]]
         while not walk.done:
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
         found.append((prefix, infos))
-    found.append((prefixes[0], (yield from moved(identity, owner))))
-    return found
+    marked = yield from moved(identity, owner)
+    found.append((prefixes[0], marked or []))
+    return found, marked is not None
 
 
-def moved(identity: str, owner: str) -> Plan[list[KeyInfo]]:
+def moved(identity: str, owner: str) -> Plan[list[KeyInfo] | None]:
     """Return the entries the last move of the user ``owner``'s (pk as text) index to ``identity`` wrote
-    (``sessions.value_change``): KV lists a key up to a minute after its write, so they are read from the move's
-    marker. One read while users are named by a field that can change; none for a pk."""
+    (``sessions.value_change``), None when there is no marker of theirs: KV lists a key up to a minute after its
+    write, so they are read from the move's marker. One read while users are named by a field that can change;
+    none for a pk."""
     if conf.setting("SESSION_CFKV_USER_FIELD") == "pk":
-        return []
+        return None
     prefix = token_store().key_prefix()
     raw = yield KVCall("get", index.moved_key(prefix, identity))
     return index.read_moved(raw, index.user_prefixes(prefix, identity)[0], owner)
@@ -220,15 +223,16 @@ def revoke_listed(identity: str, owner: str, keep: str | None = None) -> Plan[in
     now = clock.now()
     doomed: dict[str, list[str]] = {}
     live = set()
-    for prefix, infos in (yield from listings(identity, owner)):
+    found, marked = yield from listings(identity, owner)
+    for prefix, infos in found:
         for info in infos:
             ref = info.name[len(prefix):]
             if index.is_ref(ref) and ref != keep:
                 doomed.setdefault(ref, []).append(info.name)
                 if index.read_entry(info, prefix, now) is not None:
                     live.add(ref)
-    # Signed out everywhere: a move's marker would list them again, elsewhere, for the rest of its life.
-    marker = [index.moved_key(token_store().key_prefix(), identity)] if doomed and keep is None else []
+    # Signed out everywhere: the user's move marker would list them again, elsewhere, for the rest of its life.
+    marker = [index.moved_key(token_store().key_prefix(), identity)] if marked and keep is None else []
     yield from revoke(doomed, also=marker)
     return len(live)
 

@@ -188,7 +188,7 @@ def move_index(former: str, user: Any) -> Plan[int]:
     now, fmt, store = clock.now(), options.session_format(), token_store()
     current, auth_id, hashes = user_identity(user), user_pk(user), _auth_hashes(user)
     memory.former_user_values.add(former)  # stores of this process that read it re-read the user's value
-    listed = yield from listings(former, auth_id)  # with what the user's move to ``former`` in the last minutes wrote
+    listed, marked = yield from listings(former, auth_id)  # with what the user's move to ``former`` lately wrote
     latest: dict[str, tuple[index.UserSession | None, Any]] = {}
     names: dict[str, list[str]] = {}
     for user_prefix, infos in listed:
@@ -234,9 +234,9 @@ def move_index(former: str, user: Any) -> Plan[int]:
                                    [(item["key"], item["metadata"]) for item in entries], now)
         with memory.writing(*(session["key"] for session in sessions)):  # the near cache forgets what it held
             yield KVCall("put_many", entries + sessions + [moved])  # an entry before its session, as the store does
-    # The marker under ``former`` is left to expire: it may be another user's now (two users swapping values), and
-    # the user's own is read by no one else.
-    yield from revoke(doomed, also=gone)
+    # The user's own marker under ``former`` goes with the entries it names (another user's, as when two users swap
+    # values, stays theirs).
+    yield from revoke(doomed, also=[*gone, *([index.moved_key(store.key_prefix(), former)] if marked else [])])
     return len(entries)
 
 

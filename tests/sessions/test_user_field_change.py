@@ -474,6 +474,16 @@ def marker_of(identity):
     return get_kv().get(index.moved_key(SessionStore.key_prefix(), identity))
 
 
+def swap_emails(ann, bob, then=lambda: None):
+    """Ann and Bob swap emails in one transaction, by way of a third (then ``then``, in the same transaction)."""
+    with transaction.atomic():
+        ann.email, bob.email = "swap@example.com", "ann@example.com"
+        ann.save(), bob.save()
+        ann.email = "bob@example.com"
+        ann.save()
+        then()
+
+
 @pytest.mark.parametrize("fmt", ["signed", "json"])
 def test_two_users_who_swap_emails_in_the_minute_still_find_and_sign_out_their_own(settings, user, other, fmt,
                                                                                   monkeypatch):
@@ -481,11 +491,7 @@ def test_two_users_who_swap_emails_in_the_minute_still_find_and_sign_out_their_o
     settings.SESSION_CFKV_FORMAT = fmt
     ann, bob = signed_in(user), signed_in(other)
     Lag(monkeypatch, keep_deleted=False)
-    with transaction.atomic():
-        user.email, other.email = "swap@example.com", "ann@example.com"
-        user.save(), other.save()
-        user.email = "bob@example.com"
-        user.save()
+    swap_emails(user, other)
     user.refresh_from_db(), other.refresh_from_db()
     assert [s.ref for s in user_sessions(user)] == [hashed_id(ann.cookies["sessionid"].value)]
     assert [s.ref for s in user_sessions(other)] == [hashed_id(bob.cookies["sessionid"].value)]
@@ -496,14 +502,15 @@ def test_two_users_who_swap_emails_in_the_minute_still_find_and_sign_out_their_o
 
 @pytest.mark.parametrize("twin", ["sync", "async"])
 def test_the_next_holder_of_a_value_reads_nothing_of_the_former_holders_marker(user, monkeypatch, twin):
-    """Ann moves ann@ -> v@ -> w@ within the minute; Mallory takes v@, then w@ once Ann is deleted, while both of
-    Ann's markers live. Nothing of Ann's is listed for her, and her sign-outs end nothing of Ann's."""
+    """Ann moves ann@ -> v@ -> w@ within the minute; Mallory takes v@, then w@ once Ann is deleted, while KV still
+    serves both of Ann's markers. Nothing of Ann's is listed for her, and her sign-outs end nothing of Ann's."""
     ann = signed_in(user)
-    Lag(monkeypatch, keep_deleted=False)
+    lag = Lag(monkeypatch)
     user.email = "v@example.com"
     user.save()
     user.email = "w@example.com"
     user.save()
+    lag.deleted_infos.clear()  # KV serves what the second move deleted (the v@ marker), and lists none of it
     assert marker_of("v@example.com") is not None and marker_of("w@example.com") is not None
     mallory = get_user_model().objects.create_user("mallory", "v@example.com", "pw")
     memory.recently_deleted.clear()  # another process
@@ -517,6 +524,35 @@ def test_the_next_holder_of_a_value_reads_nothing_of_the_former_holders_marker(u
     mallory.email = "w@example.com"
     mallory.save()
     assert user_sessions(mallory) == [] and ann.get("/whoami/").json()["user"] is None
+
+
+def test_a_user_deleted_after_a_swap_leaves_the_other_users_marker(settings, user, other, monkeypatch):
+    """Ann and Bob swap emails and Bob is deleted, in one transaction: his sign-out leaves the marker of Ann's move to
+    his former email, so Ann's list and sign-out still find her moved session in the minute KV does not list it."""
+    ann, bob = signed_in(user), signed_in(other)
+    Lag(monkeypatch, keep_deleted=False)
+    swap_emails(user, other, then=other.delete)
+    user.refresh_from_db()
+    assert marker_of("bob@example.com") is not None
+    assert [s.ref for s in user_sessions(user)] == [hashed_id(ann.cookies["sessionid"].value)]
+    assert revoke_all_sessions(user) == 1
+    monkeypatch.undo()
+    assert ann.get("/whoami/").json()["user"] is None and bob.get("/whoami/").json()["user"] is None
+
+
+def test_a_user_who_moves_back_to_a_value_reads_no_marker_of_the_first_move(user, monkeypatch):
+    """ann@ -> v@ -> ann@, signed out everywhere, then -> v@ again: the first move's marker went with the move back."""
+    signed_in(user)
+    Lag(monkeypatch, keep_deleted=False)
+    for email in ("v@example.com", "ann@example.com"):
+        user.email = email
+        user.save()
+    assert marker_of("v@example.com") is None
+    assert revoke_all_sessions(user) == 1
+    user.email = "v@example.com"
+    user.save()
+    memory.recently_deleted.clear()  # another process
+    assert user_sessions(user) == [] and revoke_all_sessions(user) == 0
 
 
 def test_signing_out_everywhere_deletes_the_move_marker_that_would_list_them_again_elsewhere(user, monkeypatch):
