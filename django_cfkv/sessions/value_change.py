@@ -26,11 +26,11 @@ elsewhere) keeps its entry where it is.
   deleted in that minute may be, under the new value (documented).
 
 KV lists a key up to a minute after its write, so a move also writes a marker
-(``index.moved_key``) naming the entries it wrote, which every listing of the
-user's sessions within that minute reads by its name (``per_user.moved``): the
-user's list, each sign-out and a second change find them. A request of this process that read the former
-value before the change asks the database again before it writes its session
-(``memory.former_user_values``).
+(``index.moved_key``) naming the entries it wrote and the user who moved, which
+every listing of that user's sessions within that minute reads by its name
+(``per_user.moved``): their list, each sign-out and a second change find them.
+A request of this process that read the former value before the change asks the
+database again before it writes its session (``memory.former_user_values``).
 
 API calls: a list call per 1,000 entries (per key while SECRET_KEY_FALLBACKS is
 set), one read of the marker, a bulk read per 100 sessions, a bulk write and a

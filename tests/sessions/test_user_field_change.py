@@ -132,15 +132,21 @@ def test_a_save_rolled_back_or_refused_moves_nothing(settings, user, other):
     assert user_sessions(other) == []
 
 
+def swap_emails(ann, bob, then=lambda: None):
+    """Ann and Bob swap emails in one transaction, by way of a third (then ``then``, in the same transaction)."""
+    with transaction.atomic():
+        ann.email, bob.email = "swap@example.com", "ann@example.com"
+        ann.save(), bob.save()
+        ann.email = "bob@example.com"
+        ann.save()
+        then()
+
+
 @pytest.mark.parametrize("fmt", ["signed", "json"])
 def test_two_users_who_swap_emails_in_one_transaction_keep_their_own_sessions(settings, user, other, fmt):
     settings.SESSION_CFKV_FORMAT = fmt
     ann, bob = signed_in(user), signed_in(other)
-    with transaction.atomic():
-        user.email, other.email = "swap@example.com", "ann@example.com"
-        user.save(), other.save()
-        user.email = "bob@example.com"
-        user.save()
+    swap_emails(user, other)
     # Still signed in, each listed for its own user only.
     assert [s.ref for s in user_sessions(user)] == [hashed_id(ann.cookies["sessionid"].value)]
     assert [s.ref for s in user_sessions(other)] == [hashed_id(bob.cookies["sessionid"].value)]
@@ -472,16 +478,6 @@ def test_with_a_user_field_each_listing_and_sign_out_reads_the_last_moves_marker
 
 def marker_of(identity):
     return get_kv().get(index.moved_key(SessionStore.key_prefix(), identity))
-
-
-def swap_emails(ann, bob, then=lambda: None):
-    """Ann and Bob swap emails in one transaction, by way of a third (then ``then``, in the same transaction)."""
-    with transaction.atomic():
-        ann.email, bob.email = "swap@example.com", "ann@example.com"
-        ann.save(), bob.save()
-        ann.email = "bob@example.com"
-        ann.save()
-        then()
 
 
 @pytest.mark.parametrize("fmt", ["signed", "json"])
