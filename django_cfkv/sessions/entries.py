@@ -42,12 +42,17 @@ def owner(stored: Stored, user: str) -> Plan[str | None]:
 
 def owner_of(value: Value, fmt: str) -> Plan[str | None]:
     """Return the ``userId`` (as text) of the user a stored session value belongs to, or None."""
+    return (yield from user_of(value, fmt))[0]
+
+
+def user_of(value: Value, fmt: str) -> Plan[tuple[str | None, str | None]]:
+    """Return the ``userId`` and the pk (each as text) of the user a stored session value belongs to, or Nones."""
     if fmt == "json":
         user_ref = (yield from users.django_data(value))[1]
-        return None if user_ref is None else str(user_ref[1])
+        return (None, None) if user_ref is None else (str(user_ref[1]), str(user_ref[0]))
     user = value.data.get(SESSION_KEY)
     known = None if user is None else (yield from users.worker_user_id(str(user)))
-    return None if known is None else str(known)
+    return (None, None) if known is None else (str(known), str(user))
 
 
 def rewrite(prefix: str, session_key: str, stored: Stored, data: dict[str, Any], expires: float,
@@ -60,7 +65,7 @@ def rewrite(prefix: str, session_key: str, stored: Stored, data: dict[str, Any],
     name = None if entry is None else (yield from owner(stored, entry.user))
     if entry is not None and name is not None:
         yield KVCall("put", index.entry_key(prefix, name, ref), b"", expiration_ttl=metadata.kv_ttl(expires, now),
-                     metadata=index.entry_metadata(expires, created, now, data.get(index.CLIENT_KEY)))
+                     metadata=index.entry_metadata(expires, created, now, data.get(index.CLIENT_KEY), entry.user))
     former = stored.index if stored.index_known else None
     if former is not None and (entry is None or former.user != entry.user):
         gone = yield from owner(stored, former.user)
@@ -102,10 +107,10 @@ def for_moved(store: Any, moved: dict[str, tuple[bytes, int | None]], now: float
             value = codec.parse(raw, fmt, store.key_salt_value(), session_key)
         except ValueError:
             continue  # the store cannot read it either
-        name = yield from owner_of(value, fmt)
+        name, user = yield from user_of(value, fmt)
         if name is None or value.expires is None or value.expires <= now:
             continue
-        meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY))
+        meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY), user)
         try:
             limits.encode_metadata(meta)
         except KVValueError:

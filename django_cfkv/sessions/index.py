@@ -13,7 +13,8 @@ prefix. Finding a user's sessions is a listing of that prefix, one call per
 1,000 of their sessions, never a listing of the namespace.
 
 The metadata (``{"kind": "session", "expires", "created", "seen", "via",
-"device", "where"}``) holds no session id, token or user id, and stays far
+"device", "where"}``, and ``"holder"`` while users are named by a field that
+can change: :func:`holder`) holds no session id, token or user id, and stays far
 under KV's 1,024 bytes: the device and place are cut to 64 characters and 256 bytes of JSON. The
 entry carries its session's exact expiry and KV TTL, so it goes when the
 session goes, and ``clearsessions`` and ``cfkv sweep`` remove what KV's TTL
@@ -29,6 +30,7 @@ import hmac
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -147,12 +149,46 @@ def client_fields(value: object) -> dict[str, str]:
             "where": clean_text(value.get("where"), WHERE_MAX)}
 
 
-def entry_metadata(expires: float, created_ms: float | None, now: float, client: object) -> dict[str, Any]:
-    """Return the metadata of an index entry: the session's expiry, its sign-in and last write, its client."""
+def entry_metadata(expires: float, created_ms: float | None, now: float, client: object,
+                   user: str | None) -> dict[str, Any]:
+    """Return the metadata of an index entry: the session's expiry, its sign-in and last write, its client, and
+    the :func:`holder` of Django's user ``user`` (pk as text; None for a session no user of Django's signed in)."""
     extra: dict[str, Any] = {} if created_ms is None else {"created": int(created_ms // 1000)}
     extra["seen"] = int(now)
     extra.update((name, text) for name, text in client_fields(client).items() if text)
+    extra.update(holder(user))
     return metadata.build(metadata.SESSION, expires=expires, **extra)
+
+
+# Who an entry belongs to. A user's value (an email) can pass to another user while KV still lists the entries
+# left under it, for about a minute after a move, or until `manage.py cfkv sessions --former` for a change no
+# signal saw. So while users are named by a field that can change, each entry Django writes names its user by an
+# HMAC of their pk, which no change alters, and listings (per_user.listings) leave out another user's.
+
+HOLDER = "holder"
+
+
+def holder(user: str | None) -> dict[str, str]:
+    """Return the metadata naming Django's user ``user`` (pk as text) as an entry's holder: nothing for None, or
+    while users are named by pk (their prefix names them already)."""
+    if user is None or conf.setting("SESSION_CFKV_USER_FIELD") == "pk":
+        return {}
+    return {HOLDER: _holder(user, _secrets()[0])}
+
+
+def _holder(user: str, secret: str) -> str:
+    return owner_name("pk:" + user, _index_key(secret))  # "pk:": never a userId's own name
+
+
+def held_by(user: str) -> Callable[[KeyInfo], bool]:
+    """Return a test of a listed entry: False when it names a holder other than Django's user ``user`` (pk as text),
+    under SECRET_KEY or a fallback; True when it names none (a Worker's entry, or one written before holders were)."""
+    theirs = {_holder(user, secret) for secret in _secrets()}
+
+    def test(info: KeyInfo) -> bool:
+        named = info.metadata.get(HOLDER) if isinstance(info.metadata, dict) else None
+        return named is None or (isinstance(named, str) and named in theirs)
+    return test
 
 
 def _time(value: object) -> datetime | None:

@@ -100,10 +100,10 @@ def _revoke_session(user: Any, ref: str) -> Plan[bool]:
     if identity is None:
         return False
     names = []
-    prefixes = index.user_prefixes(token_store().key_prefix(), identity)
+    prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(user_pk(user))
     for prefix in prefixes:
         page = yield KVCall("list_keys", prefix=prefix + ref, limit=10)
-        names += [info.name for info in page.keys if info.name == prefix + ref]
+        names += [info.name for info in page.keys if info.name == prefix + ref and held(info)]
     if prefixes[0] + ref not in names:  # maybe moved to this value in the last minute, and not listed yet
         marked = (yield from moved(identity, user_pk(user))) or []
         names += [info.name for info in marked if info.name == prefixes[0] + ref]
@@ -178,16 +178,17 @@ def user_pk(user: Any) -> str:
 
 def listings(identity: str, owner: str) -> Plan[tuple[list[tuple[str, list[KeyInfo]]], bool]]:
     """Return each prefix of the index listed under the ``userId`` ``identity`` with every key listed under it (one
-    list call per 1,000), and the entries the last move of the user ``owner``'s (pk as text) index to it wrote
-    (:func:`moved`); and whether a marker of that move is there."""
+    list call per 1,000) but entries another user holds (``index.held_by``: the value was theirs), and the entries
+    the last move of the user ``owner``'s (pk as text) index to it wrote (:func:`moved`); and whether a marker of
+    that move is there."""
     found = []
-    prefixes = index.user_prefixes(token_store().key_prefix(), identity)
+    prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(owner)
     for prefix in prefixes:
         infos: list[KeyInfo] = []
         walk = PageWalk()
         while not walk.done:
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
-        found.append((prefix, infos))
+        found.append((prefix, [info for info in infos if held(info)]))
     marked = yield from moved(identity, owner)
     found.append((prefixes[0], marked or []))
     return found, marked is not None

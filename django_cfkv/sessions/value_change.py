@@ -226,7 +226,7 @@ def move_index(former: str, user: Any) -> Plan[int]:
         elif str(value.data.get(SESSION_KEY)) != auth_id:
             continue
         item = _moved_entry(index.entry_key(store.key_prefix(), current, ref), None if entry is None else meta,
-                            value, now)
+                            value, auth_id, now)
         entries += [item] if item else []
         gone += names[ref]
     if entries or sessions:
@@ -267,13 +267,16 @@ def _renamed(raw: bytes, value: codec.Value, current: str, now: float) -> dict[s
             "metadata": metadata.build(metadata.SESSION, expires=value.expires, size=len(text.encode("utf-8")))}
 
 
-def _moved_entry(key: str, meta: Any, value: codec.Value, now: float) -> dict[str, Any] | None:
+def _moved_entry(key: str, meta: Any, value: codec.Value, user: str, now: float) -> dict[str, Any] | None:
     """Return the bulk-write item of a session's entry under its new name: its metadata ``meta`` if it was live,
-    else what the store would write; None when the session has expired or KV would refuse the metadata."""
+    else what the store would write, naming Django's user ``user`` (pk as text) as its holder under SECRET_KEY; None
+    when the session has expired or KV would refuse the metadata."""
     if value.expires is None or value.expires <= now:
         return None
     if meta is None:
-        meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY))
+        meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY), user)
+    elif isinstance(meta, dict):  # held under a fallback key, or written before holders were
+        meta = {**meta, **index.holder(user)}
     try:
         limits.encode_metadata(meta)
     except KVValueError:

@@ -627,3 +627,76 @@ def test_a_rewritten_session_is_not_served_stale_from_the_near_cache(settings, u
     user.email = "ann@new.example.com"
     user.save()
     assert browser.get("/whoami/").json()["user"] == user.pk
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_the_values_next_holder_in_the_minute_after_a_change_neither_lists_nor_signs_out_the_former_holders(
+        user, monkeypatch, twin):
+    """Ann moves ann@ -> v@ and Mallory takes ann@ at once, while KV still lists Ann's entries under ann@ (deleted by
+    the move): each entry names its holder, so Mallory's list, her sign-outs and her deletion leave Ann's alone."""
+    laptop, phone = signed_in(user), signed_in(user)
+    Lag(monkeypatch, hide_new=False)
+    user.email = "v@example.com"
+    user.save()
+    assert len(index_entries("ann@example.com")) == 2  # what KV still lists
+    mallory = get_user_model().objects.create_user("mallory", "ann@example.com", "pw")
+    memory.recently_deleted.clear()  # another process
+    ref = hashed_id(laptop.cookies["sessionid"].value)
+    if twin == "sync":
+        assert user_sessions(mallory) == [] and revoke_session(mallory, ref) is False
+        assert revoke_all_sessions(mallory) == 0
+    else:
+        assert async_to_sync(auser_sessions)(mallory) == [] and async_to_sync(arevoke_all_sessions)(mallory) == 0
+    mallory.delete()
+    monkeypatch.undo()
+    assert laptop.get("/whoami/").json()["user"] == user.pk and phone.get("/whoami/").json()["user"] == user.pk
+    assert len(user_sessions(user)) == 2
+
+
+def test_sessions_a_change_no_signal_saw_left_under_a_value_are_not_its_next_holders(user):
+    """An update() moves nothing: until the command moves Ann's entries they stay under ann@, and whoever takes
+    ann@ meanwhile does not list or end them."""
+    browser = signed_in(user)
+    get_user_model().objects.filter(pk=user.pk).update(email="v@example.com")
+    mallory = get_user_model().objects.create_user("mallory", "ann@example.com", "pw")
+    assert len(index_entries("ann@example.com")) == 1
+    assert user_sessions(mallory) == [] and revoke_all_sessions(mallory) == 0
+    assert browser.get("/whoami/").json()["user"] == user.pk
+
+
+def test_an_entry_names_its_holder_only_while_a_field_can_change_and_by_no_id(settings, user):
+    """The holder is an HMAC of the pk under the index key: neither the pk nor the email, and none for a pk."""
+    signed_in(user)
+    [info] = get_kv().list_keys(prefix=index.user_prefixes(SessionStore.key_prefix(), "ann@example.com")[0]).keys
+    holder = info.metadata[index.HOLDER]
+    assert "ann@example.com" not in json.dumps(info.metadata)
+    assert holder == index.owner_name(f"pk:{user.pk}", bytes.fromhex(index.user_index_key()))
+    settings.SESSION_CFKV_USER_FIELD = "pk"
+    signed_in(user)
+    [info] = get_kv().list_keys(prefix=index.user_prefixes(SessionStore.key_prefix(), str(user.pk))[0]).keys
+    assert index.HOLDER not in info.metadata
+
+
+def test_a_users_own_entries_stay_theirs_across_a_key_rotation_and_a_move(settings, user):
+    """Signed in under one SECRET_KEY, listed under its successor while it is a fallback; a move then names the
+    holder under the new key, so the user keeps the session in their list once the old key is dropped."""
+    signed_in(user)
+    settings.SECRET_KEY_FALLBACKS, settings.SECRET_KEY = [settings.SECRET_KEY], "a-new-secret-key-" + "x" * 40
+    assert len(user_sessions(user)) == 1
+    user.email = "v@example.com"
+    user.save()
+    get_kv().delete(index.moved_key(SessionStore.key_prefix(), "v@example.com"))  # two minutes on: the marker went
+    settings.SECRET_KEY_FALLBACKS = []
+    assert len(user_sessions(user)) == 1
+
+
+def test_a_planted_holder_hides_only_the_entry_it_is_on(user, other):
+    """A namespace writer's holder (another user's, or not text) on an entry under Ann's prefix hides that entry from
+    Ann, and nothing raises."""
+    signed_in(user), signed_in(user)
+    kv = get_kv()
+    bob_holder = index.holder(str(other.pk))[index.HOLDER]
+    infos = kv.list_keys(prefix=index.user_prefixes(SessionStore.key_prefix(), "ann@example.com")[0]).keys
+    for info, planted in zip(infos, [bob_holder, ["not", "text"]], strict=True):
+        kv.put(info.name, b"", expiration_ttl=3600, metadata={**info.metadata, index.HOLDER: planted})
+    assert user_sessions(user) == [] and revoke_all_sessions(user) == 0

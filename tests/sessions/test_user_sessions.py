@@ -339,7 +339,7 @@ def test_api_calls_of_listing_and_revoking_2000_sessions(emu, user, cfkv_calls):
     now, identity = time.time(), str(user.pk)
     refs = [hashed_id(f"session{n:05d}aaaaaaaaaaaaaaaa") for n in range(2000)]
     get_kv().put_many([{"key": index.entry_key("session:", identity, ref), "value": "", "expiration_ttl": 3600,
-                        "metadata": index.entry_metadata(now + 3600, now * 1000, now, {"via": "bearer"})}
+                        "metadata": index.entry_metadata(now + 3600, now * 1000, now, {"via": "bearer"}, None)}
                        for ref in refs])
     spent(cfkv_calls)
     assert len(user_sessions(user)) == 2000
@@ -422,7 +422,7 @@ def test_a_workers_sign_out_everywhere_deletes_only_session_keys_its_listing_nam
 
     laptop, now = browser(user), time.time()
     planted = index.user_prefixes("session:", str(user.pk))[0] + "victim"
-    get_kv().put(planted, "", expiration_ttl=3600, metadata=index.entry_metadata(now + 3600, None, now, {}))
+    get_kv().put(planted, "", expiration_ttl=3600, metadata=index.entry_metadata(now + 3600, None, now, {}, None))
     get_kv().put("session:victim", "kept", expiration_ttl=3600)
     assert worker(shared, "DELETE", f"/users/{user.pk}/sessions") == {"revoked": 1}
     assert laptop.get("/whoami/").json()["user"] is None and get_kv().get("session:victim") == b"kept"
