@@ -68,6 +68,14 @@ def parse(raw: bytes | bytearray | memoryview | str, fmt: str, salt: str, sessio
     return Value(data, expires, times[2], extra, ends)
 
 
+def parse_or_none(raw: bytes | None, fmt: str, salt: str) -> Value | None:
+    """Return the Value in ``raw``, or None when it is missing or cannot be read (whoever wrote it)."""
+    try:
+        return None if raw is None else parse(raw, fmt, salt)
+    except ValueError:
+        return None
+
+
 def _signed_envelope(raw: str, salt: str) -> Any:
     try:
         return signing.loads(raw, salt=salt, serializer=serializer())

@@ -110,6 +110,8 @@ def for_moved(store: Any, moved: dict[str, tuple[bytes, int | None]], now: float
         name, user = yield from user_of(value, fmt)
         if name is None or value.expires is None or value.expires <= now:
             continue
+        # In the json format a session without Django's auth hash (a Worker's) is whoever its userId names: no holder.
+        user = user if fmt != "json" or users.HASH_SESSION_KEY in value.data else None
         meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY), user)
         try:
             limits.encode_metadata(meta)

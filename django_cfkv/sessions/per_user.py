@@ -30,7 +30,7 @@ from .. import clock, conf
 from ..exceptions import CFKVConfigurationError
 from ..ratelimit.identity import arequest_user
 from ..types import KeyInfo, PageWalk
-from . import index, keys, memory, options, plans
+from . import codec, index, keys, memory, options, plans
 from .index import UserSession
 from .plans import KVCall, Plan
 from .tokens import token_store
@@ -99,11 +99,14 @@ def _revoke_session(user: Any, ref: str) -> Plan[bool]:
     identity = user_identity(user)
     if identity is None:
         return False
-    names = []
+    names, doubtful = [], []
     prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(user_pk(user))
     for prefix in prefixes:
         page = yield KVCall("list_keys", prefix=prefix + ref, limit=10)
-        names += [info.name for info in page.keys if info.name == prefix + ref and held(info)]
+        listed = [info for info in page.keys if info.name == prefix + ref]
+        names += [info.name for info in listed if held(info)]
+        doubtful += [(prefix, info) for info in listed if not held(info)]
+    names += [info.name for _, infos in (yield from _naming(identity, doubtful)) for info in infos]
     if prefixes[0] + ref not in names:  # maybe moved to this value in the last minute, and not listed yet
         marked = (yield from moved(identity, user_pk(user))) or []
         names += [info.name for info in marked if info.name == prefixes[0] + ref]
@@ -181,7 +184,7 @@ def listings(identity: str, owner: str) -> Plan[tuple[list[tuple[str, list[KeyIn
     list call per 1,000) but entries another user holds (``index.held_by``: the value was theirs), and the entries
     the last move of the user ``owner``'s (pk as text) index to it wrote (:func:`moved`); and whether a marker of
     that move is there."""
-    found = []
+    found, doubtful = [], []
     prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(owner)
     for prefix in prefixes:
         infos: list[KeyInfo] = []
@@ -189,9 +192,29 @@ def listings(identity: str, owner: str) -> Plan[tuple[list[tuple[str, list[KeyIn
         while not walk.done:
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
         found.append((prefix, [info for info in infos if held(info)]))
+        doubtful += [(prefix, info) for info in infos if not held(info)]
+    found += yield from _naming(identity, doubtful)
     marked = yield from moved(identity, owner)
     found.append((prefixes[0], marked or []))
     return found, marked is not None
+
+
+def _naming(identity: str, doubtful: list[tuple[str, KeyInfo]]) -> Plan[list[tuple[str, list[KeyInfo]]]]:
+    """Return the entries of ``doubtful`` (each with its prefix) that another user holds but whose session's
+    ``userId`` is ``identity``: in the json format a session is the user's its ``userId`` names, as a Worker reads
+    it, whoever signed in on it (as after a change no signal saw). A bulk read per 100 such entries; none in the
+    signed format, where a session names its user by pk, as its holder does."""
+    if not doubtful or options.session_format() != "json":
+        return []
+    store = token_store()
+    refs = list(dict.fromkeys(ref for prefix, info in doubtful if index.is_ref(ref := info.name[len(prefix):])))
+    values = (yield KVCall("get_many", [store.ref_key(ref) for ref in refs])) if refs else {}
+    naming = set()
+    for ref in refs:
+        value = codec.parse_or_none(values.get(store.ref_key(ref)), "json", store.key_salt_value())
+        if value is not None and str(value.extra.get("userId")) == identity:
+            naming.add(ref)
+    return [(prefix, [info]) for prefix, info in doubtful if info.name[len(prefix):] in naming]
 
 
 def moved(identity: str, owner: str) -> Plan[list[KeyInfo] | None]:

@@ -210,7 +210,7 @@ def move_index(former: str, user: Any) -> Plan[int]:
     gone: list[str] = []
     for ref, (entry, meta) in latest.items():
         raw = found.get(store.ref_key(ref))
-        value = _read(raw, fmt, store.key_salt_value())
+        value = codec.parse_or_none(raw, fmt, store.key_salt_value())
         if raw is None or value is None or ref in memory.recently_deleted:  # KV may serve a deleted one for ~60 s
             continue
         if fmt == "json":
@@ -248,14 +248,6 @@ def _auth_hashes(user: Any) -> set[str]:
     return {user.get_session_auth_hash(), *fallbacks()}
 
 
-def _read(raw: bytes | None, fmt: str, salt: str) -> Any:
-    """Return the session value in ``raw``, or None when it is missing or cannot be read."""
-    try:
-        return None if raw is None else codec.parse(raw, fmt, salt)
-    except ValueError:
-        return None
-
-
 def _renamed(raw: bytes, value: codec.Value, current: str, now: float) -> dict[str, Any] | None:
     """Return the bulk-write fields of a json session rewritten to name ``current``; None when it has expired."""
     if value.expires is None or value.expires <= now:
@@ -275,10 +267,12 @@ def _moved_entry(key: str, meta: Any, value: codec.Value, user: str, now: float)
         return None
     if meta is None:
         meta = index.entry_metadata(value.expires, value.created, now, value.data.get(index.CLIENT_KEY), user)
-    elif isinstance(meta, dict):  # held under a fallback key, or written before holders were
-        meta = {**meta, **index.holder(user)}
-    try:
-        limits.encode_metadata(meta)
-    except KVValueError:
-        return None
-    return {"key": key, "value": b"", "metadata": meta, "expiration_ttl": metadata.kv_ttl(value.expires, now)}
+    # Held under a fallback key, or written before holders were: named under SECRET_KEY, if the holder fits.
+    named = {**meta, **index.holder(user)} if isinstance(meta, dict) else meta
+    for fields in (named, meta):
+        try:
+            limits.encode_metadata(fields)
+        except KVValueError:
+            continue
+        return {"key": key, "value": b"", "metadata": fields, "expiration_ttl": metadata.kv_ttl(value.expires, now)}
+    return None

@@ -4,6 +4,7 @@ for its next holder. Each test commits for real (transaction=True): the move run
 transaction commits, and never for one that fails or is rolled back."""
 
 import contextlib
+import io
 import json
 import logging
 import time
@@ -700,3 +701,75 @@ def test_a_planted_holder_hides_only_the_entry_it_is_on(user, other):
     for info, planted in zip(infos, [bob_holder, ["not", "text"]], strict=True):
         kv.put(info.name, b"", expiration_ttl=3600, metadata={**info.metadata, index.HOLDER: planted})
     assert user_sessions(user) == [] and revoke_all_sessions(user) == 0
+
+
+def test_in_the_json_format_a_worker_session_naming_a_value_is_its_holders_to_list_and_end(settings, user):
+    """A Worker's session (no auth hash of Django's) indexed by migrate-sessions is whoever its userId names: after an
+    update() moved Ann away from ann@ unseen, it signs Mallory in once she takes ann@, so it is in her list and her
+    "Sign out everywhere" ends it."""
+    settings.SESSION_CFKV_FORMAT = "json"
+    settings.SESSION_CFKV_KEY_LAYOUT = "plain"
+    worker_id, _ = worker_session("ann@example.com")
+    del settings.SESSION_CFKV_KEY_LAYOUT
+    call_command("cfkv", "migrate-sessions", stdout=io.StringIO(), stderr=io.StringIO())
+    assert len(user_sessions(user)) == 1
+    [info] = get_kv().list_keys(prefix=index.user_prefixes(SessionStore.key_prefix(), "ann@example.com")[0]).keys
+    assert index.HOLDER not in info.metadata
+    get_user_model().objects.filter(pk=user.pk).update(email="v@example.com")  # no signal
+    mallory = get_user_model().objects.create_user("mallory", "ann@example.com", "pw")
+    worker_client = Client()
+    worker_client.cookies["sessionid"] = worker_id
+    assert worker_client.get("/whoami/").json()["user"] == mallory.pk
+    assert len(user_sessions(mallory)) == 1 and revoke_all_sessions(mallory) == 1
+    assert worker_client.get("/whoami/").json()["user"] is None
+
+
+@pytest.mark.parametrize("sign_out", ["one", "all"])
+def test_in_the_json_format_a_session_naming_the_value_is_its_holders_whoever_signed_in(settings, user, sign_out):
+    """Ann's session Django signed in still names ann@ after an update(): Django signs nobody in on it, but a Worker
+    serves it to whoever ann@ names, so Mallory, who takes ann@, lists it and signs it out."""
+    settings.SESSION_CFKV_FORMAT = "json"
+    key = signed_in(user).cookies["sessionid"].value
+    get_user_model().objects.filter(pk=user.pk).update(email="v@example.com")
+    mallory = get_user_model().objects.create_user("mallory", "ann@example.com", "pw")
+    assert raw_session(key)["userId"] == "ann@example.com"
+    assert [session.ref for session in user_sessions(mallory)] == [hashed_id(key)]
+    if sign_out == "one":
+        assert revoke_session(mallory, hashed_id(key)) is True
+    else:
+        assert revoke_all_sessions(mallory) == 1
+    assert raw_session(key) is None
+
+
+def test_in_the_json_format_the_next_holder_reads_the_former_holders_sessions_before_leaving_them(
+        settings, emu, cfkv_calls, user, monkeypatch):
+    """In the minute after a json move KV still lists Ann's entries under ann@: Mallory's listing reads those
+    sessions (one bulk read), finds they name v@ now, and leaves them; her own entries cost no read."""
+    settings.SESSION_CFKV_FORMAT = "json"
+    laptop = signed_in(user)
+    Lag(monkeypatch, hide_new=False)
+    user.email = "v@example.com"
+    user.save()
+    mallory = get_user_model().objects.create_user("mallory", "ann@example.com", "pw")
+    signed_in(mallory)
+    memory.recently_deleted.clear()  # another process
+    spent(cfkv_calls)
+    assert len(user_sessions(mallory)) == 1
+    assert spent(cfkv_calls) == {"list": 1, "bulk_get": 1, "get": 1}
+    assert revoke_all_sessions(mallory) == 1
+    monkeypatch.undo()
+    assert laptop.get("/whoami/").json()["user"] == user.pk
+
+
+def test_a_move_keeps_an_entry_whose_metadata_leaves_no_room_for_the_holder(user):
+    """A Worker's entry near KV's 1,024 bytes of metadata: the move writes it as it was, without a holder, rather
+    than leave the session signed in and unlisted."""
+    browser = signed_in(user)
+    ref = hashed_id(browser.cookies["sessionid"].value)
+    name = index.entry_key(SessionStore.key_prefix(), "ann@example.com", ref)
+    meta = {"kind": "session", "expires": 4_000_000_000, "via": "bearer", "ua": "x" * 940}
+    get_kv().put(name, b"", expiration_ttl=3600, metadata=meta)
+    user.email = "v@example.com"
+    user.save()
+    assert len(user_sessions(user)) == 1 and revoke_all_sessions(user) == 1
+    assert browser.get("/whoami/").json()["user"] is None

@@ -53,7 +53,8 @@ async function indexSession(env, key, session) {
   await env.SESSIONS.put((await userPrefix(env, session.userId)) + ref, "", { expirationTtl: ttl, metadata });
 }
 
-// A user's live sessions, as django_cfkv.sessions.user_sessions() lists them.
+// A user's live sessions: every entry under their userId (user_sessions() also leaves out entries
+// another user holds, with a user field other than pk: see "holder" in the stored formats).
 export async function listSessions(env, userId) {
   const prefix = await userPrefix(env, userId);
   const sessions = [];
