@@ -8,8 +8,9 @@ of the namespace, never the whole of it.
 API calls: listing a user's sessions costs one list call per 1,000 of them
 (per key while SECRET_KEY_FALLBACKS is set), and one read more while users
 are named by a field that can change (SESSION_CFKV_USER_FIELD other than
-"pk": the marker of a move, :func:`moved`); a revocation adds one bulk
-delete per 10,000 keys (each session and its entry). Revoked sessions are
+"pk": the marker of a move, :func:`moved`; in the json format, a bulk read
+per 100 entries another user holds, :func:`_naming`); a revocation adds one
+bulk delete per 10,000 keys (each session and its entry). Revoked sessions are
 refused by this process at once, and by other processes and Workers once
 their reads catch up: KV serves a deleted value at other locations for up to
 about 60 seconds, and a listing may miss a session made in the last minute
