@@ -160,7 +160,7 @@ def _user_sessions():
 
     n, now = 2000, time.time()
     get_kv().put_many([{"key": index.entry_key("session:", str(user.pk), f"{i:064x}"), "value": "",
-                        "expiration_ttl": 3600, "metadata": index.entry_metadata(now + 3600, now * 1000, now, {})}
+                        "expiration_ttl": 3600, "metadata": index.entry_metadata(now + 3600, now * 1000, now, {}, None)}
                        for i in range(n - 1)])  # and the request's own: 2,000
     with counted() as c:
         listed = user_sessions(user)

@@ -23,19 +23,18 @@ await the same calls, with no thread.
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
 from django.http import HttpRequest
 
 from .. import clock, conf
-from ..exceptions import CFKVConfigurationError, KVAPIError
+from ..exceptions import CFKVConfigurationError
 from ..ratelimit.identity import arequest_user
 from ..types import KeyInfo, PageWalk
 from . import codec, index, keys, memory, options, plans
 from .index import UserSession
 from .plans import KVCall, Plan
 from .tokens import token_store
-from .users import HASH_SESSION_KEY
 
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
 
@@ -45,8 +44,7 @@ def user_sessions(user: Any, *, request: HttpRequest | None = None) -> list[User
 
     With ``request``, the session of that request is marked ``current``.
     One list call per 1,000 sessions, and one read with a user field that can
-    change (the marker of the user's last change of it; in the json format, a
-    bulk read per 100 entries another user holds). Sessions signed out
+    change (the marker of the user's last change of it). Sessions signed out
     in this process are left out at once; a session signed out elsewhere may
     still be listed, and one made elsewhere in the last minute may be missing,
     for up to about 60 seconds (KV's listings are cached that long).
@@ -65,7 +63,7 @@ def _user_sessions(user: Any, request: HttpRequest | None) -> Plan[list[UserSess
         return []
     now = clock.now()
     found: dict[str, UserSession] = {}
-    for prefix, infos in (yield from listings(identity, lister(user)))[0]:
+    for prefix, infos in (yield from listings(identity, user_pk(user)))[0]:
         for info in infos:
             entry = index.read_entry(info, prefix, now)
             if entry is None or entry.ref in memory.recently_deleted:
@@ -102,16 +100,16 @@ def _revoke_session(user: Any, ref: str) -> Plan[bool]:
     identity = user_identity(user)
     if identity is None:
         return False
-    names, doubtful, who = [], [], lister(user)
-    prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(who.pk)
+    names, doubtful = [], []
+    prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(user_pk(user))
     for prefix in prefixes:
         page = yield KVCall("list_keys", prefix=prefix + ref, limit=10)
         listed = [info for info in page.keys if info.name == prefix + ref]
         names += [info.name for info in listed if held(info)]
         doubtful += [(prefix, info) for info in listed if not held(info)]
-    names += [info.name for _, infos in (yield from _naming(identity, who, doubtful)) for info in infos]
+    names += [info.name for _, infos in (yield from _naming(identity, doubtful)) for info in infos]
     if prefixes[0] + ref not in names:  # maybe moved to this value in the last minute, and not listed yet
-        marked = (yield from moved(identity, who.pk)) or []
+        marked = (yield from moved(identity, user_pk(user))) or []
         names += [info.name for info in marked if info.name == prefixes[0] + ref]
     if not names:
         return False
@@ -182,29 +180,13 @@ def user_pk(user: Any) -> str:
     return str(user._meta.pk.value_to_string(user))
 
 
-class Lister(NamedTuple):
-    """Whose sessions a listing looks for: Django's user ``pk`` (as text), and the session auth hashes Django signs
-    them in with (under SECRET_KEY and each fallback)."""
-
-    pk: str
-    hashes: frozenset[str]
-
-
-def lister(user: Any) -> Lister:
-    """Return the :class:`Lister` of ``user``."""
-    if not hasattr(user, "get_session_auth_hash"):
-        return Lister(user_pk(user), frozenset())
-    fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())
-    return Lister(user_pk(user), frozenset({user.get_session_auth_hash(), *fallbacks()}))
-
-
-def listings(identity: str, who: Lister) -> Plan[tuple[list[tuple[str, list[KeyInfo]]], bool]]:
+def listings(identity: str, owner: str) -> Plan[tuple[list[tuple[str, list[KeyInfo]]], bool]]:
     """Return each prefix of the index listed under the ``userId`` ``identity`` with every key listed under it (one
     list call per 1,000) but entries another user holds (``index.held_by``: the value was theirs), and the entries
-    the last move of the user ``who``'s index to it wrote (:func:`moved`); and whether a marker of
+    the last move of the user ``owner``'s (pk as text) index to it wrote (:func:`moved`); and whether a marker of
     that move is there."""
     found, doubtful = [], []
-    prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(who.pk)
+    prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(owner)
     for prefix in prefixes:
         infos: list[KeyInfo] = []
         walk = PageWalk()
@@ -212,38 +194,28 @@ def listings(identity: str, who: Lister) -> Plan[tuple[list[tuple[str, list[KeyI
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
         found.append((prefix, [info for info in infos if held(info)]))
         doubtful += [(prefix, info) for info in infos if not held(info)]
-    found += yield from _naming(identity, who, doubtful)
-    marked = yield from moved(identity, who.pk)
+    found += yield from _naming(identity, doubtful)
+    marked = yield from moved(identity, owner)
     found.append((prefixes[0], marked or []))
     return found, marked is not None
 
 
-def _naming(identity: str, who: Lister, doubtful: list[tuple[str, KeyInfo]]) -> Plan[list[tuple[str, list[KeyInfo]]]]:
-    """Return the entries of ``doubtful`` (each with its prefix), which another user holds, whose session is the
-    user ``who``'s all the same: in the json format a session is the user's its ``userId`` names, as a Worker reads
-    it, when Django did not sign someone in on it (a Worker's, after a change no signal saw) or signed ``who`` in.
-    One signed in by the holder is theirs: KV may still serve it naming the value it had before their move. A bulk
-    read per 100 entries; none in the signed format, where a session names its user by pk, as its holder does."""
+def _naming(identity: str, doubtful: list[tuple[str, KeyInfo]]) -> Plan[list[tuple[str, list[KeyInfo]]]]:
+    """Return the entries of ``doubtful`` (each with its prefix) that another user holds but whose session's
+    ``userId`` is ``identity``: in the json format a session is the user's its ``userId`` names, as a Worker reads
+    it, whoever signed in on it (as after a change no signal saw). A bulk read per 100 such entries; none in the
+    signed format, where a session names its user by pk, as its holder does."""
     if not doubtful or options.session_format() != "json":
         return []
     store = token_store()
     refs = list(dict.fromkeys(ref for prefix, info in doubtful if index.is_ref(ref := info.name[len(prefix):])))
-    try:
-        values = (yield KVCall("get_many", [store.ref_key(ref) for ref in refs])) if refs else {}
-    except KVAPIError as exc:
-        # A binary value, which no session is (a namespace writer's), refuses the whole read: 400 from the emulator,
-        # undocumented for Cloudflare, so any refusal of the request itself. An outage, 401/403/404 and 429 raise.
-        if type(exc) is not KVAPIError or not (exc.status is not None and 400 <= exc.status < 500):
-            raise
-        values = {}
-    theirs = set()
+    values = (yield KVCall("get_many", [store.ref_key(ref) for ref in refs])) if refs else {}
+    naming = set()
     for ref in refs:
         value = codec.parse_or_none(values.get(store.ref_key(ref)), "json", store.key_salt_value())
-        signed_in_by = None if value is None else value.data.get(HASH_SESSION_KEY)
-        if value is not None and str(value.extra.get("userId")) == identity and (
-                signed_in_by is None or (isinstance(signed_in_by, str) and signed_in_by in who.hashes)):
-            theirs.add(ref)
-    return [(prefix, [info]) for prefix, info in doubtful if info.name[len(prefix):] in theirs]
+        if value is not None and str(value.extra.get("userId")) == identity:
+            naming.add(ref)
+    return [(prefix, [info]) for prefix, info in doubtful if info.name[len(prefix):] in naming]
 
 
 def moved(identity: str, owner: str) -> Plan[list[KeyInfo] | None]:
@@ -267,16 +239,16 @@ def ref_of(request: HttpRequest | None) -> str | None:
 def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     """Revoke every session of ``user`` but ``keep``; return how many live ones went."""
     identity = user_identity(user)
-    return 0 if identity is None else (yield from revoke_listed(identity, lister(user), keep))
+    return 0 if identity is None else (yield from revoke_listed(identity, user_pk(user), keep))
 
 
-def revoke_listed(identity: str, who: Lister, keep: str | None = None) -> Plan[int]:
-    """Revoke every session listed under the ``userId`` ``identity`` (the user ``who``'s) but ``keep``;
+def revoke_listed(identity: str, owner: str, keep: str | None = None) -> Plan[int]:
+    """Revoke every session listed under the ``userId`` ``identity`` (the user ``owner``'s, pk as text) but ``keep``;
     return how many live ones went."""
     now = clock.now()
     doomed: dict[str, list[str]] = {}
     live = set()
-    found, marked = yield from listings(identity, who)
+    found, marked = yield from listings(identity, owner)
     for prefix, infos in found:
         for info in infos:
             ref = info.name[len(prefix):]

@@ -53,7 +53,7 @@ from django.db import transaction
 from .. import clock, conf, limits, metadata
 from ..exceptions import CFKVConfigurationError, KVError, KVValueError
 from . import codec, index, memory, options
-from .per_user import NEVER, Lister, lister, listings, revoke, revoke_listed, user_identity
+from .per_user import NEVER, listings, revoke, revoke_listed, user_identity, user_pk
 from .plans import KVCall, Plan, run
 from .tokens import token_store
 from .users import HASH_SESSION_KEY, SESSION_KEY
@@ -124,8 +124,8 @@ def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **k
     field = _field(sender)
     if former is None or field is None or str(instance.serializable_value(field)) == former:
         return
-    pk, who = instance.pk, lister(instance)
-    transaction.on_commit(lambda: _after_commit(sender, using, pk, who, former), using=using)
+    pk, owner = instance.pk, user_pk(instance)
+    transaction.on_commit(lambda: _after_commit(sender, using, pk, owner, former), using=using)
 
 
 def sign_out_deleted_user(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
@@ -134,16 +134,16 @@ def sign_out_deleted_user(sender: Any, instance: Any, using: str | None = None, 
     usable = conf.setting("SESSION_CFKV_USER_FIELD") == "pk" or _field(sender) is not None  # no typo'd field
     identity = user_identity(instance) if usable and _indexed_users(sender) and instance.pk is not None else None
     if identity is not None:
-        pk, who = instance.pk, lister(instance)
-        transaction.on_commit(lambda: _follow(f"user pk {pk} was deleted", revoke_listed(identity, who)),
+        pk, owner = instance.pk, user_pk(instance)
+        transaction.on_commit(lambda: _follow(f"user pk {pk} was deleted", revoke_listed(identity, owner)),
                               using=using)
 
 
-def _after_commit(model: Any, using: str | None, pk: Any, who: Lister, former: str) -> None:
+def _after_commit(model: Any, using: str | None, pk: Any, owner: str, former: str) -> None:
     field = _field(model)
     user = None if field is None else model._base_manager.using(using).filter(pk=pk).first()
     if user is None:  # deleted in the same transaction: its sessions are listed under the value it had before
-        _follow(f"user pk {pk} was deleted", revoke_listed(former, who))
+        _follow(f"user pk {pk} was deleted", revoke_listed(former, owner))
     elif user_identity(user) != former:  # else a later save of the transaction put the value back
         _follow(f"user pk {pk}'s {field} changed", move_index(former, user))
 
@@ -186,10 +186,9 @@ def move_index(former: str, user: Any) -> Plan[int]:
     to ``former`` (a plan); return how many sessions moved. Only the user's own sessions are touched (see above).
     """
     now, fmt, store = clock.now(), options.session_format(), token_store()
-    current, who = user_identity(user), lister(user)
-    auth_id, hashes = who.pk, who.hashes
+    current, auth_id, hashes = user_identity(user), user_pk(user), _auth_hashes(user)
     memory.former_user_values.add(former)  # stores of this process that read it re-read the user's value
-    listed, marked = yield from listings(former, who)  # with what the user's move to ``former`` lately wrote
+    listed, marked = yield from listings(former, auth_id)  # with what the user's move to ``former`` lately wrote
     latest: dict[str, tuple[index.UserSession | None, Any]] = {}
     names: dict[str, list[str]] = {}
     for user_prefix, infos in listed:
@@ -239,6 +238,14 @@ def move_index(former: str, user: Any) -> Plan[int]:
     # values, stays theirs).
     yield from revoke(doomed, also=[*gone, *([index.moved_key(store.key_prefix(), former)] if marked else [])])
     return len(entries)
+
+
+def _auth_hashes(user: Any) -> set[str]:
+    """The session auth hashes Django signs ``user`` in with (SECRET_KEY's, and each fallback's)."""
+    if not hasattr(user, "get_session_auth_hash"):
+        return set()
+    fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())
+    return {user.get_session_auth_hash(), *fallbacks()}
 
 
 def _renamed(raw: bytes, value: codec.Value, current: str, now: float) -> dict[str, Any] | None:
