@@ -180,10 +180,20 @@ def _holder(user: str, secret: str) -> str:
     return owner_name("pk:" + user, _index_key(secret))  # "pk:": never a userId's own name
 
 
+def holds(meta: object, user: str) -> bool:
+    """Return True if the metadata ``meta`` names Django's user ``user`` (pk as text) as its holder."""
+    named = meta.get(HOLDER) if isinstance(meta, dict) else None
+    return isinstance(named, str) and named in _holders(user)
+
+
+def _holders(user: str) -> set[str]:
+    return {_holder(user, secret) for secret in _secrets()}
+
+
 def held_by(user: str) -> Callable[[KeyInfo], bool]:
     """Return a test of a listed entry: False when it names a holder other than Django's user ``user`` (pk as text),
     under SECRET_KEY or a fallback; True when it names none (a Worker's entry, or one written before holders were)."""
-    theirs = {_holder(user, secret) for secret in _secrets()}
+    theirs = _holders(user)
 
     def test(info: KeyInfo) -> bool:
         named = info.metadata.get(HOLDER) if isinstance(info.metadata, dict) else None

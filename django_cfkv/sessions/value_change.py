@@ -20,8 +20,10 @@ elsewhere) keeps its entry where it is.
 * json format: a session's ``userId`` names the value. One Django signed the
   user in on (its auth hash is theirs) is rewritten to name the new value, and its
   entry moves: it stays signed in. One with no auth hash (a Worker's) is deleted:
-  it would sign in the value's next holder. One whose hash is another user's is
-  left alone: Django signs no one else in on it. One this process deleted in the
+  it would sign in the value's next holder. So is one whose entry names the user
+  as its holder but whose hash is no longer theirs (a password change since).
+  One with another user's hash is left alone: Django signs no one in on it, and
+  whoever holds the value lists it (a Worker would serve it to them). One this process deleted in the
   last minute is not written back (KV may still serve it); one another process
   deleted in that minute may be, under the new value (documented).
 
@@ -215,9 +217,12 @@ def move_index(former: str, user: Any) -> Plan[int]:
             continue
         if fmt == "json":
             signed_in_by = value.data.get(HASH_SESSION_KEY)  # Django's auth hash: whose session it is
-            if str(value.extra.get("userId")) != former or (signed_in_by is not None and (
-                    not isinstance(signed_in_by, str) or signed_in_by not in hashes)):
-                continue  # another user's (now or before a password change): Django refuses it to anyone else
+            if str(value.extra.get("userId")) != former:
+                continue
+            if signed_in_by is not None and (not isinstance(signed_in_by, str) or signed_in_by not in hashes):
+                if index.holds(meta, auth_id):  # theirs before a password change: Django signs no one in on it,
+                    doomed[ref] = names[ref]  # and a Worker would sign in the value's next holder
+                continue  # else maybe another user's: Django refuses it to anyone else
             renamed = None if signed_in_by is None else _renamed(raw, value, current, now)
             if renamed is None:
                 doomed[ref] = names[ref]  # a Worker's would sign in the value's next holder
