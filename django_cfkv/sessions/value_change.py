@@ -17,15 +17,16 @@ elsewhere) keeps its entry where it is.
 * signed format: the sessions name their user by pk and stay signed in; each live
   entry is written under the new value, with its metadata and expiry (the latest
   one when SECRET_KEY_FALLBACKS lists it twice), and the former ones are deleted.
-* json format: a session's ``userId`` names the value. One Django signed the
-  user in on (its auth hash is theirs) is rewritten to name the new value, and its
+* json format: a session's ``userId`` names the value. One Django signed the user
+  in on (its auth hash is theirs) is rewritten to name the new value, and its
   entry moves: it stays signed in. One with no auth hash (a Worker's) is deleted:
-  it would sign in the value's next holder. So is one whose entry names the user
-  as its holder but whose hash is no longer theirs (a password change since).
-  One with another user's hash is left alone: Django signs no one in on it, and
-  whoever holds the value lists it (a Worker would serve it to them). One this process deleted in the
-  last minute is not written back (KV may still serve it); one another process
-  deleted in that minute may be, under the new value (documented).
+  it would sign in the value's next holder. One whose entry names the user as its
+  holder moves too, though a password change since ended it (a request of theirs
+  may be about to store their new hash in it, and a Worker would serve it to the
+  value's next holder). One with another user's hash is left alone: Django signs
+  no one in on it, and whoever holds the value lists it. One this process deleted
+  in the last minute is not written back (KV may still serve it); one another
+  process deleted in that minute may be, under the new value (documented).
 
 KV lists a key up to a minute after its write, so a move also writes a marker
 (``index.moved_key``) naming the entries it wrote and the user who moved, which
@@ -219,10 +220,9 @@ def move_index(former: str, user: Any) -> Plan[int]:
             signed_in_by = value.data.get(HASH_SESSION_KEY)  # Django's auth hash: whose session it is
             if str(value.extra.get("userId")) != former:
                 continue
-            if signed_in_by is not None and (not isinstance(signed_in_by, str) or signed_in_by not in hashes):
-                if index.holds(meta, auth_id):  # theirs before a password change: Django signs no one in on it,
-                    doomed[ref] = names[ref]  # and a Worker would sign in the value's next holder
-                continue  # else maybe another user's: Django refuses it to anyone else
+            if signed_in_by is not None and (not isinstance(signed_in_by, str) or signed_in_by not in hashes) and (
+                    not index.holds(meta, auth_id)):  # theirs before a password change (a request may mend it) moves
+                continue  # maybe another user's: Django refuses it to anyone else, and their listing finds it
             renamed = None if signed_in_by is None else _renamed(raw, value, current, now)
             if renamed is None:
                 doomed[ref] = names[ref]  # a Worker's would sign in the value's next holder

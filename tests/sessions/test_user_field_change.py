@@ -33,7 +33,8 @@ from django_cfkv.sessions import (
     user_sessions,
 )
 
-from .helpers import spent, worker_session
+from .helpers import auth, spent, worker_session
+from .test_bearer import MIDDLEWARE as BEARER_MIDDLEWARE
 
 pytestmark = [pytest.mark.urls("tests.sessions.urls"), pytest.mark.django_db(transaction=True)]
 
@@ -771,18 +772,43 @@ def test_in_the_json_format_a_planted_binary_value_cannot_stop_a_sign_out_everyw
     assert hijacker.get("/whoami/").json()["user"] is None
 
 
-def test_in_the_json_format_a_move_deletes_a_session_of_the_users_that_a_password_change_ended(settings, user):
+def test_in_the_json_format_a_session_a_password_change_ended_moves_with_the_user(settings, user):
     """A session signed in before a password change names the value with a hash no longer Ann's: Django signs no one
-    in on it, and a Worker would serve it to whoever takes the value next, so Ann's move deletes it."""
+    in on it, but a Worker would serve it to whoever takes the value next, so it follows Ann, into her list."""
     settings.SESSION_CFKV_FORMAT = "json"
-    stolen = signed_in(user).cookies["sessionid"].value
+    stolen_client = signed_in(user)
+    stolen = stolen_client.cookies["sessionid"].value
     user.set_password("new password")
     user.save()
     user.email = "v@example.com"
     user.save()
-    assert raw_session(stolen) is None
+    assert raw_session(stolen)["userId"] == "v@example.com" and stolen_client.get("/whoami/").json()["user"] is None
     newcomer = get_user_model().objects.create_user("newcomer", "ann@example.com", "pw")
     assert user_sessions(newcomer) == [] and index_entries("ann@example.com") == []
+    assert revoke_all_sessions(user) == 1 and raw_session(stolen) is None
+
+
+@pytest.mark.parametrize("saves", ["1", "2"])
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+@pytest.mark.parametrize("via", ["cookie", "bearer"])
+def test_a_request_that_changes_password_and_email_stays_signed_in_and_listed(settings, user, via, fmt, saves):
+    """The move runs when the request's transaction commits, before the request stores its session with the new
+    auth hash: the session it finds (a token's key never changes) moves as the user's, and the request's own save
+    then completes it."""
+    settings.SESSION_CFKV_FORMAT, settings.MIDDLEWARE = fmt, BEARER_MIDDLEWARE
+    client = Client()
+    if via == "cookie":
+        client.get(f"/login/{user.pk}/")
+        headers = {}
+    else:
+        headers = auth(issue_token(None, user, backend="django.contrib.auth.backends.ModelBackend"))
+    assert client.get("/whoami/", **headers).json()["user"] == user.pk
+    response = client.get("/change-password-and-email/", {"password": "new", "email": "v@example.com",
+                                                          "saves": saves}, **headers)
+    assert response.status_code == 200
+    user.refresh_from_db()
+    assert client.get("/whoami/", **headers).json()["user"] == user.pk
+    assert len(user_sessions(user)) == 1
 
 
 def test_in_the_json_format_a_refused_bulk_read_other_than_a_binary_values_raises(settings, user, monkeypatch):

@@ -119,8 +119,22 @@ def change_password(request):
     return JsonResponse({"signed_out": revoke_other_sessions(request)})
 
 
+def change_password_and_email(request):
+    """A settings form: a new password (this session kept signed in, Django's way) and a new email, one save each
+    (``saves=2``) or one for both."""
+    request.user.set_password(request.GET["password"])
+    if request.GET.get("saves") == "2":
+        request.user.save()
+        update_session_auth_hash(request, request.user)
+    request.user.email = request.GET["email"]
+    request.user.save()
+    update_session_auth_hash(request, request.user)
+    return JsonResponse({"user": request.user.pk})
+
+
 urlpatterns = [
     path("account/", include("django_cfkv.urls")),
+    path("change-password-and-email/", change_password_and_email),
     path("async-account/sessions/", AsyncUserSessionsView.as_view()),
     path("change-password/", change_password),
     path("change-email/", change_email),
