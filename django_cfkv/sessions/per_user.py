@@ -244,10 +244,22 @@ def ref_of(request: HttpRequest | None) -> str | None:
     return keys.hashed_id(session_key) if isinstance(session_key, str) else None
 
 
+#: Set on a user instance (by ``value_change``) between a save that changed their value and the move that follows
+#: the commit: the values their sessions are still listed under until then.
+MOVING_FROM = "_cfkv_moving_from"
+
+
 def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
-    """Revoke every session of ``user`` but ``keep``; return how many live ones went."""
+    """Revoke every session of ``user`` but ``keep``, under their value and any their uncommitted change left
+    (signed out here, the move then passes them by); return how many live ones went."""
     identity = user_identity(user)
-    return 0 if identity is None else (yield from revoke_listed(identity, user_pk(user), keep))
+    if identity is None:
+        return 0
+    owner, former = user_pk(user), getattr(user, MOVING_FROM, ())
+    count = 0
+    for value in dict.fromkeys([*former, identity]):
+        count += yield from revoke_listed(value, owner, keep)
+    return count
 
 
 def revoke_listed(identity: str, owner: str, keep: str | None = None) -> Plan[int]:

@@ -56,7 +56,7 @@ from django.db import transaction
 from .. import clock, conf, limits, metadata
 from ..exceptions import CFKVConfigurationError, KVError, KVValueError
 from . import codec, index, memory, options
-from .per_user import NEVER, listings, revoke, revoke_listed, user_identity, user_pk
+from .per_user import MOVING_FROM, NEVER, listings, revoke, revoke_listed, user_identity, user_pk
 from .plans import KVCall, Plan, run
 from .tokens import token_store
 from .users import HASH_SESSION_KEY, SESSION_KEY
@@ -128,7 +128,12 @@ def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **k
     if former is None or field is None or str(instance.serializable_value(field)) == former:
         return
     pk, owner = instance.pk, user_pk(instance)
-    transaction.on_commit(lambda: _after_commit(sender, using, pk, owner, former), using=using)
+    instance.__dict__.setdefault(MOVING_FROM, []).append(former)  # a sign-out before the commit finds them there
+
+    def after_commit() -> None:
+        instance.__dict__.pop(MOVING_FROM, None)
+        _after_commit(sender, using, pk, owner, former)
+    transaction.on_commit(after_commit, using=using)
 
 
 def sign_out_deleted_user(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:

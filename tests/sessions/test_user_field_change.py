@@ -869,3 +869,20 @@ def test_a_move_keeps_an_entry_whose_metadata_leaves_no_room_for_the_holder(user
     user.save()
     assert len(user_sessions(user)) == 1 and revoke_all_sessions(user) == 1
     assert browser.get("/whoami/").json()["user"] is None
+
+
+@pytest.mark.parametrize("password", ["", "new"])
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_signing_out_other_devices_in_the_transaction_that_changes_the_email_signs_them_out(settings, user, fmt,
+                                                                                              password):
+    """The sessions are listed under the former email until the commit moves them: the sign-out finds them there,
+    and the move then passes them by."""
+    settings.SESSION_CFKV_FORMAT = fmt
+    owner, hijacker = signed_in(user), signed_in(user)
+    stolen = hijacker.cookies["sessionid"].value
+    response = owner.get("/settings-form/", {"email": "v@example.com", "password": password})
+    assert response.json()["signed_out"] >= 1  # and the owner's former key: update_session_auth_hash() cycled it
+    user.refresh_from_db()
+    assert hijacker.get("/whoami/").json()["user"] is None and raw_session(stolen) is None
+    assert owner.get("/whoami/").json()["user"] == user.pk
+    assert [session.ref for session in user_sessions(user)] == [hashed_id(owner.cookies["sessionid"].value)]

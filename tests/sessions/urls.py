@@ -3,6 +3,7 @@
 import asyncio
 
 from django.contrib.auth import get_user_model, login, logout, update_session_auth_hash
+from django.db import transaction
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views.decorators.http import require_POST
@@ -132,8 +133,22 @@ def change_password_and_email(request):
     return JsonResponse({"user": request.user.pk})
 
 
+def settings_form(request):
+    """One form, one transaction (as ATOMIC_REQUESTS makes it): a new email (and password), then "sign out other
+    devices", before the commit moves the user's sessions to the new email."""
+    with transaction.atomic():
+        if request.GET.get("password"):
+            request.user.set_password(request.GET["password"])
+        request.user.email = request.GET["email"]
+        request.user.save()
+        update_session_auth_hash(request, request.user)
+        signed_out = revoke_other_sessions(request)
+    return JsonResponse({"signed_out": signed_out})
+
+
 urlpatterns = [
     path("account/", include("django_cfkv.urls")),
+    path("settings-form/", settings_form),
     path("change-password-and-email/", change_password_and_email),
     path("async-account/sessions/", AsyncUserSessionsView.as_view()),
     path("change-password/", change_password),
