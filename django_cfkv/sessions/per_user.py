@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.http import HttpRequest
 
 from .. import clock, conf
@@ -181,20 +182,21 @@ def user_pk(user: Any) -> str:
     return str(user._meta.pk.value_to_string(user))
 
 
-def listings(identity: str, owner: str) -> Plan[tuple[list[tuple[str, list[KeyInfo]]], bool]]:
+def listings(identity: str, owner: str, own: bool = False) -> Plan[tuple[list[tuple[str, list[KeyInfo]]], bool]]:
     """Return each prefix of the index listed under the ``userId`` ``identity`` with every key listed under it (one
     list call per 1,000) but entries another user holds (``index.held_by``: the value was theirs), and the entries
     the last move of the user ``owner``'s (pk as text) index to it wrote (:func:`moved`); and whether a marker of
-    that move is there."""
+    that move is there. With ``own``, only the entries that name ``owner`` as their holder."""
     found, doubtful = [], []
-    prefixes, held = index.user_prefixes(token_store().key_prefix(), identity), index.held_by(owner)
+    prefixes = index.user_prefixes(token_store().key_prefix(), identity)
+    held = (lambda info: index.holds(info.metadata, owner)) if own else index.held_by(owner)
     for prefix in prefixes:
         infos: list[KeyInfo] = []
         walk = PageWalk()
         while not walk.done:
             infos += walk.step((yield KVCall("list_keys", prefix=prefix, limit=1000, cursor=walk.cursor))).keys
         found.append((prefix, [info for info in infos if held(info)]))
-        doubtful += [(prefix, info) for info in infos if not held(info)]
+        doubtful += [] if own else [(prefix, info) for info in infos if not held(info)]
     found += yield from _naming(identity, doubtful)
     marked = yield from moved(identity, owner)
     found.append((prefixes[0], marked or []))
@@ -250,25 +252,31 @@ MOVING_FROM = "_cfkv_moving_from"
 
 
 def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
-    """Revoke every session of ``user`` but ``keep``, under their value and any their uncommitted change left
-    (signed out here, the move then passes them by); return how many live ones went."""
+    """Revoke every session of ``user`` but ``keep``, under their value and, in the transaction of a change of it,
+    the entries they hold under the values their sessions stay under until its commit (signed out here, the move
+    then passes them by); return how many live ones went."""
     identity = user_identity(user)
     if identity is None:
         return 0
-    owner, former = user_pk(user), getattr(user, MOVING_FROM, ())
-    count = 0
-    for value in dict.fromkeys([*former, identity]):
-        count += yield from revoke_listed(value, owner, keep)
-    return count
+    owner, count = user_pk(user), 0
+    # Only while a transaction is open: one rolled back leaves the mark on the instance, whose values others may
+    # hold by now. And then only the user's own entries, by holder, under either value: until the commit the new
+    # value may still hold its former holder's sessions, as when two users swap values.
+    in_change = transaction.get_connection(user._state.db or DEFAULT_DB_ALIAS).in_atomic_block
+    pending = list(dict.fromkeys(getattr(user, MOVING_FROM, ()) if in_change else ()))
+    for value in pending:
+        if value != identity:
+            count += yield from revoke_listed(value, owner, keep, own=True)
+    return count + (yield from revoke_listed(identity, owner, keep, own=bool(pending)))
 
 
-def revoke_listed(identity: str, owner: str, keep: str | None = None) -> Plan[int]:
-    """Revoke every session listed under the ``userId`` ``identity`` (the user ``owner``'s, pk as text) but ``keep``;
-    return how many live ones went."""
+def revoke_listed(identity: str, owner: str, keep: str | None = None, own: bool = False) -> Plan[int]:
+    """Revoke every session listed under the ``userId`` ``identity`` (the user ``owner``'s, pk as text) but ``keep``
+    (with ``own``, those whose entry names them as holder); return how many live ones went."""
     now = clock.now()
     doomed: dict[str, list[str]] = {}
     live = set()
-    found, marked = yield from listings(identity, owner)
+    found, marked = yield from listings(identity, owner, own)
     for prefix, infos in found:
         for info in infos:
             ref = info.name[len(prefix):]

@@ -886,3 +886,36 @@ def test_signing_out_other_devices_in_the_transaction_that_changes_the_email_sig
     assert hijacker.get("/whoami/").json()["user"] is None and raw_session(stolen) is None
     assert owner.get("/whoami/").json()["user"] == user.pk
     assert [session.ref for session in user_sessions(user)] == [hashed_id(owner.cookies["sessionid"].value)]
+
+
+@pytest.mark.parametrize("inside", [False, True])
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_a_change_rolled_back_leaves_no_value_for_a_later_sign_out_to_take_from_its_next_holder(settings, user, fmt,
+                                                                                               inside):
+    """A savepoint rolls Ann's change back; she changes her email later through another instance, and Bob takes
+    ann@. Signing Ann out everywhere through the first instance, in a transaction or not, leaves Bob signed in."""
+    settings.SESSION_CFKV_FORMAT = fmt
+    signed_in(user)
+    with transaction.atomic():
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            user.email = "typo@example.com"
+            user.save()
+            raise RuntimeError("a check after the save failed")
+    fresh = get_user_model().objects.get(pk=user.pk)
+    fresh.email = "v@example.com"
+    fresh.save()
+    bob = get_user_model().objects.create_user("bob2", "ann@example.com", "pw")
+    bob_browser = signed_in(bob)
+    user.refresh_from_db()
+    with transaction.atomic() if inside else contextlib.nullcontext():
+        assert revoke_all_sessions(user) == 1
+    assert bob_browser.get("/whoami/").json()["user"] == bob.pk
+
+
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_signing_out_everywhere_in_the_transaction_of_a_swap_leaves_the_other_users_sessions(settings, user, other,
+                                                                                              fmt):
+    settings.SESSION_CFKV_FORMAT = fmt
+    ann, bob = signed_in(user), signed_in(other)
+    swap_emails(user, other, then=lambda: revoke_all_sessions(user))
+    assert ann.get("/whoami/").json()["user"] is None and bob.get("/whoami/").json()["user"] == other.pk
