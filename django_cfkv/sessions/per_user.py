@@ -246,8 +246,8 @@ def ref_of(request: HttpRequest | None) -> str | None:
     return keys.hashed_id(session_key) if isinstance(session_key, str) else None
 
 
-#: Set on a user instance (by ``value_change``) between a save that changed their value and the move that follows
-#: the commit: the values their sessions are still listed under until then.
+#: Set on a user instance (by ``value_change``) by a save that changed their value: each former value, with the
+#: on-commit callback of its move. Until that runs their sessions are still listed under the former value.
 MOVING_FROM = "_cfkv_moving_from"
 
 
@@ -258,16 +258,24 @@ def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     identity = user_identity(user)
     if identity is None:
         return 0
-    owner, count = user_pk(user), 0
-    # Only while a transaction is open: one rolled back leaves the mark on the instance, whose values others may
-    # hold by now. And then only the user's own entries, by holder, under either value: until the commit the new
-    # value may still hold its former holder's sessions, as when two users swap values.
-    in_change = transaction.get_connection(user._state.db or DEFAULT_DB_ALIAS).in_atomic_block
-    pending = list(dict.fromkeys(getattr(user, MOVING_FROM, ()) if in_change else ()))
+    owner, count, pending = user_pk(user), 0, _moves_pending(user)
     for value in pending:
         if value != identity:
-            count += yield from revoke_listed(value, owner, keep, own=True)
-    return count + (yield from revoke_listed(identity, owner, keep, own=bool(pending)))
+            count += yield from revoke_listed(value, owner, keep)
+    # A value taken in this transaction may still list its former holder's sessions until the commit (two users
+    # swapping values): only the user's own entries, by holder, there.
+    return count + (yield from revoke_listed(identity, owner, keep, own=bool(pending) and identity not in pending))
+
+
+def _moves_pending(user: Any) -> list[str]:
+    """Return the former values of ``user`` whose moves wait for the commit of this thread's transaction; a change
+    rolled back (its callback dropped) leaves its value on the instance, and someone else may hold it by now."""
+    marks = getattr(user, MOVING_FROM, ())
+    if not marks:
+        return []
+    waiting = transaction.get_connection(getattr(getattr(user, "_state", None), "db", None) or DEFAULT_DB_ALIAS)
+    callbacks = {id(entry[1]) for entry in waiting.run_on_commit}
+    return list(dict.fromkeys(former for former, callback in marks if id(callback) in callbacks))
 
 
 def revoke_listed(identity: str, owner: str, keep: str | None = None, own: bool = False) -> Plan[int]:

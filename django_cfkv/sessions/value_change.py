@@ -128,11 +128,11 @@ def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **k
     if former is None or field is None or str(instance.serializable_value(field)) == former:
         return
     pk, owner = instance.pk, user_pk(instance)
-    instance.__dict__.setdefault(MOVING_FROM, []).append(former)  # a sign-out before the commit finds them there
 
     def after_commit() -> None:
         instance.__dict__.pop(MOVING_FROM, None)
         _after_commit(sender, using, pk, owner, former)
+    instance.__dict__.setdefault(MOVING_FROM, []).append((former, after_commit))  # for a sign-out before the commit
     transaction.on_commit(after_commit, using=using)
 
 

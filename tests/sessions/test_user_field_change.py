@@ -919,3 +919,52 @@ def test_signing_out_everywhere_in_the_transaction_of_a_swap_leaves_the_other_us
     ann, bob = signed_in(user), signed_in(other)
     swap_emails(user, other, then=lambda: revoke_all_sessions(user))
     assert ann.get("/whoami/").json()["user"] is None and bob.get("/whoami/").json()["user"] == other.pk
+
+
+def strip_holders(identity="ann@example.com"):
+    """Rewrite the entries under ``identity`` without a holder, as a Worker's refresh of them writes them."""
+    kv = get_kv()
+    for info in kv.list_keys(prefix=index.user_prefixes(SessionStore.key_prefix(), identity)[0]).keys:
+        kv.put(info.name, b"", expiration_ttl=3600,
+               metadata={name: value for name, value in info.metadata.items() if name != index.HOLDER})
+
+
+@pytest.mark.parametrize("how", ["change", "savepoint rolled back", "value put back"])
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_signing_out_everywhere_in_a_changes_transaction_ends_entries_that_name_no_holder(settings, user, fmt, how):
+    """Entries a Worker refreshed name no holder: a sign-out in the transaction finds them under the value they
+    stay under until the commit, whatever the transaction did to the value before."""
+    settings.SESSION_CFKV_FORMAT = fmt
+    browser = signed_in(user)
+    strip_holders()
+    with transaction.atomic():
+        if how == "savepoint rolled back":
+            with contextlib.suppress(RuntimeError), transaction.atomic():
+                user.email = "typo@example.com"
+                user.save()
+                raise RuntimeError("a check after the save failed")
+            user.refresh_from_db()
+        else:
+            for email in ["v@example.com", *(["ann@example.com"] if how == "value put back" else [])]:
+                user.email = email
+                user.save()
+        signed_out = revoke_all_sessions(user)
+    assert signed_out == 1 and browser.get("/whoami/").json()["user"] is None
+
+
+@pytest.mark.parametrize("field", ["pk", "email"])
+def test_a_user_object_with_no_model_state_can_still_be_signed_out(settings, user, field):
+    """A user of the site's own making that borrows the model's _meta, as a remote-user backend's may."""
+    settings.SESSION_CFKV_USER_FIELD = field
+
+    class Visitor:
+        is_authenticated, _meta = True, get_user_model()._meta
+
+        def __init__(self, of):
+            self.pk, self.id, self.email = of.pk, of.pk, of.email
+
+        def serializable_value(self, name):
+            return getattr(self, name)
+
+    browser = signed_in(user)
+    assert revoke_all_sessions(Visitor(user)) == 1 and browser.get("/whoami/").json()["user"] is None
