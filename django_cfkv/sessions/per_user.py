@@ -20,7 +20,7 @@ Each function is one plan (``plans``): the async twins (``auser_sessions``...)
 await the same calls, with no thread.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -246,9 +246,20 @@ def ref_of(request: HttpRequest | None) -> str | None:
     return keys.hashed_id(session_key) if isinstance(session_key, str) else None
 
 
-#: Set on a user instance (by ``value_change``) by a save that changed their value: each former value, with the
-#: on-commit callback of its move. Until that runs their sessions are still listed under the former value.
+#: Set on a user instance (by ``value_change``) by a save that changed their value: each former value, with the key
+#: of its move's :class:`PendingMove`. Until that runs their sessions are still listed under the former value.
 MOVING_FROM = "_cfkv_moving_from"
+
+
+class PendingMove:
+    """The on-commit move of a user's sessions after a change of value (``value_change`` registers it); ``key``
+    names it in the instance's MOVING_FROM, which stays plain data (a user is pickled, cached, queued)."""
+
+    def __init__(self, key: int, run: Callable[[], None]) -> None:
+        self.key, self.run = key, run
+
+    def __call__(self) -> None:
+        self.run()
 
 
 def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
@@ -259,12 +270,13 @@ def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     if identity is None:
         return 0
     owner, count, pending = user_pk(user), 0, _moves_pending(user)
+    # The first is the value they held before this transaction. One taken in it may still list its former holder's
+    # sessions until the commit (two users swapping values): only the user's own entries, by holder, there.
+    held = pending[0] if pending else identity
     for value in pending:
         if value != identity:
-            count += yield from revoke_listed(value, owner, keep)
-    # A value taken in this transaction may still list its former holder's sessions until the commit (two users
-    # swapping values): only the user's own entries, by holder, there.
-    return count + (yield from revoke_listed(identity, owner, keep, own=bool(pending) and identity not in pending))
+            count += yield from revoke_listed(value, owner, keep, own=value != held)
+    return count + (yield from revoke_listed(identity, owner, keep, own=identity != held))
 
 
 def _moves_pending(user: Any) -> list[str]:
@@ -274,8 +286,8 @@ def _moves_pending(user: Any) -> list[str]:
     if not marks:
         return []
     waiting = transaction.get_connection(getattr(getattr(user, "_state", None), "db", None) or DEFAULT_DB_ALIAS)
-    callbacks = {id(entry[1]) for entry in waiting.run_on_commit}
-    return list(dict.fromkeys(former for former, callback in marks if id(callback) in callbacks))
+    keys = {entry[1].key for entry in waiting.run_on_commit if isinstance(entry[1], PendingMove)}
+    return list(dict.fromkeys(former for former, key in marks if key in keys))
 
 
 def revoke_listed(identity: str, owner: str, keep: str | None = None, own: bool = False) -> Plan[int]:

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import logging
+import pickle
 import time
 
 import pytest
@@ -968,3 +969,45 @@ def test_a_user_object_with_no_model_state_can_still_be_signed_out(settings, use
 
     browser = signed_in(user)
     assert revoke_all_sessions(Visitor(user)) == 1 and browser.get("/whoami/").json()["user"] is None
+
+
+@pytest.mark.parametrize("back", [False, True])
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_a_sign_out_after_passing_through_a_value_another_user_left_in_the_transaction_leaves_theirs(settings, user,
+                                                                                                    other, fmt, back):
+    """Bob leaves bob@; Ann takes it, then moves on (or back), and signs out everywhere, all before the commit: Bob's
+    sessions, still under bob@ until his move (a Worker refreshed their entries: no holder), stay his."""
+    settings.SESSION_CFKV_FORMAT = fmt
+    ann, bob = signed_in(user), signed_in(other)
+    strip_holders("bob@example.com")
+    with transaction.atomic():
+        other.email = "bob2@example.com"
+        other.save()
+        for email in ["bob@example.com", "ann@example.com" if back else "ann3@example.com"]:
+            user.email = email
+            user.save()
+        revoke_all_sessions(user)
+    assert ann.get("/whoami/").json()["user"] is None and bob.get("/whoami/").json()["user"] == other.pk
+
+
+@pytest.mark.parametrize("fmt", ["signed", "json"])
+def test_a_sign_out_in_a_rotation_of_three_users_values_ends_only_the_users_own(settings, user, other, fmt):
+    settings.SESSION_CFKV_FORMAT = fmt
+    cat = get_user_model().objects.create_user("cat", "cat@example.com", "pw")
+    browsers = {person: signed_in(person) for person in (user, other, cat)}
+    with transaction.atomic():
+        for person, email in [(user, "t@example.com"), (other, "ann@example.com"), (cat, "bob@example.com"),
+                              (user, "cat@example.com")]:
+            person.email = email
+            person.save()
+        revoke_all_sessions(other)
+    for person, browser in browsers.items():
+        assert browser.get("/whoami/").json()["user"] == (None if person == other else person.pk)
+
+
+def test_a_user_saved_with_a_new_value_can_still_be_pickled_before_the_commit(user):
+    """A view under ATOMIC_REQUESTS that changes the email, then caches the user or queues a job with it."""
+    with transaction.atomic():
+        user.email = "v@example.com"
+        user.save()
+        assert pickle.loads(pickle.dumps(user)).email == "v@example.com"
