@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import connections
 from django.http import HttpRequest
 
 from .. import clock, conf
@@ -246,17 +246,12 @@ def ref_of(request: HttpRequest | None) -> str | None:
     return keys.hashed_id(session_key) if isinstance(session_key, str) else None
 
 
-#: Set on a user instance (by ``value_change``) by a save that changed their value: each former value, with the key
-#: of its move's :class:`PendingMove`. Until that runs their sessions are still listed under the former value.
-MOVING_FROM = "_cfkv_moving_from"
-
-
 class PendingMove:
-    """The on-commit move of a user's sessions after a change of value (``value_change`` registers it); ``key``
-    names it in the instance's MOVING_FROM, which stays plain data (a user is pickled, cached, queued)."""
+    """The on-commit move of the sessions of the user ``owner`` (pk as text) from their ``former`` value, which a
+    save that changed it registers (``value_change``): until it runs they are still listed under that value."""
 
-    def __init__(self, key: int, run: Callable[[], None]) -> None:
-        self.key, self.run = key, run
+    def __init__(self, owner: str, former: str, run: Callable[[], None]) -> None:
+        self.owner, self.former, self.run = owner, former, run
 
     def __call__(self) -> None:
         self.run()
@@ -269,7 +264,8 @@ def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     identity = user_identity(user)
     if identity is None:
         return 0
-    owner, count, pending = user_pk(user), 0, _moves_pending(user)
+    owner, count = user_pk(user), 0
+    pending = _moves_pending(owner)
     # The first is the value they held before this transaction. One taken in it may still list its former holder's
     # sessions until the commit (two users swapping values): only the user's own entries, by holder, there.
     held = pending[0] if pending else identity
@@ -279,15 +275,13 @@ def _revoke_all(user: Any, keep: str | None) -> Plan[int]:
     return count + (yield from revoke_listed(identity, owner, keep, own=identity != held))
 
 
-def _moves_pending(user: Any) -> list[str]:
-    """Return the former values of ``user`` whose moves wait for the commit of this thread's transaction; a change
-    rolled back (its callback dropped) leaves its value on the instance, and someone else may hold it by now."""
-    marks = getattr(user, MOVING_FROM, ())
-    if not marks:
-        return []
-    waiting = transaction.get_connection(getattr(getattr(user, "_state", None), "db", None) or DEFAULT_DB_ALIAS)
-    keys = {entry[1].key for entry in waiting.run_on_commit if isinstance(entry[1], PendingMove)}
-    return list(dict.fromkeys(former for former, key in marks if key in keys))
+def _moves_pending(owner: str) -> list[str]:
+    """Return the former values of the user ``owner`` (pk as text) whose moves wait for the commit of this thread's
+    transactions, in the order of the changes (whichever instance of the user made them); a savepoint rolled back
+    drops its own."""
+    return list(dict.fromkeys(move.former for connection in connections.all(initialized_only=True)
+                              for _, move, *_ in connection.run_on_commit
+                              if isinstance(move, PendingMove) and move.owner == owner))
 
 
 def revoke_listed(identity: str, owner: str, keep: str | None = None, own: bool = False) -> Plan[int]:

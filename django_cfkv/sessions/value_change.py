@@ -47,7 +47,6 @@ process writes under the former value after the move, having read the user
 before the change, stays there.
 """
 
-import itertools
 import logging
 from typing import Any
 
@@ -57,7 +56,7 @@ from django.db import transaction
 from .. import clock, conf, limits, metadata
 from ..exceptions import CFKVConfigurationError, KVError, KVValueError
 from . import codec, index, memory, options
-from .per_user import MOVING_FROM, NEVER, PendingMove, listings, revoke, revoke_listed, user_identity, user_pk
+from .per_user import NEVER, PendingMove, listings, revoke, revoke_listed, user_identity, user_pk
 from .plans import KVCall, Plan, run
 from .tokens import token_store
 from .users import HASH_SESSION_KEY, SESSION_KEY
@@ -65,7 +64,6 @@ from .users import HASH_SESSION_KEY, SESSION_KEY
 logger = logging.getLogger("django_cfkv.sessions")
 
 _FORMER = "_cfkv_former_user_value"  # set on the instance between its pre_save and post_save
-_move_keys = itertools.count()
 
 
 def user_models() -> list[Any]:
@@ -129,13 +127,10 @@ def follow_saved_value(sender: Any, instance: Any, using: str | None = None, **k
     field = _field(sender)
     if former is None or field is None or str(instance.serializable_value(field)) == former:
         return
-    pk, owner, key = instance.pk, user_pk(instance), next(_move_keys)
-
-    def after_commit() -> None:
-        instance.__dict__.pop(MOVING_FROM, None)
-        _after_commit(sender, using, pk, owner, former)
-    instance.__dict__.setdefault(MOVING_FROM, []).append((former, key))  # for a sign-out before the commit
-    transaction.on_commit(PendingMove(key, after_commit), using=using)
+    pk, owner = instance.pk, user_pk(instance)
+    # A PendingMove, so a sign-out before the commit finds the sessions where they still are (per_user._revoke_all).
+    transaction.on_commit(PendingMove(owner, former, lambda: _after_commit(sender, using, pk, owner, former)),
+                          using=using)
 
 
 def sign_out_deleted_user(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
